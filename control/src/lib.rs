@@ -1,0 +1,2 @@
+//! vpnlb control plane: configuration loading and validation, and the replay driver.
+

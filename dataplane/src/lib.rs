@@ -1,0 +1,7 @@
+//! The vpnlb packet path, in pure Rust over byte buffers.
+//!
+//! Nothing in this crate knows about DPDK: the daemon's I/O layer hands bursts of frames to
+//! [`pipeline`], and `vpnlbd replay` hands it frames read from capture files. Both run exactly
+//! the same code.
+
+pub mod wire;
