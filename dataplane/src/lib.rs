@@ -5,3 +5,8 @@
 //! the same code.
 
 pub mod wire;
+pub mod affinity;
+pub mod classify;
+pub mod craft;
+pub mod io;
+pub mod schedule;

@@ -5,7 +5,19 @@
 //! can panic or read past the buffer. Views over `T: AsMut<[u8]>` also offer setters. Nothing here
 //! knows about services, affinity or NAT.
 
+pub mod arp;
 pub mod checksum;
+pub mod dtls;
+pub mod esp;
+pub mod ethernet;
+pub mod icmp;
+pub mod icmpv6;
+pub mod ike;
+pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod tls;
+pub mod udp;
 
 /// Why a buffer could not be viewed as a header.
 ///
