@@ -1,2 +1,4 @@
 //! vpnlb control plane: configuration loading and validation, and the replay driver.
 
+pub mod config;
+pub mod replay;

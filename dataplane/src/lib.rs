@@ -10,3 +10,5 @@ pub mod classify;
 pub mod craft;
 pub mod io;
 pub mod schedule;
+pub mod frame;
+pub mod nat;

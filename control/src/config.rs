@@ -1,0 +1,780 @@
+//! The configuration file: TOML in, a validated [`ApplianceSpec`] out.
+//!
+//! Parsing happens in two steps: serde reads the file into the raw `File` structs (so unknown
+//! keys and wrong types are caught with their line), then [`load_str`] validates every value and
+//! cross-reference, naming the file, the key path and the reason for the first problem found.
+//! Nothing is applied until the whole file is valid.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+
+use dataplane::model::{
+    AffinitySpec, ApplianceSpec, GatewaySpec, InterfaceSpec, IpCidr, Listeners, NeighborSpec,
+    PortSpec, Role, RouteSpec, ServiceSpec,
+};
+use dataplane::schedule::maglev::MAGLEV_DEFAULT_SIZE;
+use dataplane::schedule::{GatewayState, SchedulerKind};
+use dataplane::wire::ethernet::{EthernetAddress, Vlan};
+use serde::Deserialize;
+
+/// A configuration problem: which file, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// Dotted key path, e.g. `service.vpn.gateway.gw1.weight`; empty for syntax errors.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Default idle timeout of a confirmed client: one hour, as LoadMaster and CSS persistence.
+pub const DEFAULT_PERSISTENCE_TIMEOUT_S: u32 = 3600;
+/// Default idle timeout of a client the gateway has not answered yet.
+pub const DEFAULT_UNCONFIRMED_TIMEOUT_S: u32 = 30;
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    affinity: Option<AffinityFile>,
+    #[serde(default)]
+    maglev_table_size: Option<usize>,
+    #[serde(default)]
+    port: Vec<PortFile>,
+    #[serde(default)]
+    route: Vec<RouteFile>,
+    #[serde(default)]
+    neighbor: Vec<NeighborFile>,
+    #[serde(default)]
+    service: Vec<ServiceFile>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct AffinityFile {
+    capacity: Option<usize>,
+    max_unconfirmed: Option<usize>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PortFile {
+    name: String,
+    #[serde(default)]
+    device: String,
+    mac: String,
+    /// The untagged interface's role; a port that only carries VLANs leaves it out.
+    role: Option<Role>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    #[serde(default)]
+    vlan: Vec<VlanFile>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct VlanFile {
+    name: String,
+    /// 802.1Q VLAN id (single tag).
+    vid: Option<u16>,
+    /// 802.1ad outer (service) tag, with `inner`.
+    outer: Option<u16>,
+    inner: Option<u16>,
+    role: Role,
+    #[serde(default)]
+    addresses: Vec<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    prefix: String,
+    via: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct NeighborFile {
+    address: String,
+    mac: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Duration {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    name: String,
+    vip: Vec<String>,
+    protocols: Vec<String>,
+    #[serde(default)]
+    ports: PortsFile,
+    scheduler: Option<String>,
+    persistence_timeout: Option<Duration>,
+    unconfirmed_timeout: Option<Duration>,
+    #[serde(default)]
+    gateway: Vec<GatewayFile>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct PortsFile {
+    ike: Option<u16>,
+    nat_t: Option<u16>,
+    tls: Option<u16>,
+    dtls: Option<u16>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct GatewayFile {
+    name: String,
+    address: Vec<String>,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Largest gateway weight: keeps Maglev and least-connections arithmetic comfortably in range.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// Loads and validates a configuration file.
+pub fn load(path: &Path) -> Result<ApplianceSpec, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        key: String::new(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    load_str(&text, &file)
+}
+
+/// Validates configuration text; `file` names it in errors.
+pub fn load_str(text: &str, file: &str) -> Result<ApplianceSpec, ConfigError> {
+    let raw: File = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.to_string(),
+        key: String::new(),
+        reason: e.to_string().trim_end().to_string(),
+    })?;
+    Validator { file }.spec(raw)
+}
+
+struct Validator<'a> {
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, key: impl Into<String>, reason: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            file: self.file.to_string(),
+            key: key.into(),
+            reason: reason.into(),
+        })
+    }
+
+    fn name(&self, key: &str, name: &str, seen: &mut HashSet<String>) -> Result<(), ConfigError> {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !ok {
+            return self.err(
+                format!("{key}.name"),
+                format!("`{name}` must be non-empty letters, digits, '-', '_' or '.'"),
+            );
+        }
+        if !seen.insert(name.to_string()) {
+            return self.err(format!("{key}.name"), format!("`{name}` is used twice"));
+        }
+        Ok(())
+    }
+
+    fn mac(&self, key: &str, s: &str) -> Result<EthernetAddress, ConfigError> {
+        let mac: EthernetAddress = match s.parse() {
+            Ok(m) => m,
+            Err(_) => return self.err(key, format!("`{s}` is not a MAC address (aa:bb:cc:dd:ee:ff)")),
+        };
+        if !mac.is_unicast() {
+            return self.err(key, format!("`{s}` is not a unicast MAC address"));
+        }
+        Ok(mac)
+    }
+
+    fn ip(&self, key: &str, s: &str) -> Result<IpAddr, ConfigError> {
+        match s.parse() {
+            Ok(a) => Ok(a),
+            Err(_) => self.err(key, format!("`{s}` is not an IPv4 or IPv6 address")),
+        }
+    }
+
+    fn cidrs(&self, key: &str, list: &[String]) -> Result<Vec<IpCidr>, ConfigError> {
+        list.iter()
+            .map(|s| s.parse::<IpCidr>().or_else(|e| self.err(key, e)))
+            .collect()
+    }
+
+    fn seconds(&self, key: &str, d: Option<&Duration>, default: u32) -> Result<u32, ConfigError> {
+        let secs = match d {
+            None => return Ok(default),
+            Some(Duration::Seconds(s)) => *s,
+            Some(Duration::Text(t)) => match parse_duration(t) {
+                Some(s) => s,
+                None => {
+                    return self.err(
+                        key,
+                        format!("`{t}` is not a duration (seconds, or e.g. \"90s\", \"30m\", \"1h\", \"1h30m\")"),
+                    )
+                }
+            },
+        };
+        match u32::try_from(secs) {
+            Ok(s) if s > 0 => Ok(s),
+            _ => self.err(key, format!("{secs} s is out of range (1 s to {} s)", u32::MAX)),
+        }
+    }
+
+    fn spec(&self, raw: File) -> Result<ApplianceSpec, ConfigError> {
+        let mut ports = Vec::new();
+        let mut interfaces = Vec::new();
+        let mut names = HashSet::new();
+        if raw.port.is_empty() {
+            return self.err("port", "at least one port is required");
+        }
+        for (p, port) in raw.port.iter().enumerate() {
+            let key = format!("port.{}", port.name);
+            self.name(&format!("port[{p}]"), &port.name, &mut names)?;
+            let mac = self.mac(&format!("{key}.mac"), &port.mac)?;
+            let port_id = u16::try_from(p).or_else(|_| self.err("port", "too many ports"))?;
+            ports.push(PortSpec {
+                name: port.name.clone(),
+                mac,
+                device: port.device.clone(),
+            });
+            match port.role {
+                Some(role) => interfaces.push(InterfaceSpec {
+                    name: port.name.clone(),
+                    port: port_id,
+                    vlan: Vlan::Untagged,
+                    role,
+                    addresses: self.cidrs(&format!("{key}.addresses"), &port.addresses)?,
+                }),
+                None if !port.addresses.is_empty() => {
+                    return self.err(
+                        format!("{key}.role"),
+                        "a port with addresses needs a role (client or backend)",
+                    )
+                }
+                None => {}
+            }
+            let mut tags = HashSet::new();
+            for (v, vlan) in port.vlan.iter().enumerate() {
+                let vkey = format!("{key}.vlan.{}", vlan.name);
+                self.name(&format!("{key}.vlan[{v}]"), &vlan.name, &mut names)?;
+                let tag = match (vlan.vid, vlan.outer, vlan.inner) {
+                    (Some(vid), None, None) => Vlan::Single {
+                        vid: self.vid(&format!("{vkey}.vid"), vid)?,
+                    },
+                    (None, Some(o), Some(i)) => Vlan::Double {
+                        outer: self.vid(&format!("{vkey}.outer"), o)?,
+                        inner: self.vid(&format!("{vkey}.inner"), i)?,
+                    },
+                    _ => {
+                        return self.err(
+                            vkey,
+                            "give either `vid` (802.1Q) or both `outer` and `inner` (802.1ad)",
+                        )
+                    }
+                };
+                if !tags.insert(tag) {
+                    return self.err(vkey, "another VLAN on this port has the same tags");
+                }
+                interfaces.push(InterfaceSpec {
+                    name: vlan.name.clone(),
+                    port: port_id,
+                    vlan: tag,
+                    role: vlan.role,
+                    addresses: self.cidrs(&format!("{vkey}.addresses"), &vlan.addresses)?,
+                });
+            }
+        }
+        for role in [Role::Client, Role::Backend] {
+            if !interfaces.iter().any(|i| i.role == role) {
+                let r = if role == Role::Client { "client" } else { "backend" };
+                return self.err("port", format!("no interface has role \"{r}\""));
+            }
+        }
+        let mut own = HashSet::new();
+        for itf in &interfaces {
+            for a in &itf.addresses {
+                if !own.insert(a.addr) {
+                    return self.err(
+                        format!("interface {}.addresses", itf.name),
+                        format!("{} is configured twice", a.addr),
+                    );
+                }
+            }
+        }
+        let connected = |a: IpAddr| interfaces.iter().flat_map(|i| &i.addresses).any(|c| c.contains(a));
+
+        let mut routes = Vec::new();
+        for (r, route) in raw.route.iter().enumerate() {
+            let key = format!("route[{r}]");
+            let prefix = route
+                .prefix
+                .parse::<IpCidr>()
+                .or_else(|e| self.err(format!("{key}.prefix"), e))?;
+            let via = self.ip(&format!("{key}.via"), &route.via)?;
+            if via.is_ipv4() != prefix.addr.is_ipv4() {
+                return self.err(format!("{key}.via"), "not of the prefix's address family");
+            }
+            if !connected(via) {
+                return self.err(
+                    format!("{key}.via"),
+                    format!("{via} is not on a connected subnet of any interface"),
+                );
+            }
+            routes.push(RouteSpec { prefix, via });
+        }
+        let mut neighbors = Vec::new();
+        let mut seen = HashSet::new();
+        for (n, nb) in raw.neighbor.iter().enumerate() {
+            let key = format!("neighbor[{n}]");
+            let address = self.ip(&format!("{key}.address"), &nb.address)?;
+            let mac = self.mac(&format!("{key}.mac"), &nb.mac)?;
+            if !seen.insert(address) {
+                return self.err(format!("{key}.address"), format!("{address} is listed twice"));
+            }
+            if !connected(address) {
+                return self.err(
+                    format!("{key}.address"),
+                    format!("{address} is not on a connected subnet of any interface"),
+                );
+            }
+            neighbors.push(NeighborSpec { address, mac });
+        }
+
+        let mut services = Vec::new();
+        let mut names = HashSet::new();
+        let mut vips = HashSet::new();
+        if raw.service.is_empty() {
+            return self.err("service", "at least one service is required");
+        }
+        for (s, svc) in raw.service.iter().enumerate() {
+            self.name(&format!("service[{s}]"), &svc.name, &mut names)?;
+            let spec = self.service(svc, &own)?;
+            for vip in [spec.vip4.map(IpAddr::V4), spec.vip6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+            {
+                vips.insert(vip);
+            }
+            services.push(spec);
+        }
+        // A gateway must not be a VIP: return traffic is recognised by its source address.
+        for svc in &services {
+            for gw in &svc.gateways {
+                for a in [gw.address(false), gw.address(true)].into_iter().flatten() {
+                    if vips.contains(&a) {
+                        return self.err(
+                            format!("service.{}.gateway.{}.address", svc.name, gw.name),
+                            format!("{a} is a VIP"),
+                        );
+                    }
+                }
+            }
+        }
+        // Two services may share a VIP only on different ports/protocols.
+        for (i, a) in services.iter().enumerate() {
+            for b in &services[i + 1..] {
+                let shared = (a.vip4.is_some() && a.vip4 == b.vip4) || (a.vip6.is_some() && a.vip6 == b.vip6);
+                if shared && listeners_overlap(&a.listeners, &b.listeners) {
+                    return self.err(
+                        format!("service.{}.vip", b.name),
+                        format!("shares a VIP and a protocol/port with service {}", a.name),
+                    );
+                }
+            }
+        }
+
+        let affinity = {
+            let d = AffinitySpec::default();
+            let a = raw.affinity.as_ref();
+            let capacity = a.and_then(|a| a.capacity).unwrap_or(d.capacity);
+            let max_unconfirmed = a
+                .and_then(|a| a.max_unconfirmed)
+                .unwrap_or(capacity / 4)
+                .min(capacity);
+            if capacity == 0 {
+                return self.err("affinity.capacity", "must be at least 1");
+            }
+            if a.and_then(|a| a.max_unconfirmed).is_some_and(|m| m > capacity) {
+                return self.err("affinity.max_unconfirmed", "must not exceed affinity.capacity");
+            }
+            if max_unconfirmed == 0 {
+                return self.err("affinity.max_unconfirmed", "must be at least 1");
+            }
+            AffinitySpec {
+                capacity,
+                max_unconfirmed,
+            }
+        };
+        let maglev_size = raw.maglev_table_size.unwrap_or(MAGLEV_DEFAULT_SIZE);
+        if maglev_size < MAGLEV_DEFAULT_SIZE || !is_prime(maglev_size) {
+            return self.err(
+                "maglev_table_size",
+                format!("{maglev_size} must be a prime of at least {MAGLEV_DEFAULT_SIZE}"),
+            );
+        }
+        Ok(ApplianceSpec {
+            ports,
+            interfaces,
+            routes,
+            neighbors,
+            services,
+            affinity,
+            maglev_size,
+        })
+    }
+
+    fn vid(&self, key: &str, vid: u16) -> Result<u16, ConfigError> {
+        if (1..=4094).contains(&vid) {
+            Ok(vid)
+        } else {
+            self.err(key, format!("VLAN id {vid} is outside 1-4094"))
+        }
+    }
+
+    fn service(&self, svc: &ServiceFile, own: &HashSet<IpAddr>) -> Result<ServiceSpec, ConfigError> {
+        let key = format!("service.{}", svc.name);
+        let (mut vip4, mut vip6) = (None, None);
+        if svc.vip.is_empty() {
+            return self.err(format!("{key}.vip"), "at least one VIP is required");
+        }
+        for v in &svc.vip {
+            let a = self.ip(&format!("{key}.vip"), v)?;
+            if own.contains(&a) {
+                return self.err(format!("{key}.vip"), format!("{a} is an interface address"));
+            }
+            let slot_taken = match a {
+                IpAddr::V4(a) => vip4.replace(a).is_some(),
+                IpAddr::V6(a) => vip6.replace(a).is_some(),
+            };
+            if slot_taken {
+                return self.err(format!("{key}.vip"), "at most one IPv4 and one IPv6 VIP per service");
+            }
+        }
+        let mut listeners = Listeners {
+            ike: None,
+            natt: None,
+            esp: false,
+            tls: None,
+            dtls: None,
+        };
+        if svc.protocols.is_empty() {
+            return self.err(format!("{key}.protocols"), "at least one protocol is required");
+        }
+        let port = |name: &str, p: Option<u16>, default: u16| -> Result<u16, ConfigError> {
+            match p.unwrap_or(default) {
+                0 => self.err(format!("{key}.ports.{name}"), "port 0 is not a port"),
+                p => Ok(p),
+            }
+        };
+        for p in &svc.protocols {
+            match p.as_str() {
+                "ike" => listeners.ike = Some(port("ike", svc.ports.ike, 500)?),
+                "nat-t" => listeners.natt = Some(port("nat_t", svc.ports.nat_t, 4500)?),
+                "esp" => listeners.esp = true,
+                "tls" => listeners.tls = Some(port("tls", svc.ports.tls, 443)?),
+                "dtls" => listeners.dtls = Some(port("dtls", svc.ports.dtls, 443)?),
+                other => {
+                    return self.err(
+                        format!("{key}.protocols"),
+                        format!("unknown protocol `{other}` (ike, nat-t, esp, tls, dtls)"),
+                    )
+                }
+            }
+        }
+        let udp = [("ike", listeners.ike), ("nat_t", listeners.natt), ("dtls", listeners.dtls)];
+        for (i, (a, pa)) in udp.iter().enumerate() {
+            for (b, pb) in &udp[i + 1..] {
+                if pa.is_some() && pa == pb {
+                    return self.err(
+                        format!("{key}.ports"),
+                        format!("{a} and {b} are both on UDP port {}", pa.unwrap_or(0)),
+                    );
+                }
+            }
+        }
+        let scheduler = match svc.scheduler.as_deref() {
+            None | Some("maglev") => SchedulerKind::Maglev,
+            Some("least-conn") => SchedulerKind::LeastConn,
+            Some("round-robin") => SchedulerKind::RoundRobin,
+            Some(other) => {
+                return self.err(
+                    format!("{key}.scheduler"),
+                    format!("unknown scheduler `{other}` (maglev, least-conn, round-robin)"),
+                )
+            }
+        };
+        let persistence_timeout_s = self.seconds(
+            &format!("{key}.persistence_timeout"),
+            svc.persistence_timeout.as_ref(),
+            DEFAULT_PERSISTENCE_TIMEOUT_S,
+        )?;
+        let unconfirmed_timeout_s = self.seconds(
+            &format!("{key}.unconfirmed_timeout"),
+            svc.unconfirmed_timeout.as_ref(),
+            DEFAULT_UNCONFIRMED_TIMEOUT_S.min(persistence_timeout_s),
+        )?;
+        if svc.gateway.is_empty() {
+            return self.err(format!("{key}.gateway"), "at least one gateway is required");
+        }
+        let mut gateways = Vec::new();
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (g, gw) in svc.gateway.iter().enumerate() {
+            self.name(&format!("{key}.gateway[{g}]"), &gw.name, &mut names)?;
+            let gkey = format!("{key}.gateway.{}", gw.name);
+            let (mut ipv4, mut ipv6) = (None, None);
+            if gw.address.is_empty() {
+                return self.err(format!("{gkey}.address"), "at least one address is required");
+            }
+            for a in &gw.address {
+                let ip = self.ip(&format!("{gkey}.address"), a)?;
+                if own.contains(&ip) {
+                    return self.err(format!("{gkey}.address"), format!("{ip} is an interface address"));
+                }
+                if !addrs.insert(ip) {
+                    return self.err(format!("{gkey}.address"), format!("{ip} belongs to two gateways"));
+                }
+                let taken = match ip {
+                    IpAddr::V4(a) => ipv4.replace(a).is_some(),
+                    IpAddr::V6(a) => ipv6.replace(a).is_some(),
+                };
+                if taken {
+                    return self.err(format!("{gkey}.address"), "at most one IPv4 and one IPv6 address");
+                }
+            }
+            if gw.weight > MAX_WEIGHT {
+                return self.err(format!("{gkey}.weight"), format!("{} exceeds {MAX_WEIGHT}", gw.weight));
+            }
+            let state = match gw.state.as_deref() {
+                None | Some("up") => GatewayState::Up,
+                Some("down") => GatewayState::Down,
+                Some("draining") => GatewayState::Draining,
+                Some(other) => {
+                    return self.err(
+                        format!("{gkey}.state"),
+                        format!("unknown state `{other}` (up, down, draining)"),
+                    )
+                }
+            };
+            gateways.push(GatewaySpec {
+                name: gw.name.clone(),
+                ipv4,
+                ipv6,
+                weight: gw.weight,
+                state,
+            });
+        }
+        if vip4.is_some() && gateways.iter().all(|g| g.ipv4.is_none()) {
+            return self.err(format!("{key}.gateway"), "the service has an IPv4 VIP but no gateway has an IPv4 address");
+        }
+        if vip6.is_some() && gateways.iter().all(|g| g.ipv6.is_none()) {
+            return self.err(format!("{key}.gateway"), "the service has an IPv6 VIP but no gateway has an IPv6 address");
+        }
+        Ok(ServiceSpec {
+            name: svc.name.clone(),
+            vip4,
+            vip6,
+            listeners,
+            scheduler,
+            persistence_timeout_s,
+            unconfirmed_timeout_s,
+            gateways,
+        })
+    }
+}
+
+fn listeners_overlap(a: &Listeners, b: &Listeners) -> bool {
+    let udp = |l: &Listeners| [l.ike, l.natt, l.dtls];
+    let ua = udp(a);
+    let ub = udp(b);
+    ua.iter().flatten().any(|p| ub.contains(&Some(*p)))
+        || (a.tls.is_some() && a.tls == b.tls)
+        || (a.esp && b.esp)
+}
+
+/// Parses "90", "90s", "30m", "1h", "1h30m", "2d".
+pub fn parse_duration(t: &str) -> Option<u64> {
+    let t = t.trim();
+    if let Ok(s) = t.parse::<u64>() {
+        return Some(s);
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    let mut any = false;
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let mult = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return None,
+        };
+        let n: u64 = num.parse().ok()?;
+        total = total.checked_add(n.checked_mul(mult)?)?;
+        num.clear();
+        any = true;
+    }
+    (any && num.is_empty()).then_some(total)
+}
+
+fn is_prime(n: usize) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAB: &str = include_str!("../../conf/lab.toml");
+
+    #[test]
+    fn shipped_lab_config_loads() {
+        let spec = load_str(LAB, "conf/lab.toml").expect("lab config");
+        assert_eq!(spec.ports.len(), 2);
+        assert_eq!(spec.ports[0].name, "client");
+        assert_eq!(spec.services.len(), 1);
+        let svc = &spec.services[0];
+        assert_eq!(svc.vip4, Some("198.18.0.100".parse().unwrap()));
+        assert_eq!(svc.vip6, Some("2001:2:0:1::100".parse().unwrap()));
+        assert_eq!(svc.gateways.len(), 3);
+        assert_eq!(svc.persistence_timeout_s, 3600);
+        assert!(svc.listeners.esp);
+        assert_eq!(svc.listeners.natt, Some(4500));
+        // And the snapshot derives from it: gateways resolved to the backend port.
+        let snap = dataplane::model::Snapshot::build(spec, 1).expect("snapshot");
+        let hop = snap.services[0].v4.gateways[1].unwrap().1.expect("gw2 next hop");
+        assert_eq!(hop.mac.to_string(), "02:00:00:00:02:0c");
+    }
+
+    fn err_of(text: &str) -> ConfigError {
+        load_str(text, "t.toml").expect_err("must fail")
+    }
+
+    fn with(replace: &str, by: &str) -> String {
+        assert!(LAB.contains(replace), "fixture text `{replace}` not in lab.toml");
+        LAB.replacen(replace, by, 1)
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let e = err_of(&with("weight = 1", "weight = 20000"));
+        assert_eq!(e.file, "t.toml");
+        assert_eq!(e.key, "service.vpn.gateway.gw1.weight");
+        assert!(e.reason.contains("20000"), "{e}");
+
+        let e = err_of(&with("\"198.19.0.12\"", "\"198.19.0.300\""));
+        assert_eq!(e.key, "service.vpn.gateway.gw2.address");
+        assert!(e.reason.contains("198.19.0.300"));
+
+        let e = err_of(&with("scheduler = \"maglev\"", "scheduler = \"random\""));
+        assert_eq!(e.key, "service.vpn.scheduler");
+
+        let e = err_of(&with("mac = \"02:00:00:00:01:01\"", "mac = \"01:00:00:00:01:01\""));
+        assert_eq!(e.key, "port.client.mac");
+        assert!(e.reason.contains("unicast"));
+
+        let e = err_of(&with("persistence_timeout = \"1h\"", "persistence_timeout = \"1 hour\""));
+        assert_eq!(e.key, "service.vpn.persistence_timeout");
+
+        let e = err_of(&with("via = \"198.18.0.254\"", "via = \"198.18.9.254\""));
+        assert_eq!(e.key, "route[0].via");
+
+        let e = err_of(&with("\"esp\",", "\"gre\","));
+        assert_eq!(e.key, "service.vpn.protocols");
+        assert!(e.reason.contains("gre"));
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_are_reported_with_their_line() {
+        let e = err_of(&with("[[service]]", "[[service]]\ncolour = \"blue\""));
+        assert_eq!(e.key, "");
+        assert!(e.reason.contains("colour"), "{e}");
+        assert!(e.reason.contains("line"), "{e}");
+        let e = err_of("port = [");
+        assert!(e.to_string().starts_with("t.toml: "));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("90s"), Some(90));
+        assert_eq!(parse_duration("1h30m"), Some(5400));
+        assert_eq!(parse_duration("2d"), Some(172_800));
+        assert_eq!(parse_duration("1x"), None);
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("5m3"), None);
+    }
+
+    #[test]
+    fn vlan_interfaces() {
+        let text = with(
+            "[[port]]\nname = \"backend\"",
+            "[[port.vlan]]\nname = \"client-v100\"\nvid = 100\nrole = \"client\"\naddresses = [\"198.18.100.1/24\"]\n\n[[port.vlan]]\nname = \"client-qinq\"\nouter = 200\ninner = 300\nrole = \"client\"\n\n[[port]]\nname = \"backend\"",
+        );
+        let spec = load_str(&text, "t.toml").expect("vlan config");
+        let v = spec.interfaces.iter().find(|i| i.name == "client-v100").unwrap();
+        assert_eq!(v.vlan, Vlan::Single { vid: 100 });
+        let q = spec.interfaces.iter().find(|i| i.name == "client-qinq").unwrap();
+        assert_eq!(q.vlan, Vlan::Double { outer: 200, inner: 300 });
+        let bad = with("[[port]]\nname = \"backend\"", "[[port.vlan]]\nname = \"v\"\nvid = 4095\nrole = \"client\"\n\n[[port]]\nname = \"backend\"");
+        assert_eq!(err_of(&bad).key, "port.client.vlan.v.vid");
+    }
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65_537));
+        assert!(!is_prime(65_536));
+        assert!(is_prime(2));
+        assert!(!is_prime(1));
+    }
+}

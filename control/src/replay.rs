@@ -1,0 +1,306 @@
+//! `vpnlbd replay`: the worker pipeline over capture files.
+//!
+//! Input captures (one per port) are merged by timestamp and fed to one [`Worker`] in bursts,
+//! exactly as a poll-mode worker would see them; the capture timestamps are the clock, so
+//! persistence timeouts replay faithfully. What the appliance transmits on each port is written
+//! to `<out-dir>/<port>.pcap` with the timestamp of the frame that caused it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dataplane::counters::WorkerCounters;
+use dataplane::frame::{Frame, VecFrame, DEFAULT_HEADROOM};
+use dataplane::io::pcap::{PcapError, PcapReader, PcapWriter};
+use dataplane::model::{ApplianceSpec, Snapshot};
+use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
+use serde::Serialize;
+
+/// One `--in PORT=CAPTURE` argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    pub port: String,
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for Input {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (port, path) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not PORT=CAPTURE"))?;
+        if port.is_empty() || path.is_empty() {
+            return Err(format!("`{s}` is not PORT=CAPTURE"));
+        }
+        Ok(Input {
+            port: port.to_string(),
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub enum ReplayError {
+    UnknownPort(String),
+    Capture { path: PathBuf, error: PcapError },
+    Io { path: PathBuf, error: std::io::Error },
+    Snapshot(String),
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::UnknownPort(p) => write!(f, "--in names port `{p}`, which the config does not have"),
+            ReplayError::Capture { path, error } => write!(f, "{}: {error}", path.display()),
+            ReplayError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            ReplayError::Snapshot(e) => write!(f, "config: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// Per-port frame counts of a replay.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PortReport {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// One affinity entry at the end of the replay.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AffinityReport {
+    pub client: IpAddr,
+    pub service: String,
+    pub gateway: String,
+    pub confirmed: bool,
+    pub last_seen: u32,
+}
+
+/// Per-gateway numbers, by name.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct GatewayReport {
+    pub service: String,
+    pub gateway: String,
+    #[serde(flatten)]
+    pub counters: dataplane::counters::GatewayCounters,
+    /// Clients whose entry names this gateway at the end of the replay.
+    pub clients: u64,
+}
+
+/// What `vpnlbd replay` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub ports: BTreeMap<String, PortReport>,
+    pub counters: WorkerCounters,
+    pub gateways: Vec<GatewayReport>,
+    pub affinity_entries: usize,
+    pub sni_top: Vec<(String, u64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Vec<AffinityReport>>,
+}
+
+struct Source {
+    port: u16,
+    reader: PcapReader<std::io::BufReader<std::fs::File>>,
+    path: PathBuf,
+    /// The next frame and its timestamp, if any.
+    next: Option<(u64, Vec<u8>)>,
+}
+
+impl Source {
+    fn advance(&mut self) -> Result<(), ReplayError> {
+        let mut buf = self.next.take().map(|(_, b)| b).unwrap_or_default();
+        self.next = match self.reader.next_packet(&mut buf) {
+            Ok(Some(ts)) => Some((ts, buf)),
+            Ok(None) => None,
+            Err(error) => {
+                return Err(ReplayError::Capture {
+                    path: self.path.clone(),
+                    error,
+                })
+            }
+        };
+        Ok(())
+    }
+}
+
+/// Replays `inputs` through the pipeline configured by `spec`, writing `out_dir/<port>.pcap`.
+pub fn run(
+    spec: ApplianceSpec,
+    inputs: &[Input],
+    out_dir: &Path,
+    with_affinity: bool,
+) -> Result<Report, ReplayError> {
+    let snap = Arc::new(Snapshot::build(spec, 1).map_err(ReplayError::Snapshot)?);
+    let port_names: Vec<String> = snap.spec.ports.iter().map(|p| p.name.clone()).collect();
+    let mut sources = Vec::new();
+    for input in inputs {
+        let port = port_names
+            .iter()
+            .position(|n| *n == input.port)
+            .ok_or_else(|| ReplayError::UnknownPort(input.port.clone()))?;
+        let reader = PcapReader::open(&input.path).map_err(|error| ReplayError::Capture {
+            path: input.path.clone(),
+            error,
+        })?;
+        let mut src = Source {
+            port: port as u16,
+            reader,
+            path: input.path.clone(),
+            next: None,
+        };
+        src.advance()?;
+        sources.push(src);
+    }
+    std::fs::create_dir_all(out_dir).map_err(|error| ReplayError::Io {
+        path: out_dir.to_path_buf(),
+        error,
+    })?;
+    let mut writers = Vec::new();
+    for name in &port_names {
+        let path = out_dir.join(format!("{name}.pcap"));
+        let w = PcapWriter::create(&path).map_err(|error| ReplayError::Capture { path, error })?;
+        writers.push(w);
+    }
+    let mut ports: BTreeMap<String, PortReport> = port_names
+        .iter()
+        .map(|n| (n.clone(), PortReport::default()))
+        .collect();
+
+    let mut worker = Worker::new(Arc::clone(&snap));
+    let mut frames: Vec<VecFrame> = (0..MAX_BURST).map(|_| VecFrame::new(&[])).collect();
+    let mut stamps = [0u64; MAX_BURST];
+    let mut verdicts = [Verdict::ToControl; MAX_BURST];
+    loop {
+        // The source with the oldest next frame; ties go to the first listed.
+        let Some(i) = sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.next.as_ref().map(|(ts, _)| (*ts, i)))
+            .min()
+            .map(|(_, i)| i)
+        else {
+            break;
+        };
+        // A burst: consecutive frames of that source within the same second, oldest first, as
+        // long as no other source has an older frame.
+        let mut n = 0;
+        let port = sources[i].port;
+        let mut now = 0u32;
+        while n < MAX_BURST {
+            let Some((ts, _)) = sources[i].next.as_ref() else {
+                break;
+            };
+            let ts = *ts;
+            let secs = seconds(ts);
+            let older_elsewhere = sources
+                .iter()
+                .enumerate()
+                .any(|(j, s)| j != i && s.next.as_ref().is_some_and(|(t, _)| *t < ts));
+            if n > 0 && (secs != now || older_elsewhere) {
+                break;
+            }
+            now = secs;
+            if let Some((_, data)) = sources[i].next.as_ref() {
+                frames[n].reset(data, DEFAULT_HEADROOM);
+            }
+            stamps[n] = ts;
+            n += 1;
+            sources[i].advance()?;
+        }
+        if let Some(p) = ports.get_mut(&port_names[usize::from(port)]) {
+            p.rx_packets += n as u64;
+        }
+        worker.process_burst(now, port, &mut frames[..n], &mut verdicts[..n]);
+        for ((frame, verdict), ts) in frames[..n].iter().zip(&verdicts[..n]).zip(&stamps[..n]) {
+            if let Verdict::Tx { port } = verdict {
+                let p = usize::from(*port);
+                let path = out_dir.join(format!("{}.pcap", port_names[p]));
+                writers[p]
+                    .write_packet(*ts, frame.bytes())
+                    .map_err(|error| ReplayError::Capture { path, error })?;
+                if let Some(r) = ports.get_mut(&port_names[p]) {
+                    r.tx_packets += 1;
+                }
+            }
+        }
+    }
+    for (w, name) in writers.iter_mut().zip(&port_names) {
+        w.flush().map_err(|error| ReplayError::Capture {
+            path: out_dir.join(format!("{name}.pcap")),
+            error,
+        })?;
+    }
+    Ok(report(&worker, &snap, ports, with_affinity))
+}
+
+fn seconds(ts_ns: u64) -> u32 {
+    u32::try_from(ts_ns / 1_000_000_000).unwrap_or(u32::MAX)
+}
+
+fn report(
+    worker: &Worker,
+    snap: &Snapshot,
+    ports: BTreeMap<String, PortReport>,
+    with_affinity: bool,
+) -> Report {
+    let counters = worker.counters();
+    let mut clients: Vec<Vec<u64>> = snap
+        .services
+        .iter()
+        .map(|s| vec![0; s.spec.gateways.len()])
+        .collect();
+    let mut affinity = Vec::new();
+    for (k, v) in worker.affinity().iter() {
+        let Some(svc) = snap.services.get(usize::from(k.service)) else {
+            continue;
+        };
+        if let Some(c) = clients
+            .get_mut(usize::from(k.service))
+            .and_then(|c| c.get_mut(usize::from(v.gateway)))
+        {
+            *c += 1;
+        }
+        if with_affinity {
+            affinity.push(AffinityReport {
+                client: k.client_ip(),
+                service: svc.spec.name.clone(),
+                gateway: svc
+                    .spec
+                    .gateways
+                    .get(usize::from(v.gateway))
+                    .map_or_else(|| v.gateway.to_string(), |g| g.name.clone()),
+                confirmed: v.confirmed,
+                last_seen: v.last_seen,
+            });
+        }
+    }
+    affinity.sort_by(|a, b| (a.client, &a.service).cmp(&(b.client, &b.service)));
+    let mut gateways = Vec::new();
+    for (s, svc) in snap.services.iter().enumerate() {
+        for (g, gw) in svc.spec.gateways.iter().enumerate() {
+            gateways.push(GatewayReport {
+                service: svc.spec.name.clone(),
+                gateway: gw.name.clone(),
+                counters: counters
+                    .gateways
+                    .get(s)
+                    .and_then(|v| v.get(g))
+                    .copied()
+                    .unwrap_or_default(),
+                clients: clients[s][g],
+            });
+        }
+    }
+    Report {
+        ports,
+        affinity_entries: worker.affinity().len(),
+        sni_top: worker.sni_stats().top(),
+        counters,
+        gateways,
+        affinity: with_affinity.then_some(affinity),
+    }
+}

@@ -1,0 +1,287 @@
+//! Per-worker counters. Each worker owns one [`WorkerCounters`] and only increments plain
+//! integers; the control thread (or replay) sums them with [`WorkerCounters::add`].
+
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+use crate::affinity::AffinityCounters;
+use crate::classify::Class;
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        /// Why a packet was not forwarded. Every drop has exactly one reason and one counter.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = DropReason::ALL.len();
+
+            /// The counter's name, as shown by `vpnlbctl show drops` and in replay output.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Truncated => "truncated", "A header is cut short by the end of the frame.";
+    BadHeader => "bad-header", "A header field holds a value its protocol does not allow.";
+    BadLength => "bad-length", "A length field disagrees with the frame or another length.";
+    BadChecksum => "bad-checksum", "The IPv4 header checksum does not verify.";
+    BadSource => "bad-source", "Source address is multicast, broadcast, unspecified, loopback or one of ours.";
+    NotOurMac => "not-our-mac", "Unicast frame addressed to another MAC.";
+    UnknownVlan => "unknown-vlan", "No configured interface claims the frame's port and VLAN tags.";
+    UnknownEthertype => "unknown-ethertype", "Neither ARP, IPv4 nor IPv6.";
+    ArpUnhandled => "arp-unhandled", "ARP that is not a request for one of our addresses.";
+    NdUnhandled => "nd-unhandled", "Neighbor discovery that is not a solicitation for one of our addresses.";
+    IcmpUnhandled => "icmp-unhandled", "ICMP to a VIP that is neither an echo request nor an error.";
+    IcmpNoFlow => "icmp-no-flow", "ICMP error quoting a packet of no known client flow.";
+    TtlExpired => "ttl-expired", "TTL or hop limit would reach zero.";
+    NotAVip => "not-a-vip", "Client-side traffic to an address that is neither a VIP nor ours.";
+    WrongSide => "wrong-side", "VIP traffic arriving on a backend interface.";
+    NoService => "no-service", "To a VIP, but no service there carries this protocol and port.";
+    UnknownSource => "unknown-source", "Backend traffic from an address that is no gateway.";
+    NoGateway => "no-gateway", "No gateway of the service is eligible for this client.";
+    TableFull => "table-full", "The affinity shard has no room and nothing evictable.";
+    NoRoute => "no-route", "No route to the destination on the right side.";
+    NoNeighbor => "no-neighbor", "The next hop's MAC is unknown.";
+    NoHeadroom => "no-headroom", "The frame cannot grow to carry the egress VLAN tags.";
+}
+
+/// Packets and bytes forwarded to and from one gateway, and the clients it was given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GatewayCounters {
+    /// Client packets forwarded to the gateway.
+    pub to_gateway_packets: u64,
+    pub to_gateway_bytes: u64,
+    /// Gateway packets forwarded to clients.
+    pub from_gateway_packets: u64,
+    pub from_gateway_bytes: u64,
+    /// New clients scheduled onto the gateway by this worker.
+    pub new_clients: u64,
+}
+
+impl GatewayCounters {
+    fn add(&mut self, o: &GatewayCounters) {
+        self.to_gateway_packets += o.to_gateway_packets;
+        self.to_gateway_bytes += o.to_gateway_bytes;
+        self.from_gateway_packets += o.from_gateway_packets;
+        self.from_gateway_bytes += o.from_gateway_bytes;
+        self.new_clients += o.new_clients;
+    }
+}
+
+/// Affinity decisions the pipeline made (the table's own counters are in [`AffinityCounters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClientCounters {
+    /// Clients without an entry that were scheduled onto a gateway.
+    pub scheduled: u64,
+    /// Clients whose gateway went down and that were moved on their next packet.
+    pub rescheduled: u64,
+    /// Entries created from a gateway's traffic to a client that had none (after a timeout, or
+    /// on the other appliance of a pair).
+    pub learned_from_gateway: u64,
+    /// Gateway traffic to a client whose entry names another gateway (forwarded anyway).
+    pub gateway_mismatch: u64,
+    /// Gateway traffic that could not be recorded because the shard was full (forwarded anyway).
+    pub learn_failed_table_full: u64,
+}
+
+impl ClientCounters {
+    fn add(&mut self, o: &ClientCounters) {
+        self.scheduled += o.scheduled;
+        self.rescheduled += o.rescheduled;
+        self.learned_from_gateway += o.learned_from_gateway;
+        self.gateway_mismatch += o.gateway_mismatch;
+        self.learn_failed_table_full += o.learn_failed_table_full;
+    }
+}
+
+/// Everything one worker counts. Plain integers: the owner increments, others read copies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames for the appliance itself, handed to the control plane.
+    pub to_control: u64,
+    pub arp_replies: u64,
+    pub nd_replies: u64,
+    pub echo_replies: u64,
+    /// ICMP errors whose quoted header was translated and forwarded.
+    pub icmp_errors_translated: u64,
+    pub tls_client_hellos: u64,
+    pub dtls_client_hellos: u64,
+    /// Packets by traffic class (inbound and outbound).
+    pub classes: [u64; Class::COUNT],
+    pub drops: [u64; DropReason::COUNT],
+    pub clients: ClientCounters,
+    /// The shard's own counters, copied in when counters are read.
+    pub affinity: AffinityCounters,
+    /// `[service][gateway]`.
+    pub gateways: Vec<Vec<GatewayCounters>>,
+}
+
+impl WorkerCounters {
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    #[inline]
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    #[inline]
+    pub fn class(&self, class: Class) -> u64 {
+        self.classes[class.index()]
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds another worker's counters into these (the control thread's sum).
+    pub fn add(&mut self, o: &WorkerCounters) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.to_control += o.to_control;
+        self.arp_replies += o.arp_replies;
+        self.nd_replies += o.nd_replies;
+        self.echo_replies += o.echo_replies;
+        self.icmp_errors_translated += o.icmp_errors_translated;
+        self.tls_client_hellos += o.tls_client_hellos;
+        self.dtls_client_hellos += o.dtls_client_hellos;
+        for (a, b) in self.classes.iter_mut().zip(&o.classes) {
+            *a += b;
+        }
+        for (a, b) in self.drops.iter_mut().zip(&o.drops) {
+            *a += b;
+        }
+        self.clients.add(&o.clients);
+        self.affinity = add_affinity(&self.affinity, &o.affinity);
+        if self.gateways.len() < o.gateways.len() {
+            self.gateways.resize(o.gateways.len(), Vec::new());
+        }
+        for (mine, theirs) in self.gateways.iter_mut().zip(&o.gateways) {
+            if mine.len() < theirs.len() {
+                mine.resize(theirs.len(), GatewayCounters::default());
+            }
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                a.add(b);
+            }
+        }
+    }
+}
+
+fn add_affinity(a: &AffinityCounters, b: &AffinityCounters) -> AffinityCounters {
+    AffinityCounters {
+        inserts: a.inserts + b.inserts,
+        confirmed: a.confirmed + b.confirmed,
+        expired: a.expired + b.expired,
+        evicted_unconfirmed: a.evicted_unconfirmed + b.evicted_unconfirmed,
+        insert_full: a.insert_full + b.insert_full,
+        removed: a.removed + b.removed,
+    }
+}
+
+/// Serializes `[u64; N]` counters as `{ "name": count, ... }`.
+struct Named<'a, I: Copy + 'static> {
+    values: &'a [u64],
+    keys: &'a [I],
+    name: fn(I) -> &'static str,
+}
+
+impl<I: Copy> Serialize for Named<'_, I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.keys.len()))?;
+        for (k, v) in self.keys.iter().zip(self.values) {
+            m.serialize_entry((self.name)(*k), v)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for WorkerCounters {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("WorkerCounters", 16)?;
+        st.serialize_field("rx_packets", &self.rx_packets)?;
+        st.serialize_field("rx_bytes", &self.rx_bytes)?;
+        st.serialize_field("tx_packets", &self.tx_packets)?;
+        st.serialize_field("tx_bytes", &self.tx_bytes)?;
+        st.serialize_field("to_control", &self.to_control)?;
+        st.serialize_field("arp_replies", &self.arp_replies)?;
+        st.serialize_field("nd_replies", &self.nd_replies)?;
+        st.serialize_field("echo_replies", &self.echo_replies)?;
+        st.serialize_field("icmp_errors_translated", &self.icmp_errors_translated)?;
+        st.serialize_field("tls_client_hellos", &self.tls_client_hellos)?;
+        st.serialize_field("dtls_client_hellos", &self.dtls_client_hellos)?;
+        st.serialize_field(
+            "classes",
+            &Named {
+                values: &self.classes,
+                keys: &Class::ALL,
+                name: Class::name,
+            },
+        )?;
+        st.serialize_field(
+            "drops",
+            &Named {
+                values: &self.drops,
+                keys: DropReason::ALL,
+                name: DropReason::name,
+            },
+        )?;
+        st.serialize_field("clients", &self.clients)?;
+        st.serialize_field("affinity", &self.affinity)?;
+        st.serialize_field("gateways", &self.gateways)?;
+        st.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reason_names_are_unique_and_kebab_case() {
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|d| d.name()).collect();
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-')));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for (i, d) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i);
+        }
+    }
+
+    #[test]
+    fn add_sums_everything() {
+        let mut a = WorkerCounters::default();
+        let mut b = WorkerCounters {
+            rx_packets: 3,
+            gateways: vec![vec![GatewayCounters::default(); 2]],
+            ..Default::default()
+        };
+        b.drop(DropReason::TtlExpired);
+        b.gateways[0][1].new_clients = 7;
+        a.add(&b);
+        a.add(&b);
+        assert_eq!(a.rx_packets, 6);
+        assert_eq!(a.dropped(DropReason::TtlExpired), 2);
+        assert_eq!(a.gateways[0][1].new_clients, 14);
+    }
+}

@@ -1,0 +1,103 @@
+//! The one thing the pipeline needs from a packet buffer.
+//!
+//! The daemon implements [`Frame`] for DPDK mbufs (`rte_pktmbuf_prepend` / `rte_pktmbuf_adj`);
+//! replay and tests use [`VecFrame`]. Forwarding between interfaces with different VLAN tagging
+//! grows or shrinks the frame at the front, so a frame needs headroom.
+
+/// A packet buffer whose front can move.
+pub trait Frame {
+    /// The frame's bytes, starting at the Ethernet header.
+    fn bytes(&self) -> &[u8];
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// Grows the frame by `n` bytes at the front (uninitialised contents). False when the
+    /// headroom is too small; the frame is then unchanged.
+    fn push_front(&mut self, n: usize) -> bool;
+    /// Removes `n` bytes from the front. False when the frame is shorter; the frame is then
+    /// unchanged.
+    fn pull_front(&mut self, n: usize) -> bool;
+}
+
+/// Headroom `VecFrame::new` leaves: room for two VLAN tags and then some, as an mbuf has.
+pub const DEFAULT_HEADROOM: usize = 64;
+
+/// A heap-backed frame with headroom, for replay and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VecFrame {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl VecFrame {
+    pub fn new(data: &[u8]) -> Self {
+        Self::with_headroom(data, DEFAULT_HEADROOM)
+    }
+
+    pub fn with_headroom(data: &[u8], headroom: usize) -> Self {
+        let mut buf = vec![0; headroom + data.len()];
+        buf[headroom..].copy_from_slice(data);
+        VecFrame {
+            buf,
+            start: headroom,
+        }
+    }
+
+    /// Reuses this frame's allocation for new contents.
+    pub fn reset(&mut self, data: &[u8], headroom: usize) {
+        self.buf.clear();
+        self.buf.resize(headroom, 0);
+        self.buf.extend_from_slice(data);
+        self.start = headroom;
+    }
+
+    pub fn headroom(&self) -> usize {
+        self.start
+    }
+}
+
+impl Frame for VecFrame {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+
+    fn push_front(&mut self, n: usize) -> bool {
+        match self.start.checked_sub(n) {
+            Some(s) => {
+                self.start = s;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn pull_front(&mut self, n: usize) -> bool {
+        if n <= self.buf.len() - self.start {
+            self.start += n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_and_pull_move_the_front() {
+        let mut f = VecFrame::with_headroom(&[1, 2, 3], 4);
+        assert!(f.push_front(4));
+        assert_eq!(f.bytes().len(), 7);
+        assert!(!f.push_front(1));
+        assert!(f.pull_front(5));
+        assert_eq!(f.bytes(), &[2, 3]);
+        assert!(!f.pull_front(3));
+        assert_eq!(f.bytes(), &[2, 3]);
+        assert!(f.pull_front(2));
+        assert!(f.bytes().is_empty());
+    }
+}
