@@ -712,7 +712,7 @@ mod tests {
         assert_eq!(e.key, "service.vpn.gateway.gw1.weight");
         assert!(e.reason.contains("20000"), "{e}");
 
-        let e = err_of(&with("\"198.19.0.12\"", "\"198.19.0.300\""));
+        let e = err_of(&with("address = [\"198.19.0.12\"", "address = [\"198.19.0.300\""));
         assert_eq!(e.key, "service.vpn.gateway.gw2.address");
         assert!(e.reason.contains("198.19.0.300"));
 

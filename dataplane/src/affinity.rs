@@ -564,6 +564,32 @@ impl AffinityShard {
         let _ = hash;
     }
 
+    /// Second prefetch stage: reads the home bucket of `hash` (prefetched by [`Self::prefetch`]
+    /// earlier in the burst) and prefetches the entries whose tag matches, so the lookup that
+    /// follows finds both of its cache lines present. A hint only: no effect on results.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(bucket) = self.buckets.get(self.home(hash_bits(hash))) {
+            let tag = tag_of(hash);
+            for (&slot, &t) in bucket.slots.iter().zip(&bucket.tags) {
+                if t == tag {
+                    if let Some(e) = self.entries.get(slot as usize) {
+                        // SAFETY: prefetch is a hint that never faults; the pointer is to a
+                        // live entry.
+                        unsafe {
+                            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                                (e as *const Entry).cast::<i8>(),
+                            )
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = hash;
+    }
+
     /// Finds `key`. An entry with `expires_at <= now` is removed and reported as
     /// [`Lookup::Expired`]; a live one is returned for reading and updating.
     /// `hash` must be `key.hash()` (the value it was inserted with).
@@ -707,7 +733,12 @@ impl AffinityShard {
     /// call stopped, removing the expired entries it finds and passing each to `on_removed`.
     /// Returns the number of slots examined. Calls totalling `capacity()` slots with the same
     /// `now` reclaim every entry expired at `now`.
-    pub fn sweep(&mut self, now: u32, max_slots: usize, mut on_removed: impl FnMut(Removed)) -> usize {
+    pub fn sweep(
+        &mut self,
+        now: u32,
+        max_slots: usize,
+        mut on_removed: impl FnMut(Removed),
+    ) -> usize {
         let n = max_slots.min(self.capacity());
         for _ in 0..n {
             let idx = self.advance_cursor();
@@ -941,5 +972,1172 @@ impl AffinityShard {
             self.links[next as usize].prev = prev;
         }
         self.links[idx as usize] = NO_LINK;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{HashMap, HashSet};
+
+    /// 198.18.0.0/15 client `n` (lab range), service 443.
+    fn k4(n: u32) -> AffinityKey {
+        AffinityKey::from_v4(Ipv4Addr::from(0xc612_0000 + (n & 0x1_ffff)), 443)
+    }
+
+    /// 2001:2:0:ff::/64 client with interface id `n`, service 500.
+    fn k6(n: u64) -> AffinityKey {
+        let mut o = Ipv6Addr::new(0x2001, 2, 0, 0xff, 0, 0, 0, 0).octets();
+        o[8..].copy_from_slice(&n.to_be_bytes());
+        AffinityKey::from_v6(&Ipv6Addr::from(o), 500)
+    }
+
+    fn val(gateway: u16, last_seen: u32, expires_at: u32, confirmed: bool) -> AffinityValue {
+        AffinityValue {
+            gateway,
+            last_seen,
+            expires_at,
+            confirmed,
+        }
+    }
+
+    fn ins(s: &mut AffinityShard, k: AffinityKey, v: AffinityValue, now: u32) -> InsertOutcome {
+        s.insert(k, k.hash(), v, now)
+    }
+
+    /// The live value of `k` via `lookup` (which reclaims it if expired).
+    fn get(s: &mut AffinityShard, k: &AffinityKey, now: u32) -> Option<AffinityValue> {
+        match s.lookup(k, k.hash(), now) {
+            Lookup::Hit(e) => Some(e.value()),
+            _ => None,
+        }
+    }
+
+    /// Checks every structural invariant from scratch.
+    fn check(s: &AffinityShard) {
+        let cap = s.capacity();
+        let nb = s.buckets.len();
+        let occupied = s.entries.iter().filter(|e| e.occupied()).count();
+        let confirmed = s
+            .entries
+            .iter()
+            .filter(|e| e.occupied() && e.confirmed())
+            .count();
+        assert_eq!(occupied, s.len());
+        assert_eq!(confirmed, s.confirmed_len);
+        assert!(s.unconfirmed_len <= s.max_unconfirmed);
+        assert!(s.len() <= cap);
+
+        // FIFO: exactly the unconfirmed entries, consistent both ways.
+        let (mut n, mut prev, mut i) = (0, NIL, s.fifo_head);
+        while i != NIL {
+            let e = &s.entries[i as usize];
+            assert!(
+                e.occupied() && !e.confirmed(),
+                "FIFO holds a non-unconfirmed slot"
+            );
+            assert_eq!(s.links[i as usize].prev, prev);
+            prev = i;
+            i = s.links[i as usize].next;
+            n += 1;
+            assert!(n <= cap, "FIFO cycle");
+        }
+        assert_eq!(s.fifo_tail, prev);
+        assert_eq!(n, s.unconfirmed_len);
+
+        // Free list: exactly the free slots.
+        let (mut n, mut i) = (0, s.free_head);
+        while i != NIL {
+            assert!(!s.entries[i as usize].occupied());
+            i = s.links[i as usize].next;
+            n += 1;
+            assert!(n <= cap, "free-list cycle");
+        }
+        assert_eq!(n, cap - s.len());
+
+        // Index: every entry referenced once; overflow counts recomputed from scratch.
+        let mut refs = vec![0u32; cap];
+        let mut overflow = vec![0u32; nb];
+        for (b, bucket) in s.buckets.iter().enumerate() {
+            for &slot in &bucket.slots {
+                if slot == NIL {
+                    continue;
+                }
+                let e = &s.entries[slot as usize];
+                assert!(e.occupied(), "index points at a free slot");
+                refs[slot as usize] += 1;
+                let mut x = s.home(e.meta >> 2);
+                while x != b {
+                    overflow[x] += 1;
+                    x = s.next_bucket(x);
+                }
+            }
+        }
+        for (i, e) in s.entries.iter().enumerate() {
+            assert_eq!(
+                refs[i],
+                u32::from(e.occupied()),
+                "slot {i} indexed {} times",
+                refs[i]
+            );
+        }
+        let actual: Vec<u32> = s.buckets.iter().map(|b| b.overflow).collect();
+        assert_eq!(actual, overflow);
+
+        let c = s.counters;
+        assert_eq!(
+            c.inserts - c.expired - c.evicted_unconfirmed - c.removed,
+            s.len() as u64,
+            "counters do not add up: {c:?}"
+        );
+    }
+
+    // ---- keys and hashing ----------------------------------------------------------------
+
+    #[test]
+    fn key_from_v4_is_v4_mapped() {
+        let k = AffinityKey::from_v4(Ipv4Addr::new(198, 18, 0, 5), 7);
+        assert_eq!(
+            k.client,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 5]
+        );
+        assert_eq!(k.service, 7);
+        assert_eq!(k.client_ip(), IpAddr::V4(Ipv4Addr::new(198, 18, 0, 5)));
+        assert_eq!(AffinityKey::new("198.18.0.5".parse().unwrap(), 7), k);
+        // The same client seen as an IPv4-mapped IPv6 address is the same key.
+        let mapped: Ipv6Addr = "::ffff:198.18.0.5".parse().unwrap();
+        assert_eq!(AffinityKey::from_v6(&mapped, 7), k);
+        assert_eq!(
+            AffinityKey::new(IpAddr::V6(mapped), 7).client_ip(),
+            k.client_ip()
+        );
+    }
+
+    #[test]
+    fn key_from_v6() {
+        let a: Ipv6Addr = "2001:2:0:1::100".parse().unwrap();
+        let k = AffinityKey::from_v6(&a, 4500);
+        assert_eq!(
+            k.client,
+            [0x20, 0x01, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0]
+        );
+        assert_eq!(k.client_ip(), IpAddr::V6(a));
+        assert_eq!(AffinityKey::new(IpAddr::V6(a), 4500), k);
+        // `::` and IPv4-compatible `::a.b.c.d` stay IPv6.
+        assert_eq!(
+            AffinityKey::default().client_ip(),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        );
+        let compat: Ipv6Addr = "::198.18.0.5".parse().unwrap();
+        assert_eq!(
+            AffinityKey::from_v6(&compat, 1).client_ip(),
+            IpAddr::V6(compat)
+        );
+    }
+
+    #[test]
+    fn hash_is_deterministic_golden() {
+        // Pinned values: the hash must not change across builds, hosts or endianness.
+        assert_eq!(AffinityKey::default().hash(), GOLDEN_DEFAULT);
+        assert_eq!(
+            AffinityKey::from_v4(Ipv4Addr::new(198, 18, 0, 5), 443).hash(),
+            GOLDEN_V4
+        );
+        let a: Ipv6Addr = "2001:2:0:2::11".parse().unwrap();
+        assert_eq!(AffinityKey::from_v6(&a, 500).hash(), GOLDEN_V6);
+        // Every field matters.
+        let k = k4(1);
+        assert_ne!(k.hash(), AffinityKey { service: 444, ..k }.hash());
+        assert_ne!(k4(1).hash(), k4(2).hash());
+        assert_ne!(k6(1).hash(), k6(1 << 63).hash());
+    }
+
+    const GOLDEN_DEFAULT: u64 = 0x7acd_bb98_b134_4213;
+    const GOLDEN_V4: u64 = 0x6ab9_41a8_32c0_c7af;
+    const GOLDEN_V6: u64 = 0xed49_590d_2fd9_16d2;
+
+    #[test]
+    fn hash_spreads_sequential_clients() {
+        // 2^17 consecutive IPv4 clients (all of 198.18.0.0/15) over 1024 home buckets and
+        // over the 256 values of the tag's low byte: chi-square within 5 sigma of a random
+        // function's (df + 5 * sqrt(2 df); this hash gives 994 and 266).
+        let mut homes = vec![0u32; 1024];
+        let mut tags = vec![0u32; 256];
+        let mut seen = HashSet::new();
+        for n in 0..1u32 << 17 {
+            let h = k4(n).hash();
+            assert!(
+                seen.insert(h),
+                "IPv4 hashes of one service must be distinct"
+            );
+            homes[(h >> 54) as usize] += 1;
+            tags[(h & 0xff) as usize] += 1;
+        }
+        for bins in [&homes, &tags] {
+            let mean = f64::from(1u32 << 17) / bins.len() as f64;
+            let chi2: f64 = bins
+                .iter()
+                .map(|&n| (f64::from(n) - mean).powi(2) / mean)
+                .sum();
+            let df = (bins.len() - 1) as f64;
+            assert!(
+                chi2 < df + 5.0 * (2.0 * df).sqrt(),
+                "chi2 {chi2} for df {df}"
+            );
+        }
+    }
+
+    #[test]
+    fn hash_avalanches() {
+        // Flipping any one input bit flips about half of the output bits on average.
+        let base = [k4(12345), k6(0x0123_4567_89ab_cdef), AffinityKey::default()];
+        for k in base {
+            let h = k.hash();
+            let mut total = 0u32;
+            for bit in 0..(16 * 8 + 16) {
+                let mut k2 = k;
+                if bit < 128 {
+                    k2.client[bit / 8] ^= 1 << (bit % 8);
+                } else {
+                    k2.service ^= 1 << (bit - 128);
+                }
+                let d = (h ^ k2.hash()).count_ones();
+                assert!(d >= 10, "bit {bit}: only {d} output bits changed");
+                total += d;
+            }
+            let avg = total / 144;
+            assert!((28..=36).contains(&avg), "average {avg}");
+        }
+    }
+
+    // ---- memory --------------------------------------------------------------------------
+
+    fn assert_memory(cap: usize) {
+        let s = AffinityShard::new(cap, cap / 10);
+        let bytes = s.memory_bytes();
+        assert_eq!(bytes, AffinityShard::memory_bytes_for(cap));
+        assert_eq!(s.capacity(), cap);
+        assert!(
+            bytes <= 64 * cap,
+            "{cap}: {} B/entry",
+            bytes as f64 / cap as f64
+        );
+        // The design figure: 32 + 8 + 64/5 = 52.8 B/entry plus the fixed part.
+        assert!(bytes <= 53 * cap + 1024, "{cap}: {bytes}");
+    }
+
+    #[test]
+    fn memory_per_entry_1k() {
+        assert_memory(1_000);
+    }
+
+    #[test]
+    fn memory_per_entry_1m() {
+        assert_memory(1_000_000);
+    }
+
+    #[test]
+    fn memory_per_entry_10m_computed() {
+        let bytes = AffinityShard::memory_bytes_for(10_000_000);
+        assert!(bytes <= 640_000_000, "{bytes}");
+        assert_eq!(bytes, 528_000_000 + core::mem::size_of::<AffinityShard>());
+    }
+
+    #[test]
+    #[ignore = "allocates and touches 528 MB"]
+    fn memory_per_entry_10m_allocated() {
+        assert_memory(10_000_000);
+    }
+
+    #[test]
+    fn entries_and_buckets_are_cache_line_friendly() {
+        assert_eq!(core::mem::align_of::<Entry>(), 32);
+        assert_eq!(core::mem::align_of::<Bucket>(), 64);
+        let s = AffinityShard::new(100, 10);
+        assert_eq!(s.entries.as_ptr() as usize % 32, 0);
+        assert_eq!(s.buckets.as_ptr() as usize % 64, 0);
+    }
+
+    // ---- basic operations ----------------------------------------------------------------
+
+    #[test]
+    fn insert_lookup_refresh_confirm_set_gateway() {
+        let mut s = AffinityShard::new(16, 8);
+        let k = k4(5);
+        assert!(matches!(s.lookup(&k, k.hash(), 100), Lookup::Miss));
+        assert_eq!(
+            ins(&mut s, k, val(2, 100, 3700, false), 100),
+            InsertOutcome::Inserted
+        );
+        assert_eq!((s.len(), s.unconfirmed_len(), s.confirmed_len()), (1, 1, 0));
+        assert!(!s.is_empty());
+
+        match s.lookup(&k, k.hash(), 200) {
+            Lookup::Hit(mut e) => {
+                assert_eq!(e.key(), k);
+                assert_eq!(e.value(), val(2, 100, 3700, false));
+                e.refresh(200, 3800);
+                assert!(e.confirm());
+                assert!(!e.confirm(), "second confirm is not a transition");
+                e.set_gateway(3);
+                assert_eq!(e.value(), val(3, 200, 3800, true));
+                assert!(format!("{e:?}").contains("gateway: 3"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.peek(&k, k.hash()), Some(val(3, 200, 3800, true)));
+        assert_eq!((s.len(), s.unconfirmed_len(), s.confirmed_len()), (1, 0, 1));
+        let c = s.counters();
+        assert_eq!((c.inserts, c.confirmed), (1, 1));
+        // Another service is another key; a wrong hash does not find the entry.
+        assert!(matches!(
+            s.lookup(&AffinityKey { service: 1, ..k }, k.hash(), 200),
+            Lookup::Miss
+        ));
+        assert!(matches!(s.lookup(&k, !k.hash(), 200), Lookup::Miss));
+        check(&s);
+    }
+
+    #[test]
+    fn inserting_confirmed_is_not_a_transition() {
+        let mut s = AffinityShard::new(4, 4);
+        ins(&mut s, k4(1), val(0, 0, 10, true), 0);
+        assert_eq!(s.counters().confirmed, 0);
+        assert_eq!((s.confirmed_len(), s.unconfirmed_len()), (1, 0));
+        check(&s);
+    }
+
+    #[test]
+    fn expiry_via_lookup() {
+        let mut s = AffinityShard::new(16, 16);
+        let k = k6(7);
+        ins(&mut s, k, val(1, 50, 100, true), 50);
+        assert_eq!(get(&mut s, &k, 99), Some(val(1, 50, 100, true)));
+        // `expires_at <= now` is expired.
+        match s.lookup(&k, k.hash(), 100) {
+            Lookup::Expired(r) => assert_eq!(
+                r,
+                Removed {
+                    key: k,
+                    value: val(1, 50, 100, true),
+                    reason: RemoveReason::Expired
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(s.lookup(&k, k.hash(), 100), Lookup::Miss));
+        assert_eq!(s.counters().expired, 1);
+        assert!(s.is_empty());
+        check(&s);
+    }
+
+    #[test]
+    fn remove_and_counters() {
+        let mut s = AffinityShard::new(8, 8);
+        let k = k4(9);
+        ins(&mut s, k, val(4, 1, 10, false), 1);
+        let r = s.remove(&k, k.hash()).unwrap();
+        assert_eq!(r.reason, RemoveReason::Removed);
+        assert_eq!(r.value, val(4, 1, 10, false));
+        assert_eq!(s.remove(&k, k.hash()), None);
+        assert_eq!(s.counters().removed, 1);
+        assert_eq!(s.unconfirmed_len(), 0);
+        check(&s);
+    }
+
+    #[test]
+    fn duplicate_insert_updates_in_place_and_never_demotes() {
+        let mut s = AffinityShard::new(8, 8);
+        let k = k4(3);
+        ins(&mut s, k, val(1, 10, 100, false), 10);
+        assert_eq!(
+            ins(&mut s, k, val(2, 20, 200, true), 20),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(s.peek(&k, k.hash()), Some(val(2, 20, 200, true)));
+        assert_eq!(
+            ins(&mut s, k, val(3, 30, 300, false), 30),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(s.peek(&k, k.hash()), Some(val(3, 30, 300, true)));
+        let c = s.counters();
+        assert_eq!(
+            (c.inserts, c.confirmed, s.len(), s.confirmed_len()),
+            (1, 1, 1, 1)
+        );
+        check(&s);
+    }
+
+    #[test]
+    fn iter_and_retain() {
+        let mut s = AffinityShard::new(32, 32);
+        for n in 0..20 {
+            ins(&mut s, k4(n), val((n % 4) as u16, 0, 100, n % 2 == 0), 0);
+        }
+        let all: HashMap<_, _> = s.iter().collect();
+        assert_eq!(all.len(), 20);
+        assert_eq!(all[&k4(6)], val(2, 0, 100, true));
+
+        let mut removed = Vec::new();
+        s.retain(|_, v| v.gateway != 2, |r| removed.push(r));
+        let mut got: Vec<u32> = removed
+            .iter()
+            .map(|r| {
+                assert_eq!(r.reason, RemoveReason::Removed);
+                match r.key.client_ip() {
+                    IpAddr::V4(a) => u32::from(a) - 0xc612_0000,
+                    IpAddr::V6(_) => unreachable!(),
+                }
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [2, 6, 10, 14, 18]);
+        assert_eq!(s.len(), 15);
+        assert_eq!(s.counters().removed, 5);
+        assert!(s.iter().all(|(_, v)| v.gateway != 2));
+        check(&s);
+    }
+
+    // ---- sweep ---------------------------------------------------------------------------
+
+    #[test]
+    fn sweep_is_bounded_and_a_full_cycle_reclaims_all_expired() {
+        let mut s = AffinityShard::new(100, 100);
+        let mut expect = HashSet::new();
+        for n in 0..60 {
+            let expires = if n % 3 == 0 { 10 } else { 1000 };
+            if expires == 10 {
+                expect.insert(k4(n));
+            }
+            ins(&mut s, k4(n), val(0, 0, expires, n % 2 == 0), 0);
+        }
+        let mut got = HashSet::new();
+        assert_eq!(s.sweep(9, 100, |r| panic!("{r:?}")), 100);
+        assert!(got.is_empty(), "nothing is expired at 9");
+        let mut calls = 0;
+        let mut examined = 0;
+        while examined < 100 {
+            examined += s.sweep(10, 7, |r| {
+                assert_eq!(r.reason, RemoveReason::Expired);
+                assert!(got.insert(r.key));
+            });
+            calls += 1;
+        }
+        assert_eq!(calls, 15);
+        assert_eq!(got, expect);
+        assert_eq!(s.len(), 40);
+        assert_eq!(s.counters().expired, 20);
+        // One call never examines more than one cycle.
+        assert_eq!(s.sweep(10_000, usize::MAX, |_| {}), 100);
+        assert!(s.is_empty());
+        check(&s);
+    }
+
+    // ---- unconfirmed cap and eviction ----------------------------------------------------
+
+    #[test]
+    fn unconfirmed_cap_evicts_oldest_in_creation_order() {
+        let mut s = AffinityShard::new(100, 3);
+        let (a, b, c, d, e, f) = (k4(1), k4(2), k4(3), k4(4), k4(5), k4(6));
+        for k in [a, b, c] {
+            assert_eq!(
+                ins(&mut s, k, val(0, 0, 1000, false), 0),
+                InsertOutcome::Inserted
+            );
+        }
+        // A refresh does not make `a` younger.
+        if let Lookup::Hit(mut en) = s.lookup(&a, a.hash(), 5) {
+            en.refresh(5, 2000);
+        }
+        let out = ins(&mut s, d, val(0, 6, 1000, false), 6);
+        assert_eq!(
+            out,
+            InsertOutcome::InsertedEvicting(Removed {
+                key: a,
+                value: val(0, 5, 2000, false),
+                reason: RemoveReason::EvictedUnconfirmed
+            })
+        );
+        // Confirming `b` takes it out of the FIFO: the cap has room again.
+        if let Lookup::Hit(mut en) = s.lookup(&b, b.hash(), 7) {
+            assert!(en.confirm());
+        }
+        assert_eq!(
+            ins(&mut s, e, val(0, 8, 1000, false), 8),
+            InsertOutcome::Inserted
+        );
+        match ins(&mut s, f, val(0, 9, 1000, false), 9) {
+            InsertOutcome::InsertedEvicting(r) => assert_eq!(r.key, c),
+            other => panic!("{other:?}"),
+        }
+        // Confirmed inserts do not count against the cap.
+        assert_eq!(
+            ins(&mut s, k4(7), val(0, 9, 1000, true), 9),
+            InsertOutcome::Inserted
+        );
+        assert_eq!((s.unconfirmed_len(), s.confirmed_len()), (3, 2));
+        assert_eq!(s.counters().evicted_unconfirmed, 2);
+        assert!(s.peek(&b, b.hash()).is_some());
+        check(&s);
+    }
+
+    #[test]
+    fn evicting_an_expired_head_counts_as_expired() {
+        let mut s = AffinityShard::new(10, 1);
+        ins(&mut s, k4(1), val(0, 0, 50, false), 0);
+        match ins(&mut s, k4(2), val(0, 60, 1000, false), 60) {
+            InsertOutcome::InsertedEvicting(r) => {
+                assert_eq!((r.key, r.reason), (k4(1), RemoveReason::Expired));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            (s.counters().expired, s.counters().evicted_unconfirmed),
+            (1, 0)
+        );
+        check(&s);
+    }
+
+    #[test]
+    fn full_table_reclaims_expired_before_evicting_unconfirmed() {
+        let mut s = AffinityShard::new(8, 8);
+        for n in 0..4 {
+            ins(&mut s, k4(n), val(0, 0, 10, true), 0);
+        }
+        for n in 4..8 {
+            ins(&mut s, k4(n), val(0, 0, 1000, false), 0);
+        }
+        let out = ins(&mut s, k4(8), val(0, 20, 1000, false), 20);
+        let InsertOutcome::InsertedEvicting(r) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(r.reason, RemoveReason::Expired);
+        assert!(r.value.confirmed && r.value.expires_at == 10);
+        // Nothing expired at 5: the oldest unconfirmed goes.
+        let mut s = AffinityShard::new(8, 8);
+        for n in 0..8 {
+            ins(&mut s, k4(n), val(0, 0, 1000, n >= 3), 0);
+        }
+        let out = ins(&mut s, k4(8), val(0, 5, 1000, true), 5);
+        assert_eq!(
+            out,
+            InsertOutcome::InsertedEvicting(Removed {
+                key: k4(0),
+                value: val(0, 0, 1000, false),
+                reason: RemoveReason::EvictedUnconfirmed
+            })
+        );
+        check(&s);
+    }
+
+    #[test]
+    fn full_of_confirmed_returns_full_and_corrupts_nothing() {
+        let mut s = AffinityShard::new(64, 64);
+        for n in 0..64 {
+            assert_eq!(
+                ins(&mut s, k4(n), val(n as u16, 1, 1000, true), 1),
+                InsertOutcome::Inserted
+            );
+        }
+        assert_eq!(
+            ins(&mut s, k4(100), val(0, 2, 1000, true), 2),
+            InsertOutcome::Full
+        );
+        assert_eq!(
+            ins(&mut s, k6(100), val(0, 2, 1000, false), 2),
+            InsertOutcome::Full
+        );
+        assert_eq!(s.counters().insert_full, 2);
+        assert_eq!(s.len(), 64);
+        for n in 0..64 {
+            assert_eq!(get(&mut s, &k4(n), 3), Some(val(n as u16, 1, 1000, true)));
+        }
+        assert!(matches!(
+            s.lookup(&k4(100), k4(100).hash(), 3),
+            Lookup::Miss
+        ));
+        check(&s);
+        // Once one expires there is room again: each refused insert scans RECLAIM_SCAN more
+        // slots, so the expired entry is found within capacity / RECLAIM_SCAN attempts.
+        if let Lookup::Hit(mut e) = s.lookup(&k4(5), k4(5).hash(), 3) {
+            e.refresh(3, 4);
+        }
+        let mut attempts = 0;
+        let r = loop {
+            attempts += 1;
+            assert!(attempts <= 64 / RECLAIM_SCAN, "expired entry not reclaimed");
+            match ins(&mut s, k4(100), val(0, 5, 1000, true), 5) {
+                InsertOutcome::Full => continue,
+                InsertOutcome::InsertedEvicting(r) => break r,
+                InsertOutcome::Inserted => panic!("inserted without room"),
+            }
+        };
+        assert_eq!((r.key, r.reason), (k4(5), RemoveReason::Expired));
+        assert_eq!(s.len(), 64);
+        check(&s);
+    }
+
+    #[test]
+    fn zero_capacity_and_zero_unconfirmed() {
+        let mut s = AffinityShard::new(0, 5);
+        assert_eq!((s.capacity(), s.max_unconfirmed()), (0, 0));
+        assert_eq!(
+            ins(&mut s, k4(1), val(0, 0, 9, true), 0),
+            InsertOutcome::Full
+        );
+        assert!(matches!(s.lookup(&k4(1), k4(1).hash(), 0), Lookup::Miss));
+        assert_eq!(s.sweep(0, 100, |_| panic!()), 0);
+        s.retain(|_, _| false, |_| panic!());
+        s.prefetch(k4(1).hash());
+        assert_eq!(s.iter().count(), 0);
+        check(&s);
+
+        let mut s = AffinityShard::new(10, 0);
+        assert_eq!(
+            ins(&mut s, k4(1), val(0, 0, 9, false), 0),
+            InsertOutcome::Full
+        );
+        assert_eq!(
+            ins(&mut s, k4(1), val(0, 0, 9, true), 0),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(s.counters().insert_full, 1);
+        assert_eq!(AffinityShard::new(10, 99).max_unconfirmed(), 10);
+        check(&s);
+    }
+
+    #[test]
+    fn long_probe_chains_with_colliding_hashes() {
+        // Every key has the same hash: one chain through all 10 buckets.
+        const H: u64 = 0x0123_4567_89ab_cdef;
+        let mut s = AffinityShard::new(50, 50);
+        for n in 0..50 {
+            assert_eq!(
+                s.insert(k4(n), H, val(n as u16, 0, 100, true), 0),
+                InsertOutcome::Inserted
+            );
+        }
+        check(&s);
+        // Five full buckets from the home one; the k-th after home holds entries that
+        // skipped k buckets, so the overflow counts are 40, 30, 20, 10, 0.
+        let home = s.home(hash_bits(H));
+        let chain: Vec<u32> = (0..5)
+            .map(|i| s.buckets[(home + i) % 10].overflow)
+            .collect();
+        assert_eq!(chain, [40, 30, 20, 10, 0]);
+        assert_eq!(s.buckets.iter().map(|b| b.overflow).sum::<u32>(), 100);
+        for n in (0..50).step_by(2) {
+            assert!(s.remove(&k4(n), H).is_some());
+        }
+        check(&s);
+        for n in 0..50 {
+            let want = (n % 2 == 1).then_some(val(n as u16, 0, 100, true));
+            assert_eq!(s.peek(&k4(n), H), want, "{n}");
+        }
+        for n in 100..125 {
+            assert_eq!(
+                s.insert(k4(n), H, val(1, 0, 100, true), 0),
+                InsertOutcome::Inserted
+            );
+        }
+        check(&s);
+        let mut n = 0;
+        assert_eq!(s.sweep(100, 50, |_| n += 1), 50);
+        assert_eq!((n, s.len()), (50, 0));
+        check(&s);
+        assert!(s.buckets.iter().all(|b| b.overflow == 0));
+    }
+
+    #[test]
+    fn prefetch_and_debug_do_not_panic() {
+        let s = AffinityShard::new(1000, 10);
+        for n in 0..2000 {
+            s.prefetch(k4(n).hash());
+        }
+        for n in 0..2000 {
+            s.prefetch_entry(k4(n).hash());
+        }
+        s.prefetch(u64::MAX);
+        s.prefetch(0);
+        s.prefetch_entry(u64::MAX);
+        s.prefetch_entry(0);
+        AffinityShard::new(0, 0).prefetch_entry(0);
+        assert!(format!("{s:?}").contains("capacity: 1000"));
+    }
+
+    #[test]
+    fn counters_serialize() {
+        fn is_serialize<T: serde::Serialize>(_: &T) {}
+        is_serialize(&AffinityCounters::default());
+    }
+
+    // ---- flood protection ----------------------------------------------------------------
+
+    /// xorshift64*: deterministic pseudo-random keys for the flood.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    /// `confirmed` confirmed entries, then a 10×capacity spoofed flood of unconfirmed inserts
+    /// from random IPv6 sources. Returns the shard after checking every confirmed entry.
+    fn flood(capacity: usize, max_unconfirmed: usize, confirmed: u32) -> AffinityShard {
+        let mut s = AffinityShard::new(capacity, max_unconfirmed);
+        for n in 0..confirmed {
+            let k = k4(n);
+            if n % 2 == 0 {
+                ins(&mut s, k, val(n as u16, 1, 100_000, true), 1);
+            } else {
+                // The pipeline's way: unconfirmed first, confirmed by return traffic.
+                ins(&mut s, k, val(n as u16, 1, 100_000, false), 1);
+                let Lookup::Hit(mut e) = s.lookup(&k, k.hash(), 1) else {
+                    panic!("just inserted")
+                };
+                assert!(e.confirm());
+            }
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut now = 2;
+        for i in 0..10 * capacity {
+            if i % 1000 == 0 {
+                now += 1;
+            }
+            let k = k6(rng.next());
+            assert!(matches!(s.lookup(&k, k.hash(), now), Lookup::Miss));
+            let out = ins(&mut s, k, val(9, now, now + 30, false), now);
+            if let InsertOutcome::InsertedEvicting(r) = out {
+                assert!(!r.value.confirmed, "a confirmed entry was evicted: {r:?}");
+                assert_eq!(r.reason, RemoveReason::EvictedUnconfirmed);
+            }
+        }
+        for n in 0..confirmed {
+            assert_eq!(
+                get(&mut s, &k4(n), now),
+                Some(val(n as u16, 1, 100_000, true)),
+                "confirmed entry {n} lost"
+            );
+        }
+        assert_eq!(s.confirmed_len(), confirmed as usize);
+        check(&s);
+        s
+    }
+
+    #[test]
+    fn flood_never_removes_confirmed_entries_cap_bound() {
+        let s = flood(10_000, 1_000, 8_000);
+        let c = s.counters();
+        assert_eq!(s.unconfirmed_len(), 1_000);
+        assert_eq!(c.inserts, 8_000 + 100_000);
+        assert_eq!(c.evicted_unconfirmed, 99_000);
+        assert_eq!(
+            (c.insert_full, c.expired, c.removed, c.confirmed),
+            (0, 0, 0, 4_000)
+        );
+    }
+
+    #[test]
+    fn flood_never_removes_confirmed_entries_room_bound() {
+        let s = flood(10_000, 10_000, 8_000);
+        let c = s.counters();
+        assert_eq!(s.unconfirmed_len(), 2_000);
+        assert_eq!(c.inserts, 8_000 + 100_000);
+        assert_eq!(c.evicted_unconfirmed, 98_000);
+        assert_eq!(c.insert_full, 0);
+    }
+
+    #[test]
+    fn flood_into_a_table_full_of_confirmed_is_refused() {
+        let s = flood(10_000, 1_000, 10_000);
+        let c = s.counters();
+        assert_eq!(s.len(), 10_000);
+        assert_eq!(
+            (c.inserts, c.insert_full, c.evicted_unconfirmed),
+            (10_000, 100_000, 0)
+        );
+    }
+
+    // ---- model check ---------------------------------------------------------------------
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The pipeline's way: lookup, then insert on Miss/Expired.
+        Insert {
+            k: usize,
+            gw: u16,
+            ttl: u32,
+            confirmed: bool,
+        },
+        /// Insert without a lookup (the key may be present).
+        RawInsert {
+            k: usize,
+            gw: u16,
+            ttl: u32,
+            confirmed: bool,
+        },
+        Lookup {
+            k: usize,
+        },
+        Refresh {
+            k: usize,
+            ttl: u32,
+        },
+        Confirm {
+            k: usize,
+        },
+        SetGateway {
+            k: usize,
+            gw: u16,
+        },
+        Remove {
+            k: usize,
+        },
+        Sweep {
+            max: usize,
+        },
+        Retain {
+            modulo: u16,
+        },
+        Tick {
+            dt: u32,
+        },
+    }
+
+    const POOL: usize = 40;
+
+    fn op() -> impl Strategy<Value = Op> {
+        let k = 0..POOL;
+        prop_oneof![
+            4 => (k.clone(), 0..4u16, 0..60u32, any::<bool>())
+                .prop_map(|(k, gw, ttl, confirmed)| Op::Insert { k, gw, ttl, confirmed }),
+            1 => (k.clone(), 0..4u16, 0..60u32, any::<bool>())
+                .prop_map(|(k, gw, ttl, confirmed)| Op::RawInsert { k, gw, ttl, confirmed }),
+            2 => k.clone().prop_map(|k| Op::Lookup { k }),
+            1 => (k.clone(), 0..60u32).prop_map(|(k, ttl)| Op::Refresh { k, ttl }),
+            2 => k.clone().prop_map(|k| Op::Confirm { k }),
+            1 => (k.clone(), 0..4u16).prop_map(|(k, gw)| Op::SetGateway { k, gw }),
+            1 => k.prop_map(|k| Op::Remove { k }),
+            1 => (0..40usize).prop_map(|max| Op::Sweep { max }),
+            1 => (1..5u16).prop_map(|modulo| Op::Retain { modulo }),
+            2 => (0..30u32).prop_map(|dt| Op::Tick { dt }),
+        ]
+    }
+
+    /// Pool keys, half IPv4 and half IPv6, and the hash each is used with under `mode`:
+    /// 0 the real hash, 1 all equal (one long chain), 2 four values, 3 one home bucket with
+    /// distinct tags, 4 one tag with spread homes.
+    fn pool(mode: u8) -> Vec<(AffinityKey, u64)> {
+        (0..POOL)
+            .map(|i| {
+                let k = if i % 2 == 0 {
+                    k4(i as u32)
+                } else {
+                    k6(i as u64)
+                };
+                let h = match mode {
+                    0 => k.hash(),
+                    1 => 0xdead_beef_0bad_f00d,
+                    2 => [1u64, 2, 3, u64::MAX][i % 4].wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    3 => 0x4000_0000_0000_0000 | i as u64,
+                    _ => (i as u64) << 40 | 0x77,
+                };
+                (k, h)
+            })
+            .collect()
+    }
+
+    /// The reference: key → (value, creation sequence number for FIFO order).
+    struct Model {
+        map: HashMap<AffinityKey, (AffinityValue, u64)>,
+        seq: u64,
+        cap: usize,
+        maxu: usize,
+    }
+
+    impl Model {
+        fn unconfirmed(&self) -> usize {
+            self.map.values().filter(|(v, _)| !v.confirmed).count()
+        }
+
+        fn oldest_unconfirmed(&self) -> Option<AffinityKey> {
+            self.map
+                .iter()
+                .filter(|(_, (v, _))| !v.confirmed)
+                .min_by_key(|(_, (_, seq))| *seq)
+                .map(|(k, _)| *k)
+        }
+
+        /// Checks `out` of inserting absent-or-present `k → v` at `now` and applies it.
+        fn insert(&mut self, k: AffinityKey, v: AffinityValue, now: u32, out: InsertOutcome) {
+            if let Some((mv, _)) = self.map.get_mut(&k) {
+                assert_eq!(out, InsertOutcome::Inserted);
+                *mv = AffinityValue {
+                    confirmed: mv.confirmed || v.confirmed,
+                    ..v
+                };
+                return;
+            }
+            let cap_hit = !v.confirmed && self.unconfirmed() >= self.maxu;
+            let full = self.map.len() >= self.cap;
+            match out {
+                InsertOutcome::Inserted => assert!(!cap_hit && !full, "inserted without room"),
+                InsertOutcome::InsertedEvicting(r) => {
+                    assert!(cap_hit || full, "evicted without need: {r:?}");
+                    let oldest = self.oldest_unconfirmed();
+                    let (mv, _) = self.map.remove(&r.key).expect("evicted an unknown key");
+                    assert_eq!(mv, r.value);
+                    match r.reason {
+                        RemoveReason::Expired => {
+                            assert!(mv.expires_at <= now);
+                            if cap_hit {
+                                assert_eq!(Some(r.key), oldest);
+                            }
+                        }
+                        RemoveReason::EvictedUnconfirmed => {
+                            assert!(!mv.confirmed && mv.expires_at > now);
+                            assert_eq!(Some(r.key), oldest, "evicted a younger unconfirmed");
+                        }
+                        RemoveReason::Removed => panic!("insert reported Removed"),
+                    }
+                }
+                InsertOutcome::Full => {
+                    let unc = self.unconfirmed();
+                    assert!(
+                        (!v.confirmed && self.maxu == 0) || (full && unc == 0),
+                        "Full with {unc} evictable unconfirmed entries"
+                    );
+                    return;
+                }
+            }
+            self.seq += 1;
+            self.map.insert(k, (v, self.seq));
+        }
+
+        /// Checks a lookup result, applying an expiry; returns the live value on a hit.
+        fn lookup(&mut self, k: &AffinityKey, now: u32, got: &Lookup<'_>) -> Option<AffinityValue> {
+            match (self.map.get(k).map(|(v, _)| *v), got) {
+                (None, Lookup::Miss) => None,
+                (Some(v), Lookup::Hit(e)) if v.expires_at > now => {
+                    assert_eq!(e.value(), v);
+                    Some(v)
+                }
+                (Some(v), Lookup::Expired(r)) if v.expires_at <= now => {
+                    assert_eq!(
+                        *r,
+                        Removed {
+                            key: *k,
+                            value: v,
+                            reason: RemoveReason::Expired
+                        }
+                    );
+                    self.map.remove(k);
+                    None
+                }
+                (want, got) => panic!("lookup: model {want:?}, shard {got:?}"),
+            }
+        }
+
+        fn set(&mut self, k: &AffinityKey, f: impl FnOnce(&mut AffinityValue)) {
+            if let Some((v, _)) = self.map.get_mut(k) {
+                f(v);
+            }
+        }
+    }
+
+    fn run_model(cap: usize, maxu: usize, mode: u8, ops: &[Op]) {
+        let keys = pool(mode);
+        let mut s = AffinityShard::new(cap, maxu);
+        let mut m = Model {
+            map: HashMap::new(),
+            seq: 0,
+            cap,
+            maxu: maxu.min(cap),
+        };
+        let mut now = 1000u32;
+        for op in ops {
+            match *op {
+                Op::Insert {
+                    k,
+                    gw,
+                    ttl,
+                    confirmed,
+                }
+                | Op::RawInsert {
+                    k,
+                    gw,
+                    ttl,
+                    confirmed,
+                } => {
+                    let (key, h) = keys[k];
+                    if matches!(op, Op::Insert { .. }) {
+                        let got = s.lookup(&key, h, now);
+                        if m.lookup(&key, now, &got).is_some() {
+                            continue;
+                        }
+                    }
+                    let v = val(gw, now, now + ttl, confirmed);
+                    let out = s.insert(key, h, v, now);
+                    m.insert(key, v, now, out);
+                }
+                Op::Lookup { k } => {
+                    let (key, h) = keys[k];
+                    let got = s.lookup(&key, h, now);
+                    m.lookup(&key, now, &got);
+                }
+                Op::Refresh { k, ttl } => {
+                    let (key, h) = keys[k];
+                    let mut got = s.lookup(&key, h, now);
+                    if m.lookup(&key, now, &got).is_some() {
+                        if let Lookup::Hit(e) = &mut got {
+                            e.refresh(now, now + ttl);
+                        }
+                        m.set(&key, |v| {
+                            v.last_seen = now;
+                            v.expires_at = now + ttl;
+                        });
+                    }
+                }
+                Op::Confirm { k } => {
+                    let (key, h) = keys[k];
+                    let mut got = s.lookup(&key, h, now);
+                    if let Some(v) = m.lookup(&key, now, &got) {
+                        if let Lookup::Hit(e) = &mut got {
+                            assert_eq!(e.confirm(), !v.confirmed);
+                        }
+                        m.set(&key, |v| v.confirmed = true);
+                    }
+                }
+                Op::SetGateway { k, gw } => {
+                    let (key, h) = keys[k];
+                    let mut got = s.lookup(&key, h, now);
+                    if m.lookup(&key, now, &got).is_some() {
+                        if let Lookup::Hit(e) = &mut got {
+                            e.set_gateway(gw);
+                        }
+                        m.set(&key, |v| v.gateway = gw);
+                    }
+                }
+                Op::Remove { k } => {
+                    let (key, h) = keys[k];
+                    let got = s.remove(&key, h);
+                    match m.map.remove(&key) {
+                        Some((v, _)) => assert_eq!(
+                            got,
+                            Some(Removed {
+                                key,
+                                value: v,
+                                reason: RemoveReason::Removed
+                            })
+                        ),
+                        None => assert_eq!(got, None),
+                    }
+                }
+                Op::Sweep { max } => {
+                    let mut removed = Vec::new();
+                    let n = s.sweep(now, max, |r| removed.push(r));
+                    assert_eq!(n, max.min(cap));
+                    for r in removed {
+                        assert_eq!(r.reason, RemoveReason::Expired);
+                        let (v, _) = m.map.remove(&r.key).expect("swept an unknown key");
+                        assert_eq!(v, r.value);
+                        assert!(v.expires_at <= now);
+                    }
+                    if max >= cap {
+                        assert!(m.map.values().all(|(v, _)| v.expires_at > now));
+                    }
+                }
+                Op::Retain { modulo } => {
+                    let mut removed = HashSet::new();
+                    s.retain(
+                        |_, v| v.gateway % modulo != 0,
+                        |r| {
+                            assert_eq!(r.reason, RemoveReason::Removed);
+                            assert!(removed.insert(r.key));
+                        },
+                    );
+                    let want: HashSet<_> = m
+                        .map
+                        .iter()
+                        .filter(|(_, (v, _))| v.gateway % modulo == 0)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    assert_eq!(removed, want);
+                    m.map.retain(|k, _| !want.contains(k));
+                }
+                Op::Tick { dt } => now += dt,
+            }
+            check(&s);
+            assert_eq!(s.len(), m.map.len());
+            assert_eq!(s.unconfirmed_len(), m.unconfirmed());
+            for (key, h) in &keys {
+                assert_eq!(s.peek(key, *h), m.map.get(key).map(|(v, _)| *v), "{key:?}");
+            }
+            let stored: HashMap<_, _> = s.iter().collect();
+            let model: HashMap<_, _> = m.map.iter().map(|(k, (v, _))| (*k, *v)).collect();
+            assert_eq!(stored, model);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn model_check(
+            cap in 0..32usize,
+            maxu in 0..34usize,
+            mode in 0..5u8,
+            ops in proptest::collection::vec(op(), 1..150),
+        ) {
+            run_model(cap, maxu, mode, &ops);
+        }
+
+        /// Arbitrary (even inconsistent) hashes, times and values never panic and never break
+        /// the structure.
+        #[test]
+        fn arbitrary_calls_keep_the_structure_sound(
+            cap in 0..24usize,
+            maxu in 0..26usize,
+            ops in proptest::collection::vec(
+                (0..5u8, 0..12usize, any::<u64>(), any::<u32>(), any::<u32>(), any::<bool>()),
+                1..120,
+            ),
+        ) {
+            let keys = pool(0);
+            let mut s = AffinityShard::new(cap, maxu);
+            for (what, k, hash, now, t, flag) in ops {
+                let key = keys[k].0;
+                // Half the time the real hash, half an arbitrary one.
+                let hash = if flag { key.hash() } else { hash };
+                match what {
+                    0 => {
+                        s.insert(key, hash, val(t as u16, now, t, flag), now);
+                    }
+                    1 => {
+                        if let Lookup::Hit(mut e) = s.lookup(&key, hash, now) {
+                            e.refresh(now, t);
+                            if flag {
+                                e.confirm();
+                            }
+                        }
+                    }
+                    2 => {
+                        s.remove(&key, hash);
+                    }
+                    3 => {
+                        s.sweep(now, t as usize % 64, |_| {});
+                    }
+                    _ => {
+                        s.prefetch(hash);
+                        s.prefetch_entry(hash);
+                    }
+                }
+                check(&s);
+            }
+        }
     }
 }

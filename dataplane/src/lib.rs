@@ -12,3 +12,6 @@ pub mod io;
 pub mod schedule;
 pub mod frame;
 pub mod nat;
+pub mod counters;
+pub mod model;
+pub mod pipeline;

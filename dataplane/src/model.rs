@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::classify::PortPlan;
-use crate::schedule::maglev::{MaglevMember, MaglevTable, MAGLEV_DEFAULT_SIZE};
+use crate::schedule::maglev::{MaglevMember, MaglevTable};
 use crate::schedule::{Candidate, GatewayState, SchedulerKind};
 use crate::wire::ethernet::{EthernetAddress, Vlan};
 
@@ -341,14 +341,6 @@ impl Snapshot {
                 via: Some(r.via),
             });
         }
-        // Longest prefix first, connected before static on ties, so a scan finds the best match.
-        routes.sort_by(|a, b| {
-            b.prefix
-                .prefix
-                .cmp(&a.prefix.prefix)
-                .then(a.via.is_some().cmp(&b.via.is_some()))
-        });
-
         let mut services = Vec::with_capacity(spec.services.len());
         let mut gateways_by_addr: HashMap<IpAddr, Vec<(u16, u16)>> = HashMap::new();
         for (s, svc) in spec.services.iter().enumerate() {

@@ -1100,10 +1100,12 @@ fn transport<'a>(
         ip_proto::UDP => {
             let udp = UdpPacket::new_partial(seg).map_err(wire_drop)?;
             let port = pick(udp.src_port(), udp.dst_port());
+            // The view borrows `seg` through `udp`; slice `seg` itself so the payload outlives it.
+            let end = usize::from(udp.len()).min(seg.len());
             let view = L4View {
                 protocol: l3.protocol,
                 server_port: port,
-                payload: udp.payload(),
+                payload: seg.get(8..end).unwrap_or(&[]),
                 datagram_len: usize::from(udp.len()).saturating_sub(8),
                 non_first_fragment: false,
             };
@@ -1112,7 +1114,7 @@ fn transport<'a>(
         ip_proto::TCP => {
             let tcp = TcpPacket::new_checked(seg).map_err(wire_drop)?;
             let port = pick(tcp.src_port(), tcp.dst_port());
-            let payload = tcp.payload();
+            let payload = seg.get(tcp.header_len()..).unwrap_or(&[]);
             let view = L4View {
                 protocol: l3.protocol,
                 server_port: port,

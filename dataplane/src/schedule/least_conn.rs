@@ -45,7 +45,7 @@ impl LeastConn {
             let a = u64::from(active.get(i).copied().unwrap_or(0));
             let w = u64::from(c.weight);
             // a / w < best_a / best_w  <=>  a * best_w < best_a * w (u32 * u32 fits u64).
-            if best.map_or(true, |(_, ba, bw)| a * bw < ba * w) {
+            if !matches!(best, Some((_, ba, bw)) if a * bw >= ba * w) {
                 best = Some((i, a, w));
             }
         }

@@ -113,7 +113,7 @@ impl core::fmt::Display for MaglevError {
 impl std::error::Error for MaglevError {}
 
 /// An immutable Maglev lookup table, shared by the workers behind an `Arc`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct MaglevTable {
     /// Gateway id per slot; empty when no member has weight > 0, else `size` long.
     entries: Box<[u16]>,
@@ -121,6 +121,17 @@ pub struct MaglevTable {
     size: usize,
     /// Number of members (gateway ids `0..members`), weight 0 included.
     members: usize,
+}
+
+impl core::fmt::Debug for MaglevTable {
+    // Not the 65 537 entries: this ends up in logs.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MaglevTable")
+            .field("size", &self.size)
+            .field("members", &self.members)
+            .field("share", &self.share())
+            .finish()
+    }
 }
 
 /// A member's next turn, ordered so that `BinaryHeap` (a max-heap) pops the earliest.
@@ -317,6 +328,8 @@ impl MaglevTable {
 }
 
 /// Trial division; `n <= MAGLEV_MAX_SIZE`, so at most ~2 000 divisions.
+// `is_multiple_of` needs Rust 1.87; the workspace declares 1.75.
+#[allow(clippy::manual_is_multiple_of)]
 fn is_prime(n: usize) -> bool {
     if n < 4 {
         return n >= 2;
@@ -627,6 +640,15 @@ mod tests {
         for h in (0..5_000).map(fmix64) {
             assert_eq!(t.lookup_eligible(h, &[down, down, up]), Some(2));
         }
+    }
+
+    #[test]
+    fn debug_is_a_summary() {
+        let t = build(&names(2), &[1, 1], 7);
+        assert_eq!(
+            format!("{t:?}"),
+            "MaglevTable { size: 7, members: 2, share: [4, 3] }"
+        );
     }
 
     #[test]

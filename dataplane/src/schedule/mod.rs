@@ -180,9 +180,9 @@ impl Scheduler {
     /// Picks the gateway for a new client, or `None` when no candidate is eligible.
     ///
     /// `active[i]` = clients this worker currently has on gateway i (maintained by the caller;
-    /// a missing entry counts as 0). Only least-conn reads it, only Maglev reads `client_hash`
-    /// (least-conn uses it to break ties). Never allocates; the result is always the id of an
-    /// eligible candidate.
+    /// a missing entry counts as 0); only least-conn reads it. Maglev maps `client_hash` to a
+    /// gateway, least-conn only breaks ties with it, round robin ignores it. Never allocates;
+    /// the result is always the id of an eligible candidate.
     ///
     /// Maglev: the table is rebuilt by the control thread after a state change, so it may still
     /// name a gateway that has just gone Down or Draining; such a client is then placed by

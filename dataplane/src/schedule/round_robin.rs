@@ -42,7 +42,7 @@ impl RoundRobin {
             *credit = credit.saturating_add(w);
             total = total.saturating_add(w);
             // Strictly greater: the lowest id wins a tie (nginx order).
-            if best.map_or(true, |(_, b)| *credit > b) {
+            if !matches!(best, Some((_, b)) if *credit <= b) {
                 best = Some((i, *credit));
             }
         }

@@ -315,7 +315,9 @@ mod tests {
     ];
 
     /// Echo request from a client (2001:2:0:3::10) to the VIP: ident 0x1234, seq 1, "abcd".
-    const ECHO: [u8; 12] = [128, 0, 0x67, 0xa3, 0x12, 0x34, 0x00, 0x01, b'a', b'b', b'c', b'd'];
+    const ECHO: [u8; 12] = [
+        128, 0, 0x67, 0xa3, 0x12, 0x34, 0x00, 0x01, b'a', b'b', b'c', b'd',
+    ];
 
     #[test]
     fn parses_echo_and_checksum() {
@@ -520,7 +522,7 @@ mod tests {
             for (t, l) in &before {
                 opts.push(*t);
                 opts.push(*l);
-                opts.extend(std::iter::repeat(0xaa).take(usize::from(*l) * 8 - 2));
+                opts.resize(opts.len() + usize::from(*l) * 8 - 2, 0xaa);
             }
             opts.extend_from_slice(&[1, 1]);
             opts.extend_from_slice(&mac);

@@ -61,7 +61,7 @@ pub struct Ipv6Upper {
 impl Ipv6Upper {
     /// Whether the bytes at `offset` begin the upper-layer header (not a later fragment).
     pub fn has_upper_header(&self) -> bool {
-        self.fragment.map_or(true, |f| f.offset == 0)
+        !matches!(self.fragment, Some(f) if f.offset != 0)
     }
 }
 
@@ -571,7 +571,7 @@ mod tests {
                 rest.push(*len);
                 rest.extend_from_slice(&frag.to_be_bytes());
                 rest.extend_from_slice(&[0; 4]);
-                rest.extend(std::iter::repeat(0).take(usize::from(*len) * 8));
+                rest.resize(rest.len() + usize::from(*len) * 8, 0);
             }
             let cut = cut.index(rest.len() + 1);
             let b = packet(first, &rest[..cut]);

@@ -297,7 +297,10 @@ mod tests {
         assert_eq!(p.window(), 64240);
         assert_eq!(p.checksum(), 0x5993);
         assert_eq!(p.urgent(), 0);
-        assert_eq!(p.options(), &[0x02, 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x07]);
+        assert_eq!(
+            p.options(),
+            &[0x02, 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x07]
+        );
         assert!(p.payload().is_empty());
         assert!(p.verify_checksum_v4(CLIENT, VIP));
         assert!(!p.verify_checksum_v4(CLIENT, Ipv4Addr::new(198, 18, 0, 101)));
@@ -353,7 +356,13 @@ mod tests {
         p.fill_checksum_v4(VIP, CLIENT);
         assert!(p.verify_checksum_v4(VIP, CLIENT));
         assert_eq!(
-            (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number(), p.window()),
+            (
+                p.src_port(),
+                p.dst_port(),
+                p.seq_number(),
+                p.ack_number(),
+                p.window()
+            ),
             (443, 40000, 0xffff_fffe, 0x0102_0305, 1024)
         );
         assert_eq!(&b[20..], b"GET x");
