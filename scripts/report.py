@@ -11,16 +11,16 @@ def main() -> int:
     if len(sys.argv) > 2:
         with open(sys.argv[2]) as f:
             for row in csv.DictReader(f):
-                expected[row["client"]] = row
+                expected[row["address"]] = row
     c = report["counters"]
-    print(f"{'client':<22} {'kind':<12} {'gateway':<8} {'confirmed':<9} {'expected':<8}")
+    print(f"{'client':<40} {'kind':<12} {'gateway':<8} {'confirmed':<9} {'expected':<8}")
     misses = 0
     for e in report.get("affinity") or []:
         exp = expected.get(e["client"], {})
         want = exp.get("gateway", "-")
         ok = want in ("-", e["gateway"])
         misses += 0 if ok else 1
-        print(f"{e['client']:<22} {exp.get('kind', '-'):<12} {e['gateway']:<8} "
+        print(f"{e['client']:<40} {exp.get('kind', '-'):<12} {e['gateway']:<8} "
               f"{'yes' if e['confirmed'] else 'no':<9} {want:<8}{'' if ok else '  MISMATCH'}")
     print()
     print(f"{'gateway':<8} {'clients':>7} {'to-gw pkts':>10} {'from-gw pkts':>12}")

@@ -27,7 +27,7 @@
 //! # Memory
 //!
 //! Per unit of capacity: 32 (entry) + 8 (links) + 64 / 5 (index share) = 52.8 bytes, plus a
-//! fixed ~200 bytes for the shard itself. At full capacity the index is half full, each
+//! fixed part under 200 bytes (the shard struct). At full capacity the index is half full, each
 //! bucket's occupancy is about Poisson(5) and only ~1.4% of buckets overflow, so a lookup
 //! reads one bucket line (rarely two) and one entry line. A 10,000,000-entry shard takes
 //! about 528 MB.
@@ -41,11 +41,21 @@
 //! then the oldest unconfirmed entry even though it is live. An unconfirmed insert at the
 //! `max_unconfirmed` cap evicts the oldest unconfirmed entry.
 //!
-//! Why a confirmed live entry can never be evicted: the only removals nobody asked for
-//! (`remove`/`retain`) are of expired entries or of the FIFO head, and the FIFO holds only
-//! unconfirmed entries: `confirm` unlinks an entry, confirmed inserts never enter it, and no path
+//! Why a confirmed live entry can never be evicted: apart from `remove` and `retain`, which the
+//! caller asks for, an entry leaves only when it has expired or as the FIFO head, and the FIFO
+//! holds only unconfirmed entries: `confirm` unlinks an entry, confirmed inserts never enter it, and no path
 //! demotes a confirmed entry (an insert that finds its key present keeps it confirmed). With no
 //! evictable entry the insert fails with [`InsertOutcome::Full`].
+//!
+//! # Limits
+//!
+//! * [`AffinityKey::hash`] has a fixed, public seed (deterministic by design). A source that
+//!   can choose its addresses (easily, over IPv6) can craft keys sharing a home bucket and
+//!   lengthen that probe chain: results stay correct and spoofed entries stay bounded by
+//!   `max_unconfirmed`, but those lookups cost more cache lines.
+//! * An insert's search for an expired entry is bounded (the FIFO head and 16 slots from the
+//!   sweep cursor), so in a full table an expired entry elsewhere waits for `sweep` or for later
+//!   inserts (each refused insert scans further) to be found.
 
 use std::collections::TryReserveError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -120,7 +130,7 @@ impl AffinityKey {
     /// The three words are multiplied independently (they pipeline) and combined, then the
     /// murmur3 finaliser avalanches every input bit into every output bit. For fixed other
     /// fields, each field maps bijectively onto the result, so e.g. no two IPv4 clients of one
-    /// service ever share a hash. It is not keyed: see the module docs' limits.
+    /// service ever share a hash. It is not keyed: see the module's "Limits".
     #[inline]
     pub fn hash(&self) -> u64 {
         let mut lo = [0u8; 8];
@@ -1242,6 +1252,7 @@ mod tests {
         let bytes = AffinityShard::memory_bytes_for(10_000_000);
         assert!(bytes <= 640_000_000, "{bytes}");
         assert_eq!(bytes, 528_000_000 + core::mem::size_of::<AffinityShard>());
+        assert!(core::mem::size_of::<AffinityShard>() <= 200);
     }
 
     #[test]

@@ -345,6 +345,7 @@ pub mod lab {
         for _ in 0..cfg.tls_clients {
             addrs.push((v4(rng), true));
         }
+        // Counts IKE clients from 0; the n-th one (1-based) has index n - 1.
         let mut ike_index = 0usize;
         addrs
             .into_iter()
@@ -358,17 +359,19 @@ pub mod lab {
                         fragmented: false,
                     };
                 }
+                let i = ike_index;
                 ike_index += 1;
                 LabClient {
                     addr,
-                    // One IKE client in five is not behind NAT.
-                    kind: if ike_index % 5 == 0 {
+                    // Every fifth IKE client is not behind NAT.
+                    kind: if i % 5 == 4 {
                         ClientKind::IkeRawEsp
                     } else {
                         ClientKind::Ike
                     },
                     gateway,
-                    fragmented: cfg.fragment_every != 0 && ike_index % cfg.fragment_every == 0,
+                    fragmented: cfg.fragment_every != 0
+                        && i % cfg.fragment_every == cfg.fragment_every - 1,
                 }
             })
             .collect()

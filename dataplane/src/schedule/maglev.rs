@@ -263,7 +263,7 @@ impl MaglevTable {
     ///
     /// Between a state change and the rebuild of the table, the table may still name a gateway
     /// that no longer is eligible; its clients then take the first eligible gateway in the
-    /// following [`MAX_PROBES`] slots (weighted like the table), else the
+    /// following 32 slots (weighted like the table), else the
     /// `client_hash % eligible`-th eligible gateway. Deterministic, so appliances still agree.
     pub fn lookup_eligible(&self, client_hash: u64, gateways: &[Candidate]) -> Option<u16> {
         let eligible = |id: u16| {
