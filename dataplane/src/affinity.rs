@@ -26,8 +26,8 @@
 //!
 //! # Memory
 //!
-//! Per unit of capacity: 32 (entry) + 8 (links) + 64 / 5 (index share) = 52.8 bytes, plus a
-//! fixed part under 200 bytes (the shard struct). At full capacity the index is half full, each
+//! Per unit of capacity: 32 (entry) + 8 (links) + 64 / 5 (index share) = 52.8 bytes, plus
+//! under 200 bytes for the shard struct. At full capacity the index is half full, each
 //! bucket's occupancy is about Poisson(5) and only ~1.4% of buckets overflow, so a lookup
 //! reads one bucket line (rarely two) and one entry line. A 10,000,000-entry shard takes
 //! about 528 MB.
@@ -41,11 +41,11 @@
 //! then the oldest unconfirmed entry even though it is live. An unconfirmed insert at the
 //! `max_unconfirmed` cap evicts the oldest unconfirmed entry.
 //!
-//! Why a confirmed live entry can never be evicted: apart from `remove` and `retain`, which the
-//! caller asks for, an entry leaves only when it has expired or as the FIFO head, and the FIFO
-//! holds only unconfirmed entries: `confirm` unlinks an entry, confirmed inserts never enter it, and no path
-//! demotes a confirmed entry (an insert that finds its key present keeps it confirmed). With no
-//! evictable entry the insert fails with [`InsertOutcome::Full`].
+//! Why a confirmed live entry can never be evicted: apart from `remove` and `retain`, which
+//! the caller asks for, an entry leaves only when it has expired or as the FIFO head, and the
+//! FIFO holds only unconfirmed entries: `confirm` unlinks an entry, confirmed inserts never
+//! enter it, and no path demotes a confirmed entry (an insert that finds its key present keeps
+//! it confirmed). With no evictable entry the insert fails with [`InsertOutcome::Full`].
 //!
 //! # Limits
 //!

@@ -366,6 +366,9 @@ impl Snapshot {
                         state: g.state,
                     })
                     .collect();
+                // The table covers every configured gateway whatever its state: a gateway
+                // that goes down or drains is skipped at lookup (`lookup_eligible`), so only
+                // its own clients move, and the table needs no rebuild on state changes.
                 let maglev = if svc.scheduler == SchedulerKind::Maglev {
                     let members: Vec<MaglevMember<'_>> = svc
                         .gateways
@@ -373,7 +376,7 @@ impl Snapshot {
                         .zip(&candidates)
                         .map(|(g, c)| MaglevMember {
                             name: &g.name,
-                            weight: if c.eligible() { c.weight } else { 0 },
+                            weight: c.weight,
                         })
                         .collect();
                     let table = MaglevTable::build(&members, spec.maglev_size)

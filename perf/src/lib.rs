@@ -165,6 +165,8 @@ pub mod lab {
     pub enum LabError {
         /// More IPv4 clients than 198.18.64.0/18 holds.
         TooManyClients { requested: usize, max: usize },
+        /// The capture would end after 2106, which pcap timestamps cannot hold.
+        TimeOutOfRange { end_s: u64 },
         /// Creating the output directory or `clients.csv` failed.
         Io(io::Error),
         /// Writing a capture failed.
@@ -178,6 +180,10 @@ pub mod lab {
                     f,
                     "{requested} IPv4 clients requested, 198.18.64.0/18 holds {max}"
                 ),
+                LabError::TimeOutOfRange { end_s } => write!(
+                    f,
+                    "the capture would end at {end_s} s after the epoch, past what pcap can hold"
+                ),
                 LabError::Io(e) => write!(f, "{e}"),
                 LabError::Pcap(e) => write!(f, "{e}"),
             }
@@ -187,7 +193,7 @@ pub mod lab {
     impl std::error::Error for LabError {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             match self {
-                LabError::TooManyClients { .. } => None,
+                LabError::TooManyClients { .. } | LabError::TimeOutOfRange { .. } => None,
                 LabError::Io(e) => Some(e),
                 LabError::Pcap(e) => Some(e),
             }
@@ -241,12 +247,20 @@ pub mod lab {
                 max: MAX_V4_CLIENTS,
             });
         }
+        let end_ns = cfg
+            .start_ns
+            .saturating_add(cfg.duration_s.max(1).saturating_mul(NS_PER_S));
+        // Keeping the end within pcap's 32-bit seconds also keeps every timestamp sum below
+        // (a few seconds past the end at most) far from u64 overflow.
+        if end_ns > u64::from(u32::MAX) * NS_PER_S {
+            return Err(LabError::TimeOutOfRange {
+                end_s: end_ns / NS_PER_S,
+            });
+        }
         let mut rng = SplitMix64(cfg.seed);
         let clients = pick_clients(cfg, &mut rng, gateway_for);
         let mut sink = Sink {
-            end_ns: cfg
-                .start_ns
-                .saturating_add(cfg.duration_s.max(1).saturating_mul(NS_PER_S)),
+            end_ns,
             client_port: Vec::new(),
             backend_port: Vec::new(),
         };
@@ -579,23 +593,22 @@ pub mod lab {
         sink.up(t, peer.up(&udp(IKE_PORT, IKE_PORT, &init), true, None));
         t += ms(rng, 2, 8); // the gateway computes its key share
         rng.fill(&mut nonce);
-        let resp = craft::ike_sa_init_response(
-            spi_i,
-            spi_r,
-            &nonce,
-            group,
-            ke_len,
-            &[
-                (notify_type::IKEV2_FRAGMENTATION_SUPPORTED, &[]),
-                (notify_type::SIGNATURE_HASH_ALGORITHMS, sig_hash),
-            ],
-        );
+        // A gateway without IKE fragmentation (RFC 7383) leaves large IKE_AUTH messages to IP
+        // fragmentation: that is what the certificate clients below exercise.
+        let big = c.fragmented;
+        let frag_supported: &[(u16, &[u8])] = if big {
+            &[]
+        } else {
+            &[(notify_type::IKEV2_FRAGMENTATION_SUPPORTED, &[])]
+        };
+        let mut gw_notifies = frag_supported.to_vec();
+        gw_notifies.push((notify_type::SIGNATURE_HASH_ALGORITHMS, sig_hash));
+        let resp = craft::ike_sa_init_response(spi_i, spi_r, &nonce, group, ke_len, &gw_notifies);
         sink.down(t, peer.down(&udp(IKE_PORT, IKE_PORT, &resp), true, None));
 
         // IKE_AUTH on 4500 behind the non-ESP marker. With certificates the messages exceed
-        // the MTU and strongSwan (without IKE fragmentation) lets IP fragment them.
+        // the MTU and are IP-fragmented.
         t += ms(rng, 20, 120);
-        let big = c.fragmented;
         let body_len = if big {
             1540 + rng.below(100) as usize
         } else {
@@ -654,10 +667,10 @@ pub mod lab {
             let down = rng.below(100) < 60;
             let len = data_len(rng, max_esp, down);
             let (spi, seq) = if down {
-                seq_down += 1;
+                seq_down = seq_down.wrapping_add(1);
                 (spi_down, seq_down)
             } else {
-                seq_up += 1;
+                seq_up = seq_up.wrapping_add(1);
                 (spi_up, seq_up)
             };
             let esp = craft::esp_payload(spi, seq, len);
@@ -802,11 +815,11 @@ pub mod lab {
             let down = rng.below(100) < 60;
             let len = data_len(rng, max, down);
             if down {
-                seq_down += 1;
+                seq_down = seq_down.wrapping_add(1);
                 let rec = craft::dtls_application_data(1, seq_down, len);
                 sink.down(t, peer.down(&udp(443, dport, &rec), true, None));
             } else {
-                seq_up += 1;
+                seq_up = seq_up.wrapping_add(1);
                 let rec = craft::dtls_application_data(1, seq_up, len);
                 sink.up(t, peer.up(&udp(dport, 443, &rec), true, None));
             }

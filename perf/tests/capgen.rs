@@ -464,3 +464,13 @@ fn too_many_clients_is_an_error() {
         "17000 IPv4 clients requested, 198.18.64.0/18 holds 16382"
     );
 }
+
+#[test]
+fn capture_past_2106_is_an_error() {
+    let cfg = LabConfig {
+        start_ns: u64::from(u32::MAX) * 1_000_000_000,
+        ..LabConfig::default()
+    };
+    let err = lab::generate(&cfg, &|_| 0).unwrap_err();
+    assert!(matches!(err, lab::LabError::TimeOutOfRange { .. }), "{err}");
+}

@@ -1,0 +1,444 @@
+//! Golden tests of `vpnlbd replay`: the lab capture goes through the pipeline with the shipped
+//! `conf/lab.toml`, and the output captures are read back and compared, frame by frame, with
+//! what went in. Only what address-only NAT must change may differ.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use control::config;
+use control::replay::{self, Input};
+use dataplane::craft::lab as labnet;
+use dataplane::io::pcap::{PcapReader, PcapWriter};
+use dataplane::wire::checksum;
+use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
+use dataplane::wire::ip_proto;
+use dataplane::wire::ipv4::Ipv4Packet;
+use dataplane::wire::ipv6::Ipv6Packet;
+use dataplane::wire::tcp::TcpPacket;
+use dataplane::wire::udp::UdpPacket;
+use vpnlb_perf::lab::{self, LabConfig};
+
+fn lab_conf() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vpnlb-replay-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn read_all(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    let mut r = PcapReader::open(path).unwrap();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(ts) = r.next_packet(&mut buf).unwrap() {
+        out.push((ts, buf.clone()));
+    }
+    out
+}
+
+/// The parts of an IP packet address-only NAT must preserve, and those it may change.
+#[derive(Debug)]
+struct Ip {
+    v6: bool,
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+    protocol: u8,
+    /// The IP header without addresses, TTL and header checksum, then everything after it
+    /// except the transport checksum (which changes with the pseudo-header).
+    invariant: Vec<u8>,
+    /// IPv4 header checksum verifies (always true for IPv6).
+    header_ok: bool,
+    /// The transport checksum verifies, when the packet is a whole datagram.
+    l4_ok: Option<bool>,
+}
+
+fn parse_ip(frame: &[u8]) -> (EthernetAddress, EthernetAddress, Ip) {
+    let eth = EthernetFrame::new_checked(frame).unwrap();
+    let (src_mac, dst_mac) = (eth.src(), eth.dst());
+    let ip = match eth.ethertype() {
+        ethertype::IPV4 => {
+            let p = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            let hl = p.header_len();
+            let bytes = &eth.payload()[..usize::from(p.total_len())];
+            let mut inv = bytes.to_vec();
+            for i in [8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19] {
+                inv[i] = 0;
+            }
+            let whole = !p.is_fragment();
+            let (src, dst) = (p.src_addr(), p.dst_addr());
+            let l4_ok = match p.protocol() {
+                ip_proto::UDP if whole => {
+                    let u = UdpPacket::new_checked(p.payload()).unwrap();
+                    inv[hl + 6] = 0;
+                    inv[hl + 7] = 0;
+                    Some(u.verify_checksum_v4(src, dst))
+                }
+                ip_proto::TCP if whole => {
+                    let t = TcpPacket::new_checked(p.payload()).unwrap();
+                    inv[hl + 16] = 0;
+                    inv[hl + 17] = 0;
+                    Some(t.verify_checksum_v4(src, dst))
+                }
+                ip_proto::UDP if p.is_first_fragment() => {
+                    inv[hl + 6] = 0;
+                    inv[hl + 7] = 0;
+                    None
+                }
+                _ => None,
+            };
+            Ip {
+                v6: false,
+                src: src.into(),
+                dst: dst.into(),
+                ttl: p.ttl(),
+                protocol: p.protocol(),
+                invariant: inv,
+                header_ok: checksum::checksum(p.header()) == 0,
+                l4_ok,
+            }
+        }
+        ethertype::IPV6 => {
+            let p = Ipv6Packet::new_checked(eth.payload()).unwrap();
+            let up = p.upper_layer().unwrap();
+            let bytes = &eth.payload()[..40 + usize::from(p.payload_len())];
+            let mut inv = bytes.to_vec();
+            inv[7] = 0;
+            inv[8..40].fill(0);
+            let (src, dst) = (p.src_addr(), p.dst_addr());
+            let seg = &bytes[up.offset..];
+            let l4_ok = match (up.protocol, up.fragment) {
+                (ip_proto::UDP, None) => {
+                    inv[up.offset + 6] = 0;
+                    inv[up.offset + 7] = 0;
+                    Some(UdpPacket::new_checked(seg).unwrap().verify_checksum_v6(&src, &dst))
+                }
+                (ip_proto::TCP, None) => {
+                    inv[up.offset + 16] = 0;
+                    inv[up.offset + 17] = 0;
+                    Some(TcpPacket::new_checked(seg).unwrap().verify_checksum_v6(&src, &dst))
+                }
+                (ip_proto::UDP, Some(f)) if f.offset == 0 => {
+                    inv[up.offset + 6] = 0;
+                    inv[up.offset + 7] = 0;
+                    None
+                }
+                _ => None,
+            };
+            Ip {
+                v6: true,
+                src: src.into(),
+                dst: dst.into(),
+                ttl: p.hop_limit(),
+                protocol: up.protocol,
+                invariant: inv,
+                header_ok: true,
+                l4_ok,
+            }
+        }
+        other => panic!("unexpected ethertype {other:#06x}"),
+    };
+    (src_mac, dst_mac, ip)
+}
+
+struct Lab {
+    caps: lab::LabCaptures,
+    out: PathBuf,
+    report: replay::Report,
+}
+
+fn run_lab(name: &str, cfg: LabConfig) -> Lab {
+    let dir = tmpdir(name);
+    let gateway_for = lab::maglev_gateway_for().unwrap();
+    let caps = lab::generate_into(&dir.join("in"), &cfg, &gateway_for).unwrap();
+    let spec = config::load(&lab_conf()).unwrap();
+    let inputs = [
+        Input {
+            port: "client".into(),
+            path: dir.join("in/client.pcap"),
+        },
+        Input {
+            port: "backend".into(),
+            path: dir.join("in/backend.pcap"),
+        },
+    ];
+    let out = dir.join("out");
+    let report = replay::run(spec, &inputs, &out, true).unwrap();
+    Lab { caps, out, report }
+}
+
+fn default_lab() -> LabConfig {
+    LabConfig {
+        clients: 40,
+        ipv6_clients: 10,
+        tls_clients: 10,
+        ..LabConfig::default()
+    }
+}
+
+#[test]
+fn every_client_packet_reaches_its_gateway_with_only_the_destination_changed() {
+    let lab = run_lab("inbound", default_lab());
+    let expected: HashMap<IpAddr, IpAddr> = lab
+        .caps
+        .clients
+        .iter()
+        .map(|c| (c.addr, c.gateway_addr()))
+        .collect();
+    let gw_mac: HashMap<IpAddr, EthernetAddress> = (0..3)
+        .flat_map(|i| {
+            [
+                (IpAddr::V4(labnet::GATEWAYS_V4[i]), labnet::GATEWAY_MACS[i]),
+                (IpAddr::V6(labnet::GATEWAYS_V6[i]), labnet::GATEWAY_MACS[i]),
+            ]
+        })
+        .collect();
+    let out = read_all(&lab.out.join("backend.pcap"));
+    assert_eq!(out.len(), lab.caps.client_port.len(), "one output per input");
+    let mut checked_l4 = 0;
+    for (input, (ts, output)) in lab.caps.client_port.iter().zip(&out) {
+        assert_eq!(*ts, input.ts_ns, "timestamps follow the input");
+        let (_, _, a) = parse_ip(&input.data);
+        let (smac, dmac, b) = parse_ip(output);
+        let want_gw = expected[&a.src];
+        assert_eq!(b.dst, want_gw, "client {} went to {}", a.src, b.dst);
+        assert_eq!(b.src, a.src, "source kept");
+        assert_eq!(smac, labnet::BACKEND_PORT_MAC);
+        assert_eq!(dmac, gw_mac[&want_gw]);
+        assert_eq!(b.ttl, a.ttl - 1);
+        assert_eq!(b.protocol, a.protocol);
+        assert_eq!(b.invariant, a.invariant, "ports, lengths and payload unchanged");
+        assert!(b.header_ok, "IPv4 header checksum");
+        assert_eq!(b.v6, a.v6);
+        if let Some(ok) = b.l4_ok {
+            assert!(ok, "transport checksum after NAT, client {}", a.src);
+            checked_l4 += 1;
+        }
+    }
+    assert!(checked_l4 > out.len() / 2);
+}
+
+#[test]
+fn every_gateway_packet_reaches_its_client_from_the_vip() {
+    let lab = run_lab("outbound", default_lab());
+    let out = read_all(&lab.out.join("client.pcap"));
+    assert_eq!(out.len(), lab.caps.backend_port.len());
+    for (input, (_, output)) in lab.caps.backend_port.iter().zip(&out) {
+        let (_, _, a) = parse_ip(&input.data);
+        let (smac, dmac, b) = parse_ip(output);
+        let vip: IpAddr = if a.v6 {
+            labnet::VIP_V6.into()
+        } else {
+            labnet::VIP_V4.into()
+        };
+        assert_eq!(b.src, vip);
+        assert_eq!(b.dst, a.dst);
+        assert_eq!(smac, labnet::CLIENT_PORT_MAC);
+        assert_eq!(dmac, labnet::ROUTER_MAC, "clients are behind the upstream router");
+        assert_eq!(b.ttl, a.ttl - 1);
+        assert_eq!(b.invariant, a.invariant);
+        assert!(b.header_ok);
+        if let Some(ok) = b.l4_ok {
+            assert!(ok, "transport checksum after NAT, to {}", a.dst);
+        }
+    }
+}
+
+#[test]
+fn report_counts_every_frame_and_every_client_is_confirmed_on_its_gateway() {
+    let lab = run_lab("report", default_lab());
+    let r = &lab.report;
+    let c = &r.counters;
+    assert_eq!(c.total_drops(), 0, "drops: {:?}", c.drops);
+    assert_eq!(c.rx_packets, (lab.caps.client_port.len() + lab.caps.backend_port.len()) as u64);
+    assert_eq!(c.tx_packets, c.rx_packets);
+    assert_eq!(r.ports["client"].rx_packets, lab.caps.client_port.len() as u64);
+    assert_eq!(r.ports["backend"].tx_packets, lab.caps.client_port.len() as u64);
+    let entries = r.affinity.as_ref().unwrap();
+    assert_eq!(entries.len(), lab.caps.clients.len());
+    for client in &lab.caps.clients {
+        let e = entries.iter().find(|e| e.client == client.addr).unwrap();
+        assert_eq!(e.gateway, client.gateway_name(), "client {}", client.addr);
+        assert!(e.confirmed, "return traffic confirms {}", client.addr);
+    }
+    // Every class of the lab mix was seen.
+    for class in ["ike", "esp-in-udp", "natt-keepalive", "esp", "dtls", "tls", "fragment"] {
+        let i = dataplane::classify::Class::ALL
+            .iter()
+            .position(|k| k.name() == class)
+            .unwrap();
+        assert!(c.classes[i] > 0, "class {class} not seen");
+    }
+    assert_eq!(c.tls_client_hellos, 10);
+    assert!(c.dtls_client_hellos >= 10);
+    let per_gw: u64 = r.gateways.iter().map(|g| g.clients).sum();
+    assert_eq!(per_gw, lab.caps.clients.len() as u64);
+}
+
+fn write_capture(path: &Path, frames: &[(u64, Vec<u8>)]) {
+    let mut w = PcapWriter::create(path).unwrap();
+    for (ts, f) in frames {
+        w.write_packet(*ts, f).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+fn ike_from(client: std::net::Ipv4Addr) -> Vec<u8> {
+    use dataplane::craft::{self, Ipv4Opts, L2, L4};
+    let ike = craft::ike_sa_init_request(7, &[1; 32], 19, 64, &[]);
+    craft::ipv4(
+        &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
+        client,
+        labnet::VIP_V4,
+        &Ipv4Opts::default(),
+        &L4::Udp {
+            src: 500,
+            dst: 500,
+            payload: &ike,
+        },
+    )
+}
+
+#[test]
+fn capture_timestamps_drive_the_persistence_timeouts() {
+    let dir = tmpdir("clock");
+    let s = 1_000_000_000u64;
+    let t0 = 1_700_000_000 * s;
+    let a = "198.18.70.1".parse().unwrap();
+    let b = "198.18.70.2".parse().unwrap();
+    // Client a comes back within its 30 s unconfirmed timeout, client b after it.
+    let frames = vec![
+        (t0, ike_from(a)),
+        (t0, ike_from(b)),
+        (t0 + 10 * s, ike_from(a)),
+        (t0 + 45 * s, ike_from(b)),
+    ];
+    write_capture(&dir.join("c.pcap"), &frames);
+    let spec = config::load(&lab_conf()).unwrap();
+    let inputs = [Input {
+        port: "client".into(),
+        path: dir.join("c.pcap"),
+    }];
+    let r = replay::run(spec, &inputs, &dir.join("out"), false).unwrap();
+    assert_eq!(r.counters.clients.scheduled, 3, "a once, b twice");
+    assert_eq!(r.counters.tx_packets, 4);
+    // Nothing was sent on the client port: its capture exists and is empty (header only).
+    let client_out = dir.join("out/client.pcap");
+    assert_eq!(std::fs::metadata(&client_out).unwrap().len(), 24);
+    assert!(read_all(&client_out).is_empty());
+}
+
+#[test]
+fn captures_are_merged_by_timestamp() {
+    // The gateway's answer comes from the second capture, timestamped between two client
+    // packets: it must confirm the client before the second client packet is seen.
+    let dir = tmpdir("merge");
+    let s = 1_000_000_000u64;
+    let t0 = 1_700_000_000 * s;
+    let client = "198.18.70.9".parse().unwrap();
+    let gw_for = lab::maglev_gateway_for().unwrap();
+    let gw = gw_for(IpAddr::V4(client));
+    let answer = {
+        use dataplane::craft::{self, Ipv4Opts, L2, L4};
+        let ike = craft::ike_sa_init_response(7, 9, &[2; 32], 19, 64, &[]);
+        craft::ipv4(
+            &L2::new(labnet::GATEWAY_MACS[gw], labnet::BACKEND_PORT_MAC),
+            labnet::GATEWAYS_V4[gw],
+            client,
+            &Ipv4Opts::default(),
+            &L4::Udp {
+                src: 500,
+                dst: 500,
+                payload: &ike,
+            },
+        )
+    };
+    write_capture(&dir.join("c.pcap"), &[(t0, ike_from(client)), (t0 + 3 * s, ike_from(client))]);
+    write_capture(&dir.join("b.pcap"), &[(t0 + s, answer)]);
+    let spec = config::load(&lab_conf()).unwrap();
+    let inputs = [
+        Input {
+            port: "client".into(),
+            path: dir.join("c.pcap"),
+        },
+        Input {
+            port: "backend".into(),
+            path: dir.join("b.pcap"),
+        },
+    ];
+    let r = replay::run(spec, &inputs, &dir.join("out"), true).unwrap();
+    assert_eq!(r.counters.affinity.confirmed, 1);
+    let e = &r.affinity.as_ref().unwrap()[0];
+    assert!(e.confirmed);
+    // Last seen is the second client packet's time, after the answer.
+    assert_eq!(u64::from(e.last_seen), (t0 + 3 * s) / s);
+    let out = read_all(&dir.join("out/client.pcap"));
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn unknown_port_and_bad_capture_are_errors() {
+    let dir = tmpdir("errors");
+    let spec = config::load(&lab_conf()).unwrap();
+    let inputs = [Input {
+        port: "nope".into(),
+        path: dir.join("x.pcap"),
+    }];
+    let e = replay::run(spec.clone(), &inputs, &dir.join("out"), false).unwrap_err();
+    assert!(e.to_string().contains("nope"));
+    std::fs::write(dir.join("bad.pcap"), b"this is not a capture").unwrap();
+    let inputs = [Input {
+        port: "client".into(),
+        path: dir.join("bad.pcap"),
+    }];
+    let e = replay::run(spec, &inputs, &dir.join("out"), false).unwrap_err();
+    assert!(e.to_string().contains("bad.pcap"), "{e}");
+}
+
+#[test]
+fn vpnlbd_replay_cli_prints_one_json_object_and_config_errors_exit_2() {
+    let dir = tmpdir("cli");
+    let gateway_for = lab::maglev_gateway_for().unwrap();
+    let cfg = LabConfig {
+        clients: 5,
+        ipv6_clients: 1,
+        tls_clients: 1,
+        ..LabConfig::default()
+    };
+    lab::generate_into(&dir.join("in"), &cfg, &gateway_for).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
+        .args(["replay", "--config"])
+        .arg(lab_conf())
+        .arg("--in")
+        .arg(format!("client={}", dir.join("in/client.pcap").display()))
+        .arg("--in")
+        .arg(format!("backend={}", dir.join("in/backend.pcap").display()))
+        .arg("--out-dir")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["counters"]["drops"]["no-gateway"], 0);
+    assert!(v["counters"]["rx_packets"].as_u64().unwrap() > 0);
+    assert!(dir.join("out/client.pcap").exists() && dir.join("out/backend.pcap").exists());
+
+    let bad = dir.join("bad.toml");
+    let text = std::fs::read_to_string(lab_conf()).unwrap().replace("weight = 1", "weight = -1");
+    std::fs::write(&bad, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+}
