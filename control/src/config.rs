@@ -14,7 +14,7 @@ use dataplane::model::{
     AffinitySpec, ApplianceSpec, GatewaySpec, InterfaceSpec, IpCidr, Listeners, NeighborSpec,
     PortSpec, Role, RouteSpec, ServiceSpec,
 };
-use dataplane::schedule::maglev::MAGLEV_DEFAULT_SIZE;
+use dataplane::schedule::maglev::{is_prime, MAGLEV_DEFAULT_SIZE};
 use dataplane::schedule::{GatewayState, SchedulerKind};
 use dataplane::wire::ethernet::{EthernetAddress, Vlan};
 use serde::Deserialize;
@@ -215,7 +215,12 @@ impl Validator<'_> {
     fn mac(&self, key: &str, s: &str) -> Result<EthernetAddress, ConfigError> {
         let mac: EthernetAddress = match s.parse() {
             Ok(m) => m,
-            Err(_) => return self.err(key, format!("`{s}` is not a MAC address (aa:bb:cc:dd:ee:ff)")),
+            Err(_) => {
+                return self.err(
+                    key,
+                    format!("`{s}` is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+                )
+            }
         };
         if !mac.is_unicast() {
             return self.err(key, format!("`{s}` is not a unicast MAC address"));
@@ -252,7 +257,10 @@ impl Validator<'_> {
         };
         match u32::try_from(secs) {
             Ok(s) if s > 0 => Ok(s),
-            _ => self.err(key, format!("{secs} s is out of range (1 s to {} s)", u32::MAX)),
+            _ => self.err(
+                key,
+                format!("{secs} s is out of range (1 s to {} s)", u32::MAX),
+            ),
         }
     }
 
@@ -322,7 +330,11 @@ impl Validator<'_> {
         }
         for role in [Role::Client, Role::Backend] {
             if !interfaces.iter().any(|i| i.role == role) {
-                let r = if role == Role::Client { "client" } else { "backend" };
+                let r = if role == Role::Client {
+                    "client"
+                } else {
+                    "backend"
+                };
                 return self.err("port", format!("no interface has role \"{r}\""));
             }
         }
@@ -337,7 +349,12 @@ impl Validator<'_> {
                 }
             }
         }
-        let connected = |a: IpAddr| interfaces.iter().flat_map(|i| &i.addresses).any(|c| c.contains(a));
+        let connected = |a: IpAddr| {
+            interfaces
+                .iter()
+                .flat_map(|i| &i.addresses)
+                .any(|c| c.contains(a))
+        };
 
         let mut routes = Vec::new();
         for (r, route) in raw.route.iter().enumerate() {
@@ -365,7 +382,10 @@ impl Validator<'_> {
             let address = self.ip(&format!("{key}.address"), &nb.address)?;
             let mac = self.mac(&format!("{key}.mac"), &nb.mac)?;
             if !seen.insert(address) {
-                return self.err(format!("{key}.address"), format!("{address} is listed twice"));
+                return self.err(
+                    format!("{key}.address"),
+                    format!("{address} is listed twice"),
+                );
             }
             if !connected(address) {
                 return self.err(
@@ -409,7 +429,8 @@ impl Validator<'_> {
         // Two services may share a VIP only on different ports/protocols.
         for (i, a) in services.iter().enumerate() {
             for b in &services[i + 1..] {
-                let shared = (a.vip4.is_some() && a.vip4 == b.vip4) || (a.vip6.is_some() && a.vip6 == b.vip6);
+                let shared = (a.vip4.is_some() && a.vip4 == b.vip4)
+                    || (a.vip6.is_some() && a.vip6 == b.vip6);
                 if shared && listeners_overlap(&a.listeners, &b.listeners) {
                     return self.err(
                         format!("service.{}.vip", b.name),
@@ -430,8 +451,13 @@ impl Validator<'_> {
             if capacity == 0 {
                 return self.err("affinity.capacity", "must be at least 1");
             }
-            if a.and_then(|a| a.max_unconfirmed).is_some_and(|m| m > capacity) {
-                return self.err("affinity.max_unconfirmed", "must not exceed affinity.capacity");
+            if a.and_then(|a| a.max_unconfirmed)
+                .is_some_and(|m| m > capacity)
+            {
+                return self.err(
+                    "affinity.max_unconfirmed",
+                    "must not exceed affinity.capacity",
+                );
             }
             if max_unconfirmed == 0 {
                 return self.err("affinity.max_unconfirmed", "must be at least 1");
@@ -467,7 +493,11 @@ impl Validator<'_> {
         }
     }
 
-    fn service(&self, svc: &ServiceFile, own: &HashSet<IpAddr>) -> Result<ServiceSpec, ConfigError> {
+    fn service(
+        &self,
+        svc: &ServiceFile,
+        own: &HashSet<IpAddr>,
+    ) -> Result<ServiceSpec, ConfigError> {
         let key = format!("service.{}", svc.name);
         let (mut vip4, mut vip6) = (None, None);
         if svc.vip.is_empty() {
@@ -483,7 +513,10 @@ impl Validator<'_> {
                 IpAddr::V6(a) => vip6.replace(a).is_some(),
             };
             if slot_taken {
-                return self.err(format!("{key}.vip"), "at most one IPv4 and one IPv6 VIP per service");
+                return self.err(
+                    format!("{key}.vip"),
+                    "at most one IPv4 and one IPv6 VIP per service",
+                );
             }
         }
         let mut listeners = Listeners {
@@ -494,7 +527,10 @@ impl Validator<'_> {
             dtls: None,
         };
         if svc.protocols.is_empty() {
-            return self.err(format!("{key}.protocols"), "at least one protocol is required");
+            return self.err(
+                format!("{key}.protocols"),
+                "at least one protocol is required",
+            );
         }
         let port = |name: &str, p: Option<u16>, default: u16| -> Result<u16, ConfigError> {
             match p.unwrap_or(default) {
@@ -517,7 +553,11 @@ impl Validator<'_> {
                 }
             }
         }
-        let udp = [("ike", listeners.ike), ("nat_t", listeners.natt), ("dtls", listeners.dtls)];
+        let udp = [
+            ("ike", listeners.ike),
+            ("nat_t", listeners.natt),
+            ("dtls", listeners.dtls),
+        ];
         for (i, (a, pa)) in udp.iter().enumerate() {
             for (b, pb) in &udp[i + 1..] {
                 if pa.is_some() && pa == pb {
@@ -560,26 +600,41 @@ impl Validator<'_> {
             let gkey = format!("{key}.gateway.{}", gw.name);
             let (mut ipv4, mut ipv6) = (None, None);
             if gw.address.is_empty() {
-                return self.err(format!("{gkey}.address"), "at least one address is required");
+                return self.err(
+                    format!("{gkey}.address"),
+                    "at least one address is required",
+                );
             }
             for a in &gw.address {
                 let ip = self.ip(&format!("{gkey}.address"), a)?;
                 if own.contains(&ip) {
-                    return self.err(format!("{gkey}.address"), format!("{ip} is an interface address"));
+                    return self.err(
+                        format!("{gkey}.address"),
+                        format!("{ip} is an interface address"),
+                    );
                 }
                 if !addrs.insert(ip) {
-                    return self.err(format!("{gkey}.address"), format!("{ip} belongs to two gateways"));
+                    return self.err(
+                        format!("{gkey}.address"),
+                        format!("{ip} belongs to two gateways"),
+                    );
                 }
                 let taken = match ip {
                     IpAddr::V4(a) => ipv4.replace(a).is_some(),
                     IpAddr::V6(a) => ipv6.replace(a).is_some(),
                 };
                 if taken {
-                    return self.err(format!("{gkey}.address"), "at most one IPv4 and one IPv6 address");
+                    return self.err(
+                        format!("{gkey}.address"),
+                        "at most one IPv4 and one IPv6 address",
+                    );
                 }
             }
             if gw.weight > MAX_WEIGHT {
-                return self.err(format!("{gkey}.weight"), format!("{} exceeds {MAX_WEIGHT}", gw.weight));
+                return self.err(
+                    format!("{gkey}.weight"),
+                    format!("{} exceeds {MAX_WEIGHT}", gw.weight),
+                );
             }
             let state = match gw.state.as_deref() {
                 None | Some("up") => GatewayState::Up,
@@ -601,10 +656,16 @@ impl Validator<'_> {
             });
         }
         if vip4.is_some() && gateways.iter().all(|g| g.ipv4.is_none()) {
-            return self.err(format!("{key}.gateway"), "the service has an IPv4 VIP but no gateway has an IPv4 address");
+            return self.err(
+                format!("{key}.gateway"),
+                "the service has an IPv4 VIP but no gateway has an IPv4 address",
+            );
         }
         if vip6.is_some() && gateways.iter().all(|g| g.ipv6.is_none()) {
-            return self.err(format!("{key}.gateway"), "the service has an IPv6 VIP but no gateway has an IPv6 address");
+            return self.err(
+                format!("{key}.gateway"),
+                "the service has an IPv6 VIP but no gateway has an IPv6 address",
+            );
         }
         Ok(ServiceSpec {
             name: svc.name.clone(),
@@ -657,20 +718,6 @@ pub fn parse_duration(t: &str) -> Option<u64> {
     (any && num.is_empty()).then_some(total)
 }
 
-fn is_prime(n: usize) -> bool {
-    if n < 2 {
-        return false;
-    }
-    let mut d = 2;
-    while d * d <= n {
-        if n % d == 0 {
-            return false;
-        }
-        d += 1;
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,7 +739,10 @@ mod tests {
         assert_eq!(svc.listeners.natt, Some(4500));
         // And the snapshot derives from it: gateways resolved to the backend port.
         let snap = dataplane::model::Snapshot::build(spec, 1).expect("snapshot");
-        let hop = snap.services[0].v4.gateways[1].unwrap().1.expect("gw2 next hop");
+        let hop = snap.services[0].v4.gateways[1]
+            .unwrap()
+            .1
+            .expect("gw2 next hop");
         assert_eq!(hop.mac.to_string(), "02:00:00:00:02:0c");
     }
 
@@ -701,7 +751,10 @@ mod tests {
     }
 
     fn with(replace: &str, by: &str) -> String {
-        assert!(LAB.contains(replace), "fixture text `{replace}` not in lab.toml");
+        assert!(
+            LAB.contains(replace),
+            "fixture text `{replace}` not in lab.toml"
+        );
         LAB.replacen(replace, by, 1)
     }
 
@@ -712,18 +765,27 @@ mod tests {
         assert_eq!(e.key, "service.vpn.gateway.gw1.weight");
         assert!(e.reason.contains("20000"), "{e}");
 
-        let e = err_of(&with("address = [\"198.19.0.12\"", "address = [\"198.19.0.300\""));
+        let e = err_of(&with(
+            "address = [\"198.19.0.12\"",
+            "address = [\"198.19.0.300\"",
+        ));
         assert_eq!(e.key, "service.vpn.gateway.gw2.address");
         assert!(e.reason.contains("198.19.0.300"));
 
         let e = err_of(&with("scheduler = \"maglev\"", "scheduler = \"random\""));
         assert_eq!(e.key, "service.vpn.scheduler");
 
-        let e = err_of(&with("mac = \"02:00:00:00:01:01\"", "mac = \"01:00:00:00:01:01\""));
+        let e = err_of(&with(
+            "mac = \"02:00:00:00:01:01\"",
+            "mac = \"01:00:00:00:01:01\"",
+        ));
         assert_eq!(e.key, "port.client.mac");
         assert!(e.reason.contains("unicast"));
 
-        let e = err_of(&with("persistence_timeout = \"1h\"", "persistence_timeout = \"1 hour\""));
+        let e = err_of(&with(
+            "persistence_timeout = \"1h\"",
+            "persistence_timeout = \"1 hour\"",
+        ));
         assert_eq!(e.key, "service.vpn.persistence_timeout");
 
         let e = err_of(&with("via = \"198.18.0.254\"", "via = \"198.18.9.254\""));
@@ -762,19 +824,34 @@ mod tests {
             "[[port.vlan]]\nname = \"client-v100\"\nvid = 100\nrole = \"client\"\naddresses = [\"198.18.100.1/24\"]\n\n[[port.vlan]]\nname = \"client-qinq\"\nouter = 200\ninner = 300\nrole = \"client\"\n\n[[port]]\nname = \"backend\"",
         );
         let spec = load_str(&text, "t.toml").expect("vlan config");
-        let v = spec.interfaces.iter().find(|i| i.name == "client-v100").unwrap();
+        let v = spec
+            .interfaces
+            .iter()
+            .find(|i| i.name == "client-v100")
+            .unwrap();
         assert_eq!(v.vlan, Vlan::Single { vid: 100 });
-        let q = spec.interfaces.iter().find(|i| i.name == "client-qinq").unwrap();
-        assert_eq!(q.vlan, Vlan::Double { outer: 200, inner: 300 });
+        let q = spec
+            .interfaces
+            .iter()
+            .find(|i| i.name == "client-qinq")
+            .unwrap();
+        assert_eq!(
+            q.vlan,
+            Vlan::Double {
+                outer: 200,
+                inner: 300
+            }
+        );
         let bad = with("[[port]]\nname = \"backend\"", "[[port.vlan]]\nname = \"v\"\nvid = 4095\nrole = \"client\"\n\n[[port]]\nname = \"backend\"");
         assert_eq!(err_of(&bad).key, "port.client.vlan.v.vid");
     }
 
     #[test]
-    fn primes() {
-        assert!(is_prime(65_537));
-        assert!(!is_prime(65_536));
-        assert!(is_prime(2));
-        assert!(!is_prime(1));
+    fn maglev_size_must_be_a_large_prime() {
+        let e = err_of(&format!("maglev_table_size = 65536\n{LAB}"));
+        assert_eq!(e.key, "maglev_table_size");
+        let e = err_of(&format!("maglev_table_size = 1021\n{LAB}"));
+        assert_eq!(e.key, "maglev_table_size");
+        assert!(load_str(&format!("maglev_table_size = 131071\n{LAB}"), "t.toml").is_ok());
     }
 }

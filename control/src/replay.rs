@@ -44,15 +44,23 @@ impl std::str::FromStr for Input {
 #[derive(Debug)]
 pub enum ReplayError {
     UnknownPort(String),
-    Capture { path: PathBuf, error: PcapError },
-    Io { path: PathBuf, error: std::io::Error },
+    Capture {
+        path: PathBuf,
+        error: PcapError,
+    },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     Snapshot(String),
 }
 
 impl fmt::Display for ReplayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReplayError::UnknownPort(p) => write!(f, "--in names port `{p}`, which the config does not have"),
+            ReplayError::UnknownPort(p) => {
+                write!(f, "--in names port `{p}`, which the config does not have")
+            }
             ReplayError::Capture { path, error } => write!(f, "{}: {error}", path.display()),
             ReplayError::Io { path, error } => write!(f, "{}: {error}", path.display()),
             ReplayError::Snapshot(e) => write!(f, "config: {e}"),
@@ -174,17 +182,14 @@ pub fn run(
     let mut frames: Vec<VecFrame> = (0..MAX_BURST).map(|_| VecFrame::new(&[])).collect();
     let mut stamps = [0u64; MAX_BURST];
     let mut verdicts = [Verdict::ToControl; MAX_BURST];
-    loop {
-        // The source with the oldest next frame; ties go to the first listed.
-        let Some(i) = sources
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.next.as_ref().map(|(ts, _)| (*ts, i)))
-            .min()
-            .map(|(_, i)| i)
-        else {
-            break;
-        };
+    // Each round takes the source with the oldest next frame; ties go to the first listed.
+    while let Some(i) = sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.next.as_ref().map(|(ts, _)| (*ts, i)))
+        .min()
+        .map(|(_, i)| i)
+    {
         // A burst: consecutive frames of that source within the same second, oldest first, as
         // long as no other source has an older frame.
         let mut n = 0;

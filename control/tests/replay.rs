@@ -116,12 +116,20 @@ fn parse_ip(frame: &[u8]) -> (EthernetAddress, EthernetAddress, Ip) {
                 (ip_proto::UDP, None) => {
                     inv[up.offset + 6] = 0;
                     inv[up.offset + 7] = 0;
-                    Some(UdpPacket::new_checked(seg).unwrap().verify_checksum_v6(&src, &dst))
+                    Some(
+                        UdpPacket::new_checked(seg)
+                            .unwrap()
+                            .verify_checksum_v6(&src, &dst),
+                    )
                 }
                 (ip_proto::TCP, None) => {
                     inv[up.offset + 16] = 0;
                     inv[up.offset + 17] = 0;
-                    Some(TcpPacket::new_checked(seg).unwrap().verify_checksum_v6(&src, &dst))
+                    Some(
+                        TcpPacket::new_checked(seg)
+                            .unwrap()
+                            .verify_checksum_v6(&src, &dst),
+                    )
                 }
                 (ip_proto::UDP, Some(f)) if f.offset == 0 => {
                     inv[up.offset + 6] = 0;
@@ -199,7 +207,11 @@ fn every_client_packet_reaches_its_gateway_with_only_the_destination_changed() {
         })
         .collect();
     let out = read_all(&lab.out.join("backend.pcap"));
-    assert_eq!(out.len(), lab.caps.client_port.len(), "one output per input");
+    assert_eq!(
+        out.len(),
+        lab.caps.client_port.len(),
+        "one output per input"
+    );
     let mut checked_l4 = 0;
     for (input, (ts, output)) in lab.caps.client_port.iter().zip(&out) {
         assert_eq!(*ts, input.ts_ns, "timestamps follow the input");
@@ -212,7 +224,10 @@ fn every_client_packet_reaches_its_gateway_with_only_the_destination_changed() {
         assert_eq!(dmac, gw_mac[&want_gw]);
         assert_eq!(b.ttl, a.ttl - 1);
         assert_eq!(b.protocol, a.protocol);
-        assert_eq!(b.invariant, a.invariant, "ports, lengths and payload unchanged");
+        assert_eq!(
+            b.invariant, a.invariant,
+            "ports, lengths and payload unchanged"
+        );
         assert!(b.header_ok, "IPv4 header checksum");
         assert_eq!(b.v6, a.v6);
         if let Some(ok) = b.l4_ok {
@@ -239,7 +254,11 @@ fn every_gateway_packet_reaches_its_client_from_the_vip() {
         assert_eq!(b.src, vip);
         assert_eq!(b.dst, a.dst);
         assert_eq!(smac, labnet::CLIENT_PORT_MAC);
-        assert_eq!(dmac, labnet::ROUTER_MAC, "clients are behind the upstream router");
+        assert_eq!(
+            dmac,
+            labnet::ROUTER_MAC,
+            "clients are behind the upstream router"
+        );
         assert_eq!(b.ttl, a.ttl - 1);
         assert_eq!(b.invariant, a.invariant);
         assert!(b.header_ok);
@@ -255,10 +274,19 @@ fn report_counts_every_frame_and_every_client_is_confirmed_on_its_gateway() {
     let r = &lab.report;
     let c = &r.counters;
     assert_eq!(c.total_drops(), 0, "drops: {:?}", c.drops);
-    assert_eq!(c.rx_packets, (lab.caps.client_port.len() + lab.caps.backend_port.len()) as u64);
+    assert_eq!(
+        c.rx_packets,
+        (lab.caps.client_port.len() + lab.caps.backend_port.len()) as u64
+    );
     assert_eq!(c.tx_packets, c.rx_packets);
-    assert_eq!(r.ports["client"].rx_packets, lab.caps.client_port.len() as u64);
-    assert_eq!(r.ports["backend"].tx_packets, lab.caps.client_port.len() as u64);
+    assert_eq!(
+        r.ports["client"].rx_packets,
+        lab.caps.client_port.len() as u64
+    );
+    assert_eq!(
+        r.ports["backend"].tx_packets,
+        lab.caps.client_port.len() as u64
+    );
     let entries = r.affinity.as_ref().unwrap();
     assert_eq!(entries.len(), lab.caps.clients.len());
     for client in &lab.caps.clients {
@@ -267,7 +295,15 @@ fn report_counts_every_frame_and_every_client_is_confirmed_on_its_gateway() {
         assert!(e.confirmed, "return traffic confirms {}", client.addr);
     }
     // Every class of the lab mix was seen.
-    for class in ["ike", "esp-in-udp", "natt-keepalive", "esp", "dtls", "tls", "fragment"] {
+    for class in [
+        "ike",
+        "esp-in-udp",
+        "natt-keepalive",
+        "esp",
+        "dtls",
+        "tls",
+        "fragment",
+    ] {
         let i = dataplane::classify::Class::ALL
             .iter()
             .position(|k| k.name() == class)
@@ -358,7 +394,10 @@ fn captures_are_merged_by_timestamp() {
             },
         )
     };
-    write_capture(&dir.join("c.pcap"), &[(t0, ike_from(client)), (t0 + 3 * s, ike_from(client))]);
+    write_capture(
+        &dir.join("c.pcap"),
+        &[(t0, ike_from(client)), (t0 + 3 * s, ike_from(client))],
+    );
     write_capture(&dir.join("b.pcap"), &[(t0 + s, answer)]);
     let spec = config::load(&lab_conf()).unwrap();
     let inputs = [
@@ -422,7 +461,11 @@ fn vpnlbd_replay_cli_prints_one_json_object_and_config_errors_exit_2() {
         .arg(dir.join("out"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -431,7 +474,9 @@ fn vpnlbd_replay_cli_prints_one_json_object_and_config_errors_exit_2() {
     assert!(dir.join("out/client.pcap").exists() && dir.join("out/backend.pcap").exists());
 
     let bad = dir.join("bad.toml");
-    let text = std::fs::read_to_string(lab_conf()).unwrap().replace("weight = 1", "weight = -1");
+    let text = std::fs::read_to_string(lab_conf())
+        .unwrap()
+        .replace("weight = 1", "weight = -1");
     std::fs::write(&bad, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
         .args(["check", "--config"])

@@ -1831,7 +1831,11 @@ mod tests {
                 1 => L4::Tcp { src, dst, seq: u32::from(src), ack: u32::from(dst), flags: dst, payload: &payload },
                 2 => L4::Icmpv4 { msg_type: src as u8, code: dst as u8, rest: 7, payload: &payload },
                 3 => L4::Esp { spi: u32::from(src), seq: 1, payload: &payload },
-                _ => L4::Raw { protocol: src as u8, payload: &payload },
+                // Raw: any protocol the verifier would not parse as UDP, TCP or ICMP.
+                _ => L4::Raw {
+                    protocol: match src as u8 { 1 | 6 | 17 => 253, p => p },
+                    payload: &payload,
+                },
             };
             let opts = Ipv4Opts { options, ..Ipv4Opts::default() };
             let f = ipv4(&l2(), ip_src.into(), ip_dst.into(), &opts, &l4);

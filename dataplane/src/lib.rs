@@ -4,14 +4,14 @@
 //! [`pipeline`], and `vpnlbd replay` hands it frames read from capture files. Both run exactly
 //! the same code.
 
-pub mod wire;
 pub mod affinity;
 pub mod classify;
-pub mod craft;
-pub mod io;
-pub mod schedule;
-pub mod frame;
-pub mod nat;
 pub mod counters;
+pub mod craft;
+pub mod frame;
+pub mod io;
 pub mod model;
+pub mod nat;
 pub mod pipeline;
+pub mod schedule;
+pub mod wire;

@@ -36,11 +36,15 @@ impl IpCidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -60,8 +64,12 @@ impl FromStr for IpCidr {
         let (a, p) = s
             .split_once('/')
             .ok_or_else(|| format!("`{s}` is not ADDRESS/PREFIX"))?;
-        let addr: IpAddr = a.parse().map_err(|_| format!("`{a}` is not an IP address"))?;
-        let prefix: u8 = p.parse().map_err(|_| format!("`{p}` is not a prefix length"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IP address"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| format!("`{p}` is not a prefix length"))?;
         IpCidr::new(addr, prefix).ok_or_else(|| format!("prefix /{prefix} is too long for {addr}"))
     }
 }
@@ -333,8 +341,12 @@ impl Snapshot {
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
         let connected = routes.clone();
         for r in &spec.routes {
-            let hop = best_route(&connected, r.via)
-                .ok_or_else(|| format!("route {} via {} is not on a connected subnet", r.prefix, r.via))?;
+            let hop = best_route(&connected, r.via).ok_or_else(|| {
+                format!(
+                    "route {} via {} is not on a connected subnet",
+                    r.prefix, r.via
+                )
+            })?;
             routes.push(RouteEntry {
                 prefix: r.prefix,
                 interface: hop.interface,

@@ -183,7 +183,12 @@ mod tests {
         p[22..24].copy_from_slice(&dport.to_be_bytes());
         p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
         p[28..].copy_from_slice(payload);
-        let acc = pseudo_header_v4(src.into(), dst.into(), ip_proto::UDP, (8 + payload.len()) as u16);
+        let acc = pseudo_header_v4(
+            src.into(),
+            dst.into(),
+            ip_proto::UDP,
+            (8 + payload.len()) as u16,
+        );
         let mut c = !fold(sum(acc, &p[20..]));
         if c == 0 {
             c = 0xffff;
@@ -228,9 +233,20 @@ mod tests {
 
     #[test]
     fn dnat_v4_udp_fixes_both_checksums_and_keeps_ports() {
-        let mut p = v4_udp([198, 18, 64, 7], [198, 18, 0, 100], 500, 500, b"ike payload");
+        let mut p = v4_udp(
+            [198, 18, 64, 7],
+            [198, 18, 0, 100],
+            500,
+            500,
+            b"ike payload",
+        );
         let orig = p.clone();
-        rewrite_v4(&mut p, Side::Dst, Ipv4Addr::new(198, 19, 0, 12), L4Checksum::Udp(26));
+        rewrite_v4(
+            &mut p,
+            Side::Dst,
+            Ipv4Addr::new(198, 19, 0, 12),
+            L4Checksum::Udp(26),
+        );
         assert_eq!(&p[16..20], &[198, 19, 0, 12]);
         assert_eq!(&p[20..24], &orig[20..24], "ports unchanged");
         assert_eq!(&p[28..], &orig[28..], "payload unchanged");
@@ -242,7 +258,12 @@ mod tests {
         let mut p = v4_udp([198, 18, 64, 7], [198, 18, 0, 100], 4500, 4500, &[0xff]);
         p[26] = 0;
         p[27] = 0;
-        rewrite_v4(&mut p, Side::Dst, Ipv4Addr::new(198, 19, 0, 11), L4Checksum::Udp(26));
+        rewrite_v4(
+            &mut p,
+            Side::Dst,
+            Ipv4Addr::new(198, 19, 0, 11),
+            L4Checksum::Udp(26),
+        );
         assert_eq!(&p[26..28], &[0, 0]);
         assert_eq!(checksum(&p[..20]), 0);
     }
@@ -261,7 +282,11 @@ mod tests {
 
     #[test]
     fn hop_limit_decrement() {
-        let mut p = v6_tcp("2001:2:0:64::5".parse().unwrap(), "2001:2:0:1::100".parse().unwrap(), b"");
+        let mut p = v6_tcp(
+            "2001:2:0:64::5".parse().unwrap(),
+            "2001:2:0:1::100".parse().unwrap(),
+            b"",
+        );
         assert!(decrement_hop_limit_v6(&mut p));
         assert_eq!(p[7], 63);
         p[7] = 1;

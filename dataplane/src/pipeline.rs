@@ -46,7 +46,9 @@ const SWEEP_SLOTS_PER_BURST: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Transmit the (rewritten) frame on this port.
-    Tx { port: u16 },
+    Tx {
+        port: u16,
+    },
     /// For the appliance itself and not answered here: hand to the control plane.
     ToControl,
     Drop(DropReason),
@@ -109,9 +111,19 @@ struct IcmpError {
 enum Plan {
     Drop(DropReason),
     ToControl,
-    ArpReply { interface: u16, l3: usize },
-    NdAdvert { interface: u16, l3: L3, router: bool },
-    EchoReply { interface: u16, l3: L3 },
+    ArpReply {
+        interface: u16,
+        l3: usize,
+    },
+    NdAdvert {
+        interface: u16,
+        l3: L3,
+        router: bool,
+    },
+    EchoReply {
+        interface: u16,
+        l3: L3,
+    },
     Flow(Flow),
     IcmpError(IcmpError),
 }
@@ -510,7 +522,12 @@ impl State {
                 (gateway, vip, Side::Src, hop)
             }
         };
-        rewrite(&mut frame.bytes_mut()[f.l3.at..f.l3.end], side, new_addr, f.l4_csum);
+        rewrite(
+            &mut frame.bytes_mut()[f.l3.at..f.l3.end],
+            side,
+            new_addr,
+            f.l4_csum,
+        );
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(gateway)];
         if side == Side::Dst {
             c.to_gateway_packets += 1;
@@ -526,7 +543,11 @@ impl State {
     fn schedule(&mut self, snap: &Snapshot, f: &Flow) -> Option<u16> {
         let fam = snap.services[usize::from(f.service)].family(f.l3.v6);
         let state = &mut self.services[usize::from(f.service)];
-        let sched = if f.l3.v6 { &mut state.v6 } else { &mut state.v4 };
+        let sched = if f.l3.v6 {
+            &mut state.v6
+        } else {
+            &mut state.v4
+        };
         let client = match f.dir {
             Direction::Inbound => f.l3.src,
             Direction::Outbound { .. } => f.l3.dst,
@@ -808,9 +829,7 @@ fn plan_icmp_error(snap: &Snapshot, bytes: &[u8], outer: L3, inbound: bool) -> P
 fn answers_for(snap: &Snapshot, interface: u16, addr: IpAddr) -> Option<bool> {
     match snap.local(addr)? {
         LocalKind::Interface { .. } => Some(true),
-        LocalKind::Vip { .. } if snap.interface_spec(interface).role == Role::Client => {
-            Some(false)
-        }
+        LocalKind::Vip { .. } if snap.interface_spec(interface).role == Role::Client => Some(false),
         LocalKind::Vip { .. } => None,
     }
 }
@@ -892,7 +911,13 @@ fn arp_reply<F: Frame>(snap: &Snapshot, interface: u16, l3: usize, frame: &mut F
     reply_l2(snap, frame, interface)
 }
 
-fn nd_advert<F: Frame>(snap: &Snapshot, interface: u16, l3: L3, router: bool, frame: &mut F) -> Verdict {
+fn nd_advert<F: Frame>(
+    snap: &Snapshot,
+    interface: u16,
+    l3: L3,
+    router: bool,
+    frame: &mut F,
+) -> Verdict {
     let mac = snap.interface_mac(interface);
     let (IpAddr::V6(peer), Some(l4)) = (l3.src, l3.l4) else {
         return Verdict::Drop(DropReason::NdUnhandled);
@@ -980,7 +1005,9 @@ fn wire_drop(e: wire::Error) -> DropReason {
 
 fn bad_source(a: IpAddr) -> bool {
     match a {
-        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback(),
+        IpAddr::V4(a) => {
+            a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback()
+        }
         IpAddr::V6(a) => a.is_multicast() || a.is_loopback(),
     }
 }

@@ -327,10 +327,11 @@ impl MaglevTable {
     }
 }
 
-/// Trial division; `n <= MAGLEV_MAX_SIZE`, so at most ~2 000 divisions.
-// `is_multiple_of` needs Rust 1.87; the workspace declares 1.75.
+/// Whether `n` is prime (Maglev table sizes must be). Trial division: fine for table sizes,
+/// which are checked once at configuration time.
+// `is_multiple_of` needs Rust 1.87; the workspace declares 1.85.
 #[allow(clippy::manual_is_multiple_of)]
-fn is_prime(n: usize) -> bool {
+pub fn is_prime(n: usize) -> bool {
     if n < 4 {
         return n >= 2;
     }
