@@ -746,6 +746,27 @@ mod tests {
         assert_eq!(hop.mac.to_string(), "02:00:00:00:02:0c");
     }
 
+    #[test]
+    fn lab_toml_matches_the_built_in_lab_spec() {
+        let spec = load_str(LAB, "conf/lab.toml").unwrap();
+        let built_in = dataplane::craft::lab::appliance_spec(spec.affinity);
+        assert_eq!(spec.interfaces, built_in.interfaces);
+        assert_eq!(spec.routes, built_in.routes);
+        assert_eq!(spec.services, built_in.services);
+        let mut a = spec.neighbors.clone();
+        let mut b = built_in.neighbors.clone();
+        a.sort_by_key(|n| n.address);
+        b.sort_by_key(|n| n.address);
+        assert_eq!(a, b);
+        let macs = |s: &ApplianceSpec| {
+            s.ports
+                .iter()
+                .map(|p| (p.name.clone(), p.mac))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(macs(&spec), macs(&built_in));
+    }
+
     fn err_of(text: &str) -> ConfigError {
         load_str(text, "t.toml").expect_err("must fail")
     }

@@ -51,6 +51,112 @@ pub mod lab {
     pub const VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
     /// The service VIP, IPv6.
     pub const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x100);
+    /// The upstream router, IPv4 and IPv6 (the client side's default route).
+    pub const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+    pub const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0xfe);
+
+    /// The lab appliance as conf/lab.toml describes it (port 0 `client`, port 1 `backend`,
+    /// service `vpn` on the VIPs with gw1..gw3), for tests, fuzzing and benchmarks that must not
+    /// depend on the TOML loader. `affinity` sizes the shard.
+    pub fn appliance_spec(affinity: crate::model::AffinitySpec) -> crate::model::ApplianceSpec {
+        use crate::model::*;
+        use crate::schedule::{GatewayState, SchedulerKind};
+        use crate::wire::ethernet::Vlan;
+        use std::net::IpAddr;
+        let cidr = |s: &str| s.parse::<IpCidr>().expect("lab prefix");
+        let interface = |name: &str, port, role, a: [&str; 2]| InterfaceSpec {
+            name: name.into(),
+            port,
+            vlan: Vlan::Untagged,
+            role,
+            addresses: a.iter().map(|s| cidr(s)).collect(),
+        };
+        let mut neighbors = vec![
+            NeighborSpec {
+                address: IpAddr::V4(ROUTER_V4),
+                mac: ROUTER_MAC,
+            },
+            NeighborSpec {
+                address: IpAddr::V6(ROUTER_V6),
+                mac: ROUTER_MAC,
+            },
+        ];
+        for i in 0..3 {
+            neighbors.push(NeighborSpec {
+                address: IpAddr::V4(GATEWAYS_V4[i]),
+                mac: GATEWAY_MACS[i],
+            });
+            neighbors.push(NeighborSpec {
+                address: IpAddr::V6(GATEWAYS_V6[i]),
+                mac: GATEWAY_MACS[i],
+            });
+        }
+        ApplianceSpec {
+            ports: vec![
+                PortSpec {
+                    name: "client".into(),
+                    mac: CLIENT_PORT_MAC,
+                    device: String::new(),
+                },
+                PortSpec {
+                    name: "backend".into(),
+                    mac: BACKEND_PORT_MAC,
+                    device: String::new(),
+                },
+            ],
+            interfaces: vec![
+                interface(
+                    "client",
+                    0,
+                    Role::Client,
+                    ["198.18.0.1/24", "2001:2:0:1::1/64"],
+                ),
+                interface(
+                    "backend",
+                    1,
+                    Role::Backend,
+                    ["198.19.0.1/24", "2001:2:0:2::1/64"],
+                ),
+            ],
+            routes: vec![
+                RouteSpec {
+                    prefix: cidr("0.0.0.0/0"),
+                    via: IpAddr::V4(ROUTER_V4),
+                },
+                RouteSpec {
+                    prefix: cidr("::/0"),
+                    via: IpAddr::V6(ROUTER_V6),
+                },
+            ],
+            neighbors,
+            services: vec![ServiceSpec {
+                name: "vpn".into(),
+                vip4: Some(VIP_V4),
+                vip6: Some(VIP_V6),
+                listeners: Listeners {
+                    ike: Some(500),
+                    natt: Some(4500),
+                    esp: true,
+                    tls: Some(443),
+                    dtls: Some(443),
+                },
+                scheduler: SchedulerKind::Maglev,
+                persistence_timeout_s: 3600,
+                unconfirmed_timeout_s: 30,
+                gateways: (0..3)
+                    .map(|i| GatewaySpec {
+                        name: format!("gw{}", i + 1),
+                        ipv4: Some(GATEWAYS_V4[i]),
+                        ipv6: Some(GATEWAYS_V6[i]),
+                        weight: 1,
+                        state: GatewayState::Up,
+                    })
+                    .collect(),
+            }],
+            affinity,
+            maglev_size: crate::schedule::maglev::MAGLEV_DEFAULT_SIZE,
+        }
+    }
 }
 
 /// TCP flag bits for [`L4::Tcp`] (low 9 bits of header bytes 12..14).

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,6 +19,50 @@ use crate::classify::PortPlan;
 use crate::schedule::maglev::{MaglevMember, MaglevTable};
 use crate::schedule::{Candidate, GatewayState, SchedulerKind};
 use crate::wire::ethernet::{EthernetAddress, Vlan};
+
+/// A multiply-rotate hasher (FxHash's) for the snapshot's read-only maps. Their keys come from
+/// the configuration and are only looked up by traffic, never inserted, so a keyed hash buys no
+/// flooding resistance here; SipHash would cost tens of nanoseconds per packet.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// An address with a prefix length, e.g. `198.18.0.1/24`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -288,6 +333,8 @@ struct RouteEntry {
     interface: u16,
     /// `None` for connected subnets: the destination itself is the next hop.
     via: Option<IpAddr>,
+    /// The gateway's MAC, resolved when the snapshot is built (static routes only).
+    via_mac: Option<EthernetAddress>,
 }
 
 /// The immutable view every worker reads. Built once per configuration or state change.
@@ -296,22 +343,23 @@ pub struct Snapshot {
     pub generation: u64,
     pub spec: ApplianceSpec,
     pub services: Vec<ServiceView>,
-    /// Interface index by (port, vlan), for ingress demultiplexing.
-    interface_by_tag: HashMap<(u16, Vlan), u16>,
+    /// (port, vlan) of each interface, index = interface id; scanned on ingress (a handful of
+    /// entries: faster than hashing).
+    interface_tags: Vec<(u16, Vlan)>,
     /// Interface MACs, index = interface id.
     interface_macs: Vec<EthernetAddress>,
     local: Vec<(IpAddr, LocalKind)>,
     /// Gateway address -> (service, gateway id) for every service the gateway serves.
-    gateways_by_addr: HashMap<IpAddr, Vec<(u16, u16)>>,
+    gateways_by_addr: FastMap<IpAddr, Vec<(u16, u16)>>,
     routes: Vec<RouteEntry>,
-    neighbors: HashMap<IpAddr, EthernetAddress>,
+    neighbors: FastMap<IpAddr, EthernetAddress>,
 }
 
 impl Snapshot {
     /// Derives the hot-path view. The spec must have been validated (the control plane's config
     /// loader does that and names the offending key); this only fails on what it cannot derive.
     pub fn build(spec: ApplianceSpec, generation: u64) -> Result<Snapshot, String> {
-        let mut interface_by_tag = HashMap::new();
+        let mut interface_tags: Vec<(u16, Vlan)> = Vec::new();
         let mut interface_macs = Vec::with_capacity(spec.interfaces.len());
         let mut local = Vec::new();
         let mut routes = Vec::new();
@@ -321,12 +369,13 @@ impl Snapshot {
                 .ports
                 .get(usize::from(itf.port))
                 .ok_or_else(|| format!("interface {} refers to a missing port", itf.name))?;
-            if interface_by_tag.insert((itf.port, itf.vlan), id).is_some() {
+            if interface_tags.contains(&(itf.port, itf.vlan)) {
                 return Err(format!(
                     "interface {} duplicates another interface's port and VLAN tags",
                     itf.name
                 ));
             }
+            interface_tags.push((itf.port, itf.vlan));
             interface_macs.push(port.mac);
             for a in &itf.addresses {
                 local.push((a.addr, LocalKind::Interface { interface: id }));
@@ -334,10 +383,11 @@ impl Snapshot {
                     prefix: *a,
                     interface: id,
                     via: None,
+                    via_mac: None,
                 });
             }
         }
-        let neighbors: HashMap<IpAddr, EthernetAddress> =
+        let neighbors: FastMap<IpAddr, EthernetAddress> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
         let connected = routes.clone();
         for r in &spec.routes {
@@ -351,10 +401,11 @@ impl Snapshot {
                 prefix: r.prefix,
                 interface: hop.interface,
                 via: Some(r.via),
+                via_mac: neighbors.get(&r.via).copied(),
             });
         }
         let mut services = Vec::with_capacity(spec.services.len());
-        let mut gateways_by_addr: HashMap<IpAddr, Vec<(u16, u16)>> = HashMap::new();
+        let mut gateways_by_addr: FastMap<IpAddr, Vec<(u16, u16)>> = FastMap::default();
         for (s, svc) in spec.services.iter().enumerate() {
             let sid = u16::try_from(s).map_err(|_| "too many services".to_string())?;
             if let Some(v) = svc.vip4 {
@@ -430,7 +481,7 @@ impl Snapshot {
             generation,
             spec,
             services,
-            interface_by_tag,
+            interface_tags,
             interface_macs,
             local,
             gateways_by_addr,
@@ -442,7 +493,10 @@ impl Snapshot {
     /// The interface a frame arrived on, from its port and VLAN tags.
     #[inline]
     pub fn interface(&self, port: u16, vlan: Vlan) -> Option<u16> {
-        self.interface_by_tag.get(&(port, vlan)).copied()
+        self.interface_tags
+            .iter()
+            .position(|t| *t == (port, vlan))
+            .and_then(|i| u16::try_from(i).ok())
     }
 
     #[inline]
@@ -474,6 +528,12 @@ impl Snapshot {
     /// but no neighbor entry for its next hop, `Err(false)` when there is no route.
     pub fn next_hop(&self, dst: IpAddr) -> Result<NextHop, bool> {
         let r = best_route(&self.routes, dst).ok_or(false)?;
+        if let Some(mac) = r.via_mac {
+            return Ok(NextHop {
+                interface: r.interface,
+                mac,
+            });
+        }
         let nh = r.via.unwrap_or(dst);
         self.neighbors
             .get(&nh)

@@ -1,0 +1,447 @@
+//! Shared helpers for the pipeline's integration tests: the lab appliance (`conf/lab.toml`,
+//! built in Rust so the tests do not depend on the control crate), frame builders for the lab's
+//! hosts, and checked views of the frames the pipeline transmits.
+//!
+//! Every helper panics with a message on anything unexpected: they are test assertions.
+
+// Each test binary that includes this module uses a different subset of it.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, OnceLock};
+
+use dataplane::craft::{self, lab, Ipv4Opts, Ipv6Ext, L2, L4};
+use dataplane::frame::{Frame, VecFrame};
+use dataplane::model::{
+    AffinitySpec, ApplianceSpec, GatewaySpec, InterfaceSpec, IpCidr, Listeners, NeighborSpec,
+    PortSpec, Role, RouteSpec, ServiceSpec, Snapshot,
+};
+use dataplane::pipeline::{Verdict, Worker};
+use dataplane::schedule::{
+    client_hash, GatewayState, MaglevMember, MaglevTable, SchedulerKind, MAGLEV_DEFAULT_SIZE,
+};
+use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
+use dataplane::wire::ipv4::Ipv4Packet;
+use dataplane::wire::ipv6::{Ipv6Packet, Ipv6Upper};
+use dataplane::wire::udp::UdpPacket;
+
+/// DPDK port ids of the lab appliance.
+pub const CLIENT_PORT: u16 = 0;
+pub const BACKEND_PORT: u16 = 1;
+
+/// The appliance's own addresses.
+pub const CLIENT_ITF_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const CLIENT_ITF_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
+pub const BACKEND_ITF_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+pub const BACKEND_ITF_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1);
+
+/// The upstream router in front of the client port.
+pub const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+pub const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0xfe);
+
+/// A clock value well away from 0, so that "now - timeout" never underflows in a test.
+pub const NOW: u32 = 100_000;
+
+/// Small affinity shards keep `Worker::new` (which touches all of its memory) cheap.
+pub const TEST_CAPACITY: usize = 16_384;
+pub const TEST_MAX_UNCONFIRMED: usize = 4_096;
+
+fn cidr(s: &str) -> IpCidr {
+    s.parse().expect("valid CIDR")
+}
+
+fn mac(s: &str) -> EthernetAddress {
+    s.parse().expect("valid MAC")
+}
+
+/// gw1..gw3 of the lab, weight 1, Up.
+pub fn lab_gateways() -> Vec<GatewaySpec> {
+    (0..3)
+        .map(|i| GatewaySpec {
+            name: format!("gw{}", i + 1),
+            ipv4: Some(lab::GATEWAYS_V4[i]),
+            ipv6: Some(lab::GATEWAYS_V6[i]),
+            weight: 1,
+            state: GatewayState::Up,
+        })
+        .collect()
+}
+
+/// `conf/lab.toml`, field for field.
+pub fn lab_spec() -> ApplianceSpec {
+    let mut neighbors = vec![
+        NeighborSpec {
+            address: IpAddr::V4(ROUTER_V4),
+            mac: lab::ROUTER_MAC,
+        },
+        NeighborSpec {
+            address: IpAddr::V6(ROUTER_V6),
+            mac: lab::ROUTER_MAC,
+        },
+    ];
+    for i in 0..3 {
+        neighbors.push(NeighborSpec {
+            address: IpAddr::V4(lab::GATEWAYS_V4[i]),
+            mac: lab::GATEWAY_MACS[i],
+        });
+        neighbors.push(NeighborSpec {
+            address: IpAddr::V6(lab::GATEWAYS_V6[i]),
+            mac: lab::GATEWAY_MACS[i],
+        });
+    }
+    ApplianceSpec {
+        ports: vec![
+            PortSpec {
+                name: "client".into(),
+                mac: lab::CLIENT_PORT_MAC,
+                device: "net_af_packet0,iface=vlb-cl0".into(),
+            },
+            PortSpec {
+                name: "backend".into(),
+                mac: lab::BACKEND_PORT_MAC,
+                device: "net_af_packet1,iface=vlb-bk0".into(),
+            },
+        ],
+        interfaces: vec![
+            InterfaceSpec {
+                name: "client".into(),
+                port: CLIENT_PORT,
+                vlan: Default::default(),
+                role: Role::Client,
+                addresses: vec![cidr("198.18.0.1/24"), cidr("2001:2:0:1::1/64")],
+            },
+            InterfaceSpec {
+                name: "backend".into(),
+                port: BACKEND_PORT,
+                vlan: Default::default(),
+                role: Role::Backend,
+                addresses: vec![cidr("198.19.0.1/24"), cidr("2001:2:0:2::1/64")],
+            },
+        ],
+        routes: vec![
+            RouteSpec {
+                prefix: cidr("0.0.0.0/0"),
+                via: IpAddr::V4(ROUTER_V4),
+            },
+            RouteSpec {
+                prefix: cidr("::/0"),
+                via: IpAddr::V6(ROUTER_V6),
+            },
+        ],
+        neighbors,
+        services: vec![ServiceSpec {
+            name: "vpn".into(),
+            vip4: Some(lab::VIP_V4),
+            vip6: Some(lab::VIP_V6),
+            listeners: Listeners {
+                ike: Some(500),
+                natt: Some(4500),
+                esp: true,
+                tls: Some(443),
+                dtls: Some(443),
+            },
+            scheduler: SchedulerKind::Maglev,
+            persistence_timeout_s: 3600,
+            unconfirmed_timeout_s: 30,
+            gateways: lab_gateways(),
+        }],
+        affinity: AffinitySpec {
+            capacity: 1_048_576,
+            max_unconfirmed: 262_144,
+        },
+        maglev_size: MAGLEV_DEFAULT_SIZE,
+    }
+}
+
+/// The lab spec with small affinity shards.
+pub fn test_spec() -> ApplianceSpec {
+    with_affinity(lab_spec(), TEST_CAPACITY, TEST_MAX_UNCONFIRMED)
+}
+
+pub fn with_affinity(mut spec: ApplianceSpec, capacity: usize, max_unconfirmed: usize) -> ApplianceSpec {
+    spec.affinity = AffinitySpec {
+        capacity,
+        max_unconfirmed,
+    };
+    spec
+}
+
+pub fn snapshot(spec: ApplianceSpec, generation: u64) -> Arc<Snapshot> {
+    Arc::new(Snapshot::build(spec, generation).expect("spec builds"))
+}
+
+/// The test lab's snapshot, built once (its Maglev tables take a while in debug builds).
+pub fn test_snapshot() -> Arc<Snapshot> {
+    static SNAP: OnceLock<Arc<Snapshot>> = OnceLock::new();
+    Arc::clone(SNAP.get_or_init(|| snapshot(test_spec(), 1)))
+}
+
+/// A fresh worker on the test lab.
+pub fn test_worker() -> Worker {
+    Worker::new(test_snapshot())
+}
+
+pub fn worker(spec: ApplianceSpec) -> Worker {
+    Worker::new(snapshot(spec, 1))
+}
+
+// ---- clients -----------------------------------------------------------------------------
+
+/// Client `i` behind the upstream router (198.18.64.0/18).
+pub fn client_v4(i: u32) -> Ipv4Addr {
+    assert!(i < 1 << 14, "client index out of the lab's client range");
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 64, 0)) + i)
+}
+
+/// Client `i` behind the upstream router (2001:2:0:64::/64).
+pub fn client_v6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x64, 0, 0, 0, 0)) + u128::from(i) + 1)
+}
+
+// ---- expectations, computed without the pipeline ------------------------------------------
+
+/// A Maglev table over gateways named gw1..gwN with these weights (0 = out of the table).
+pub fn maglev_table(weights: &[u32]) -> MaglevTable {
+    let names: Vec<String> = (1..=weights.len()).map(|i| format!("gw{i}")).collect();
+    let members: Vec<MaglevMember<'_>> = names
+        .iter()
+        .zip(weights)
+        .map(|(name, &weight)| MaglevMember { name, weight })
+        .collect();
+    MaglevTable::build(&members, MAGLEV_DEFAULT_SIZE).expect("table builds")
+}
+
+/// The gateway (0-based) a table picks for a client address.
+pub fn maglev_pick(table: &MaglevTable, client: IpAddr) -> usize {
+    let h = match client {
+        IpAddr::V4(a) => client_hash(&a.octets()),
+        IpAddr::V6(a) => client_hash(&a.octets()),
+    };
+    usize::from(table.lookup(h).expect("table has members"))
+}
+
+/// The lab gateway (0-based) Maglev gives `client` with gw1..gw3 all Up.
+pub fn lab_gateway(client: IpAddr) -> usize {
+    static TABLE: OnceLock<MaglevTable> = OnceLock::new();
+    maglev_pick(TABLE.get_or_init(|| maglev_table(&[1, 1, 1])), client)
+}
+
+// ---- frames in ---------------------------------------------------------------------------
+
+/// Router → appliance client port.
+pub fn from_router() -> L2 {
+    L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC)
+}
+
+/// Gateway `g` (0-based) → appliance backend port.
+pub fn from_gateway(g: usize) -> L2 {
+    L2::new(lab::GATEWAY_MACS[g], lab::BACKEND_PORT_MAC)
+}
+
+/// A first IKE_SA_INIT request (KE group 19, 64 bytes of key data).
+pub fn ike_sa_init(spi: u64) -> Vec<u8> {
+    craft::ike_sa_init_request(spi, &[0x5a; 32], 19, 64, &[])
+}
+
+/// The gateway's IKE_SA_INIT response.
+pub fn ike_sa_init_reply(spi: u64) -> Vec<u8> {
+    craft::ike_sa_init_response(spi, spi ^ 0xffff, &[0xa5; 32], 19, 64, &[])
+}
+
+pub fn udp4(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    udp4_opts(l2, src, dst, &Ipv4Opts::default(), sport, dport, payload)
+}
+
+pub fn udp4_opts(
+    l2: L2,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    opts: &Ipv4Opts,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let l4 = L4::Udp {
+        src: sport,
+        dst: dport,
+        payload,
+    };
+    craft::ipv4(&l2, src, dst, opts, &l4)
+}
+
+pub fn udp6(l2: L2, src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    udp6_ext(l2, src, dst, 64, &[], sport, dport, payload)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn udp6_ext(
+    l2: L2,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    ext: &[Ipv6Ext],
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let l4 = L4::Udp {
+        src: sport,
+        dst: dport,
+        payload,
+    };
+    craft::ipv6(&l2, &src, &dst, hop_limit, ext, &l4)
+}
+
+/// IKE_SA_INIT from an IPv4 client (via the router) to the VIP, UDP 500 → 500.
+pub fn client_ike4(client: Ipv4Addr) -> Vec<u8> {
+    udp4(from_router(), client, lab::VIP_V4, 500, 500, &ike_sa_init(spi_of(client.into())))
+}
+
+/// IKE_SA_INIT from an IPv6 client (via the router) to the VIP.
+pub fn client_ike6(client: Ipv6Addr) -> Vec<u8> {
+    udp6(from_router(), client, lab::VIP_V6, 500, 500, &ike_sa_init(spi_of(client.into())))
+}
+
+/// An initiator SPI derived from the client, so fixtures differ per client.
+pub fn spi_of(client: IpAddr) -> u64 {
+    match client {
+        IpAddr::V4(a) => 0x1000_0000_0000_0000 | u64::from(u32::from(a)),
+        IpAddr::V6(a) => 0x2000_0000_0000_0000 | (u128::from(a) as u64),
+    }
+}
+
+// ---- running frames ----------------------------------------------------------------------
+
+/// Runs one frame at `now` on `port`; returns the verdict and the frame as it is afterwards.
+pub fn run_at(w: &mut Worker, now: u32, port: u16, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut f = VecFrame::new(frame);
+    let v = w.process(now, port, &mut f);
+    (v, f.bytes().to_vec())
+}
+
+pub fn run(w: &mut Worker, port: u16, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    run_at(w, NOW, port, frame)
+}
+
+/// Runs a frame that must be transmitted on `out_port`; returns the transmitted frame.
+pub fn tx_at(w: &mut Worker, now: u32, port: u16, frame: &[u8], out_port: u16) -> Vec<u8> {
+    let (v, out) = run_at(w, now, port, frame);
+    assert_eq!(v, Verdict::Tx { port: out_port }, "verdict");
+    out
+}
+
+pub fn tx(w: &mut Worker, port: u16, frame: &[u8], out_port: u16) -> Vec<u8> {
+    tx_at(w, NOW, port, frame, out_port)
+}
+
+/// Every received frame was transmitted, dropped or handed to the control plane, once.
+pub fn assert_balanced(w: &Worker) {
+    let c = w.counters();
+    assert_eq!(
+        c.rx_packets,
+        c.tx_packets + c.total_drops() + c.to_control,
+        "rx = tx + drops + to_control ({c:?})"
+    );
+}
+
+// ---- frames out --------------------------------------------------------------------------
+
+/// A transmitted IPv4 frame, checked: Ethernet header, IPv4 header (with a valid checksum),
+/// and the transport bytes up to the IPv4 total length.
+pub struct Out4<'a> {
+    pub eth: EthernetFrame<&'a [u8]>,
+    pub ip: Ipv4Packet<&'a [u8]>,
+    /// Offset of the IPv4 header in the frame.
+    pub ip_at: usize,
+    /// The IPv4 payload (transport header on).
+    pub l4: &'a [u8],
+}
+
+pub fn out4(frame: &[u8]) -> Out4<'_> {
+    let eth = EthernetFrame::new_checked(frame).expect("Ethernet header");
+    assert_eq!(eth.ethertype(), ethertype::IPV4, "EtherType");
+    let ip_at = eth.header_len();
+    let ip = Ipv4Packet::new_checked(&frame[ip_at..]).expect("IPv4 header");
+    assert!(ip.verify_checksum(), "IPv4 header checksum");
+    let l4 = &frame[ip_at + ip.header_len()..ip_at + usize::from(ip.total_len())];
+    Out4 { eth, ip, ip_at, l4 }
+}
+
+impl Out4<'_> {
+    /// The UDP datagram, whose checksum must verify (and be present).
+    pub fn udp(&self) -> UdpPacket<&[u8]> {
+        let udp = UdpPacket::new_checked(self.l4).expect("UDP header");
+        assert_ne!(udp.checksum(), 0, "UDP checksum present");
+        assert!(
+            udp.verify_checksum_v4(self.ip.src_addr(), self.ip.dst_addr()),
+            "UDP checksum over {} -> {}",
+            self.ip.src_addr(),
+            self.ip.dst_addr()
+        );
+        udp
+    }
+}
+
+/// A transmitted IPv6 frame, checked, with its upper layer located.
+pub struct Out6<'a> {
+    pub eth: EthernetFrame<&'a [u8]>,
+    pub ip: Ipv6Packet<&'a [u8]>,
+    pub ip_at: usize,
+    pub upper: Ipv6Upper,
+    /// The upper-layer bytes (after every extension header).
+    pub l4: &'a [u8],
+}
+
+pub fn out6(frame: &[u8]) -> Out6<'_> {
+    let eth = EthernetFrame::new_checked(frame).expect("Ethernet header");
+    assert_eq!(eth.ethertype(), ethertype::IPV6, "EtherType");
+    let ip_at = eth.header_len();
+    let ip = Ipv6Packet::new_checked(&frame[ip_at..]).expect("IPv6 header");
+    let upper = ip.upper_layer().expect("IPv6 extension headers");
+    let l4 = &frame[ip_at + upper.offset..ip_at + 40 + usize::from(ip.payload_len())];
+    Out6 {
+        eth,
+        ip,
+        ip_at,
+        upper,
+        l4,
+    }
+}
+
+impl Out6<'_> {
+    /// The UDP datagram, whose checksum must verify.
+    pub fn udp(&self) -> UdpPacket<&[u8]> {
+        let udp = UdpPacket::new_checked(self.l4).expect("UDP header");
+        assert!(
+            udp.verify_checksum_v6(&self.ip.src_addr(), &self.ip.dst_addr()),
+            "UDP checksum over {} -> {}",
+            self.ip.src_addr(),
+            self.ip.dst_addr()
+        );
+        udp
+    }
+}
+
+/// The lab gateway (0-based) an IPv4 frame is addressed to, by IP and MAC (which must agree).
+pub fn gateway_of4(frame: &[u8]) -> usize {
+    let o = out4(frame);
+    let g = lab::GATEWAYS_V4
+        .iter()
+        .position(|a| *a == o.ip.dst_addr())
+        .unwrap_or_else(|| panic!("{} is not a lab gateway", o.ip.dst_addr()));
+    assert_eq!(o.eth.dst(), lab::GATEWAY_MACS[g], "destination MAC of gw{}", g + 1);
+    assert_eq!(o.eth.src(), lab::BACKEND_PORT_MAC, "source MAC");
+    g
+}
+
+/// Like [`gateway_of4`] for IPv6.
+pub fn gateway_of6(frame: &[u8]) -> usize {
+    let o = out6(frame);
+    let g = lab::GATEWAYS_V6
+        .iter()
+        .position(|a| *a == o.ip.dst_addr())
+        .unwrap_or_else(|| panic!("{} is not a lab gateway", o.ip.dst_addr()));
+    assert_eq!(o.eth.dst(), lab::GATEWAY_MACS[g], "destination MAC of gw{}", g + 1);
+    assert_eq!(o.eth.src(), lab::BACKEND_PORT_MAC, "source MAC");
+    g
+}
