@@ -38,9 +38,8 @@ fuzz_target!(|data: &[u8]| {
         let verdict = worker.process(*now, u16::from(ctl & 1), &mut f);
         let after = worker.counters();
         assert_eq!(after.rx_packets, before.rx_packets + 1);
-        let accounted = |c: &dataplane::counters::WorkerCounters| {
-            c.tx_packets + c.to_control + c.total_drops()
-        };
+        let accounted =
+            |c: &dataplane::counters::WorkerCounters| c.tx_packets + c.to_control + c.total_drops();
         assert_eq!(accounted(&after), accounted(&before) + 1);
         if let Verdict::Tx { port } = verdict {
             assert!(port < 2);

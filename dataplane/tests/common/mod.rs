@@ -18,7 +18,8 @@ use dataplane::model::{
 };
 use dataplane::pipeline::{Verdict, Worker};
 use dataplane::schedule::{
-    client_hash, GatewayState, MaglevMember, MaglevTable, SchedulerKind, MAGLEV_DEFAULT_SIZE,
+    client_hash, Candidate, GatewayState, MaglevMember, MaglevTable, SchedulerKind,
+    MAGLEV_DEFAULT_SIZE,
 };
 use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
 use dataplane::wire::ipv4::Ipv4Packet;
@@ -158,7 +159,11 @@ pub fn test_spec() -> ApplianceSpec {
     with_affinity(lab_spec(), TEST_CAPACITY, TEST_MAX_UNCONFIRMED)
 }
 
-pub fn with_affinity(mut spec: ApplianceSpec, capacity: usize, max_unconfirmed: usize) -> ApplianceSpec {
+pub fn with_affinity(
+    mut spec: ApplianceSpec,
+    capacity: usize,
+    max_unconfirmed: usize,
+) -> ApplianceSpec {
     spec.affinity = AffinitySpec {
         capacity,
         max_unconfirmed,
@@ -220,6 +225,24 @@ pub fn maglev_pick(table: &MaglevTable, client: IpAddr) -> usize {
     usize::from(table.lookup(h).expect("table has members"))
 }
 
+/// The gateway (0-based) a table picks for a client when the gateways are in `states` (all of
+/// weight 1): the table's choice if it is Up, else the next eligible slot's.
+pub fn maglev_pick_eligible(table: &MaglevTable, states: &[GatewayState], client: IpAddr) -> usize {
+    let h = match client {
+        IpAddr::V4(a) => client_hash(&a.octets()),
+        IpAddr::V6(a) => client_hash(&a.octets()),
+    };
+    let candidates: Vec<Candidate> = states
+        .iter()
+        .map(|&state| Candidate { weight: 1, state })
+        .collect();
+    usize::from(
+        table
+            .lookup_eligible(h, &candidates)
+            .expect("an eligible gateway"),
+    )
+}
+
 /// The lab gateway (0-based) Maglev gives `client` with gw1..gw3 all Up.
 pub fn lab_gateway(client: IpAddr) -> usize {
     static TABLE: OnceLock<MaglevTable> = OnceLock::new();
@@ -248,7 +271,14 @@ pub fn ike_sa_init_reply(spi: u64) -> Vec<u8> {
     craft::ike_sa_init_response(spi, spi ^ 0xffff, &[0xa5; 32], 19, 64, &[])
 }
 
-pub fn udp4(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub fn udp4(
+    l2: L2,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     udp4_opts(l2, src, dst, &Ipv4Opts::default(), sport, dport, payload)
 }
 
@@ -269,7 +299,14 @@ pub fn udp4_opts(
     craft::ipv4(&l2, src, dst, opts, &l4)
 }
 
-pub fn udp6(l2: L2, src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub fn udp6(
+    l2: L2,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     udp6_ext(l2, src, dst, 64, &[], sport, dport, payload)
 }
 
@@ -294,12 +331,26 @@ pub fn udp6_ext(
 
 /// IKE_SA_INIT from an IPv4 client (via the router) to the VIP, UDP 500 → 500.
 pub fn client_ike4(client: Ipv4Addr) -> Vec<u8> {
-    udp4(from_router(), client, lab::VIP_V4, 500, 500, &ike_sa_init(spi_of(client.into())))
+    udp4(
+        from_router(),
+        client,
+        lab::VIP_V4,
+        500,
+        500,
+        &ike_sa_init(spi_of(client.into())),
+    )
 }
 
 /// IKE_SA_INIT from an IPv6 client (via the router) to the VIP.
 pub fn client_ike6(client: Ipv6Addr) -> Vec<u8> {
-    udp6(from_router(), client, lab::VIP_V6, 500, 500, &ike_sa_init(spi_of(client.into())))
+    udp6(
+        from_router(),
+        client,
+        lab::VIP_V6,
+        500,
+        500,
+        &ike_sa_init(spi_of(client.into())),
+    )
 }
 
 /// An initiator SPI derived from the client, so fixtures differ per client.
@@ -429,7 +480,12 @@ pub fn gateway_of4(frame: &[u8]) -> usize {
         .iter()
         .position(|a| *a == o.ip.dst_addr())
         .unwrap_or_else(|| panic!("{} is not a lab gateway", o.ip.dst_addr()));
-    assert_eq!(o.eth.dst(), lab::GATEWAY_MACS[g], "destination MAC of gw{}", g + 1);
+    assert_eq!(
+        o.eth.dst(),
+        lab::GATEWAY_MACS[g],
+        "destination MAC of gw{}",
+        g + 1
+    );
     assert_eq!(o.eth.src(), lab::BACKEND_PORT_MAC, "source MAC");
     g
 }
@@ -441,7 +497,12 @@ pub fn gateway_of6(frame: &[u8]) -> usize {
         .iter()
         .position(|a| *a == o.ip.dst_addr())
         .unwrap_or_else(|| panic!("{} is not a lab gateway", o.ip.dst_addr()));
-    assert_eq!(o.eth.dst(), lab::GATEWAY_MACS[g], "destination MAC of gw{}", g + 1);
+    assert_eq!(
+        o.eth.dst(),
+        lab::GATEWAY_MACS[g],
+        "destination MAC of gw{}",
+        g + 1
+    );
     assert_eq!(o.eth.src(), lab::BACKEND_PORT_MAC, "source MAC");
     g
 }

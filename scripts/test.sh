@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The project's test command (README "Tests", and what .ci/run runs): formatting, lints, unit,
+# property and integration tests (golden replays included), bounded fuzzing of every parser, the
+# classifier and the whole pipeline, and the demo end to end.
+#
+#   FUZZ_SECONDS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_TARGETS=(wire app_protocols classify pipeline)
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+(cd dataplane/fuzz && cargo fmt --check)
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --manifest-path dataplane/fuzz/Cargo.toml -- -D warnings
+
+step "tests"
+cargo test --workspace
+
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  step "fuzz: ${FUZZ_SECONDS}s per target"
+  (
+    cd dataplane/fuzz
+    export RUSTC_BOOTSTRAP=1   # cargo-fuzz's sanitizer flags on the stable toolchain
+    cargo fuzz build -O
+    for t in "${FUZZ_TARGETS[@]}"; do
+      mkdir -p "corpus/$t"
+      log="$(mktemp)"
+      if ! cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$FUZZ_SECONDS" \
+          -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 60 "$log" >&2
+        echo "fuzz target $t failed; the input is under dataplane/fuzz/artifacts/$t" >&2
+        exit 1
+      fi
+      printf '%-14s %s\n' "$t" "$(grep -E '^stat::number_of_executed_units' "$log" | tr -s ' ')"
+      rm -f "$log"
+    done
+  )
+fi
+
+step "demo"
+scripts/demo.sh
