@@ -35,11 +35,8 @@ if ! command -v cargo >/dev/null; then
     $SUDO apt-get install -y -qq cargo rustc
   fi
 fi
-for c in rustfmt clippy; do
-  if ! cargo "${c/clippy/clippy}" --version >/dev/null 2>&1; then
-    command -v rustup >/dev/null && rustup component add "$c" || log "warning: cargo $c unavailable"
-  fi
-done
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 log "$(cargo --version)"
 
 # cargo-fuzz for the bounded fuzz runs in scripts/test.sh (libFuzzer on the stable toolchain
@@ -50,5 +47,5 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 log "fetching and building the workspace"
-cargo build --release --workspace --locked 2>/dev/null || cargo build --release --workspace
+cargo build --release --workspace --locked
 log "done"
