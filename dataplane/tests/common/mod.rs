@@ -12,16 +12,12 @@ use std::sync::{Arc, OnceLock};
 
 use dataplane::craft::{self, lab, Ipv4Opts, Ipv6Ext, L2, L4};
 use dataplane::frame::{Frame, VecFrame};
-use dataplane::model::{
-    AffinitySpec, ApplianceSpec, GatewaySpec, InterfaceSpec, IpCidr, Listeners, NeighborSpec,
-    PortSpec, Role, RouteSpec, ServiceSpec, Snapshot,
-};
+use dataplane::model::{AffinitySpec, ApplianceSpec, GatewaySpec, Snapshot};
 use dataplane::pipeline::{Verdict, Worker};
 use dataplane::schedule::{
-    client_hash, Candidate, GatewayState, MaglevMember, MaglevTable, SchedulerKind,
-    MAGLEV_DEFAULT_SIZE,
+    client_hash, Candidate, GatewayState, MaglevMember, MaglevTable, MAGLEV_DEFAULT_SIZE,
 };
-use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
+use dataplane::wire::ethernet::{ethertype, EthernetFrame};
 use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::ipv6::{Ipv6Packet, Ipv6Upper};
 use dataplane::wire::udp::UdpPacket;
@@ -47,14 +43,6 @@ pub const NOW: u32 = 100_000;
 pub const TEST_CAPACITY: usize = 16_384;
 pub const TEST_MAX_UNCONFIRMED: usize = 4_096;
 
-fn cidr(s: &str) -> IpCidr {
-    s.parse().expect("valid CIDR")
-}
-
-fn mac(s: &str) -> EthernetAddress {
-    s.parse().expect("valid MAC")
-}
-
 /// gw1..gw3 of the lab, weight 1, Up.
 pub fn lab_gateways() -> Vec<GatewaySpec> {
     (0..3)
@@ -68,90 +56,13 @@ pub fn lab_gateways() -> Vec<GatewaySpec> {
         .collect()
 }
 
-/// `conf/lab.toml`, field for field.
+/// `conf/lab.toml` (the control crate checks that the file and this spec agree), with its
+/// shard sizes.
 pub fn lab_spec() -> ApplianceSpec {
-    let mut neighbors = vec![
-        NeighborSpec {
-            address: IpAddr::V4(ROUTER_V4),
-            mac: lab::ROUTER_MAC,
-        },
-        NeighborSpec {
-            address: IpAddr::V6(ROUTER_V6),
-            mac: lab::ROUTER_MAC,
-        },
-    ];
-    for i in 0..3 {
-        neighbors.push(NeighborSpec {
-            address: IpAddr::V4(lab::GATEWAYS_V4[i]),
-            mac: lab::GATEWAY_MACS[i],
-        });
-        neighbors.push(NeighborSpec {
-            address: IpAddr::V6(lab::GATEWAYS_V6[i]),
-            mac: lab::GATEWAY_MACS[i],
-        });
-    }
-    ApplianceSpec {
-        ports: vec![
-            PortSpec {
-                name: "client".into(),
-                mac: lab::CLIENT_PORT_MAC,
-                device: "net_af_packet0,iface=vlb-cl0".into(),
-            },
-            PortSpec {
-                name: "backend".into(),
-                mac: lab::BACKEND_PORT_MAC,
-                device: "net_af_packet1,iface=vlb-bk0".into(),
-            },
-        ],
-        interfaces: vec![
-            InterfaceSpec {
-                name: "client".into(),
-                port: CLIENT_PORT,
-                vlan: Default::default(),
-                role: Role::Client,
-                addresses: vec![cidr("198.18.0.1/24"), cidr("2001:2:0:1::1/64")],
-            },
-            InterfaceSpec {
-                name: "backend".into(),
-                port: BACKEND_PORT,
-                vlan: Default::default(),
-                role: Role::Backend,
-                addresses: vec![cidr("198.19.0.1/24"), cidr("2001:2:0:2::1/64")],
-            },
-        ],
-        routes: vec![
-            RouteSpec {
-                prefix: cidr("0.0.0.0/0"),
-                via: IpAddr::V4(ROUTER_V4),
-            },
-            RouteSpec {
-                prefix: cidr("::/0"),
-                via: IpAddr::V6(ROUTER_V6),
-            },
-        ],
-        neighbors,
-        services: vec![ServiceSpec {
-            name: "vpn".into(),
-            vip4: Some(lab::VIP_V4),
-            vip6: Some(lab::VIP_V6),
-            listeners: Listeners {
-                ike: Some(500),
-                natt: Some(4500),
-                esp: true,
-                tls: Some(443),
-                dtls: Some(443),
-            },
-            scheduler: SchedulerKind::Maglev,
-            persistence_timeout_s: 3600,
-            unconfirmed_timeout_s: 30,
-            gateways: lab_gateways(),
-        }],
-        affinity: AffinitySpec {
-            capacity: 1_048_576,
-            max_unconfirmed: 262_144,
-        },
-        maglev_size: MAGLEV_DEFAULT_SIZE,
-    }
+    lab::appliance_spec(AffinitySpec {
+        capacity: 1_048_576,
+        max_unconfirmed: 262_144,
+    })
 }
 
 /// The lab spec with small affinity shards.
