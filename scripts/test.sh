@@ -29,6 +29,10 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
     cd dataplane/fuzz
     export RUSTC_BOOTSTRAP=1   # cargo-fuzz's sanitizer flags on the stable toolchain
     cargo fuzz build -O
+    # Seed the pipeline target with the lab's real frames, so it starts deep in the code.
+    cargo run -q --release --manifest-path ../../Cargo.toml -p vpnlb-perf --bin vpnlb-capgen -- \
+      --out-dir "$(mktemp -d)" --clients 8 --ipv6-clients 2 --tls-clients 2 \
+      --fuzz-corpus corpus/pipeline >/dev/null
     for t in "${FUZZ_TARGETS[@]}"; do
       mkdir -p "corpus/$t"
       log="$(mktemp)"

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! vpnlb-capgen --out-dir DIR [--clients 20] [--ipv6-clients 5] [--tls-clients 5]
-//!              [--fragment-every 4] [--seed 1] [--duration-s 60]
+//!              [--fragment-every 4] [--seed 1] [--duration-s 60] [--fuzz-corpus DIR]
 //! ```
 //!
 //! Produces `DIR/client.pcap`, `DIR/backend.pcap` and `DIR/clients.csv`; gateways are
@@ -39,6 +39,25 @@ struct Args {
     /// Capture length in seconds.
     #[arg(long, default_value_t = 60)]
     duration_s: u64,
+    /// Also write every frame as a seed for the `pipeline` fuzz target: one file per frame,
+    /// its first byte the port (0 client, 1 backend), as that target reads its input.
+    #[arg(long)]
+    fuzz_corpus: Option<PathBuf>,
+}
+
+fn write_corpus(dir: &std::path::Path, caps: &lab::LabCaptures) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let mut n = 0;
+    for (port, frames) in [(0u8, &caps.client_port), (1, &caps.backend_port)] {
+        for (i, f) in frames.iter().enumerate() {
+            let mut seed = Vec::with_capacity(1 + f.data.len());
+            seed.push(port);
+            seed.extend_from_slice(&f.data);
+            std::fs::write(dir.join(format!("lab-{port}-{i:05}")), seed)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 fn main() -> ExitCode {
@@ -69,6 +88,15 @@ fn main() -> ExitCode {
                 caps.backend_port.len(),
                 caps.clients.len()
             );
+            if let Some(corpus) = &args.fuzz_corpus {
+                match write_corpus(corpus, &caps) {
+                    Ok(n) => println!("{}: {n} fuzz seeds", corpus.display()),
+                    Err(e) => {
+                        eprintln!("vpnlb-capgen: {}: {e}", corpus.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
