@@ -14,4 +14,5 @@ pub mod model;
 pub mod nat;
 pub mod pipeline;
 pub mod schedule;
+pub mod steer;
 pub mod wire;

@@ -1,0 +1,296 @@
+//! Which worker owns a frame: the one whose affinity shard holds its client.
+//!
+//! Every flow of a client must be handled by the same worker, in both directions. NICs that can
+//! hash on the L3 source only (client-facing ports) and the L3 destination only (backend ports)
+//! do this in hardware with RSS. Where a device cannot, the receiving worker computes the owner
+//! in software and hands the frame over. Both paths use the same Toeplitz hash, key and
+//! redirection table ([`Steering`]), so they always agree, even when only some ports have
+//! hardware support.
+//!
+//! The client address is found as the pipeline finds it: the source on client-facing
+//! interfaces, the destination on backend ones, and inside the quoted packet for ICMP errors
+//! (an error from a router on the client side quotes the VIP → client packet).
+
+use crate::model::Role;
+use crate::wire::ethernet::{ethertype, EthernetFrame};
+use crate::wire::icmp;
+use crate::wire::icmpv6;
+use crate::wire::ip_proto;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::Ipv6Packet;
+
+/// The RSS key every port is programmed with (the one from Microsoft's RSS verification suite,
+/// also DPDK's and most NICs' default; any 40 bytes work as long as all ports share them).
+pub const RSS_KEY: [u8; 40] = [
+    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0,
+    0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c,
+    0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+];
+
+/// Redirection table size programmed on every port (a common hardware size; a multiple of 64
+/// as DPDK's RETA update groups require).
+pub const RETA_SIZE: usize = 128;
+
+/// The Toeplitz hash (Microsoft RSS) of `input` under `key`. `key` must be at least
+/// `input.len() + 4` bytes long; the 40-byte RSS key covers the 16-byte IPv6 address.
+pub fn toeplitz(key: &[u8], input: &[u8]) -> u32 {
+    debug_assert!(key.len() >= input.len() + 4);
+    let mut hash = 0u32;
+    // The 32-bit window of the key that lines up with the current input bit.
+    let mut window = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+    for (i, &byte) in input.iter().enumerate() {
+        let next = key.get(i + 4).copied().unwrap_or(0);
+        for bit in 0..8 {
+            if byte & (0x80 >> bit) != 0 {
+                hash ^= window;
+            }
+            window = (window << 1) | u32::from((next >> (7 - bit)) & 1);
+        }
+    }
+    hash
+}
+
+/// The hash key, redirection table and worker count shared by hardware RSS and software
+/// steering.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Steering {
+    key: [u8; 40],
+    /// Worker (= RX queue) for each hash bucket.
+    reta: Vec<u16>,
+}
+
+impl Steering {
+    /// `workers` queues, buckets spread round robin, the standard key.
+    pub fn new(workers: u16) -> Steering {
+        let workers = workers.max(1);
+        Steering {
+            key: RSS_KEY,
+            reta: (0..RETA_SIZE)
+                .map(|i| (i % usize::from(workers)) as u16)
+                .collect(),
+        }
+    }
+
+    pub fn key(&self) -> &[u8; 40] {
+        &self.key
+    }
+
+    /// The redirection table to program into NICs.
+    pub fn reta(&self) -> &[u16] {
+        &self.reta
+    }
+
+    /// The worker owning a client address (4 or 16 bytes, network order).
+    #[inline]
+    pub fn owner_of_client(&self, client: &[u8]) -> u16 {
+        let h = toeplitz(&self.key, client);
+        // NICs index the RETA with the hash's low bits.
+        self.reta[h as usize % self.reta.len()]
+    }
+
+    /// The worker owning a frame received on an interface of `role`, or `None` when the frame
+    /// carries no client (ARP, neighbor discovery, traffic to the appliance itself, garbage):
+    /// those are handled by whichever worker received them.
+    pub fn owner(&self, frame: &[u8], role: Role) -> Option<u16> {
+        let mut buf = [0u8; 16];
+        let len = client_address(frame, role, &mut buf)?;
+        Some(self.owner_of_client(&buf[..len]))
+    }
+}
+
+/// Writes the frame's client address into `out` and returns its length (4 or 16).
+pub fn client_address(frame: &[u8], role: Role, out: &mut [u8; 16]) -> Option<usize> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    match eth.ethertype() {
+        ethertype::IPV4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            let quoted = ip.protocol() == ip_proto::ICMP
+                && ip.is_first_fragment()
+                && ip.payload().first().is_some_and(|t| icmp::is_error(*t));
+            let (src, dst) = if quoted {
+                // The quoted header starts after the 8-byte ICMP header; it may be cut short,
+                // but its addresses are within the first 20 bytes.
+                let q = ip.payload().get(8..28)?;
+                if q[0] >> 4 != 4 {
+                    return None;
+                }
+                // Quoted packets travel the other way: swap to get the client on the same side.
+                (&q[16..20], &q[12..16])
+            } else {
+                (&eth.payload()[12..16], &eth.payload()[16..20])
+            };
+            let a = if role == Role::Client { src } else { dst };
+            out[..4].copy_from_slice(a);
+            Some(4)
+        }
+        ethertype::IPV6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            let p = eth.payload();
+            let up = ip.upper_layer().ok()?;
+            let first = up.fragment.is_none_or(|f| f.offset == 0);
+            let icmp_type = p.get(up.offset).copied();
+            let (src, dst): (&[u8], &[u8]) = if up.protocol == ip_proto::ICMPV6 && first {
+                match icmp_type {
+                    Some(t) if icmpv6::is_error(t) => {
+                        let q = p.get(up.offset + 8..up.offset + 48)?;
+                        if q[0] >> 4 != 6 {
+                            return None;
+                        }
+                        (&q[24..40], &q[8..24])
+                    }
+                    // Neighbor discovery is link business, not a client's.
+                    Some(133..=137) => return None,
+                    _ => (&p[8..24], &p[24..40]),
+                }
+            } else {
+                (&p[8..24], &p[24..40])
+            };
+            let a = if role == Role::Client { src } else { dst };
+            out.copy_from_slice(a);
+            Some(16)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::craft::{self, lab, Ipv4Opts, L2, L4};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// Microsoft's RSS verification vectors (as in DPDK's test_thash.c), IPv4 addresses only.
+    #[test]
+    fn toeplitz_matches_the_rss_verification_suite() {
+        let v4 = |a: [u8; 4], b: [u8; 4]| {
+            let mut i = Vec::from(a);
+            i.extend_from_slice(&b);
+            toeplitz(&RSS_KEY, &i)
+        };
+        // (source, destination, hash over src||dst)
+        assert_eq!(v4([66, 9, 149, 187], [161, 142, 100, 80]), 0x323e_8fc2);
+        assert_eq!(v4([199, 92, 111, 2], [65, 69, 140, 83]), 0xd718_262a);
+        assert_eq!(v4([24, 19, 198, 95], [12, 22, 207, 184]), 0xd2d0_a5de);
+        assert_eq!(v4([38, 27, 205, 30], [209, 142, 163, 6]), 0x8298_9176);
+        assert_eq!(v4([153, 39, 163, 191], [202, 188, 127, 2]), 0x5d18_09c5);
+    }
+
+    #[test]
+    fn toeplitz_ipv6_vector() {
+        // Same suite, IPv6 with addresses only: 3ffe:2501:200:1fff::7 -> 3ffe:2501:200:3::1.
+        let s: Ipv6Addr = "3ffe:2501:200:1fff::7".parse().unwrap();
+        let d: Ipv6Addr = "3ffe:2501:200:3::1".parse().unwrap();
+        let mut i = Vec::from(s.octets());
+        i.extend_from_slice(&d.octets());
+        assert_eq!(toeplitz(&RSS_KEY, &i), 0x2cc1_8cd5);
+    }
+
+    fn udp4(l2: L2, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        craft::ipv4(
+            &l2,
+            src,
+            dst,
+            &Ipv4Opts::default(),
+            &L4::Udp {
+                src: 4500,
+                dst: 4500,
+                payload: &[1, 2, 3, 4, 5, 6, 7, 8],
+            },
+        )
+    }
+
+    #[test]
+    fn both_directions_of_a_client_have_one_owner() {
+        let s = Steering::new(4);
+        let mut owners = [0usize; 4];
+        for i in 0..400u32 {
+            let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 64, 1)) + i);
+            let gw = lab::GATEWAYS_V4[(i % 3) as usize];
+            let inbound = udp4(
+                L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC),
+                client,
+                lab::VIP_V4,
+            );
+            let outbound = udp4(
+                L2::new(lab::GATEWAY_MACS[0], lab::BACKEND_PORT_MAC),
+                gw,
+                client,
+            );
+            let a = s.owner(&inbound, Role::Client).unwrap();
+            let b = s.owner(&outbound, Role::Backend).unwrap();
+            assert_eq!(a, b, "client {client}");
+            assert_eq!(a, s.owner_of_client(&client.octets()));
+            owners[usize::from(a)] += 1;
+        }
+        // 400 clients over 4 workers: none starved.
+        assert!(owners.iter().all(|&n| n > 60), "{owners:?}");
+    }
+
+    #[test]
+    fn icmp_errors_are_steered_by_the_quoted_client() {
+        let s = Steering::new(8);
+        let client = Ipv4Addr::new(198, 18, 70, 7);
+        // We sent VIP -> client; the router reports fragmentation needed to the VIP.
+        let sent = udp4(
+            L2::new(lab::CLIENT_PORT_MAC, lab::ROUTER_MAC),
+            lab::VIP_V4,
+            client,
+        );
+        let quote = &sent[14..14 + 28];
+        let err = craft::ipv4(
+            &L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC),
+            Ipv4Addr::new(198, 18, 0, 254),
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &L4::Icmpv4 {
+                msg_type: 3,
+                code: 4,
+                rest: 1400,
+                payload: quote,
+            },
+        );
+        assert_eq!(
+            s.owner(&err, Role::Client),
+            Some(s.owner_of_client(&client.octets()))
+        );
+    }
+
+    #[test]
+    fn link_traffic_has_no_owner() {
+        let s = Steering::new(2);
+        let arp = craft::arp(
+            &L2::new(
+                lab::ROUTER_MAC,
+                crate::wire::ethernet::EthernetAddress::BROADCAST,
+            ),
+            1,
+            lab::ROUTER_MAC,
+            Ipv4Addr::new(198, 18, 0, 254),
+            Default::default(),
+            lab::VIP_V4,
+        );
+        assert_eq!(s.owner(&arp, Role::Client), None);
+        let ns = craft::neighbor_solicit(
+            &L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC),
+            &"2001:2:0:1::fe".parse().unwrap(),
+            &lab::VIP_V6,
+            Some(lab::ROUTER_MAC),
+        );
+        assert_eq!(s.owner(&ns, Role::Client), None);
+        assert_eq!(s.owner(&[0u8; 10], Role::Client), None);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let s = Steering::new(3);
+        let base = udp4(
+            L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC),
+            Ipv4Addr::new(198, 18, 64, 9),
+            lab::VIP_V4,
+        );
+        for cut in 0..base.len() {
+            let _ = s.owner(&base[..cut], Role::Client);
+            let _ = s.owner(&base[..cut], Role::Backend);
+        }
+    }
+}
