@@ -12,6 +12,7 @@ pub mod frame;
 pub mod io;
 pub mod model;
 pub mod nat;
+pub mod neighbor;
 pub mod pipeline;
 pub mod schedule;
 pub mod steer;
