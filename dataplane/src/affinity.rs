@@ -326,6 +326,20 @@ struct Bucket {
     overflow: u32,
 }
 
+impl Bucket {
+    /// The lanes whose tag is `tag`, as a bit mask (bit i: lane i), in lane order from the
+    /// lowest bit. Branch-free: which lane holds a key is random, so a compare-and-branch per
+    /// lane mispredicts about once per lookup.
+    #[inline]
+    fn lanes_tagged(&self, tag: u16) -> u32 {
+        let mut m = 0;
+        for (i, &t) in self.tags.iter().enumerate() {
+            m |= u32::from(t == tag) << i;
+        }
+        m
+    }
+}
+
 const EMPTY_BUCKET: Bucket = Bucket {
     tags: [0; LANES],
     slots: [NIL; LANES],
@@ -581,17 +595,21 @@ impl AffinityShard {
     pub fn prefetch_entry(&self, hash: u64) {
         #[cfg(target_arch = "x86_64")]
         if let Some(bucket) = self.buckets.get(self.home(hash_bits(hash))) {
-            let tag = tag_of(hash);
-            for (&slot, &t) in bucket.slots.iter().zip(&bucket.tags) {
-                if t == tag {
-                    if let Some(e) = self.entries.get(slot as usize) {
-                        // SAFETY: prefetch is a hint that never faults; the pointer is to a
-                        // live entry.
-                        unsafe {
-                            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                                (e as *const Entry).cast::<i8>(),
-                            )
-                        }
+            let mut lanes = bucket.lanes_tagged(tag_of(hash));
+            while lanes != 0 {
+                let lane = lanes.trailing_zeros() as usize;
+                lanes &= lanes - 1;
+                if let Some(e) = bucket
+                    .slots
+                    .get(lane)
+                    .and_then(|&slot| self.entries.get(slot as usize))
+                {
+                    // SAFETY: prefetch is a hint that never faults; the pointer is to a live
+                    // entry.
+                    unsafe {
+                        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                            (e as *const Entry).cast::<i8>(),
+                        )
                     }
                 }
             }
@@ -811,8 +829,12 @@ impl AffinityShard {
         let mut b = self.home(hash_bits(hash));
         for _ in 0..self.buckets.len() {
             let bucket = &self.buckets[b];
-            for (lane, (&slot, &t)) in bucket.slots.iter().zip(&bucket.tags).enumerate() {
-                if t == tag && slot != NIL && self.entries[slot as usize].matches(key) {
+            let mut lanes = bucket.lanes_tagged(tag);
+            while lanes != 0 {
+                let lane = lanes.trailing_zeros() as usize;
+                lanes &= lanes - 1;
+                let slot = bucket.slots[lane];
+                if slot != NIL && self.entries[slot as usize].matches(key) {
                     return Some((b, lane, slot));
                 }
             }
@@ -1259,6 +1281,16 @@ mod tests {
     #[ignore = "allocates and touches 528 MB"]
     fn memory_per_entry_10m_allocated() {
         assert_memory(10_000_000);
+    }
+
+    #[test]
+    fn lanes_tagged_masks_matching_lanes_in_order() {
+        let mut b = EMPTY_BUCKET;
+        b.tags = [7, 0, 7, 3, 0, 0, 0, 0, 0, 7];
+        assert_eq!(b.lanes_tagged(7), 0b10_0000_0101);
+        assert_eq!(b.lanes_tagged(3), 0b1000);
+        assert_eq!(b.lanes_tagged(0), 0b01_1111_0010);
+        assert_eq!(b.lanes_tagged(9), 0);
     }
 
     #[test]

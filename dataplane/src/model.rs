@@ -47,6 +47,24 @@ impl Hasher for FastHasher {
     }
 
     #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+
+    // Integer keys (the per-family address maps) take one round per word instead of one per
+    // byte through `write`.
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u128(&mut self, i: u128) {
+        self.write_u64(i as u64);
+        self.write_u64((i >> 64) as u64);
+    }
+
+    #[inline]
     fn write_u64(&mut self, i: u64) {
         self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
@@ -81,15 +99,11 @@ impl IpCidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = mask_v4(self.prefix);
                 u32::from(net) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = mask_v6(self.prefix);
                 u128::from(net) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -337,30 +351,176 @@ struct RouteEntry {
     via_mac: Option<EthernetAddress>,
 }
 
+/// What the hot path needs of an interface, in one small record (the [`InterfaceSpec`] itself
+/// is large and cold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterfaceView {
+    pub port: u16,
+    pub vlan: Vlan,
+    pub role: Role,
+    /// The MAC of the interface's port.
+    pub mac: EthernetAddress,
+}
+
+/// How a route's next hop is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// Connected subnet: the destination itself, looked up in the neighbor table.
+    Connected,
+    /// Static route: the gateway's MAC as resolved at build time (`None`: unresolved, and as
+    /// the table cannot change within a snapshot it stays so).
+    Gateway(Option<EthernetAddress>),
+}
+
+/// A route of one family in lookup form: the prefix as a masked integer.
+#[derive(Clone, Copy, Debug)]
+struct FastRoute<A> {
+    net: A,
+    mask: A,
+    interface: u16,
+    via: Via,
+}
+
+/// Per-family hot-path tables. `A` is the address as an integer (`u32` or `u128`).
+#[derive(Debug)]
+struct FamilyTables<A> {
+    /// Local addresses (interface addresses first, then VIPs, as configured): the first match
+    /// wins. A handful of entries: a scan of integers beats hashing.
+    local: Vec<(A, LocalKind)>,
+    /// (VIP, service id, listeners) in service order, for [`Snapshot::service_for`].
+    vips: Vec<(A, u16, Listeners)>,
+    /// Routes ordered so that the first match is the best one: longest prefix, then connected
+    /// before static, then the later-configured (the order `best_route` picks in).
+    routes: Vec<FastRoute<A>>,
+    neighbors: FastMap<A, EthernetAddress>,
+    /// Gateway addresses, sorted, each with its range in `memberships`. A binary search over
+    /// a few dozen integers beats hashing them.
+    gateways: Vec<(A, u32, u32)>,
+    /// (service, gateway id) for every service a gateway serves, grouped by gateway.
+    memberships: Vec<(u16, u16)>,
+}
+
+impl<A> Default for FamilyTables<A> {
+    fn default() -> Self {
+        FamilyTables {
+            local: Vec::new(),
+            vips: Vec::new(),
+            routes: Vec::new(),
+            neighbors: FastMap::default(),
+            gateways: Vec::new(),
+            memberships: Vec::new(),
+        }
+    }
+}
+
+impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A>> FamilyTables<A> {
+    /// Fills `gateways` and `memberships` from (address, membership) pairs in configuration
+    /// order, keeping that order within each address.
+    fn set_gateways(&mut self, mut pairs: Vec<(A, (u16, u16))>) -> Result<(), String> {
+        pairs.sort_by_key(|(a, _)| *a); // stable: configuration order within an address
+        self.memberships = pairs.iter().map(|(_, m)| *m).collect();
+        let index = |i: usize| u32::try_from(i).map_err(|_| "too many gateways".to_string());
+        let mut start = 0;
+        for (i, (a, _)) in pairs.iter().enumerate() {
+            if pairs.get(i + 1).is_none_or(|(next, _)| next != a) {
+                self.gateways.push((*a, index(start)?, index(i + 1)?));
+                start = i + 1;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn local(&self, a: A) -> Option<LocalKind> {
+        for &(l, k) in &self.local {
+            if l == a {
+                return Some(k);
+            }
+        }
+        None
+    }
+
+    /// One scan for both addresses of a packet: `None` when `src` is local, else what `dst` is.
+    #[inline(always)]
+    fn local_pair(&self, src: A, dst: A) -> Option<Option<LocalKind>> {
+        let mut kind = None;
+        for &(l, k) in &self.local {
+            if l == src {
+                return None;
+            }
+            if l == dst && kind.is_none() {
+                kind = Some(k);
+            }
+        }
+        Some(kind)
+    }
+
+    #[inline(always)]
+    fn service_for(&self, vip: A, protocol: u8, port: Option<u16>) -> Option<u16> {
+        for (v, s, l) in &self.vips {
+            let accepts = match port {
+                Some(p) => l.accepts(protocol, p),
+                None => l.accepts_protocol(protocol),
+            };
+            if *v == vip && accepts {
+                return Some(*s);
+            }
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn next_hop(&self, dst: A) -> Result<NextHop, bool> {
+        let mut found = None;
+        for r in &self.routes {
+            if dst & r.mask == r.net {
+                found = Some(r);
+                break;
+            }
+        }
+        let r = found.ok_or(false)?;
+        let mac = match r.via {
+            Via::Gateway(mac) => mac,
+            Via::Connected => self.neighbors.get(&dst).copied(),
+        };
+        mac.map(|mac| NextHop {
+            interface: r.interface,
+            mac,
+        })
+        .ok_or(true)
+    }
+
+    #[inline(always)]
+    fn gateway_by_addr(&self, a: A) -> &[(u16, u16)] {
+        let i = self.gateways.partition_point(|(g, _, _)| *g < a);
+        match self.gateways.get(i) {
+            Some(&(g, start, end)) if g == a => self
+                .memberships
+                .get(start as usize..end as usize)
+                .unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+}
+
 /// The immutable view every worker reads. Built once per configuration or state change.
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
     pub spec: ApplianceSpec,
     pub services: Vec<ServiceView>,
-    /// (port, vlan) of each interface, index = interface id; scanned on ingress (a handful of
-    /// entries: faster than hashing).
-    interface_tags: Vec<(u16, Vlan)>,
-    /// Interface MACs, index = interface id.
-    interface_macs: Vec<EthernetAddress>,
-    local: Vec<(IpAddr, LocalKind)>,
-    /// Gateway address -> (service, gateway id) for every service the gateway serves.
-    gateways_by_addr: FastMap<IpAddr, Vec<(u16, u16)>>,
-    routes: Vec<RouteEntry>,
-    neighbors: FastMap<IpAddr, EthernetAddress>,
+    /// Index = interface id; scanned on ingress by (port, vlan) (a handful of entries: faster
+    /// than hashing).
+    interfaces: Vec<InterfaceView>,
+    v4: FamilyTables<u32>,
+    v6: FamilyTables<u128>,
 }
 
 impl Snapshot {
     /// Derives the hot-path view. The spec must have been validated (the control plane's config
     /// loader does that and names the offending key); this only fails on what it cannot derive.
     pub fn build(spec: ApplianceSpec, generation: u64) -> Result<Snapshot, String> {
-        let mut interface_tags: Vec<(u16, Vlan)> = Vec::new();
-        let mut interface_macs = Vec::with_capacity(spec.interfaces.len());
+        let mut interfaces: Vec<InterfaceView> = Vec::with_capacity(spec.interfaces.len());
         let mut local = Vec::new();
         let mut routes = Vec::new();
         for (i, itf) in spec.interfaces.iter().enumerate() {
@@ -369,14 +529,21 @@ impl Snapshot {
                 .ports
                 .get(usize::from(itf.port))
                 .ok_or_else(|| format!("interface {} refers to a missing port", itf.name))?;
-            if interface_tags.contains(&(itf.port, itf.vlan)) {
+            if interfaces
+                .iter()
+                .any(|v| v.port == itf.port && v.vlan == itf.vlan)
+            {
                 return Err(format!(
                     "interface {} duplicates another interface's port and VLAN tags",
                     itf.name
                 ));
             }
-            interface_tags.push((itf.port, itf.vlan));
-            interface_macs.push(port.mac);
+            interfaces.push(InterfaceView {
+                port: itf.port,
+                vlan: itf.vlan,
+                role: itf.role,
+                mac: port.mac,
+            });
             for a in &itf.addresses {
                 local.push((a.addr, LocalKind::Interface { interface: id }));
                 routes.push(RouteEntry {
@@ -405,19 +572,22 @@ impl Snapshot {
             });
         }
         let mut services = Vec::with_capacity(spec.services.len());
-        let mut gateways_by_addr: FastMap<IpAddr, Vec<(u16, u16)>> = FastMap::default();
+        let mut gateways_by_addr: Vec<(IpAddr, (u16, u16))> = Vec::new();
+        let mut vips = Vec::new();
         for (s, svc) in spec.services.iter().enumerate() {
             let sid = u16::try_from(s).map_err(|_| "too many services".to_string())?;
             if let Some(v) = svc.vip4 {
                 local.push((IpAddr::V4(v), LocalKind::Vip { service: sid }));
+                vips.push((IpAddr::V4(v), sid, svc.listeners));
             }
             if let Some(v) = svc.vip6 {
                 local.push((IpAddr::V6(v), LocalKind::Vip { service: sid }));
+                vips.push((IpAddr::V6(v), sid, svc.listeners));
             }
             for (g, gw) in svc.gateways.iter().enumerate() {
                 let gid = u16::try_from(g).map_err(|_| "too many gateways".to_string())?;
                 for a in [gw.address(false), gw.address(true)].into_iter().flatten() {
-                    gateways_by_addr.entry(a).or_default().push((sid, gid));
+                    gateways_by_addr.push((a, (sid, gid)));
                 }
             }
             let family = |v6: bool| -> Result<FamilyView, String> {
@@ -477,25 +647,54 @@ impl Snapshot {
                 spec: svc.clone(),
             });
         }
+
+        // Split everything by family, with addresses as integers.
+        let mut v4 = FamilyTables::<u32>::default();
+        let mut v6 = FamilyTables::<u128>::default();
+        for (a, k) in local {
+            match a {
+                IpAddr::V4(a) => v4.local.push((u32::from(a), k)),
+                IpAddr::V6(a) => v6.local.push((u128::from(a), k)),
+            }
+        }
+        for (a, s, l) in vips {
+            match a {
+                IpAddr::V4(a) => v4.vips.push((u32::from(a), s, l)),
+                IpAddr::V6(a) => v6.vips.push((u128::from(a), s, l)),
+            }
+        }
+        let (mut g4, mut g6) = (Vec::new(), Vec::new());
+        for (a, m) in gateways_by_addr {
+            match a {
+                IpAddr::V4(a) => g4.push((u32::from(a), m)),
+                IpAddr::V6(a) => g6.push((u128::from(a), m)),
+            }
+        }
+        v4.set_gateways(g4)?;
+        v6.set_gateways(g6)?;
+        for (a, mac) in &neighbors {
+            match *a {
+                IpAddr::V4(a) => v4.neighbors.insert(u32::from(a), *mac),
+                IpAddr::V6(a) => v6.neighbors.insert(u128::from(a), *mac),
+            };
+        }
+        set_routes(&routes, &mut v4, &mut v6);
         Ok(Snapshot {
             generation,
             spec,
             services,
-            interface_tags,
-            interface_macs,
-            local,
-            gateways_by_addr,
-            routes,
-            neighbors,
+            interfaces,
+            v4,
+            v6,
         })
     }
 
     /// The interface a frame arrived on, from its port and VLAN tags.
     #[inline]
     pub fn interface(&self, port: u16, vlan: Vlan) -> Option<u16> {
-        self.interface_tags
+        self.interfaces
             .iter()
-            .position(|t| *t == (port, vlan))
+            .position(|t| t.port == port && t.vlan == vlan)
             .and_then(|i| u16::try_from(i).ok())
     }
 
@@ -504,49 +703,75 @@ impl Snapshot {
         &self.spec.interfaces[usize::from(id)]
     }
 
+    /// The hot-path view of interface `id` (port, VLAN, role, MAC).
+    #[inline]
+    pub fn interface_view(&self, id: u16) -> &InterfaceView {
+        &self.interfaces[usize::from(id)]
+    }
+
     #[inline]
     pub fn interface_mac(&self, id: u16) -> EthernetAddress {
-        self.interface_macs[usize::from(id)]
+        self.interfaces[usize::from(id)].mac
     }
 
     /// What a destination address is on this appliance, if anything.
-    #[inline]
+    #[inline(always)]
     pub fn local(&self, addr: IpAddr) -> Option<LocalKind> {
-        self.local.iter().find(|(a, _)| *a == addr).map(|(_, k)| *k)
+        match addr {
+            IpAddr::V4(a) => self.v4.local(u32::from(a)),
+            IpAddr::V6(a) => self.v6.local(u128::from(a)),
+        }
+    }
+
+    /// Both addresses of a packet in one scan: `None` when `src` is one of ours (the packet
+    /// is spoofed or looped), else `Some(self.local(dst))`.
+    #[inline(always)]
+    pub fn local_pair(&self, src: IpAddr, dst: IpAddr) -> Option<Option<LocalKind>> {
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => self.v4.local_pair(u32::from(s), u32::from(d)),
+            (IpAddr::V6(s), IpAddr::V6(d)) => self.v6.local_pair(u128::from(s), u128::from(d)),
+            _ => match self.local(src) {
+                Some(_) => None,
+                None => Some(self.local(dst)),
+            },
+        }
+    }
+
+    /// The first service (in configuration order) on `vip` that accepts this protocol and
+    /// server-side port (with `port` `None`, a non-first fragment: any of its ports).
+    #[inline(always)]
+    pub fn service_for(&self, vip: IpAddr, protocol: u8, port: Option<u16>) -> Option<u16> {
+        match vip {
+            IpAddr::V4(a) => self.v4.service_for(u32::from(a), protocol, port),
+            IpAddr::V6(a) => self.v6.service_for(u128::from(a), protocol, port),
+        }
     }
 
     /// The services (and gateway ids) a gateway address belongs to.
-    #[inline]
+    #[inline(always)]
     pub fn gateway_by_addr(&self, addr: IpAddr) -> &[(u16, u16)] {
-        self.gateways_by_addr
-            .get(&addr)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        match addr {
+            IpAddr::V4(a) => self.v4.gateway_by_addr(u32::from(a)),
+            IpAddr::V6(a) => self.v6.gateway_by_addr(u128::from(a)),
+        }
     }
 
     /// Route lookup and neighbor resolution for a destination. `Err(true)` when there is a route
     /// but no neighbor entry for its next hop, `Err(false)` when there is no route.
+    #[inline(always)]
     pub fn next_hop(&self, dst: IpAddr) -> Result<NextHop, bool> {
-        let r = best_route(&self.routes, dst).ok_or(false)?;
-        if let Some(mac) = r.via_mac {
-            return Ok(NextHop {
-                interface: r.interface,
-                mac,
-            });
+        match dst {
+            IpAddr::V4(a) => self.v4.next_hop(u32::from(a)),
+            IpAddr::V6(a) => self.v6.next_hop(u128::from(a)),
         }
-        let nh = r.via.unwrap_or(dst);
-        self.neighbors
-            .get(&nh)
-            .map(|mac| NextHop {
-                interface: r.interface,
-                mac: *mac,
-            })
-            .ok_or(true)
     }
 
     /// The neighbor table (static entries; dynamic resolution is the daemon's).
     pub fn neighbor(&self, addr: IpAddr) -> Option<EthernetAddress> {
-        self.neighbors.get(&addr).copied()
+        match addr {
+            IpAddr::V4(a) => self.v4.neighbors.get(&u32::from(a)).copied(),
+            IpAddr::V6(a) => self.v6.neighbors.get(&u128::from(a)).copied(),
+        }
     }
 
     /// Service id by name.
@@ -558,6 +783,58 @@ impl Snapshot {
     }
 }
 
+/// The network mask of a prefix length (all-zero for a length beyond the family's, which
+/// [`IpCidr::new`] refuses).
+fn mask_v4(prefix: u8) -> u32 {
+    32u32
+        .checked_sub(u32::from(prefix))
+        .and_then(|s| u32::MAX.checked_shl(s))
+        .unwrap_or(0)
+}
+
+fn mask_v6(prefix: u8) -> u128 {
+    128u32
+        .checked_sub(u32::from(prefix))
+        .and_then(|s| u128::MAX.checked_shl(s))
+        .unwrap_or(0)
+}
+
+/// Fills the per-family route tables from `routes` (connected subnets, then static routes).
+fn set_routes(routes: &[RouteEntry], v4: &mut FamilyTables<u32>, v6: &mut FamilyTables<u128>) {
+    // `best_route` takes the maximum of (prefix length, connected) and, among equals, the last
+    // route: sorting on that key and the position, descending, puts the route it would pick
+    // first among those that match.
+    let mut order: Vec<(usize, &RouteEntry)> = routes.iter().enumerate().collect();
+    order.sort_by_key(|&(i, r)| core::cmp::Reverse((r.prefix.prefix, r.via.is_none(), i)));
+    for (_, r) in order {
+        let via = match r.via {
+            None => Via::Connected,
+            Some(_) => Via::Gateway(r.via_mac),
+        };
+        match r.prefix.addr {
+            IpAddr::V4(a) => {
+                let mask = mask_v4(r.prefix.prefix);
+                v4.routes.push(FastRoute {
+                    net: u32::from(a) & mask,
+                    mask,
+                    interface: r.interface,
+                    via,
+                });
+            }
+            IpAddr::V6(a) => {
+                let mask = mask_v6(r.prefix.prefix);
+                v6.routes.push(FastRoute {
+                    net: u128::from(a) & mask,
+                    mask,
+                    interface: r.interface,
+                    via,
+                });
+            }
+        }
+    }
+}
+
+/// The route the snapshot's tables are derived from and checked against (build time only).
 fn best_route(routes: &[RouteEntry], dst: IpAddr) -> Option<&RouteEntry> {
     routes
         .iter()
@@ -568,6 +845,280 @@ fn best_route(routes: &[RouteEntry], dst: IpAddr) -> Option<&RouteEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::craft::lab::{self, appliance_spec};
+    use proptest::prelude::*;
+
+    fn lab() -> Snapshot {
+        Snapshot::build(appliance_spec(AffinitySpec::default()), 1).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn lab_local_addresses() {
+        let s = lab();
+        assert_eq!(
+            s.local(ip("198.18.0.100")),
+            Some(LocalKind::Vip { service: 0 })
+        );
+        assert_eq!(
+            s.local(ip("2001:2:0:1::100")),
+            Some(LocalKind::Vip { service: 0 })
+        );
+        assert_eq!(
+            s.local(ip("198.19.0.1")),
+            Some(LocalKind::Interface { interface: 1 })
+        );
+        assert_eq!(
+            s.local(ip("2001:2:0:1::1")),
+            Some(LocalKind::Interface { interface: 0 })
+        );
+        assert_eq!(s.local(ip("198.18.1.7")), None);
+        // The IPv4-mapped form of a local IPv4 address is another address.
+        assert_eq!(s.local(ip("::ffff:198.18.0.100")), None);
+        // Client -> VIP; gateway -> client; spoofed VIP source.
+        let vip = ip("198.18.0.100");
+        let client = ip("198.18.1.7");
+        assert_eq!(
+            s.local_pair(client, vip),
+            Some(Some(LocalKind::Vip { service: 0 }))
+        );
+        assert_eq!(s.local_pair(ip("198.19.0.11"), client), Some(None));
+        assert_eq!(s.local_pair(vip, client), None);
+        assert_eq!(s.local_pair(ip("198.18.0.1"), vip), None);
+        assert_eq!(s.local_pair(ip("2001:2:0:1::100"), ip("2001:2::5")), None);
+    }
+
+    #[test]
+    fn lab_services_gateways_and_routes() {
+        use crate::wire::ip_proto::{ESP, ICMP, TCP, UDP};
+        let s = lab();
+        let vip = ip("198.18.0.100");
+        assert_eq!(s.service_for(vip, UDP, Some(4500)), Some(0));
+        assert_eq!(s.service_for(vip, UDP, Some(500)), Some(0));
+        assert_eq!(s.service_for(vip, TCP, Some(443)), Some(0));
+        assert_eq!(s.service_for(vip, ESP, Some(0)), Some(0));
+        assert_eq!(s.service_for(vip, UDP, Some(4501)), None);
+        assert_eq!(s.service_for(vip, TCP, Some(4500)), None);
+        assert_eq!(s.service_for(vip, ICMP, None), None);
+        assert_eq!(s.service_for(vip, UDP, None), Some(0), "non-first fragment");
+        assert_eq!(s.service_for(ip("198.18.0.101"), UDP, Some(4500)), None);
+        assert_eq!(
+            s.service_for(ip("2001:2:0:1::100"), TCP, Some(443)),
+            Some(0)
+        );
+
+        for g in 0..3u16 {
+            let i = usize::from(g);
+            assert_eq!(s.gateway_by_addr(lab::GATEWAYS_V4[i].into()), &[(0, g)]);
+            assert_eq!(s.gateway_by_addr(lab::GATEWAYS_V6[i].into()), &[(0, g)]);
+            // Connected subnet: the gateway's own MAC, on the backend interface.
+            assert_eq!(
+                s.next_hop(lab::GATEWAYS_V4[i].into()),
+                Ok(NextHop {
+                    interface: 1,
+                    mac: lab::GATEWAY_MACS[i]
+                })
+            );
+        }
+        assert_eq!(s.gateway_by_addr(ip("198.19.0.14")), &[]);
+        assert_eq!(s.gateway_by_addr(ip("198.19.0.10")), &[]);
+        assert_eq!(s.gateway_by_addr(ip("2001:2:0:2::14")), &[]);
+        // Default route via the router, resolved at build time.
+        let router = NextHop {
+            interface: 0,
+            mac: lab::ROUTER_MAC,
+        };
+        assert_eq!(s.next_hop(ip("198.18.1.7")), Ok(router));
+        assert_eq!(s.next_hop(ip("203.0.113.9")), Ok(router));
+        assert_eq!(s.next_hop(ip("2001:2:0:64::9")), Ok(router));
+        // Connected, but no neighbor entry.
+        assert_eq!(s.next_hop(ip("198.19.0.99")), Err(true));
+        assert_eq!(s.next_hop(ip("198.18.0.7")), Err(true));
+        assert_eq!(s.neighbor(lab::ROUTER_V4.into()), Some(lab::ROUTER_MAC));
+        assert_eq!(s.neighbor(ip("198.18.0.7")), None);
+    }
+
+    #[test]
+    fn no_route_without_a_default() {
+        let mut spec = appliance_spec(AffinitySpec::default());
+        spec.routes.clear();
+        let s = Snapshot::build(spec, 1).unwrap();
+        assert_eq!(s.next_hop(ip("203.0.113.9")), Err(false));
+        assert_eq!(s.next_hop(ip("2001:db8::1")), Err(false));
+        assert_eq!(
+            s.next_hop(lab::GATEWAYS_V6[1].into()),
+            Ok(NextHop {
+                interface: 1,
+                mac: lab::GATEWAY_MACS[1]
+            })
+        );
+    }
+
+    #[test]
+    fn a_gateway_of_several_services_lists_them_in_configuration_order() {
+        let mut spec = appliance_spec(AffinitySpec::default());
+        let mut second = spec.services[0].clone();
+        second.name = "second".into();
+        second.vip4 = Some(Ipv4Addr::new(198, 18, 0, 101));
+        second.vip6 = None;
+        // gw3 first, then gw1: ids 0 and 1 in the second service.
+        second.gateways = vec![second.gateways[2].clone(), second.gateways[0].clone()];
+        spec.services.push(second);
+        let s = Snapshot::build(spec, 1).unwrap();
+        assert_eq!(
+            s.gateway_by_addr(lab::GATEWAYS_V4[0].into()),
+            &[(0, 0), (1, 1)]
+        );
+        assert_eq!(
+            s.gateway_by_addr(lab::GATEWAYS_V4[2].into()),
+            &[(0, 2), (1, 0)]
+        );
+        assert_eq!(s.gateway_by_addr(lab::GATEWAYS_V4[1].into()), &[(0, 1)]);
+        assert_eq!(
+            s.gateway_by_addr(lab::GATEWAYS_V6[2].into()),
+            &[(0, 2), (1, 0)]
+        );
+        let vip2 = ip("198.18.0.101");
+        assert_eq!(s.local(vip2), Some(LocalKind::Vip { service: 1 }));
+        assert_eq!(
+            s.service_for(vip2, crate::wire::ip_proto::UDP, Some(4500)),
+            Some(1)
+        );
+    }
+
+    /// The route lookup as the snapshot did it before the per-family tables: the reference.
+    fn reference_next_hop(
+        routes: &[RouteEntry],
+        neighbors: &FastMap<IpAddr, EthernetAddress>,
+        dst: IpAddr,
+    ) -> Result<NextHop, bool> {
+        let r = best_route(routes, dst).ok_or(false)?;
+        if let Some(mac) = r.via_mac {
+            return Ok(NextHop {
+                interface: r.interface,
+                mac,
+            });
+        }
+        neighbors
+            .get(&r.via.unwrap_or(dst))
+            .map(|mac| NextHop {
+                interface: r.interface,
+                mac: *mac,
+            })
+            .ok_or(true)
+    }
+
+    /// Addresses in a small space, so that prefixes, neighbors and destinations collide.
+    fn small_v4() -> impl Strategy<Value = IpAddr> {
+        (0u8..4, 0u8..4).prop_map(|(a, b)| IpAddr::V4(Ipv4Addr::new(198, 18, a * 64, b)))
+    }
+
+    fn small_v6() -> impl Strategy<Value = IpAddr> {
+        (0u16..4, 0u16..4)
+            .prop_map(|(a, b)| IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, a << 14, 0, 0, 0, b)))
+    }
+
+    /// A connected subnet or a static route via an address of the small space; `via_mac` is
+    /// resolved later, as `Snapshot::build` does.
+    fn route() -> impl Strategy<Value = RouteEntry> {
+        let addr = prop_oneof![small_v4(), small_v6()];
+        let via = prop_oneof![small_v4(), small_v6()];
+        // Few prefix lengths (the groups of the small space are /26 and /50), so that equally
+        // long matches, where the tie-breaks decide, are common.
+        (addr, 0usize..4, 0u16..3, proptest::option::of(via)).prop_map(
+            |(a, len, interface, via)| {
+                let len = if a.is_ipv4() {
+                    [0, 24, 26, 32][len]
+                } else {
+                    [0, 48, 50, 128][len]
+                };
+                RouteEntry {
+                    prefix: IpCidr::new(a, len).unwrap(),
+                    interface,
+                    via: via.filter(|v| v.is_ipv4() == a.is_ipv4()),
+                    via_mac: None,
+                }
+            },
+        )
+    }
+
+    proptest! {
+        /// The sorted per-family tables pick the route (and next hop) `best_route` picks.
+        #[test]
+        fn fast_routes_agree_with_best_route(
+            routes in proptest::collection::vec(route(), 0..12),
+            neighbors in proptest::collection::vec((prop_oneof![small_v4(), small_v6()], any::<u8>()), 0..8),
+            dsts in proptest::collection::vec(prop_oneof![small_v4(), small_v6()], 1..16),
+        ) {
+            let neighbors: FastMap<IpAddr, EthernetAddress> = neighbors
+                .into_iter()
+                .map(|(a, m)| (a, EthernetAddress([2, 0, 0, 0, 8, m])))
+                .collect();
+            let mut routes = routes;
+            for r in &mut routes {
+                r.via_mac = r.via.and_then(|v| neighbors.get(&v).copied());
+            }
+            let mut v4 = FamilyTables::<u32>::default();
+            let mut v6 = FamilyTables::<u128>::default();
+            set_routes(&routes, &mut v4, &mut v6);
+            for (a, mac) in &neighbors {
+                match *a {
+                    IpAddr::V4(a) => v4.neighbors.insert(u32::from(a), *mac),
+                    IpAddr::V6(a) => v6.neighbors.insert(u128::from(a), *mac),
+                };
+            }
+            for dst in dsts {
+                let fast = match dst {
+                    IpAddr::V4(a) => v4.next_hop(u32::from(a)),
+                    IpAddr::V6(a) => v6.next_hop(u128::from(a)),
+                };
+                prop_assert_eq!(fast, reference_next_hop(&routes, &neighbors, dst), "{}", dst);
+            }
+        }
+
+        /// Grouped memberships come back per address in the order they were configured.
+        #[test]
+        fn gateway_groups_keep_order(pairs in proptest::collection::vec((0u32..6, any::<(u16, u16)>()), 0..40)) {
+            let mut t = FamilyTables::<u32>::default();
+            t.set_gateways(pairs.clone()).unwrap();
+            for a in 0..7u32 {
+                let want: Vec<(u16, u16)> =
+                    pairs.iter().filter(|(p, _)| *p == a).map(|(_, m)| *m).collect();
+                prop_assert_eq!(t.gateway_by_addr(a), &want[..]);
+            }
+        }
+
+        /// One scan for both addresses says what two scans say.
+        #[test]
+        fn local_pair_agrees_with_local(
+            local in proptest::collection::vec((0u32..8, any::<bool>(), 0u16..4), 0..8),
+            src in 0u32..10,
+            dst in 0u32..10,
+        ) {
+            let t = FamilyTables::<u32> {
+                local: local
+                .into_iter()
+                .map(|(a, vip, id)| {
+                    let k = if vip {
+                        LocalKind::Vip { service: id }
+                    } else {
+                        LocalKind::Interface { interface: id }
+                    };
+                    (a, k)
+                })
+                .collect(),
+                ..FamilyTables::default()
+            };
+            let want = match t.local(src) {
+                Some(_) => None,
+                None => Some(t.local(dst)),
+            };
+            prop_assert_eq!(t.local_pair(src, dst), want);
+        }
+    }
 
     #[test]
     fn cidr_contains() {

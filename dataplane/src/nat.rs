@@ -132,6 +132,103 @@ pub fn decrement_hop_limit_v6(ip: &mut [u8]) -> bool {
     true
 }
 
+/// Whether a packet may be forwarded: its TTL (IPv4) or hop limit (IPv6) is above 1. Reads
+/// only; false for a buffer too short to hold the field.
+#[inline]
+pub fn ttl_allows_forwarding(ip: &[u8], v6: bool) -> bool {
+    let at = if v6 { V6_HOP_LIMIT } else { V4_TTL };
+    ip.get(at).is_some_and(|&t| t > 1)
+}
+
+/// The transport checksum field at `l4`, if the packet has one to fix and it is present.
+#[inline]
+fn l4_field(ip: &mut [u8], l4: L4Checksum) -> Option<(&mut [u8; 2], bool)> {
+    let (at, udp) = match l4 {
+        L4Checksum::None => return None,
+        L4Checksum::Udp(at) => (at, true),
+        L4Checksum::Other(at) => (at, false),
+    };
+    Some((ip.get_mut(at..)?.first_chunk_mut::<2>()?, udp))
+}
+
+/// Applies an address change's `delta` to the transport checksum (see [`fix_l4`]).
+#[inline]
+fn apply_l4(ip: &mut [u8], l4: L4Checksum, delta: u32, v4: bool) {
+    let Some((field, udp)) = l4_field(ip, l4) else {
+        return;
+    };
+    let csum = u16::from_be_bytes(*field);
+    if udp && v4 && csum == 0 {
+        // RFC 768: zero means the sender computed no checksum; keep it that way.
+        return;
+    }
+    let mut updated = checksum::apply(csum, delta);
+    if udp && updated == 0 {
+        // A computed zero is transmitted as all ones (RFC 768, RFC 8200 §8.1).
+        updated = 0xffff;
+    }
+    *field = updated.to_be_bytes();
+}
+
+/// Forwards an IPv4 packet with one address replaced: decrements the TTL and writes `new`,
+/// updating the header checksum once for both changes and the transport checksum for the
+/// address. The result is byte for byte that of [`decrement_ttl_v4`] then [`rewrite_v4`].
+/// Returns false, changing nothing, when the TTL is 0 or 1 or `ip` is shorter than 20 bytes.
+#[inline]
+pub fn forward_v4(ip: &mut [u8], side: Side, new: Ipv4Addr, l4: L4Checksum) -> bool {
+    let Some(hdr) = ip.first_chunk_mut::<20>() else {
+        return false;
+    };
+    let ttl = hdr[V4_TTL];
+    if ttl <= 1 {
+        return false;
+    }
+    let at = match side {
+        Side::Src => V4_SRC,
+        Side::Dst => V4_DST,
+    };
+    let old = [hdr[at], hdr[at + 1], hdr[at + 2], hdr[at + 3]];
+    let new = new.octets();
+    let delta = checksum::delta4(old, new);
+    // The TTL is the high byte of its 16-bit word: one less is `~0x0100` in one's complement.
+    const TTL_DELTA: u32 = !0x0100u16 as u32;
+    let csum = u16::from_be_bytes([hdr[V4_CSUM], hdr[V4_CSUM + 1]]);
+    let csum = checksum::apply(csum, delta + TTL_DELTA);
+    hdr[V4_TTL] = ttl - 1;
+    hdr[at..at + 4].copy_from_slice(&new);
+    hdr[V4_CSUM..V4_CSUM + 2].copy_from_slice(&csum.to_be_bytes());
+    apply_l4(ip, l4, delta, true);
+    true
+}
+
+/// Forwards an IPv6 packet with one address replaced: decrements the hop limit, writes `new`
+/// and updates the transport checksum. Byte for byte [`decrement_hop_limit_v6`] then
+/// [`rewrite_v6`]. False, changing nothing, when the hop limit is 0 or 1 or `ip` is shorter
+/// than 40 bytes.
+#[inline]
+pub fn forward_v6(ip: &mut [u8], side: Side, new: &Ipv6Addr, l4: L4Checksum) -> bool {
+    let Some(hdr) = ip.first_chunk_mut::<40>() else {
+        return false;
+    };
+    let hl = hdr[V6_HOP_LIMIT];
+    if hl <= 1 {
+        return false;
+    }
+    let field = match side {
+        Side::Src => hdr[V6_SRC..V6_SRC + 16].first_chunk_mut::<16>(),
+        Side::Dst => hdr[V6_DST..V6_DST + 16].first_chunk_mut::<16>(),
+    };
+    let Some(field) = field else {
+        return false;
+    };
+    let new = new.octets();
+    let delta = checksum::delta16(field, &new);
+    *field = new;
+    hdr[V6_HOP_LIMIT] = hl - 1;
+    apply_l4(ip, l4, delta, false);
+    true
+}
+
 /// Recomputes an ICMPv4 message's checksum over `icmp` (the whole message). Used after the
 /// quoted header of an ICMP error changed: the quote is short, and a recompute is simpler to
 /// trust than chaining several incremental updates.
@@ -294,6 +391,119 @@ mod tests {
         assert_eq!(p[7], 1);
     }
 
+    /// Client 198.18.1.7:4500 -> VIP 198.18.0.100:4500, UDP carrying ESP (SPI 0x1234, seq 1),
+    /// TTL 64, DF: checksums as a sender computes them.
+    const V4_TO_VIP: [u8; 36] = [
+        0x45, 0x00, 0x00, 0x24, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x11, 0x90, 0xf3, 0xc6, 0x12, 0x01,
+        0x07, 0xc6, 0x12, 0x00, 0x64, 0x11, 0x94, 0x11, 0x94, 0x00, 0x10, 0x3c, 0xe1, 0x00, 0x00,
+        0x12, 0x34, 0x00, 0x00, 0x00, 0x01,
+    ];
+    /// The same packet as sent on to gw2 (198.19.0.12), TTL 63, checksums recomputed from
+    /// scratch.
+    const V4_TO_GW2: [u8; 36] = [
+        0x45, 0x00, 0x00, 0x24, 0x1c, 0x46, 0x40, 0x00, 0x3f, 0x11, 0x92, 0x4a, 0xc6, 0x12, 0x01,
+        0x07, 0xc6, 0x13, 0x00, 0x0c, 0x11, 0x94, 0x11, 0x94, 0x00, 0x10, 0x3d, 0x38, 0x00, 0x00,
+        0x12, 0x34, 0x00, 0x00, 0x00, 0x01,
+    ];
+    /// 2001:2:0:2::12:4500 -> client 2001:2:0:64::5:4500, UDP (ESP SPI 0x1234, seq 2), hop
+    /// limit 64.
+    const V6_FROM_GW: [u8; 56] = [
+        0x60, 0x00, 0x00, 0x00, 0x00, 0x10, 0x11, 0x40, 0x20, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x12, 0x20, 0x01, 0x00, 0x02, 0x00, 0x00,
+        0x00, 0x64, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x11, 0x94, 0x11, 0x94, 0x00,
+        0x10, 0x89, 0xed, 0x00, 0x00, 0x12, 0x34, 0x00, 0x00, 0x00, 0x02,
+    ];
+    /// The same from the VIP 2001:2:0:1::100, hop limit 63, checksum recomputed.
+    const V6_FROM_VIP: [u8; 56] = [
+        0x60, 0x00, 0x00, 0x00, 0x00, 0x10, 0x11, 0x3f, 0x20, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x20, 0x01, 0x00, 0x02, 0x00, 0x00,
+        0x00, 0x64, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x11, 0x94, 0x11, 0x94, 0x00,
+        0x10, 0x89, 0x00, 0x00, 0x00, 0x12, 0x34, 0x00, 0x00, 0x00, 0x02,
+    ];
+
+    #[test]
+    fn forward_v4_fixture() {
+        let mut p = V4_TO_VIP;
+        let gw2 = Ipv4Addr::new(198, 19, 0, 12);
+        assert!(forward_v4(&mut p, Side::Dst, gw2, L4Checksum::Udp(26)));
+        assert_eq!(p, V4_TO_GW2);
+        // Through the step-by-step functions: the same bytes.
+        let mut q = V4_TO_VIP;
+        assert!(decrement_ttl_v4(&mut q));
+        rewrite_v4(&mut q, Side::Dst, gw2, L4Checksum::Udp(26));
+        assert_eq!(q, V4_TO_GW2);
+    }
+
+    #[test]
+    fn forward_v6_fixture() {
+        let mut p = V6_FROM_GW;
+        let vip: Ipv6Addr = "2001:2:0:1::100".parse().unwrap();
+        assert!(forward_v6(&mut p, Side::Src, &vip, L4Checksum::Udp(46)));
+        assert_eq!(p, V6_FROM_VIP);
+    }
+
+    #[test]
+    fn forward_refuses_expiring_and_short_packets_unchanged() {
+        for ttl in [0, 1] {
+            let mut p = V4_TO_VIP;
+            p[8] = ttl;
+            let before = p;
+            assert!(!ttl_allows_forwarding(&p, false));
+            assert!(!forward_v4(
+                &mut p,
+                Side::Dst,
+                Ipv4Addr::new(198, 19, 0, 11),
+                L4Checksum::Udp(26)
+            ));
+            assert_eq!(p, before);
+            let mut q = V6_FROM_GW;
+            q[7] = ttl;
+            let before = q;
+            assert!(!ttl_allows_forwarding(&q, true));
+            assert!(!forward_v6(
+                &mut q,
+                Side::Src,
+                &Ipv6Addr::LOCALHOST,
+                L4Checksum::Udp(46)
+            ));
+            assert_eq!(q, before);
+        }
+        assert!(ttl_allows_forwarding(&V4_TO_VIP, false));
+        assert!(ttl_allows_forwarding(&V6_FROM_GW, true));
+        for len in 0..20 {
+            let mut p = V4_TO_VIP[..len].to_vec();
+            assert_eq!(ttl_allows_forwarding(&p, false), len > 8);
+            assert!(!forward_v4(
+                &mut p,
+                Side::Src,
+                Ipv4Addr::new(198, 18, 0, 100),
+                L4Checksum::None
+            ));
+            assert_eq!(p, V4_TO_VIP[..len]);
+        }
+        for len in 0..40 {
+            let mut q = V6_FROM_GW[..len].to_vec();
+            assert_eq!(ttl_allows_forwarding(&q, true), len > 7);
+            assert!(!forward_v6(
+                &mut q,
+                Side::Dst,
+                &Ipv6Addr::LOCALHOST,
+                L4Checksum::None
+            ));
+            assert_eq!(q, V6_FROM_GW[..len]);
+        }
+        // A transport checksum beyond the buffer is left alone, the rest is done.
+        let mut p = V4_TO_VIP;
+        assert!(forward_v4(
+            &mut p[..27],
+            Side::Dst,
+            Ipv4Addr::new(198, 19, 0, 12),
+            L4Checksum::Udp(26)
+        ));
+        assert_eq!(p[..26], V4_TO_GW2[..26]);
+        assert_eq!(p[26..], V4_TO_VIP[26..]);
+    }
+
     proptest! {
         /// DNAT on the way in and SNAT on the way back leave ports and payload as they were,
         /// and every rewritten checksum verifies at each step.
@@ -325,6 +535,59 @@ mod tests {
             prop_assert!(same_csum);
             prop_assert_eq!(&p[..26], &orig[..26]);
             prop_assert_eq!(&p[28..], &orig[28..]);
+        }
+
+        /// The combined forward is byte for byte TTL decrement then rewrite, on any header,
+        /// either side, any transport checksum location and value (zero UDP included).
+        #[test]
+        fn forward_v4_is_decrement_then_rewrite(
+            mut p in proptest::collection::vec(any::<u8>(), 20..64),
+            new in any::<[u8; 4]>(),
+            dst in any::<bool>(),
+            l4 in (0usize..3, 0usize..70),
+            zero_csum in any::<bool>(),
+        ) {
+            let side = if dst { Side::Dst } else { Side::Src };
+            let l4 = match l4 {
+                (0, _) => L4Checksum::None,
+                (1, at) => L4Checksum::Udp(at),
+                (_, at) => L4Checksum::Other(at),
+            };
+            if let (true, L4Checksum::Udp(at)) = (zero_csum, l4) {
+                if let Some(f) = p.get_mut(at..at + 2) {
+                    f.copy_from_slice(&[0, 0]);
+                }
+            }
+            let mut want = p.clone();
+            let ok = decrement_ttl_v4(&mut want);
+            if ok {
+                rewrite_v4(&mut want, side, new.into(), l4);
+            }
+            prop_assert_eq!(forward_v4(&mut p, side, new.into(), l4), ok);
+            prop_assert_eq!(p, want);
+        }
+
+        #[test]
+        fn forward_v6_is_decrement_then_rewrite(
+            mut p in proptest::collection::vec(any::<u8>(), 40..90),
+            new in any::<[u8; 16]>(),
+            dst in any::<bool>(),
+            l4 in (0usize..3, 0usize..100),
+        ) {
+            let side = if dst { Side::Dst } else { Side::Src };
+            let l4 = match l4 {
+                (0, _) => L4Checksum::None,
+                (1, at) => L4Checksum::Udp(at),
+                (_, at) => L4Checksum::Other(at),
+            };
+            let new = Ipv6Addr::from(new);
+            let mut want = p.clone();
+            let ok = decrement_hop_limit_v6(&mut want);
+            if ok {
+                rewrite_v6(&mut want, side, &new, l4);
+            }
+            prop_assert_eq!(forward_v6(&mut p, side, &new, l4), ok);
+            prop_assert_eq!(p, want);
         }
 
         #[test]

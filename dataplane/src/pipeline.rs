@@ -1,10 +1,15 @@
 //! One burst in, verdicts out: the code every worker (and `vpnlbd replay`) runs.
 //!
 //! The shape follows VPP and l3fwd: a first pass parses every frame of the burst into a small
-//! [`Plan`] (what the packet is, where its affinity entry lives) and prefetches the affinity
-//! buckets; a second pass decides and rewrites each packet in place. By the time the second pass
-//! touches the table, the buckets are in cache, which is what keeps a 10 M-client table about as
-//! fast as a 1 k one.
+//! `Plan` (what the packet is, where its affinity entry lives) and prefetches the affinity
+//! buckets, and a few packets later, once a bucket has arrived, the entry it points at; a second
+//! pass decides and rewrites each packet in place. By the time the second pass touches the
+//! table, both of a lookup's cache lines are in cache, which is what keeps a large table close
+//! to a small one (what remains at millions of clients is mostly TLB misses).
+//!
+//! The per-packet path is written for the compiler: the IPv4 and IPv6 arms of the planner are
+//! inlined separately (addresses stay in registers as integers), plans are written in place in
+//! the burst's array, and a forwarded packet's TTL and address change in one checksum update.
 //!
 //! Decisions, in order:
 //! - ARP requests and neighbor solicitations for our addresses and VIPs, and echo requests to
@@ -27,7 +32,7 @@ use crate::model::{LocalKind, NextHop, Role, Snapshot};
 use crate::nat::{self, L4Checksum, Side};
 use crate::schedule::{client_hash, GatewayState, Scheduler, SchedulerKind};
 use crate::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
-use crate::wire::ethernet::{emit_header, ethertype, EthernetFrame};
+use crate::wire::ethernet::{emit_header, ethertype, EthernetFrame, Vlan};
 use crate::wire::icmp::{self, icmpv4_type};
 use crate::wire::icmpv6::{self, icmpv6_type, NdpNeighbor};
 use crate::wire::ipv4::Ipv4Packet;
@@ -38,6 +43,10 @@ use crate::wire::{self, ip_proto};
 
 /// Largest burst the pipeline handles at once (as DPDK's usual RX burst).
 pub const MAX_BURST: usize = 32;
+
+/// How many packets behind itself pass 1 prefetches affinity entries (their buckets, prefetched
+/// that many packets earlier, have arrived by then).
+const ENTRY_AHEAD: usize = 4;
 
 /// Affinity slots examined per burst by the incremental expiry sweep.
 const SWEEP_SLOTS_PER_BURST: usize = 64;
@@ -70,23 +79,38 @@ struct L3 {
     end: usize,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Direction {
-    /// Client → VIP.
-    Inbound,
-    /// Gateway → client, from gateway `gateway`.
-    Outbound { gateway: u16 },
-}
-
+/// A client packet to translate: all pass 2 needs, kept small (the addresses it needs again
+/// are in the key or re-read from the frame).
 #[derive(Clone, Copy, Debug)]
 struct Flow {
-    l3: L3,
-    dir: Direction,
-    service: u16,
-    key: AffinityKey,
+    /// `key.hash()`.
     hash: u64,
+    key: AffinityKey,
+    /// Offset of the IP header in the frame.
+    at: usize,
+    /// End of the IP packet in the frame.
+    end: usize,
     /// L4 checksum location relative to the IP header.
     l4_csum: L4Checksum,
+    service: u16,
+    /// Outbound: the gateway the packet came from (unused inbound).
+    gateway: u16,
+    /// Client → VIP (else gateway → client).
+    inbound: bool,
+    v6: bool,
+}
+
+impl Flow {
+    /// The client's address (the key holds it; IPv4 as `::ffff:a.b.c.d`).
+    #[inline]
+    fn client(&self) -> IpAddr {
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::from(self.key.client))
+        } else {
+            let c = &self.key.client;
+            IpAddr::V4(Ipv4Addr::new(c[12], c[13], c[14], c[15]))
+        }
+    }
 }
 
 /// An ICMP error about a translated flow: where the quoted packet is and how to translate it.
@@ -294,152 +318,215 @@ impl Worker {
         let st = &mut self.st;
         let n = frames.len().min(verdicts.len()).min(MAX_BURST);
         // Pass 1: parse, classify, and prefetch the affinity buckets.
-        for (frame, plan) in frames[..n].iter().zip(self.plans.iter_mut()) {
+        let mut rx_bytes = 0u64;
+        let mut hashes = [None; MAX_BURST];
+        for (i, (frame, plan)) in frames[..n].iter().zip(self.plans.iter_mut()).enumerate() {
             let bytes = frame.bytes();
-            st.counters.rx_packets += 1;
-            st.counters.rx_bytes += bytes.len() as u64;
-            *plan = st.plan(snap, rx_port, bytes);
-            match plan {
-                Plan::Flow(f) => st.shard.prefetch(f.hash),
-                Plan::IcmpError(e) => st.shard.prefetch(e.hash),
-                _ => {}
+            rx_bytes += bytes.len() as u64;
+            let hash = st.plan(snap, rx_port, bytes, plan);
+            if let Some(h) = hash {
+                st.shard.prefetch(h);
+            }
+            if let Some(slot) = hashes.get_mut(i) {
+                *slot = hash;
+            }
+            // Second stage, ENTRY_AHEAD packets behind: that bucket has had time to arrive.
+            if let Some(Some(h)) = i.checked_sub(ENTRY_AHEAD).and_then(|j| hashes.get(j)) {
+                st.shard.prefetch_entry(*h);
             }
         }
+        st.counters.rx_packets += n as u64;
+        st.counters.rx_bytes += rx_bytes;
+        for h in hashes[n.saturating_sub(ENTRY_AHEAD)..n].iter().flatten() {
+            st.shard.prefetch_entry(*h);
+        }
         // Pass 2: decide and rewrite.
+        let (mut tx_packets, mut tx_bytes) = (0u64, 0u64);
         for ((frame, plan), verdict) in frames[..n].iter_mut().zip(&self.plans).zip(verdicts) {
-            let v = st.act(snap, now, *plan, frame);
+            let v = st.act(snap, now, plan, frame);
             match v {
                 Verdict::Tx { .. } => {
-                    st.counters.tx_packets += 1;
-                    st.counters.tx_bytes += frame.bytes().len() as u64;
+                    tx_packets += 1;
+                    tx_bytes += frame.bytes().len() as u64;
                 }
                 Verdict::ToControl => st.counters.to_control += 1,
                 Verdict::Drop(r) => st.counters.drop(r),
             }
             *verdict = v;
         }
+        st.counters.tx_packets += tx_packets;
+        st.counters.tx_bytes += tx_bytes;
     }
 }
 
 impl State {
     // ---- pass 1: what is this packet? ----
 
-    fn plan(&mut self, snap: &Snapshot, rx_port: u16, bytes: &[u8]) -> Plan {
+    /// Plans one frame into `out` and returns the hash of the affinity entry pass 2 will look
+    /// up, if any, for prefetching. Plans are written to `out` in place: building a flow's
+    /// plan elsewhere and copying it into the burst's array cost a memcpy per packet.
+    #[inline(always)]
+    fn plan(&mut self, snap: &Snapshot, rx_port: u16, bytes: &[u8], out: &mut Plan) -> Option<u64> {
         let eth = match EthernetFrame::new_checked(bytes) {
             Ok(e) => e,
-            Err(e) => return Plan::Drop(wire_drop(e)),
+            Err(e) => return store(out, Plan::Drop(wire_drop(e))),
         };
         let Some(interface) = snap.interface(rx_port, eth.vlan()) else {
-            return Plan::Drop(DropReason::UnknownVlan);
+            return store(out, Plan::Drop(DropReason::UnknownVlan));
         };
+        let itf = snap.interface_view(interface);
         let dst_mac = eth.dst();
-        if dst_mac.is_unicast() && dst_mac != snap.interface_mac(interface) {
-            return Plan::Drop(DropReason::NotOurMac);
+        if dst_mac.is_unicast() && dst_mac != itf.mac {
+            return store(out, Plan::Drop(DropReason::NotOurMac));
         }
+        let role = itf.role;
         let at = eth.header_len();
+        let payload = eth.payload();
         match eth.ethertype() {
-            ethertype::ARP => plan_arp(snap, interface, at, eth.payload()),
-            ethertype::IPV4 => match parse_v4(at, eth.payload()) {
-                Ok(l3) => self.plan_ip(snap, interface, bytes, l3),
-                Err(r) => Plan::Drop(r),
+            ethertype::ARP => store(out, plan_arp(snap, interface, at, payload)),
+            ethertype::IPV4 => match parse_v4(at, payload) {
+                Ok(l3) => self.plan_ip(snap, interface, role, bytes, l3, out),
+                Err(r) => store(out, Plan::Drop(r)),
             },
-            ethertype::IPV6 => match parse_v6(at, eth.payload()) {
-                Ok(l3) => self.plan_ip(snap, interface, bytes, l3),
-                Err(r) => Plan::Drop(r),
+            ethertype::IPV6 => match parse_v6(at, payload) {
+                Ok(l3) => self.plan_ip(snap, interface, role, bytes, l3, out),
+                Err(r) => store(out, Plan::Drop(r)),
             },
-            _ => Plan::Drop(DropReason::UnknownEthertype),
+            _ => store(out, Plan::Drop(DropReason::UnknownEthertype)),
         }
     }
 
-    fn plan_ip(&mut self, snap: &Snapshot, interface: u16, bytes: &[u8], l3: L3) -> Plan {
-        if bad_source(l3.src) || snap.local(l3.src).is_some() {
-            return Plan::Drop(DropReason::BadSource);
+    // Inlined into each family's arm of `plan`, where the addresses' family is known: the
+    // address matches below fold away and `l3` stays in registers.
+    #[inline(always)]
+    fn plan_ip(
+        &mut self,
+        snap: &Snapshot,
+        interface: u16,
+        role: Role,
+        bytes: &[u8],
+        l3: L3,
+        out: &mut Plan,
+    ) -> Option<u64> {
+        if bad_source(l3.src) {
+            return store(out, Plan::Drop(DropReason::BadSource));
         }
-        let role = snap.interface_spec(interface).role;
+        // One scan of our addresses for both: the source must not be one, the destination
+        // decides what happens next.
+        let Some(dst_kind) = snap.local_pair(l3.src, l3.dst) else {
+            return store(out, Plan::Drop(DropReason::BadSource));
+        };
         // Neighbor solicitations go to a solicited-node multicast address: look at them first.
         if l3.v6 && l3.protocol == ip_proto::ICMPV6 {
             if let Some(l4) = l3.l4 {
                 let icmp = &bytes[l4..l3.end];
                 if icmp.first() == Some(&icmpv6_type::NEIGHBOR_SOLICIT) {
-                    return plan_ns(snap, interface, bytes, l3, icmp);
+                    return store(out, plan_ns(snap, interface, bytes, l3, icmp));
                 }
             }
         }
-        match snap.local(l3.dst) {
+        match dst_kind {
             Some(LocalKind::Vip { .. }) if role == Role::Client => {
-                self.plan_inbound(snap, interface, bytes, l3)
+                self.plan_inbound(snap, interface, bytes, l3, out)
             }
-            Some(LocalKind::Vip { .. }) => Plan::Drop(DropReason::WrongSide),
-            Some(LocalKind::Interface { .. }) => {
-                if is_echo_request(bytes, &l3) {
-                    Plan::EchoReply { interface, l3 }
-                } else {
-                    Plan::ToControl
-                }
+            Some(LocalKind::Vip { .. }) => store(out, Plan::Drop(DropReason::WrongSide)),
+            Some(LocalKind::Interface { .. }) if is_echo_request(bytes, &l3) => {
+                store(out, Plan::EchoReply { interface, l3 })
             }
-            None if is_multicast(l3.dst) => Plan::ToControl,
-            None if role == Role::Backend => self.plan_outbound(snap, bytes, l3),
-            None => Plan::Drop(DropReason::NotAVip),
+            Some(LocalKind::Interface { .. }) => store(out, Plan::ToControl),
+            None if is_multicast(l3.dst) => store(out, Plan::ToControl),
+            None if role == Role::Backend => self.plan_outbound(snap, bytes, l3, out),
+            None => store(out, Plan::Drop(DropReason::NotAVip)),
         }
     }
 
-    fn plan_inbound(&mut self, snap: &Snapshot, interface: u16, bytes: &[u8], l3: L3) -> Plan {
+    #[inline(always)]
+    fn plan_inbound(
+        &mut self,
+        snap: &Snapshot,
+        interface: u16,
+        bytes: &[u8],
+        l3: L3,
+        out: &mut Plan,
+    ) -> Option<u64> {
         if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) {
-            if is_echo_request(bytes, &l3) {
-                return Plan::EchoReply { interface, l3 };
-            }
-            if is_icmp_error(bytes, &l3) {
-                return plan_icmp_error(snap, bytes, l3, true);
-            }
-            return Plan::Drop(DropReason::IcmpUnhandled);
+            let plan = if is_echo_request(bytes, &l3) {
+                Plan::EchoReply { interface, l3 }
+            } else if is_icmp_error(bytes, &l3) {
+                plan_icmp_error(snap, bytes, l3, true)
+            } else {
+                Plan::Drop(DropReason::IcmpUnhandled)
+            };
+            return store(out, plan);
         }
         let (port, l4_csum, view) = match transport(bytes, &l3, true) {
             Ok(t) => t,
-            Err(r) => return Plan::Drop(r),
+            Err(r) => return store(out, Plan::Drop(r)),
         };
-        let Some(service) = service_for(snap, l3.dst, l3.protocol, port) else {
-            return Plan::Drop(DropReason::NoService);
+        let Some(service) = snap.service_for(l3.dst, l3.protocol, port) else {
+            return store(out, Plan::Drop(DropReason::NoService));
         };
         self.count_class(snap, service, &view);
         let key = affinity_key(l3.src, service);
-        Plan::Flow(Flow {
-            l3,
-            dir: Direction::Inbound,
-            service,
-            hash: key.hash(),
+        let hash = key.hash();
+        *out = Plan::Flow(Flow {
+            hash,
             key,
+            at: l3.at,
+            end: l3.end,
             l4_csum,
-        })
+            service,
+            gateway: 0,
+            inbound: true,
+            v6: l3.v6,
+        });
+        Some(hash)
     }
 
-    fn plan_outbound(&mut self, snap: &Snapshot, bytes: &[u8], l3: L3) -> Plan {
+    #[inline(always)]
+    fn plan_outbound(
+        &mut self,
+        snap: &Snapshot,
+        bytes: &[u8],
+        l3: L3,
+        out: &mut Plan,
+    ) -> Option<u64> {
         if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) && is_icmp_error(bytes, &l3) {
-            return plan_icmp_error(snap, bytes, l3, false);
+            return store(out, plan_icmp_error(snap, bytes, l3, false));
         }
         let memberships = snap.gateway_by_addr(l3.src);
         if memberships.is_empty() {
-            return Plan::Drop(DropReason::UnknownSource);
+            return store(out, Plan::Drop(DropReason::UnknownSource));
         }
         let (port, l4_csum, view) = match transport(bytes, &l3, false) {
             Ok(t) => t,
-            Err(r) => return Plan::Drop(r),
+            Err(r) => return store(out, Plan::Drop(r)),
         };
-        let Some(&(service, gateway)) = memberships
-            .iter()
-            .find(|(s, _)| listens(snap, *s, l3.protocol, port))
-        else {
-            return Plan::Drop(DropReason::NoService);
+        let mut found = None;
+        for &(s, g) in memberships {
+            if listens(snap, s, l3.protocol, port) {
+                found = Some((s, g));
+                break;
+            }
+        }
+        let Some((service, gateway)) = found else {
+            return store(out, Plan::Drop(DropReason::NoService));
         };
         self.count_class(snap, service, &view);
         let key = affinity_key(l3.dst, service);
-        Plan::Flow(Flow {
-            l3,
-            dir: Direction::Outbound { gateway },
-            service,
-            hash: key.hash(),
+        let hash = key.hash();
+        *out = Plan::Flow(Flow {
+            hash,
             key,
+            at: l3.at,
+            end: l3.end,
             l4_csum,
-        })
+            service,
+            gateway,
+            inbound: false,
+            v6: l3.v6,
+        });
+        Some(hash)
     }
 
     fn count_class(&mut self, snap: &Snapshot, service: u16, view: &L4View<'_>) {
@@ -463,8 +550,9 @@ impl State {
 
     // ---- pass 2: decide and rewrite ----
 
-    fn act<F: Frame>(&mut self, snap: &Snapshot, now: u32, plan: Plan, frame: &mut F) -> Verdict {
-        match plan {
+    #[inline]
+    fn act<F: Frame>(&mut self, snap: &Snapshot, now: u32, plan: &Plan, frame: &mut F) -> Verdict {
+        match *plan {
             Plan::Drop(r) => Verdict::Drop(r),
             Plan::ToControl => Verdict::ToControl,
             Plan::ArpReply { interface, l3 } => {
@@ -483,51 +571,58 @@ impl State {
                 self.counters.echo_replies += 1;
                 echo_reply(snap, interface, l3, frame)
             }
-            Plan::Flow(f) => self.forward(snap, now, f, frame),
+            Plan::Flow(ref f) => self.forward(snap, now, f, frame),
             Plan::IcmpError(e) => self.forward_icmp_error(snap, now, e, frame),
         }
     }
 
-    fn forward<F: Frame>(&mut self, snap: &Snapshot, now: u32, f: Flow, frame: &mut F) -> Verdict {
+    #[inline]
+    fn forward<F: Frame>(&mut self, snap: &Snapshot, now: u32, f: &Flow, frame: &mut F) -> Verdict {
         let svc = &snap.services[usize::from(f.service)];
-        let fam = svc.family(f.l3.v6);
-        let ip = &mut frame.bytes_mut()[f.l3.at..f.l3.end];
-        if !decrement_ttl(ip, f.l3.v6) {
+        // Checked before the table is touched: an expiring packet neither creates nor refreshes
+        // an entry. The TTL itself changes with the address, below, in one checksum update.
+        if !frame
+            .bytes()
+            .get(f.at..f.end)
+            .is_some_and(|ip| nat::ttl_allows_forwarding(ip, f.v6))
+        {
             return Verdict::Drop(DropReason::TtlExpired);
         }
-        let ip_len = (f.l3.end - f.l3.at) as u64;
-        let (gateway, new_addr, side, hop) = match f.dir {
-            Direction::Inbound => {
-                let gateway = match self.client_gateway(snap, now, &f) {
-                    Ok(g) => g,
-                    Err(r) => return Verdict::Drop(r),
-                };
-                let Some(&Some((gw_addr, hop))) = fam.gateways.get(usize::from(gateway)) else {
-                    return Verdict::Drop(DropReason::NoGateway);
-                };
-                let Some(hop) = hop else {
-                    return Verdict::Drop(DropReason::NoNeighbor);
-                };
-                (gateway, gw_addr, Side::Dst, hop)
-            }
-            Direction::Outbound { gateway } => {
-                self.gateway_seen(snap, now, &f, gateway);
-                let Some(vip) = svc.vip(f.l3.v6) else {
-                    return Verdict::Drop(DropReason::NoService);
-                };
-                let hop = match client_side_hop(snap, f.l3.dst) {
-                    Ok(h) => h,
-                    Err(r) => return Verdict::Drop(r),
-                };
-                (gateway, vip, Side::Src, hop)
-            }
+        let (gateway, new_addr, side, hop) = if f.inbound {
+            let gateway = match self.client_gateway(snap, now, f) {
+                Ok(g) => g,
+                Err(r) => return Verdict::Drop(r),
+            };
+            let fam = svc.family(f.v6);
+            let Some(&Some((gw_addr, hop))) = fam.gateways.get(usize::from(gateway)) else {
+                return Verdict::Drop(DropReason::NoGateway);
+            };
+            let Some(hop) = hop else {
+                return Verdict::Drop(DropReason::NoNeighbor);
+            };
+            (gateway, gw_addr, Side::Dst, hop)
+        } else {
+            self.gateway_seen(snap, now, f, f.gateway);
+            let Some(vip) = svc.vip(f.v6) else {
+                return Verdict::Drop(DropReason::NoService);
+            };
+            let hop = match client_side_hop(snap, f.client()) {
+                Ok(h) => h,
+                Err(r) => return Verdict::Drop(r),
+            };
+            (f.gateway, vip, Side::Src, hop)
         };
-        rewrite(
-            &mut frame.bytes_mut()[f.l3.at..f.l3.end],
-            side,
-            new_addr,
-            f.l4_csum,
-        );
+        let Some(ip) = frame.bytes_mut().get_mut(f.at..f.end) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        let forwarded = match new_addr {
+            IpAddr::V4(a) => nat::forward_v4(ip, side, a, f.l4_csum),
+            IpAddr::V6(a) => nat::forward_v6(ip, side, &a, f.l4_csum),
+        };
+        if !forwarded {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let ip_len = (f.end - f.at) as u64;
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(gateway)];
         if side == Side::Dst {
             c.to_gateway_packets += 1;
@@ -536,23 +631,15 @@ impl State {
             c.from_gateway_packets += 1;
             c.from_gateway_bytes += ip_len;
         }
-        emit_l2(snap, frame, f.l3.at, hop)
+        emit_l2(snap, frame, f.at, hop, f.v6)
     }
 
     /// Picks a gateway for a client of `service`, counting it as active there.
     fn schedule(&mut self, snap: &Snapshot, f: &Flow) -> Option<u16> {
-        let fam = snap.services[usize::from(f.service)].family(f.l3.v6);
+        let fam = snap.services[usize::from(f.service)].family(f.v6);
         let state = &mut self.services[usize::from(f.service)];
-        let sched = if f.l3.v6 {
-            &mut state.v6
-        } else {
-            &mut state.v4
-        };
-        let client = match f.dir {
-            Direction::Inbound => f.l3.src,
-            Direction::Outbound { .. } => f.l3.dst,
-        };
-        let g = sched.pick(hash_client(client), &fam.candidates, &state.active)?;
+        let sched = if f.v6 { &mut state.v6 } else { &mut state.v4 };
+        let g = sched.pick(hash_client(f.client()), &fam.candidates, &state.active)?;
         if let Some(c) = state.active.get_mut(usize::from(g)) {
             *c += 1;
         }
@@ -567,7 +654,7 @@ impl State {
             svc.spec.persistence_timeout_s,
             svc.spec.unconfirmed_timeout_s,
         );
-        let fam = svc.family(f.l3.v6);
+        let fam = svc.family(f.v6);
         let current = match self.shard.lookup(&f.key, f.hash, now) {
             Lookup::Hit(mut e) => {
                 let v = e.value();
@@ -734,7 +821,7 @@ impl State {
             _ => nat::refill_icmpv4_checksum(&mut ip[icmp_at..]),
         }
         self.counters.icmp_errors_translated += 1;
-        emit_l2(snap, frame, e.outer.at, hop)
+        emit_l2(snap, frame, e.outer.at, hop, v6)
     }
 }
 
@@ -795,7 +882,7 @@ fn plan_icmp_error(snap: &Snapshot, bytes: &[u8], outer: L3, inbound: bool) -> P
     };
     let (service, gateway, client) = if inbound {
         // We sent VIP:port → client; the error reached the VIP.
-        match service_for(snap, q.src, q.protocol, q.src_port) {
+        match snap.service_for(q.src, q.protocol, q.src_port) {
             Some(s) if q.src == outer.dst => (s, 0, q.dst),
             _ => return Plan::Drop(DropReason::IcmpNoFlow),
         }
@@ -829,22 +916,9 @@ fn plan_icmp_error(snap: &Snapshot, bytes: &[u8], outer: L3, inbound: bool) -> P
 fn answers_for(snap: &Snapshot, interface: u16, addr: IpAddr) -> Option<bool> {
     match snap.local(addr)? {
         LocalKind::Interface { .. } => Some(true),
-        LocalKind::Vip { .. } if snap.interface_spec(interface).role == Role::Client => Some(false),
+        LocalKind::Vip { .. } if snap.interface_view(interface).role == Role::Client => Some(false),
         LocalKind::Vip { .. } => None,
     }
-}
-
-/// The service on `vip` that carries this protocol and server port (any of its ports for a
-/// non-first fragment, `None`).
-fn service_for(snap: &Snapshot, vip: IpAddr, protocol: u8, port: Option<u16>) -> Option<u16> {
-    snap.services
-        .iter()
-        .enumerate()
-        .find(|(i, s)| {
-            s.vip(vip.is_ipv6()) == Some(vip)
-                && u16::try_from(*i).is_ok_and(|i| listens(snap, i, protocol, port))
-        })
-        .and_then(|(i, _)| u16::try_from(i).ok())
 }
 
 fn listens(snap: &Snapshot, service: u16, protocol: u8, port: Option<u16>) -> bool {
@@ -856,17 +930,26 @@ fn listens(snap: &Snapshot, service: u16, protocol: u8, port: Option<u16>) -> bo
 }
 
 /// Next hop for traffic to a client: it must leave through a client-facing interface.
+#[inline(always)]
 fn client_side_hop(snap: &Snapshot, dst: IpAddr) -> Result<NextHop, DropReason> {
     match snap.next_hop(dst) {
-        Ok(h) if snap.interface_spec(h.interface).role == Role::Client => Ok(h),
+        Ok(h) if snap.interface_view(h.interface).role == Role::Client => Ok(h),
         Ok(_) | Err(false) => Err(DropReason::NoRoute),
         Err(true) => Err(DropReason::NoNeighbor),
     }
 }
 
-/// Replaces the Ethernet header (and VLAN tags) for the egress interface.
-fn emit_l2<F: Frame>(snap: &Snapshot, frame: &mut F, l3_at: usize, hop: NextHop) -> Verdict {
-    let itf = snap.interface_spec(hop.interface);
+/// Replaces the Ethernet header (and VLAN tags) for the egress interface. `v6` is the family of
+/// the IP packet at `l3_at` (it picks the EtherType).
+#[inline]
+fn emit_l2<F: Frame>(
+    snap: &Snapshot,
+    frame: &mut F,
+    l3_at: usize,
+    hop: NextHop,
+    v6: bool,
+) -> Verdict {
+    let itf = snap.interface_view(hop.interface);
     let want = itf.vlan.header_len();
     if want > l3_at {
         if !frame.push_front(want - l3_at) {
@@ -875,12 +958,14 @@ fn emit_l2<F: Frame>(snap: &Snapshot, frame: &mut F, l3_at: usize, hop: NextHop)
     } else if want < l3_at && !frame.pull_front(l3_at - want) {
         return Verdict::Drop(DropReason::Truncated);
     }
-    let ethertype = match frame.bytes().get(want) {
-        Some(b) if b >> 4 == 6 => ethertype::IPV6,
-        _ => ethertype::IPV4,
-    };
-    let src = snap.interface_mac(hop.interface);
-    if emit_header(frame.bytes_mut(), hop.mac, src, itf.vlan, ethertype).is_err() {
+    let ethertype = if v6 { ethertype::IPV6 } else { ethertype::IPV4 };
+    let bytes = frame.bytes_mut();
+    if let (Vlan::Untagged, Some(hdr)) = (itf.vlan, bytes.first_chunk_mut::<14>()) {
+        // The common case, written straight (what `emit_header` writes for no tags).
+        hdr[..6].copy_from_slice(&hop.mac.0);
+        hdr[6..12].copy_from_slice(&itf.mac.0);
+        hdr[12..].copy_from_slice(&ethertype.to_be_bytes());
+    } else if emit_header(bytes, hop.mac, itf.mac, itf.vlan, ethertype).is_err() {
         return Verdict::Drop(DropReason::Truncated);
     }
     Verdict::Tx { port: itf.port }
@@ -888,13 +973,11 @@ fn emit_l2<F: Frame>(snap: &Snapshot, frame: &mut F, l3_at: usize, hop: NextHop)
 
 /// Turns a frame around on its ingress interface: the peer's MAC becomes the destination.
 fn reply_l2<F: Frame>(snap: &Snapshot, frame: &mut F, interface: u16) -> Verdict {
-    let mac = snap.interface_mac(interface);
+    let itf = snap.interface_view(interface);
     let bytes = frame.bytes_mut();
     bytes.copy_within(6..12, 0);
-    bytes[6..12].copy_from_slice(&mac.0);
-    Verdict::Tx {
-        port: snap.interface_spec(interface).port,
-    }
+    bytes[6..12].copy_from_slice(&itf.mac.0);
+    Verdict::Tx { port: itf.port }
 }
 
 fn arp_reply<F: Frame>(snap: &Snapshot, interface: u16, l3: usize, frame: &mut F) -> Verdict {
@@ -978,6 +1061,17 @@ fn echo_reply<F: Frame>(snap: &Snapshot, interface: u16, l3: L3, frame: &mut F) 
     reply_l2(snap, frame, interface)
 }
 
+/// Stores `plan` in `out` and returns the hash to prefetch for it (an ICMP error's entry).
+#[inline(always)]
+fn store(out: &mut Plan, plan: Plan) -> Option<u64> {
+    let hash = match plan {
+        Plan::IcmpError(e) => Some(e.hash),
+        _ => None,
+    };
+    *out = plan;
+    hash
+}
+
 /// Forgets a removed entry's client in the active-client counts.
 fn release(services: &mut [ServiceState], r: &Removed) {
     if let Some(c) = services
@@ -988,6 +1082,7 @@ fn release(services: &mut [ServiceState], r: &Removed) {
     }
 }
 
+#[inline(always)]
 fn affinity_key(client: IpAddr, service: u16) -> AffinityKey {
     match client {
         IpAddr::V4(a) => AffinityKey::from_v4(a, service),
@@ -1003,6 +1098,7 @@ fn wire_drop(e: wire::Error) -> DropReason {
     }
 }
 
+#[inline(always)]
 fn bad_source(a: IpAddr) -> bool {
     match a {
         IpAddr::V4(a) => {
@@ -1012,6 +1108,7 @@ fn bad_source(a: IpAddr) -> bool {
     }
 }
 
+#[inline(always)]
 fn is_multicast(a: IpAddr) -> bool {
     match a {
         IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
@@ -1072,6 +1169,7 @@ fn rewrite(ip: &mut [u8], side: Side, new: IpAddr, l4: L4Checksum) {
     }
 }
 
+#[inline(always)]
 fn parse_v4(at: usize, payload: &[u8]) -> Result<L3, DropReason> {
     let ip = Ipv4Packet::new_checked(payload).map_err(wire_drop)?;
     if !ip.verify_checksum() {
@@ -1089,6 +1187,7 @@ fn parse_v4(at: usize, payload: &[u8]) -> Result<L3, DropReason> {
     })
 }
 
+#[inline(always)]
 fn parse_v6(at: usize, payload: &[u8]) -> Result<L3, DropReason> {
     let ip = Ipv6Packet::new_checked(payload).map_err(wire_drop)?;
     let upper = ip.upper_layer().map_err(wire_drop)?;
@@ -1105,6 +1204,7 @@ fn parse_v6(at: usize, payload: &[u8]) -> Result<L3, DropReason> {
 }
 
 /// Transport port (server side), checksum location and the classifier's view of a packet.
+#[inline(always)]
 fn transport<'a>(
     bytes: &'a [u8],
     l3: &L3,
@@ -1220,4 +1320,283 @@ fn parse_quoted(b: &[u8], v6: bool) -> Option<Quoted> {
         dst_port,
         l4_csum: L4Checksum::locate(protocol, l4, rest.len()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::craft::lab::{self, appliance_spec};
+    use crate::craft::{self, Ipv4Opts, L2, L4};
+    use crate::frame::VecFrame;
+    use crate::model::AffinitySpec;
+    use proptest::prelude::*;
+
+    fn worker() -> Worker {
+        // Building a snapshot builds its Maglev tables: once for all tests.
+        static SNAP: std::sync::OnceLock<Arc<Snapshot>> = std::sync::OnceLock::new();
+        let snap = SNAP.get_or_init(|| {
+            let spec = appliance_spec(AffinitySpec {
+                capacity: 4096,
+                max_unconfirmed: 1024,
+            });
+            Arc::new(Snapshot::build(spec, 1).unwrap())
+        });
+        Worker::new(Arc::clone(snap))
+    }
+
+    fn client4(i: u8) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 1, i)
+    }
+
+    fn client6(i: u8) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 2, 0, 0x64, 0, 0, 0, u16::from(i))
+    }
+
+    /// Client-side (port 0) frames: every kind of plan, and flows of both families.
+    fn from_clients() -> Vec<Vec<u8>> {
+        let l2 = L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC);
+        let esp = craft::esp_payload(0x1234, 1, 60);
+        fn udp(src: u16, dst: u16, payload: &[u8]) -> L4<'_> {
+            L4::Udp { src, dst, payload }
+        }
+        let mut v = Vec::new();
+        for i in 1..6 {
+            let l4 = udp(4500, 4500, &esp);
+            v.push(craft::ipv4(
+                &l2,
+                client4(i),
+                lab::VIP_V4,
+                &Ipv4Opts::default(),
+                &l4,
+            ));
+            v.push(craft::ipv6(&l2, &client6(i), &lab::VIP_V6, 64, &[], &l4));
+        }
+        let ttl1 = Ipv4Opts {
+            ttl: 1,
+            ..Ipv4Opts::default()
+        };
+        let hello = craft::tls_client_hello(Some("vpn.example.net"));
+        let tcp = L4::Tcp {
+            src: 50_000,
+            dst: 443,
+            seq: 1,
+            ack: 0,
+            flags: craft::tcp_flags::ACK,
+            payload: &hello,
+        };
+        v.push(craft::ipv4(
+            &l2,
+            client4(7),
+            lab::VIP_V4,
+            &ttl1,
+            &udp(4500, 4500, &esp),
+        ));
+        v.push(craft::ipv4(
+            &l2,
+            client4(8),
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &tcp,
+        ));
+        v.push(craft::ipv4(
+            &l2,
+            client4(9),
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &udp(9, 9, b"x"),
+        ));
+        let echo = L4::Icmpv4 {
+            msg_type: 8,
+            code: 0,
+            rest: 0x0001_0001,
+            payload: b"ping",
+        };
+        v.push(craft::ipv4(
+            &l2,
+            client4(10),
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &echo,
+        ));
+        let arp_l2 = L2::new(
+            lab::ROUTER_MAC,
+            crate::wire::ethernet::EthernetAddress::BROADCAST,
+        );
+        v.push(craft::arp(
+            &arp_l2,
+            1,
+            lab::ROUTER_MAC,
+            lab::ROUTER_V4,
+            crate::wire::ethernet::EthernetAddress([0; 6]),
+            lab::VIP_V4,
+        ));
+        // Spoofed source, not a VIP, garbage.
+        v.push(craft::ipv4(
+            &l2,
+            lab::VIP_V4,
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &udp(4500, 4500, &esp),
+        ));
+        v.push(craft::ipv4(
+            &l2,
+            client4(11),
+            client4(12),
+            &Ipv4Opts::default(),
+            &udp(4500, 4500, &esp),
+        ));
+        v.push(vec![0xff; 13]);
+        v
+    }
+
+    /// Gateway-side (port 1) frames: replies to some of the clients above, and strays.
+    fn from_gateways() -> Vec<Vec<u8>> {
+        let esp = craft::esp_payload(0x5678, 1, 60);
+        let l4 = L4::Udp {
+            src: 4500,
+            dst: 4500,
+            payload: &esp,
+        };
+        let mut v = Vec::new();
+        for g in 0..3 {
+            let l2 = L2::new(lab::GATEWAY_MACS[g], lab::BACKEND_PORT_MAC);
+            for i in 1..4 {
+                let c = client4(i);
+                v.push(craft::ipv4(
+                    &l2,
+                    lab::GATEWAYS_V4[g],
+                    c,
+                    &Ipv4Opts::default(),
+                    &l4,
+                ));
+                v.push(craft::ipv6(
+                    &l2,
+                    &lab::GATEWAYS_V6[g],
+                    &client6(i),
+                    64,
+                    &[],
+                    &l4,
+                ));
+            }
+        }
+        let l2 = L2::new(lab::GATEWAY_MACS[0], lab::BACKEND_PORT_MAC);
+        let stranger = Ipv4Addr::new(198, 19, 0, 99);
+        v.push(craft::ipv4(
+            &l2,
+            stranger,
+            client4(1),
+            &Ipv4Opts::default(),
+            &l4,
+        ));
+        v
+    }
+
+    /// Runs `frames` through `w` as bursts on `port`, returning verdicts and output bytes.
+    fn run_burst(w: &mut Worker, port: u16, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+        let mut out = Vec::new();
+        for chunk in frames.chunks(MAX_BURST) {
+            let mut f: Vec<VecFrame> = chunk.iter().map(|b| VecFrame::new(b)).collect();
+            let mut v = vec![Verdict::ToControl; f.len()];
+            w.process_burst(100, port, &mut f, &mut v);
+            out.extend(v.into_iter().zip(f.iter().map(|f| f.bytes().to_vec())));
+        }
+        out
+    }
+
+    fn run_single(w: &mut Worker, port: u16, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+        frames
+            .iter()
+            .map(|b| {
+                let mut f = VecFrame::new(b);
+                let v = w.process(100, port, &mut f);
+                (v, f.bytes().to_vec())
+            })
+            .collect()
+    }
+
+    fn forwarded(results: &[(Verdict, Vec<u8>)]) -> usize {
+        results
+            .iter()
+            .filter(|(v, _)| matches!(v, Verdict::Tx { .. }))
+            .count()
+    }
+
+    /// The two passes and the prefetch stages change nothing: a burst gives what the same
+    /// frames give one at a time (verdicts, bytes, counters, table).
+    #[test]
+    fn a_burst_is_the_frames_one_by_one() {
+        let (mut a, mut b) = (worker(), worker());
+        let clients = from_clients();
+        let gateways = from_gateways();
+        let ra = run_burst(&mut a, 0, &clients);
+        let rb = run_single(&mut b, 0, &clients);
+        assert_eq!(ra, rb);
+        // 10 flows, the TLS client, the echo reply, the ARP reply.
+        assert_eq!(forwarded(&ra), 13);
+        let ra = run_burst(&mut a, 1, &gateways);
+        let rb = run_single(&mut b, 1, &gateways);
+        assert_eq!(ra, rb);
+        assert_eq!(forwarded(&ra), 18, "mismatched gateways are forwarded too");
+        assert_eq!(a.counters(), b.counters());
+        assert_eq!(a.affinity().len(), b.affinity().len());
+        assert_eq!(a.active_clients(), b.active_clients());
+        let c = a.counters();
+        assert_eq!(c.dropped(DropReason::TtlExpired), 1);
+        assert_eq!(c.dropped(DropReason::BadSource), 1);
+        assert_eq!(c.dropped(DropReason::NotAVip), 1);
+        assert_eq!(c.dropped(DropReason::NoService), 1);
+        assert_eq!(c.dropped(DropReason::UnknownSource), 1);
+        assert_eq!(c.dropped(DropReason::Truncated), 1);
+    }
+
+    #[test]
+    fn a_flow_plan_keeps_the_client_address() {
+        let key = AffinityKey::from_v4(client4(7), 3);
+        let f = Flow {
+            hash: key.hash(),
+            key,
+            at: 14,
+            end: 50,
+            l4_csum: L4Checksum::None,
+            service: 3,
+            gateway: 0,
+            inbound: true,
+            v6: false,
+        };
+        assert_eq!(f.client(), IpAddr::V4(client4(7)));
+        let key = AffinityKey::from_v6(&client6(7), 3);
+        let f = Flow { key, v6: true, ..f };
+        assert_eq!(f.client(), IpAddr::V6(client6(7)));
+        // An IPv4-mapped IPv6 client stays IPv6.
+        let mapped: Ipv6Addr = "::ffff:198.18.1.7".parse().unwrap();
+        let f = Flow {
+            key: AffinityKey::from_v6(&mapped, 3),
+            ..f
+        };
+        assert_eq!(f.client(), IpAddr::V6(mapped));
+    }
+
+    proptest! {
+        /// Damaged frames never panic, and bursts still equal single frames.
+        #[test]
+        fn damaged_bursts_are_the_frames_one_by_one(
+            port in 0u16..2,
+            picks in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>(), 0usize..80), 1..48),
+        ) {
+            let templates = if port == 0 { from_clients() } else { from_gateways() };
+            let frames: Vec<Vec<u8>> = picks
+                .iter()
+                .map(|(t, at, byte, cut)| {
+                    let mut f = t.get(&templates).clone();
+                    let i = at.index(f.len());
+                    f[i] = *byte;
+                    f.truncate(f.len().saturating_sub(*cut % 8 * (*cut / 8 % 2)));
+                    f
+                })
+                .collect();
+            let (mut a, mut b) = (worker(), worker());
+            prop_assert_eq!(run_burst(&mut a, port, &frames), run_single(&mut b, port, &frames));
+            prop_assert_eq!(a.counters(), b.counters());
+        }
+    }
 }

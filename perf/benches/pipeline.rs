@@ -332,10 +332,9 @@ fn main() {
         "{:>10} {:>6} {:>12} {:>14} {:>14} {:>12} {:>10}",
         "clients", "family", "ns/packet", "burst p50 us", "burst p99 us", "bytes/entry", "dropped"
     );
-    let mut first: Option<f64> = None;
-    let mut last = 0.0;
     for family in families {
-        first = None;
+        let mut first: Option<f64> = None;
+        let mut last = 0.0;
         for &n in &sizes {
             if n > max_clients(family) {
                 continue;

@@ -6,28 +6,48 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Adds `data` as big-endian 16-bit words to `acc`; an odd trailing byte is padded with zero.
+///
+/// The result is an unfolded accumulator, congruent (mod 0xffff) to the one's-complement sum,
+/// zero only when `acc` and `data` are all zero, and below 2^18: pass it to [`fold`], or on
+/// to another `sum`.
 #[inline]
-pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        // Fold early enough that the accumulator never overflows on jumbo frames.
-        if acc & 0x8000_0000 != 0 {
-            acc = (acc & 0xffff) + (acc >> 16);
+pub fn sum(acc: u32, data: &[u8]) -> u32 {
+    // 32-bit big-endian words: each is two 16-bit words (2^16 ≡ 1 mod 0xffff). A 64-bit
+    // accumulator takes 2^32 of them without overflowing, so the loop handles no carry.
+    let mut words = data.chunks_exact(4);
+    let mut s = u64::from(acc);
+    if (data.len() as u64) < 1 << 34 {
+        for w in &mut words {
+            s += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+        }
+    } else {
+        // Beyond 16 GiB: fold as we go.
+        for w in &mut words {
+            s = u64::from(fold64(s)) + u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
         }
     }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
+    match *words.remainder() {
+        [a, b, c] => s += u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
+        [a, b] => s += u64::from(u16::from_be_bytes([a, b])),
+        [a] => s += u64::from(a) << 8,
+        _ => {}
     }
-    acc
+    fold64(s)
+}
+
+/// Reduces a 64-bit accumulator to a congruent one below 2^18, zero only when it was zero.
+#[inline]
+fn fold64(s: u64) -> u32 {
+    // Four 16-bit chunks, each below 2^16.
+    ((s & 0xffff) + ((s >> 16) & 0xffff) + ((s >> 32) & 0xffff) + (s >> 48)) as u32
 }
 
 /// Folds an accumulator to 16 bits (without complementing).
 #[inline]
-pub fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
+pub fn fold(acc: u32) -> u16 {
+    // Two rounds always suffice: after the first the value is at most 0x1fffe.
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
     acc as u16
 }
 
@@ -76,6 +96,34 @@ pub fn update_bytes(csum: u16, old: &[u8], new: &[u8]) -> u16 {
     !fold(acc)
 }
 
+/// What replacing the 4 bytes `old` by `new` adds to a one's-complement sum: `~old + new` over
+/// 16-bit words (RFC 1624 eqn. 3), unfolded (below 2^18). Compute it once per address change
+/// and [`apply`] it to every checksum that covers the address.
+#[inline]
+pub fn delta4(old: [u8; 4], new: [u8; 4]) -> u32 {
+    // `!` of a 32-bit word complements both of its 16-bit words.
+    fold64(u64::from(!u32::from_be_bytes(old)) + u64::from(u32::from_be_bytes(new)))
+}
+
+/// [`delta4`] for 16-byte (IPv6) addresses.
+#[inline]
+pub fn delta16(old: &[u8; 16], new: &[u8; 16]) -> u32 {
+    let word = |b: &[u8; 16], i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let mut s = 0u64;
+    for i in [0, 4, 8, 12] {
+        s += u64::from(!word(old, i)) + u64::from(word(new, i));
+    }
+    fold64(s)
+}
+
+/// The checksum field after the data it covers changed by `delta` (a sum of [`delta4`],
+/// [`delta16`] and `~old + new` words): `HC' = ~(~HC + delta)` (RFC 1624 eqn. 3). The result
+/// is exactly what [`update16`] / [`update_bytes`] give applied one change after another.
+#[inline]
+pub fn apply(csum: u16, delta: u32) -> u16 {
+    !fold(fold64(u64::from(!csum) + u64::from(delta)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +156,89 @@ mod tests {
         assert_eq!(fold(sum(0, &[0xab])), 0xab00);
     }
 
+    #[test]
+    fn rfc1624_example() {
+        // RFC 1624 §4: m = 0x5555 -> m' = 0x3285 under HC = 0xdd2f gives 0x0000 by eqn. 3.
+        assert_eq!(update16(0xdd2f, 0x5555, 0x3285), 0x0000);
+        assert_eq!(apply(0xdd2f, u32::from(!0x5555u16) + 0x3285), 0x0000);
+        assert_eq!(
+            apply(0xdd2f, delta4([0x55, 0x55, 0, 0], [0x32, 0x85, 0, 0])),
+            0x0000
+        );
+    }
+
+    #[test]
+    fn sums_of_odd_lengths_and_large_words() {
+        assert_eq!(sum(0, &[]), 0);
+        assert_eq!(fold(sum(0, &[0xff; 3])), 0xff00);
+        assert_eq!(fold(sum(0, &[0x12, 0x34, 0x56])), 0x1234 + 0x5600);
+        assert_eq!(fold(sum(0xffff_ffff, &[0xff; 7])), 0xff00);
+        assert_eq!(fold(sum(1, &[0xff, 0xfe])), 0xffff);
+        assert_eq!(fold(0x0001_ffff), 0x0001);
+        assert_eq!(fold(0xffff_ffff), 0xffff);
+        assert_eq!(fold(0), 0);
+    }
+
+    /// The 16-bit one's-complement sum, the way RFC 1071 states it.
+    fn reference_sum(acc: u32, data: &[u8]) -> u16 {
+        let mut s = u64::from(acc);
+        for w in data.chunks(2) {
+            s += u64::from(w[0]) << 8 | u64::from(w.get(1).copied().unwrap_or(0));
+        }
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
     proptest! {
+        #[test]
+        fn sum_matches_the_rfc1071_definition(
+            acc in any::<u32>(),
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let s = sum(acc, &data);
+            prop_assert!(s < 1 << 18);
+            prop_assert_eq!(fold(s), reference_sum(acc, &data));
+            // Chained sums: the accumulator goes on into the next call.
+            let (a, b) = data.split_at((data.len() / 2) & !1);
+            prop_assert_eq!(fold(sum(sum(acc, a), b)), reference_sum(acc, &data));
+        }
+
+        #[test]
+        fn fold_reduces_any_accumulator(acc in any::<u32>()) {
+            let mut want = acc;
+            while want > 0xffff {
+                want = (want & 0xffff) + (want >> 16);
+            }
+            prop_assert_eq!(u32::from(fold(acc)), want);
+        }
+
+        /// One delta applied once gives exactly the chain of word-by-word updates, and the
+        /// same for IPv6 addresses.
+        #[test]
+        fn deltas_equal_chained_updates(
+            csum in any::<u16>(),
+            old in any::<[u8; 16]>(),
+            new in any::<[u8; 16]>(),
+            ttl in 1u8..=255,
+            proto in any::<u8>(),
+        ) {
+            let o4 = [old[0], old[1], old[2], old[3]];
+            let n4 = [new[0], new[1], new[2], new[3]];
+            prop_assert_eq!(apply(csum, delta4(o4, n4)), update_bytes(csum, &o4, &n4));
+            prop_assert_eq!(apply(csum, delta16(&old, &new)), update_bytes(csum, &old, &new));
+            // TTL decrement, then the address: as `nat` folds them together.
+            let t = update16(
+                csum,
+                u16::from_be_bytes([ttl, proto]),
+                u16::from_be_bytes([ttl - 1, proto]),
+            );
+            let chained = update_bytes(t, &o4, &n4);
+            let ttl_delta = u32::from(!0x0100u16);
+            prop_assert_eq!(apply(csum, delta4(o4, n4) + ttl_delta), chained);
+        }
+
         #[test]
         fn incremental_update_matches_recompute(
             mut data in proptest::collection::vec(any::<u8>(), 2..200usize),
