@@ -9,9 +9,11 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Debian packages: a C toolchain for crates that build C (libFuzzer), pkg-config, and python3 for
-# the small report helpers in scripts/.
-APT_PACKAGES=(build-essential pkg-config python3 ca-certificates curl)
+# Debian packages: a C toolchain for crates that build C (libFuzzer, the DPDK shim), pkg-config,
+# DPDK 22.11 (libraries, PMDs, headers, dpdk-testpmd) with clang/libclang for bindgen, and python3
+# for the small report helpers in scripts/.
+APT_PACKAGES=(build-essential pkg-config python3 ca-certificates curl
+  dpdk dpdk-dev libdpdk-dev clang libclang-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
