@@ -35,7 +35,7 @@ drop_reasons! {
     BadHeader => "bad-header", "A header field holds a value its protocol does not allow.";
     BadLength => "bad-length", "A length field disagrees with the frame or another length.";
     BadChecksum => "bad-checksum", "The IPv4 header checksum does not verify.";
-    BadSource => "bad-source", "Source address is multicast, broadcast, unspecified, loopback or one of ours.";
+    BadSource => "bad-source", "Source is multicast, broadcast, unspecified, loopback or ours; or link-local on a packet to forward.";
     NotOurMac => "not-our-mac", "Unicast frame addressed to another MAC.";
     UnknownVlan => "unknown-vlan", "No configured interface claims the frame's port and VLAN tags.";
     UnknownEthertype => "unknown-ethertype", "Neither ARP, IPv4 nor IPv6.";

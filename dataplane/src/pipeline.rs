@@ -75,6 +75,8 @@ struct L3 {
     protocol: u8,
     /// Offset of the transport header in the frame; `None` for a non-first fragment.
     l4: Option<usize>,
+    /// Any fragment, first or not (the packet is not whole).
+    fragment: bool,
     /// End of the IP packet in the frame (excludes Ethernet padding).
     end: usize,
 }
@@ -408,15 +410,8 @@ impl State {
         l3: L3,
         out: &mut Plan,
     ) -> Option<u64> {
-        if bad_source(l3.src) {
-            return store(out, Plan::Drop(DropReason::BadSource));
-        }
-        // One scan of our addresses for both: the source must not be one, the destination
-        // decides what happens next.
-        let Some(dst_kind) = snap.local_pair(l3.src, l3.dst) else {
-            return store(out, Plan::Drop(DropReason::BadSource));
-        };
-        // Neighbor solicitations go to a solicited-node multicast address: look at them first.
+        // Neighbor solicitations go to a solicited-node multicast address, and duplicate
+        // address detection sends them from `::`: look at them before the source checks.
         if l3.v6 && l3.protocol == ip_proto::ICMPV6 {
             if let Some(l4) = l3.l4 {
                 let icmp = &bytes[l4..l3.end];
@@ -425,6 +420,14 @@ impl State {
                 }
             }
         }
+        if bad_source(l3.src) {
+            return store(out, Plan::Drop(DropReason::BadSource));
+        }
+        // One scan of our addresses for both: the source must not be one, the destination
+        // decides what happens next.
+        let Some(dst_kind) = snap.local_pair(l3.src, l3.dst) else {
+            return store(out, Plan::Drop(DropReason::BadSource));
+        };
         match dst_kind {
             Some(LocalKind::Vip { .. }) if role == Role::Client => {
                 self.plan_inbound(snap, interface, bytes, l3, out)
@@ -449,10 +452,18 @@ impl State {
         l3: L3,
         out: &mut Plan,
     ) -> Option<u64> {
-        if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) {
-            let plan = if is_echo_request(bytes, &l3) {
-                Plan::EchoReply { interface, l3 }
-            } else if is_icmp_error(bytes, &l3) {
+        let icmp = matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6);
+        if icmp && is_echo_request(bytes, &l3) {
+            // Answered on the link: a link-local source is fine here.
+            return store(out, Plan::EchoReply { interface, l3 });
+        }
+        // Everything else is forwarded, and link-local addresses are not (RFC 4291 §2.5.6,
+        // RFC 3927 §7).
+        if is_link_local(l3.src) {
+            return store(out, Plan::Drop(DropReason::BadSource));
+        }
+        if icmp {
+            let plan = if is_icmp_error(bytes, &l3) {
                 plan_icmp_error(snap, bytes, l3, true)
             } else {
                 Plan::Drop(DropReason::IcmpUnhandled)
@@ -491,6 +502,11 @@ impl State {
         l3: L3,
         out: &mut Plan,
     ) -> Option<u64> {
+        // Clients are never link-local (their packets are not forwarded in, see
+        // `plan_inbound`), and link-local traffic is not forwarded out either.
+        if is_link_local(l3.src) || is_link_local(l3.dst) {
+            return store(out, Plan::Drop(DropReason::NoRoute));
+        }
         if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) && is_icmp_error(bytes, &l3) {
             return store(out, plan_icmp_error(snap, bytes, l3, false));
         }
@@ -774,7 +790,11 @@ impl State {
         let gateway = if e.inbound {
             match self.shard.lookup(&e.key, e.hash, now) {
                 Lookup::Hit(entry) => entry.value().gateway,
-                _ => return Verdict::Drop(DropReason::IcmpNoFlow),
+                Lookup::Expired(r) => {
+                    release(&mut self.services, &r);
+                    return Verdict::Drop(DropReason::IcmpNoFlow);
+                }
+                Lookup::Miss => return Verdict::Drop(DropReason::IcmpNoFlow),
             }
         } else {
             e.gateway
@@ -853,6 +873,7 @@ fn plan_ns(snap: &Snapshot, interface: u16, bytes: &[u8], l3: L3, icmp: &[u8]) -
     let valid = bytes[l3.at + 7] == 255
         && icmp[1] == 0
         && !src.is_unspecified()
+        && !src.is_multicast()
         && icmpv6::Icmpv6Packet::new_checked(icmp).is_ok_and(|p| p.verify_checksum(&src, &dst));
     if !valid {
         return Plan::Drop(DropReason::NdUnhandled);
@@ -1104,7 +1125,16 @@ fn bad_source(a: IpAddr) -> bool {
         IpAddr::V4(a) => {
             a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback()
         }
-        IpAddr::V6(a) => a.is_multicast() || a.is_loopback(),
+        IpAddr::V6(a) => a.is_multicast() || a.is_loopback() || a.is_unspecified(),
+    }
+}
+
+/// 169.254.0.0/16 and fe80::/10: valid on a link, never forwarded.
+#[inline(always)]
+fn is_link_local(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
     }
 }
 
@@ -1116,7 +1146,12 @@ fn is_multicast(a: IpAddr) -> bool {
     }
 }
 
+/// A whole echo request (a fragment of one is not answered piecemeal: the first fragment's reply
+/// would carry a partial payload).
 fn is_echo_request(bytes: &[u8], l3: &L3) -> bool {
+    if l3.fragment {
+        return false;
+    }
     let Some(l4) = l3.l4 else { return false };
     let t = bytes.get(l4).copied();
     match l3.protocol {
@@ -1183,6 +1218,7 @@ fn parse_v4(at: usize, payload: &[u8]) -> Result<L3, DropReason> {
         dst: IpAddr::V4(ip.dst_addr()),
         protocol: ip.protocol(),
         l4: ip.is_first_fragment().then_some(at + hl),
+        fragment: ip.is_fragment(),
         end: at + usize::from(ip.total_len()),
     })
 }
@@ -1199,6 +1235,7 @@ fn parse_v6(at: usize, payload: &[u8]) -> Result<L3, DropReason> {
         dst: IpAddr::V6(ip.dst_addr()),
         protocol: upper.protocol,
         l4: first.then_some(at + upper.offset),
+        fragment: upper.fragment.is_some(),
         end: at + 40 + usize::from(ip.payload_len()),
     })
 }

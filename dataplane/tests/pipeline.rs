@@ -2261,8 +2261,6 @@ fn bad_ipv4_sources_are_dropped() {
 }
 
 #[test]
-#[ignore = "BUG: pipeline.rs bad_source() does not treat the IPv6 unspecified address :: as bad \
-            (RFC 4291 2.5.2: never forwarded); the packet is forwarded and :: gets an affinity entry"]
 fn a_packet_from_the_unspecified_ipv6_address_is_a_bad_source() {
     let mut w = test_worker();
     let f = udp6(
@@ -2281,8 +2279,6 @@ fn a_packet_from_the_unspecified_ipv6_address_is_a_bad_source() {
 }
 
 #[test]
-#[ignore = "BUG: pipeline.rs forwards packets with link-local sources (fe80::/10, 169.254.0.0/16) \
-            to the gateways' link (RFC 4291 2.5.6, RFC 3927 2.7: must not be forwarded)"]
 fn link_local_sources_are_not_forwarded() {
     let mut w = test_worker();
     let ike = ike_sa_init(94);
@@ -2313,8 +2309,6 @@ fn link_local_sources_are_not_forwarded() {
 }
 
 #[test]
-#[ignore = "BUG: pipeline.rs echo_reply() answers the first fragment of a fragmented echo request \
-            on its own: the 'reply' keeps MF set, so the pinger gets a fragment that never completes"]
 fn the_first_fragment_of_a_large_echo_request_is_not_answered_alone() {
     let mut w = test_worker();
     let payload = vec![0x61u8; 3000];
@@ -2342,8 +2336,6 @@ fn the_first_fragment_of_a_large_echo_request_is_not_answered_alone() {
 }
 
 #[test]
-#[ignore = "BUG: pipeline.rs forward_icmp_error() ignores Lookup::Expired: the entry is removed but \
-            its gateway's active-client count is never released (least-conn then skews)"]
 fn an_icmp_error_that_finds_an_expired_entry_releases_its_client() {
     let mut w = worker(spec_with(SchedulerKind::LeastConn, [1, 1, 1]));
     let c = client_v4(96);
