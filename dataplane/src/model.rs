@@ -774,6 +774,45 @@ impl Snapshot {
         }
     }
 
+    /// Which neighbor must be resolved to reach `dst`, and on which interface: `dst` itself on
+    /// a connected subnet, else the gateway of the best static route. For the control plane
+    /// (it scans the configuration; not for the hot path).
+    pub fn resolution_target(&self, dst: IpAddr) -> Option<(u16, IpAddr)> {
+        let connected = |a: IpAddr| {
+            self.spec
+                .interfaces
+                .iter()
+                .enumerate()
+                .flat_map(|(i, itf)| itf.addresses.iter().map(move |c| (i, c)))
+                .filter(|(_, c)| c.contains(a))
+                .max_by_key(|(_, c)| c.prefix)
+                .and_then(|(i, _)| u16::try_from(i).ok())
+        };
+        if let Some(i) = connected(dst) {
+            return Some((i, dst));
+        }
+        let route = self
+            .spec
+            .routes
+            .iter()
+            .filter(|r| r.prefix.contains(dst))
+            .max_by_key(|r| r.prefix.prefix)?;
+        connected(route.via).map(|i| (i, route.via))
+    }
+
+    /// The interface's own address of `dst`'s family on the subnet of `dst` (or any of that
+    /// family): the source of ARP requests and neighbor solicitations we send.
+    pub fn source_address_for(&self, interface: u16, dst: IpAddr) -> Option<IpAddr> {
+        let itf = self.spec.interfaces.get(usize::from(interface))?;
+        let same_family = |c: &&IpCidr| c.addr.is_ipv4() == dst.is_ipv4();
+        itf.addresses
+            .iter()
+            .filter(same_family)
+            .find(|c| c.contains(dst))
+            .or_else(|| itf.addresses.iter().find(same_family))
+            .map(|c| c.addr)
+    }
+
     /// Service id by name.
     pub fn service_id(&self, name: &str) -> Option<u16> {
         self.services
@@ -1118,6 +1157,43 @@ mod tests {
             };
             prop_assert_eq!(t.local_pair(src, dst), want);
         }
+    }
+
+    #[test]
+    fn resolution_targets_follow_connected_subnets_then_routes() {
+        let snap = Snapshot::build(
+            crate::craft::lab::appliance_spec(AffinitySpec::default()),
+            1,
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // On-link client: itself, on the client interface.
+        assert_eq!(
+            snap.resolution_target(ip("198.18.0.20")),
+            Some((0, ip("198.18.0.20")))
+        );
+        // Behind the router: the router.
+        assert_eq!(
+            snap.resolution_target(ip("198.18.70.1")),
+            Some((0, ip("198.18.0.254")))
+        );
+        assert_eq!(
+            snap.resolution_target(ip("2001:2:0:64::9")),
+            Some((0, ip("2001:2:0:1::fe")))
+        );
+        // A gateway: itself, on the backend interface.
+        assert_eq!(
+            snap.resolution_target(ip("198.19.0.12")),
+            Some((1, ip("198.19.0.12")))
+        );
+        assert_eq!(
+            snap.source_address_for(1, ip("198.19.0.12")),
+            Some(ip("198.19.0.1"))
+        );
+        assert_eq!(
+            snap.source_address_for(0, ip("2001:2:0:1::fe")),
+            Some(ip("2001:2:0:1::1"))
+        );
     }
 
     #[test]

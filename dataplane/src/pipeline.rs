@@ -186,6 +186,42 @@ struct State {
     services: Vec<ServiceState>,
     counters: WorkerCounters,
     sni: SniStats,
+    misses: MissRing,
+}
+
+/// Destinations whose next hop had no MAC, for the control plane to resolve. Fixed size and
+/// overwrite-free: when full, further misses are only counted (the control plane drains it
+/// every loop, and one report per destination is enough to start resolution).
+struct MissRing {
+    addrs: [IpAddr; MISS_RING],
+    len: usize,
+    lost: u64,
+}
+
+/// Neighbor misses a worker remembers between two drains.
+const MISS_RING: usize = 16;
+
+impl MissRing {
+    fn new() -> Self {
+        MissRing {
+            addrs: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MISS_RING],
+            len: 0,
+            lost: 0,
+        }
+    }
+
+    fn push(&mut self, a: IpAddr) {
+        if self.addrs[..self.len].contains(&a) {
+            return;
+        }
+        match self.addrs.get_mut(self.len) {
+            Some(slot) => {
+                *slot = a;
+                self.len += 1;
+            }
+            None => self.lost += 1,
+        }
+    }
 }
 
 impl Worker {
@@ -198,6 +234,7 @@ impl Worker {
                 services: Vec::new(),
                 counters: WorkerCounters::default(),
                 sni: SniStats::new(32),
+                misses: MissRing::new(),
             },
             plans: [Plan::ToControl; MAX_BURST],
             snap: Arc::clone(&snap),
@@ -274,6 +311,17 @@ impl Worker {
 
     pub fn affinity(&self) -> &AffinityShard {
         &self.st.shard
+    }
+
+    /// Hands over the destinations that could not be reached for want of a neighbor entry
+    /// since the last call (each once), and returns how many more were not remembered.
+    pub fn drain_neighbor_misses(&mut self, mut f: impl FnMut(IpAddr)) -> u64 {
+        let m = &mut self.st.misses;
+        for a in &m.addrs[..m.len] {
+            f(*a);
+        }
+        m.len = 0;
+        std::mem::take(&mut m.lost)
     }
 
     /// Active clients of this worker per service and gateway.
@@ -362,6 +410,13 @@ impl Worker {
 }
 
 impl State {
+    /// No MAC for the next hop towards `dst`: remember it for the control plane, drop.
+    #[cold]
+    fn neighbor_miss(&mut self, dst: IpAddr) -> Verdict {
+        self.misses.push(dst);
+        Verdict::Drop(DropReason::NoNeighbor)
+    }
+
     // ---- pass 1: what is this packet? ----
 
     /// Plans one frame into `out` and returns the hash of the affinity entry pass 2 will look
@@ -614,7 +669,7 @@ impl State {
                 return Verdict::Drop(DropReason::NoGateway);
             };
             let Some(hop) = hop else {
-                return Verdict::Drop(DropReason::NoNeighbor);
+                return self.neighbor_miss(gw_addr);
             };
             (gateway, gw_addr, Side::Dst, hop)
         } else {
@@ -622,8 +677,10 @@ impl State {
             let Some(vip) = svc.vip(f.v6) else {
                 return Verdict::Drop(DropReason::NoService);
             };
-            let hop = match client_side_hop(snap, f.client()) {
+            let client = f.client();
+            let hop = match client_side_hop(snap, client) {
                 Ok(h) => h,
+                Err(DropReason::NoNeighbor) => return self.neighbor_miss(client),
                 Err(r) => return Verdict::Drop(r),
             };
             (f.gateway, vip, Side::Src, hop)
@@ -806,11 +863,12 @@ impl State {
         let hop = if e.inbound {
             match gw_hop {
                 Some(h) => h,
-                None => return Verdict::Drop(DropReason::NoNeighbor),
+                None => return self.neighbor_miss(gw_addr),
             }
         } else {
             match client_side_hop(snap, e.outer.dst) {
                 Ok(h) => h,
+                Err(DropReason::NoNeighbor) => return self.neighbor_miss(e.outer.dst),
                 Err(r) => return Verdict::Drop(r),
             }
         };
@@ -854,8 +912,12 @@ fn plan_arp(snap: &Snapshot, interface: u16, at: usize, payload: &[u8]) -> Plan 
         && answers_for(snap, interface, IpAddr::V4(arp.target_ip())).is_some()
     {
         Plan::ArpReply { interface, l3: at }
+    } else if arp.operation() == ARP_REPLY
+        || (arp.operation() == ARP_REQUEST && arp.sender_ip() == arp.target_ip())
+    {
+        // Replies and gratuitous ARP feed the control plane's neighbor cache.
+        Plan::ToControl
     } else {
-        // Replies and gratuitous ARP are for the daemon's neighbor cache.
         Plan::Drop(DropReason::ArpUnhandled)
     }
 }

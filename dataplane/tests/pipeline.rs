@@ -855,7 +855,9 @@ fn arp_requests_for_the_vip_and_our_addresses_are_answered_in_place() {
         run(&mut w, BACKEND_PORT, &req).0,
         Verdict::Drop(DropReason::ArpUnhandled)
     );
-    // A reply (for the daemon's neighbor cache) is not answered either.
+    assert_eq!(w.counters().dropped(DropReason::ArpUnhandled), 2);
+    // Replies and gratuitous ARP are not answered: they go to the control plane's neighbor
+    // cache.
     let reply = craft::arp(
         &bcast,
         ARP_REPLY,
@@ -864,12 +866,61 @@ fn arp_requests_for_the_vip_and_our_addresses_are_answered_in_place() {
         lab::CLIENT_PORT_MAC,
         CLIENT_ITF_V4,
     );
-    assert_eq!(
-        run(&mut w, CLIENT_PORT, &reply).0,
-        Verdict::Drop(DropReason::ArpUnhandled)
+    assert_eq!(run(&mut w, CLIENT_PORT, &reply).0, Verdict::ToControl);
+    let gratuitous = craft::arp(
+        &bcast,
+        ARP_REQUEST,
+        lab::ROUTER_MAC,
+        ROUTER_V4,
+        EthernetAddress::default(),
+        ROUTER_V4,
     );
-    assert_eq!(w.counters().dropped(DropReason::ArpUnhandled), 3);
+    assert_eq!(run(&mut w, CLIENT_PORT, &gratuitous).0, Verdict::ToControl);
+    assert_eq!(w.counters().to_control, 2);
     assert_balanced(&w);
+}
+
+#[test]
+fn unresolved_next_hops_are_reported_once_for_the_control_plane() {
+    // The lab without static neighbors: every next hop is unknown.
+    let mut spec = test_spec();
+    spec.neighbors.clear();
+    let mut w = worker(spec);
+    let c1 = client_v4(1);
+    let c2 = client_v4(2);
+    for c in [c1, c1, c2] {
+        assert_eq!(
+            run(&mut w, CLIENT_PORT, &client_ike4(c)).0,
+            Verdict::Drop(DropReason::NoNeighbor)
+        );
+    }
+    let mut misses = Vec::new();
+    assert_eq!(w.drain_neighbor_misses(|a| misses.push(a)), 0);
+    let g1 = IpAddr::V4(lab::GATEWAYS_V4[lab_gateway(c1.into())]);
+    let g2 = IpAddr::V4(lab::GATEWAYS_V4[lab_gateway(c2.into())]);
+    let mut want = vec![g1, g2];
+    want.dedup();
+    assert_eq!(misses, want, "each unresolved gateway once");
+    misses.clear();
+    assert_eq!(w.drain_neighbor_misses(|a| misses.push(a)), 0);
+    assert!(misses.is_empty(), "drained");
+    // Return traffic to a client behind the router reports the client's address (the control
+    // plane resolves the router for it).
+    let g = lab_gateway(c1.into());
+    let reply = udp4(
+        from_gateway(g),
+        lab::GATEWAYS_V4[g],
+        c1,
+        500,
+        500,
+        &ike_sa_init_reply(spi_of(c1.into())),
+    );
+    assert_eq!(
+        run(&mut w, BACKEND_PORT, &reply).0,
+        Verdict::Drop(DropReason::NoNeighbor)
+    );
+    w.drain_neighbor_misses(|a| misses.push(a));
+    assert_eq!(misses, vec![IpAddr::V4(c1)]);
 }
 
 fn neighbor_solicit(target: Ipv6Addr) -> Vec<u8> {
