@@ -49,6 +49,8 @@ pub const DEFAULT_UNCONFIRMED_TIMEOUT_S: u32 = 30;
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
+    dataplane: Option<DataplaneFile>,
+    #[serde(default)]
     affinity: Option<AffinityFile>,
     #[serde(default)]
     maglev_table_size: Option<usize>,
@@ -60,6 +62,68 @@ struct File {
     neighbor: Vec<NeighborFile>,
     #[serde(default)]
     service: Vec<ServiceFile>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct DataplaneFile {
+    workers: Option<Vec<usize>>,
+    control_core: Option<usize>,
+    memory_mb: Option<u32>,
+    hugepages: Option<bool>,
+    mbufs: Option<u32>,
+    rx_desc: Option<u16>,
+    tx_desc: Option<u16>,
+    tx_flush_us: Option<u32>,
+    mtu: Option<u16>,
+    #[serde(default)]
+    eal_args: Vec<String>,
+}
+
+/// How the daemon runs the dataplane (`[dataplane]`); not used by `replay`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataplaneSettings {
+    /// One poll-mode worker per listed core.
+    pub workers: Vec<usize>,
+    /// The control thread's core (the EAL main lcore); best kept off the workers' cores.
+    pub control_core: usize,
+    /// EAL memory in MB.
+    pub memory_mb: u32,
+    /// Use hugepages (`--in-memory`); false runs with `--no-huge --no-shconf`.
+    pub hugepages: bool,
+    /// Mbufs in the pool; `None` sizes it from ports, queues and descriptors.
+    pub mbufs: Option<u32>,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    /// A worker flushes partly filled TX buffers after this long.
+    pub tx_flush_us: u32,
+    pub mtu: u16,
+    /// Extra EAL arguments, appended last.
+    pub eal_args: Vec<String>,
+}
+
+impl Default for DataplaneSettings {
+    fn default() -> Self {
+        DataplaneSettings {
+            workers: vec![1],
+            control_core: 0,
+            memory_mb: 512,
+            hugepages: false,
+            mbufs: None,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            tx_flush_us: 100,
+            mtu: 1500,
+            eal_args: Vec::new(),
+        }
+    }
+}
+
+/// A whole configuration file: the appliance and how to run it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub spec: ApplianceSpec,
+    pub dataplane: DataplaneSettings,
 }
 
 #[derive(Deserialize, Debug)]
@@ -161,25 +225,38 @@ fn default_weight() -> u32 {
 /// Largest gateway weight: keeps Maglev and least-connections arithmetic comfortably in range.
 pub const MAX_WEIGHT: u32 = 10_000;
 
-/// Loads and validates a configuration file.
+/// Loads and validates a configuration file: the appliance only (what `replay` needs).
 pub fn load(path: &Path) -> Result<ApplianceSpec, ConfigError> {
+    load_config(path).map(|c| c.spec)
+}
+
+/// Loads and validates a whole configuration file, daemon settings included.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
         key: String::new(),
         reason: format!("cannot read: {e}"),
     })?;
-    load_str(&text, &file)
+    load_config_str(&text, &file)
 }
 
 /// Validates configuration text; `file` names it in errors.
 pub fn load_str(text: &str, file: &str) -> Result<ApplianceSpec, ConfigError> {
-    let raw: File = toml::from_str(text).map_err(|e| ConfigError {
+    load_config_str(text, file).map(|c| c.spec)
+}
+
+/// Validates configuration text, daemon settings included.
+pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let mut raw: File = toml::from_str(text).map_err(|e| ConfigError {
         file: file.to_string(),
         key: String::new(),
         reason: e.to_string().trim_end().to_string(),
     })?;
-    Validator { file }.spec(raw)
+    let v = Validator { file };
+    let dataplane = v.dataplane(raw.dataplane.take())?;
+    let spec = v.spec(raw)?;
+    Ok(Config { spec, dataplane })
 }
 
 struct Validator<'a> {
@@ -482,6 +559,62 @@ impl Validator<'_> {
             services,
             affinity,
             maglev_size,
+        })
+    }
+
+    fn dataplane(&self, d: Option<DataplaneFile>) -> Result<DataplaneSettings, ConfigError> {
+        let def = DataplaneSettings::default();
+        let Some(d) = d else {
+            return Ok(def);
+        };
+        let workers = d.workers.unwrap_or(def.workers);
+        if workers.is_empty() {
+            return self.err("dataplane.workers", "at least one worker core is required");
+        }
+        if workers.len() > 64 {
+            return self.err("dataplane.workers", "at most 64 workers");
+        }
+        let mut seen = HashSet::new();
+        for c in &workers {
+            if !seen.insert(*c) {
+                return self.err("dataplane.workers", format!("core {c} is listed twice"));
+            }
+        }
+        let desc = |key: &str, v: Option<u16>, default: u16| -> Result<u16, ConfigError> {
+            match v.unwrap_or(default) {
+                n @ 64..=16384 => Ok(n),
+                n => self.err(
+                    format!("dataplane.{key}"),
+                    format!("{n} is outside 64-16384"),
+                ),
+            }
+        };
+        let mtu = d.mtu.unwrap_or(def.mtu);
+        if !(576..=9000).contains(&mtu) {
+            return self.err("dataplane.mtu", format!("{mtu} is outside 576-9000"));
+        }
+        let memory_mb = d.memory_mb.unwrap_or(def.memory_mb);
+        if memory_mb < 64 {
+            return self.err("dataplane.memory_mb", "at least 64 MB");
+        }
+        let tx_flush_us = d.tx_flush_us.unwrap_or(def.tx_flush_us);
+        if !(1..=100_000).contains(&tx_flush_us) {
+            return self.err(
+                "dataplane.tx_flush_us",
+                format!("{tx_flush_us} is outside 1-100000"),
+            );
+        }
+        Ok(DataplaneSettings {
+            workers,
+            control_core: d.control_core.unwrap_or(def.control_core),
+            memory_mb,
+            hugepages: d.hugepages.unwrap_or(def.hugepages),
+            mbufs: d.mbufs,
+            rx_desc: desc("rx_desc", d.rx_desc, def.rx_desc)?,
+            tx_desc: desc("tx_desc", d.tx_desc, def.tx_desc)?,
+            tx_flush_us,
+            mtu,
+            eal_args: d.eal_args,
         })
     }
 
@@ -825,6 +958,28 @@ mod tests {
         assert!(e.reason.contains("line"), "{e}");
         let e = err_of("port = [");
         assert!(e.to_string().starts_with("t.toml: "));
+    }
+
+    #[test]
+    fn dataplane_settings() {
+        let c = load_config_str(LAB, "conf/lab.toml").unwrap();
+        assert_eq!(c.dataplane.workers, vec![1]);
+        let text = with("workers = [1]", "workers = [2, 3]\nrx_desc = 512")
+            .replace("hugepages = false", "hugepages = true");
+        let c = load_config_str(&text, "t.toml").unwrap();
+        assert_eq!(c.dataplane.workers, vec![2, 3]);
+        assert_eq!(c.dataplane.rx_desc, 512);
+        assert!(c.dataplane.hugepages);
+        let e = load_config_str(&with("workers = [1]", "workers = [1, 1]"), "t.toml").unwrap_err();
+        assert_eq!(e.key, "dataplane.workers");
+        let e = load_config_str(
+            &with("workers = [1]", "workers = [1]\ntx_desc = 8"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "dataplane.tx_desc");
+        let e = load_config_str(&with("workers = [1]", "cores = [1]"), "t.toml").unwrap_err();
+        assert!(e.reason.contains("cores"), "{e}");
     }
 
     #[test]
