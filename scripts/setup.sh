@@ -13,7 +13,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # DPDK 22.11 (libraries, PMDs, headers, dpdk-testpmd) with clang/libclang for bindgen, and python3
 # for the small report helpers in scripts/.
 APT_PACKAGES=(build-essential pkg-config python3 ca-certificates curl
-  dpdk dpdk-dev libdpdk-dev clang libclang-dev)
+  dpdk dpdk-dev libdpdk-dev clang libclang-dev libpcap-dev
+  iproute2 ethtool iputils-ping)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

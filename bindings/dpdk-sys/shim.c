@@ -48,6 +48,7 @@ uint16_t vpnlb_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_h
 uint16_t vpnlb_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
 uint16_t vpnlb_pktmbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
 uint16_t vpnlb_pktmbuf_port(const struct rte_mbuf *m) { return m->port; }
+void vpnlb_pktmbuf_set_port(struct rte_mbuf *m, uint16_t port) { m->port = port; }
 uint64_t vpnlb_pktmbuf_ol_flags(const struct rte_mbuf *m) { return m->ol_flags; }
 uint32_t vpnlb_pktmbuf_rss_hash(const struct rte_mbuf *m) { return m->hash.rss; }
 

@@ -113,6 +113,8 @@ uint16_t vpnlb_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t vpnlb_pktmbuf_tailroom(const struct rte_mbuf *m);
 uint16_t vpnlb_pktmbuf_nb_segs(const struct rte_mbuf *m);
 uint16_t vpnlb_pktmbuf_port(const struct rte_mbuf *m);
+/** Records the port a frame belongs to (the pipeline's RX port, for hand-offs between workers). */
+void vpnlb_pktmbuf_set_port(struct rte_mbuf *m, uint16_t port);
 uint64_t vpnlb_pktmbuf_ol_flags(const struct rte_mbuf *m);
 uint32_t vpnlb_pktmbuf_rss_hash(const struct rte_mbuf *m);
 /** Sets the TX offload request: `ol_flags |= flags`, `l2_len`, `l3_len`. */

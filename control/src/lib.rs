@@ -1,4 +1,6 @@
-//! vpnlb control plane: configuration loading and validation, and the replay driver.
+//! vpnlb control plane: configuration, the replay driver, and the daemon (DPDK I/O, workers,
+//! control thread).
 
 pub mod config;
+pub mod daemon;
 pub mod replay;

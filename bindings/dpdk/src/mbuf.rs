@@ -184,6 +184,14 @@ impl Mbuf {
         unsafe { dpdk_sys::vpnlb_pktmbuf_port(self.as_ptr()) }
     }
 
+    /// Records the port the frame belongs to, so that a worker handing it to another one
+    /// passes the RX port along (some PMDs, e.g. net_ring, leave the field unset).
+    #[inline]
+    pub fn set_port(&mut self, port: u16) {
+        // SAFETY: self owns a valid mbuf and has exclusive access to it.
+        unsafe { dpdk_sys::vpnlb_pktmbuf_set_port(self.as_ptr(), port) }
+    }
+
     /// The raw offload flags (`ol_flags`).
     #[inline]
     pub fn ol_flags(&self) -> u64 {

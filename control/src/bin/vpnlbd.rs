@@ -1,18 +1,31 @@
 //! vpnlbd: the vpnlb appliance daemon.
 //!
-//! `vpnlbd replay` runs the worker pipeline over capture files (see README.md).
+//! `vpnlbd --config FILE` runs the appliance on DPDK; `vpnlbd replay` runs the same pipeline
+//! over capture files; `vpnlbd check` validates a configuration (see README.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use control::{config, replay};
+use control::{config, daemon, replay};
 
 #[derive(Parser)]
 #[command(name = "vpnlbd", version, about = "VPN gateway load balancer")]
 struct Cli {
+    /// Run the appliance with this configuration (TOML).
+    #[arg(long, global = false)]
+    config: Option<PathBuf>,
+    /// Stop once traffic was seen and none arrived for this many milliseconds (tests).
+    #[arg(long, value_name = "MS")]
+    stop_after_idle_ms: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "S")]
+    run_for_s: Option<u64>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -49,7 +62,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    let Some(command) = cli.command else {
+        let Some(path) = cli.config else {
+            eprintln!("vpnlbd: give --config FILE to run, or a subcommand (see --help)");
+            return ExitCode::from(2);
+        };
+        return run_daemon(&path, cli.stop_after_idle_ms, cli.run_for_s);
+    };
+    match command {
         Command::Check { config } => match config::load(&config) {
             Ok(spec) => {
                 tracing::info!(
@@ -94,6 +114,44 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn run_daemon(path: &std::path::Path, idle_ms: Option<u64>, run_for_s: Option<u64>) -> ExitCode {
+    // Everything is validated before any device is touched.
+    let cfg = match config::load_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    }
+    let opts = daemon::RunOptions {
+        stop_after_idle: idle_ms.map(Duration::from_millis),
+        run_for: run_for_s.map(Duration::from_secs),
+    };
+    match daemon::run(cfg, opts, stop) {
+        Ok(report) => match serde_json::to_string(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialise the report");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "vpnlbd failed");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,369 @@
+//! The control thread's share of the dataplane: neighbor resolution for the workers, VIP
+//! announcements, and snapshot publication.
+//!
+//! Workers report destinations they could not reach for want of a MAC and hand over ARP replies
+//! and neighbor advertisements; this resolves next hops with the [`NeighborCache`], sends ARP
+//! requests and neighbor solicitations on its own TX queue of each port, and publishes a new
+//! snapshot whenever the usable neighbor entries change. Workers pick snapshots up between
+//! bursts; a worker whose channel is full gets the newest one on a later poll.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use dataplane::craft::{self, L2};
+use dataplane::frame::Frame;
+use dataplane::model::{ApplianceSpec, NeighborSpec, Role, Snapshot};
+use dataplane::neighbor::{NeighborCache, NeighborCounters, NeighborTimers, Probe};
+use dataplane::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
+use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
+use dataplane::wire::icmpv6::{self, icmpv6_type, NdpNeighbor};
+use dataplane::wire::ip_proto;
+use dataplane::wire::ipv6::Ipv6Packet;
+use dpdk::{Burst, Mbuf, Mempool, Port, RingConsumer, TxQueue};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+/// Counters of the control thread's dataplane work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ControlCounters {
+    /// Frames the workers handed to the control thread.
+    pub frames_in: u64,
+    pub arp_learned: u64,
+    pub nd_learned: u64,
+    /// Frames for the appliance itself that nothing here handles yet (the exception path to
+    /// the kernel comes with the control plane).
+    pub exception_unhandled: u64,
+    pub probes_sent: u64,
+    pub announcements_sent: u64,
+    /// Frames the control thread could not transmit (no mbuf, full TX ring).
+    pub tx_failed: u64,
+    pub snapshots_published: u64,
+    pub snapshot_errors: u64,
+}
+
+pub struct Control {
+    snap: Arc<Snapshot>,
+    base: ApplianceSpec,
+    generation: u64,
+    neighbors: NeighborCache,
+    tx: Vec<Option<TxQueue>>,
+    pool: Mempool,
+    from_workers: RingConsumer,
+    misses: Receiver<IpAddr>,
+    senders: Vec<Sender<Arc<Snapshot>>>,
+    pending: Vec<Option<Arc<Snapshot>>>,
+    counters: ControlCounters,
+    last_tick_ms: u64,
+}
+
+/// How often neighbor timers run.
+const TICK_MS: u64 = 50;
+
+impl Control {
+    pub fn new(
+        snap: Arc<Snapshot>,
+        ports: &[Port],
+        pool: Mempool,
+        from_workers: RingConsumer,
+        misses: Receiver<IpAddr>,
+        senders: Vec<Sender<Arc<Snapshot>>>,
+    ) -> Control {
+        let queue = senders.len() as u16;
+        let tx = ports
+            .iter()
+            .map(|p| match p.tx_queue(queue) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    warn!(port = p.id(), error = %e, "no control TX queue: no ARP/ND from this port");
+                    None
+                }
+            })
+            .collect();
+        let statics = snap.spec.neighbors.iter().map(|n| (n.address, n.mac));
+        let neighbors = NeighborCache::new(NeighborTimers::default(), statics);
+        Control {
+            base: snap.spec.clone(),
+            generation: snap.generation,
+            pending: vec![None; senders.len()],
+            snap,
+            neighbors,
+            tx,
+            pool,
+            from_workers,
+            misses,
+            senders,
+            counters: ControlCounters::default(),
+            last_tick_ms: 0,
+        }
+    }
+
+    pub fn counters(&self) -> ControlCounters {
+        self.counters
+    }
+
+    pub fn neighbor_counters(&self) -> NeighborCounters {
+        self.neighbors.counters()
+    }
+
+    /// Gratuitous ARP and unsolicited neighbor advertisements for every VIP (client-facing
+    /// interfaces) and every interface address, so switches and neighbors learn where they
+    /// are at once.
+    pub fn announce(&mut self, snap: &Snapshot) {
+        let mut frames = Vec::new();
+        for (i, itf) in snap.spec.interfaces.iter().enumerate() {
+            let Ok(i) = u16::try_from(i) else { continue };
+            let view = *snap.interface_view(i);
+            let mut addrs: Vec<IpAddr> = itf.addresses.iter().map(|c| c.addr).collect();
+            if itf.role == Role::Client {
+                for s in &snap.spec.services {
+                    addrs.extend(s.vip4.map(IpAddr::V4));
+                    addrs.extend(s.vip6.map(IpAddr::V6));
+                }
+            }
+            for a in addrs {
+                let frame = match a {
+                    IpAddr::V4(v4) => craft::arp(
+                        &L2 {
+                            src: view.mac,
+                            dst: EthernetAddress::BROADCAST,
+                            vlan: view.vlan,
+                        },
+                        ARP_REQUEST,
+                        view.mac,
+                        v4,
+                        EthernetAddress::default(),
+                        v4,
+                    ),
+                    IpAddr::V6(v6) => {
+                        let all_nodes = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+                        craft::neighbor_advert(
+                            &L2 {
+                                src: view.mac,
+                                dst: EthernetAddress::ipv6_multicast(&all_nodes),
+                                vlan: view.vlan,
+                            },
+                            &v6,
+                            &all_nodes,
+                            &v6,
+                            view.mac,
+                            false,
+                            true,
+                        )
+                    }
+                };
+                frames.push((view.port, frame));
+            }
+        }
+        for (port, frame) in frames {
+            if self.transmit(port, &frame) {
+                self.counters.announcements_sent += 1;
+            }
+        }
+        info!(
+            sent = self.counters.announcements_sent,
+            "announced VIPs and interface addresses"
+        );
+    }
+
+    /// One round of control work; `now_ms` is a monotonic clock.
+    pub fn poll(&mut self, now_ms: u64) {
+        let mut burst = Burst::new();
+        // Bounded: a flood at our own addresses cannot keep this thread from its timers.
+        for _ in 0..16 {
+            if self.from_workers.dequeue_burst(&mut burst) == 0 {
+                break;
+            }
+            for m in burst.drain() {
+                self.counters.frames_in += 1;
+                self.handle_frame(&m, now_ms);
+            }
+        }
+        while let Ok(dst) = self.misses.try_recv() {
+            let Some((_, next_hop)) = self.snap.resolution_target(dst) else {
+                debug!(%dst, "no route to resolve");
+                continue;
+            };
+            if let Some(p) = self.neighbors.miss(next_hop, now_ms) {
+                self.probe(p);
+            }
+        }
+        if now_ms >= self.last_tick_ms + TICK_MS {
+            self.last_tick_ms = now_ms;
+            for p in self.neighbors.tick(now_ms) {
+                self.probe(p);
+            }
+        }
+        if self.neighbors.take_changed() {
+            self.publish();
+        }
+        self.send_pending();
+    }
+
+    fn handle_frame(&mut self, m: &Mbuf, now_ms: u64) {
+        let Ok(eth) = EthernetFrame::new_checked(m.bytes()) else {
+            self.counters.exception_unhandled += 1;
+            return;
+        };
+        match eth.ethertype() {
+            ethertype::ARP => {
+                if let Ok(arp) = ArpPacket::new_checked(eth.payload()) {
+                    let op = arp.operation();
+                    if op == ARP_REPLY || op == ARP_REQUEST {
+                        self.neighbors.learn(
+                            IpAddr::V4(arp.sender_ip()),
+                            arp.sender_hw(),
+                            now_ms,
+                            op == ARP_REPLY,
+                        );
+                        self.counters.arp_learned += 1;
+                        return;
+                    }
+                }
+                self.counters.exception_unhandled += 1;
+            }
+            ethertype::IPV6 => {
+                if let Some((target, mac, solicited)) = neighbor_advert(eth.payload(), eth.src()) {
+                    self.neighbors
+                        .learn(IpAddr::V6(target), mac, now_ms, solicited);
+                    self.counters.nd_learned += 1;
+                } else {
+                    self.counters.exception_unhandled += 1;
+                }
+            }
+            _ => self.counters.exception_unhandled += 1,
+        }
+    }
+
+    fn probe(&mut self, p: Probe) {
+        let Some((itf, _)) = self.snap.resolution_target(p.address) else {
+            return;
+        };
+        let Some(src) = self.snap.source_address_for(itf, p.address) else {
+            warn!(neighbor = %p.address, "no own address of its family on its interface");
+            return;
+        };
+        let view = *self.snap.interface_view(itf);
+        let frame = match (src, p.address) {
+            (IpAddr::V4(src), IpAddr::V4(target)) => craft::arp(
+                &L2 {
+                    src: view.mac,
+                    dst: p.unicast.unwrap_or(EthernetAddress::BROADCAST),
+                    vlan: view.vlan,
+                },
+                ARP_REQUEST,
+                view.mac,
+                src,
+                EthernetAddress::default(),
+                target,
+            ),
+            (IpAddr::V6(src), IpAddr::V6(target)) => {
+                let group = craft::solicited_node(&target);
+                craft::neighbor_solicit(
+                    &L2 {
+                        src: view.mac,
+                        dst: p
+                            .unicast
+                            .unwrap_or_else(|| EthernetAddress::ipv6_multicast(&group)),
+                        vlan: view.vlan,
+                    },
+                    &src,
+                    &target,
+                    Some(view.mac),
+                )
+            }
+            _ => return,
+        };
+        if self.transmit(view.port, &frame) {
+            self.counters.probes_sent += 1;
+            debug!(neighbor = %p.address, unicast = p.unicast.is_some(), "neighbor probe sent");
+        }
+    }
+
+    /// Sends one frame on the control TX queue of `port`.
+    fn transmit(&mut self, port: u16, frame: &[u8]) -> bool {
+        let Some(Some(q)) = self.tx.get_mut(usize::from(port)) else {
+            self.counters.tx_failed += 1;
+            return false;
+        };
+        let Ok(m) = Mbuf::from_bytes(&self.pool, frame) else {
+            self.counters.tx_failed += 1;
+            return false;
+        };
+        let mut b = Burst::new();
+        if b.push(m).is_err() {
+            return false;
+        }
+        q.tx_burst(&mut b);
+        if b.is_empty() {
+            true
+        } else {
+            self.counters.tx_failed += 1;
+            false
+        }
+    }
+
+    /// A new snapshot with the usable neighbor entries.
+    fn publish(&mut self) {
+        let mut spec = self.base.clone();
+        spec.neighbors = self
+            .neighbors
+            .usable()
+            .map(|(address, mac)| NeighborSpec { address, mac })
+            .collect();
+        spec.neighbors.sort_by_key(|n| n.address);
+        self.generation += 1;
+        match Snapshot::build(spec, self.generation) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                self.snap = Arc::clone(&s);
+                for p in &mut self.pending {
+                    *p = Some(Arc::clone(&s));
+                }
+                self.counters.snapshots_published += 1;
+                debug!(generation = self.generation, "snapshot published");
+            }
+            Err(e) => {
+                self.counters.snapshot_errors += 1;
+                warn!(error = %e, "cannot build a snapshot");
+            }
+        }
+    }
+
+    fn send_pending(&mut self) {
+        for (p, tx) in self.pending.iter_mut().zip(&self.senders) {
+            if let Some(s) = p.take() {
+                match tx.try_send(s) {
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                    Err(TrySendError::Full(s)) => *p = Some(s),
+                }
+            }
+        }
+    }
+}
+
+/// A neighbor advertisement's target, link-layer address (its option, else the frame's source)
+/// and solicited flag.
+fn neighbor_advert(
+    payload: &[u8],
+    eth_src: EthernetAddress,
+) -> Option<(std::net::Ipv6Addr, EthernetAddress, bool)> {
+    let ip = Ipv6Packet::new_checked(payload).ok()?;
+    let up = ip.upper_layer().ok()?;
+    if up.protocol != ip_proto::ICMPV6 || up.fragment.is_some() {
+        return None;
+    }
+    let icmp = payload.get(up.offset..40 + usize::from(ip.payload_len()))?;
+    if icmp.first() != Some(&icmpv6_type::NEIGHBOR_ADVERT) || ip.hop_limit() != 255 {
+        return None;
+    }
+    let p = icmpv6::Icmpv6Packet::new_checked(icmp).ok()?;
+    if !p.verify_checksum(&ip.src_addr(), &ip.dst_addr()) {
+        return None;
+    }
+    let na = NdpNeighbor::new_checked(icmp).ok()?;
+    let mac = icmpv6::ndp_lladdr_option(na.options(), icmpv6::NDP_OPT_TARGET_LLADDR)
+        .ok()?
+        .unwrap_or(eth_src);
+    Some((na.target(), mac, na.flags() & 0x40 != 0))
+}

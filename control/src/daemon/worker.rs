@@ -1,0 +1,368 @@
+//! A poll-mode worker: one thread pinned to one core, owning one RX and one TX queue on every
+//! port, its affinity shard (inside [`Worker`]) and its counters.
+//!
+//! Each loop: adopt a new snapshot if the control thread published one; poll every port for a
+//! burst; with software steering, hand the frames whose client another worker owns to that
+//! worker's ring; run the pipeline on the rest and on what other workers handed over; buffer
+//! transmissions per port and flush a buffer when it is full or, at the latest, after the TX
+//! flush budget (as l3fwd drains); hand frames for the appliance itself to the control thread.
+//! Nothing here allocates, locks or makes a system call (counter reports use `try_lock`).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use dataplane::counters::WorkerCounters;
+use dataplane::frame::Frame;
+use dataplane::model::Snapshot;
+use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
+use dataplane::steer::Steering;
+use dataplane::wire::ethernet::EthernetFrame;
+use dpdk::lcore::rdtsc;
+use dpdk::{Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue};
+use serde::Serialize;
+
+/// I/O counters of one worker (the pipeline's own are in [`WorkerCounters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IoCounters {
+    /// Loop iterations.
+    pub polls: u64,
+    /// RX bursts that brought at least one frame.
+    pub rx_bursts: u64,
+    /// Frames handed to the worker owning their client (software steering).
+    pub handoff_out: u64,
+    /// Frames received from other workers.
+    pub handoff_in: u64,
+    /// Frames dropped because the owner's hand-off ring was full.
+    pub handoff_dropped: u64,
+    /// Frames dropped because the NIC's TX ring was full.
+    pub tx_dropped: u64,
+    /// Frames for the control thread dropped because its ring was full.
+    pub to_control_dropped: u64,
+    /// Neighbor misses not reported because the control thread's channel was full.
+    pub miss_reports_lost: u64,
+    /// Snapshots adopted.
+    pub snapshots_adopted: u64,
+}
+
+/// What a worker reports to the control thread.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkerReport {
+    pub core: usize,
+    pub counters: WorkerCounters,
+    pub io: IoCounters,
+    pub affinity_entries: usize,
+}
+
+/// Seconds since the Unix epoch, from the TSC (no system call per loop).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub unix_at_start: u64,
+    pub tsc_at_start: u64,
+    pub tsc_hz: u64,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        let unix_at_start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Clock {
+            unix_at_start,
+            tsc_at_start: rdtsc(),
+            tsc_hz: dpdk::lcore::tsc_hz().max(1),
+        }
+    }
+
+    #[inline]
+    pub fn now_s(&self) -> u32 {
+        let elapsed = rdtsc().wrapping_sub(self.tsc_at_start) / self.tsc_hz;
+        u32::try_from(self.unix_at_start + elapsed).unwrap_or(u32::MAX)
+    }
+
+    /// TSC cycles in `us` microseconds.
+    pub fn cycles(&self, us: u64) -> u64 {
+        self.tsc_hz / 1_000_000 * us
+    }
+}
+
+/// The RX and TX queue a worker owns on one port.
+pub struct PortQueues {
+    pub rx: RxQueue,
+    pub tx: TxQueue,
+}
+
+/// Everything a worker thread needs; moved into the thread.
+pub struct WorkerSetup {
+    pub index: usize,
+    pub core: usize,
+    pub ports: Vec<PortQueues>,
+    /// `Some` when frames must be steered in software (see `dataplane::steer`).
+    pub steering: Option<Steering>,
+    /// Hand-off rings of all workers, by worker index (`None` for this one).
+    pub handoff_out: Vec<Option<RingProducer>>,
+    pub handoff_in: RingConsumer,
+    pub to_control: RingProducer,
+    pub snapshots: Receiver<Arc<Snapshot>>,
+    pub misses: Sender<IpAddr>,
+    pub report: Arc<Mutex<WorkerReport>>,
+    pub stop: Arc<AtomicBool>,
+    pub clock: Clock,
+    pub tx_flush_us: u32,
+}
+
+/// Buffers and queues of the loop, apart from the pipeline so both can be borrowed at once.
+struct Io {
+    ports: Vec<PortQueues>,
+    tx_bufs: Vec<Burst>,
+    handoff_out: Vec<Option<RingProducer>>,
+    handoff_bufs: Vec<Burst>,
+    to_control: RingProducer,
+    control_buf: Burst,
+    counters: IoCounters,
+}
+
+impl Io {
+    fn flush_tx(&mut self, port: usize) {
+        let (Some(q), Some(buf)) = (self.ports.get_mut(port), self.tx_bufs.get_mut(port)) else {
+            return;
+        };
+        q.tx.tx_burst(buf);
+        if !buf.is_empty() {
+            // The NIC's ring is full: drop rather than stall the worker (as l3fwd does).
+            self.counters.tx_dropped += buf.len() as u64;
+            buf.clear();
+        }
+    }
+
+    fn flush_all_tx(&mut self) {
+        for p in 0..self.tx_bufs.len() {
+            self.flush_tx(p);
+        }
+    }
+
+    fn flush_handoff(&mut self, worker: usize) {
+        let (Some(Some(ring)), Some(buf)) = (
+            self.handoff_out.get_mut(worker),
+            self.handoff_bufs.get_mut(worker),
+        ) else {
+            return;
+        };
+        let n = buf.len();
+        ring.enqueue_burst(buf);
+        self.counters.handoff_out += (n - buf.len()) as u64;
+        self.counters.handoff_dropped += buf.len() as u64;
+        buf.clear();
+    }
+
+    fn flush_control(&mut self) {
+        self.to_control.enqueue_burst(&mut self.control_buf);
+        self.counters.to_control_dropped += self.control_buf.len() as u64;
+        self.control_buf.clear();
+    }
+
+    fn transmit(&mut self, port: usize, m: Mbuf) {
+        if self.tx_bufs.get(port).is_some_and(Burst::is_full) {
+            self.flush_tx(port);
+        }
+        match self.tx_bufs.get_mut(port) {
+            Some(buf) => {
+                if let Err(m) = buf.push(m) {
+                    self.counters.tx_dropped += 1;
+                    drop(m);
+                }
+            }
+            None => self.counters.tx_dropped += 1,
+        }
+    }
+
+    fn send_to_control(&mut self, m: Mbuf) {
+        if self.control_buf.is_full() {
+            self.flush_control();
+        }
+        if let Err(m) = self.control_buf.push(m) {
+            self.counters.to_control_dropped += 1;
+            drop(m);
+        }
+    }
+
+    fn hand_off(&mut self, worker: usize, m: Mbuf) {
+        if self.handoff_bufs.get(worker).is_some_and(Burst::is_full) {
+            self.flush_handoff(worker);
+        }
+        match self.handoff_bufs.get_mut(worker) {
+            Some(buf) => {
+                if let Err(m) = buf.push(m) {
+                    self.counters.handoff_dropped += 1;
+                    drop(m);
+                }
+            }
+            None => self.counters.handoff_dropped += 1,
+        }
+    }
+}
+
+/// Runs the pipeline on `burst` (all received on `port`) and dispatches the verdicts.
+fn process(
+    worker: &mut Worker,
+    io: &mut Io,
+    verdicts: &mut [Verdict; MAX_BURST],
+    now: u32,
+    port: u16,
+    burst: &mut Burst,
+) {
+    let n = burst.len();
+    if n == 0 {
+        return;
+    }
+    worker.process_burst(now, port, burst.as_mut_slice(), &mut verdicts[..n]);
+    for (m, v) in burst.drain().zip(verdicts.iter()) {
+        match *v {
+            Verdict::Tx { port } => io.transmit(usize::from(port), m),
+            Verdict::ToControl => io.send_to_control(m),
+            Verdict::Drop(_) => drop(m),
+        }
+    }
+}
+
+/// The owner of a frame under software steering: the interface's role decides which address
+/// is the client's.
+fn owner(steering: &Steering, snap: &Snapshot, port: u16, m: &Mbuf) -> Option<u16> {
+    let bytes = m.bytes();
+    let eth = EthernetFrame::new_checked(bytes).ok()?;
+    let itf = snap.interface(port, eth.vlan())?;
+    steering.owner(bytes, snap.interface_view(itf).role)
+}
+
+/// The worker thread's body. Returns when `stop` is set, after flushing everything.
+pub fn run(setup: WorkerSetup, mut worker: Worker) {
+    let WorkerSetup {
+        index,
+        core,
+        ports,
+        steering,
+        handoff_out,
+        mut handoff_in,
+        to_control,
+        snapshots,
+        misses,
+        report,
+        stop,
+        clock,
+        tx_flush_us,
+    } = setup;
+    let n_ports = ports.len();
+    let n_workers = handoff_out.len();
+    let mut io = Io {
+        ports,
+        tx_bufs: (0..n_ports).map(|_| Burst::new()).collect(),
+        handoff_out,
+        handoff_bufs: (0..n_workers).map(|_| Burst::new()).collect(),
+        to_control,
+        control_buf: Burst::new(),
+        counters: IoCounters::default(),
+    };
+    let mut rx = Burst::new();
+    let mut mine = Burst::new();
+    let mut by_port: Vec<Burst> = (0..n_ports).map(|_| Burst::new()).collect();
+    let mut verdicts = [Verdict::ToControl; MAX_BURST];
+    let flush_cycles = clock.cycles(u64::from(tx_flush_us));
+    let report_cycles = clock.cycles(100_000);
+    let mut last_flush = rdtsc();
+    let mut last_report = last_flush;
+    let me = index as u16;
+
+    while !stop.load(Ordering::Relaxed) {
+        io.counters.polls += 1;
+        let mut latest = None;
+        while let Ok(s) = snapshots.try_recv() {
+            latest = Some(s);
+        }
+        if let Some(s) = latest {
+            worker.adopt(s);
+            io.counters.snapshots_adopted += 1;
+        }
+        let now = clock.now_s();
+        for p in 0..n_ports {
+            if io.ports[p].rx.rx_burst(&mut rx) == 0 {
+                continue;
+            }
+            io.counters.rx_bursts += 1;
+            let port = p as u16;
+            if let Some(steering) = &steering {
+                let snap = Arc::clone(worker.snapshot());
+                for mut m in rx.drain() {
+                    match owner(steering, &snap, port, &m) {
+                        Some(w) if w != me => {
+                            m.set_port(port);
+                            io.hand_off(usize::from(w), m);
+                        }
+                        _ => {
+                            if let Err(m) = mine.push(m) {
+                                drop(m);
+                            }
+                        }
+                    }
+                }
+                process(&mut worker, &mut io, &mut verdicts, now, port, &mut mine);
+            } else {
+                process(&mut worker, &mut io, &mut verdicts, now, port, &mut rx);
+            }
+        }
+        // Frames other workers received for clients of ours, grouped by their RX port.
+        if handoff_in.dequeue_burst(&mut rx) > 0 {
+            io.counters.handoff_in += rx.len() as u64;
+            for m in rx.drain() {
+                // A burst holds at most what the ring gave, so per-port bursts cannot overflow.
+                if let Some(b) = by_port.get_mut(usize::from(m.port())) {
+                    let _ = b.push(m);
+                }
+            }
+            for (p, b) in by_port.iter_mut().enumerate() {
+                process(&mut worker, &mut io, &mut verdicts, now, p as u16, b);
+            }
+        }
+        for w in 0..n_workers {
+            if !io.handoff_bufs[w].is_empty() {
+                io.flush_handoff(w);
+            }
+        }
+        if !io.control_buf.is_empty() {
+            io.flush_control();
+        }
+        let t = rdtsc();
+        if t.wrapping_sub(last_flush) >= flush_cycles {
+            io.flush_all_tx();
+            last_flush = t;
+        }
+        let lost = worker.drain_neighbor_misses(|a| {
+            if misses.try_send(a).is_err() {
+                io.counters.miss_reports_lost += 1;
+            }
+        });
+        io.counters.miss_reports_lost += lost;
+        if t.wrapping_sub(last_report) >= report_cycles {
+            if let Ok(mut r) = report.try_lock() {
+                publish(&mut r, core, &worker, &io.counters);
+            }
+            last_report = t;
+        }
+    }
+    io.flush_all_tx();
+    for w in 0..n_workers {
+        io.flush_handoff(w);
+    }
+    io.flush_control();
+    let final_report = report.lock();
+    if let Ok(mut r) = final_report {
+        publish(&mut r, core, &worker, &io.counters);
+    }
+}
+
+fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &IoCounters) {
+    r.core = core;
+    r.counters = worker.counters();
+    r.io = *io;
+    r.affinity_entries = worker.affinity().len();
+}
