@@ -1,0 +1,256 @@
+//! The real daemon over DPDK virtual devices (`net_pcap`): what it transmits must be what
+//! `vpnlbd replay` produces for the same input, frame for frame (as multisets per port: worker
+//! interleaving may reorder), with one worker and with two (software steering, hand-offs).
+//!
+//! Each run is a separate `vpnlbd` process (one EAL per process). Needs DPDK (scripts/setup.sh)
+//! but no hugepages and no privileges.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use control::config;
+use control::replay::{self, Input};
+use dataplane::io::pcap::{PcapReader, PcapWriter};
+use dataplane::wire::arp::ArpPacket;
+use dataplane::wire::ethernet::{ethertype, EthernetFrame};
+use vpnlb_perf::lab::{self, LabConfig};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vpnlb-daemon-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn lab_conf() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml")).unwrap()
+}
+
+fn frames(path: &Path) -> Vec<Vec<u8>> {
+    let mut r = PcapReader::open(path).unwrap();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while r.next_packet(&mut buf).unwrap().is_some() {
+        out.push(buf.clone());
+    }
+    out
+}
+
+fn multiset(frames: impl IntoIterator<Item = Vec<u8>>) -> BTreeMap<Vec<u8>, usize> {
+    let mut m = BTreeMap::new();
+    for f in frames {
+        *m.entry(f).or_insert(0) += 1;
+    }
+    m
+}
+
+/// A `net_pcap` device string: the capture on RX queue 0 (other queues read an empty capture,
+/// so frames for other workers' clients must be handed over), one TX capture per worker and
+/// one for the control thread.
+fn pcap_device(
+    index: u8,
+    input: &Path,
+    empty: &Path,
+    out: &Path,
+    name: &str,
+    workers: usize,
+) -> String {
+    let mut d = format!("net_pcap{index},rx_pcap={}", input.display());
+    for _ in 1..workers {
+        d.push_str(&format!(",rx_pcap={}", empty.display()));
+    }
+    for w in 0..workers {
+        d.push_str(&format!(
+            ",tx_pcap={}",
+            out.join(format!("{name}-w{w}.pcap")).display()
+        ));
+    }
+    d.push_str(&format!(
+        ",tx_pcap={}",
+        out.join(format!("{name}-ctl.pcap")).display()
+    ));
+    d
+}
+
+struct Run {
+    out: PathBuf,
+    report: serde_json::Value,
+}
+
+fn run_daemon(dir: &Path, workers: usize) -> Run {
+    let out = dir.join(format!("daemon-{workers}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let empty = dir.join("empty.pcap");
+    PcapWriter::create(&empty).unwrap().flush().unwrap();
+    // CI machines have 2 cores: one worker runs beside the control thread's core 0, two
+    // share it.
+    let cores: Vec<String> = match workers {
+        1 => vec!["1".into()],
+        n => (0..n).map(|w| w.to_string()).collect(),
+    };
+    let conf = lab_conf()
+        .replace(
+            "net_af_packet0,iface=vlb-cl0",
+            &pcap_device(
+                0,
+                &dir.join("in/client.pcap"),
+                &empty,
+                &out,
+                "client",
+                workers,
+            ),
+        )
+        .replace(
+            "net_af_packet1,iface=vlb-bk0",
+            &pcap_device(
+                1,
+                &dir.join("in/backend.pcap"),
+                &empty,
+                &out,
+                "backend",
+                workers,
+            ),
+        )
+        .replace(
+            "workers = [1]",
+            &format!("workers = [{}]", cores.join(", ")),
+        );
+    let conf_path = out.join("daemon.toml");
+    std::fs::write(&conf_path, conf).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
+        .arg("--config")
+        .arg(&conf_path)
+        .args(["--stop-after-idle-ms", "700", "--run-for-s", "60"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "vpnlbd failed:\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("report: {e}\n{stderr}"));
+    Run { out, report }
+}
+
+fn replay_outputs(dir: &Path) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let spec = config::load_str(&lab_conf(), "conf/lab.toml").unwrap();
+    let inputs = [
+        Input {
+            port: "client".into(),
+            path: dir.join("in/client.pcap"),
+        },
+        Input {
+            port: "backend".into(),
+            path: dir.join("in/backend.pcap"),
+        },
+    ];
+    let out = dir.join("replay");
+    replay::run(spec, &inputs, &out, false).unwrap();
+    (
+        frames(&out.join("client.pcap")),
+        frames(&out.join("backend.pcap")),
+    )
+}
+
+fn check_against_replay(workers: usize) {
+    let dir = tmpdir(&format!("w{workers}"));
+    let cfg = LabConfig {
+        clients: 40,
+        ipv6_clients: 8,
+        tls_clients: 8,
+        ..LabConfig::default()
+    };
+    let gateway_for = lab::maglev_gateway_for().unwrap();
+    let caps = lab::generate_into(&dir.join("in"), &cfg, &gateway_for).unwrap();
+    let (replay_client, replay_backend) = replay_outputs(&dir);
+    assert_eq!(replay_backend.len(), caps.client_port.len());
+
+    let run = run_daemon(&dir, workers);
+    let gather = |name: &str| -> Vec<Vec<u8>> {
+        (0..workers)
+            .flat_map(|w| frames(&run.out.join(format!("{name}-w{w}.pcap"))))
+            .collect()
+    };
+    let daemon_client = gather("client");
+    let daemon_backend = gather("backend");
+    assert_eq!(
+        daemon_backend.len(),
+        replay_backend.len(),
+        "backend port frame count"
+    );
+    assert_eq!(
+        daemon_client.len(),
+        replay_client.len(),
+        "client port frame count"
+    );
+    assert!(
+        multiset(daemon_backend) == multiset(replay_backend),
+        "backend port: the daemon's frames differ from replay's"
+    );
+    assert!(
+        multiset(daemon_client) == multiset(replay_client),
+        "client port: the daemon's frames differ from replay's"
+    );
+
+    let c = &run.report["counters"];
+    assert_eq!(c["rx_packets"], c["tx_packets"]);
+    assert!(
+        c["drops"].as_object().unwrap().values().all(|v| v == 0),
+        "{c}"
+    );
+    let io = &run.report["io"];
+    if workers > 1 {
+        // Everything arrived on worker 0's queues; the other worker's clients were handed over.
+        assert!(io["handoff_out"].as_u64().unwrap() > 0, "{io}");
+        assert_eq!(io["handoff_out"], io["handoff_in"]);
+        let w1 = &run.report["workers"][1]["counters"]["rx_packets"];
+        assert!(w1.as_u64().unwrap() > 0, "worker 1 processed its clients");
+        assert!(run.report["ports"][0]["steering"]
+            .as_str()
+            .unwrap()
+            .starts_with("software hand-off"));
+    }
+    assert_eq!(io["handoff_dropped"], 0);
+    assert_eq!(io["tx_dropped"], 0);
+
+    // The control thread announced the VIP on the client port (gratuitous ARP).
+    let ctl = frames(&run.out.join("client-ctl.pcap"));
+    let garp_for_vip = ctl.iter().any(|f| {
+        let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+        eth.ethertype() == ethertype::ARP
+            && eth.dst().is_broadcast()
+            && ArpPacket::new_checked(eth.payload()).is_ok_and(|a| {
+                a.sender_ip() == dataplane::craft::lab::VIP_V4 && a.target_ip() == a.sender_ip()
+            })
+    });
+    assert!(garp_for_vip, "no gratuitous ARP for the VIP");
+}
+
+#[test]
+fn one_worker_transmits_what_replay_produces() {
+    check_against_replay(1);
+}
+
+#[test]
+fn two_workers_transmit_what_replay_produces() {
+    check_against_replay(2);
+}
+
+#[test]
+fn a_bad_config_is_refused_before_any_device_is_touched() {
+    let dir = tmpdir("bad");
+    let conf = lab_conf().replace("weight = 1", "weight = 99999");
+    let p = dir.join("bad.toml");
+    std::fs::write(&p, conf).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("weight"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("EAL"), "the EAL must not start: {stderr}");
+}
