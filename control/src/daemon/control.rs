@@ -3,7 +3,7 @@
 //!
 //! Workers report destinations they could not reach for want of a MAC and hand over ARP replies
 //! and neighbor advertisements; this resolves next hops with the [`NeighborCache`], sends ARP
-//! requests and neighbor solicitations on its own TX queue of each port, and publishes a new
+//! requests and neighbor solicitations (through worker 0, which owns TX queues), and publishes a new
 //! snapshot whenever the usable neighbor entries change. Workers pick snapshots up between
 //! bursts; a worker whose channel is full gets the newest one on a later poll.
 
@@ -20,7 +20,7 @@ use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
 use dataplane::wire::icmpv6::{self, icmpv6_type, NdpNeighbor};
 use dataplane::wire::ip_proto;
 use dataplane::wire::ipv6::Ipv6Packet;
-use dpdk::{Burst, Mbuf, Mempool, Port, RingConsumer, TxQueue};
+use dpdk::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
@@ -47,7 +47,8 @@ pub struct Control {
     base: ApplianceSpec,
     generation: u64,
     neighbors: NeighborCache,
-    tx: Vec<Option<TxQueue>>,
+    /// Frames to transmit, handed to worker 0 (the mbuf's port says where).
+    tx: RingProducer,
     pool: Mempool,
     from_workers: RingConsumer,
     misses: Receiver<IpAddr>,
@@ -63,23 +64,12 @@ const TICK_MS: u64 = 50;
 impl Control {
     pub fn new(
         snap: Arc<Snapshot>,
-        ports: &[Port],
+        tx: RingProducer,
         pool: Mempool,
         from_workers: RingConsumer,
         misses: Receiver<IpAddr>,
         senders: Vec<Sender<Arc<Snapshot>>>,
     ) -> Control {
-        let queue = senders.len() as u16;
-        let tx = ports
-            .iter()
-            .map(|p| match p.tx_queue(queue) {
-                Ok(q) => Some(q),
-                Err(e) => {
-                    warn!(port = p.id(), error = %e, "no control TX queue: no ARP/ND from this port");
-                    None
-                }
-            })
-            .collect();
         let statics = snap.spec.neighbors.iter().map(|n| (n.address, n.mac));
         let neighbors = NeighborCache::new(NeighborTimers::default(), statics);
         Control {
@@ -280,21 +270,18 @@ impl Control {
         }
     }
 
-    /// Sends one frame on the control TX queue of `port`.
+    /// Sends one frame on `port`, through worker 0.
     fn transmit(&mut self, port: u16, frame: &[u8]) -> bool {
-        let Some(Some(q)) = self.tx.get_mut(usize::from(port)) else {
+        let Ok(mut m) = Mbuf::from_bytes(&self.pool, frame) else {
             self.counters.tx_failed += 1;
             return false;
         };
-        let Ok(m) = Mbuf::from_bytes(&self.pool, frame) else {
-            self.counters.tx_failed += 1;
-            return false;
-        };
+        m.set_port(port);
         let mut b = Burst::new();
         if b.push(m).is_err() {
             return false;
         }
-        q.tx_burst(&mut b);
+        self.tx.enqueue_burst(&mut b);
         if b.is_empty() {
             true
         } else {

@@ -2,8 +2,9 @@
 //!
 //! Start-up, in order, so that a bad configuration never touches a device: the configuration is
 //! validated and the first snapshot built; the EAL starts on the control core only; ports are
-//! attached, configured (one RX and one TX queue per worker, plus a TX queue for the control
-//! thread), and RSS is requested on the L3 source (client ports) or destination (backend ports);
+//! attached, configured (one RX and one TX queue per worker: the control thread's own frames go
+//! out through worker 0, as some PMDs, net_af_packet among them, tie RX and TX queues in pairs
+//! and an RX queue nobody polls would lose frames), and RSS is requested on the L3 source (client ports) or destination (backend ports);
 //! worker threads are pinned to their cores and registered with the EAL. Then this thread
 //! becomes the control thread: it resolves neighbors (ARP / ND) for the workers, announces the
 //! VIPs, publishes snapshots, and collects counters, until SIGINT/SIGTERM or an optional stop
@@ -123,11 +124,11 @@ pub fn eal_args(cfg: &Config) -> Vec<String> {
     args
 }
 
-/// The device string as given, with enough af_packet queue pairs for the workers and the
-/// control thread when the configuration did not say.
+/// The device string as given, with one af_packet queue pair per worker when the
+/// configuration did not say.
 fn device_args(device: &str, workers: usize) -> String {
     if device.starts_with("net_af_packet") && !device.contains("qpairs=") {
-        format!("{device},qpairs={}", workers + 1)
+        format!("{device},qpairs={workers}")
     } else {
         device.to_string()
     }
@@ -192,7 +193,7 @@ pub fn run(
     )?;
     info!(mbufs, data_room, "mbuf pool created");
 
-    // Ports: one RX and one TX queue per worker, one more TX queue for the control thread.
+    // Ports: one RX and one TX queue per worker.
     let mut ports = Vec::new();
     let mut hardware_steering = n_workers.is_power_of_two();
     let mut steering_notes = Vec::new();
@@ -220,7 +221,7 @@ pub fn run(
         };
         let mut pc = PortConfig::new(pool);
         pc.rx_queues = n_workers as u16;
-        pc.tx_queues = n_workers as u16 + 1;
+        pc.tx_queues = n_workers as u16;
         pc.rx_desc = d.rx_desc;
         pc.tx_desc = d.tx_desc;
         pc.rss = if n_workers > 1 { rss } else { RssMode::None };
@@ -299,6 +300,13 @@ pub fn run(
         Ring::new("to-control", ring_size, dpdk::SOCKET_ANY, false, true),
     )?;
     let (control_producer, control_consumer) = control_ring.split();
+    // The control thread's own frames (ARP/ND, announcements), sent by worker 0.
+    let from_control = dpdk(
+        "from-control ring",
+        Ring::new("from-control", 256, dpdk::SOCKET_ANY, true, true),
+    )?;
+    let (from_control_producer, from_control_consumer) = from_control.split();
+    let mut from_control_consumer = Some(from_control_consumer);
 
     let clock = Clock::start();
     let (miss_tx, miss_rx) = crossbeam_channel::bounded(1024);
@@ -337,6 +345,11 @@ pub fn run(
                 .try_clone()
                 .ok_or_else(|| DaemonError::Thread("control ring is single-producer".into()))?,
             snapshots: snap_rx,
+            from_control: if w == 0 {
+                from_control_consumer.take()
+            } else {
+                None
+            },
             misses: miss_tx.clone(),
             report,
             stop: Arc::clone(&worker_stop),
@@ -369,7 +382,7 @@ pub fn run(
 
     let mut ctl = control::Control::new(
         Arc::clone(&first),
-        &ports,
+        from_control_producer,
         pool,
         control_consumer,
         miss_rx,
@@ -480,7 +493,7 @@ mod tests {
         let joined = a.join(" ");
         assert!(joined.contains("--no-huge"), "{joined}");
         assert!(
-            joined.contains("net_af_packet0,iface=vlb-cl0,qpairs=2"),
+            joined.contains("net_af_packet0,iface=vlb-cl0,qpairs=1"),
             "{joined}"
         );
         assert!(joined.contains("--no-pci"), "{joined}");

@@ -105,6 +105,8 @@ pub struct WorkerSetup {
     pub handoff_in: RingConsumer,
     pub to_control: RingProducer,
     pub snapshots: Receiver<Arc<Snapshot>>,
+    /// Worker 0 only: frames the control thread wants sent (the mbuf's port says where).
+    pub from_control: Option<RingConsumer>,
     pub misses: Sender<IpAddr>,
     pub report: Arc<Mutex<WorkerReport>>,
     pub stop: Arc<AtomicBool>,
@@ -246,6 +248,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         mut handoff_in,
         to_control,
         snapshots,
+        mut from_control,
         misses,
         report,
         stop,
@@ -321,6 +324,14 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
             }
             for (p, b) in by_port.iter_mut().enumerate() {
                 process(&mut worker, &mut io, &mut verdicts, now, p as u16, b);
+            }
+        }
+        if let Some(ring) = &mut from_control {
+            if ring.dequeue_burst(&mut rx) > 0 {
+                for m in rx.drain() {
+                    let port = usize::from(m.port());
+                    io.transmit(port, m);
+                }
             }
         }
         for w in 0..n_workers {
