@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Tests", and what .ci/run runs): formatting, lints, unit,
-# property and integration tests (golden replays included), bounded fuzzing of every parser, the
-# classifier and the whole pipeline, and the demo end to end.
+# property and integration tests (golden replays, the daemon over DPDK net_pcap), bounded fuzzing
+# of every parser, the classifier and the whole pipeline, the demo end to end, and the daemon
+# live in the namespace lab (root).
 #
 #   FUZZ_SECONDS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
 set -euo pipefail
@@ -50,3 +51,6 @@ fi
 
 step "demo"
 scripts/demo.sh
+
+step "lab: vpnlbd on net_af_packet between network namespaces"
+scripts/lab-test.sh
