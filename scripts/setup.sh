@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Installs everything vpnlb needs to build, run its demo and run its tests on Debian bookworm.
 # Idempotent; safe to run again. Needs root (or sudo) for apt.
+#
+#   scripts/setup.sh [--hugepages N]   N > 0 also mounts hugetlbfs and reserves N 2 MB pages
+#                                      (bare metal; the lab and the tests run without them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+HUGEPAGES=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hugepages) HUGEPAGES=${2:?--hugepages N}; shift 2 ;;
+    --hugepages=*) HUGEPAGES=${1#*=}; shift ;;
+    *) echo "usage: scripts/setup.sh [--hugepages N]" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -12,9 +24,13 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Debian packages: a C toolchain for crates that build C (libFuzzer, the DPDK shim), pkg-config,
 # DPDK 22.11 (libraries, PMDs, headers, dpdk-testpmd) with clang/libclang for bindgen, and python3
 # for the small report helpers in scripts/.
+# The lab needs iproute2, ethtool and ping; the end-to-end peers are strongSwan (with the
+# kernel-libipsec plugin), ocserv/openconnect and keepalived, observed with tcpdump/tshark.
 APT_PACKAGES=(build-essential pkg-config python3 ca-certificates curl
   dpdk dpdk-dev libdpdk-dev clang libclang-dev libpcap-dev
-  iproute2 ethtool iputils-ping)
+  iproute2 ethtool iputils-ping tcpdump tshark python3-scapy
+  strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
+  ocserv openconnect keepalived)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,7 +39,25 @@ if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
+  # The peers are test tools here: keep their packages from starting system services.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod +x "$policy"
+    created_policy=1
+  fi
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$created_policy" ]; then $SUDO rm -f "$policy"; fi
+fi
+
+if [ "$HUGEPAGES" -gt 0 ]; then
+  if ! mountpoint -q /dev/hugepages; then
+    $SUDO mkdir -p /dev/hugepages
+    $SUDO mount -t hugetlbfs nodev /dev/hugepages
+  fi
+  echo "$HUGEPAGES" | $SUDO tee /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages >/dev/null
+  log "hugepages: $(cat /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages) x 2 MB reserved"
 fi
 
 # Rust: use the machine's toolchain (rustup-managed on our build machines). Debian's own cargo

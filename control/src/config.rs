@@ -880,6 +880,20 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_config_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                load_config(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "conf/ holds lab, bare-metal and bench configs");
+    }
+
+    #[test]
     fn lab_toml_matches_the_built_in_lab_spec() {
         let spec = load_str(LAB, "conf/lab.toml").unwrap();
         let built_in = dataplane::craft::lab::appliance_spec(spec.affinity);

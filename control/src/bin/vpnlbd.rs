@@ -70,12 +70,13 @@ fn main() -> ExitCode {
         return run_daemon(&path, cli.stop_after_idle_ms, cli.run_for_s);
     };
     match command {
-        Command::Check { config } => match config::load(&config) {
-            Ok(spec) => {
+        Command::Check { config } => match config::load_config(&config) {
+            Ok(c) => {
                 tracing::info!(
                     config = %config.display(),
-                    ports = spec.ports.len(),
-                    services = spec.services.len(),
+                    ports = c.spec.ports.len(),
+                    services = c.spec.services.len(),
+                    workers = c.dataplane.workers.len(),
                     "configuration is valid"
                 );
                 ExitCode::SUCCESS
