@@ -187,11 +187,8 @@ pub fn run(
         n_ports as u32 * per_port + (n_workers as u32 + 1) * ring_size + buffers + 4096
     });
     let data_room = (d.mtu + 14 + 8 + 4 + dpdk::MBUF_HEADROOM).max(dpdk::DEFAULT_DATA_ROOM);
-    let pool = dpdk(
-        "mbuf pool",
-        Mempool::new("vpnlb", mbufs, 256, data_room, dpdk::SOCKET_ANY),
-    )?;
-    info!(mbufs, data_room, "mbuf pool created");
+    // One pool per NUMA socket that has ports, so mbufs are local to the NIC that fills them.
+    let mut pools: BTreeMap<i32, Mempool> = BTreeMap::new();
 
     // Ports: one RX and one TX queue per worker.
     let mut ports = Vec::new();
@@ -219,6 +216,7 @@ pub fn run(
             // A port carrying both roles (on VLANs) cannot be hashed on one address.
             _ => RssMode::None,
         };
+        let pool = socket_pool(&mut pools, port.socket_id(), mbufs, data_room)?;
         let mut pc = PortConfig::new(pool);
         pc.rx_queues = n_workers as u16;
         pc.tx_queues = n_workers as u16;
@@ -380,10 +378,14 @@ pub fn run(
     }
     drop(miss_tx);
 
+    let control_pool = match pools.values().next() {
+        Some(p) => *p,
+        None => socket_pool(&mut pools, None, mbufs, data_room)?,
+    };
     let mut ctl = control::Control::new(
         Arc::clone(&first),
         from_control_producer,
-        pool,
+        control_pool,
         control_consumer,
         miss_rx,
         snapshot_senders,
@@ -460,6 +462,32 @@ pub fn run(
         neighbors: ctl.neighbor_counters(),
         control: ctl.counters(),
     })
+}
+
+/// The mbuf pool of a NUMA socket (`None`: unknown, any socket), created on first use.
+fn socket_pool(
+    pools: &mut BTreeMap<i32, Mempool>,
+    socket: Option<u32>,
+    mbufs: u32,
+    data_room: u16,
+) -> Result<Mempool, DaemonError> {
+    let key = socket
+        .and_then(|s| i32::try_from(s).ok())
+        .unwrap_or(dpdk::SOCKET_ANY);
+    if let Some(p) = pools.get(&key) {
+        return Ok(*p);
+    }
+    let name = match socket {
+        Some(s) => format!("vpnlb-s{s}"),
+        None => "vpnlb-any".to_string(),
+    };
+    let pool = dpdk(
+        format!("mbuf pool {name}"),
+        Mempool::new(&name, mbufs, 256, data_room, key),
+    )?;
+    info!(pool = %name, mbufs, data_room, "mbuf pool created");
+    pools.insert(key, pool);
+    Ok(pool)
 }
 
 fn clock_ms(started: Instant) -> u64 {
