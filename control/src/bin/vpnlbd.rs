@@ -100,16 +100,7 @@ fn main() -> ExitCode {
                 }
             };
             match replay::run(spec, &inputs, &out_dir, affinity) {
-                Ok(report) => match serde_json::to_string(&report) {
-                    Ok(json) => {
-                        println!("{json}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot serialise the report");
-                        ExitCode::FAILURE
-                    }
-                },
+                Ok(report) => print_report(&report),
                 Err(e) => {
                     tracing::error!(error = %e, "replay failed");
                     ExitCode::FAILURE
@@ -140,18 +131,23 @@ fn run_daemon(path: &std::path::Path, idle_ms: Option<u64>, run_for_s: Option<u6
         run_for: run_for_s.map(Duration::from_secs),
     };
     match daemon::run(cfg, opts, stop) {
-        Ok(report) => match serde_json::to_string(&report) {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialise the report");
-                ExitCode::FAILURE
-            }
-        },
+        Ok(report) => print_report(&report),
         Err(e) => {
             tracing::error!(error = %e, "vpnlbd failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a final report as one JSON object on stdout.
+fn print_report(report: &impl serde::Serialize) -> ExitCode {
+    match serde_json::to_string(report) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise the report");
             ExitCode::FAILURE
         }
     }
