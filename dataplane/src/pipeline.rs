@@ -324,6 +324,23 @@ impl Worker {
         std::mem::take(&mut m.lost)
     }
 
+    /// Removes the affinity entries of `client` (all entries when `None`), for the operator's
+    /// `affinity flush`; the clients are scheduled afresh on their next packet. Returns how many
+    /// entries went. Walks the whole shard: a control-plane operation, run between bursts.
+    pub fn flush_affinity(&mut self, client: Option<IpAddr>) -> usize {
+        let want = client.map(|c| affinity_key(c, 0).client);
+        let services = &mut self.st.services;
+        let mut removed = 0;
+        self.st.shard.retain(
+            |k, _| want.is_some_and(|w| w != k.client),
+            |r| {
+                release(services, &r);
+                removed += 1;
+            },
+        );
+        removed
+    }
+
     /// Active clients of this worker per service and gateway.
     pub fn active_clients(&self) -> Vec<Vec<u32>> {
         self.st.services.iter().map(|s| s.active.clone()).collect()

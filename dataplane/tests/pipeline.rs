@@ -2412,3 +2412,23 @@ fn an_icmp_error_that_finds_an_expired_entry_releases_its_client() {
     assert_eq!((w.affinity().len(), w.counters().affinity.expired), (0, 1));
     assert_eq!(w.active_clients(), vec![vec![0, 0, 0]]);
 }
+
+#[test]
+fn affinity_flush_removes_one_client_or_all_and_releases_them() {
+    let mut w = test_worker();
+    let (a, b) = (client_v4(1), client_v4(2));
+    for c in [a, b] {
+        tx(&mut w, CLIENT_PORT, &client_ike4(c), BACKEND_PORT);
+    }
+    assert_eq!(w.affinity().len(), 2);
+    assert_eq!(w.flush_affinity(Some(IpAddr::V4(a))), 1);
+    assert_eq!(w.affinity().len(), 1);
+    assert_eq!(w.affinity().iter().next().unwrap().0.client_ip(), IpAddr::V4(b));
+    assert_eq!(w.active_clients()[0].iter().sum::<u32>(), 1);
+    assert_eq!(w.flush_affinity(None), 1);
+    assert!(w.affinity().is_empty());
+    assert_eq!(w.active_clients()[0].iter().sum::<u32>(), 0);
+    // The flushed client is scheduled afresh.
+    tx(&mut w, CLIENT_PORT, &client_ike4(a), BACKEND_PORT);
+    assert_eq!(w.counters().clients.scheduled, 3);
+}
