@@ -51,6 +51,8 @@ struct File {
     #[serde(default)]
     dataplane: Option<DataplaneFile>,
     #[serde(default)]
+    control: Option<ControlFile>,
+    #[serde(default)]
     affinity: Option<AffinityFile>,
     #[serde(default)]
     maglev_table_size: Option<usize>,
@@ -119,11 +121,36 @@ impl Default for DataplaneSettings {
     }
 }
 
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ControlFile {
+    socket: Option<String>,
+}
+
+/// The control plane's settings (`[control]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlSettings {
+    /// The control socket `vpnlbctl` talks to.
+    pub socket: std::path::PathBuf,
+}
+
+/// Where the control socket is unless `[control] socket` says otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/vpnlb/vpnlbd.sock";
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        ControlSettings {
+            socket: DEFAULT_CONTROL_SOCKET.into(),
+        }
+    }
+}
+
 /// A whole configuration file: the appliance and how to run it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub spec: ApplianceSpec,
     pub dataplane: DataplaneSettings,
+    pub control: ControlSettings,
 }
 
 #[derive(Deserialize, Debug)]
@@ -255,8 +282,13 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     })?;
     let v = Validator { file };
     let dataplane = v.dataplane(raw.dataplane.take())?;
+    let control = v.control(raw.control.take())?;
     let spec = v.spec(raw)?;
-    Ok(Config { spec, dataplane })
+    Ok(Config {
+        spec,
+        dataplane,
+        control,
+    })
 }
 
 struct Validator<'a> {
@@ -616,6 +648,20 @@ impl Validator<'_> {
             mtu,
             eal_args: d.eal_args,
         })
+    }
+
+    fn control(&self, c: Option<ControlFile>) -> Result<ControlSettings, ConfigError> {
+        let mut out = ControlSettings::default();
+        if let Some(path) = c.and_then(|c| c.socket) {
+            if !path.starts_with('/') {
+                return self.err(
+                    "control.socket",
+                    format!("`{path}` is not an absolute path"),
+                );
+            }
+            out.socket = path.into();
+        }
+        Ok(out)
     }
 
     fn vid(&self, key: &str, vid: u16) -> Result<u16, ConfigError> {

@@ -2,5 +2,6 @@
 //! control thread).
 
 pub mod config;
+pub mod ctlsock;
 pub mod daemon;
 pub mod replay;

@@ -129,6 +129,10 @@ fn run_daemon(dir: &Path, workers: usize) -> Run {
         .replace(
             "workers = [1]",
             &format!("workers = [{}]", cores.join(", ")),
+        )
+        .replace(
+            "/run/vpnlb/vpnlbd.sock",
+            &out.join("vpnlbd.sock").display().to_string(),
         );
     let conf_path = out.join("daemon.toml");
     std::fs::write(&conf_path, conf).unwrap();
@@ -279,4 +283,134 @@ fn a_bad_config_is_refused_before_any_device_is_touched() {
         "{stderr}"
     );
     assert!(!stderr.contains("EAL"), "the EAL must not start: {stderr}");
+}
+
+/// Waits for the daemon's control socket and sends one request line.
+fn ask(sock: &Path, line: &str) -> control::ctlsock::Reply {
+    use control::ctlsock::query;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match query(sock, line, std::time::Duration::from_secs(5)) {
+            Ok(r) => return r,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{line}: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+#[test]
+fn the_control_socket_shows_and_steers_a_running_daemon() {
+    use control::ctlsock::Reply;
+    let _one = ONE_DAEMON_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("ctl");
+    let cfg = LabConfig {
+        clients: 12,
+        ipv6_clients: 2,
+        tls_clients: 2,
+        ..LabConfig::default()
+    };
+    let gateway_for = lab::maglev_gateway_for().unwrap();
+    let caps = lab::generate_into(&dir.join("in"), &cfg, &gateway_for).unwrap();
+    let out = dir.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    let empty = dir.join("empty.pcap");
+    PcapWriter::create(&empty).unwrap().flush().unwrap();
+    let sock = out.join("vpnlbd.sock");
+    let conf = lab_conf()
+        .replace(
+            "net_af_packet0,iface=vlb-cl0",
+            &pcap_device(0, &dir.join("in/client.pcap"), &empty, &out, "client", 1),
+        )
+        .replace(
+            "net_af_packet1,iface=vlb-bk0",
+            &pcap_device(1, &dir.join("in/backend.pcap"), &empty, &out, "backend", 1),
+        )
+        .replace("/run/vpnlb/vpnlbd.sock", &sock.display().to_string());
+    let conf_path = out.join("daemon.toml");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
+        .arg("--config")
+        .arg(&conf_path)
+        .args(["--run-for-s", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait until the capture went through (counters are published every 100 ms).
+    let total = (caps.client_port.len() + caps.backend_port.len()) as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let Reply::Ok(stats) = ask(&sock, "show stats") else {
+            panic!("show stats failed")
+        };
+        if stats["counters"]["rx_packets"].as_u64() == Some(total) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "traffic did not go through: {stats}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let Reply::Ok(gws) = ask(&sock, "show gateways") else {
+        panic!("show gateways")
+    };
+    let gws = gws.as_array().unwrap().clone();
+    assert_eq!(gws.len(), 3);
+    let clients: u64 = gws.iter().map(|g| g["clients"].as_u64().unwrap()).sum();
+    assert_eq!(clients, caps.clients.len() as u64, "{gws:?}");
+    assert_eq!(gws[1]["state"], "up");
+
+    // Drain gw2: the next snapshot says so.
+    assert!(matches!(ask(&sock, "gateway gw2 drain"), Reply::Ok(_)));
+    let Reply::Ok(gws) = ask(&sock, "show gateways") else {
+        panic!("show gateways")
+    };
+    assert_eq!(gws[1]["state"], "draining");
+    assert!(matches!(ask(&sock, "gateway gw9 drain"), Reply::Error(e) if e.contains("gw9")));
+
+    // Affinity: one client, then flush it.
+    let one = caps.clients[0].addr;
+    let Reply::Ok(rows) = ask(&sock, &format!("show affinity {one}")) else {
+        panic!("show affinity")
+    };
+    let rows = rows.as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["gateway"], caps.clients[0].gateway_name());
+    let Reply::Ok(all) = ask(&sock, "show affinity") else {
+        panic!("show affinity")
+    };
+    assert_eq!(all.as_array().unwrap().len(), caps.clients.len());
+    let Reply::Ok(flushed) = ask(&sock, &format!("affinity flush {one}")) else {
+        panic!("affinity flush")
+    };
+    assert_eq!(flushed["removed"], 1);
+
+    // Prometheus and errors.
+    let Reply::Text(prom) = ask(&sock, "stats prometheus") else {
+        panic!("stats prometheus")
+    };
+    assert!(
+        prom.contains(&format!("vpnlb_rx_packets_total {total}")),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("vpnlb_gateway_up{service=\"vpn\",gateway=\"gw2\"} 0"),
+        "{prom}"
+    );
+    assert!(matches!(ask(&sock, "show nonsense"), Reply::Error(_)));
+    let Reply::Ok(_) = ask(&sock, "show neighbors") else {
+        panic!("show neighbors")
+    };
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "vpnlbd exit: {status}");
+    assert!(!sock.exists(), "the socket is removed on exit");
 }

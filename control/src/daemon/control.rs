@@ -96,6 +96,41 @@ impl Control {
         self.neighbors.counters()
     }
 
+    pub fn neighbor_view(&self) -> Vec<dataplane::neighbor::NeighborView> {
+        self.neighbors.view()
+    }
+
+    /// The snapshot the workers run (or are about to).
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
+    }
+
+    /// Applies `change` to every gateway called `name` (in every service) and publishes the
+    /// result. Returns in how many services the gateway was found.
+    pub fn change_gateways(
+        &mut self,
+        name: &str,
+        change: impl Fn(&mut dataplane::model::GatewaySpec),
+    ) -> Result<usize, String> {
+        let mut n = 0;
+        for svc in &mut self.base.services {
+            for gw in svc.gateways.iter_mut().filter(|g| g.name == name) {
+                change(gw);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Err(format!("no gateway is called `{name}`"));
+        }
+        info!(
+            gateway = name,
+            services = n,
+            "gateway changed by the operator"
+        );
+        self.publish();
+        Ok(n)
+    }
+
     /// Gratuitous ARP and unsolicited neighbor advertisements for every VIP (client-facing
     /// interfaces) and every interface address, so switches and neighbors learn where they
     /// are at once.

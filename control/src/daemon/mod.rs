@@ -11,6 +11,7 @@
 //! condition. Shutdown stops the workers (each flushes its TX buffers), then the ports, and
 //! returns the final counters.
 
+pub mod api;
 pub mod control;
 pub mod worker;
 
@@ -30,6 +31,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::ctlsock::ControlSocket;
 use worker::{Clock, IoCounters, PortQueues, WorkerReport, WorkerSetup};
 
 /// When to stop besides a signal (tests and benchmarks).
@@ -172,6 +174,14 @@ pub fn run(
     }
     let first = Snapshot::build(cfg.spec.clone(), 1).map_err(DaemonError::Config)?;
     let first = Arc::new(first);
+    // The control socket before any device: a second daemon on the same socket stops here.
+    let sock_path = &cfg.control.socket;
+    if let Some(dir) = sock_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut sock = ControlSocket::bind(sock_path)
+        .map_err(|e| DaemonError::Config(format!("control socket {}: {e}", sock_path.display())))?;
+    info!(socket = %sock_path.display(), "control socket ready");
 
     let args = eal_args(&cfg);
     info!(args = ?args, "starting the EAL");
@@ -310,6 +320,7 @@ pub fn run(
     let (miss_tx, miss_rx) = crossbeam_channel::bounded(1024);
     let worker_stop = Arc::new(AtomicBool::new(false));
     let mut snapshot_senders = Vec::new();
+    let mut query_senders = Vec::new();
     let mut reports = Vec::new();
     let mut threads = Vec::new();
     for (w, &core) in d.workers.iter().enumerate() {
@@ -330,6 +341,8 @@ pub fn run(
             .collect();
         let (snap_tx, snap_rx) = crossbeam_channel::bounded(4);
         snapshot_senders.push(snap_tx);
+        let (query_tx, query_rx) = crossbeam_channel::bounded(1);
+        query_senders.push(query_tx);
         let report = Arc::new(Mutex::new(WorkerReport::default()));
         reports.push(Arc::clone(&report));
         let setup = WorkerSetup {
@@ -343,6 +356,7 @@ pub fn run(
                 .try_clone()
                 .ok_or_else(|| DaemonError::Thread("control ring is single-producer".into()))?,
             snapshots: snap_rx,
+            queries: query_rx,
             from_control: if w == 0 {
                 from_control_consumer.take()
             } else {
@@ -396,6 +410,16 @@ pub fn run(
     let mut last_check = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         ctl.poll(clock_ms(started));
+        {
+            let mut ctx = api::Ctx {
+                ctl: &mut ctl,
+                reports: &reports,
+                queries: &query_senders,
+                ports: &ports,
+                port_reports: &port_reports,
+            };
+            sock.poll(&mut |req| api::handle(req, &mut ctx));
+        }
         if last_check.elapsed() >= Duration::from_millis(20) {
             last_check = Instant::now();
             let rx: u64 = ports

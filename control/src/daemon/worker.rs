@@ -23,6 +23,8 @@ use dpdk::lcore::rdtsc;
 use dpdk::{Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue};
 use serde::Serialize;
 
+use super::api::{AffinityRow, WorkerQuery};
+
 /// I/O counters of one worker (the pipeline's own are in [`WorkerCounters`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct IoCounters {
@@ -53,6 +55,8 @@ pub struct WorkerReport {
     pub counters: WorkerCounters,
     pub io: IoCounters,
     pub affinity_entries: usize,
+    /// Active clients per service and gateway.
+    pub active_clients: Vec<Vec<u32>>,
 }
 
 /// Seconds since the Unix epoch, from the TSC (no system call per loop).
@@ -105,6 +109,8 @@ pub struct WorkerSetup {
     pub handoff_in: RingConsumer,
     pub to_control: RingProducer,
     pub snapshots: Receiver<Arc<Snapshot>>,
+    /// Operator questions (show affinity, affinity flush), answered between bursts.
+    pub queries: Receiver<WorkerQuery>,
     /// Worker 0 only: frames the control thread wants sent (the mbuf's port says where).
     pub from_control: Option<RingConsumer>,
     pub misses: Sender<IpAddr>,
@@ -248,6 +254,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         mut handoff_in,
         to_control,
         snapshots,
+        queries,
         mut from_control,
         misses,
         report,
@@ -285,6 +292,9 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         if let Some(s) = latest {
             worker.adopt(s);
             io.counters.snapshots_adopted += 1;
+        }
+        if let Ok(q) = queries.try_recv() {
+            answer(&mut worker, index, q);
         }
         let now = clock.now_s();
         for p in 0..n_ports {
@@ -376,4 +386,42 @@ fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &IoCounters) 
     r.counters = worker.counters();
     r.io = *io;
     r.affinity_entries = worker.affinity().len();
+    r.active_clients = worker.active_clients();
+}
+
+/// Answers the control thread's questions about this worker's affinity shard.
+fn answer(worker: &mut Worker, index: usize, q: WorkerQuery) {
+    match q {
+        WorkerQuery::Affinity {
+            client,
+            limit,
+            reply,
+        } => {
+            let snap = Arc::clone(worker.snapshot());
+            let rows: Vec<AffinityRow> = worker
+                .affinity()
+                .iter()
+                .filter(|(k, _)| client.is_none_or(|c| k.client_ip() == c))
+                .take(limit)
+                .map(|(k, v)| {
+                    let svc = snap.services.get(usize::from(k.service));
+                    AffinityRow {
+                        client: k.client_ip(),
+                        service: svc.map_or_else(|| k.service.to_string(), |s| s.spec.name.clone()),
+                        gateway: svc
+                            .and_then(|s| s.spec.gateways.get(usize::from(v.gateway)))
+                            .map_or_else(|| v.gateway.to_string(), |g| g.name.clone()),
+                        confirmed: v.confirmed,
+                        last_seen: v.last_seen,
+                        expires_at: v.expires_at,
+                        worker: index,
+                    }
+                })
+                .collect();
+            let _ = reply.try_send(rows);
+        }
+        WorkerQuery::Flush { client, reply } => {
+            let _ = reply.try_send(worker.flush_affinity(client));
+        }
+    }
 }

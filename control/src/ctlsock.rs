@@ -1,0 +1,732 @@
+//! The daemon's control socket: a Unix stream socket that takes one request per line and answers
+//! each with one JSON line.
+//!
+//! Requests are the words `vpnlbctl` takes (`show stats`, `gateway gw1 drain`, ...; see
+//! [`parse_request`]), at most [`MAX_LINE`] bytes of UTF-8 ending in `\n`. Every non-empty line
+//! gets exactly one reply line, in order:
+//!
+//! ```text
+//! {"ok":true,"data":...}        Reply::Ok
+//! {"ok":true,"text":"..."}      Reply::Text (e.g. the Prometheus exposition)
+//! {"ok":false,"error":"..."}    Reply::Error, and malformed requests
+//! ```
+//!
+//! [`ControlSocket::poll`] never blocks: the listener and every client are non-blocking, and one
+//! call does bounded work (a few accepts, a bounded read and at most [`REQUESTS_PER_CLIENT`]
+//! requests per client, at most [`REQUESTS_PER_POLL`] in all, round-robin across calls), so the
+//! control thread can call it between its other work. A client that sends a line longer than
+//! [`MAX_LINE`] gets an error and is closed. A client's further requests wait while more than
+//! [`MAX_OUTPUT`] bytes of replies to it are unwritten (so one reply may be larger than that); a
+//! client that goes on sending requests while it leaves that much unread for [`STALL`] is
+//! disconnected. Beyond [`MAX_CLIENTS`] clients, new connections get an error line and are
+//! closed. None of this affects the other clients.
+
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{debug, warn};
+
+/// Where `vpnlbd` listens and `vpnlbctl` connects unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/vpnlb/vpnlbd.sock";
+/// The longest request line, in bytes, not counting the `\n`.
+pub const MAX_LINE: usize = 4096;
+/// Clients served at once; further connections are answered with an error and closed.
+pub const MAX_CLIENTS: usize = 64;
+/// Unwritten reply bytes beyond which a client's further requests wait (and, after [`STALL`]
+/// without it reading any, it is disconnected).
+pub const MAX_OUTPUT: usize = 1 << 20;
+/// How long a client may leave more than [`MAX_OUTPUT`] bytes unread while it has further
+/// requests waiting.
+pub const STALL: Duration = Duration::from_secs(5);
+/// Requests answered per client per [`ControlSocket::poll`].
+pub const REQUESTS_PER_CLIENT: usize = 16;
+/// Requests answered per [`ControlSocket::poll`], all clients together.
+pub const REQUESTS_PER_POLL: usize = 128;
+/// Connections accepted per [`ControlSocket::poll`].
+const ACCEPTS_PER_POLL: usize = 16;
+/// Bytes read per client per poll.
+const READ_PER_POLL: usize = 64 * 1024;
+/// A client's unprocessed input beyond which it is not read from until it is processed.
+const INPUT_SOFT_CAP: usize = 64 * 1024;
+/// How long a client that closed its side (or is being closed) may leave its last replies unread
+/// before it is dropped.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// A control request, as parsed from one line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    ShowStats,
+    ShowPorts,
+    ShowWorkers,
+    ShowGateways,
+    ShowClasses,
+    ShowDrops,
+    ShowAffinity { client: Option<IpAddr> },
+    ShowNeighbors,
+    GatewayDrain { name: String },
+    GatewayEnable { name: String },
+    GatewayDisable { name: String },
+    GatewayWeight { name: String, weight: u32 },
+    AffinityFlush { client: Option<IpAddr> },
+    StatsPrometheus,
+    Reload,
+    Ping,
+}
+
+/// The largest gateway weight `gateway NAME weight N` accepts.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+const USAGE: &str = "show stats|ports|workers|gateways|classes|drops|affinity [CLIENT]|neighbors, \
+                     gateway NAME drain|enable|disable|weight N, affinity flush [CLIENT], \
+                     stats prometheus, reload, ping";
+
+/// Parses a request line: the words as `vpnlbctl` takes them, separated by whitespace.
+///
+/// ```text
+/// show stats | show ports | show workers | show gateways | show classes | show drops
+/// show affinity [CLIENT] | show neighbors
+/// gateway NAME drain | gateway NAME enable | gateway NAME disable | gateway NAME weight N
+/// affinity flush [CLIENT] | stats prometheus | reload | ping
+/// ```
+///
+/// Errors say what is wrong (`unknown command `shwo``, `weight must be 0-10000`,
+/// `` `x` is not an IP address``).
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let Some((&command, rest)) = words.split_first() else {
+        return Err(format!("empty request (expected one of: {USAGE})"));
+    };
+    let no_more = |args: &[&str], what: &str, req: Request| match args.first() {
+        None => Ok(req),
+        Some(extra) => Err(format!("unexpected argument `{extra}` after `{what}`")),
+    };
+    match command {
+        "show" => {
+            let Some((&what, args)) = rest.split_first() else {
+                return Err(
+                    "`show` needs what to show: stats, ports, workers, gateways, classes, drops, \
+                     affinity [CLIENT] or neighbors"
+                        .into(),
+                );
+            };
+            let req = match what {
+                "stats" => Request::ShowStats,
+                "ports" => Request::ShowPorts,
+                "workers" => Request::ShowWorkers,
+                "gateways" => Request::ShowGateways,
+                "classes" => Request::ShowClasses,
+                "drops" => Request::ShowDrops,
+                "neighbors" => Request::ShowNeighbors,
+                "affinity" => {
+                    let client = optional_ip(args, "show affinity")?;
+                    return Ok(Request::ShowAffinity { client });
+                }
+                other => {
+                    return Err(format!(
+                        "cannot show `{other}` (expected stats, ports, workers, gateways, \
+                         classes, drops, affinity or neighbors)"
+                    ))
+                }
+            };
+            no_more(args, &format!("show {what}"), req)
+        }
+        "gateway" => {
+            let Some((&name, args)) = rest.split_first() else {
+                return Err("`gateway` needs a gateway name and an action: gateway NAME \
+                            drain|enable|disable|weight N"
+                    .into());
+            };
+            let Some((&action, args)) = args.split_first() else {
+                return Err(format!(
+                    "`gateway {name}` needs an action: drain, enable, disable or weight N"
+                ));
+            };
+            let name = name.to_string();
+            let what = format!("gateway {name} {action}");
+            match action {
+                "drain" => no_more(args, &what, Request::GatewayDrain { name }),
+                "enable" => no_more(args, &what, Request::GatewayEnable { name }),
+                "disable" => no_more(args, &what, Request::GatewayDisable { name }),
+                "weight" => {
+                    let Some((&n, args)) = args.split_first() else {
+                        return Err(format!("`gateway {name} weight` needs a weight (0-{MAX_WEIGHT})"));
+                    };
+                    let weight = match n.parse::<u32>() {
+                        Ok(w) if w <= MAX_WEIGHT => w,
+                        _ => return Err(format!("weight must be 0-{MAX_WEIGHT}, not `{n}`")),
+                    };
+                    no_more(args, &format!("{what} {n}"), Request::GatewayWeight { name, weight })
+                }
+                other => Err(format!(
+                    "unknown gateway action `{other}` (expected drain, enable, disable or weight N)"
+                )),
+            }
+        }
+        "affinity" => match rest.split_first() {
+            Some((&"flush", args)) => {
+                let client = optional_ip(args, "affinity flush")?;
+                Ok(Request::AffinityFlush { client })
+            }
+            Some((&other, _)) => Err(format!(
+                "unknown affinity action `{other}` (expected `affinity flush [CLIENT]`)"
+            )),
+            None => Err("`affinity` needs an action: affinity flush [CLIENT]".into()),
+        },
+        "stats" => match rest.split_first() {
+            Some((&"prometheus", args)) => no_more(args, "stats prometheus", Request::StatsPrometheus),
+            Some((&other, _)) => Err(format!(
+                "unknown stats format `{other}` (expected `stats prometheus`; see also `show stats`)"
+            )),
+            None => Err("`stats` needs a format: stats prometheus (or use `show stats`)".into()),
+        },
+        "reload" => no_more(rest, "reload", Request::Reload),
+        "ping" => no_more(rest, "ping", Request::Ping),
+        other => Err(format!("unknown command `{other}` (expected one of: {USAGE})")),
+    }
+}
+
+fn optional_ip(args: &[&str], what: &str) -> Result<Option<IpAddr>, String> {
+    match args {
+        [] => Ok(None),
+        [ip] => ip
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{ip}` is not an IP address")),
+        [_, extra, ..] => Err(format!(
+            "unexpected argument `{extra}` after `{what} CLIENT`"
+        )),
+    }
+}
+
+/// The canonical request line (without `\n`); [`parse_request`] reads it back.
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::ShowStats => f.write_str("show stats"),
+            Request::ShowPorts => f.write_str("show ports"),
+            Request::ShowWorkers => f.write_str("show workers"),
+            Request::ShowGateways => f.write_str("show gateways"),
+            Request::ShowClasses => f.write_str("show classes"),
+            Request::ShowDrops => f.write_str("show drops"),
+            Request::ShowAffinity { client: None } => f.write_str("show affinity"),
+            Request::ShowAffinity { client: Some(ip) } => write!(f, "show affinity {ip}"),
+            Request::ShowNeighbors => f.write_str("show neighbors"),
+            Request::GatewayDrain { name } => write!(f, "gateway {name} drain"),
+            Request::GatewayEnable { name } => write!(f, "gateway {name} enable"),
+            Request::GatewayDisable { name } => write!(f, "gateway {name} disable"),
+            Request::GatewayWeight { name, weight } => write!(f, "gateway {name} weight {weight}"),
+            Request::AffinityFlush { client: None } => f.write_str("affinity flush"),
+            Request::AffinityFlush { client: Some(ip) } => write!(f, "affinity flush {ip}"),
+            Request::StatsPrometheus => f.write_str("stats prometheus"),
+            Request::Reload => f.write_str("reload"),
+            Request::Ping => f.write_str("ping"),
+        }
+    }
+}
+
+/// What the handler answers to a request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// Structured data: `{"ok":true,"data":...}`.
+    Ok(Value),
+    /// Preformatted text, printed as is by `vpnlbctl`: `{"ok":true,"text":"..."}`.
+    Text(String),
+    /// The request failed: `{"ok":false,"error":"..."}`.
+    Error(String),
+}
+
+impl Reply {
+    /// The reply as one JSON line, `\n` included (JSON escapes newlines inside strings).
+    pub fn to_line(&self) -> String {
+        // Written by hand so that `ok` comes first whatever serde_json's map ordering.
+        let (head, key, value) = match self {
+            Reply::Ok(data) => ("true", "data", data.to_string()),
+            Reply::Text(text) => ("true", "text", Value::from(text.as_str()).to_string()),
+            Reply::Error(error) => ("false", "error", Value::from(error.as_str()).to_string()),
+        };
+        format!("{{\"ok\":{head},\"{key}\":{value}}}\n")
+    }
+
+    /// Reads a reply line back (what clients do).
+    pub fn from_line(line: &str) -> Result<Reply, String> {
+        let v: Value =
+            serde_json::from_str(line.trim_end()).map_err(|e| format!("malformed reply: {e}"))?;
+        match v.get("ok") {
+            Some(Value::Bool(true)) => {
+                if let Some(data) = v.get("data") {
+                    Ok(Reply::Ok(data.clone()))
+                } else if let Some(Value::String(text)) = v.get("text") {
+                    Ok(Reply::Text(text.clone()))
+                } else {
+                    Err(format!("malformed reply (neither data nor text): {v}"))
+                }
+            }
+            Some(Value::Bool(false)) => match v.get("error") {
+                Some(Value::String(e)) => Ok(Reply::Error(e.clone())),
+                Some(other) => Ok(Reply::Error(other.to_string())),
+                None => Ok(Reply::Error("unspecified error".into())),
+            },
+            _ => Err(format!("malformed reply (no `ok`): {v}")),
+        }
+    }
+}
+
+/// The listening control socket and its clients.
+pub struct ControlSocket {
+    path: PathBuf,
+    listener: UnixListener,
+    /// Device and inode of the socket file this created, so that drop removes only that file.
+    file_id: (u64, u64),
+    clients: Vec<Client>,
+    next_first: usize,
+    next_id: u64,
+}
+
+impl fmt::Debug for ControlSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlSocket")
+            .field("path", &self.path)
+            .field("clients", &self.clients.len())
+            .finish()
+    }
+}
+
+impl ControlSocket {
+    /// Creates the socket at `path`, mode 0660 (its directory is created if missing).
+    ///
+    /// A stale socket file (nothing accepts on it) is replaced; a live one (another daemon
+    /// answers) is not: `Err(AddrInUse)` naming it. Anything else at the path (a regular file, a
+    /// directory) is an error and is left alone.
+    pub fn bind(path: &Path) -> io::Result<ControlSocket> {
+        let ctx = |e: io::Error, what: &str| {
+            io::Error::new(
+                e.kind(),
+                format!("control socket {}: {what}: {e}", path.display()),
+            )
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        ErrorKind::AddrInUse,
+                        format!(
+                            "control socket {} is in use (another vpnlbd answers on it)",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    debug!(path = %path.display(), "replacing stale control socket");
+                    match std::fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(ctx(e, "cannot remove stale socket")),
+                    }
+                }
+                Err(e) => return Err(ctx(e, "cannot tell whether the existing socket is live")),
+            },
+            Ok(meta) => {
+                return Err(io::Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "control socket {}: the path exists and is not a socket ({}); not \
+                         replacing it",
+                        path.display(),
+                        describe(&meta.file_type())
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| ctx(e, "cannot create directory"))?;
+                }
+            }
+            Err(e) => return Err(ctx(e, "cannot inspect path")),
+        }
+        let listener = UnixListener::bind(path).map_err(|e| ctx(e, "cannot bind"))?;
+        // From here on the file is ours; remove it again if anything below fails.
+        let cleanup = |e: io::Error| {
+            let _ = std::fs::remove_file(path);
+            e
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .map_err(|e| cleanup(ctx(e, "cannot set mode 0660")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| cleanup(ctx(e, "cannot make non-blocking")))?;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| cleanup(ctx(e, "cannot stat")))?;
+        Ok(ControlSocket {
+            path: path.to_path_buf(),
+            listener,
+            file_id: (meta.dev(), meta.ino()),
+            clients: Vec::new(),
+            next_first: 0,
+            next_id: 1,
+        })
+    }
+
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Accepts pending clients, reads what they sent, answers every complete line with
+    /// `handler(request)` (malformed lines with an error, without calling it), and writes what
+    /// the clients take. Never blocks; does bounded work per call (see the module docs), so call
+    /// it regularly: requests beyond the bounds wait for the next call.
+    pub fn poll(&mut self, handler: &mut dyn FnMut(Request) -> Reply) {
+        self.accept();
+        let n = self.clients.len();
+        if n > 0 {
+            let first = self.next_first % n;
+            self.next_first = first + 1;
+            let mut budget = REQUESTS_PER_POLL;
+            for i in 0..n {
+                let client = &mut self.clients[(first + i) % n];
+                client.service(handler, &mut budget);
+            }
+            self.clients.retain(|c| {
+                if c.dead {
+                    debug!(client = c.id, "control client gone");
+                }
+                !c.dead
+            });
+        }
+    }
+
+    fn accept(&mut self) {
+        for _ in 0..ACCEPTS_PER_POLL {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if self.clients.len() >= MAX_CLIENTS {
+                        warn!(max = MAX_CLIENTS, "too many control clients; refusing one");
+                        let line = Reply::Error(format!(
+                            "too many control clients ({MAX_CLIENTS}); try again later"
+                        ))
+                        .to_line();
+                        // Best effort: a fresh socket's buffer takes a short line.
+                        let _ = (&stream).write(line.as_bytes());
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    debug!(client = id, "control client connected");
+                    self.clients.push(Client::new(stream, id));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ECONNABORTED, EMFILE and the like: try again on the next poll.
+                    debug!(error = %e, "control socket accept failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        // Remove the file only if it is still the one this bound (not a successor's).
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.file_id {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+fn describe(t: &std::fs::FileType) -> &'static str {
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else {
+        "a special file"
+    }
+}
+
+struct Client {
+    id: u64,
+    stream: UnixStream,
+    input: Vec<u8>,
+    /// Bytes of `input` already handled.
+    consumed: usize,
+    output: Vec<u8>,
+    /// Bytes of `output` already written.
+    written: usize,
+    /// The peer closed its side: answer what it sent, then close.
+    eof: bool,
+    /// Since when no more requests are taken: the client is dropped once its output is written,
+    /// or once it has taken none of it for [`LINGER`].
+    closing: Option<Instant>,
+    /// When the client last took some of its output (or output began to wait for it).
+    last_progress: Instant,
+    dead: bool,
+}
+
+impl Client {
+    fn new(stream: UnixStream, id: u64) -> Client {
+        Client {
+            id,
+            stream,
+            input: Vec::new(),
+            consumed: 0,
+            output: Vec::new(),
+            written: 0,
+            eof: false,
+            closing: None,
+            last_progress: Instant::now(),
+            dead: false,
+        }
+    }
+
+    fn pending_output(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    fn service(&mut self, handler: &mut dyn FnMut(Request) -> Reply, budget: &mut usize) {
+        if !self.eof && self.closing.is_none() && self.input.len() - self.consumed < INPUT_SOFT_CAP
+        {
+            self.read();
+        }
+        if self.dead {
+            return;
+        }
+        if self.closing.is_none() {
+            self.answer(handler, budget);
+        }
+        self.flush();
+        if self.dead {
+            return;
+        }
+        if self.pending_output() > MAX_OUTPUT
+            && self.consumed < self.input.len()
+            && self.last_progress.elapsed() >= STALL
+        {
+            warn!(
+                client = self.id,
+                unread = self.pending_output(),
+                "control client does not read its replies; disconnecting it"
+            );
+            self.dead = true;
+            return;
+        }
+        if self.closing.is_none() && self.eof && self.consumed == self.input.len() {
+            self.closing = Some(Instant::now());
+        }
+        if let Some(since) = self.closing {
+            if self.pending_output() == 0 || since.max(self.last_progress).elapsed() >= LINGER {
+                self.dead = true;
+            }
+        }
+    }
+
+    fn read(&mut self) {
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0;
+        while total < READ_PER_POLL {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    total += n;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(client = self.id, error = %e, "control client read failed");
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers the complete lines in `input`, within the budgets.
+    fn answer(&mut self, handler: &mut dyn FnMut(Request) -> Reply, budget: &mut usize) {
+        let mut handled = 0;
+        while handled < REQUESTS_PER_CLIENT && *budget > 0 && self.pending_output() <= MAX_OUTPUT {
+            let rest = &self.input[self.consumed..];
+            if rest.is_empty() {
+                break;
+            }
+            let (line, used) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], i + 1),
+                // The peer closed its side after a last line without `\n`: take it too.
+                None if self.eof || rest.len() > MAX_LINE => (rest, rest.len()),
+                None => break,
+            };
+            if line.len() > MAX_LINE {
+                warn!(
+                    client = self.id,
+                    "control request too long; closing the client"
+                );
+                let reply = Reply::Error(format!(
+                    "request longer than {MAX_LINE} bytes; closing the connection"
+                ));
+                self.output.extend_from_slice(reply.to_line().as_bytes());
+                self.input.clear();
+                self.consumed = 0;
+                self.closing = Some(Instant::now());
+                return;
+            }
+            let reply = match std::str::from_utf8(line) {
+                Err(_) => Some(Reply::Error("request is not valid UTF-8".into())),
+                Ok(text) if text.trim().is_empty() => None,
+                Ok(text) => Some(match parse_request(text) {
+                    Ok(request) => handler(request),
+                    Err(e) => Reply::Error(e),
+                }),
+            };
+            self.consumed += used;
+            if let Some(reply) = reply {
+                if self.pending_output() == 0 {
+                    self.last_progress = Instant::now();
+                }
+                self.output.extend_from_slice(reply.to_line().as_bytes());
+                handled += 1;
+                *budget -= 1;
+            }
+        }
+        if self.consumed == self.input.len() {
+            self.input.clear();
+            self.consumed = 0;
+        } else if self.consumed > self.input.len() / 2 {
+            self.input.drain(..self.consumed);
+            self.consumed = 0;
+        }
+    }
+
+    fn flush(&mut self) {
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(0) => {
+                    self.dead = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.written += n;
+                    self.last_progress = Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(client = self.id, error = %e, "control client write failed");
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+        if self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+        } else if self.written > self.output.len() / 2 {
+            self.output.drain(..self.written);
+            self.written = 0;
+        }
+    }
+}
+
+/// Why [`query`] got no reply.
+#[derive(Debug)]
+pub enum QueryError {
+    /// Nothing to connect to (no daemon, wrong path, no permission).
+    Connect(io::Error),
+    /// The connection failed, timed out or closed before a whole reply line arrived, or the
+    /// reply was not one.
+    Exchange(String),
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryError::Connect(e) => write!(f, "{e}"),
+            QueryError::Exchange(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+/// Sends one request line to the control socket at `path` and reads its reply, all within
+/// `timeout` (after connecting).
+pub fn query(path: &Path, request: &str, timeout: Duration) -> Result<Reply, QueryError> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = UnixStream::connect(path).map_err(QueryError::Connect)?;
+    let exchange = |what: &str, e: io::Error| {
+        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+            QueryError::Exchange(format!("no reply within {} s", timeout.as_secs_f64()))
+        } else {
+            QueryError::Exchange(format!("{what}: {e}"))
+        }
+    };
+    let remaining = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_millis(1))
+    };
+    let mut line = request.trim_end_matches('\n').to_string();
+    line.push('\n');
+    stream
+        .set_write_timeout(Some(remaining()))
+        .map_err(|e| exchange("cannot send", e))?;
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| exchange("cannot send", e))?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        if Instant::now() >= deadline {
+            return Err(exchange("", io::Error::from(ErrorKind::TimedOut)));
+        }
+        stream
+            .set_read_timeout(Some(remaining()))
+            .map_err(|e| exchange("cannot read the reply", e))?;
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                return Err(QueryError::Exchange(
+                    "the daemon closed the connection without replying".into(),
+                ))
+            }
+            Ok(n) => {
+                let had = reply.len();
+                reply.extend_from_slice(&buf[..n]);
+                if let Some(i) = reply[had..].iter().position(|&b| b == b'\n') {
+                    reply.truncate(had + i);
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(exchange("cannot read the reply", e)),
+        }
+    }
+    let text = String::from_utf8(reply)
+        .map_err(|_| QueryError::Exchange("the reply is not valid UTF-8".into()))?;
+    Reply::from_line(&text).map_err(QueryError::Exchange)
+}

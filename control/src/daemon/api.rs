@@ -1,0 +1,362 @@
+//! Answers control-socket requests from the daemon's state: worker reports (published every
+//! 100 ms), port statistics, the current snapshot, the neighbor cache, and, for affinity
+//! entries, the workers themselves (each owns its shard and answers between bursts).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Sender};
+use dataplane::classify::Class;
+use dataplane::counters::{DropReason, WorkerCounters};
+use dataplane::schedule::GatewayState;
+use dpdk::Port;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::control::Control;
+use super::worker::{IoCounters, WorkerReport};
+use super::PortReport;
+use crate::ctlsock::{Reply, Request};
+
+/// A question the control thread asks a worker; answered between bursts.
+pub enum WorkerQuery {
+    /// Entries of `client` (all when `None`), at most `limit`.
+    Affinity {
+        client: Option<IpAddr>,
+        limit: usize,
+        reply: Sender<Vec<AffinityRow>>,
+    },
+    /// Removes the entries of `client` (all when `None`); answers how many went.
+    Flush {
+        client: Option<IpAddr>,
+        reply: Sender<usize>,
+    },
+}
+
+/// One affinity entry as `show affinity` lists it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AffinityRow {
+    pub client: IpAddr,
+    pub service: String,
+    pub gateway: String,
+    pub confirmed: bool,
+    pub last_seen: u32,
+    pub expires_at: u32,
+    pub worker: usize,
+}
+
+/// How long the control thread waits for workers to answer a query.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Most entries `show affinity` lists.
+const AFFINITY_LIMIT: usize = 1000;
+
+/// What the handler reads and changes.
+pub struct Ctx<'a> {
+    pub ctl: &'a mut Control,
+    pub reports: &'a [Arc<Mutex<WorkerReport>>],
+    pub queries: &'a [Sender<WorkerQuery>],
+    pub ports: &'a [Port],
+    pub port_reports: &'a [PortReport],
+}
+
+impl Ctx<'_> {
+    fn workers(&self) -> Vec<WorkerReport> {
+        self.reports
+            .iter()
+            .map(|r| r.lock().map(|r| r.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    fn totals(&self) -> (WorkerCounters, IoCounters) {
+        let mut c = WorkerCounters::default();
+        let mut io = IoCounters::default();
+        for w in self.workers() {
+            c.add(&w.counters);
+            super::sum_io(&mut io, &w.io);
+        }
+        (c, io)
+    }
+}
+
+pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
+    match req {
+        Request::Ping => Reply::Ok(json!("pong")),
+        Request::ShowStats => {
+            let (c, io) = ctx.totals();
+            Reply::Ok(json!({
+                "counters": c,
+                "io": io,
+                "neighbors": ctx.ctl.neighbor_counters(),
+                "control": ctx.ctl.counters(),
+            }))
+        }
+        Request::ShowPorts => Reply::Ok(Value::Array(
+            ctx.port_reports
+                .iter()
+                .zip(ctx.ports)
+                .map(|(r, p)| {
+                    let s = p.stats().unwrap_or_default();
+                    let link = p.link().unwrap_or_default();
+                    json!({
+                        "name": r.name, "device": r.device, "link_up": link.up,
+                        "speed_mbps": link.speed_mbps, "rx_packets": s.ipackets,
+                        "tx_packets": s.opackets, "rx_missed": s.imissed,
+                        "rx_errors": s.ierrors, "tx_errors": s.oerrors,
+                        "rx_nombuf": s.rx_nombuf, "steering": r.steering,
+                    })
+                })
+                .collect(),
+        )),
+        Request::ShowWorkers => Reply::Ok(Value::Array(
+            ctx.workers()
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    json!({
+                        "worker": i, "core": w.core, "rx_packets": w.counters.rx_packets,
+                        "tx_packets": w.counters.tx_packets, "drops": w.counters.total_drops(),
+                        "to_control": w.counters.to_control, "clients": w.affinity_entries,
+                        "handoff_out": w.io.handoff_out, "handoff_in": w.io.handoff_in,
+                        "handoff_dropped": w.io.handoff_dropped, "tx_dropped": w.io.tx_dropped,
+                    })
+                })
+                .collect(),
+        )),
+        Request::ShowGateways => Reply::Ok(Value::Array(gateways(ctx))),
+        Request::ShowClasses => {
+            let (c, _) = ctx.totals();
+            Reply::Ok(Value::Array(
+                Class::ALL
+                    .iter()
+                    .map(|k| json!({"class": k.name(), "packets": c.class(*k)}))
+                    .collect(),
+            ))
+        }
+        Request::ShowDrops => {
+            let (c, io) = ctx.totals();
+            let mut rows: Vec<Value> = DropReason::ALL
+                .iter()
+                .map(|r| json!({"reason": r.name(), "packets": c.dropped(*r)}))
+                .collect();
+            for (name, n) in [
+                ("handoff-ring-full", io.handoff_dropped),
+                ("tx-ring-full", io.tx_dropped),
+                ("control-ring-full", io.to_control_dropped),
+            ] {
+                rows.push(json!({"reason": name, "packets": n}));
+            }
+            Reply::Ok(Value::Array(rows))
+        }
+        Request::ShowNeighbors => Reply::Ok(Value::Array(
+            ctx.ctl
+                .neighbor_view()
+                .iter()
+                .map(|n| {
+                    json!({"address": n.address, "mac": n.mac.map(|m| m.to_string()), "state": n.state})
+                })
+                .collect(),
+        )),
+        Request::ShowAffinity { client } => {
+            let mut rows = Vec::new();
+            for (w, q) in ctx.queries.iter().enumerate() {
+                let (tx, rx) = bounded(1);
+                let query = WorkerQuery::Affinity {
+                    client,
+                    limit: AFFINITY_LIMIT,
+                    reply: tx,
+                };
+                if q.try_send(query).is_err() {
+                    return Reply::Error(format!("worker {w} is busy; try again"));
+                }
+                match rx.recv_timeout(QUERY_TIMEOUT) {
+                    Ok(r) => rows.extend(r),
+                    Err(_) => return Reply::Error(format!("worker {w} did not answer")),
+                }
+            }
+            rows.sort_by(|a, b| (a.client, &a.service).cmp(&(b.client, &b.service)));
+            rows.truncate(AFFINITY_LIMIT);
+            Reply::Ok(serde_json::to_value(rows).unwrap_or(Value::Null))
+        }
+        Request::AffinityFlush { client } => {
+            let mut removed = 0;
+            for (w, q) in ctx.queries.iter().enumerate() {
+                let (tx, rx) = bounded(1);
+                if q.try_send(WorkerQuery::Flush { client, reply: tx }).is_err() {
+                    return Reply::Error(format!("worker {w} is busy; try again"));
+                }
+                match rx.recv_timeout(QUERY_TIMEOUT) {
+                    Ok(n) => removed += n,
+                    Err(_) => return Reply::Error(format!("worker {w} did not answer")),
+                }
+            }
+            Reply::Ok(json!({"removed": removed}))
+        }
+        Request::GatewayDrain { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Draining),
+        Request::GatewayEnable { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Up),
+        Request::GatewayDisable { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Down),
+        Request::GatewayWeight { name, weight } => set_gateway(ctx, &name, |g| g.weight = weight),
+        Request::StatsPrometheus => Reply::Text(prometheus(ctx)),
+        Request::Reload => Reply::Error(
+            "reload is not supported by this version: restart vpnlbd to apply a new configuration"
+                .into(),
+        ),
+    }
+}
+
+fn set_gateway(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    change: impl Fn(&mut dataplane::model::GatewaySpec),
+) -> Reply {
+    match ctx.ctl.change_gateways(name, change) {
+        Ok(n) => Reply::Ok(json!({"gateway": name, "services": n})),
+        Err(e) => Reply::Error(e),
+    }
+}
+
+fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
+    let snap = ctx.ctl.snapshot();
+    let workers = ctx.workers();
+    let mut rows = Vec::new();
+    for (s, svc) in snap.services.iter().enumerate() {
+        for (g, gw) in svc.spec.gateways.iter().enumerate() {
+            let mut c = dataplane::counters::GatewayCounters::default();
+            let mut clients = 0u64;
+            for w in &workers {
+                if let Some(x) = w.counters.gateways.get(s).and_then(|v| v.get(g)) {
+                    c.to_gateway_packets += x.to_gateway_packets;
+                    c.from_gateway_packets += x.from_gateway_packets;
+                    c.to_gateway_bytes += x.to_gateway_bytes;
+                    c.from_gateway_bytes += x.from_gateway_bytes;
+                    c.new_clients += x.new_clients;
+                }
+                if let Some(n) = w.active_clients.get(s).and_then(|v| v.get(g)) {
+                    clients += u64::from(*n);
+                }
+            }
+            rows.push(json!({
+                "service": svc.spec.name, "gateway": gw.name,
+                "ipv4": gw.ipv4, "ipv6": gw.ipv6, "state": gw.state.as_str(),
+                "weight": gw.weight, "clients": clients, "new_clients": c.new_clients,
+                "to_gateway_packets": c.to_gateway_packets,
+                "from_gateway_packets": c.from_gateway_packets,
+            }));
+        }
+    }
+    rows
+}
+
+/// The Prometheus text exposition of the counters.
+fn prometheus(ctx: &Ctx<'_>) -> String {
+    let (c, io) = ctx.totals();
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(
+            out,
+            "# HELP vpnlb_{name} {help}\n# TYPE vpnlb_{name} {kind}"
+        );
+        for (labels, v) in samples {
+            let _ = writeln!(out, "vpnlb_{name}{labels} {v}");
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v)];
+    metric(
+        "rx_packets_total",
+        "Frames received by the workers.",
+        "counter",
+        &one(c.rx_packets),
+    );
+    metric(
+        "tx_packets_total",
+        "Frames transmitted by the workers.",
+        "counter",
+        &one(c.tx_packets),
+    );
+    metric(
+        "rx_bytes_total",
+        "Bytes received by the workers.",
+        "counter",
+        &one(c.rx_bytes),
+    );
+    metric(
+        "tx_bytes_total",
+        "Bytes transmitted by the workers.",
+        "counter",
+        &one(c.tx_bytes),
+    );
+    metric(
+        "class_packets_total",
+        "Packets by traffic class.",
+        "counter",
+        &Class::ALL
+            .iter()
+            .map(|k| (format!("{{class=\"{}\"}}", k.name()), c.class(*k)))
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "drops_total",
+        "Frames dropped, by reason.",
+        "counter",
+        &DropReason::ALL
+            .iter()
+            .map(|r| (format!("{{reason=\"{}\"}}", r.name()), c.dropped(*r)))
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "handoffs_total",
+        "Frames handed between workers (software steering).",
+        "counter",
+        &one(io.handoff_out),
+    );
+    let snap = ctx.ctl.snapshot();
+    let rows = gateways(ctx);
+    let label = |r: &Value| {
+        format!(
+            "{{service=\"{}\",gateway=\"{}\"}}",
+            r["service"].as_str().unwrap_or(""),
+            r["gateway"].as_str().unwrap_or("")
+        )
+    };
+    let pick = |key: &str| -> Vec<(String, u64)> {
+        rows.iter()
+            .map(|r| (label(r), r[key].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    metric(
+        "gateway_clients",
+        "Clients whose affinity names the gateway.",
+        "gauge",
+        &pick("clients"),
+    );
+    metric(
+        "gateway_to_packets_total",
+        "Client packets forwarded to the gateway.",
+        "counter",
+        &pick("to_gateway_packets"),
+    );
+    metric(
+        "gateway_from_packets_total",
+        "Gateway packets forwarded to clients.",
+        "counter",
+        &pick("from_gateway_packets"),
+    );
+    let up: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| (label(r), u64::from(r["state"] == "up")))
+        .collect();
+    metric(
+        "gateway_up",
+        "1 when the gateway takes new clients.",
+        "gauge",
+        &up,
+    );
+    metric(
+        "snapshot_generation",
+        "Generation of the configuration snapshot the workers run.",
+        "gauge",
+        &one(snap.generation),
+    );
+    out
+}
