@@ -414,3 +414,129 @@ fn the_control_socket_shows_and_steers_a_running_daemon() {
     assert!(status.success(), "vpnlbd exit: {status}");
     assert!(!sock.exists(), "the socket is removed on exit");
 }
+
+#[test]
+fn reload_under_traffic_keeps_every_client_on_its_gateway() {
+    use control::ctlsock::Reply;
+    let _one = ONE_DAEMON_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("reload");
+    let cfg = LabConfig {
+        clients: 20,
+        ipv6_clients: 4,
+        tls_clients: 4,
+        ..LabConfig::default()
+    };
+    let gateway_for = lab::maglev_gateway_for().unwrap();
+    let caps = lab::generate_into(&dir.join("in"), &cfg, &gateway_for).unwrap();
+    let out = dir.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    let sock = out.join("vpnlbd.sock");
+    // Clients send forever (infinite_rx); what the appliance transmits is dropped (no tx_pcap).
+    let conf = lab_conf()
+        .replace(
+            "net_af_packet0,iface=vlb-cl0",
+            &format!(
+                "net_pcap0,rx_pcap={},infinite_rx=1",
+                dir.join("in/client.pcap").display()
+            ),
+        )
+        .replace(
+            "net_af_packet1,iface=vlb-bk0",
+            &format!(
+                "net_pcap1,rx_pcap={}",
+                dir.join("in/backend.pcap").display()
+            ),
+        )
+        .replace("/run/vpnlb/vpnlbd.sock", &sock.display().to_string());
+    let conf_path = out.join("daemon.toml");
+    std::fs::write(&conf_path, &conf).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
+        .arg("--config")
+        .arg(&conf_path)
+        .args(["--run-for-s", "40"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let affinity = |sock: &Path| -> BTreeMap<String, String> {
+        let Reply::Ok(rows) = ask(sock, "show affinity") else {
+            panic!("show affinity")
+        };
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["client"].as_str().unwrap().to_string(),
+                    r["gateway"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let before = loop {
+        let a = affinity(&sock);
+        if a.len() == caps.clients.len() {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "clients: {}", a.len());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+
+    // An invalid file is refused and nothing changes.
+    std::fs::write(
+        &conf_path,
+        conf.replacen("weight = 1", "weight = \"heavy\"", 1),
+    )
+    .unwrap();
+    assert!(matches!(ask(&sock, "reload"), Reply::Error(e) if e.contains("weight")));
+    // A port change needs a restart.
+    std::fs::write(
+        &conf_path,
+        conf.replace("net_pcap1,", "net_pcap1,infinite_rx=0,"),
+    )
+    .unwrap();
+    assert!(matches!(ask(&sock, "reload"), Reply::Error(e) if e.contains("restart")));
+
+    // gw1 weighs 2 now, and a new gw4 comes FIRST: every gateway id moves.
+    let gw4 = "[[service.gateway]]\nname = \"gw4\"\naddress = [\"198.19.0.14\"]\nweight = 1\n\n";
+    let changed = conf.replacen("weight = 1", "weight = 2", 1).replacen(
+        "[[service.gateway]]\n",
+        &format!("{gw4}[[service.gateway]]\n"),
+        1,
+    );
+    std::fs::write(&conf_path, changed).unwrap();
+    let Reply::Ok(r) = ask(&sock, "reload") else {
+        panic!("reload failed")
+    };
+    assert_eq!(r["gateways"], 4, "{r}");
+    assert_eq!(r["affinity_removed"], 0, "{r}");
+    assert_eq!(r["affinity_moved"], caps.clients.len(), "{r}");
+    let Reply::Ok(gws) = ask(&sock, "show gateways") else {
+        panic!("show gateways")
+    };
+    assert_eq!(gws[0]["gateway"], "gw4");
+    assert_eq!(gws[1]["gateway"], "gw1");
+    assert_eq!(gws[1]["weight"], 2);
+    // Traffic kept flowing; every client is where it was.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(affinity(&sock), before, "no client changed gateway");
+    let Reply::Ok(drops) = ask(&sock, "show drops") else {
+        panic!("show drops")
+    };
+    let dropped: u64 = drops
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dropped, 0, "{drops}");
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait().unwrap().success());
+}

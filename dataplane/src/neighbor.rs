@@ -113,6 +113,16 @@ impl NeighborCache {
         }
     }
 
+    /// Replaces the static entries (a configuration reload); learned entries stay unless an
+    /// address became static.
+    pub fn set_statics(&mut self, statics: impl IntoIterator<Item = (IpAddr, EthernetAddress)>) {
+        self.entries.retain(|_, s| !matches!(s, State::Static(_)));
+        for (a, m) in statics {
+            self.entries.insert(a, State::Static(m));
+        }
+        self.changed = true;
+    }
+
     /// The MAC to use for `address`, if any.
     pub fn lookup(&self, address: IpAddr) -> Option<EthernetAddress> {
         match self.entries.get(&address)? {

@@ -341,6 +341,46 @@ impl Worker {
         removed
     }
 
+    /// Re-keys the affinity entries for a new configuration whose services or gateways moved:
+    /// `map(service, gateway)` gives the entry's new ids, or `None` when its service or gateway
+    /// is gone (the entry is removed; the client is scheduled afresh). Call right before
+    /// adopting the snapshot the ids refer to. Returns (moved, removed).
+    pub fn remap_affinity(
+        &mut self,
+        map: &dyn Fn(u16, u16) -> Option<(u16, u16)>,
+    ) -> (usize, usize) {
+        // (key, value, new ids) of the entries that must move or go.
+        type Change = (AffinityKey, AffinityValue, Option<(u16, u16)>);
+        let changes: Vec<Change> = self
+            .st
+            .shard
+            .iter()
+            .filter_map(|(k, v)| {
+                let to = map(k.service, v.gateway);
+                (to != Some((k.service, v.gateway))).then_some((k, v, to))
+            })
+            .collect();
+        let (mut moved, mut removed) = (0, 0);
+        for (k, v, to) in changes {
+            self.st.shard.remove(&k, k.hash());
+            match to {
+                Some((service, gateway)) => {
+                    let key = AffinityKey { service, ..k };
+                    let value = AffinityValue { gateway, ..v };
+                    // Room is certain: the entry just left it.
+                    let _ = self.st.shard.insert(key, key.hash(), value, v.last_seen);
+                    moved += 1;
+                }
+                None => removed += 1,
+            }
+        }
+        // Active counts are rebuilt by `adopt` from the re-keyed shard.
+        for s in &mut self.st.services {
+            s.active.clear();
+        }
+        (moved, removed)
+    }
+
     /// Active clients of this worker per service and gateway.
     pub fn active_clients(&self) -> Vec<Vec<u32>> {
         self.st.services.iter().map(|s| s.active.clone()).collect()

@@ -2423,7 +2423,10 @@ fn affinity_flush_removes_one_client_or_all_and_releases_them() {
     assert_eq!(w.affinity().len(), 2);
     assert_eq!(w.flush_affinity(Some(IpAddr::V4(a))), 1);
     assert_eq!(w.affinity().len(), 1);
-    assert_eq!(w.affinity().iter().next().unwrap().0.client_ip(), IpAddr::V4(b));
+    assert_eq!(
+        w.affinity().iter().next().unwrap().0.client_ip(),
+        IpAddr::V4(b)
+    );
     assert_eq!(w.active_clients()[0].iter().sum::<u32>(), 1);
     assert_eq!(w.flush_affinity(None), 1);
     assert!(w.affinity().is_empty());
@@ -2431,4 +2434,41 @@ fn affinity_flush_removes_one_client_or_all_and_releases_them() {
     // The flushed client is scheduled afresh.
     tx(&mut w, CLIENT_PORT, &client_ike4(a), BACKEND_PORT);
     assert_eq!(w.counters().clients.scheduled, 3);
+}
+
+#[test]
+fn remapped_affinity_keeps_every_client_on_its_gateway_when_ids_move() {
+    let mut w = test_worker();
+    let clients: Vec<Ipv4Addr> = (1..=30).map(client_v4).collect();
+    let mut before = Vec::new();
+    for c in &clients {
+        let out = tx(&mut w, CLIENT_PORT, &client_ike4(*c), BACKEND_PORT);
+        before.push(gateway_of4(&out));
+    }
+    // The new configuration lists the gateways in another order (gw3, gw1, gw2).
+    let mut spec = test_spec();
+    spec.services[0].gateways.rotate_right(1);
+    let order = [1u16, 2, 0]; // old gateway id -> new id
+    let moved = w.remap_affinity(&|s, g| Some((s, order[usize::from(g)])));
+    assert_eq!(moved.1, 0);
+    assert!(moved.0 > 0);
+    w.adopt(snapshot(spec, 2));
+    assert_eq!(w.affinity().len(), clients.len());
+    for (c, gw) in clients.iter().zip(&before) {
+        let out = tx(&mut w, CLIENT_PORT, &client_ike4(*c), BACKEND_PORT);
+        assert_eq!(gateway_of4(&out), *gw, "client {c} kept its gateway");
+    }
+    assert_eq!(
+        w.counters().clients.scheduled,
+        clients.len() as u64,
+        "nobody rescheduled"
+    );
+    assert_eq!(
+        w.active_clients()[0].iter().sum::<u32>(),
+        clients.len() as u32
+    );
+    // A gateway that is gone takes its entries with it.
+    let (_, removed) = w.remap_affinity(&|s, g| (g != 0).then_some((s, g)));
+    w.adopt(snapshot(test_spec(), 3));
+    assert_eq!(removed, before.iter().filter(|g| **g == 2).count());
 }

@@ -15,9 +15,12 @@ use dpdk::Port;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use dataplane::model::{ApplianceSpec, Snapshot};
+
 use super::control::Control;
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
+use crate::config::{self, Config};
 use crate::ctlsock::{Reply, Request};
 
 /// A question the control thread asks a worker; answered between bursts.
@@ -33,7 +36,18 @@ pub enum WorkerQuery {
         client: Option<IpAddr>,
         reply: Sender<usize>,
     },
+    /// A reloaded configuration: re-key the affinity entries with `map` (old service, old
+    /// gateway → new ids; `None`: gone), then adopt `snapshot`, in one step between bursts.
+    /// Answers (entries moved, entries removed).
+    Reload {
+        snapshot: Arc<Snapshot>,
+        map: Arc<IdMap>,
+        reply: Sender<(usize, usize)>,
+    },
 }
+
+/// `[old service][old gateway]` → new (service, gateway) ids.
+pub type IdMap = Vec<Vec<Option<(u16, u16)>>>;
 
 /// One affinity entry as `show affinity` lists it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -59,6 +73,9 @@ pub struct Ctx<'a> {
     pub queries: &'a [Sender<WorkerQuery>],
     pub ports: &'a [Port],
     pub port_reports: &'a [PortReport],
+    /// The file `reload` re-reads, and what is running now.
+    pub config_path: &'a std::path::Path,
+    pub running: &'a mut Config,
 }
 
 impl Ctx<'_> {
@@ -198,11 +215,113 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
         Request::GatewayDisable { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Down),
         Request::GatewayWeight { name, weight } => set_gateway(ctx, &name, |g| g.weight = weight),
         Request::StatsPrometheus => Reply::Text(prometheus(ctx)),
-        Request::Reload => Reply::Error(
-            "reload is not supported by this version: restart vpnlbd to apply a new configuration"
-                .into(),
-        ),
+        Request::Reload => reload(ctx),
     }
+}
+
+/// Re-reads the configuration and applies it without a restart: services, gateways, VIPs,
+/// routes, neighbors and interface addresses change; every client keeps its gateway (entries
+/// are re-keyed by service and gateway name), unless its gateway or service is gone. What needs
+/// new devices or memory (ports, `[dataplane]`, affinity sizing, the control socket) is refused,
+/// and an invalid file changes nothing.
+fn reload(ctx: &mut Ctx<'_>) -> Reply {
+    let new = match config::load_config(ctx.config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            return Reply::Error(format!(
+                "reload refused, the running configuration stays: {e}"
+            ))
+        }
+    };
+    if let Some(what) = needs_restart(ctx.running, &new) {
+        return Reply::Error(format!(
+            "reload refused: {what} changed, which needs a restart of vpnlbd"
+        ));
+    }
+    let map = Arc::new(id_map(&ctx.running.spec, &new.spec));
+    let snapshot = match ctx.ctl.reload(new.spec.clone()) {
+        Ok(s) => s,
+        Err(e) => return Reply::Error(format!("reload refused: {e}")),
+    };
+    let (mut moved, mut removed) = (0, 0);
+    for (w, q) in ctx.queries.iter().enumerate() {
+        let (tx, rx) = bounded(1);
+        let query = WorkerQuery::Reload {
+            snapshot: Arc::clone(&snapshot),
+            map: Arc::clone(&map),
+            reply: tx,
+        };
+        // The query channel holds one question; wait for room rather than skip a worker.
+        if q.send_timeout(query, QUERY_TIMEOUT).is_err() {
+            return Reply::Error(format!("worker {w} did not take the new configuration"));
+        }
+        match rx.recv_timeout(QUERY_TIMEOUT) {
+            Ok((m, r)) => {
+                moved += m;
+                removed += r;
+            }
+            Err(_) => {
+                return Reply::Error(format!("worker {w} did not confirm the new configuration"))
+            }
+        }
+    }
+    *ctx.running = new;
+    tracing::info!(
+        generation = snapshot.generation,
+        moved,
+        removed,
+        "configuration reloaded"
+    );
+    Reply::Ok(json!({
+        "generation": snapshot.generation,
+        "services": snapshot.services.len(),
+        "gateways": snapshot.services.iter().map(|s| s.spec.gateways.len()).sum::<usize>(),
+        "affinity_moved": moved,
+        "affinity_removed": removed,
+    }))
+}
+
+/// What a reload cannot change in a running daemon, if anything changed.
+fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
+    let ports = |c: &Config| -> Vec<(String, String)> {
+        c.spec
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.device.clone()))
+            .collect()
+    };
+    if ports(old) != ports(new) {
+        Some("the ports (names or devices)")
+    } else if old.dataplane != new.dataplane {
+        Some("[dataplane]")
+    } else if old.spec.affinity != new.spec.affinity {
+        Some("[affinity] sizing")
+    } else if old.control != new.control {
+        Some("[control]")
+    } else {
+        None
+    }
+}
+
+/// Old (service, gateway) ids → new ones, matched by name.
+pub fn id_map(old: &ApplianceSpec, new: &ApplianceSpec) -> IdMap {
+    old.services
+        .iter()
+        .map(|svc| {
+            let s_new = new.services.iter().position(|n| n.name == svc.name);
+            svc.gateways
+                .iter()
+                .map(|gw| {
+                    let s = s_new?;
+                    let g = new.services[s]
+                        .gateways
+                        .iter()
+                        .position(|n| n.name == gw.name)?;
+                    Some((u16::try_from(s).ok()?, u16::try_from(g).ok()?))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn set_gateway(

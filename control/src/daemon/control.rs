@@ -105,6 +105,31 @@ impl Control {
         &self.snap
     }
 
+    /// Takes a reloaded appliance spec: new static neighbors, a new base, and a snapshot of it
+    /// (returned, for the workers to adopt together with their affinity re-keying; it is not
+    /// queued as an ordinary snapshot).
+    pub fn reload(&mut self, spec: ApplianceSpec) -> Result<Arc<Snapshot>, String> {
+        let mut with_neighbors = spec.clone();
+        let statics: Vec<(IpAddr, EthernetAddress)> =
+            spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
+        self.neighbors.set_statics(statics);
+        with_neighbors.neighbors = self
+            .neighbors
+            .usable()
+            .map(|(address, mac)| NeighborSpec { address, mac })
+            .collect();
+        with_neighbors.neighbors.sort_by_key(|n| n.address);
+        let snap = Arc::new(Snapshot::build(with_neighbors, self.generation + 1)?);
+        self.generation += 1;
+        self.base = spec;
+        self.snap = Arc::clone(&snap);
+        self.neighbors.take_changed();
+        for p in &mut self.pending {
+            *p = None;
+        }
+        Ok(snap)
+    }
+
     /// Applies `change` to every gateway called `name` (in every service) and publishes the
     /// result. Returns in how many services the gateway was found.
     pub fn change_gateways(

@@ -143,7 +143,8 @@ fn device_name(device: &str) -> &str {
 
 /// Runs the daemon until `stop` is set (by a signal handler) or an option says so.
 pub fn run(
-    cfg: Config,
+    mut cfg: Config,
+    config_path: &std::path::Path,
     opts: RunOptions,
     stop: Arc<AtomicBool>,
 ) -> Result<DaemonReport, DaemonError> {
@@ -417,6 +418,8 @@ pub fn run(
                 queries: &query_senders,
                 ports: &ports,
                 port_reports: &port_reports,
+                config_path,
+                running: &mut cfg,
             };
             sock.poll(&mut |req| api::handle(req, &mut ctx));
         }

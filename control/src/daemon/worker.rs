@@ -289,7 +289,9 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         while let Ok(s) = snapshots.try_recv() {
             latest = Some(s);
         }
-        if let Some(s) = latest {
+        // A reload hands its snapshot over as a query; ordinary snapshots queued before it are
+        // older and must not undo it.
+        if let Some(s) = latest.filter(|s| s.generation > worker.snapshot().generation) {
             worker.adopt(s);
             io.counters.snapshots_adopted += 1;
         }
@@ -422,6 +424,18 @@ fn answer(worker: &mut Worker, index: usize, q: WorkerQuery) {
         }
         WorkerQuery::Flush { client, reply } => {
             let _ = reply.try_send(worker.flush_affinity(client));
+        }
+        WorkerQuery::Reload {
+            snapshot,
+            map,
+            reply,
+        } => {
+            let lookup = |s: u16, g: u16| -> Option<(u16, u16)> {
+                *map.get(usize::from(s))?.get(usize::from(g))?
+            };
+            let counts = worker.remap_affinity(&lookup);
+            worker.adopt(snapshot);
+            let _ = reply.try_send(counts);
         }
     }
 }
