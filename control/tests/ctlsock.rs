@@ -38,7 +38,7 @@ fn echo(req: Request) -> Reply {
         // About 3 MiB, more than MAX_OUTPUT.
         Request::ShowNeighbors => Reply::Ok(Value::Array(
             (0..40_000)
-                .map(|i| json!({"ip": format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255), "mac": "02:00:00:00:00:01", "state": "reachable", "age_ms": i}))
+                .map(|i| json!({"ip": format!("198.{}.{}.{}", 18 + (i >> 16), (i >> 8) & 255, i & 255), "mac": "02:00:00:00:00:01", "state": "reachable", "age_ms": i}))
                 .collect(),
         )),
         Request::StatsPrometheus => Reply::Text("# TYPE vpnlb_rx counter\nvpnlb_rx 7\n".into()),
@@ -167,15 +167,15 @@ fn parse_every_command() {
         ("show drops", Request::ShowDrops),
         ("show affinity", Request::ShowAffinity { client: None }),
         (
-            "show affinity 10.1.2.3",
+            "show affinity 198.18.2.3",
             Request::ShowAffinity {
-                client: ip("10.1.2.3"),
+                client: ip("198.18.2.3"),
             },
         ),
         (
-            "show affinity 2001:db8::7",
+            "show affinity 2001:2::7",
             Request::ShowAffinity {
-                client: ip("2001:db8::7"),
+                client: ip("2001:2::7"),
             },
         ),
         ("show neighbors", Request::ShowNeighbors),
@@ -236,8 +236,8 @@ fn parse_bad_requests() {
         ),
         ("show affinity x", "`x` is not an IP address"),
         (
-            "show affinity 10.0.0.1 10.0.0.2",
-            "unexpected argument `10.0.0.2`",
+            "show affinity 198.18.0.1 198.18.0.2",
+            "unexpected argument `198.18.0.2`",
         ),
         ("gateway", "`gateway` needs a gateway name"),
         ("gateway gw1", "`gateway gw1` needs an action"),
@@ -326,28 +326,28 @@ fn answers_requests_in_order() {
 }
 
 #[test]
-fn twenty_clients_at_once() {
-    let dir = tmpdir("twenty");
+fn fifty_clients_at_once() {
+    let dir = tmpdir("fifty");
     let server = Server::start(&dir.join("s.sock"));
-    let threads: Vec<_> = (0..20)
+    let threads: Vec<_> = (0..50)
         .map(|i| {
             let path = server.path.clone();
             std::thread::spawn(move || {
                 let mut c = Client::connect(&path);
                 // Interleaved: one at a time.
                 for j in 0..20 {
-                    let r = c.ask(&format!("show affinity 10.0.{i}.{j}"));
-                    assert_eq!(data(&r)["client"], json!(format!("10.0.{i}.{j}")));
+                    let r = c.ask(&format!("show affinity 198.18.{i}.{j}"));
+                    assert_eq!(data(&r)["client"], json!(format!("198.18.{i}.{j}")));
                 }
                 // Pipelined.
                 let batch: String = (0..50)
-                    .map(|j| format!("affinity flush 10.1.{i}.{j}\n"))
+                    .map(|j| format!("affinity flush 198.19.{i}.{j}\n"))
                     .collect();
                 c.send(batch.as_bytes());
                 for j in 0..50 {
                     let r = c.recv();
                     assert_eq!(data(&r)["command"], json!("affinity_flush"));
-                    assert_eq!(data(&r)["client"], json!(format!("10.1.{i}.{j}")));
+                    assert_eq!(data(&r)["client"], json!(format!("198.19.{i}.{j}")));
                 }
             })
         })
@@ -355,7 +355,7 @@ fn twenty_clients_at_once() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(server.handled.load(Ordering::Relaxed), 20 * 70);
+    assert_eq!(server.handled.load(Ordering::Relaxed), 50 * 70);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -971,7 +971,7 @@ mod tests {
             mac: lab::ROUTER_MAC,
         };
         assert_eq!(s.next_hop(ip("198.18.1.7")), Ok(router));
-        assert_eq!(s.next_hop(ip("203.0.113.9")), Ok(router));
+        assert_eq!(s.next_hop(ip("198.19.200.9")), Ok(router));
         assert_eq!(s.next_hop(ip("2001:2:0:64::9")), Ok(router));
         // Connected, but no neighbor entry.
         assert_eq!(s.next_hop(ip("198.19.0.99")), Err(true));
@@ -985,8 +985,8 @@ mod tests {
         let mut spec = appliance_spec(AffinitySpec::default());
         spec.routes.clear();
         let s = Snapshot::build(spec, 1).unwrap();
-        assert_eq!(s.next_hop(ip("203.0.113.9")), Err(false));
-        assert_eq!(s.next_hop(ip("2001:db8::1")), Err(false));
+        assert_eq!(s.next_hop(ip("198.19.200.9")), Err(false));
+        assert_eq!(s.next_hop(ip("2001:2:0:99::1")), Err(false));
         assert_eq!(
             s.next_hop(lab::GATEWAYS_V6[1].into()),
             Ok(NextHop {
@@ -1203,7 +1203,7 @@ mod tests {
         assert!(!c.contains("198.18.1.1".parse().unwrap()));
         assert!(!c.contains("2001:2::1".parse().unwrap()));
         let d: IpCidr = "0.0.0.0/0".parse().unwrap();
-        assert!(d.contains("203.0.113.9".parse().unwrap()));
+        assert!(d.contains("198.19.200.9".parse().unwrap()));
         let v6: IpCidr = "2001:2:0:1::1/64".parse().unwrap();
         assert!(v6.contains("2001:2:0:1::100".parse().unwrap()));
         assert!(!v6.contains("2001:2:0:2::1".parse().unwrap()));
