@@ -355,6 +355,24 @@ fn the_control_socket_shows_and_steers_a_running_daemon() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let Reply::Ok(stats) = ask(&sock, "show stats") else {
+        panic!("show stats")
+    };
+    let lat = &stats["burst_latency_us"];
+    assert!(lat["bursts"].as_u64().unwrap() > 0, "{stats}");
+    let (p50, p99, max) = (
+        lat["p50"].as_f64().unwrap(),
+        lat["p99"].as_f64().unwrap(),
+        lat["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{lat}");
+    let u = stats["utilisation"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&u), "{u}");
+    assert_eq!(
+        stats["affinity_occupancy"]["confirmed"].as_u64().unwrap()
+            + stats["affinity_occupancy"]["unconfirmed"].as_u64().unwrap(),
+        caps.clients.len() as u64
+    );
     let Reply::Ok(gws) = ask(&sock, "show gateways") else {
         panic!("show gateways")
     };

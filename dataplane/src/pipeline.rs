@@ -298,6 +298,12 @@ impl Worker {
         &self.snap
     }
 
+    /// Frames this worker has processed (without copying the counters).
+    #[inline]
+    pub fn rx_packets(&self) -> u64 {
+        self.st.counters.rx_packets
+    }
+
     /// A copy of the counters, with the affinity shard's own counters filled in.
     pub fn counters(&self) -> WorkerCounters {
         let mut c = self.st.counters.clone();

@@ -102,9 +102,28 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
         Request::Ping => Reply::Ok(json!("pong")),
         Request::ShowStats => {
             let (c, io) = ctx.totals();
+            let workers = ctx.workers();
+            let mut hist = super::worker::burst_histogram();
+            for w in &workers {
+                let _ = hist.add(&w.burst_cycles);
+            }
+            let hz = dpdk::lcore::tsc_hz().max(1) as f64;
+            let us = |cycles: u64| (cycles as f64 * 1e6 / hz * 100.0).round() / 100.0;
+            let (confirmed, unconfirmed) = workers
+                .iter()
+                .fold((0, 0), |(a, b), w| (a + w.confirmed, b + w.unconfirmed));
             Reply::Ok(json!({
                 "counters": c,
                 "io": io,
+                "utilisation": utilisation(&io),
+                "burst_latency_us": {
+                    "bursts": hist.len(),
+                    "p50": us(hist.value_at_quantile(0.5)),
+                    "p99": us(hist.value_at_quantile(0.99)),
+                    "p99_9": us(hist.value_at_quantile(0.999)),
+                    "max": us(hist.max()),
+                },
+                "affinity_occupancy": {"confirmed": confirmed, "unconfirmed": unconfirmed},
                 "neighbors": ctx.ctl.neighbor_counters(),
                 "control": ctx.ctl.counters(),
             }))
@@ -132,7 +151,8 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
                 .enumerate()
                 .map(|(i, w)| {
                     json!({
-                        "worker": i, "core": w.core, "rx_packets": w.counters.rx_packets,
+                        "worker": i, "core": w.core, "utilisation": utilisation(&w.io),
+                        "bursts": w.io.rx_bursts, "rx_packets": w.counters.rx_packets,
                         "tx_packets": w.counters.tx_packets, "drops": w.counters.total_drops(),
                         "to_control": w.counters.to_control, "clients": w.affinity_entries,
                         "handoff_out": w.io.handoff_out, "handoff_in": w.io.handoff_in,
@@ -322,6 +342,15 @@ pub fn id_map(old: &ApplianceSpec, new: &ApplianceSpec) -> IdMap {
                 .collect()
         })
         .collect()
+}
+
+/// Busy share of a worker's (or all workers') cycles, 0.0-1.0 with 3 decimals.
+fn utilisation(io: &IoCounters) -> f64 {
+    let total = io.busy_cycles + io.idle_cycles;
+    if total == 0 {
+        return 0.0;
+    }
+    (io.busy_cycles as f64 / total as f64 * 1000.0).round() / 1000.0
 }
 
 fn set_gateway(

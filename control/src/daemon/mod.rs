@@ -531,6 +531,8 @@ fn sum_io(a: &mut IoCounters, b: &IoCounters) {
     a.to_control_dropped += b.to_control_dropped;
     a.miss_reports_lost += b.miss_reports_lost;
     a.snapshots_adopted += b.snapshots_adopted;
+    a.busy_cycles += b.busy_cycles;
+    a.idle_cycles += b.idle_cycles;
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use dataplane::steer::Steering;
 use dataplane::wire::ethernet::EthernetFrame;
 use dpdk::lcore::rdtsc;
 use dpdk::{Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue};
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::api::{AffinityRow, WorkerQuery};
@@ -46,10 +47,19 @@ pub struct IoCounters {
     pub miss_reports_lost: u64,
     /// Snapshots adopted.
     pub snapshots_adopted: u64,
+    /// TSC cycles spent in loop iterations that moved at least one frame, and in empty polls:
+    /// utilisation = busy / (busy + idle).
+    pub busy_cycles: u64,
+    pub idle_cycles: u64,
+}
+
+/// Per-burst processing time, in TSC cycles. Fixed bounds, so recording never allocates.
+pub fn burst_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1 << 36, 3).expect("static histogram bounds")
 }
 
 /// What a worker reports to the control thread.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct WorkerReport {
     pub core: usize,
     pub counters: WorkerCounters,
@@ -57,6 +67,27 @@ pub struct WorkerReport {
     pub affinity_entries: usize,
     /// Active clients per service and gateway.
     pub active_clients: Vec<Vec<u32>>,
+    /// Confirmed and unconfirmed entries of the shard.
+    pub confirmed: usize,
+    pub unconfirmed: usize,
+    /// Processing time of every burst since start (TSC cycles).
+    #[serde(skip)]
+    pub burst_cycles: Histogram<u64>,
+}
+
+impl Default for WorkerReport {
+    fn default() -> Self {
+        WorkerReport {
+            core: 0,
+            counters: WorkerCounters::default(),
+            io: IoCounters::default(),
+            affinity_entries: 0,
+            active_clients: Vec::new(),
+            confirmed: 0,
+            unconfirmed: 0,
+            burst_cycles: burst_histogram(),
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, from the TSC (no system call per loop).
@@ -129,6 +160,7 @@ struct Io {
     to_control: RingProducer,
     control_buf: Burst,
     counters: IoCounters,
+    burst_cycles: Histogram<u64>,
 }
 
 impl Io {
@@ -224,7 +256,10 @@ fn process(
     if n == 0 {
         return;
     }
+    let t0 = rdtsc();
     worker.process_burst(now, port, burst.as_mut_slice(), &mut verdicts[..n]);
+    io.burst_cycles
+        .saturating_record(rdtsc().wrapping_sub(t0).max(1));
     for (m, v) in burst.drain().zip(verdicts.iter()) {
         match *v {
             Verdict::Tx { port } => io.transmit(usize::from(port), m),
@@ -272,6 +307,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         to_control,
         control_buf: Burst::new(),
         counters: IoCounters::default(),
+        burst_cycles: burst_histogram(),
     };
     let mut rx = Burst::new();
     let mut mine = Burst::new();
@@ -283,8 +319,10 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
     let mut last_report = last_flush;
     let me = index as u16;
 
+    let mut loop_start = rdtsc();
     while !stop.load(Ordering::Relaxed) {
         io.counters.polls += 1;
+        let frames_before = io.counters.handoff_in + worker_rx(&worker);
         let mut latest = None;
         while let Ok(s) = snapshots.try_recv() {
             latest = Some(s);
@@ -355,6 +393,13 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
             io.flush_control();
         }
         let t = rdtsc();
+        let spent = t.wrapping_sub(loop_start);
+        loop_start = t;
+        if io.counters.handoff_in + worker_rx(&worker) != frames_before {
+            io.counters.busy_cycles += spent;
+        } else {
+            io.counters.idle_cycles += spent;
+        }
         if t.wrapping_sub(last_flush) >= flush_cycles {
             io.flush_all_tx();
             last_flush = t;
@@ -367,7 +412,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         io.counters.miss_reports_lost += lost;
         if t.wrapping_sub(last_report) >= report_cycles {
             if let Ok(mut r) = report.try_lock() {
-                publish(&mut r, core, &worker, &io.counters);
+                publish(&mut r, core, &worker, &io);
             }
             last_report = t;
         }
@@ -379,14 +424,24 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
     io.flush_control();
     let final_report = report.lock();
     if let Ok(mut r) = final_report {
-        publish(&mut r, core, &worker, &io.counters);
+        publish(&mut r, core, &worker, &io);
     }
 }
 
-fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &IoCounters) {
+/// Frames the pipeline has seen (cheap: one field of the counters).
+fn worker_rx(worker: &Worker) -> u64 {
+    worker.rx_packets()
+}
+
+fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &Io) {
     r.core = core;
     r.counters = worker.counters();
-    r.io = *io;
+    r.io = io.counters;
+    r.confirmed = worker.affinity().confirmed_len();
+    r.unconfirmed = worker.affinity().unconfirmed_len();
+    // Same bounds on both sides: copying never allocates.
+    r.burst_cycles.reset();
+    let _ = r.burst_cycles.add(&io.burst_cycles);
     r.affinity_entries = worker.affinity().len();
     r.active_clients = worker.active_clients();
 }
