@@ -322,7 +322,8 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
     let mut loop_start = rdtsc();
     while !stop.load(Ordering::Relaxed) {
         io.counters.polls += 1;
-        let frames_before = io.counters.handoff_in + worker_rx(&worker);
+        // Frames this iteration moved: processed here, or handed to their owner.
+        let moved_before = worker.rx_packets() + io.counters.handoff_out;
         let mut latest = None;
         while let Ok(s) = snapshots.try_recv() {
             latest = Some(s);
@@ -395,7 +396,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         let t = rdtsc();
         let spent = t.wrapping_sub(loop_start);
         loop_start = t;
-        if io.counters.handoff_in + worker_rx(&worker) != frames_before {
+        if worker.rx_packets() + io.counters.handoff_out != moved_before {
             io.counters.busy_cycles += spent;
         } else {
             io.counters.idle_cycles += spent;
@@ -426,11 +427,6 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
     if let Ok(mut r) = final_report {
         publish(&mut r, core, &worker, &io);
     }
-}
-
-/// Frames the pipeline has seen (cheap: one field of the counters).
-fn worker_rx(worker: &Worker) -> u64 {
-    worker.rx_packets()
 }
 
 fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &Io) {
