@@ -190,7 +190,8 @@ pub fn run(
 
     let n_workers = d.workers.len();
     let n_ports = cfg.spec.ports.len();
-    let ring_size = 1024u32;
+    // Deep enough to ride out a worker that is descheduled for a while (a few ms at line rate).
+    let ring_size = 4096u32;
     let mbufs = d.mbufs.unwrap_or_else(|| {
         let per_port =
             n_workers as u32 * (u32::from(d.rx_desc) + u32::from(d.tx_desc)) + u32::from(d.tx_desc);
