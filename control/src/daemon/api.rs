@@ -196,39 +196,29 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
                 .collect(),
         )),
         Request::ShowAffinity { client } => {
-            let mut rows = Vec::new();
-            for (w, q) in ctx.queries.iter().enumerate() {
-                let (tx, rx) = bounded(1);
-                let query = WorkerQuery::Affinity {
+            let answers = ask_workers(ctx.queries, Duration::ZERO, |reply| {
+                WorkerQuery::Affinity {
                     client,
                     limit: AFFINITY_LIMIT,
-                    reply: tx,
-                };
-                if q.try_send(query).is_err() {
-                    return Reply::Error(format!("worker {w} is busy; try again"));
+                    reply,
                 }
-                match rx.recv_timeout(QUERY_TIMEOUT) {
-                    Ok(r) => rows.extend(r),
-                    Err(_) => return Reply::Error(format!("worker {w} did not answer")),
-                }
-            }
+            });
+            let mut rows: Vec<AffinityRow> = match answers {
+                Ok(a) => a.into_iter().flatten().collect(),
+                Err(e) => return Reply::Error(e),
+            };
             rows.sort_by(|a, b| (a.client, &a.service).cmp(&(b.client, &b.service)));
             rows.truncate(AFFINITY_LIMIT);
             Reply::Ok(serde_json::to_value(rows).unwrap_or(Value::Null))
         }
         Request::AffinityFlush { client } => {
-            let mut removed = 0;
-            for (w, q) in ctx.queries.iter().enumerate() {
-                let (tx, rx) = bounded(1);
-                if q.try_send(WorkerQuery::Flush { client, reply: tx }).is_err() {
-                    return Reply::Error(format!("worker {w} is busy; try again"));
-                }
-                match rx.recv_timeout(QUERY_TIMEOUT) {
-                    Ok(n) => removed += n,
-                    Err(_) => return Reply::Error(format!("worker {w} did not answer")),
-                }
+            match ask_workers(ctx.queries, Duration::ZERO, |reply| WorkerQuery::Flush {
+                client,
+                reply,
+            }) {
+                Ok(n) => Reply::Ok(json!({"removed": n.iter().sum::<usize>()})),
+                Err(e) => Reply::Error(e),
             }
-            Reply::Ok(json!({"removed": removed}))
         }
         Request::GatewayDrain { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Draining),
         Request::GatewayEnable { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Up),
@@ -263,28 +253,16 @@ fn reload(ctx: &mut Ctx<'_>) -> Reply {
         Ok(s) => s,
         Err(e) => return Reply::Error(format!("reload refused: {e}")),
     };
-    let (mut moved, mut removed) = (0, 0);
-    for (w, q) in ctx.queries.iter().enumerate() {
-        let (tx, rx) = bounded(1);
-        let query = WorkerQuery::Reload {
-            snapshot: Arc::clone(&snapshot),
-            map: Arc::clone(&map),
-            reply: tx,
-        };
-        // The query channel holds one question; wait for room rather than skip a worker.
-        if q.send_timeout(query, QUERY_TIMEOUT).is_err() {
-            return Reply::Error(format!("worker {w} did not take the new configuration"));
-        }
-        match rx.recv_timeout(QUERY_TIMEOUT) {
-            Ok((m, r)) => {
-                moved += m;
-                removed += r;
-            }
-            Err(_) => {
-                return Reply::Error(format!("worker {w} did not confirm the new configuration"))
-            }
-        }
-    }
+    // The query channel holds one question: wait for room rather than skip a worker.
+    let answers = ask_workers(ctx.queries, QUERY_TIMEOUT, |reply| WorkerQuery::Reload {
+        snapshot: Arc::clone(&snapshot),
+        map: Arc::clone(&map),
+        reply,
+    });
+    let (moved, removed) = match answers {
+        Ok(a) => a.iter().fold((0, 0), |(m, r), (am, ar)| (m + am, r + ar)),
+        Err(e) => return Reply::Error(format!("reload incomplete: {e}")),
+    };
     *ctx.running = new;
     tracing::info!(
         generation = snapshot.generation,
@@ -351,6 +329,27 @@ fn utilisation(io: &IoCounters) -> f64 {
         return 0.0;
     }
     (io.busy_cycles as f64 / total as f64 * 1000.0).round() / 1000.0
+}
+
+/// Asks every worker the question `make` builds around a reply channel and collects the
+/// answers in worker order. `send_wait` is how long to wait for room in a worker's query channel
+/// (zero: a worker still busy with an earlier question is reported, not waited for).
+fn ask_workers<T>(
+    queries: &[Sender<WorkerQuery>],
+    send_wait: Duration,
+    make: impl Fn(Sender<T>) -> WorkerQuery,
+) -> Result<Vec<T>, String> {
+    let mut answers = Vec::with_capacity(queries.len());
+    for (w, q) in queries.iter().enumerate() {
+        let (tx, rx) = bounded(1);
+        q.send_timeout(make(tx), send_wait)
+            .map_err(|_| format!("worker {w} is busy; try again"))?;
+        answers.push(
+            rx.recv_timeout(QUERY_TIMEOUT)
+                .map_err(|_| format!("worker {w} did not answer"))?,
+        );
+    }
+    Ok(answers)
 }
 
 fn set_gateway(

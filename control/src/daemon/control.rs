@@ -109,17 +109,13 @@ impl Control {
     /// (returned, for the workers to adopt together with their affinity re-keying; it is not
     /// queued as an ordinary snapshot).
     pub fn reload(&mut self, spec: ApplianceSpec) -> Result<Arc<Snapshot>, String> {
-        let mut with_neighbors = spec.clone();
         let statics: Vec<(IpAddr, EthernetAddress)> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
         self.neighbors.set_statics(statics);
-        with_neighbors.neighbors = self
-            .neighbors
-            .usable()
-            .map(|(address, mac)| NeighborSpec { address, mac })
-            .collect();
-        with_neighbors.neighbors.sort_by_key(|n| n.address);
-        let snap = Arc::new(Snapshot::build(with_neighbors, self.generation + 1)?);
+        let snap = Arc::new(Snapshot::build(
+            self.with_usable_neighbors(&spec),
+            self.generation + 1,
+        )?);
         self.generation += 1;
         self.base = spec;
         self.snap = Arc::clone(&snap);
@@ -350,15 +346,21 @@ impl Control {
         }
     }
 
-    /// A new snapshot with the usable neighbor entries.
-    fn publish(&mut self) {
-        let mut spec = self.base.clone();
+    /// `spec` with the neighbor table the workers should use: static and learned entries.
+    fn with_usable_neighbors(&self, spec: &ApplianceSpec) -> ApplianceSpec {
+        let mut spec = spec.clone();
         spec.neighbors = self
             .neighbors
             .usable()
             .map(|(address, mac)| NeighborSpec { address, mac })
             .collect();
         spec.neighbors.sort_by_key(|n| n.address);
+        spec
+    }
+
+    /// A new snapshot with the usable neighbor entries.
+    fn publish(&mut self) {
+        let spec = self.with_usable_neighbors(&self.base);
         self.generation += 1;
         match Snapshot::build(spec, self.generation) {
             Ok(s) => {
