@@ -1043,6 +1043,22 @@ mod tests {
     }
 
     #[test]
+    fn control_socket_must_be_an_absolute_path() {
+        let c = load_config_str(LAB, "conf/lab.toml").unwrap();
+        assert_eq!(
+            c.control.socket,
+            std::path::Path::new("/run/vpnlb/vpnlbd.sock")
+        );
+        let text = with(
+            "socket = \"/run/vpnlb/vpnlbd.sock\"",
+            "socket = \"vpnlbd.sock\"",
+        );
+        let e = load_config_str(&text, "t.toml").unwrap_err();
+        assert_eq!(e.key, "control.socket");
+        assert!(e.reason.contains("absolute"), "{e}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("90"), Some(90));
         assert_eq!(parse_duration("90s"), Some(90));
