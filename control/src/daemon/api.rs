@@ -15,9 +15,9 @@ use dpdk::Port;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use dataplane::model::{ApplianceSpec, Snapshot};
+use dataplane::model::ApplianceSpec;
 
-use super::control::Control;
+use super::control::{Control, IdMap};
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
 use crate::config::{self, Config};
@@ -36,18 +36,7 @@ pub enum WorkerQuery {
         client: Option<IpAddr>,
         reply: Sender<usize>,
     },
-    /// A reloaded configuration: re-key the affinity entries with `map` (old service, old
-    /// gateway → new ids; `None`: gone), then adopt `snapshot`, in one step between bursts.
-    /// Answers (entries moved, entries removed).
-    Reload {
-        snapshot: Arc<Snapshot>,
-        map: Arc<IdMap>,
-        reply: Sender<(usize, usize)>,
-    },
 }
-
-/// `[old service][old gateway]` → new (service, gateway) ids.
-pub type IdMap = Vec<Vec<Option<(u16, u16)>>>;
 
 /// One affinity entry as `show affinity` lists it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -248,26 +237,32 @@ fn reload(ctx: &mut Ctx<'_>) -> Reply {
             "reload refused: {what} changed, which needs a restart of vpnlbd"
         ));
     }
-    let map = Arc::new(id_map(&ctx.running.spec, &new.spec));
-    let snapshot = match ctx.ctl.reload(new.spec.clone()) {
+    let map = id_map(&ctx.running.spec, &new.spec);
+    let (snapshot, answers) = match ctx.ctl.reload(new.spec.clone(), map) {
         Ok(s) => s,
         Err(e) => return Reply::Error(format!("reload refused: {e}")),
     };
-    // The query channel holds one question: wait for room rather than skip a worker.
-    let answers = ask_workers(ctx.queries, QUERY_TIMEOUT, |reply| WorkerQuery::Reload {
-        snapshot: Arc::clone(&snapshot),
-        map: Arc::clone(&map),
-        reply,
-    });
-    let (moved, removed) = match answers {
-        Ok(a) => a.iter().fold((0, 0), |(m, r), (am, ar)| (m + am, r + ar)),
-        Err(e) => return Reply::Error(format!("reload incomplete: {e}")),
-    };
+    // Committed: every worker has the reload queued in order and applies it between bursts.
+    // Wait a while for the answers, and name any worker that is slow to give one.
+    let deadline = std::time::Instant::now() + QUERY_TIMEOUT;
+    let (mut moved, mut removed) = (0, 0);
+    let mut pending_workers = Vec::new();
+    for (w, a) in answers.iter().enumerate() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match a.recv_timeout(left) {
+            Ok((m, r)) => {
+                moved += m;
+                removed += r;
+            }
+            Err(_) => pending_workers.push(w),
+        }
+    }
     *ctx.running = new;
     tracing::info!(
         generation = snapshot.generation,
         moved,
         removed,
+        pending_workers = ?pending_workers,
         "configuration reloaded"
     );
     Reply::Ok(json!({
@@ -276,6 +271,7 @@ fn reload(ctx: &mut Ctx<'_>) -> Reply {
         "gateways": snapshot.services.iter().map(|s| s.spec.gateways.len()).sum::<usize>(),
         "affinity_moved": moved,
         "affinity_removed": removed,
+        "pending_workers": pending_workers,
     }))
 }
 

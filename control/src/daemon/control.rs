@@ -7,6 +7,7 @@
 //! snapshot whenever the usable neighbor entries change. Workers pick snapshots up between
 //! bursts; a worker whose channel is full gets the newest one on a later poll.
 
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use dataplane::craft::{self, L2};
 use dataplane::frame::Frame;
 use dataplane::model::{ApplianceSpec, NeighborSpec, Role, Snapshot};
 use dataplane::neighbor::{NeighborCache, NeighborCounters, NeighborTimers, Probe};
+use dataplane::schedule::GatewayState;
 use dataplane::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
 use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
 use dataplane::wire::icmpv6::{self, icmpv6_type, NdpNeighbor};
@@ -42,6 +44,27 @@ pub struct ControlCounters {
     pub snapshot_errors: u64,
 }
 
+/// What the control thread hands a worker, in order, over one channel per worker.
+pub enum Update {
+    /// A newer snapshot of the same layout (neighbors, gateway states, weights).
+    Snapshot(Arc<Snapshot>),
+    /// A reloaded configuration: re-key the affinity entries with `map` (old service, old
+    /// gateway → new ids; `None`: gone), then adopt `snapshot`, in one step between bursts.
+    /// Answers (entries moved, entries removed). Snapshots sent after it use the new layout,
+    /// so the channel's order is what keeps ids and entries consistent.
+    Reload {
+        snapshot: Arc<Snapshot>,
+        map: Arc<IdMap>,
+        reply: Sender<(usize, usize)>,
+    },
+}
+
+/// Where a worker answers a reload: (affinity entries moved, entries removed).
+pub type ReloadAnswer = Receiver<(usize, usize)>;
+
+/// `[old service][old gateway]` → new (service, gateway) ids.
+pub type IdMap = Vec<Vec<Option<(u16, u16)>>>;
+
 pub struct Control {
     snap: Arc<Snapshot>,
     base: ApplianceSpec,
@@ -52,10 +75,40 @@ pub struct Control {
     pool: Mempool,
     from_workers: RingConsumer,
     misses: Receiver<IpAddr>,
-    senders: Vec<Sender<Arc<Snapshot>>>,
-    pending: Vec<Option<Arc<Snapshot>>>,
+    senders: Vec<Sender<Update>>,
+    /// Per worker, updates its channel had no room for yet. Consecutive snapshots collapse
+    /// into the newest; reloads are never dropped or reordered.
+    pending: Vec<VecDeque<Update>>,
     counters: ControlCounters,
     last_tick_ms: u64,
+    health: HealthOverlay,
+}
+
+/// Gateways the health checks have down, and what that means per service.
+#[derive(Default)]
+struct HealthOverlay {
+    /// (service, gateway) names.
+    down: HashSet<(String, String)>,
+    /// Services whose down gateways keep their clients until they time out.
+    keep_clients: HashSet<String>,
+}
+
+impl HealthOverlay {
+    fn is_down(&self, service: &str, gateway: &str) -> bool {
+        // Few gateways are down at a time: a scan beats building an owned key per lookup.
+        self.down.iter().any(|(s, g)| s == service && g == gateway)
+    }
+}
+
+/// The state the workers see for a gateway the health checks have down: no new clients either
+/// way; its clients move elsewhere on their next packet (`Down`) unless the service keeps them
+/// until they time out (`Draining`). An operator's `Down` stays `Down`.
+pub fn health_down_state(admin: GatewayState, keep_clients: bool) -> GatewayState {
+    match admin {
+        GatewayState::Down => GatewayState::Down,
+        _ if keep_clients => GatewayState::Draining,
+        _ => GatewayState::Down,
+    }
 }
 
 /// How often neighbor timers run.
@@ -68,14 +121,14 @@ impl Control {
         pool: Mempool,
         from_workers: RingConsumer,
         misses: Receiver<IpAddr>,
-        senders: Vec<Sender<Arc<Snapshot>>>,
+        senders: Vec<Sender<Update>>,
     ) -> Control {
         let statics = snap.spec.neighbors.iter().map(|n| (n.address, n.mac));
         let neighbors = NeighborCache::new(NeighborTimers::default(), statics);
         Control {
             base: snap.spec.clone(),
             generation: snap.generation,
-            pending: vec![None; senders.len()],
+            pending: senders.iter().map(|_| VecDeque::new()).collect(),
             snap,
             neighbors,
             tx,
@@ -85,6 +138,7 @@ impl Control {
             senders,
             counters: ControlCounters::default(),
             last_tick_ms: 0,
+            health: HealthOverlay::default(),
         }
     }
 
@@ -106,24 +160,36 @@ impl Control {
     }
 
     /// Takes a reloaded appliance spec: new static neighbors, a new base, and a snapshot of it
-    /// (returned, for the workers to adopt together with their affinity re-keying; it is not
-    /// queued as an ordinary snapshot).
-    pub fn reload(&mut self, spec: ApplianceSpec) -> Result<Arc<Snapshot>, String> {
+    /// that every worker adopts together with re-keying its affinity entries by `map`. The
+    /// update is queued behind whatever the workers have not picked up yet and ahead of
+    /// anything published later, so it is never lost or overtaken. Returns the snapshot and,
+    /// per worker, the channel its answer arrives on.
+    pub fn reload(
+        &mut self,
+        spec: ApplianceSpec,
+        map: IdMap,
+    ) -> Result<(Arc<Snapshot>, Vec<ReloadAnswer>), String> {
         let statics: Vec<(IpAddr, EthernetAddress)> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
         self.neighbors.set_statics(statics);
-        let snap = Arc::new(Snapshot::build(
-            self.with_usable_neighbors(&spec),
-            self.generation + 1,
-        )?);
+        let snap = Arc::new(Snapshot::build(self.effective(&spec), self.generation + 1)?);
         self.generation += 1;
         self.base = spec;
         self.snap = Arc::clone(&snap);
         self.neighbors.take_changed();
+        let map = Arc::new(map);
+        let mut answers = Vec::with_capacity(self.pending.len());
         for p in &mut self.pending {
-            *p = None;
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            p.push_back(Update::Reload {
+                snapshot: Arc::clone(&snap),
+                map: Arc::clone(&map),
+                reply,
+            });
+            answers.push(answer);
         }
-        Ok(snap)
+        self.send_pending();
+        Ok((snap, answers))
     }
 
     /// Applies `change` to every gateway called `name` (in every service) and publishes the
@@ -346,8 +412,11 @@ impl Control {
         }
     }
 
-    /// `spec` with the neighbor table the workers should use: static and learned entries.
-    fn with_usable_neighbors(&self, spec: &ApplianceSpec) -> ApplianceSpec {
+    /// What the workers should run for `spec`: the static and learned neighbor entries, and
+    /// the gateways' states with their health applied. The operator's state stays in `base`,
+    /// so a gateway that recovers goes back to what the operator chose (a drained gateway
+    /// stays drained).
+    fn effective(&self, spec: &ApplianceSpec) -> ApplianceSpec {
         let mut spec = spec.clone();
         spec.neighbors = self
             .neighbors
@@ -355,19 +424,66 @@ impl Control {
             .map(|(address, mac)| NeighborSpec { address, mac })
             .collect();
         spec.neighbors.sort_by_key(|n| n.address);
+        for svc in &mut spec.services {
+            let keep = self.health.keep_clients.contains(&svc.name);
+            for gw in &mut svc.gateways {
+                if self.health.is_down(&svc.name, &gw.name) {
+                    gw.state = health_down_state(gw.state, keep);
+                }
+            }
+        }
         spec
+    }
+
+    /// Applies a health transition of `gateway` in `service`; publishes when it changes what
+    /// the workers run.
+    pub fn set_health(&mut self, service: &str, gateway: &str, up: bool) {
+        let key = (service.to_string(), gateway.to_string());
+        let changed = if up {
+            self.health.down.remove(&key)
+        } else {
+            self.health.down.insert(key)
+        };
+        if changed {
+            self.publish();
+        }
+    }
+
+    /// Which services keep a down gateway's clients on it (`on_gateway_down = "keep"`);
+    /// forgets health states of gateways no longer checked.
+    pub fn set_health_policy(
+        &mut self,
+        keep_clients: HashSet<String>,
+        checked: &HashSet<(String, String)>,
+    ) {
+        self.health.keep_clients = keep_clients;
+        self.health.down.retain(|k| checked.contains(k));
+        self.publish();
+    }
+
+    /// Whether health checks have `gateway` of `service` down now.
+    pub fn is_unhealthy(&self, service: &str, gateway: &str) -> bool {
+        self.health.is_down(service, gateway)
+    }
+
+    /// The gateway states as the operator set them (config and vpnlbctl), before health.
+    pub fn base(&self) -> &ApplianceSpec {
+        &self.base
     }
 
     /// A new snapshot with the usable neighbor entries.
     fn publish(&mut self) {
-        let spec = self.with_usable_neighbors(&self.base);
+        let spec = self.effective(&self.base);
         self.generation += 1;
         match Snapshot::build(spec, self.generation) {
             Ok(s) => {
                 let s = Arc::new(s);
                 self.snap = Arc::clone(&s);
                 for p in &mut self.pending {
-                    *p = Some(Arc::clone(&s));
+                    if let Some(Update::Snapshot(_)) = p.back() {
+                        p.pop_back();
+                    }
+                    p.push_back(Update::Snapshot(Arc::clone(&s)));
                 }
                 self.counters.snapshots_published += 1;
                 debug!(generation = self.generation, "snapshot published");
@@ -381,10 +497,14 @@ impl Control {
 
     fn send_pending(&mut self) {
         for (p, tx) in self.pending.iter_mut().zip(&self.senders) {
-            if let Some(s) = p.take() {
-                match tx.try_send(s) {
-                    Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                    Err(TrySendError::Full(s)) => *p = Some(s),
+            while let Some(u) = p.pop_front() {
+                match tx.try_send(u) {
+                    Ok(()) => {}
+                    Err(TrySendError::Disconnected(_)) => p.clear(),
+                    Err(TrySendError::Full(u)) => {
+                        p.push_front(u);
+                        break;
+                    }
                 }
             }
         }

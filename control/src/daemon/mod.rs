@@ -357,7 +357,7 @@ pub fn run(
             to_control: control_producer
                 .try_clone()
                 .ok_or_else(|| DaemonError::Thread("control ring is single-producer".into()))?,
-            snapshots: snap_rx,
+            updates: snap_rx,
             queries: query_rx,
             from_control: if w == 0 {
                 from_control_consumer.take()

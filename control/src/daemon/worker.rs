@@ -25,6 +25,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::api::{AffinityRow, WorkerQuery};
+use super::control::Update;
 
 /// I/O counters of one worker (the pipeline's own are in [`WorkerCounters`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -139,7 +140,7 @@ pub struct WorkerSetup {
     pub handoff_out: Vec<Option<RingProducer>>,
     pub handoff_in: RingConsumer,
     pub to_control: RingProducer,
-    pub snapshots: Receiver<Arc<Snapshot>>,
+    pub updates: Receiver<Update>,
     /// Operator questions (show affinity, affinity flush), answered between bursts.
     pub queries: Receiver<WorkerQuery>,
     /// Worker 0 only: frames the control thread wants sent (the mbuf's port says where).
@@ -288,7 +289,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         handoff_out,
         mut handoff_in,
         to_control,
-        snapshots,
+        updates,
         queries,
         mut from_control,
         misses,
@@ -324,14 +325,10 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         io.counters.polls += 1;
         // Frames this iteration moved: processed here, or handed to their owner.
         let moved_before = worker.rx_packets() + io.counters.handoff_out;
-        let mut latest = None;
-        while let Ok(s) = snapshots.try_recv() {
-            latest = Some(s);
-        }
-        // A reload hands its snapshot over as a query; ordinary snapshots queued before it are
-        // older and must not undo it.
-        if let Some(s) = latest.filter(|s| s.generation > worker.snapshot().generation) {
-            worker.adopt(s);
+        // In order: a reload re-keys the affinity entries for the layout of the snapshots
+        // that follow it.
+        while let Ok(u) = updates.try_recv() {
+            apply_update(&mut worker, u);
             io.counters.snapshots_adopted += 1;
         }
         if let Ok(q) = queries.try_recv() {
@@ -476,7 +473,16 @@ fn answer(worker: &mut Worker, index: usize, q: WorkerQuery) {
         WorkerQuery::Flush { client, reply } => {
             let _ = reply.try_send(worker.flush_affinity(client));
         }
-        WorkerQuery::Reload {
+    }
+}
+
+/// Adopts a snapshot, or re-keys the affinity entries and adopts a reloaded configuration.
+fn apply_update(worker: &mut Worker, u: Update) {
+    match u {
+        // Collapsed snapshots are newest-last; an older one never undoes a newer one.
+        Update::Snapshot(s) if s.generation > worker.snapshot().generation => worker.adopt(s),
+        Update::Snapshot(_) => {}
+        Update::Reload {
             snapshot,
             map,
             reply,
