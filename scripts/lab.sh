@@ -20,6 +20,9 @@
 #                so a test can use any "client behind the router" address from inside vlb-up
 #   vlb-gw1..3   gateways: eth0 = 198.19.0.11-13/24, 2001:2:0:2::11-13/64,
 #                MAC 02:00:00:00:02:0b/0c/0d, default routes via 198.19.0.1 and 2001:2:0:2::1
+#   vlb-app      empty namespace for appliance A's exception path (conf/lab.toml [exception]):
+#                vpnlbd puts its TAPs there, with the appliance's addresses, and runs its health
+#                checks from there (vlb-app-b likewise for appliance B, with --pair)
 #
 # The root-namespace ends carry no address (DPDK's net_af_packet owns them): IPv6 is off on them,
 # ARP answers and IPv4 forwarding are off for them, they are up and promiscuous (the appliance's
@@ -232,6 +235,11 @@ cmd_up() {
         appliance_port vlb-bk1 vlb-bsw bk1
     fi
 
+    ensure_ns vlb-app
+    if ((pair)); then
+        ensure_ns vlb-app-b
+    fi
+
     leaf vlb-up vlb-csw up 02:00:00:00:01:fe 198.18.0.254/24 2001:2:0:1::fe/64 "" ""
     sysctls vlb-up net/ipv4/ip_forward=1 net/ipv6/conf/all/forwarding=1 \
         net/ipv6/conf/all/accept_ra=0 net/ipv6/conf/eth0/accept_ra=0
@@ -251,7 +259,7 @@ cmd_up() {
             "198.19.0.$n/24" "2001:2:0:2::$n/64" 198.19.0.1 2001:2:0:2::1
     done
 
-    echo "lab up: vlb-csw vlb-bsw vlb-cl0 vlb-bk0$( ((pair)) && echo ' vlb-cl1 vlb-bk1') vlb-up" \
+    echo "lab up: vlb-csw vlb-bsw vlb-cl0 vlb-bk0$( ((pair)) && echo ' vlb-cl1 vlb-bk1') vlb-app vlb-up" \
         "vlb-gw1..3$( ((clients)) && echo " vlb-c1..$clients")"
 }
 

@@ -53,6 +53,8 @@ struct File {
     #[serde(default)]
     control: Option<ControlFile>,
     #[serde(default)]
+    exception: Option<ExceptionFile>,
+    #[serde(default)]
     affinity: Option<AffinityFile>,
     #[serde(default)]
     maglev_table_size: Option<usize>,
@@ -145,12 +147,135 @@ impl Default for ControlSettings {
     }
 }
 
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ExceptionFile {
+    enabled: Option<bool>,
+    netns: Option<String>,
+    tap_prefix: Option<String>,
+    queue: Option<usize>,
+}
+
+/// The exception path (`[exception]`): traffic for the appliance's own addresses that the
+/// dataplane does not answer goes to the kernel through one TAP per interface, which carries
+/// the interface's MAC and addresses; what the kernel sends there leaves by the interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExceptionSettings {
+    /// Off unless the file has an `[exception]` section (creating interfaces is opt-in).
+    pub enabled: bool,
+    /// The network namespace (`ip netns` name) the TAPs and the health checks' sockets live
+    /// in; `None`: the daemon's own.
+    pub netns: Option<String>,
+    /// TAP names are this prefix and the interface's name (at most 15 bytes in all).
+    pub tap_prefix: String,
+    /// Frames queued each way between the dataplane and the kernel.
+    pub queue: usize,
+}
+
+impl Default for ExceptionSettings {
+    fn default() -> Self {
+        ExceptionSettings {
+            enabled: false,
+            netns: None,
+            tap_prefix: "vlb-".to_string(),
+            queue: 1024,
+        }
+    }
+}
+
+impl ExceptionSettings {
+    /// The TAP of the interface called `interface`.
+    pub fn tap_name(&self, interface: &str) -> String {
+        format!("{}{interface}", self.tap_prefix)
+    }
+}
+
+/// What a health check sends (`type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// TCP connect.
+    Tcp,
+    /// IKE_SA_INIT that the gateway rejects without keeping state.
+    Ike,
+    /// TLS ClientHello, answered by a ServerHello or an alert.
+    Tls,
+    /// DTLS ClientHello, answered by a HelloVerifyRequest, a ServerHello or an alert.
+    Dtls,
+    /// ICMP echo.
+    Icmp,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Ike => "ike",
+            CheckKind::Tls => "tls",
+            CheckKind::Dtls => "dtls",
+            CheckKind::Icmp => "icmp",
+        }
+    }
+}
+
+/// One `[[service.health_check]]`, applied to every gateway of the service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Destination port (0 for ICMP).
+    pub port: u16,
+    /// Which of the gateway's addresses it probes.
+    pub ipv6: bool,
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    /// Consecutive successes that bring a down gateway up.
+    pub rise: u32,
+    /// Consecutive failures that take an up gateway down.
+    pub fall: u32,
+    /// Probes leave from this address (operators allowlist it on the gateways); `None`: the
+    /// kernel picks the address of the interface facing the gateway.
+    pub source: Option<IpAddr>,
+    /// TLS only: the server name in the ClientHello.
+    pub sni: Option<String>,
+}
+
+impl HealthCheck {
+    /// How the check is named in `show gateways`, logs and metrics, e.g. `ike:500`, `icmp6`.
+    pub fn label(&self) -> String {
+        let family = if self.ipv6 { "6" } else { "" };
+        match self.kind {
+            CheckKind::Icmp => format!("icmp{family}"),
+            k => format!("{}{family}:{}", k.as_str(), self.port),
+        }
+    }
+}
+
+/// What happens to a down gateway's clients (`on_gateway_down`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnGatewayDown {
+    /// They move to another gateway on their next packet (the tunnel re-establishes there).
+    #[default]
+    Reschedule,
+    /// They stay until they time out (the gateway is treated as draining).
+    Keep,
+}
+
+/// A service's health checks and its policy for down gateways.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub service: String,
+    pub on_gateway_down: OnGatewayDown,
+    pub checks: Vec<HealthCheck>,
+}
+
 /// A whole configuration file: the appliance and how to run it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub spec: ApplianceSpec,
     pub dataplane: DataplaneSettings,
     pub control: ControlSettings,
+    pub exception: ExceptionSettings,
+    /// One per service, in the services' order.
+    pub health: Vec<ServiceHealth>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -221,8 +346,27 @@ struct ServiceFile {
     scheduler: Option<String>,
     persistence_timeout: Option<Duration>,
     unconfirmed_timeout: Option<Duration>,
+    on_gateway_down: Option<String>,
     #[serde(default)]
     gateway: Vec<GatewayFile>,
+    #[serde(default)]
+    health_check: Vec<HealthCheckFile>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct HealthCheckFile {
+    #[serde(rename = "type")]
+    kind: String,
+    port: Option<u16>,
+    family: Option<String>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    #[serde(default)]
+    source: Vec<String>,
+    sni: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -283,11 +427,44 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let v = Validator { file };
     let dataplane = v.dataplane(raw.dataplane.take())?;
     let control = v.control(raw.control.take())?;
+    let exception = v.exception(raw.exception.take())?;
+    let health_raw: Vec<_> = raw
+        .service
+        .iter_mut()
+        .map(|s| {
+            (
+                s.on_gateway_down.take(),
+                std::mem::take(&mut s.health_check),
+            )
+        })
+        .collect();
     let spec = v.spec(raw)?;
+    if exception.enabled {
+        for itf in &spec.interfaces {
+            let tap = exception.tap_name(&itf.name);
+            if tap.len() > 15 {
+                return v.err(
+                    "exception.tap_prefix",
+                    format!(
+                        "TAP name `{tap}` (for interface `{}`) is longer than 15 bytes",
+                        itf.name
+                    ),
+                );
+            }
+        }
+    }
+    let health = spec
+        .services
+        .iter()
+        .zip(health_raw)
+        .map(|(svc, (policy, checks))| v.health(svc, policy.as_deref(), &checks))
+        .collect::<Result<_, _>>()?;
     Ok(Config {
         spec,
         dataplane,
         control,
+        exception,
+        health,
     })
 }
 
@@ -664,6 +841,210 @@ impl Validator<'_> {
         Ok(out)
     }
 
+    fn exception(&self, e: Option<ExceptionFile>) -> Result<ExceptionSettings, ConfigError> {
+        let def = ExceptionSettings::default();
+        let Some(e) = e else {
+            return Ok(def);
+        };
+        if let Some(ns) = &e.netns {
+            if ns.is_empty() || ns.len() > 64 || ns.contains(['/', '\0']) || ns.starts_with('.') {
+                return self.err(
+                    "exception.netns",
+                    format!("`{ns}` is not a network namespace name"),
+                );
+            }
+        }
+        let tap_prefix = e.tap_prefix.unwrap_or(def.tap_prefix);
+        if tap_prefix.contains(['/', '\0', ' ']) {
+            return self.err(
+                "exception.tap_prefix",
+                format!("`{tap_prefix}` cannot start an interface name"),
+            );
+        }
+        let queue = e.queue.unwrap_or(def.queue);
+        if !(16..=65536).contains(&queue) {
+            return self.err("exception.queue", format!("{queue} is outside 16-65536"));
+        }
+        Ok(ExceptionSettings {
+            enabled: e.enabled.unwrap_or(true),
+            netns: e.netns,
+            tap_prefix,
+            queue,
+        })
+    }
+
+    /// A duration in milliseconds: "500ms", "2s", "1m", or a number of seconds.
+    fn millis(
+        &self,
+        key: &str,
+        d: Option<&Duration>,
+        default_ms: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<std::time::Duration, ConfigError> {
+        let ms = match d {
+            None => default_ms,
+            Some(Duration::Seconds(s)) => s.saturating_mul(1000),
+            Some(Duration::Text(t)) => match parse_millis(t) {
+                Some(ms) => ms,
+                None => {
+                    return self.err(
+                        key,
+                        format!("`{t}` is not a duration (e.g. \"500ms\", \"2s\", \"1m\")"),
+                    )
+                }
+            },
+        };
+        if !range.contains(&ms) {
+            return self.err(
+                key,
+                format!("{ms} ms is outside {} ms-{} ms", range.start(), range.end()),
+            );
+        }
+        Ok(std::time::Duration::from_millis(ms))
+    }
+
+    fn health(
+        &self,
+        svc: &ServiceSpec,
+        policy: Option<&str>,
+        checks: &[HealthCheckFile],
+    ) -> Result<ServiceHealth, ConfigError> {
+        let key = format!("service.{}", svc.name);
+        let on_gateway_down = match policy {
+            None | Some("reschedule") => OnGatewayDown::Reschedule,
+            Some("keep") => OnGatewayDown::Keep,
+            Some(other) => {
+                return self.err(
+                    format!("{key}.on_gateway_down"),
+                    format!("unknown policy `{other}` (reschedule, keep)"),
+                )
+            }
+        };
+        let mut out = Vec::new();
+        let mut labels = HashSet::new();
+        for (i, c) in checks.iter().enumerate() {
+            let ckey = format!("{key}.health_check[{i}]");
+            let l = &svc.listeners;
+            let (kind, default_port) = match c.kind.as_str() {
+                "tcp" => (CheckKind::Tcp, None),
+                "ike" => (CheckKind::Ike, Some(l.ike.unwrap_or(500))),
+                "tls" => (CheckKind::Tls, Some(l.tls.unwrap_or(443))),
+                "dtls" => (CheckKind::Dtls, Some(l.dtls.unwrap_or(443))),
+                "icmp" => (CheckKind::Icmp, None),
+                other => {
+                    return self.err(
+                        format!("{ckey}.type"),
+                        format!("unknown check `{other}` (tcp, ike, tls, dtls, icmp)"),
+                    )
+                }
+            };
+            let port = match (kind, c.port.or(default_port)) {
+                (CheckKind::Icmp, None) => 0,
+                (CheckKind::Icmp, Some(_)) => {
+                    return self.err(format!("{ckey}.port"), "an ICMP check has no port")
+                }
+                (_, None) => return self.err(format!("{ckey}.port"), "a TCP check needs a port"),
+                (_, Some(0)) => return self.err(format!("{ckey}.port"), "port 0 is not a port"),
+                (_, Some(p)) => p,
+            };
+            let ipv6 = match c.family.as_deref() {
+                None => svc.gateways.iter().all(|g| g.ipv4.is_none()),
+                Some("ipv4") => false,
+                Some("ipv6") => true,
+                Some(other) => {
+                    return self.err(
+                        format!("{ckey}.family"),
+                        format!("unknown family `{other}` (ipv4, ipv6)"),
+                    )
+                }
+            };
+            if let Some(g) = svc.gateways.iter().find(|g| g.address(ipv6).is_none()) {
+                return self.err(
+                    format!("{ckey}.family"),
+                    format!(
+                        "gateway `{}` has no {} address to probe",
+                        g.name,
+                        if ipv6 { "IPv6" } else { "IPv4" }
+                    ),
+                );
+            }
+            let interval = self.millis(
+                &format!("{ckey}.interval"),
+                c.interval.as_ref(),
+                1000,
+                100..=3_600_000,
+            )?;
+            let timeout = self.millis(
+                &format!("{ckey}.timeout"),
+                c.timeout.as_ref(),
+                (interval.as_millis() as u64 / 2).clamp(10, 2000),
+                10..=3_600_000,
+            )?;
+            if timeout > interval {
+                return self.err(
+                    format!("{ckey}.timeout"),
+                    "is longer than the interval (one probe at a time per check)",
+                );
+            }
+            let count = |name: &str, v: Option<u32>, default: u32| -> Result<u32, ConfigError> {
+                match v.unwrap_or(default) {
+                    n @ 1..=100 => Ok(n),
+                    n => self.err(format!("{ckey}.{name}"), format!("{n} is outside 1-100")),
+                }
+            };
+            let mut source = None;
+            for a in &c.source {
+                let ip = self.ip(&format!("{ckey}.source"), a)?;
+                if ip.is_ipv6() == ipv6 && source.replace(ip).is_some() {
+                    return self.err(format!("{ckey}.source"), "at most one address per family");
+                }
+            }
+            if !c.source.is_empty() && source.is_none() {
+                return self.err(
+                    format!("{ckey}.source"),
+                    format!(
+                        "no {} address, and the check probes that family",
+                        if ipv6 { "IPv6" } else { "IPv4" }
+                    ),
+                );
+            }
+            if c.sni.is_some() && kind != CheckKind::Tls {
+                return self.err(
+                    format!("{ckey}.sni"),
+                    "only a TLS check sends a server name",
+                );
+            }
+            if let Some(sni) = &c.sni {
+                if sni.is_empty() || sni.len() > 253 || !sni.is_ascii() {
+                    return self.err(format!("{ckey}.sni"), format!("`{sni}` is not a host name"));
+                }
+            }
+            let check = HealthCheck {
+                kind,
+                port,
+                ipv6,
+                interval,
+                timeout,
+                rise: count("rise", c.rise, 2)?,
+                fall: count("fall", c.fall, 3)?,
+                source,
+                sni: c.sni.clone(),
+            };
+            if !labels.insert(check.label()) {
+                return self.err(
+                    ckey,
+                    format!("a second `{}` check in the service", check.label()),
+                );
+            }
+            out.push(check);
+        }
+        Ok(ServiceHealth {
+            service: svc.name.clone(),
+            on_gateway_down,
+            checks: out,
+        })
+    }
+
     fn vid(&self, key: &str, vid: u16) -> Result<u16, ConfigError> {
         if (1..=4094).contains(&vid) {
             Ok(vid)
@@ -868,6 +1249,15 @@ fn listeners_overlap(a: &Listeners, b: &Listeners) -> bool {
         || (a.esp && b.esp)
 }
 
+/// Parses a duration in milliseconds: "250ms", "2s", "1m30s", or a number of seconds.
+pub fn parse_millis(t: &str) -> Option<u64> {
+    let t = t.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        return ms.parse().ok();
+    }
+    parse_duration(t)?.checked_mul(1000)
+}
+
 /// Parses "90", "90s", "30m", "1h", "1h30m", "2d".
 pub fn parse_duration(t: &str) -> Option<u64> {
     let t = t.trim();
@@ -1008,6 +1398,181 @@ mod tests {
         let e = err_of(&with("\"esp\",", "\"gre\","));
         assert_eq!(e.key, "service.vpn.protocols");
         assert!(e.reason.contains("gre"));
+    }
+
+    #[test]
+    fn health_checks_and_the_exception_path() {
+        let c = load_config_str(LAB, "t.toml").unwrap();
+        assert_eq!(
+            c.exception,
+            ExceptionSettings {
+                enabled: true,
+                netns: Some("vlb-app".into()),
+                ..ExceptionSettings::default()
+            }
+        );
+        assert_eq!(c.exception.tap_name("backend"), "vlb-backend");
+        assert_eq!(c.health.len(), 1);
+        let h = &c.health[0];
+        assert_eq!(h.on_gateway_down, OnGatewayDown::Reschedule);
+        assert_eq!(
+            h.checks,
+            vec![HealthCheck {
+                kind: CheckKind::Ike,
+                port: 500,
+                ipv6: false,
+                interval: std::time::Duration::from_secs(1),
+                timeout: std::time::Duration::from_millis(500),
+                rise: 2,
+                fall: 3,
+                source: None,
+                sni: None,
+            }]
+        );
+        assert_eq!(h.checks[0].label(), "ike:500");
+
+        let more = with(
+            "type = \"ike\"",
+            "type = \"ike\"\n\n[[service.health_check]]\ntype = \"tls\"\nfamily = \"ipv6\"\n\
+             sni = \"vpn.example\"\nsource = [\"198.19.0.1\", \"2001:2:0:2::1\"]\ninterval = 2\n\n\
+             [[service.health_check]]\ntype = \"tcp\"\nport = 22\n\n[[service.health_check]]\ntype = \"icmp\"",
+        )
+        .replace("persistence_timeout", "on_gateway_down = \"keep\"\npersistence_timeout");
+        let c = load_config_str(&more, "t.toml").unwrap();
+        let h = &c.health[0];
+        assert_eq!(h.on_gateway_down, OnGatewayDown::Keep);
+        let labels: Vec<String> = h.checks.iter().map(HealthCheck::label).collect();
+        assert_eq!(labels, ["ike:500", "tls6:443", "tcp:22", "icmp"]);
+        assert_eq!(h.checks[1].source, Some("2001:2:0:2::1".parse().unwrap()));
+        assert_eq!(h.checks[1].interval, std::time::Duration::from_secs(2));
+        assert_eq!(h.checks[1].timeout, std::time::Duration::from_secs(1));
+        assert_eq!(h.checks[1].sni.as_deref(), Some("vpn.example"));
+
+        // No [exception] section: no TAPs.
+        let off = LAB
+            .replace("[exception]\n", "[unused]\n")
+            .replace("netns = \"vlb-app\"\n", "");
+        let off = off.replace("[unused]\n", "");
+        assert!(!load_config_str(&off, "t.toml").unwrap().exception.enabled);
+    }
+
+    #[test]
+    fn health_check_errors_name_their_key() {
+        let cases = [
+            (
+                "type = \"ike\"",
+                "type = \"http\"",
+                "service.vpn.health_check[0].type",
+                "http",
+            ),
+            (
+                "type = \"ike\"",
+                "type = \"tcp\"",
+                "service.vpn.health_check[0].port",
+                "port",
+            ),
+            (
+                "type = \"ike\"",
+                "type = \"icmp\"\nport = 7",
+                "service.vpn.health_check[0].port",
+                "no port",
+            ),
+            (
+                "timeout = \"500ms\"",
+                "timeout = \"2s\"",
+                "service.vpn.health_check[0].timeout",
+                "interval",
+            ),
+            (
+                "interval = \"1s\"",
+                "interval = \"1 second\"",
+                "service.vpn.health_check[0].interval",
+                "duration",
+            ),
+            (
+                "interval = \"1s\"",
+                "interval = \"10ms\"",
+                "service.vpn.health_check[0].interval",
+                "10 ms",
+            ),
+            (
+                "fall = 3",
+                "fall = 0",
+                "service.vpn.health_check[0].fall",
+                "1-100",
+            ),
+            (
+                "rise = 2",
+                "rise = 2\nsource = [\"2001:2:0:2::1\"]",
+                "service.vpn.health_check[0].source",
+                "IPv4",
+            ),
+            (
+                "rise = 2",
+                "rise = 2\nsni = \"x\"",
+                "service.vpn.health_check[0].sni",
+                "TLS",
+            ),
+            (
+                "rise = 2",
+                "rise = 2\nfamily = \"ipx\"",
+                "service.vpn.health_check[0].family",
+                "ipx",
+            ),
+            (
+                "persistence_timeout",
+                "on_gateway_down = \"panic\"\npersistence_timeout",
+                "service.vpn.on_gateway_down",
+                "panic",
+            ),
+            (
+                "netns = \"vlb-app\"",
+                "netns = \"../etc\"",
+                "exception.netns",
+                "../etc",
+            ),
+            (
+                "netns = \"vlb-app\"",
+                "tap_prefix = \"vlb-longer-\"",
+                "exception.tap_prefix",
+                "15 bytes",
+            ),
+            (
+                "netns = \"vlb-app\"",
+                "queue = 1",
+                "exception.queue",
+                "16-65536",
+            ),
+        ];
+        for (from, to, key, reason) in cases {
+            let e = err_of(&with(from, to));
+            assert_eq!(e.key, key, "{to}: {e}");
+            assert!(e.reason.contains(reason), "{to}: {e}");
+        }
+        // A second check of the same kind and port.
+        let twice = with(
+            "type = \"ike\"",
+            "type = \"ike\"\n\n[[service.health_check]]\ntype = \"ike\"",
+        );
+        assert!(err_of(&twice).reason.contains("second `ike:500`"));
+        // IPv6 probes of a gateway without an IPv6 address.
+        let v4only = with(
+            "address = [\"198.19.0.13\", \"2001:2:0:2::13\"]",
+            "address = [\"198.19.0.13\"]",
+        );
+        let e = err_of(&v4only.replace("type = \"ike\"", "type = \"ike\"\nfamily = \"ipv6\""));
+        assert_eq!(e.key, "service.vpn.health_check[0].family");
+        assert!(e.reason.contains("gw3"), "{e}");
+    }
+
+    #[test]
+    fn millisecond_durations() {
+        assert_eq!(parse_millis("250ms"), Some(250));
+        assert_eq!(parse_millis("2s"), Some(2000));
+        assert_eq!(parse_millis("1m30s"), Some(90_000));
+        assert_eq!(parse_millis("3"), Some(3000));
+        assert_eq!(parse_millis("ms"), None);
+        assert_eq!(parse_millis("1.5s"), None);
     }
 
     #[test]

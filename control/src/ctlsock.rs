@@ -71,6 +71,7 @@ pub enum Request {
     ShowDrops,
     ShowAffinity { client: Option<IpAddr> },
     ShowNeighbors,
+    ShowHealth,
     GatewayDrain { name: String },
     GatewayEnable { name: String },
     GatewayDisable { name: String },
@@ -84,15 +85,16 @@ pub enum Request {
 /// The largest gateway weight `gateway NAME weight N` accepts.
 pub const MAX_WEIGHT: u32 = 10_000;
 
-const USAGE: &str = "show stats|ports|workers|gateways|classes|drops|affinity [CLIENT]|neighbors, \
+const USAGE: &str =
+    "show stats|ports|workers|gateways|health|classes|drops|affinity [CLIENT]|neighbors, \
                      gateway NAME drain|enable|disable|weight N, affinity flush [CLIENT], \
                      stats prometheus, reload, ping";
 
 /// Parses a request line: the words as `vpnlbctl` takes them, separated by whitespace.
 ///
 /// ```text
-/// show stats | show ports | show workers | show gateways | show classes | show drops
-/// show affinity [CLIENT] | show neighbors
+/// show stats | show ports | show workers | show gateways | show health | show classes
+/// show drops | show affinity [CLIENT] | show neighbors
 /// gateway NAME drain | gateway NAME enable | gateway NAME disable | gateway NAME weight N
 /// affinity flush [CLIENT] | stats prometheus | reload | ping
 /// ```
@@ -112,8 +114,8 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         "show" => {
             let Some((&what, args)) = rest.split_first() else {
                 return Err(
-                    "`show` needs what to show: stats, ports, workers, gateways, classes, drops, \
-                     affinity [CLIENT] or neighbors"
+                    "`show` needs what to show: stats, ports, workers, gateways, health, classes, \
+                     drops, affinity [CLIENT] or neighbors"
                         .into(),
                 );
             };
@@ -125,6 +127,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 "classes" => Request::ShowClasses,
                 "drops" => Request::ShowDrops,
                 "neighbors" => Request::ShowNeighbors,
+                "health" => Request::ShowHealth,
                 "affinity" => {
                     let client = optional_ip(args, "show affinity")?;
                     return Ok(Request::ShowAffinity { client });
@@ -132,7 +135,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 other => {
                     return Err(format!(
                         "cannot show `{other}` (expected stats, ports, workers, gateways, \
-                         classes, drops, affinity or neighbors)"
+                         health, classes, drops, affinity or neighbors)"
                     ))
                 }
             };
@@ -219,6 +222,7 @@ impl fmt::Display for Request {
             Request::ShowAffinity { client: None } => f.write_str("show affinity"),
             Request::ShowAffinity { client: Some(ip) } => write!(f, "show affinity {ip}"),
             Request::ShowNeighbors => f.write_str("show neighbors"),
+            Request::ShowHealth => f.write_str("show health"),
             Request::GatewayDrain { name } => write!(f, "gateway {name} drain"),
             Request::GatewayEnable { name } => write!(f, "gateway {name} enable"),
             Request::GatewayDisable { name } => write!(f, "gateway {name} disable"),

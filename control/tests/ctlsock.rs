@@ -179,6 +179,7 @@ fn parse_every_command() {
             },
         ),
         ("show neighbors", Request::ShowNeighbors),
+        ("show health", Request::ShowHealth),
         ("gateway gw1 drain", Request::GatewayDrain { name: name() }),
         (
             "gateway gw1 enable",

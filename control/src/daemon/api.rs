@@ -115,6 +115,7 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
                 "affinity_occupancy": {"confirmed": confirmed, "unconfirmed": unconfirmed},
                 "neighbors": ctx.ctl.neighbor_counters(),
                 "control": ctx.ctl.counters(),
+                "exception": ctx.ctl.exception_counters(),
             }))
         }
         Request::ShowPorts => Reply::Ok(Value::Array(
@@ -151,6 +152,7 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
                 .collect(),
         )),
         Request::ShowGateways => Reply::Ok(Value::Array(gateways(ctx))),
+        Request::ShowHealth => Reply::Error("no health checks are configured".into()),
         Request::ShowClasses => {
             let (c, _) = ctx.totals();
             Reply::Ok(Value::Array(
@@ -292,6 +294,8 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         Some("[affinity] sizing")
     } else if old.control != new.control {
         Some("[control]")
+    } else if old.exception != new.exception {
+        Some("[exception]")
     } else {
         None
     }

@@ -23,6 +23,8 @@ use dataplane::wire::icmpv6::{self, icmpv6_type, NdpNeighbor};
 use dataplane::wire::ip_proto;
 use dataplane::wire::ipv6::Ipv6Packet;
 use dpdk::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
+
+use super::exception::{ExceptionCounters, ExceptionPath};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
@@ -33,8 +35,7 @@ pub struct ControlCounters {
     pub frames_in: u64,
     pub arp_learned: u64,
     pub nd_learned: u64,
-    /// Frames for the appliance itself that nothing here handles yet (the exception path to
-    /// the kernel comes with the control plane).
+    /// Frames for the appliance itself that the exception path is off for (or not Ethernet).
     pub exception_unhandled: u64,
     pub probes_sent: u64,
     pub announcements_sent: u64,
@@ -82,6 +83,7 @@ pub struct Control {
     counters: ControlCounters,
     last_tick_ms: u64,
     health: HealthOverlay,
+    exception: Option<ExceptionPath>,
 }
 
 /// Gateways the health checks have down, and what that means per service.
@@ -139,11 +141,21 @@ impl Control {
             counters: ControlCounters::default(),
             last_tick_ms: 0,
             health: HealthOverlay::default(),
+            exception: None,
         }
     }
 
     pub fn counters(&self) -> ControlCounters {
         self.counters
+    }
+
+    /// Hands frames for the appliance itself to the kernel through `path` from now on.
+    pub fn set_exception_path(&mut self, path: ExceptionPath) {
+        self.exception = Some(path);
+    }
+
+    pub fn exception_counters(&self) -> Option<ExceptionCounters> {
+        self.exception.as_ref().map(ExceptionPath::counters)
     }
 
     pub fn neighbor_counters(&self) -> NeighborCounters {
@@ -291,6 +303,13 @@ impl Control {
                 self.handle_frame(&m, now_ms);
             }
         }
+        if let Some(mut x) = self.exception.take() {
+            x.from_kernel(|interface, frame| {
+                let port = self.snap.interface_view(interface).port;
+                self.transmit(port, frame)
+            });
+            self.exception = Some(x);
+        }
         while let Ok(dst) = self.misses.try_recv() {
             let Some((_, next_hop)) = self.snap.resolution_target(dst) else {
                 debug!(%dst, "no route to resolve");
@@ -317,32 +336,39 @@ impl Control {
             self.counters.exception_unhandled += 1;
             return;
         };
-        match eth.ethertype() {
-            ethertype::ARP => {
-                if let Ok(arp) = ArpPacket::new_checked(eth.payload()) {
-                    let op = arp.operation();
-                    if op == ARP_REPLY || op == ARP_REQUEST {
-                        self.neighbors.learn(
-                            IpAddr::V4(arp.sender_ip()),
-                            arp.sender_hw(),
-                            now_ms,
-                            op == ARP_REPLY,
-                        );
-                        self.counters.arp_learned += 1;
-                        return;
-                    }
+        // Neighbor answers teach both the dataplane and the kernel; requests for our own
+        // addresses were answered by the dataplane already, so the kernel does not see them.
+        let to_kernel = match eth.ethertype() {
+            ethertype::ARP => match ArpPacket::new_checked(eth.payload()) {
+                Ok(arp) if arp.operation() == ARP_REPLY || arp.operation() == ARP_REQUEST => {
+                    let reply = arp.operation() == ARP_REPLY;
+                    self.neighbors.learn(
+                        IpAddr::V4(arp.sender_ip()),
+                        arp.sender_hw(),
+                        now_ms,
+                        reply,
+                    );
+                    self.counters.arp_learned += 1;
+                    reply
                 }
-                self.counters.exception_unhandled += 1;
-            }
+                _ => false,
+            },
             ethertype::IPV6 => {
                 if let Some((target, mac, solicited)) = neighbor_advert(eth.payload(), eth.src()) {
                     self.neighbors
                         .learn(IpAddr::V6(target), mac, now_ms, solicited);
                     self.counters.nd_learned += 1;
-                } else {
-                    self.counters.exception_unhandled += 1;
                 }
+                true
             }
+            _ => true,
+        };
+        if !to_kernel {
+            return;
+        }
+        let interface = self.snap.interface(m.port(), eth.vlan());
+        match (&mut self.exception, interface) {
+            (Some(x), Some(i)) => x.to_kernel(i, m.bytes()),
             _ => self.counters.exception_unhandled += 1,
         }
     }

@@ -13,6 +13,8 @@
 
 pub mod api;
 pub mod control;
+pub mod exception;
+pub mod rates;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -183,6 +185,17 @@ pub fn run(
     let mut sock = ControlSocket::bind(sock_path)
         .map_err(|e| DaemonError::Config(format!("control socket {}: {e}", sock_path.display())))?;
     info!(socket = %sock_path.display(), "control socket ready");
+
+    // The kernel's side of the appliance's own addresses; refused here, before any device,
+    // when the namespace is missing or a TAP cannot be made.
+    let exception = if cfg.exception.enabled {
+        Some(
+            exception::ExceptionPath::open(&cfg.exception, &cfg.spec, d.mtu)
+                .map_err(DaemonError::Config)?,
+        )
+    } else {
+        None
+    };
 
     let args = eal_args(&cfg);
     info!(args = ?args, "starting the EAL");
@@ -406,6 +419,9 @@ pub fn run(
         miss_rx,
         snapshot_senders,
     );
+    if let Some(x) = exception {
+        ctl.set_exception_path(x);
+    }
     ctl.announce(&first);
     let mut last_rx = 0u64;
     let mut idle_since = Instant::now();
