@@ -4,4 +4,5 @@
 pub mod config;
 pub mod ctlsock;
 pub mod daemon;
+pub mod health;
 pub mod replay;

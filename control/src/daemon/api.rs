@@ -18,10 +18,12 @@ use serde_json::{json, Value};
 use dataplane::model::ApplianceSpec;
 
 use super::control::{Control, IdMap};
+use super::rates::GatewayRates;
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
 use crate::config::{self, Config};
 use crate::ctlsock::{Reply, Request};
+use crate::health::checker::{self, Checker};
 
 /// A question the control thread asks a worker; answered between bursts.
 pub enum WorkerQuery {
@@ -65,6 +67,9 @@ pub struct Ctx<'a> {
     /// The file `reload` re-reads, and what is running now.
     pub config_path: &'a std::path::Path,
     pub running: &'a mut Config,
+    /// The health checker, when any check is configured.
+    pub health: &'a mut Option<Checker>,
+    pub rates: &'a GatewayRates,
 }
 
 impl Ctx<'_> {
@@ -152,7 +157,7 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
                 .collect(),
         )),
         Request::ShowGateways => Reply::Ok(Value::Array(gateways(ctx))),
-        Request::ShowHealth => Reply::Error("no health checks are configured".into()),
+        Request::ShowHealth => Reply::Ok(Value::Array(health_rows(ctx))),
         Request::ShowClasses => {
             let (c, _) = ctx.totals();
             Reply::Ok(Value::Array(
@@ -259,6 +264,7 @@ fn reload(ctx: &mut Ctx<'_>) -> Reply {
             Err(_) => pending_workers.push(w),
         }
     }
+    let health = apply_health(ctx, &new);
     *ctx.running = new;
     tracing::info!(
         generation = snapshot.generation,
@@ -274,6 +280,7 @@ fn reload(ctx: &mut Ctx<'_>) -> Reply {
         "affinity_moved": moved,
         "affinity_removed": removed,
         "pending_workers": pending_workers,
+        "health_checks": health,
     }))
 }
 
@@ -366,6 +373,8 @@ fn set_gateway(
 fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
     let snap = ctx.ctl.snapshot();
     let workers = ctx.workers();
+    let status = ctx.health.as_ref().map(Checker::status);
+    let base = ctx.ctl.base();
     let mut rows = Vec::new();
     for (s, svc) in snap.services.iter().enumerate() {
         for (g, gw) in svc.spec.gateways.iter().enumerate() {
@@ -383,16 +392,87 @@ fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
                     clients += u64::from(*n);
                 }
             }
+            let name = &svc.spec.name;
+            let admin = base
+                .services
+                .iter()
+                .find(|b| &b.name == name)
+                .and_then(|b| b.gateways.iter().find(|b| b.name == gw.name))
+                .map_or(gw.state, |b| b.state);
+            let checked = status.as_ref().and_then(|st| st.gateway(name, &gw.name));
+            let health = match checked {
+                None => "unchecked",
+                Some(_) if ctx.ctl.is_unhealthy(name, &gw.name) => "down",
+                Some(_) => "up",
+            };
             rows.push(json!({
-                "service": svc.spec.name, "gateway": gw.name,
-                "ipv4": gw.ipv4, "ipv6": gw.ipv6, "state": gw.state.as_str(),
+                "service": name, "gateway": gw.name,
+                "ipv4": gw.ipv4, "ipv6": gw.ipv6,
+                // What the workers do, from the operator's state and the gateway's health.
+                "state": gw.state.as_str(), "admin_state": admin.as_str(), "health": health,
                 "weight": gw.weight, "clients": clients, "new_clients": c.new_clients,
+                "new_clients_per_s": ctx.rates.per_second(name, &gw.name),
                 "to_gateway_packets": c.to_gateway_packets,
                 "from_gateway_packets": c.from_gateway_packets,
+                "to_gateway_bytes": c.to_gateway_bytes,
+                "from_gateway_bytes": c.from_gateway_bytes,
+                "health_transitions": checked.map_or(0, |h| h.transitions),
             }));
         }
     }
     rows
+}
+
+/// One row per health check of every gateway.
+fn health_rows(ctx: &Ctx<'_>) -> Vec<Value> {
+    let Some(status) = ctx.health.as_ref().map(Checker::status) else {
+        return Vec::new();
+    };
+    status
+        .checks
+        .iter()
+        .map(|c| {
+            json!({
+                "service": c.service, "gateway": c.gateway, "check": c.check,
+                "target": c.target, "state": c.state, "for_s": c.for_s, "last": c.last,
+                "rtt_ms": c.rtt_us.map(|us| (us as f64 / 10.0).round() / 100.0),
+                "probes": c.probes, "alive": c.alive, "timeouts": c.timeouts,
+                "refused": c.refused, "unreachable": c.unreachable,
+                "bad_responses": c.bad_responses, "socket_errors": c.socket_errors,
+                "transitions": c.transitions,
+            })
+        })
+        .collect()
+}
+
+/// Brings the health checks in line with a reloaded configuration: unchanged checks keep
+/// their state; a gateway no longer checked counts as healthy. Says what happened.
+fn apply_health(ctx: &mut Ctx<'_>, new: &Config) -> String {
+    let plans = checker::plans(new);
+    let n = plans.len();
+    let outcome = match (ctx.health.as_ref(), n) {
+        (_, 0) => {
+            *ctx.health = None;
+            "none".to_string()
+        }
+        (Some(c), _) => {
+            c.replace(plans);
+            format!("{n} checks")
+        }
+        (None, _) => match super::start_checker(new) {
+            Ok(c) => {
+                *ctx.health = c;
+                format!("{n} checks (started)")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "health checks not started");
+                format!("not started: {e}")
+            }
+        },
+    };
+    let (keep, checked) = super::health_policy(new);
+    ctx.ctl.set_health_policy(keep, &checked);
+    outcome
 }
 
 /// The Prometheus text exposition of the counters.
@@ -499,6 +579,106 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
         "gauge",
         &up,
     );
+    let healthy: Vec<(String, u64)> = rows
+        .iter()
+        .filter(|r| r["health"] != "unchecked")
+        .map(|r| (label(r), u64::from(r["health"] == "up")))
+        .collect();
+    metric(
+        "gateway_healthy",
+        "1 when every health check of the gateway passes (checked gateways only).",
+        "gauge",
+        &healthy,
+    );
+    metric(
+        "gateway_health_transitions_total",
+        "Up/down changes of the gateway's health.",
+        "counter",
+        &pick("health_transitions"),
+    );
+    metric(
+        "gateway_new_clients_total",
+        "Clients scheduled to the gateway.",
+        "counter",
+        &pick("new_clients"),
+    );
+    metric(
+        "gateway_to_bytes_total",
+        "Client bytes forwarded to the gateway.",
+        "counter",
+        &pick("to_gateway_bytes"),
+    );
+    metric(
+        "gateway_from_bytes_total",
+        "Gateway bytes forwarded to clients.",
+        "counter",
+        &pick("from_gateway_bytes"),
+    );
+    if let Some(status) = ctx.health.as_ref().map(Checker::status) {
+        let check_label = |c: &crate::health::checker::CheckStatus| {
+            format!(
+                "service=\"{}\",gateway=\"{}\",check=\"{}\"",
+                c.service, c.gateway, c.check
+            )
+        };
+        metric(
+            "health_check_up",
+            "1 when the health check passes (after rise/fall).",
+            "gauge",
+            &status
+                .checks
+                .iter()
+                .map(|c| {
+                    (
+                        format!("{{{}}}", check_label(c)),
+                        u64::from(c.state == "up"),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        let mut probes = Vec::new();
+        for c in &status.checks {
+            for (result, v) in [
+                ("alive", c.alive),
+                ("timeout", c.timeouts),
+                ("refused", c.refused),
+                ("unreachable", c.unreachable),
+                ("bad-response", c.bad_responses),
+                ("socket", c.socket_errors),
+            ] {
+                probes.push((format!("{{{},result=\"{result}\"}}", check_label(c)), v));
+            }
+        }
+        metric(
+            "health_probes_total",
+            "Health probes by result.",
+            "counter",
+            &probes,
+        );
+    }
+    if let Some(x) = ctx.ctl.exception_counters() {
+        metric(
+            "exception_frames_total",
+            "Frames on the exception path to and from the kernel.",
+            "counter",
+            &[
+                ("{direction=\"to-kernel\"}".to_string(), x.to_kernel),
+                ("{direction=\"from-kernel\"}".to_string(), x.from_kernel),
+            ],
+        );
+        metric(
+            "exception_dropped_total",
+            "Frames the exception path could not pass on.",
+            "counter",
+            &[
+                ("{direction=\"to-kernel\"}".to_string(), x.to_kernel_dropped),
+                (
+                    "{direction=\"from-kernel\"}".to_string(),
+                    x.from_kernel_dropped,
+                ),
+            ],
+        );
+    }
     metric(
         "snapshot_generation",
         "Generation of the configuration snapshot the workers run.",

@@ -17,7 +17,7 @@ pub mod exception;
 pub mod rates;
 pub mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,8 +32,9 @@ use dpdk::{DpdkError, Eal, EalArgs, Mempool, Port, PortConfig, Ring, RssMode, Rs
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, OnGatewayDown};
 use crate::ctlsock::ControlSocket;
+use crate::health::checker::{self, Checker};
 use worker::{Clock, IoCounters, PortQueues, WorkerReport, WorkerSetup};
 
 /// When to stop besides a signal (tests and benchmarks).
@@ -423,11 +424,29 @@ pub fn run(
         ctl.set_exception_path(x);
     }
     ctl.announce(&first);
+    let (keep, checked) = health_policy(&cfg);
+    ctl.set_health_policy(keep, &checked);
+    let mut checker = start_checker(&cfg).map_err(DaemonError::Config)?;
+    let mut rates = rates::GatewayRates::default();
+    let mut last_rates = Instant::now();
     let mut last_rx = 0u64;
     let mut idle_since = Instant::now();
     let mut last_check = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         ctl.poll(clock_ms(started));
+        if let Some(c) = &checker {
+            while let Ok(ev) = c.events().try_recv() {
+                ctl.set_health(&ev.service, &ev.gateway, ev.up);
+            }
+        }
+        if last_rates.elapsed() >= Duration::from_secs(1) {
+            last_rates = Instant::now();
+            let workers: Vec<WorkerReport> = reports
+                .iter()
+                .map(|r| r.lock().map(|r| r.clone()).unwrap_or_default())
+                .collect();
+            rates.sample(ctl.snapshot(), &workers, last_rates);
+        }
         {
             let mut ctx = api::Ctx {
                 ctl: &mut ctl,
@@ -437,6 +456,8 @@ pub fn run(
                 port_reports: &port_reports,
                 config_path,
                 running: &mut cfg,
+                health: &mut checker,
+                rates: &rates,
             };
             sock.poll(&mut |req| api::handle(req, &mut ctx));
         }
@@ -506,6 +527,36 @@ pub fn run(
         neighbors: ctl.neighbor_counters(),
         control: ctl.counters(),
     })
+}
+
+/// Starts the health checker for `cfg`'s checks (`None`: there are none). It runs in the
+/// exception path's namespace, so probes leave from the appliance's own addresses.
+pub fn start_checker(cfg: &Config) -> Result<Option<Checker>, String> {
+    let plans = checker::plans(cfg);
+    if plans.is_empty() {
+        return Ok(None);
+    }
+    let netns = cfg
+        .exception
+        .netns
+        .clone()
+        .filter(|_| cfg.exception.enabled);
+    Checker::start(netns, plans).map(Some)
+}
+
+/// Services that keep a down gateway's clients, and every checked (service, gateway).
+pub fn health_policy(cfg: &Config) -> (HashSet<String>, HashSet<(String, String)>) {
+    let keep = cfg
+        .health
+        .iter()
+        .filter(|h| h.on_gateway_down == OnGatewayDown::Keep)
+        .map(|h| h.service.clone())
+        .collect();
+    let checked = checker::plans(cfg)
+        .into_iter()
+        .map(|p| (p.service, p.gateway))
+        .collect();
+    (keep, checked)
 }
 
 /// The mbuf pool of a NUMA socket (`None`: unknown, any socket), created on first use.
