@@ -18,6 +18,8 @@ PEER_LIFETIME=${PEER_LIFETIME:-900}
 charon_start() {
     local ns=$1 dir=$2
     mkdir -p "$dir/run"
+    # A restart: the last run's socket and pid file would fool the wait below and charon.
+    rm -f "$dir/run/charon.vici" "$dir/run/charon.pid"
     cat >"$dir/strongswan.conf" <<EOF
 charon {
     load = random nonce drbg aes sha1 sha2 hmac gmp pem pkcs1 x509 pubkey revocation constraints kernel-libipsec kernel-netlink socket-default vici updown

@@ -2,7 +2,8 @@
 # The project's test command (README "Tests", and what .ci/run runs): formatting, lints, unit,
 # property and integration tests (golden replays, the daemon over DPDK net_pcap), bounded fuzzing
 # of every parser, the classifier and the whole pipeline, the demo end to end, and the daemon
-# live in the namespace lab (root).
+# live in the namespace lab (root): forwarding, then the exception path and health checks against
+# real charon, openssl s_server and TCP servers.
 #
 #   FUZZ_SECONDS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
 set -euo pipefail
@@ -54,3 +55,6 @@ scripts/demo.sh
 
 step "lab: vpnlbd on net_af_packet between network namespaces"
 scripts/lab-test.sh
+
+step "lab: exception path and gateway health checks with charon, openssl s_server, TCP"
+scripts/health-test.sh

@@ -42,8 +42,17 @@ fn is_control_frame(f: &[u8]) -> bool {
     }
 }
 
+/// `conf/lab.toml` for net_pcap devices: without the exception path (its namespace and TAPs
+/// belong to the live lab) and without health checks (nothing answers probes in a capture).
 fn lab_conf() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml")).unwrap()
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml"))
+            .unwrap();
+    let start = text.find("[exception]").unwrap();
+    let end = start + text[start..].find("[affinity]").unwrap();
+    let text = format!("{}{}", &text[..start], &text[end..]);
+    let checks = text.find("[[service.health_check]]").unwrap();
+    text[..checks].to_string()
 }
 
 fn frames(path: &Path) -> Vec<Vec<u8>> {
@@ -423,6 +432,15 @@ fn the_control_socket_shows_and_steers_a_running_daemon() {
     let Reply::Ok(_) = ask(&sock, "show neighbors") else {
         panic!("show neighbors")
     };
+    let Reply::Ok(health) = ask(&sock, "show health") else {
+        panic!("show health")
+    };
+    assert_eq!(health, serde_json::json!([]), "no checks configured");
+    assert_eq!(gws[1]["health"], "unchecked");
+    let Reply::Ok(stats) = ask(&sock, "show stats") else {
+        panic!("show stats")
+    };
+    assert!(stats["exception"].is_null(), "no exception path configured");
 
     let _ = Command::new("kill")
         .arg("-TERM")

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Live test of the control plane's exception path and gateway health checks, with real servers
+# in the lab of ../shared/LAB.md (needs root: network namespaces).
+#
+# gw1-gw3 run strongSwan's charon (IKE on UDP 500), openssl s_server for TLS (TCP 443) and DTLS
+# (UDP 443), and a TCP listener on 2222; vpnlbd checks all four on every gateway every 500 ms
+# (rise 2, fall 2, timeout 300 ms) from its own address 198.19.0.1, through its exception path.
+# Then, one server at a time: stop it, see the gateway go down within fall x interval (+ the
+# probe timeout), see new clients avoid it and its clients move, start it again, see the gateway
+# come back within rise x interval. Measured times are printed; everything is torn down on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+# shellcheck source=scripts/peers.sh
+source scripts/peers.sh
+
+OUT=${OUT:-out/health-test}
+rm -rf "$OUT"
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+SOCK="$OUT/vpnlbd.sock"
+DAEMON_PID=""
+readonly INTERVAL_MS=500 TIMEOUT_MS=300 RISE=2 FALL=2
+# Slack for scheduling on a loaded 2-core machine, on top of what the check itself needs.
+readonly SLACK_MS=700
+
+fail() { echo "health-test: FAIL: $*" >&2; exit 1; }
+
+cleanup() {
+  local rc=$?
+  if [ -n "$DAEMON_PID" ]; then
+    if [ "$rc" -ne 0 ]; then
+      echo "--- vpnlbctl show health ---" >&2
+      target/release/vpnlbctl --socket "$SOCK" show health >&2 || true
+      echo "--- vpnlbctl show gateways ---" >&2
+      target/release/vpnlbctl --socket "$SOCK" show gateways >&2 || true
+    fi
+    kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
+  fi
+  if [ "$rc" -ne 0 ]; then
+    echo "--- vpnlbd log (tail) ---" >&2
+    tail -n 40 "$OUT/vpnlbd.log" >&2 || true
+    echo "--- charon log gw1 (tail) ---" >&2
+    tail -n 10 "$OUT/gw1/charon.log" >&2 || true
+  fi
+  scripts/lab.sh down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+[ "$(id -u)" -eq 0 ] || fail "needs root (network namespaces)"
+cargo build --release -q -p vpnlb-control
+scripts/lab.sh up --clients 0 >/dev/null
+
+ctl() { target/release/vpnlbctl --socket "$SOCK" --json "$@"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# The lab config with four checks per gateway and a control socket of this test's own.
+python3 - conf/lab.toml "$OUT/lab-health.toml" "$SOCK" "$INTERVAL_MS" "$TIMEOUT_MS" "$RISE" "$FALL" <<'EOF'
+import re, sys
+src, dst, sock, interval, timeout, rise, fall = sys.argv[1:]
+text = open(src).read()
+text = text.replace('socket = "/run/vpnlb/vpnlbd.sock"', f'socket = "{sock}"')
+text = text[: text.index("[[service.health_check]]")].rstrip() + "\n"
+for kind, extra in (("ike", ""), ("tls", ""), ("dtls", ""), ("tcp", "port = 2222\n")):
+    text += (f'\n[[service.health_check]]\ntype = "{kind}"\n{extra}interval = "{interval}ms"\n'
+             f'timeout = "{timeout}ms"\nrise = {rise}\nfall = {fall}\n')
+open(dst, "w").write(text)
+EOF
+
+for i in 1 2 3; do
+  gw=gw$i addr=198.19.0.1$i
+  charon_start "vlb-$gw" "$OUT/$gw"
+  tls_server_start "vlb-$gw" "$addr" 443 "$OUT/$gw"
+  tls_server_start "vlb-$gw" "$addr" 443 "$OUT/$gw" dtls
+  tcp_listener_start "vlb-$gw" "$addr" 2222 "$OUT/$gw"
+done
+
+target/release/vpnlbd --config "$OUT/lab-health.toml" --run-for-s 120 \
+  >"$OUT/report.json" 2>"$OUT/vpnlbd.log" &
+DAEMON_PID=$!
+for _ in $(seq 1 100); do
+  [ -S "$SOCK" ] && ctl ping >/dev/null 2>&1 && break
+  kill -0 "$DAEMON_PID" 2>/dev/null || fail "vpnlbd exited early"
+  sleep 0.1
+done
+
+# health GW: the gateway's health as `show gateways` reports it.
+health() {
+  ctl show gateways | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+print(next(r["health"] for r in rows if r["gateway"] == sys.argv[1]))' "$1"
+}
+
+# wait_health GW STATE LIMIT_MS: waits for GW's health to be STATE; prints the time it took.
+wait_health() {
+  local gw=$1 want=$2 limit=$3 t0 t
+  t0=$(now_ms)
+  while :; do
+    [ "$(health "$gw")" = "$want" ] && { echo $(($(now_ms) - t0)); return 0; }
+    t=$(($(now_ms) - t0))
+    [ "$t" -le "$limit" ] || fail "$gw not $want after ${t} ms (limit ${limit} ms)"
+    sleep 0.02
+  done
+}
+
+# clients FIRST N: N IKE-looking datagrams from 198.18.64.FIRST.. (behind the upstream router)
+# to the VIP, one per client address.
+clients() {
+  ip netns exec vlb-up python3 - "$1" "$2" <<'EOF'
+import socket, sys
+first, n = int(sys.argv[1]), int(sys.argv[2])
+for i in range(first, first + n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((f"198.18.{64 + i // 250}.{1 + i % 250}", 500))
+    s.sendto(b"\0" * 8 + b"health-test", ("198.18.0.100", 500))
+    s.close()
+EOF
+}
+
+# new_clients: "gw1=N gw2=N gw3=N"
+new_clients() {
+  ctl show gateways | python3 -c '
+import json, sys
+print(" ".join("%s=%d" % (r["gateway"], r["new_clients"]) for r in json.load(sys.stdin)))'
+}
+
+# on_gateway GW: how many affinity entries name GW.
+on_gateway() {
+  ctl show affinity | python3 -c '
+import json, sys
+print(sum(1 for r in json.load(sys.stdin) if r["gateway"] == sys.argv[1]))' "$1"
+}
+
+echo "health-test: exception path: the appliance's kernel (vlb-app) reaches gw1, gw1 reaches it"
+ip netns exec vlb-app ping -c 2 -i 0.2 -W 1 198.19.0.11 >"$OUT/ping-gw1.log" || fail "ping gw1 from vlb-app"
+ip netns exec vlb-app ping -c 2 -i 0.2 -W 1 2001:2:0:2::12 >"$OUT/ping-gw2.log" || fail "ping gw2 (IPv6) from vlb-app"
+ip netns exec vlb-app timeout 5 python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.19.0.1", 7022)); s.listen(1); s.settimeout(4)
+c, (a, _) = s.accept(); print("accepted from", a, c.recv(64).decode())
+' >"$OUT/listener.log" 2>&1 &
+listener=$!
+sleep 0.3
+ip netns exec vlb-gw1 timeout 5 python3 -c '
+import socket
+socket.create_connection(("198.19.0.1", 7022), timeout=3).sendall(b"hello")
+' || fail "TCP from gw1 to the appliance's own address"
+wait "$listener" || fail "the kernel in vlb-app did not accept gw1's connection"
+grep -q "accepted from 198.19.0.11 hello" "$OUT/listener.log" || fail "listener log: $(cat "$OUT/listener.log")"
+
+echo "health-test: every gateway comes up (ike, tls, dtls, tcp)"
+for gw in gw1 gw2 gw3; do wait_health "$gw" up 5000 >/dev/null; done
+ctl show health >"$OUT/health-up.json"
+
+clients 0 90
+sleep 0.3
+echo "health-test: 90 clients: $(new_clients)"
+gw1_clients=$(on_gateway gw1)
+[ "$gw1_clients" -gt 0 ] || fail "no client on gw1 to move"
+
+down_limit=$((FALL * INTERVAL_MS + TIMEOUT_MS + SLACK_MS))
+up_limit=$((RISE * INTERVAL_MS + TIMEOUT_MS + SLACK_MS))
+results=()
+next=1000
+for step in "gw1 charon ike" "gw2 tls tls" "gw3 dtls dtls" "gw1 tcp tcp"; do
+  read -r gw peer check <<<"$step"
+  peer_stop "$OUT/$gw" "$peer"
+  down_ms=$(wait_health "$gw" down "$down_limit")
+  before=$(new_clients)
+  clients "$next" 60
+  next=$((next + 60))
+  sleep 0.3
+  after=$(new_clients)
+  b=$(tr ' ' '\n' <<<"$before" | grep "^$gw=" | cut -d= -f2)
+  a=$(tr ' ' '\n' <<<"$after" | grep "^$gw=" | cut -d= -f2)
+  [ "$a" -eq "$b" ] || fail "$gw is down ($check) but took $((a - b)) new clients ($before -> $after)"
+  if [ "$gw" = gw1 ] && [ "$check" = ike ]; then
+    # gw1's earlier clients come back: they move to a healthy gateway.
+    clients 0 90
+    sleep 0.3
+    left=$(on_gateway gw1)
+    [ "$left" -eq 0 ] || fail "$left clients still on gw1 after it went down"
+    echo "health-test: gw1's $gw1_clients clients moved to gw2/gw3 on their next packet"
+  fi
+  case $peer in
+    charon) charon_start "vlb-$gw" "$OUT/$gw" ;;
+    tls) tls_server_start "vlb-$gw" "198.19.0.1${gw#gw}" 443 "$OUT/$gw" ;;
+    dtls) tls_server_start "vlb-$gw" "198.19.0.1${gw#gw}" 443 "$OUT/$gw" dtls ;;
+    tcp) tcp_listener_start "vlb-$gw" "198.19.0.1${gw#gw}" 2222 "$OUT/$gw" ;;
+  esac
+  up_ms=$(wait_health "$gw" up "$up_limit")
+  results+=("$(printf '%-4s %-5s down after %5d ms (limit %d)   up after %5d ms (limit %d)' \
+    "$gw" "$check" "$down_ms" "$down_limit" "$up_ms" "$up_limit")")
+done
+
+echo "health-test: reload without the TCP check; then with gw2 drained by the operator and its TLS server down"
+python3 - "$OUT/lab-health.toml" <<'EOF2'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+cut = text.index('[[service.health_check]]\ntype = "tcp"')
+open(path, "w").write(text[:cut].rstrip() + "\n")
+EOF2
+ctl reload >"$OUT/reload.json" || fail "reload: $(cat "$OUT/reload.json")"
+grep -q '"health_checks": *"9 checks"' "$OUT/reload.json" || fail "reload: $(cat "$OUT/reload.json")"
+[ "$(ctl show health | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 9 ] \
+  || fail "show health after reload: not 9 checks"
+for gw in gw1 gw2 gw3; do [ "$(health "$gw")" = up ] || fail "$gw not up after reload"; done
+# Health and the operator's state are separate: a drained gateway that fails and recovers is
+# still drained.
+ctl gateway gw2 drain >/dev/null
+peer_stop "$OUT/gw2" tls
+wait_health gw2 down "$down_limit" >/dev/null
+tls_server_start vlb-gw2 198.19.0.12 443 "$OUT/gw2"
+wait_health gw2 up "$up_limit" >/dev/null
+state=$(ctl show gateways | python3 -c 'import json,sys; print([r["state"] for r in json.load(sys.stdin) if r["gateway"] == "gw2"][0])')
+[ "$state" = draining ] || fail "gw2 is $state after recovering, not draining as the operator set it"
+ctl gateway gw2 enable >/dev/null
+
+ctl show health >"$OUT/health-end.json"
+target/release/vpnlbctl --socket "$SOCK" stats prometheus >"$OUT/metrics.txt"
+grep -q '^vpnlb_gateway_healthy{service="vpn",gateway="gw1"} 1' "$OUT/metrics.txt" \
+  || fail "Prometheus: gw1 not healthy"
+grep -q '^vpnlb_gateway_health_transitions_total{service="vpn",gateway="gw1"} 4' "$OUT/metrics.txt" \
+  || fail "Prometheus: gw1 should have 4 health transitions"
+grep -q '^vpnlb_health_probes_total{service="vpn",gateway="gw3",check="dtls:443",result="alive"} [1-9]' \
+  "$OUT/metrics.txt" || fail "Prometheus: no answered DTLS probe of gw3"
+
+echo "health-test: stop server -> gateway down -> no new clients -> start -> up" \
+  "(interval ${INTERVAL_MS} ms, timeout ${TIMEOUT_MS} ms, rise $RISE, fall $FALL):"
+printf '  %s\n' "${results[@]}"
+echo "health-test: OK"
