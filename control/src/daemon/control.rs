@@ -336,8 +336,8 @@ impl Control {
             self.counters.exception_unhandled += 1;
             return;
         };
-        // Neighbor answers teach both the dataplane and the kernel; requests for our own
-        // addresses were answered by the dataplane already, so the kernel does not see them.
+        // Neighbor answers teach both the dataplane and the kernel. The pipeline answers
+        // requests for our addresses itself and hands over only replies and gratuitous ARP.
         let to_kernel = match eth.ethertype() {
             ethertype::ARP => match ArpPacket::new_checked(eth.payload()) {
                 Ok(arp) if arp.operation() == ARP_REPLY || arp.operation() == ARP_REQUEST => {
@@ -349,7 +349,7 @@ impl Control {
                         reply,
                     );
                     self.counters.arp_learned += 1;
-                    reply
+                    true
                 }
                 _ => false,
             },
