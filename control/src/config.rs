@@ -154,6 +154,7 @@ struct ExceptionFile {
     netns: Option<String>,
     tap_prefix: Option<String>,
     queue: Option<usize>,
+    rate_pps: Option<u32>,
 }
 
 /// The exception path (`[exception]`): traffic for the appliance's own addresses that the
@@ -170,6 +171,9 @@ pub struct ExceptionSettings {
     pub tap_prefix: String,
     /// Frames queued each way between the dataplane and the kernel.
     pub queue: usize,
+    /// Frames per second to the kernel that are not urgent (urgent: neighbor discovery,
+    /// VRRP, anything from a gateway); the rest is dropped and counted as `policed`.
+    pub rate_pps: u32,
 }
 
 impl Default for ExceptionSettings {
@@ -179,6 +183,7 @@ impl Default for ExceptionSettings {
             netns: None,
             tap_prefix: "vlb-".to_string(),
             queue: 1024,
+            rate_pps: 20_000,
         }
     }
 }
@@ -865,11 +870,19 @@ impl Validator<'_> {
         if !(16..=65536).contains(&queue) {
             return self.err("exception.queue", format!("{queue} is outside 16-65536"));
         }
+        let rate_pps = e.rate_pps.unwrap_or(def.rate_pps);
+        if !(100..=10_000_000).contains(&rate_pps) {
+            return self.err(
+                "exception.rate_pps",
+                format!("{rate_pps} is outside 100-10000000"),
+            );
+        }
         Ok(ExceptionSettings {
             enabled: e.enabled.unwrap_or(true),
             netns: e.netns,
             tap_prefix,
             queue,
+            rate_pps,
         })
     }
 

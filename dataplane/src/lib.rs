@@ -8,6 +8,7 @@ pub mod affinity;
 pub mod classify;
 pub mod counters;
 pub mod craft;
+pub mod exception;
 pub mod frame;
 pub mod io;
 pub mod model;

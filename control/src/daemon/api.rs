@@ -177,6 +177,8 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
                 ("handoff-ring-full", io.handoff_dropped),
                 ("tx-ring-full", io.tx_dropped),
                 ("control-ring-full", io.to_control_dropped),
+                ("control-urgent-ring-full", io.to_control_urgent_dropped),
+                ("exception-policed", ctx.ctl.exception_counters().map_or(0, |x| x.policed)),
             ] {
                 rows.push(json!({"reason": name, "packets": n}));
             }
@@ -677,6 +679,12 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
                     x.from_kernel_dropped,
                 ),
             ],
+        );
+        metric(
+            "exception_policed_total",
+            "Frames for the kernel over [exception] rate_pps (never urgent ones).",
+            "counter",
+            &one(x.policed),
         );
     }
     metric(

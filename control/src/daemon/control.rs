@@ -74,7 +74,8 @@ pub struct Control {
     /// Frames to transmit, handed to worker 0 (the mbuf's port says where).
     tx: RingProducer,
     pool: Mempool,
-    from_workers: RingConsumer,
+    /// Frames from the workers: urgent ones, then the rest.
+    from_workers: [RingConsumer; 2],
     misses: Receiver<IpAddr>,
     senders: Vec<Sender<Update>>,
     /// Per worker, updates its channel had no room for yet. Consecutive snapshots collapse
@@ -121,7 +122,7 @@ impl Control {
         snap: Arc<Snapshot>,
         tx: RingProducer,
         pool: Mempool,
-        from_workers: RingConsumer,
+        from_workers: [RingConsumer; 2],
         misses: Receiver<IpAddr>,
         senders: Vec<Sender<Update>>,
     ) -> Control {
@@ -293,14 +294,18 @@ impl Control {
     /// One round of control work; `now_ms` is a monotonic clock.
     pub fn poll(&mut self, now_ms: u64) {
         let mut burst = Burst::new();
-        // Bounded: a flood at our own addresses cannot keep this thread from its timers.
-        for _ in 0..16 {
-            if self.from_workers.dequeue_burst(&mut burst) == 0 {
-                break;
-            }
-            for m in burst.drain() {
-                self.counters.frames_in += 1;
-                self.handle_frame(&m, now_ms);
+        // Urgent frames first. Bounded: a flood at our own addresses cannot keep this thread
+        // from its timers; the rest gets a larger budget so its ring drains faster than a
+        // flood fills it (what the policer then drops costs little).
+        for (ring, bursts) in [(0, 16), (1, 64)] {
+            for _ in 0..bursts {
+                if self.from_workers[ring].dequeue_burst(&mut burst) == 0 {
+                    break;
+                }
+                for m in burst.drain() {
+                    self.counters.frames_in += 1;
+                    self.handle_frame(&m, now_ms, ring == 0);
+                }
             }
         }
         if let Some(mut x) = self.exception.take() {
@@ -331,7 +336,7 @@ impl Control {
         self.send_pending();
     }
 
-    fn handle_frame(&mut self, m: &Mbuf, now_ms: u64) {
+    fn handle_frame(&mut self, m: &Mbuf, now_ms: u64, urgent: bool) {
         let Ok(eth) = EthernetFrame::new_checked(m.bytes()) else {
             self.counters.exception_unhandled += 1;
             return;
@@ -368,7 +373,7 @@ impl Control {
         }
         let interface = self.snap.interface(m.port(), eth.vlan());
         match (&mut self.exception, interface) {
-            (Some(x), Some(i)) => x.to_kernel(i, m.bytes()),
+            (Some(x), Some(i)) => x.to_kernel(i, m.bytes(), urgent, now_ms),
             _ => self.counters.exception_unhandled += 1,
         }
     }

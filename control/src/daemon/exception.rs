@@ -30,6 +30,47 @@ pub struct ExceptionCounters {
     pub from_kernel: u64,
     /// Frames the kernel sent that could not be transmitted (no mbuf, full ring, too large).
     pub from_kernel_dropped: u64,
+    /// Frames for the kernel over `[exception] rate_pps` (urgent frames are never policed).
+    pub policed: u64,
+}
+
+/// A token bucket in frames per second, refilled from a millisecond clock.
+struct Policer {
+    rate_pps: u64,
+    burst: u64,
+    /// Thousandths of a frame, so slow rates refill between milliseconds.
+    milli_tokens: u64,
+    last_ms: u64,
+}
+
+impl Policer {
+    fn new(rate_pps: u32) -> Policer {
+        let rate_pps = u64::from(rate_pps);
+        // A tenth of a second's worth, at least a burst's: an operator's ssh never notices.
+        let burst = (rate_pps / 10).max(64);
+        Policer {
+            rate_pps,
+            burst,
+            milli_tokens: burst * 1000,
+            last_ms: 0,
+        }
+    }
+
+    fn allow(&mut self, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.last_ms = self.last_ms.max(now_ms);
+        // rate_pps frames per 1000 ms = rate_pps milli-frames per ms.
+        self.milli_tokens = self
+            .milli_tokens
+            .saturating_add(elapsed.saturating_mul(self.rate_pps))
+            .min(self.burst * 1000);
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The TAPs, one per interface (in the spec's interface order).
@@ -40,6 +81,7 @@ pub struct ExceptionPath {
     /// Most frames read from the kernel per round.
     budget: usize,
     buf: Vec<u8>,
+    policer: Policer,
     counters: ExceptionCounters,
 }
 
@@ -74,6 +116,7 @@ impl ExceptionPath {
             vlans: spec.interfaces.iter().map(|i| i.vlan).collect(),
             budget: settings.queue,
             buf: vec![0; usize::from(mtu) + 64],
+            policer: Policer::new(settings.rate_pps),
             counters: ExceptionCounters::default(),
         })
     }
@@ -82,8 +125,13 @@ impl ExceptionPath {
         self.counters
     }
 
-    /// Hands `frame`, received on `interface`, to the kernel without its VLAN tags.
-    pub fn to_kernel(&mut self, interface: u16, frame: &[u8]) {
+    /// Hands `frame`, received on `interface`, to the kernel without its VLAN tags, unless it
+    /// is not `urgent` and over the rate (`now_ms`: a monotonic clock).
+    pub fn to_kernel(&mut self, interface: u16, frame: &[u8], urgent: bool, now_ms: u64) {
+        if !urgent && !self.policer.allow(now_ms) {
+            self.counters.policed += 1;
+            return;
+        }
         let Some(tap) = self.taps.get(usize::from(interface)) else {
             self.counters.to_kernel_dropped += 1;
             return;
@@ -195,6 +243,28 @@ fn tagged(frame: &[u8], vlan: Vlan) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_policer_lets_its_rate_and_a_tenth_of_a_second_through() {
+        let mut p = Policer::new(10_000);
+        let passed = (0..5000).filter(|_| p.allow(0)).count();
+        assert_eq!(passed, 1000, "the burst: a tenth of a second");
+        // One second later: the bucket is full again (capped at the burst), not 10 000 deep.
+        let passed = (0..5000).filter(|_| p.allow(1000)).count();
+        assert_eq!(passed, 1000);
+        // Steady: 10 frames per millisecond.
+        let mut passed = 0;
+        for ms in 1001..=2000 {
+            passed += (0..100).filter(|_| p.allow(ms)).count();
+        }
+        assert_eq!(passed, 10_000);
+        // Slow rates refill between milliseconds; a clock that goes back is harmless.
+        let mut slow = Policer::new(100);
+        assert_eq!((0..100).filter(|_| slow.allow(0)).count(), 64);
+        assert!(!slow.allow(5));
+        assert!(slow.allow(10));
+        assert!(!slow.allow(3));
+    }
 
     fn frame(vlan: Vlan) -> Vec<u8> {
         let mut f = vec![0u8; vlan.header_len() + 4];

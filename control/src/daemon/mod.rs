@@ -28,7 +28,9 @@ use dataplane::model::{Role, Snapshot};
 use dataplane::neighbor::NeighborCounters;
 use dataplane::pipeline::Worker;
 use dataplane::steer::{Steering, RSS_KEY};
-use dpdk::{DpdkError, Eal, EalArgs, Mempool, Port, PortConfig, Ring, RssMode, RssStatus};
+use dpdk::{
+    DpdkError, Eal, EalArgs, Mempool, Port, PortConfig, Ring, RingConsumer, RssMode, RssStatus,
+};
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -319,15 +321,28 @@ pub fn run(
         handoff_producers.push(tx);
         handoff_consumers.push(rx);
     }
-    let control_ring = dpdk(
-        "control ring",
-        Ring::new("to-control", ring_size, dpdk::SOCKET_ANY, false, true),
-    )?;
-    let (control_producer, control_consumer) = control_ring.split();
-    // The control thread's own frames (ARP/ND, announcements), sent by worker 0.
+    // Frames for the control thread: urgent ones (neighbor discovery, VRRP, answers from
+    // gateways) on a ring of their own, so a flood at the appliance's address cannot crowd them
+    // out; see dataplane::exception.
+    let mut control_producers = Vec::new();
+    let mut control_consumers = Vec::new();
+    for name in ["to-control-urgent", "to-control"] {
+        let ring = dpdk(
+            format!("{name} ring"),
+            Ring::new(name, ring_size, dpdk::SOCKET_ANY, false, true),
+        )?;
+        let (tx, rx) = ring.split();
+        control_producers.push(tx);
+        control_consumers.push(rx);
+    }
+    let [urgent_consumer, control_consumer]: [RingConsumer; 2] = control_consumers
+        .try_into()
+        .map_err(|_| DaemonError::Thread("two control rings".into()))?;
+    // The control thread's own frames (ARP/ND, announcements) and the kernel's (exception
+    // path), sent by worker 0.
     let from_control = dpdk(
         "from-control ring",
-        Ring::new("from-control", 256, dpdk::SOCKET_ANY, true, true),
+        Ring::new("from-control", ring_size, dpdk::SOCKET_ANY, true, true),
     )?;
     let (from_control_producer, from_control_consumer) = from_control.split();
     let mut from_control_consumer = Some(from_control_consumer);
@@ -368,9 +383,14 @@ pub fn run(
             steering: steering.clone(),
             handoff_out,
             handoff_in: handoff_consumers.remove(0),
-            to_control: control_producer
-                .try_clone()
-                .ok_or_else(|| DaemonError::Thread("control ring is single-producer".into()))?,
+            to_control: [
+                control_producers[0]
+                    .try_clone()
+                    .ok_or_else(|| DaemonError::Thread("control ring is single-producer".into()))?,
+                control_producers[1]
+                    .try_clone()
+                    .ok_or_else(|| DaemonError::Thread("control ring is single-producer".into()))?,
+            ],
             updates: snap_rx,
             queries: query_rx,
             from_control: if w == 0 {
@@ -416,7 +436,7 @@ pub fn run(
         Arc::clone(&first),
         from_control_producer,
         control_pool,
-        control_consumer,
+        [urgent_consumer, control_consumer],
         miss_rx,
         snapshot_senders,
     );
@@ -597,6 +617,7 @@ fn sum_io(a: &mut IoCounters, b: &IoCounters) {
     a.handoff_dropped += b.handoff_dropped;
     a.tx_dropped += b.tx_dropped;
     a.to_control_dropped += b.to_control_dropped;
+    a.to_control_urgent_dropped += b.to_control_urgent_dropped;
     a.miss_reports_lost += b.miss_reports_lost;
     a.snapshots_adopted += b.snapshots_adopted;
     a.busy_cycles += b.busy_cycles;

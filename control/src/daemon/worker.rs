@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 use dataplane::counters::WorkerCounters;
+use dataplane::exception::{exception_class, ExceptionClass};
 use dataplane::frame::Frame;
 use dataplane::model::Snapshot;
 use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
@@ -42,7 +43,9 @@ pub struct IoCounters {
     pub handoff_dropped: u64,
     /// Frames dropped because the NIC's TX ring was full.
     pub tx_dropped: u64,
-    /// Frames for the control thread dropped because its ring was full.
+    /// Frames for the control thread dropped because its ring was full (urgent: neighbor
+    /// discovery, VRRP, frames from gateways; other: the rest).
+    pub to_control_urgent_dropped: u64,
     pub to_control_dropped: u64,
     /// Neighbor misses not reported because the control thread's channel was full.
     pub miss_reports_lost: u64,
@@ -53,6 +56,10 @@ pub struct IoCounters {
     pub busy_cycles: u64,
     pub idle_cycles: u64,
 }
+
+/// Indices of the two control rings.
+const URGENT: usize = 0;
+const OTHER: usize = 1;
 
 /// Per-burst processing time, in TSC cycles. Fixed bounds, so recording never allocates.
 pub fn burst_histogram() -> Histogram<u64> {
@@ -139,7 +146,8 @@ pub struct WorkerSetup {
     /// Hand-off rings of all workers, by worker index (`None` for this one).
     pub handoff_out: Vec<Option<RingProducer>>,
     pub handoff_in: RingConsumer,
-    pub to_control: RingProducer,
+    /// Frames for the control thread: urgent ones (see `dataplane::exception`), then the rest.
+    pub to_control: [RingProducer; 2],
     pub updates: Receiver<Update>,
     /// Operator questions (show affinity, affinity flush), answered between bursts.
     pub queries: Receiver<WorkerQuery>,
@@ -158,8 +166,8 @@ struct Io {
     tx_bufs: Vec<Burst>,
     handoff_out: Vec<Option<RingProducer>>,
     handoff_bufs: Vec<Burst>,
-    to_control: RingProducer,
-    control_buf: Burst,
+    to_control: [RingProducer; 2],
+    control_bufs: [Burst; 2],
     counters: IoCounters,
     burst_cycles: Histogram<u64>,
 }
@@ -197,10 +205,19 @@ impl Io {
         buf.clear();
     }
 
-    fn flush_control(&mut self) {
-        self.to_control.enqueue_burst(&mut self.control_buf);
-        self.counters.to_control_dropped += self.control_buf.len() as u64;
-        self.control_buf.clear();
+    fn flush_control(&mut self, class: usize) {
+        let buf = &mut self.control_bufs[class];
+        if buf.is_empty() {
+            return;
+        }
+        self.to_control[class].enqueue_burst(buf);
+        let dropped = buf.len() as u64;
+        buf.clear();
+        if class == URGENT {
+            self.counters.to_control_urgent_dropped += dropped;
+        } else {
+            self.counters.to_control_dropped += dropped;
+        }
     }
 
     fn transmit(&mut self, port: usize, m: Mbuf) {
@@ -218,11 +235,11 @@ impl Io {
         }
     }
 
-    fn send_to_control(&mut self, m: Mbuf) {
-        if self.control_buf.is_full() {
-            self.flush_control();
+    fn send_to_control(&mut self, class: usize, m: Mbuf) {
+        if self.control_bufs[class].is_full() {
+            self.flush_control(class);
         }
-        if let Err(m) = self.control_buf.push(m) {
+        if let Err(m) = self.control_bufs[class].push(m) {
             self.counters.to_control_dropped += 1;
             drop(m);
         }
@@ -264,7 +281,13 @@ fn process(
     for (m, v) in burst.drain().zip(verdicts.iter()) {
         match *v {
             Verdict::Tx { port } => io.transmit(usize::from(port), m),
-            Verdict::ToControl => io.send_to_control(m),
+            Verdict::ToControl => {
+                let class = match exception_class(worker.snapshot(), m.bytes()) {
+                    ExceptionClass::Urgent => URGENT,
+                    ExceptionClass::Other => OTHER,
+                };
+                io.send_to_control(class, m)
+            }
             Verdict::Drop(_) => drop(m),
         }
     }
@@ -306,7 +329,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         handoff_out,
         handoff_bufs: (0..n_workers).map(|_| Burst::new()).collect(),
         to_control,
-        control_buf: Burst::new(),
+        control_bufs: [Burst::new(), Burst::new()],
         counters: IoCounters::default(),
         burst_cycles: burst_histogram(),
     };
@@ -387,9 +410,8 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
                 io.flush_handoff(w);
             }
         }
-        if !io.control_buf.is_empty() {
-            io.flush_control();
-        }
+        io.flush_control(URGENT);
+        io.flush_control(OTHER);
         let t = rdtsc();
         let spent = t.wrapping_sub(loop_start);
         loop_start = t;
@@ -419,7 +441,8 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
     for w in 0..n_workers {
         io.flush_handoff(w);
     }
-    io.flush_control();
+    io.flush_control(URGENT);
+    io.flush_control(OTHER);
     let final_report = report.lock();
     if let Ok(mut r) = final_report {
         publish(&mut r, core, &worker, &io);
