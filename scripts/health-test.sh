@@ -195,6 +195,32 @@ for step in "gw1 charon ike" "gw2 tls tls" "gw3 dtls dtls" "gw1 tcp tcp"; do
     "$gw" "$check" "$down_ms" "$down_limit" "$up_ms" "$up_limit")")
 done
 
+echo "health-test: a UDP flood at the appliance's own client-side address; health must hold"
+transitions_before=$(ctl show gateways | python3 -c 'import json,sys; print(sum(r["health_transitions"] for r in json.load(sys.stdin)))')
+ip netns exec vlb-up timeout 30 python3 - <<'EOF2' || fail "flood"
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.18.64.77", 0))
+end, sent = time.monotonic() + 4, 0
+while time.monotonic() < end and sent < 2_000_000:
+    for _ in range(1000):
+        s.sendto(b"flood" * 20, ("198.18.0.1", 9))
+    sent += 1000
+print(f"health-test: flood sent {sent} datagrams in 4 s")
+EOF2
+sleep 0.5
+stats=$(ctl show stats)
+read -r policed to_kernel urgent_lost <<<"$(python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])
+print(s["exception"]["policed"], s["exception"]["to_kernel"], s["io"]["to_control_urgent_dropped"])' "$stats")"
+transitions_after=$(ctl show gateways | python3 -c 'import json,sys; print(sum(r["health_transitions"] for r in json.load(sys.stdin)))')
+echo "health-test: policed $policed frames, $to_kernel reached the kernel, urgent frames lost $urgent_lost"
+[ "$policed" -gt 0 ] || fail "the flood was not policed"
+[ "$urgent_lost" -eq 0 ] || fail "$urgent_lost urgent frames lost to the flood"
+[ "$transitions_after" -eq "$transitions_before" ] || fail "health flapped under the flood"
+for gw in gw1 gw2 gw3; do [ "$(health "$gw")" = up ] || fail "$gw down after the flood"; done
+
 echo "health-test: reload without the TCP check; then with gw2 drained by the operator and its TLS server down"
 python3 - "$OUT/lab-health.toml" <<'EOF2'
 import sys

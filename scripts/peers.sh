@@ -15,6 +15,8 @@ PEER_LIFETIME=${PEER_LIFETIME:-900}
 
 # charon_start NS DIR: a charon with the plugins the lab needs (no ESP in the kernel: libipsec).
 # Connections come from DIR/swanctl.conf when the caller wrote one (loaded with swanctl).
+# Settings in DIR/strongswan.extra.conf, when the caller wrote one (strongswan.conf syntax, e.g.
+# `charon { retransmit_timeout = 1 }`), are included last and override the defaults here.
 charon_start() {
     local ns=$1 dir=$2
     mkdir -p "$dir/run"
@@ -22,7 +24,7 @@ charon_start() {
     rm -f "$dir/run/charon.vici" "$dir/run/charon.pid"
     cat >"$dir/strongswan.conf" <<EOF
 charon {
-    load = random nonce drbg aes sha1 sha2 hmac gmp pem pkcs1 x509 pubkey revocation constraints kernel-libipsec kernel-netlink socket-default vici updown
+    load = random nonce drbg aes sha1 sha2 hmac kdf gmp pem pkcs1 x509 pubkey revocation constraints kernel-libipsec kernel-netlink socket-default vici updown
     install_routes = no
     install_virtual_ip = yes
     plugins {
@@ -34,6 +36,7 @@ charon {
         log {
             path = $dir/charon.log
             time_format = %H:%M:%S
+            flush_line = yes
             default = 1
             ike = 2
             net = 1
@@ -41,6 +44,9 @@ charon {
     }
 }
 EOF
+    if [ -f "$dir/strongswan.extra.conf" ]; then
+        echo "include $dir/strongswan.extra.conf" >>"$dir/strongswan.conf"
+    fi
     ip netns exec "$ns" timeout -s TERM "$PEER_LIFETIME" sh -c \
         'mount --bind "$1/run" /run && exec env STRONGSWAN_CONF="$1/strongswan.conf" /usr/lib/ipsec/charon' \
         charon "$dir" >"$dir/charon.out" 2>&1 &

@@ -28,7 +28,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # kernel-libipsec plugin), ocserv/openconnect and keepalived, observed with tcpdump/tshark.
 APT_PACKAGES=(build-essential pkg-config python3 ca-certificates curl
   dpdk dpdk-dev libdpdk-dev clang libclang-dev libpcap-dev
-  iproute2 ethtool iputils-ping tcpdump tshark python3-scapy
+  iproute2 ethtool iputils-ping tcpdump tshark python3-scapy openssl
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   ocserv openconnect keepalived)
 missing=()
