@@ -773,6 +773,7 @@ impl Validator<'_> {
             services,
             affinity,
             maglev_size,
+            ha: None,
         })
     }
 

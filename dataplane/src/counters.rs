@@ -53,6 +53,7 @@ drop_reasons! {
     NoRoute => "no-route", "No route to the destination on the right side.";
     NoNeighbor => "no-neighbor", "The next hop's MAC is unknown.";
     NoHeadroom => "no-headroom", "The frame cannot grow to carry the egress VLAN tags.";
+    NotMaster => "not-master", "For a VIP or floating address while this appliance is the HA pair's backup.";
 }
 
 /// Packets and bytes forwarded to and from one gateway, and the clients it was given.

@@ -155,6 +155,7 @@ pub mod lab {
             }],
             affinity,
             maglev_size: crate::schedule::maglev::MAGLEV_DEFAULT_SIZE,
+            ha: None,
         }
     }
 }

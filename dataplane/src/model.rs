@@ -284,6 +284,29 @@ pub struct ApplianceSpec {
     pub affinity: AffinitySpec,
     /// Maglev lookup table size (prime).
     pub maglev_size: usize,
+    /// Part of an HA pair (VRRP): the VIPs and floating addresses are this appliance's only
+    /// while it is master.
+    pub ha: Option<HaSpec>,
+}
+
+/// What HA mastership changes in the dataplane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaSpec {
+    /// The VRRP virtual router id: the master answers for the VIPs and floating addresses with
+    /// the virtual MAC 00:00:5e:00:01:VRID (IPv4) / 00:00:5e:00:02:VRID (IPv6).
+    pub vrid: u8,
+    /// Whether this appliance is master now (the control plane's VRRP decides).
+    pub master: bool,
+    /// Addresses that move with mastership besides the VIPs (the gateways' next hop), with
+    /// their interface.
+    pub floating: Vec<(u16, IpAddr)>,
+}
+
+impl HaSpec {
+    /// The VRRP virtual MAC for this router id and family (RFC 5798 §7.3).
+    pub fn virtual_mac(&self, v6: bool) -> EthernetAddress {
+        EthernetAddress([0, 0, 0x5e, 0, if v6 { 2 } else { 1 }, self.vrid])
+    }
 }
 
 /// What an address on the appliance is.
@@ -293,6 +316,10 @@ pub enum LocalKind {
     Vip { service: u16 },
     /// An interface's own address.
     Interface { interface: u16 },
+    /// A floating address of an HA pair, held while master (answered with the virtual MAC).
+    Floating { interface: u16 },
+    /// A VIP or floating address while this appliance is the HA backup: not ours to answer.
+    Standby,
 }
 
 /// Where a packet leaves: an interface and the next hop's MAC.
@@ -358,8 +385,34 @@ pub struct InterfaceView {
     pub port: u16,
     pub vlan: Vlan,
     pub role: Role,
-    /// The MAC of the interface's port.
+    /// The MAC of the interface's port: what its own addresses are answered with.
     pub mac: EthernetAddress,
+    /// HA master only: the VRRP virtual MAC (IPv4's and IPv6's), which VIPs and floating
+    /// addresses are answered with and forwarded frames leave from; frames to them are ours.
+    pub vmac: Option<(EthernetAddress, EthernetAddress)>,
+}
+
+impl InterfaceView {
+    /// The source MAC of frames the appliance forwards or sends for a VIP or floating address.
+    #[inline(always)]
+    pub fn forward_mac(&self, v6: bool) -> EthernetAddress {
+        match self.vmac {
+            Some((v4mac, v6mac)) => {
+                if v6 {
+                    v6mac
+                } else {
+                    v4mac
+                }
+            }
+            None => self.mac,
+        }
+    }
+
+    /// Whether a unicast frame to `dst` is for this interface.
+    #[inline(always)]
+    pub fn accepts_mac(&self, dst: EthernetAddress) -> bool {
+        dst == self.mac || self.vmac.is_some_and(|(a, b)| dst == a || dst == b)
+    }
 }
 
 /// How a route's next hop is found.
@@ -538,11 +591,17 @@ impl Snapshot {
                     itf.name
                 ));
             }
+            let vmac = spec
+                .ha
+                .as_ref()
+                .filter(|ha| ha.master)
+                .map(|ha| (ha.virtual_mac(false), ha.virtual_mac(true)));
             interfaces.push(InterfaceView {
                 port: itf.port,
                 vlan: itf.vlan,
                 role: itf.role,
                 mac: port.mac,
+                vmac,
             });
             for a in &itf.addresses {
                 local.push((a.addr, LocalKind::Interface { interface: id }));
@@ -553,6 +612,16 @@ impl Snapshot {
                     via_mac: None,
                 });
             }
+        }
+        // Addresses that follow HA mastership: ours while master, standing by otherwise.
+        let standby = spec.ha.as_ref().is_some_and(|ha| !ha.master);
+        for &(interface, addr) in spec.ha.iter().flat_map(|ha| &ha.floating) {
+            let kind = if standby {
+                LocalKind::Standby
+            } else {
+                LocalKind::Floating { interface }
+            };
+            local.push((addr, kind));
         }
         let neighbors: FastMap<IpAddr, EthernetAddress> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
@@ -576,12 +645,17 @@ impl Snapshot {
         let mut vips = Vec::new();
         for (s, svc) in spec.services.iter().enumerate() {
             let sid = u16::try_from(s).map_err(|_| "too many services".to_string())?;
+            let vip_kind = if standby {
+                LocalKind::Standby
+            } else {
+                LocalKind::Vip { service: sid }
+            };
             if let Some(v) = svc.vip4 {
-                local.push((IpAddr::V4(v), LocalKind::Vip { service: sid }));
+                local.push((IpAddr::V4(v), vip_kind));
                 vips.push((IpAddr::V4(v), sid, svc.listeners));
             }
             if let Some(v) = svc.vip6 {
-                local.push((IpAddr::V6(v), LocalKind::Vip { service: sid }));
+                local.push((IpAddr::V6(v), vip_kind));
                 vips.push((IpAddr::V6(v), sid, svc.listeners));
             }
             for (g, gw) in svc.gateways.iter().enumerate() {

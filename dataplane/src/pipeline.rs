@@ -32,7 +32,7 @@ use crate::model::{LocalKind, NextHop, Role, Snapshot};
 use crate::nat::{self, L4Checksum, Side};
 use crate::schedule::{client_hash, GatewayState, Scheduler, SchedulerKind};
 use crate::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
-use crate::wire::ethernet::{emit_header, ethertype, EthernetFrame, Vlan};
+use crate::wire::ethernet::{emit_header, ethertype, EthernetAddress, EthernetFrame, Vlan};
 use crate::wire::icmp::{self, icmpv4_type};
 use crate::wire::icmpv6::{self, icmpv6_type, NdpNeighbor};
 use crate::wire::ipv4::Ipv4Packet;
@@ -496,7 +496,7 @@ impl State {
         };
         let itf = snap.interface_view(interface);
         let dst_mac = eth.dst();
-        if dst_mac.is_unicast() && dst_mac != itf.mac {
+        if dst_mac.is_unicast() && !itf.accepts_mac(dst_mac) {
             return store(out, Plan::Drop(DropReason::NotOurMac));
         }
         let role = itf.role;
@@ -551,10 +551,15 @@ impl State {
                 self.plan_inbound(snap, interface, bytes, l3, out)
             }
             Some(LocalKind::Vip { .. }) => store(out, Plan::Drop(DropReason::WrongSide)),
-            Some(LocalKind::Interface { .. }) if is_echo_request(bytes, &l3) => {
+            Some(LocalKind::Interface { .. } | LocalKind::Floating { .. })
+                if is_echo_request(bytes, &l3) =>
+            {
                 store(out, Plan::EchoReply { interface, l3 })
             }
-            Some(LocalKind::Interface { .. }) => store(out, Plan::ToControl),
+            Some(LocalKind::Interface { .. } | LocalKind::Floating { .. }) => {
+                store(out, Plan::ToControl)
+            }
+            Some(LocalKind::Standby) => store(out, Plan::Drop(DropReason::NotMaster)),
             None if is_multicast(l3.dst) => store(out, Plan::ToControl),
             None if role == Role::Backend => self.plan_outbound(snap, bytes, l3, out),
             None => store(out, Plan::Drop(DropReason::NotAVip)),
@@ -971,9 +976,10 @@ fn plan_arp(snap: &Snapshot, interface: u16, at: usize, payload: &[u8]) -> Plan 
         Ok(a) => a,
         Err(e) => return Plan::Drop(wire_drop(e)),
     };
-    if arp.operation() == ARP_REQUEST
-        && answers_for(snap, interface, IpAddr::V4(arp.target_ip())).is_some()
-    {
+    let target = IpAddr::V4(arp.target_ip());
+    if arp.operation() == ARP_REQUEST && snap.local(target) == Some(LocalKind::Standby) {
+        Plan::Drop(DropReason::NotMaster)
+    } else if arp.operation() == ARP_REQUEST && answers_for(snap, interface, target).is_some() {
         Plan::ArpReply { interface, l3: at }
     } else if arp.operation() == ARP_REPLY
         || (arp.operation() == ARP_REQUEST && arp.sender_ip() == arp.target_ip())
@@ -1003,7 +1009,11 @@ fn plan_ns(snap: &Snapshot, interface: u16, bytes: &[u8], l3: L3, icmp: &[u8]) -
     if !valid {
         return Plan::Drop(DropReason::NdUnhandled);
     }
-    match answers_for(snap, interface, IpAddr::V6(ns.target())) {
+    let target = IpAddr::V6(ns.target());
+    if snap.local(target) == Some(LocalKind::Standby) {
+        return Plan::Drop(DropReason::NotMaster);
+    }
+    match answers_for(snap, interface, target) {
         Some(own) => Plan::NdAdvert {
             interface,
             l3,
@@ -1061,9 +1071,19 @@ fn plan_icmp_error(snap: &Snapshot, bytes: &[u8], outer: L3, inbound: bool) -> P
 /// (anywhere), `Some(false)` for VIPs (client-facing interfaces only).
 fn answers_for(snap: &Snapshot, interface: u16, addr: IpAddr) -> Option<bool> {
     match snap.local(addr)? {
-        LocalKind::Interface { .. } => Some(true),
+        LocalKind::Interface { .. } | LocalKind::Floating { .. } => Some(true),
         LocalKind::Vip { .. } if snap.interface_view(interface).role == Role::Client => Some(false),
-        LocalKind::Vip { .. } => None,
+        LocalKind::Vip { .. } | LocalKind::Standby => None,
+    }
+}
+
+/// The MAC `addr` is answered with on `interface`: the virtual MAC for what moves with HA
+/// mastership (VIPs, floating addresses), the port's own for the rest.
+fn answer_mac(snap: &Snapshot, interface: u16, addr: IpAddr) -> EthernetAddress {
+    let itf = snap.interface_view(interface);
+    match snap.local(addr) {
+        Some(LocalKind::Vip { .. } | LocalKind::Floating { .. }) => itf.forward_mac(addr.is_ipv6()),
+        _ => itf.mac,
     }
 }
 
@@ -1105,39 +1125,48 @@ fn emit_l2<F: Frame>(
         return Verdict::Drop(DropReason::Truncated);
     }
     let ethertype = if v6 { ethertype::IPV6 } else { ethertype::IPV4 };
+    // Forwarded frames come from a VIP or go to clients through the gateways' next hop: the
+    // virtual MAC of an HA master, so switches keep it on the master's port.
+    let src = itf.forward_mac(v6);
     let bytes = frame.bytes_mut();
     if let (Vlan::Untagged, Some(hdr)) = (itf.vlan, bytes.first_chunk_mut::<14>()) {
         // The common case, written straight (what `emit_header` writes for no tags).
         hdr[..6].copy_from_slice(&hop.mac.0);
-        hdr[6..12].copy_from_slice(&itf.mac.0);
+        hdr[6..12].copy_from_slice(&src.0);
         hdr[12..].copy_from_slice(&ethertype.to_be_bytes());
-    } else if emit_header(bytes, hop.mac, itf.mac, itf.vlan, ethertype).is_err() {
+    } else if emit_header(bytes, hop.mac, src, itf.vlan, ethertype).is_err() {
         return Verdict::Drop(DropReason::Truncated);
     }
     Verdict::Tx { port: itf.port }
 }
 
-/// Turns a frame around on its ingress interface: the peer's MAC becomes the destination.
-fn reply_l2<F: Frame>(snap: &Snapshot, frame: &mut F, interface: u16) -> Verdict {
+/// Turns a frame around on its ingress interface: the peer's MAC becomes the destination,
+/// `src` (the MAC the answered address goes with) the source.
+fn reply_l2<F: Frame>(
+    snap: &Snapshot,
+    frame: &mut F,
+    interface: u16,
+    src: EthernetAddress,
+) -> Verdict {
     let itf = snap.interface_view(interface);
     let bytes = frame.bytes_mut();
     bytes.copy_within(6..12, 0);
-    bytes[6..12].copy_from_slice(&itf.mac.0);
+    bytes[6..12].copy_from_slice(&src.0);
     Verdict::Tx { port: itf.port }
 }
 
 fn arp_reply<F: Frame>(snap: &Snapshot, interface: u16, l3: usize, frame: &mut F) -> Verdict {
-    let mac = snap.interface_mac(interface);
     let Ok(mut arp) = ArpPacket::new_checked(&mut frame.bytes_mut()[l3..]) else {
         return Verdict::Drop(DropReason::Truncated);
     };
     let (peer_hw, peer_ip, target) = (arp.sender_hw(), arp.sender_ip(), arp.target_ip());
+    let mac = answer_mac(snap, interface, IpAddr::V4(target));
     arp.set_operation(ARP_REPLY);
     arp.set_sender_hw(mac);
     arp.set_sender_ip(target);
     arp.set_target_hw(peer_hw);
     arp.set_target_ip(peer_ip);
-    reply_l2(snap, frame, interface)
+    reply_l2(snap, frame, interface, mac)
 }
 
 fn nd_advert<F: Frame>(
@@ -1147,7 +1176,6 @@ fn nd_advert<F: Frame>(
     router: bool,
     frame: &mut F,
 ) -> Verdict {
-    let mac = snap.interface_mac(interface);
     let (IpAddr::V6(peer), Some(l4)) = (l3.src, l3.l4) else {
         return Verdict::Drop(DropReason::NdUnhandled);
     };
@@ -1157,6 +1185,7 @@ fn nd_advert<F: Frame>(
         return Verdict::Drop(DropReason::Truncated);
     };
     let target = na.target();
+    let mac = answer_mac(snap, interface, IpAddr::V6(target));
     // Solicited and Override always; Router on the appliance's own addresses (it routes for
     // the gateways), not on VIPs.
     na.set_flags(0x60 | if router { 0x80 } else { 0 });
@@ -1174,7 +1203,7 @@ fn nd_advert<F: Frame>(
     ip[8..24].copy_from_slice(&target.octets());
     ip[24..40].copy_from_slice(&peer.octets());
     nat::refill_icmpv6_checksum(&mut ip[l4 - l3.at..], &target, &peer);
-    reply_l2(snap, frame, interface)
+    reply_l2(snap, frame, interface, mac)
 }
 
 fn echo_reply<F: Frame>(snap: &Snapshot, interface: u16, l3: L3, frame: &mut F) -> Verdict {
@@ -1204,7 +1233,8 @@ fn echo_reply<F: Frame>(snap: &Snapshot, interface: u16, l3: L3, frame: &mut F) 
         }
         _ => return Verdict::Drop(DropReason::IcmpUnhandled),
     }
-    reply_l2(snap, frame, interface)
+    let mac = answer_mac(snap, interface, l3.dst);
+    reply_l2(snap, frame, interface, mac)
 }
 
 /// Stores `plan` in `out` and returns the hash to prefetch for it (an ICMP error's entry).
