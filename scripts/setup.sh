@@ -25,10 +25,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # DPDK 22.11 (libraries, PMDs, headers, dpdk-testpmd) with clang/libclang for bindgen, and python3
 # for the small report helpers in scripts/.
 # The lab needs iproute2, ethtool and ping; the end-to-end peers are strongSwan (with the
-# kernel-libipsec plugin), ocserv/openconnect and keepalived, observed with tcpdump/tshark.
+# kernel-libipsec plugin), ocserv/openconnect and keepalived, observed with tcpdump/tshark;
+# scripts/e2e.sh puts clients behind a NAT with nftables.
 APT_PACKAGES=(build-essential pkg-config python3 ca-certificates curl
   dpdk dpdk-dev libdpdk-dev clang libclang-dev libpcap-dev
-  iproute2 ethtool iputils-ping tcpdump tshark python3-scapy openssl
+  iproute2 ethtool iputils-ping nftables tcpdump tshark python3-scapy openssl
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   ocserv openconnect keepalived)
 missing=()

@@ -3,7 +3,8 @@
 # property and integration tests (golden replays, the daemon over DPDK net_pcap), bounded fuzzing
 # of every parser, the classifier and the whole pipeline, the demo end to end, and the daemon
 # live in the namespace lab (root): forwarding, then the exception path and health checks against
-# real charon, openssl s_server and TCP servers.
+# real charon, openssl s_server and TCP servers, then the end-to-end acceptance suite (strongSwan,
+# ocserv/openconnect, a NAT; a gateway killed, a gateway drained).
 #
 #   FUZZ_SECONDS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
 set -euo pipefail
@@ -58,3 +59,6 @@ scripts/lab-test.sh
 
 step "lab: exception path and gateway health checks with charon, openssl s_server, TCP"
 scripts/health-test.sh
+
+step "lab: end to end with strongSwan, ocserv/openconnect and a NAT (acceptance)"
+scripts/e2e.sh

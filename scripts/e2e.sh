@@ -1,0 +1,971 @@
+#!/usr/bin/env bash
+# The end-to-end acceptance suite: vpnlbd on net_af_packet in the lab of ../shared/LAB.md, with
+# the software its users run (strongSwan, ocserv/openconnect) in the lab's namespaces (needs root).
+#
+#   scripts/e2e.sh            (OUT=out/e2e by default; E2E_LIMIT_S bounds the whole run, 840 s;
+#                              E2E_BIN_DIR=DIR runs DIR/vpnlbd and DIR/vpnlbctl instead of building)
+#
+# 1. IKEv2 + NAT-T: 20 strongSwan initiators (vlb-c1..c20, IPv4) to the VIP; gw1-gw3 run strongSwan
+#    responders. No ESP in the kernel: charon uses kernel-libipsec with encap = yes, so every
+#    tunnel is ESP in UDP 4500. Certificates from a lab CA (pki, RSA 3072: the IKE_AUTH messages
+#    exceed 1500 bytes, so they are split: IPv4 clients use IKE fragmentation (RFC 7383, charon's
+#    default); of the IPv6 clients the even-numbered ones turn it off, so their IKE_AUTH
+#    exchanges are IP-fragmented both ways through the appliance. IPv4 fragments cannot cross
+#    the lab: DPDK 22.11's net_af_packet joins a PACKET_FANOUT group with
+#    PACKET_FANOUT_FLAG_DEFRAG, so the kernel hands vpnlbd the reassembled datagram, which is
+#    then too long for the egress veth ("af_packet: packet size is too long" in dmesg); on real
+#    NICs the fragments pass one by one). Every client gets its IKE_SA, CHILD_SA and virtual IP
+#    (from the pool of the gateway that answered: gw1 198.18.128.0/24, gw2 .129, gw3 .130) and pings its
+#    gateway's inner address (198.18.12x.1) through the tunnel. Shown three ways: `vpnlbctl show
+#    affinity`, the gateways' own IKE_SA lists, and tcpdump on every gateway's eth0 for the whole
+#    run (per client address, which gateways saw its UDP 500, 4500 IKE, ESP-in-UDP, keepalives,
+#    fragments). The gateways must be the ones the scheduler gives (`vpnlbd replay` of one
+#    datagram per client address with the same configuration is the oracle).
+# 2. TLS then DTLS: openconnect in three client namespaces (one per gateway, by the oracle) to
+#    ocserv on every gateway: "SSL connected and DTLS connected", ocserv's log of that gateway
+#    shows the session and its DTLS set-up, a ping crosses the tunnel, the captures show TCP 443
+#    and UDP 443 of the client at that gateway only.
+# 3. A gateway dies: SIGKILL to gw2's charon. The IKE health check (lab.toml: 1 s, fall 3) marks it
+#    down in time; gw2's clients re-establish (DPD 2 s, fast retransmits, dpd_action = restart) on
+#    the gateway the scheduler gives without gw2; two new clients that would have gone to gw2 go
+#    there too; gw2 takes no new client; gw1's and gw3's clients keep their IKE_SAs. gw2's charon
+#    is started again and gw2 comes back up (its former clients stay where they are).
+# 4. Drain: `vpnlbctl gateway gw1 drain` under a running ping from every gw1 client: no loss,
+#    same IKE_SAs, still pinned to gw1; two new clients that would have gone to gw1 go elsewhere.
+# 5. IPv6: item 1 with 6 clients (vlb-c21..c26; a smaller count keeps the run short) to the
+#    IPv6 VIP, inner IPv6 pools 2001:2:0:100::/64 (gw1), :101:: (gw2), :102:: (gw3).
+# 6. One NAT: vlb-nat (198.18.0.50 on the client segment; nftables masquerade) with 4 strongSwan
+#    clients behind it (vlb-nat1..4, 198.18.200.0/24): one affinity, one gateway, all tunnels up.
+#
+# Prints a table (client, family, address, gateway, scheduler's choice, IKE_SA, CHILD_SA, ping,
+# bytes through the CHILD_SA, gateways in the captures), one line per item and `e2e: OK`, or the
+# misses, vpnlbctl show stats/gateways/drops/affinity/health, the vpnlbd log and the relevant
+# peer logs; exits 1 on any miss. Everything is torn down on exit, failure included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+
+readonly LIMIT_S=${E2E_LIMIT_S:-840}
+# Peers never outlive the run by much, even if cleanup never runs (peers.sh runs them under timeout).
+export PEER_LIFETIME=$((LIMIT_S + 60))
+# shellcheck source=scripts/peers.sh
+source scripts/peers.sh
+
+OUT=${OUT:-out/e2e}
+rm -rf "$OUT"
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+BIN_DIR=${E2E_BIN_DIR:-target/release}
+readonly SOCK="$OUT/vpnlbd.sock" VPNLBD="$BIN_DIR/vpnlbd" VPNLBCTL="$BIN_DIR/vpnlbctl"
+readonly HELPER=scripts/e2e.py PKI="$OUT/pki" PCAPS="$OUT/pcap"
+readonly N4=20 N6=6 NNAT=4 LAB_CLIENTS=39 SPARE_FROM=27
+readonly VIP4=198.18.0.100 VIP6=2001:2:0:1::100 NAT_ADDR=198.18.0.50
+# Slack on a loaded 2-core machine, on top of what a health check itself needs.
+readonly SLACK_MS=1500
+# How many client charons start at once.
+readonly START_JOBS=6
+
+T0=$(date +%s%N)
+DAEMON_PID=""
+WATCHDOG=""
+RESULTS=()
+
+now() { date +%s.%N; }
+elapsed() { printf '%6.1f' "$(($(date +%s%N) - T0))e-9"; }
+log() { echo "e2e [$(elapsed)s] $*"; }
+fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
+# miss WHAT: a check that did not hold; the run goes on, and ends red (kept in a file, so that
+# subshells count too).
+miss() {
+  echo "$*" >>"$OUT/misses"
+  echo "e2e: MISS: $*" >&2
+}
+misses() { if [ -f "$OUT/misses" ]; then wc -l <"$OUT/misses"; else echo 0; fi; }
+# relevant DIR: a peer directory whose logs a failure report should show.
+relevant() { echo "$1" >>"$OUT/relevant"; }
+
+ctl() { timeout 10 "$VPNLBCTL" --socket "$SOCK" --json "$@"; }
+ctl_human() { timeout 10 "$VPNLBCTL" --socket "$SOCK" "$@"; }
+
+# --- teardown and failure report --------------------------------------------------------------
+
+report_failure() {
+  echo "=== e2e failure report ===" >&2
+  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    local what
+    for what in "show stats" "show gateways" "show drops" "show affinity" "show health"; do
+      echo "--- vpnlbctl $what ---" >&2
+      # shellcheck disable=SC2086  # two words
+      ctl_human $what >&2 || true
+    done
+  else
+    echo "--- vpnlbd is not running; its final report ---" >&2
+    head -c 4000 "$OUT/report.json" >&2 2>/dev/null || true
+  fi
+  echo "--- vpnlbd log (tail) ---" >&2
+  tail -n 40 "$OUT/vpnlbd.log" >&2 2>/dev/null || true
+  if [ -f "$OUT/evidence.txt" ]; then
+    echo "--- captures: per client address, gateways and packets by class ---" >&2
+    cat "$OUT/evidence.txt" >&2
+  fi
+  local d f
+  if [ -f "$OUT/relevant" ]; then
+    for d in $(sort -u "$OUT/relevant" | head -n 8); do
+      for f in charon.log openconnect.log; do
+        [ -f "$d/$f" ] || continue
+        echo "--- $d/$f (tail) ---" >&2
+        grep -v -e 'activating .* task' -e 'queueing .* task' "$d/$f" | tail -n 25 >&2 || true
+      done
+    done
+  fi
+  for d in "$OUT"/gw1 "$OUT"/gw2 "$OUT"/gw3; do
+    [ -f "$d/charon.log" ] || continue
+    echo "--- $d/charon.log (tail) ---" >&2
+    # Without the health probes' rejected IKE_SA_INITs.
+    grep -v -e 'activating .* task' -e 'queueing .* task' -e 'INVAL_KE' -e 'MODP_768' \
+      -e '198\.19\.0\.1\[' -e '198\.19\.0\.1 is initiating' -e 'IKE_SA (unnamed)' \
+      -e 'endpoint changed' -e 'SA KE No \]' "$d/charon.log" | tail -n 15 >&2 || true
+    echo "--- $d/ocserv/ocserv.log (tail) ---" >&2
+    tail -n 8 "$d/ocserv/ocserv.log" >&2 2>/dev/null || true
+  done
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
+  if [ "$rc" -ne 0 ]; then report_failure; fi
+  if [ -n "$DAEMON_PID" ]; then
+    kill "$DAEMON_PID" 2>/dev/null && timeout 10 tail --pid="$DAEMON_PID" -f /dev/null
+  fi
+  local f pids=()
+  # Every peer this run started left a pid file (peers.sh): stop them all at once, then remove
+  # the lab (which also ends anything left in its namespaces).
+  while IFS= read -r f; do
+    peer_stop "$(dirname "$f")" "$(basename "$f" .pid)" &
+    pids+=($!)
+  done < <(find "$OUT" -name '*.pid' ! -name 'ocserv.daemon.pid' ! -path '*/run/*' 2>/dev/null)
+  for f in "${pids[@]+"${pids[@]}"}"; do wait "$f"; done
+  scripts/lab.sh down >/dev/null 2>&1
+  log "torn down (lab down)"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'echo "e2e: FAIL: the run exceeded ${LIMIT_S} s" >&2; exit 124' TERM
+
+[ "$(id -u)" -eq 0 ] || fail "needs root (network namespaces)"
+for tool in ip ethtool nft tcpdump ocserv ocpasswd openconnect swanctl pki python3; do
+  command -v "$tool" >/dev/null || fail "needs $tool (scripts/setup.sh installs it)"
+done
+[ -x /usr/lib/ipsec/charon ] || fail "needs /usr/lib/ipsec/charon (strongswan-charon)"
+# A watchdog: the whole run is bounded, whatever hangs.
+(
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  sleep "$LIMIT_S" &
+  sleeper=$!
+  wait "$sleeper" && kill -TERM $$
+) 2>/dev/null &
+WATCHDOG=$!
+
+# --- the lab -----------------------------------------------------------------------------------
+
+# offloads_off NS IF: as lab.sh does for every veth end (no partial checksums into af_packet).
+offloads_off() {
+  ip netns exec "$1" ethtool -K "$2" rx off tx off tso off gso off gro off >/dev/null 2>&1 \
+    || ip netns exec "$1" ethtool -K "$2" tx off >/dev/null
+}
+
+# nat_lab_up: vlb-nat on the client segment at 198.18.0.50 (LAB.md leaves .50-.99 to such tools),
+# masquerading its inside LAN 198.18.200.0/24 (bridge lan0, 198.18.200.1) where vlb-nat1..N live.
+nat_lab_up() {
+  local i ns
+  ip netns add vlb-nat
+  ip -n vlb-nat link set lo up
+  ip netns exec vlb-nat sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward
+    echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6
+    echo 0 >/proc/sys/net/ipv4/conf/all/rp_filter; echo 0 >/proc/sys/net/ipv4/conf/default/rp_filter'
+  ip link add name eth0 netns vlb-nat type veth peer name nat0 netns vlb-csw
+  ip netns exec vlb-csw sh -c 'echo 1 >/proc/sys/net/ipv6/conf/nat0/disable_ipv6'
+  offloads_off vlb-csw nat0
+  offloads_off vlb-nat eth0
+  ip -n vlb-csw link set dev nat0 master br0 up
+  ip -n vlb-nat link set dev eth0 address 02:00:00:00:01:32
+  ip -n vlb-nat addr add "$NAT_ADDR/24" dev eth0
+  ip -n vlb-nat link set dev eth0 up
+  ip -n vlb-nat route add default via 198.18.0.1
+  ip -n vlb-nat link add name lan0 type bridge
+  ip -n vlb-nat link set dev lan0 type bridge stp_state 0 forward_delay 0
+  ip -n vlb-nat addr add 198.18.200.1/24 dev lan0
+  ip -n vlb-nat link set dev lan0 up
+  for ((i = 1; i <= NNAT; i++)); do
+    ns=vlb-nat$i
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    ip netns exec "$ns" sh -c 'echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6
+      echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6'
+    ip link add name eth0 netns "$ns" type veth peer name "n$i" netns vlb-nat
+    offloads_off vlb-nat "n$i"
+    offloads_off "$ns" eth0
+    ip -n vlb-nat link set dev "n$i" master lan0 up
+    ip -n "$ns" link set dev eth0 address "$(printf '02:00:00:00:c8:%02x' $((10 + i)))"
+    ip -n "$ns" addr add "198.18.200.$((10 + i))/24" dev eth0
+    ip -n "$ns" link set dev eth0 up
+    ip -n "$ns" route add default via 198.18.200.1
+  done
+  ip netns exec vlb-nat nft -f - <<'EOF'
+table ip e2e_nat {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "eth0" masquerade
+    }
+}
+EOF
+}
+
+# --- clients -------------------------------------------------------------------------------------
+
+declare -A CL_NS CL_FAM CL_ADDR CL_DIR CL_ROLE CL_EXPECT CL_FIRST
+declare -A EXP_UP EXP_DOWN2 EXP_DRAIN1 AFF SA_IKE SA_CHILD SA_VIP SA_SPI SA_BIN SA_BOUT PING
+
+# gw_of_vip ADDR: the gateway whose pool handed out this virtual IP.
+gw_of_vip() {
+  case $1 in
+    198.18.128.* | 2001:2:0:100:*) echo gw1 ;;
+    198.18.129.* | 2001:2:0:101:*) echo gw2 ;;
+    198.18.130.* | 2001:2:0:102:*) echo gw3 ;;
+    *) echo "-" ;;
+  esac
+}
+# inner_of GW FAMILY: the gateway's address inside the tunnels (on its lo).
+inner_of() {
+  local i=${1#gw}
+  if [ "$2" = 6 ]; then echo "2001:2:0:10$((i - 1))::1"; else echo "198.18.$((127 + i)).1"; fi
+}
+
+# add_client NAME NS FAMILY LOCAL_ADDR SEEN_ADDR ROLE: a strongSwan initiator's files.
+add_client() {
+  local name=$1 ns=$2 fam=$3 local_addr=$4 seen=$5 role=$6
+  local dir="$OUT/clients/$name" vip remote ts frag
+  CL_NS[$name]=$ns CL_FAM[$name]=$fam CL_ADDR[$name]=$seen
+  CL_DIR[$name]=$dir CL_ROLE[$name]=$role
+  mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
+  pki_cert "$PKI" client "$name" "CN=$name.vpnlb.test" "$name.vpnlb.test"
+  cp "$PKI/$name.pem" "$dir/x509/"
+  cp "$PKI/ca.pem" "$dir/x509ca/"
+  cp "$PKI/client.key" "$dir/private/client.pem"
+  if [ "$fam" = 6 ]; then
+    vip="::" remote=$VIP6 ts=2001:2:0:100::/62
+  else
+    vip=0.0.0.0 remote=$VIP4 ts=198.18.128.0/22
+  fi
+  # IKE fragmentation, except for even-numbered IPv6 clients: their whole IKE_AUTH messages are
+  # IP-fragmented (the appliance steers non-first fragments by source address). Not over IPv4:
+  # net_af_packet's kernel defragmentation makes such datagrams too long for the egress veth.
+  frag=yes
+  if [ "$fam" = 6 ] && [ $((${name//[!0-9]/} % 2)) -eq 0 ]; then frag=no; fi
+  cat >"$dir/swanctl.conf" <<EOF
+connections {
+    vpn {
+        version = 2
+        local_addrs = $local_addr
+        remote_addrs = $remote
+        vips = $vip
+        proposals = aes128-sha256-modp2048
+        encap = yes
+        mobike = no
+        fragmentation = $frag
+        dpd_delay = 2s
+        keyingtries = 0
+        local {
+            auth = pubkey
+            certs = $name.pem
+            id = $name.vpnlb.test
+        }
+        remote {
+            auth = pubkey
+            id = vpn.vpnlb.test
+            cacerts = ca.pem
+        }
+        children {
+            vpn {
+                remote_ts = $ts
+                esp_proposals = aes128-sha256
+                start_action = start
+                dpd_action = restart
+                close_action = start
+            }
+        }
+    }
+}
+EOF
+  # Fast failure detection: 3 sends over ~4.4 s, then DPD's restart; keepalives every second
+  # where a NAT is detected; routes to the tunnel's remote side.
+  cat >"$dir/strongswan.extra.conf" <<'EOF'
+charon {
+    retransmit_timeout = 1
+    retransmit_tries = 2
+    retransmit_base = 1.4
+    keep_alive = 1s
+    install_routes = yes
+}
+EOF
+}
+
+# client_start NAME: charon (which initiates at once); a failure is noted in DIR/start.failed.
+client_start() {
+  local name=$1
+  charon_start "${CL_NS[$name]}" "${CL_DIR[$name]}" >"${CL_DIR[$name]}/start.log" 2>&1 \
+    || echo failed >"${CL_DIR[$name]}/start.failed"
+}
+
+# start_clients NAME...: START_JOBS at a time (waiting on its own jobs only: the daemon and the
+# gateways' peers are background jobs of this shell too).
+start_clients() {
+  local name jobs=()
+  for name in "$@"; do
+    client_start "$name" &
+    jobs+=($!)
+    if [ "${#jobs[@]}" -ge "$START_JOBS" ]; then
+      wait "${jobs[0]}" || true
+      jobs=("${jobs[@]:1}")
+    fi
+  done
+  for name in "${jobs[@]+"${jobs[@]}"}"; do wait "$name" || true; done
+  for name in "$@"; do
+    if [ -f "${CL_DIR[$name]}/start.failed" ]; then
+      relevant "${CL_DIR[$name]}"
+      miss "$name: charon did not start: $(tail -n 3 "${CL_DIR[$name]}/start.log" | tr '\n' ' ')"
+    fi
+  done
+}
+
+# sa_raw NAME: the client's IKE_SAs (swanctl --list-sas --raw) into DIR/sa.raw.
+sa_raw() {
+  local d=${CL_DIR[$1]}
+  timeout 5 ip netns exec "${CL_NS[$1]}" swanctl --list-sas --raw \
+    --uri "unix://$d/run/charon.vici" >"$d/sa.raw" 2>/dev/null || true
+}
+
+# sa_up NAME [NOT_GW]: its IKE_SA is established with an installed CHILD_SA and a virtual IP
+# (from a pool other than NOT_GW's, when given).
+sa_up() {
+  local d=${CL_DIR[$1]} line vip
+  sa_raw "$1"
+  line=$(grep -E 'state=ESTABLISHED .*local-vips=\[[0-9a-f.:]+\].*child-sas \{.*state=INSTALLED' \
+    "$d/sa.raw" | head -n 1) || return 1
+  [ -n "${2:-}" ] || return 0
+  vip=$(sed -E 's/.*local-vips=\[([0-9a-f.:]+)\].*/\1/' <<<"$line")
+  [ "$(gw_of_vip "$vip")" != "$2" ]
+}
+
+# wait_up LIMIT_S NOT_GW NAME...: waits until every client is up (sa_up NAME NOT_GW); a client
+# still down at the limit is a miss.
+wait_up() {
+  local limit=$1 not_gw=$2 t0 name pending=()
+  shift 2
+  t0=$(date +%s)
+  pending=("$@")
+  while [ "${#pending[@]}" -gt 0 ]; do
+    local still=()
+    for name in "${pending[@]}"; do
+      sa_up "$name" "$not_gw" || still+=("$name")
+    done
+    pending=("${still[@]+"${still[@]}"}")
+    [ "${#pending[@]}" -eq 0 ] && break
+    if [ $(($(date +%s) - t0)) -ge "$limit" ]; then
+      for name in "${pending[@]}"; do
+        relevant "${CL_DIR[$name]}"
+        miss "$name: no established IKE_SA + CHILD_SA${not_gw:+ off $not_gw} within $limit s"
+      done
+      break
+    fi
+    sleep 0.5
+  done
+}
+
+# sa_summary NAME...: SA_IKE/SA_CHILD/SA_VIP/SA_SPI/SA_BIN/SA_BOUT from a fresh --list-sas.
+sa_summary() {
+  local name files=() f ike child vip spi bin bout
+  declare -A by_file=()
+  for name in "$@"; do
+    sa_raw "$name"
+    files+=("${CL_DIR[$name]}/sa.raw")
+    by_file[${CL_DIR[$name]}/sa.raw]=$name
+  done
+  while read -r f ike child vip spi bin bout; do
+    name=${by_file[$f]}
+    SA_IKE[$name]=$ike SA_CHILD[$name]=$child SA_VIP[$name]=$vip SA_SPI[$name]=$spi
+    SA_BIN[$name]=$bin SA_BOUT[$name]=$bout
+  done < <(python3 "$HELPER" sa "${files[@]}")
+}
+
+# ping_clients COUNT INTERVAL NAME...: every client pings its gateway's inner address through
+# its tunnel (in parallel); PING[NAME] = "received/sent".
+ping_clients() {
+  local count=$1 interval=$2 name gw jobs=()
+  shift 2
+  for name in "$@"; do
+    gw=$(gw_of_vip "${SA_VIP[$name]:--}")
+    if [ "$gw" = "-" ]; then
+      echo "0/$count" >"${CL_DIR[$name]}/ping.result"
+      continue
+    fi
+    (
+      out=$(timeout $((count + 10)) ip netns exec "${CL_NS[$name]}" ping -n -c "$count" \
+        -i "$interval" -W 2 -s 1000 -I "${SA_VIP[$name]}" "$(inner_of "$gw" "${CL_FAM[$name]}")" 2>&1) || true
+      echo "$out" >"${CL_DIR[$name]}/ping.log"
+      rcv=$(sed -nE 's/.* ([0-9]+) received.*/\1/p' <<<"$out")
+      echo "${rcv:-0}/$count" >"${CL_DIR[$name]}/ping.result"
+    ) &
+    jobs+=($!)
+  done
+  for gw in "${jobs[@]+"${jobs[@]}"}"; do wait "$gw" || true; done
+  for name in "$@"; do
+    PING[$name]=$(cat "${CL_DIR[$name]}/ping.result")
+  done
+}
+
+# affinity_refresh: AFF[client address] = gateway, from vpnlbctl show affinity.
+affinity_refresh() {
+  local addr gw
+  AFF=()
+  ctl show affinity >"$OUT/affinity.json" || { miss "vpnlbctl show affinity failed"; return 0; }
+  while read -r addr gw; do
+    AFF[$addr]=$gw
+  done < <(python3 -c '
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    print(r["client"], r["gateway"])' "$OUT/affinity.json")
+}
+
+# gateway_sas: OUT/gwsas.txt lines "GW REMOTE_ID REMOTE_HOST STATE" from every gateway's charon.
+gateway_sas() {
+  local i
+  : >"$OUT/gwsas.txt"
+  for i in 1 2 3; do
+    [ -S "$OUT/gw$i/run/charon.vici" ] || continue
+    timeout 5 ip netns exec "vlb-gw$i" swanctl --list-sas --raw \
+      --uri "unix://$OUT/gw$i/run/charon.vici" >"$OUT/gw$i/sa.raw" 2>/dev/null || true
+    python3 "$HELPER" gwsas "$OUT/gw$i/sa.raw" | sed "s/^/gw$i /" >>"$OUT/gwsas.txt"
+  done
+}
+
+# check_clients LABEL NAME...: each client is up (IKE_SA, CHILD_SA, virtual IP), on CL_EXPECT's
+# gateway by its virtual IP's pool, by vpnlbctl show affinity and by the gateways' own IKE_SA
+# lists (there and nowhere else), and its ping went through. Returns the number of misses.
+check_clients() {
+  local label=$1 name gw exp n=0 where
+  shift
+  for name in "$@"; do
+    exp=${CL_EXPECT[$name]}
+    gw=$(gw_of_vip "${SA_VIP[$name]}")
+    local bad=()
+    [ "${SA_IKE[$name]}" = ESTABLISHED ] || bad+=("IKE_SA ${SA_IKE[$name]}")
+    [ "${SA_CHILD[$name]}" = INSTALLED ] || bad+=("CHILD_SA ${SA_CHILD[$name]}")
+    [ "$gw" = "$exp" ] || bad+=("virtual IP ${SA_VIP[$name]} from ${gw}'s pool")
+    [ "${AFF[${CL_ADDR[$name]}]:-none}" = "$exp" ] || bad+=("affinity ${AFF[${CL_ADDR[$name]}]:-none}")
+    where=$(awk -v id="$name.vpnlb.test" '$2 == id && $4 == "ESTABLISHED" { print $1 }' \
+      "$OUT/gwsas.txt" | sort -u | tr '\n' ' ')
+    [ "$where" = "$exp " ] || bad+=("gateways with its IKE_SA: ${where:-none}")
+    [ "${PING[$name]%/*}" = "${PING[$name]#*/}" ] || bad+=("ping ${PING[$name]}")
+    if [ "${#bad[@]}" -gt 0 ]; then
+      relevant "${CL_DIR[$name]}"
+      miss "$label: $name (${CL_ADDR[$name]}, scheduler: $exp): ${bad[*]}"
+      n=$((n + 1))
+    fi
+  done
+  return "$n"
+}
+
+# spread NAME...: "gw1 N gw2 N gw3 N" by affinity, and the scheduler's.
+spread() {
+  local name g1=0 g2=0 g3=0 e1=0 e2=0 e3=0
+  for name in "$@"; do
+    case ${AFF[${CL_ADDR[$name]}]:-} in gw1) g1=$((g1 + 1)) ;; gw2) g2=$((g2 + 1)) ;; gw3) g3=$((g3 + 1)) ;; esac
+    case ${CL_EXPECT[$name]} in gw1) e1=$((e1 + 1)) ;; gw2) e2=$((e2 + 1)) ;; gw3) e3=$((e3 + 1)) ;; esac
+  done
+  echo "gw1 $g1, gw2 $g2, gw3 $g3 (scheduler: $e1/$e2/$e3)"
+}
+
+# gw_field GW FIELD: a string or number field of show gateways (no python here: this is polled;
+# the JSON has no spaces within values).
+gw_field() {
+  ctl show gateways | tr -d ' \n' | tr '}' '\n' | grep -F "\"gateway\":\"$1\"" \
+    | sed -nE "s/.*\"$2\":\"?([^,\"]*)\"?.*/\1/p"
+}
+
+# wait_health GW STATE LIMIT_MS: waits for the gateway's health; WAITED_MS = how long it took
+# (a miss past the limit).
+wait_health() {
+  local gw=$1 want=$2 limit=$3 t0 t
+  t0=$(date +%s%N)
+  while :; do
+    t=$((($(date +%s%N) - t0) / 1000000))
+    if [ "$(gw_field "$gw" health 2>/dev/null)" = "$want" ]; then
+      WAITED_MS=$t
+      return 0
+    fi
+    if [ "$t" -gt "$limit" ]; then
+      miss "$gw not $want after $t ms (limit $limit ms)"
+      WAITED_MS=$t
+      return 0
+    fi
+    sleep 0.05
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+if [ -z "${E2E_BIN_DIR:-}" ]; then
+  log "build (cargo build --release -p vpnlb-control)"
+  cargo build --release -q -p vpnlb-control
+fi
+if [ ! -x "$VPNLBD" ] || [ ! -x "$VPNLBCTL" ]; then fail "no $VPNLBD or $VPNLBCTL"; fi
+
+log "lab: $LAB_CLIENTS client namespaces, the gateways, a NAT with $NNAT clients behind it"
+scripts/lab.sh down >/dev/null 2>&1 || true
+scripts/lab.sh up --clients "$LAB_CLIENTS" >"$OUT/lab.log"
+nat_lab_up
+
+log "PKI: lab CA, gateway and client certificates (RSA 3072)"
+pki_ca "$PKI" || fail "pki: CA ($(tail -n 2 "$PKI/pki.log"))"
+pki_key "$PKI" gateway 3072 || fail "pki: gateway key"
+pki_key "$PKI" client 3072 || fail "pki: client key"
+pki_cert "$PKI" gateway ocserv "CN=vpn.vpnlb.test" vpn.vpnlb.test "$VIP4" "$VIP6" || fail "pki: ocserv"
+
+log "gateways: charon (responder, pools), ocserv, tcpdump on eth0"
+mkdir -p "$PCAPS"
+for i in 1 2 3; do
+  gw=gw$i ns=vlb-gw$i dir="$OUT/gw$i"
+  mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private" "$dir/ocserv"
+  ip -n "$ns" addr add "$(inner_of "$gw" 4)/32" dev lo
+  ip -n "$ns" -6 addr add "$(inner_of "$gw" 6)/128" dev lo
+  pki_cert "$PKI" gateway "$gw" "CN=$gw.vpnlb.test" vpn.vpnlb.test "$gw.vpnlb.test" || fail "pki: $gw"
+  cp "$PKI/$gw.pem" "$dir/x509/"
+  cp "$PKI/ca.pem" "$dir/x509ca/"
+  cp "$PKI/gateway.key" "$dir/private/gateway.pem"
+  cat >"$dir/swanctl.conf" <<EOF
+connections {
+    rw {
+        version = 2
+        local_addrs = 198.19.0.1$i, 2001:2:0:2::1$i
+        pools = pool4, pool6
+        proposals = aes128-sha256-modp2048
+        mobike = no
+        local {
+            auth = pubkey
+            certs = $gw.pem
+            id = vpn.vpnlb.test
+        }
+        remote {
+            auth = pubkey
+            cacerts = ca.pem
+        }
+        children {
+            net {
+                local_ts = $(inner_of "$gw" 4)/32, $(inner_of "$gw" 6)/128
+                esp_proposals = aes128-sha256
+            }
+        }
+    }
+}
+pools {
+    pool4 {
+        addrs = 198.18.$((127 + i)).10-198.18.$((127 + i)).250
+    }
+    pool6 {
+        addrs = 2001:2:0:10$((i - 1))::10-2001:2:0:10$((i - 1))::ff
+    }
+}
+EOF
+  # The gateway sees the VIP's NAT ("local host is behind NAT") and sends keepalives.
+  printf 'charon {\n    keep_alive = 1s\n}\n' >"$dir/strongswan.extra.conf"
+  # Subshells: the peers are no jobs of this shell (which would report gw2's killed charon).
+  (charon_start "$ns" "$dir") || fail "charon on $gw"
+  cp "$PKI/ocserv.pem" "$dir/ocserv/server.pem"
+  cp "$PKI/gateway.key" "$dir/ocserv/server.key"
+  (ocserv_start "$ns" "$dir/ocserv" "198.19.0.1$i" "198.18.$((139 + i)).0/24") || fail "ocserv on $gw"
+  (capture_start "$ns" eth0 "$PCAPS" "$gw") || fail "tcpdump on $gw"
+done
+
+# The scheduler's answers (vpnlbd replay, same configuration): all up, gw2 down, gw1 draining.
+python3 - conf/lab.toml "$OUT/lab.toml" "$SOCK" <<'EOF'
+import sys
+src, dst, sock = sys.argv[1:]
+text = open(src).read()
+assert 'socket = "/run/vpnlb/vpnlbd.sock"' in text
+open(dst, "w").write(text.replace('socket = "/run/vpnlb/vpnlbd.sock"', f'socket = "{sock}"'))
+EOF
+read -r INTERVAL_MS TIMEOUT_MS RISE FALL < <(python3 - "$OUT/lab.toml" <<'EOF'
+import re, sys, tomllib
+def ms(v):
+    if isinstance(v, (int, float)):
+        return int(v * 1000)
+    return sum(int(n) * {"ms": 1, "s": 1000, "m": 60000}[u] for n, u in re.findall(r"(\d+)(ms|s|m)", v))
+c = tomllib.load(open(sys.argv[1], "rb"))["service"][0]["health_check"][0]
+print(ms(c["interval"]), ms(c["timeout"]), c["rise"], c["fall"])
+EOF
+)
+ADDRS=()
+for ((i = 1; i <= LAB_CLIENTS; i++)); do ADDRS+=("198.18.0.$((10 + i))"); done
+for ((i = N4 + 1; i <= LAB_CLIENTS; i++)); do ADDRS+=("2001:2:0:1::$((10 + i))"); done
+ADDRS+=("$NAT_ADDR")
+oracle() {
+  python3 "$HELPER" oracle --vpnlbd "$VPNLBD" --config "$OUT/lab.toml" --work "$OUT/oracle" "$@" "${ADDRS[@]}"
+}
+while read -r a g; do EXP_UP[$a]=$g; done < <(oracle) || fail "oracle (all up)"
+while read -r a g; do EXP_DOWN2[$a]=$g; done < <(oracle --state gw2=down) || fail "oracle (gw2 down)"
+while read -r a g; do EXP_DRAIN1[$a]=$g; done < <(oracle --state gw1=draining) || fail "oracle (gw1 draining)"
+if [ "${#EXP_UP[@]}" -ne "${#ADDRS[@]}" ] || [ "${#EXP_DOWN2[@]}" -ne "${#ADDRS[@]}" ] \
+  || [ "${#EXP_DRAIN1[@]}" -ne "${#ADDRS[@]}" ]; then
+  fail "oracle: not every address scheduled"
+fi
+
+# The clients: 1-20 IPv4 and 4 behind the NAT; from 27-39 three openconnect clients (one per
+# gateway) and the late joiners of items 3 (would go to gw2) and 4 (would go to gw1); then the
+# IPv6 clients, as many per gateway (by the scheduler), from the namespaces 21-39 left.
+V4=() V6=() NATC=() OC=() L3=() L4=()
+for ((i = 1; i <= N4; i++)); do
+  add_client "c$i" "vlb-c$i" 4 "198.18.0.$((10 + i))" "198.18.0.$((10 + i))" v4
+  V4+=("c$i")
+done
+for ((i = 1; i <= NNAT; i++)); do
+  add_client "nat$i" "vlb-nat$i" 4 "198.18.200.$((10 + i))" "$NAT_ADDR" nat
+  NATC+=("nat$i")
+done
+declare -A oc_gw=() used=() v6_on=()
+for ((i = SPARE_FROM; i <= LAB_CLIENTS; i++)); do
+  a=198.18.0.$((10 + i)) g=${EXP_UP[198.18.0.$((10 + i))]}
+  used[c$i]=1
+  if [ -z "${oc_gw[$g]:-}" ]; then
+    oc_gw[$g]=c$i
+    OC+=("c$i")
+  elif [ "$g" = gw2 ] && [ "${#L3[@]}" -lt 2 ]; then
+    add_client "c$i" "vlb-c$i" 4 "$a" "$a" late3
+    L3+=("c$i")
+  elif [ "$g" = gw1 ] && [ "${#L4[@]}" -lt 2 ]; then
+    add_client "c$i" "vlb-c$i" 4 "$a" "$a" late4
+    L4+=("c$i")
+  else
+    unset "used[c$i]"
+  fi
+done
+for ((i = N4 + 1; i <= LAB_CLIENTS && ${#V6[@]} < N6; i++)); do
+  a=2001:2:0:1::$((10 + i)) g=${EXP_UP[2001:2:0:1::$((10 + i))]}
+  if [ -n "${used[c$i]:-}" ] || [ "${v6_on[$g]:-0}" -ge $((N6 / 3)) ]; then continue; fi
+  v6_on[$g]=$((${v6_on[$g]:-0} + 1))
+  add_client "c$i" "vlb-c$i" 6 "$a" "$a" v6
+  V6+=("c$i")
+done
+if [ "${#OC[@]}" -ne 3 ] || [ "${#L3[@]}" -ne 2 ] || [ "${#L4[@]}" -ne 2 ] || [ "${#V6[@]}" -ne "$N6" ]; then
+  fail "clients $((N4 + 1))-$LAB_CLIENTS: no openconnect client per gateway, two late joiners each for gw2 and gw1, and $N6 IPv6 clients spread over the gateways"
+fi
+for name in "${V4[@]}" "${V6[@]}" "${NATC[@]}"; do
+  CL_EXPECT[$name]=${EXP_UP[${CL_ADDR[$name]}]}
+done
+for name in "${L3[@]}"; do CL_EXPECT[$name]=${EXP_DOWN2[${CL_ADDR[$name]}]}; done
+for name in "${L4[@]}"; do CL_EXPECT[$name]=${EXP_DRAIN1[${CL_ADDR[$name]}]}; done
+for name in "${!CL_EXPECT[@]}"; do CL_FIRST[$name]=${CL_EXPECT[$name]}; done
+
+log "vpnlbd: conf/lab.toml (IKE health check every ${INTERVAL_MS} ms, timeout ${TIMEOUT_MS} ms, rise $RISE, fall $FALL)"
+"$VPNLBD" --config "$OUT/lab.toml" --run-for-s $((LIMIT_S + 30)) >"$OUT/report.json" 2>"$OUT/vpnlbd.log" &
+DAEMON_PID=$!
+for _ in $(seq 1 100); do
+  [ -S "$SOCK" ] && ctl ping >/dev/null 2>&1 && break
+  kill -0 "$DAEMON_PID" 2>/dev/null || fail "vpnlbd exited early"
+  sleep 0.1
+done
+ctl ping >/dev/null 2>&1 || fail "vpnlbd does not answer on $SOCK"
+UP_LIMIT=$((RISE * INTERVAL_MS + TIMEOUT_MS + SLACK_MS))
+DOWN_LIMIT=$((FALL * INTERVAL_MS + TIMEOUT_MS + SLACK_MS))
+for gw in gw1 gw2 gw3; do wait_health "$gw" up "$UP_LIMIT"; done
+[ "$(misses)" -eq 0 ] || fail "the gateways did not come up"
+
+# --- items 1, 5, 6: 20 IPv4 clients, 6 IPv6 clients, 4 clients behind one NAT, all at once ---------
+WAVE1=("${V4[@]}" "${V6[@]}" "${NATC[@]}")
+log "items 1/5/6: starting ${#WAVE1[@]} strongSwan initiators ($N4 IPv4, $N6 IPv6, $NNAT behind $NAT_ADDR), $START_JOBS at a time"
+t_wave=$(date +%s)
+start_clients "${WAVE1[@]}"
+wait_up 90 "" "${WAVE1[@]}"
+log "items 1/5/6: IKE_SAs and CHILD_SAs up $(($(date +%s) - t_wave)) s after the first start; pinging through every tunnel"
+sa_summary "${WAVE1[@]}"
+ping_clients 3 0.2 "${WAVE1[@]}"
+affinity_refresh
+gateway_sas
+m1=0 m5=0 m6=0
+check_clients "item 1" "${V4[@]}" || m1=$?
+check_clients "item 5" "${V6[@]}" || m5=$?
+check_clients "item 6" "${NATC[@]}" || m6=$?
+# Behind one NAT: one affinity entry (the NAT's address), none for the inside addresses.
+nat_entries=$(grep -c '"client": *"198\.18\.200\.' "$OUT/affinity.json" || true)
+[ "$nat_entries" -eq 0 ] || { miss "item 6: affinity entries for inside addresses 198.18.200.x"; m6=$((m6 + 1)); }
+[ -n "${AFF[$NAT_ADDR]:-}" ] || { miss "item 6: no affinity entry for $NAT_ADDR"; m6=$((m6 + 1)); }
+nat_gws=$(for n in "${NATC[@]}"; do gw_of_vip "${SA_VIP[$n]}"; done | sort -u | tr '\n' ' ')
+ITEM1_SPREAD=$(spread "${V4[@]}")
+ITEM5_SPREAD=$(spread "${V6[@]}")
+V6_IPFRAG=$(for n in "${V6[@]}"; do grep -q "fragmentation = no" "${CL_DIR[$n]}/swanctl.conf" && printf '%s ' "$n"; done)
+cp "$OUT/affinity.json" "$OUT/affinity-wave1.json"
+cp "$OUT/gwsas.txt" "$OUT/gwsas-wave1.txt"
+
+# --- item 2: openconnect (TLS on TCP 443, then DTLS on UDP 443) to ocserv behind the VIP -----------
+log "item 2: openconnect from ${OC[*]} (scheduler: $(for c in "${OC[@]}"; do printf '%s ' "${EXP_UP[198.18.0.$((10 + ${c#c}))]}"; done | sed 's/ $//'))"
+declare -A OC_RESULT=() OC_GW=() OC_BYTES=()
+m2=0
+for name in "${OC[@]}"; do
+  d="$OUT/clients/$name"
+  mkdir -p "$d"
+  cp "$PKI/ca.pem" "$d/ca.pem"
+  CL_NS[$name]=vlb-$name CL_DIR[$name]=$d CL_FAM[$name]=4 CL_ADDR[$name]=198.18.0.$((10 + ${name#c}))
+  CL_ROLE[$name]=oc CL_EXPECT[$name]=${EXP_UP[${CL_ADDR[$name]}]} CL_FIRST[$name]=${CL_EXPECT[$name]}
+  openconnect_start "vlb-$name" "$d" "https://$VIP4/"
+done
+t_oc=$(date +%s)
+for name in "${OC[@]}"; do
+  d=${CL_DIR[$name]}
+  while ! grep -q "DTLS connected" "$d/openconnect.log" 2>/dev/null || [ ! -f "$d/tun.env" ]; do
+    [ $(($(date +%s) - t_oc)) -lt 30 ] || break
+    sleep 0.2
+  done
+done
+affinity_refresh
+for name in "${OC[@]}"; do
+  d=${CL_DIR[$name]} exp=${CL_EXPECT[$name]} bad=()
+  grep -q "SSL connected and DTLS connected" "$d/openconnect.log" 2>/dev/null \
+    || bad+=("no 'SSL connected and DTLS connected' in 30 s")
+  ip4=$(sed -n 's/^INTERNAL_IP4_ADDRESS=//p' "$d/tun.env" 2>/dev/null || true)
+  case $ip4 in 198.18.140.*) g=gw1 ;; 198.18.141.*) g=gw2 ;; 198.18.142.*) g=gw3 ;; *) g="-" ;; esac
+  OC_GW[$name]=$g
+  [ "$g" = "$exp" ] || bad+=("tunnel address ${ip4:-none} from ${g}'s ocserv")
+  [ "${AFF[${CL_ADDR[$name]}]:-none}" = "$exp" ] || bad+=("affinity ${AFF[${CL_ADDR[$name]}]:-none}")
+  ocl="$OUT/$exp/ocserv/ocserv.log"
+  grep -q "${CL_ADDR[$name]}.* user logged in" "$ocl" || bad+=("$exp's ocserv did not log the session")
+  grep -q "${CL_ADDR[$name]} setting up DTLS" "$ocl" || bad+=("$exp's ocserv did not log the DTLS set-up")
+  for other in gw1 gw2 gw3; do
+    [ "$other" = "$exp" ] && continue
+    if grep -q "${CL_ADDR[$name]}" "$OUT/$other/ocserv/ocserv.log"; then bad+=("$other's ocserv saw it too"); fi
+  done
+  if [ "$g" != "-" ]; then
+    out=$(timeout 15 ip netns exec "vlb-$name" ping -n -c 3 -i 0.2 -W 2 -s 1000 "198.18.$((139 + ${g#gw})).1" 2>&1 || true)
+    echo "$out" >"$d/ping.log"
+    rcv=$(sed -nE 's/.* ([0-9]+) received.*/\1/p' <<<"$out")
+    PING[$name]="${rcv:-0}/3"
+    [ "${rcv:-0}" = 3 ] || bad+=("ping ${PING[$name]}")
+    OC_BYTES[$name]="$(ip netns exec "vlb-$name" cat /sys/class/net/oc0/statistics/rx_bytes 2>/dev/null || echo -)/$(ip netns exec "vlb-$name" cat /sys/class/net/oc0/statistics/tx_bytes 2>/dev/null || echo -)"
+  else
+    PING[$name]="0/3"
+    OC_BYTES[$name]="-"
+  fi
+  if [ "${#bad[@]}" -gt 0 ]; then
+    relevant "$d"
+    miss "item 2: $name (${CL_ADDR[$name]}, scheduler: $exp): ${bad[*]}"
+    m2=$((m2 + 1))
+    OC_RESULT[$name]=MISS
+  else
+    OC_RESULT[$name]="SSL+DTLS"
+  fi
+done
+for name in "${OC[@]}"; do peer_stop "${CL_DIR[$name]}" openconnect; done
+
+# --- item 3: gw2's charon dies ---------------------------------------------------------------------
+IKE_ALL=("${WAVE1[@]}")
+sa_summary "${IKE_ALL[@]}"
+affinity_refresh
+declare -A SPI_BEFORE=()
+GW2_CLIENTS=() OTHERS=()
+for name in "${IKE_ALL[@]}"; do
+  SPI_BEFORE[$name]=${SA_SPI[$name]}
+  if [ "${AFF[${CL_ADDR[$name]}]:-}" = gw2 ]; then GW2_CLIENTS+=("$name"); else OTHERS+=("$name"); fi
+done
+nc_gw2_before=$(gw_field gw2 new_clients)
+log "item 3: SIGKILL to gw2's charon (${#GW2_CLIENTS[@]} clients on gw2: ${GW2_CLIENTS[*]})"
+T_KILL=$(now)
+kill -KILL "$(cat "$OUT/gw2/run/charon.pid")"
+wait_health gw2 down "$DOWN_LIMIT"
+T_DOWN=$(now)
+down_ms=$WAITED_MS
+nc_gw2_down=$(gw_field gw2 new_clients)
+log "item 3: gw2 down after $down_ms ms (limit $DOWN_LIMIT); new clients to gw2 so far: $nc_gw2_down; starting ${L3[*]} (scheduler with gw2 up: gw2)"
+start_clients "${L3[@]}"
+for name in "${GW2_CLIENTS[@]}"; do CL_EXPECT[$name]=${EXP_DOWN2[${CL_ADDR[$name]}]}; done
+wait_up 60 gw2 "${GW2_CLIENTS[@]}" "${L3[@]}"
+moved_s=$(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.1f}')" "$(now)" "$T_KILL")
+log "item 3: gw2's clients and the new ones up elsewhere ${moved_s} s after the kill; checking everyone"
+IKE_ALL+=("${L3[@]}")
+sa_summary "${IKE_ALL[@]}"
+ping_clients 3 0.2 "${IKE_ALL[@]}"
+affinity_refresh
+gateway_sas
+m3=0
+check_clients "item 3 (moved)" "${GW2_CLIENTS[@]}" || m3=$((m3 + $?))
+dpd_restarts=0
+for name in "${GW2_CLIENTS[@]}"; do
+  if grep -q "restarting CHILD_SA" "${CL_DIR[$name]}/charon.log"; then dpd_restarts=$((dpd_restarts + 1)); fi
+done
+check_clients "item 3 (new)" "${L3[@]}" || m3=$((m3 + $?))
+check_clients "item 3 (untouched)" "${OTHERS[@]}" || m3=$((m3 + $?))
+for name in "${OTHERS[@]}"; do
+  if [ "${SA_SPI[$name]}" != "${SPI_BEFORE[$name]}" ]; then
+    relevant "${CL_DIR[$name]}"
+    miss "item 3: $name (on ${CL_EXPECT[$name]}) has a new IKE_SA (${SPI_BEFORE[$name]} -> ${SA_SPI[$name]})"
+    m3=$((m3 + 1))
+  fi
+done
+for name in "${GW2_CLIENTS[@]}"; do
+  if [ "${SA_SPI[$name]}" = "${SPI_BEFORE[$name]}" ]; then
+    miss "item 3: $name kept its IKE_SA with dead gw2"
+    m3=$((m3 + 1))
+  fi
+done
+[ "$down_ms" -le "$DOWN_LIMIT" ] || m3=$((m3 + 1))
+nc_gw2_after=$(gw_field gw2 new_clients)
+[ "$nc_gw2_after" = "$nc_gw2_down" ] \
+  || { miss "item 3: gw2 took $((nc_gw2_after - nc_gw2_down)) new clients while down"; m3=$((m3 + 1)); }
+log "item 3: charon on gw2 again"
+(charon_start vlb-gw2 "$OUT/gw2") || fail "charon on gw2 (restart)"
+wait_health gw2 up "$UP_LIMIT"
+T_UP=$(now)
+up_ms=$WAITED_MS
+[ "$up_ms" -le "$UP_LIMIT" ] || m3=$((m3 + 1))
+: "$nc_gw2_before"
+
+# --- item 4: drain gw1 -------------------------------------------------------------------------------
+sa_summary "${IKE_ALL[@]}"
+affinity_refresh
+GW1_CLIENTS=()
+declare -A SPI_DRAIN=()
+for name in "${IKE_ALL[@]}"; do
+  SPI_DRAIN[$name]=${SA_SPI[$name]}
+  [ "${AFF[${CL_ADDR[$name]}]:-}" = gw1 ] && GW1_CLIENTS+=("$name")
+done
+log "item 4: gateway gw1 drain while its ${#GW1_CLIENTS[@]} clients ping (${GW1_CLIENTS[*]})"
+ping_clients 12 0.25 "${GW1_CLIENTS[@]}" &
+ping_job=$!
+sleep 1
+ctl gateway gw1 drain >"$OUT/drain.json" || miss "item 4: vpnlbctl gateway gw1 drain failed: $(cat "$OUT/drain.json")"
+T_DRAIN=$(now)
+nc_gw1_drain=$(gw_field gw1 new_clients)
+wait "$ping_job" || true
+m4=0 drain_clean=0
+for name in "${GW1_CLIENTS[@]}"; do
+  r=$(cat "${CL_DIR[$name]}/ping.result")
+  if [ "$r" = 12/12 ]; then
+    drain_clean=$((drain_clean + 1))
+  else
+    relevant "${CL_DIR[$name]}"
+    miss "item 4: $name lost pings across the drain ($r)"
+    m4=$((m4 + 1))
+  fi
+done
+log "item 4: starting ${L4[*]} (scheduler with gw1 up: gw1)"
+start_clients "${L4[@]}"
+wait_up 45 "" "${L4[@]}"
+IKE_ALL+=("${L4[@]}")
+sa_summary "${IKE_ALL[@]}"
+ping_clients 3 0.2 "${IKE_ALL[@]}"
+affinity_refresh
+gateway_sas
+check_clients "item 4 (new)" "${L4[@]}" || m4=$((m4 + $?))
+check_clients "item 4 (gw1 kept)" "${GW1_CLIENTS[@]}" || m4=$((m4 + $?))
+for name in "${GW1_CLIENTS[@]}"; do
+  if [ "${SA_SPI[$name]}" != "${SPI_DRAIN[$name]}" ]; then
+    miss "item 4: $name has a new IKE_SA after the drain"
+    m4=$((m4 + 1))
+  fi
+done
+[ "$(gw_field gw1 state)" = draining ] || { miss "item 4: gw1 is $(gw_field gw1 state), not draining"; m4=$((m4 + 1)); }
+nc_gw1_after=$(gw_field gw1 new_clients)
+[ "$nc_gw1_after" = "$nc_gw1_drain" ] \
+  || { miss "item 4: drained gw1 took $((nc_gw1_after - nc_gw1_drain)) new clients"; m4=$((m4 + 1)); }
+# Everyone else is still where item 3 left them.
+for name in "${IKE_ALL[@]}"; do
+  case " ${GW1_CLIENTS[*]} ${L4[*]} " in *" $name "*) continue ;; esac
+  check_clients "item 4 (others)" "$name" || m4=$((m4 + $?))
+done
+sa_summary "${IKE_ALL[@]}" # the bytes, with the last pings
+: "$T_DRAIN"
+
+# --- the captures: every client's packets at one gateway --------------------------------------------
+log "captures: stopping tcpdump; which gateway saw which client"
+for i in 1 2 3; do peer_stop "$PCAPS" "gw$i"; done
+python3 "$HELPER" pcap --out "$OUT/pcap-summary.json" \
+  gw1="$PCAPS/gw1.pcap" gw2="$PCAPS/gw2.pcap" gw3="$PCAPS/gw3.pcap"
+printf 'kill %s\ndown %s\nup %s\n' "$T_KILL" "$T_DOWN" "$T_UP" >"$OUT/times.txt"
+: >"$OUT/expect.txt"
+declare -A SEEN_ADDR=()
+for name in "${IKE_ALL[@]}" "${OC[@]}"; do
+  a=${CL_ADDR[$name]}
+  [ -n "${SEEN_ADDR[$a]:-}" ] && continue
+  SEEN_ADDR[$a]=1
+  first=${CL_FIRST[$name]}
+  if [ "$first" = gw2 ] && [ "${CL_ROLE[$name]}" != oc ]; then
+    echo "$a $name $first ${EXP_DOWN2[$a]}" >>"$OUT/expect.txt"
+  else
+    echo "$a $name $first" >>"$OUT/expect.txt"
+  fi
+done
+m_pcap=0
+python3 "$HELPER" pcap-check --summary "$OUT/pcap-summary.json" --expect "$OUT/expect.txt" \
+  --times "$OUT/times.txt" >"$OUT/evidence.txt" || m_pcap=1
+declare -A ROUTE=()
+while read -r a verdict route _; do
+  [ "$a" = MISS ] && continue
+  ROUTE[$a]="$route"
+  [ "$verdict" = ok ] || ROUTE[$a]="$route(!)"
+done <"$OUT/evidence.txt"
+if [ "$m_pcap" -ne 0 ]; then
+  while IFS= read -r line; do miss "captures: ${line#MISS }"; done < <(grep '^MISS' "$OUT/evidence.txt")
+fi
+# Class totals over every client at its gateways (client -> gateway direction).
+CLASS_TOTALS=$(python3 - "$OUT/pcap-summary.json" <<'EOF'
+import json, sys
+tot = {}
+for c in json.load(open(sys.argv[1])).values():
+    for d in c["gateways"].values():
+        for k, v in d["to"].items():
+            tot[k] = tot.get(k, 0) + v
+print(", ".join(f"{k} {v}" for k, v in sorted(tot.items())))
+EOF
+)
+KA_FROM=$(python3 - "$OUT/pcap-summary.json" <<'EOF'
+import json, sys
+print(sum(d["from"].get("keepalive", 0) for c in json.load(open(sys.argv[1])).values() for d in c["gateways"].values()))
+EOF
+)
+
+# --- the table ----------------------------------------------------------------------------------------
+echo
+printf '%-6s %-6s %-16s %-7s %-6s %-11s %-9s %-6s %-13s %s\n' client family address gateway sched \
+  ike_sa child_sa ping bytes_in/out captures
+for name in "${IKE_ALL[@]}"; do
+  fam=${CL_FAM[$name]}
+  [ "${CL_ROLE[$name]}" = nat ] && fam="4/NAT"
+  [ "${CL_ROLE[$name]}" = late3 ] && fam="4/new3"
+  [ "${CL_ROLE[$name]}" = late4 ] && fam="4/new4"
+  printf '%-6s %-6s %-16s %-7s %-6s %-11s %-9s %-6s %-13s %s\n' "$name" "$fam" "${CL_ADDR[$name]}" \
+    "${AFF[${CL_ADDR[$name]}]:--}" "${CL_EXPECT[$name]}" "${SA_IKE[$name]}" "${SA_CHILD[$name]}" \
+    "${PING[$name]}" "${SA_BIN[$name]}/${SA_BOUT[$name]}" "${ROUTE[${CL_ADDR[$name]}]:--}"
+done
+for name in "${OC[@]}"; do
+  printf '%-6s %-6s %-16s %-7s %-6s %-11s %-9s %-6s %-13s %s\n' "$name" "4/oc" "${CL_ADDR[$name]}" \
+    "${OC_GW[$name]}" "${CL_EXPECT[$name]}" "TLS:443" "${OC_RESULT[$name]}" "${PING[$name]}" \
+    "${OC_BYTES[$name]}" "${ROUTE[${CL_ADDR[$name]}]:--}"
+done
+echo
+
+verdict() { if [ "$1" -eq 0 ]; then echo OK; else echo "MISS ($1)"; fi; }
+RESULTS+=("item 1 IKEv2 + NAT-T, $N4 IPv4 clients: $(verdict "$m1"): IKE_SA, CHILD_SA (ESP in UDP 4500), ping through each tunnel; each client on the scheduler's gateway by its virtual IP's pool, by vpnlbctl show affinity and by that gateway's own IKE_SA list (no other's); spread $ITEM1_SPREAD")
+RESULTS+=("item 2 TLS then DTLS, ${#OC[@]} openconnect clients: $(verdict "$m2"): 'SSL connected and DTLS connected', each on the scheduler's gateway (${OC[*]} -> $(for c in "${OC[@]}"; do printf '%s ' "${OC_GW[$c]}"; done | sed 's/ $//')); that gateway's ocserv (and no other) logged the session and its DTLS set-up; ping through")
+RESULTS+=("item 3 gw2 dies (SIGKILL to charon): $(verdict "$m3"): gw2 down after $down_ms ms (limit $DOWN_LIMIT = fall $FALL x ${INTERVAL_MS} ms + timeout ${TIMEOUT_MS} + slack ${SLACK_MS}); its ${#GW2_CLIENTS[@]} clients re-established on the scheduler's gateway within ${moved_s} s of the kill ($dpd_restarts by DPD's restart); ${#L3[@]} new clients avoided gw2; gw2's new-client count $nc_gw2_down -> $nc_gw2_after while down; ${#OTHERS[@]} clients on gw1/gw3 kept their IKE_SAs; gw2 up again $up_ms ms after its charon restarted")
+RESULTS+=("item 4 drain gw1: $(verdict "$m4"): $drain_clean of ${#GW1_CLIENTS[@]} gw1 clients lost no ping across the drain; all kept their IKE_SAs and stay pinned to gw1; ${#L4[@]} new clients -> $(for c in "${L4[@]}"; do printf '%s ' "${AFF[${CL_ADDR[$c]}]:--}"; done | sed 's/ $//') (scheduler with gw1 draining); gw1's new-client count $nc_gw1_drain -> $nc_gw1_after")
+RESULTS+=("item 5 IPv6, $N6 clients (fewer than item 1's $N4, to stay in time): $(verdict "$m5"): as item 1 over the IPv6 VIP; spread $ITEM5_SPREAD; IKE_AUTH IP-fragmented (IPv6) for ${V6_IPFRAG% }")
+RESULTS+=("item 6 one NAT ($NAT_ADDR, $NNAT clients behind it): $(verdict "$m6"): all up and pinging; one affinity entry ($NAT_ADDR -> ${AFF[$NAT_ADDR]:--}), none for the inside addresses; the tunnels' gateways: ${nat_gws% }")
+RESULTS+=("captures (tcpdump on every gateway's eth0, the whole run): $(verdict "$m_pcap"): $(grep -vc '^MISS' "$OUT/evidence.txt") client addresses, each one's packets at one gateway only (gw2's clients: at gw2 until it was down, then only at their new gateway; nothing at gw2 while down); client->gateway packets by class: $CLASS_TOTALS; keepalives gateway->client: $KA_FROM; per client and class: $OUT/evidence.txt")
+printf '%s\n' "${RESULTS[@]}"
+log "done"
+if [ "$(misses)" -gt 0 ]; then
+  echo "e2e: $(misses) misses:" >&2
+  sed 's/^/  /' "$OUT/misses" >&2
+  exit 1
+fi
+echo "e2e: OK"
