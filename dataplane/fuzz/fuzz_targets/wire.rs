@@ -1,9 +1,10 @@
 //! Feeds arbitrary bytes through every L2-L4 view, the way the pipeline walks a frame:
 //! Ethernet -> ARP / IPv4 / IPv6 (extension-header walk) -> UDP (whole and partial), TCP,
-//! ICMP, ICMPv6 (+ neighbor discovery), ESP. Besides "never panics", it checks that every slice
-//! handed out lies inside the input and that lengths agree with what `new_checked` validated.
+//! ICMP, ICMPv6 (+ neighbor discovery), ESP, VRRP. Besides "never panics", it checks that every
+//! slice handed out lies inside the input and that lengths agree with what `new_checked`
+//! validated.
 #![no_main]
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dataplane::wire::arp::ArpPacket;
 use dataplane::wire::esp::EspPacket;
@@ -15,6 +16,7 @@ use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::ipv6::Ipv6Packet;
 use dataplane::wire::tcp::TcpPacket;
 use dataplane::wire::udp::UdpPacket;
+use dataplane::wire::vrrp::{self as vrrp_wire, Family, VrrpPacket};
 use libfuzzer_sys::fuzz_target;
 
 /// Whether `inner` lies within `outer` (the views are zero-copy).
@@ -174,6 +176,10 @@ fn upper(data: &[u8], protocol: u8, l4: &[u8], ip: &Ip) {
             }
         }
         ip_proto::ESP => esp(data, l4),
+        ip_proto::VRRP => match *ip {
+            Ip::V4(s, d) => vrrp(data, l4, Family::Ipv4, IpAddr::V4(s), IpAddr::V4(d)),
+            Ip::V6(s, d) => vrrp(data, l4, Family::Ipv6, IpAddr::V6(s), IpAddr::V6(d)),
+        },
         _ => {}
     }
 }
@@ -197,11 +203,58 @@ fn esp(data: &[u8], bytes: &[u8]) {
     assert!(within(data, e.payload()));
 }
 
+fn vrrp(data: &[u8], bytes: &[u8], family: Family, src: IpAddr, dst: IpAddr) {
+    let Ok(v) = VrrpPacket::new_checked(bytes, family) else {
+        return;
+    };
+    assert_eq!(v.version(), vrrp_wire::VERSION);
+    assert_eq!(
+        bytes.len(),
+        vrrp_wire::HEADER_LEN + usize::from(v.count()) * family.addr_len()
+    );
+    assert!(within(data, v.address_bytes()));
+    assert!(v.max_adver_int() <= vrrp_wire::MAX_ADVER_INT);
+    let addrs: Vec<IpAddr> = v.addresses().collect();
+    assert_eq!(addrs.len(), usize::from(v.count()));
+    assert!(addrs.iter().all(|a| Family::of(a) == family));
+    let _ = (v.ipv4_addresses().count(), v.ipv6_addresses().count());
+    let valid = v.verify_checksum(src, dst);
+    // The emitter re-encodes every advert the view accepts: the same bytes, and the same
+    // verdict on the checksum (the one field it computes).
+    if v.msg_type() == vrrp_wire::TYPE_ADVERTISEMENT && v.reserved() == 0 {
+        let out =
+            vrrp_wire::emit_advert(v.vrid(), v.priority(), v.max_adver_int(), &addrs, src, dst)
+                .expect("a parsed advert re-encodes");
+        assert_eq!(out[..6], bytes[..6]);
+        assert_eq!(out[8..], bytes[8..]);
+        // Only one's complement's two zeros can tell them apart: a checksum of 0 computed,
+        // 0xffff sent.
+        assert_eq!(
+            out == bytes || (valid && out[6..8] == [0, 0] && v.checksum() == 0xffff),
+            valid
+        );
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     // The bare L3/L4 views too, so the fuzzer need not find a valid Ethernet header first.
     ipv4(data);
     ipv6(data);
     let _ = icmpv6::ndp_lladdr_option(data, icmpv6::NDP_OPT_SOURCE_LLADDR);
+    vrrp(
+        data,
+        data,
+        Family::Ipv4,
+        IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
+        IpAddr::V4(vrrp_wire::VRRP_V4_GROUP),
+    );
+    vrrp(
+        data,
+        data,
+        Family::Ipv6,
+        IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2)),
+        IpAddr::V6(vrrp_wire::VRRP_V6_GROUP),
+    );
 
     let Ok(f) = EthernetFrame::new_checked(data) else {
         return;

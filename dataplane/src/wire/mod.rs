@@ -18,6 +18,7 @@ pub mod ipv6;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+pub mod vrrp;
 
 /// Why a buffer could not be viewed as a header.
 ///
