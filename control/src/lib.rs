@@ -6,3 +6,5 @@ pub mod ctlsock;
 pub mod daemon;
 pub mod health;
 pub mod replay;
+pub mod sync;
+pub mod vrrp;

@@ -1,0 +1,97 @@
+//! HA affinity sync: the master of an HA pair streams its affinity changes (client → gateway
+//! entries) to the backup, so that after a failover every client keeps its gateway.
+//!
+//! This module is the message format ([`message`]) and the pure logic of one endpoint
+//! ([`session::SyncSession`]): no sockets, threads or clock reads. The caller owns a UDP socket
+//! on the backend segment (`shared/LAB.md`, "HA pair": A 198.19.0.2, B 198.19.0.3), sends what
+//! [`poll`](session::SyncSession::poll) returns, feeds what arrives to
+//! [`receive`](session::SyncSession::receive), and applies the [`Received`] changes to its
+//! table. Messages also serve as a fast heartbeat (tens of ms, like BFD) between the two.
+//!
+//! # Message format
+//!
+//! One message per UDP datagram: header, entries, tag. Integers are big-endian (network order).
+//!
+//! | offset | size | field | value |
+//! |---:|---:|---|---|
+//! | 0 | 4 | magic | `VLBS` |
+//! | 4 | 1 | version | 1 |
+//! | 5 | 1 | kind | 1 Heartbeat, 2 Delta, 3 BulkStart, 4 BulkChunk, 5 BulkEnd, 6 ResyncRequest |
+//! | 6 | 2 | flags | bit 0: the sender is master; other bits 0, ignored |
+//! | 8 | 4 | sender id | random per process start: the session |
+//! | 12 | 8 | sequence | per sender: 1 for its first message, +1 for each message, heartbeats included |
+//! | 20 | 8 | layout fingerprint | [`message::layout_fingerprint`] of the service and gateway names in config order |
+//! | 28 | 8 | ack | the highest sequence number the sender has accepted from its peer (0: none) |
+//! | 36 | 2 | entry count | 0 except in Delta and BulkChunk; at most 47 |
+//! | 38 | 28 × count | entries | below |
+//! | 38 + 28 × count | 32 | tag | HMAC-SHA256 with the pair's key over every byte before it |
+//!
+//! Entry (28 bytes):
+//!
+//! | offset | size | field | value |
+//! |---:|---:|---|---|
+//! | 0 | 1 | op | 1 upsert (insert, confirm, refresh), 2 delete (Delta only) |
+//! | 1 | 1 | family | 4 IPv4, 6 IPv6 |
+//! | 2 | 1 | flags | bit 0: confirmed; other bits 0 (0 for a delete) |
+//! | 3 | 1 | reserved | 0 |
+//! | 4 | 16 | client address | IPv6, or IPv4 mapped (`::ffff:a.b.c.d`) |
+//! | 20 | 2 | service | index in the configuration |
+//! | 22 | 2 | gateway | index in the service (0 for a delete) |
+//! | 24 | 4 | expires in | seconds until the entry expires unless refreshed (0 for a delete) |
+//!
+//! A message is at most 1400 bytes (no fragmentation on the backend segment): 47 entries,
+//! 1386 bytes. Entries name services and gateways by index, which only mean the same on both
+//! sides when their configurations list the same names in the same order; the layout
+//! fingerprint says so, and a message with another one is rejected
+//! ([`LayoutMismatch`](RejectReason::LayoutMismatch)) and counted. Expiry is relative because
+//! the two appliances' clocks are not synchronised.
+//!
+//! Parsing never panics. Every rejection has a named reason ([`RejectReason`]) and a counter:
+//! too short or long, bad magic or version, a tag that does not verify (checked in constant
+//! time by `hmac`), unknown kind, malformed entry, layout mismatch, a sequence number not above
+//! the last one accepted from that sender (a replay, a duplicate or a reordered message), or
+//! our own message looped back. A rejected message changes nothing but its counter.
+//!
+//! # Protocol
+//!
+//! - **Sequence numbers** are per sender id. A sender id keeps its replay window while it is
+//!   among the last 8 seen, so that a previous incarnation's captured messages stay replays.
+//!   Every message carries the sender's ack, so each side knows how far behind the other is
+//!   ([`lag`](session::SyncSession::lag)).
+//! - **Heartbeats** go out when nothing else was sent for `heartbeat`; any valid message proves
+//!   the peer alive, and it is dead after `dead_after` × `heartbeat` without one.
+//! - **Deltas**: the master [`push`](session::SyncSession::push)es every change of its table;
+//!   they go out in order, 47 per message, a message as soon as it is full or when its oldest
+//!   change is `batch_delay` old.
+//! - **Loss** shows as a gap in the peer's sequence (heartbeats make it show within one
+//!   interval), and a new sender id replacing a known one (the peer restarted) counts as a gap
+//!   too. A backup that has lost anything of the master's stream asks it for its whole table
+//!   (ResyncRequest, repeated every `dead_after` × `heartbeat` until a bulk arrives). Only a
+//!   master's table is authoritative: a master never asks a backup, so a restarted peer's empty
+//!   table never overwrites live state. [`request_resync`](session::SyncSession::request_resync)
+//!   asks whatever the roles.
+//! - **Bulk transfer**: BulkStart, BulkChunks (upserts read from the caller's table a bounded
+//!   number per poll), BulkEnd. A new request with an ack at or past the bulk's start (the
+//!   requester saw the bulk and lost part of it) restarts it; an earlier one is answered by the
+//!   bulk already on its way. Deltas keep flowing during a bulk, in one sequence with it, so the
+//!   receiver's table is right when it applies everything in order: **on
+//!   [`BulkStarted`](Received::BulkStarted) start a new generation, stamp every entry a change
+//!   touches with it, and on [`BulkEnded`](Received::BulkEnded) remove the entries with an older
+//!   stamp** (what the master deleted while the receiver was not listening). A bulk that lost
+//!   messages ends with [`BulkAborted`](Received::BulkAborted): remove nothing, a new bulk is
+//!   already asked for.
+//! - **A new peer** (`on_peer_joined`, a sender id seen for the first time): the side with the
+//!   master flag sends its whole table to a new peer id unasked; the new peer is asked for
+//!   nothing by itself. So a fresh backup gets the state, and a recovering old master, which
+//!   comes back as backup, receives the current master's table: it pulls state back before it
+//!   preempts (VRRP must hold off preemption until [`Received::BulkEnded`] or
+//!   [`synced`](session::SyncSession::synced)). A backup that sees no bulk start within a dead
+//!   interval of the master joining asks for one.
+//! - A master that steps down keeps its copy of the table and asks the new master only when it
+//!   has lost messages of it, as any backup does.
+
+pub mod message;
+pub mod session;
+
+pub use message::{layout_fingerprint, Change, Entry, RejectReason};
+pub use session::{Received, RejectCounters, SyncConfig, SyncCounters, SyncSession};

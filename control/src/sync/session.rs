@@ -1,0 +1,1599 @@
+//! One endpoint of the affinity-sync protocol: what to send and what a received datagram means.
+//!
+//! Pure logic: no sockets, threads or clock reads. The caller passes `now`, sends what
+//! [`SyncSession::poll`] returns to the peer and feeds what arrives to
+//! [`SyncSession::receive`]. The protocol is described in the [module docs](super).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::message::{self, Header, Kind, Message, SyncKey, FLAG_MASTER, MAX_ENTRIES, MIN_KEY_LEN};
+pub use super::message::{Change, Entry, RejectReason};
+
+/// The most bulk chunks one [`SyncSession::poll`] sends (47 entries, 1386 bytes each): about
+/// 22 KB per poll, so a poll stays short and the peer's socket buffer (200 KB by default) is
+/// not flooded; at a 1 ms poll period a million entries take about 1.3 s.
+pub const BULK_CHUNKS_PER_POLL: usize = 16;
+/// The most delta messages one poll sends; the rest wait for the next poll, in order.
+pub const DELTAS_PER_POLL: usize = 64;
+/// The most changes [`SyncSession::push`] queues. Beyond that the peer cannot keep up anyway:
+/// the queue is dropped and the peer gets a bulk transfer instead, which carries the same
+/// final state in bounded memory.
+pub const MAX_PENDING_CHANGES: usize = 65_536;
+/// How many sender ids keep their own replay window: the current peer and its previous
+/// incarnations, so that an old incarnation's captured messages stay replays.
+const SENDER_WINDOWS: usize = 8;
+
+/// Settings of a session; the same on both appliances.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// The pair's shared HMAC key, at least 16 bytes.
+    pub key: Vec<u8>,
+    /// Heartbeat interval, e.g. 20 ms: a heartbeat goes out when nothing else did for this long.
+    pub heartbeat: Duration,
+    /// Heartbeats missed in a row after which the peer is dead, e.g. 3.
+    pub dead_after: u32,
+    /// Layout fingerprint of the configuration ([`message::layout_fingerprint`]).
+    pub layout: u64,
+    /// How long a change may wait for more to fill a message, e.g. 10 ms.
+    pub batch_delay: Duration,
+}
+
+impl SyncConfig {
+    /// Checks the settings [`SyncSession::new`] relies on, for config loaders to report.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.key.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "sync key is {} bytes, at least {MIN_KEY_LEN} are needed",
+                self.key.len()
+            ));
+        }
+        if self.heartbeat.is_zero() {
+            return Err("sync heartbeat must be above zero".into());
+        }
+        if self.dead_after == 0 {
+            return Err("sync dead_after must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// How long the peer may stay silent before it is dead: `dead_after` × `heartbeat`.
+    pub fn dead_interval(&self) -> Duration {
+        self.heartbeat.saturating_mul(self.dead_after)
+    }
+}
+
+impl fmt::Debug for SyncConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key stays out of logs and panics.
+        f.debug_struct("SyncConfig")
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("heartbeat", &self.heartbeat)
+            .field("dead_after", &self.dead_after)
+            .field("layout", &format_args!("{:#018x}", self.layout))
+            .field("batch_delay", &self.batch_delay)
+            .finish()
+    }
+}
+
+/// What an accepted datagram means for the receiver's table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A heartbeat: the peer is alive (nothing to apply).
+    Heartbeat,
+    /// Changes to apply in order: from a delta, or the upserts of a bulk chunk.
+    Changes(Vec<Change>),
+    /// The peer starts sending its whole table: remember this point (a generation); every
+    /// change applied from now on is part of the peer's current table.
+    BulkStarted,
+    /// The bulk is complete and nothing of it was lost: remove the entries that no change has
+    /// touched since the matching [`BulkStarted`](Received::BulkStarted); `entries` is how
+    /// many the bulk carried.
+    BulkEnded {
+        /// Entries in the bulk's chunks.
+        entries: u64,
+    },
+    /// The bulk ended, but messages of it were lost (or its start was never seen): remove
+    /// nothing. The session has already asked for a new one where it mirrors the peer.
+    BulkAborted,
+    /// The peer asked for our whole table; the next polls send it (nothing to apply).
+    ResyncRequested,
+}
+
+/// Rejected datagrams, by reason.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct RejectCounters {
+    /// [`RejectReason::Truncated`].
+    pub truncated: u64,
+    /// [`RejectReason::TooLong`].
+    pub too_long: u64,
+    /// [`RejectReason::BadMagic`].
+    pub bad_magic: u64,
+    /// [`RejectReason::BadVersion`].
+    pub bad_version: u64,
+    /// [`RejectReason::BadTag`].
+    pub bad_tag: u64,
+    /// [`RejectReason::BadKind`].
+    pub bad_kind: u64,
+    /// [`RejectReason::LayoutMismatch`].
+    pub layout_mismatch: u64,
+    /// [`RejectReason::BadEntry`].
+    pub bad_entry: u64,
+    /// [`RejectReason::Replayed`].
+    pub replayed: u64,
+    /// [`RejectReason::Reflected`].
+    pub reflected: u64,
+}
+
+impl RejectCounters {
+    /// The counter of one reason.
+    pub fn get(&self, r: RejectReason) -> u64 {
+        match r {
+            RejectReason::Truncated => self.truncated,
+            RejectReason::TooLong => self.too_long,
+            RejectReason::BadMagic => self.bad_magic,
+            RejectReason::BadVersion => self.bad_version,
+            RejectReason::BadTag => self.bad_tag,
+            RejectReason::BadKind => self.bad_kind,
+            RejectReason::LayoutMismatch => self.layout_mismatch,
+            RejectReason::BadEntry => self.bad_entry,
+            RejectReason::Replayed => self.replayed,
+            RejectReason::Reflected => self.reflected,
+        }
+    }
+
+    /// All rejections.
+    pub fn total(&self) -> u64 {
+        RejectReason::ALL.iter().map(|r| self.get(*r)).sum()
+    }
+
+    fn bump(&mut self, r: RejectReason) {
+        let c = match r {
+            RejectReason::Truncated => &mut self.truncated,
+            RejectReason::TooLong => &mut self.too_long,
+            RejectReason::BadMagic => &mut self.bad_magic,
+            RejectReason::BadVersion => &mut self.bad_version,
+            RejectReason::BadTag => &mut self.bad_tag,
+            RejectReason::BadKind => &mut self.bad_kind,
+            RejectReason::LayoutMismatch => &mut self.layout_mismatch,
+            RejectReason::BadEntry => &mut self.bad_entry,
+            RejectReason::Replayed => &mut self.replayed,
+            RejectReason::Reflected => &mut self.reflected,
+        };
+        *c += 1;
+    }
+}
+
+/// What a session has done, for `show stats` and Prometheus.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SyncCounters {
+    /// Messages sent (every kind).
+    pub messages_out: u64,
+    /// Entries sent, in deltas and bulk chunks.
+    pub entries_out: u64,
+    /// Heartbeats sent.
+    pub heartbeats_out: u64,
+    /// Messages accepted (every kind).
+    pub messages_in: u64,
+    /// Entries accepted, in deltas and bulk chunks.
+    pub entries_in: u64,
+    /// Heartbeats accepted.
+    pub heartbeats_in: u64,
+    /// Resync requests sent (retries included).
+    pub resyncs_requested: u64,
+    /// Bulk transfers started because the peer asked.
+    pub resyncs_served: u64,
+    /// Resync requests that a bulk already on its way to the peer answers.
+    pub resyncs_coalesced: u64,
+    /// Bulk transfers started unasked: to a new peer while master, or after a queue overflow.
+    pub bulks_pushed: u64,
+    /// Bulk transfers sent to their end.
+    pub bulks_sent: u64,
+    /// Bulk transfers received complete.
+    pub bulks_received: u64,
+    /// Bulk transfers received with messages missing (nothing removed).
+    pub bulks_aborted: u64,
+    /// Gaps in the peer's sequence, and peer restarts (a new id replacing a known one).
+    pub gaps: u64,
+    /// Messages of the peer never received, summed over the gaps.
+    pub messages_missed: u64,
+    /// Sender ids seen for the first time (the first peer, and each restart).
+    pub peers_joined: u64,
+    /// Of those, ids that replaced a known peer: the peer restarted.
+    pub peer_restarts: u64,
+    /// Times the change queue overflowed and was replaced by a bulk transfer.
+    pub queue_overflows: u64,
+    /// Rejected datagrams, by reason.
+    pub rejects: RejectCounters,
+}
+
+/// The replay window of one sender id.
+#[derive(Clone, Copy, Debug)]
+struct SenderWindow {
+    id: u32,
+    /// Highest sequence number accepted from it.
+    last_seq: u64,
+    /// When it was last used, in accepted messages, to evict the stalest.
+    used: u64,
+}
+
+/// What the last accepted message said about the peer.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    id: u32,
+    master: bool,
+    /// Its ack: the highest of our sequence numbers it has accepted.
+    ack: u64,
+    last_rx: Instant,
+}
+
+/// A bulk transfer we send.
+#[derive(Clone, Copy, Debug)]
+struct BulkTx {
+    /// Sequence number of its BulkStart, once sent.
+    start_seq: Option<u64>,
+    /// The table callback's position.
+    cursor: u64,
+}
+
+/// A bulk transfer we receive.
+#[derive(Clone, Copy, Debug)]
+struct BulkRx {
+    sender: u32,
+    entries: u64,
+    /// A message of the sender was lost since its BulkStart.
+    broken: bool,
+}
+
+/// One endpoint of the sync protocol (see the [module docs](super)).
+#[derive(Debug)]
+pub struct SyncSession {
+    cfg: SyncConfig,
+    key: SyncKey,
+    my_id: u32,
+    master: bool,
+    /// Our last sequence number sent (0: none yet).
+    seq: u64,
+    last_sent: Option<Instant>,
+    /// The latest `now` seen, to date pushes (which get no `now` of their own).
+    last_now: Option<Instant>,
+    pending: VecDeque<Change>,
+    /// When the oldest pending change was queued (as far as this session knows the time).
+    pending_since: Option<Instant>,
+    bulk_tx: Option<BulkTx>,
+    /// Start sequence of the latest bulk we began sending, finished or not.
+    last_bulk_start: Option<u64>,
+    windows: Vec<SenderWindow>,
+    accepted: u64,
+    peer: Option<Peer>,
+    bulk_rx: Option<BulkRx>,
+    /// Our copy of the peer's table is complete: a bulk ended clean and nothing was lost since.
+    synced: bool,
+    /// [`SyncSession::request_resync`] was called: ask whatever the roles.
+    resync_forced: bool,
+    /// When we last asked for a resync, or when the grace period for a new peer began.
+    resync_asked_at: Option<Instant>,
+    counters: SyncCounters,
+}
+
+impl SyncSession {
+    /// A session with the random id `my_id` (new at every process start); it starts as backup.
+    ///
+    /// # Panics
+    /// If `cfg` fails [`SyncConfig::validate`]: check configurations with it first.
+    pub fn new(cfg: SyncConfig, my_id: u32) -> Self {
+        if let Err(e) = cfg.validate() {
+            panic!("invalid sync config: {e}");
+        }
+        let key = SyncKey::new(&cfg.key).expect("key length checked by validate");
+        SyncSession {
+            cfg,
+            key,
+            my_id,
+            master: false,
+            seq: 0,
+            last_sent: None,
+            last_now: None,
+            pending: VecDeque::new(),
+            pending_since: None,
+            bulk_tx: None,
+            last_bulk_start: None,
+            windows: Vec::with_capacity(SENDER_WINDOWS),
+            accepted: 0,
+            peer: None,
+            bulk_rx: None,
+            synced: false,
+            resync_forced: false,
+            resync_asked_at: None,
+            counters: SyncCounters::default(),
+        }
+    }
+
+    /// Our session id.
+    pub fn id(&self) -> u32 {
+        self.my_id
+    }
+
+    /// Sets our role (from VRRP): it goes out in every message's master flag, decides who
+    /// pushes a bulk to a new peer, and whom a backup asks for resyncs.
+    pub fn set_master(&mut self, master: bool) {
+        self.master = master;
+    }
+
+    /// Our role, as last set.
+    pub fn is_master(&self) -> bool {
+        self.master
+    }
+
+    /// Changes of the local table (master side) to stream; batched.
+    ///
+    /// Push every change, in the order it was made to the table, right after making it: a
+    /// bulk transfer reads the table itself, and the deltas must describe the same history.
+    pub fn push(&mut self, c: Change) {
+        if self.pending.len() >= MAX_PENDING_CHANGES {
+            // The peer (or our polling) cannot keep up; rather than grow without bound, send
+            // the current table, which says the same as the queued changes.
+            self.pending.clear();
+            self.pending_since = None;
+            self.counters.queue_overflows += 1;
+            self.start_bulk();
+            self.counters.bulks_pushed += 1;
+            return;
+        }
+        if self.pending.is_empty() {
+            self.pending_since = self.last_now;
+        }
+        self.pending.push_back(c);
+    }
+
+    /// Asks the peer for its whole table at the next poll, and again every
+    /// [`dead_interval`](SyncConfig::dead_interval) until a bulk arrives, whatever the roles:
+    /// for a recovering appliance that must pull state before it preempts although the peer is
+    /// no master (both backup at start).
+    pub fn request_resync(&mut self) {
+        self.synced = false;
+        self.resync_forced = true;
+        self.resync_asked_at = None;
+    }
+
+    /// Messages to send now (heartbeats on schedule, batches when full or `batch_delay` old, a
+    /// bulk transfer in progress, a resync request when one is due). Bounded work per call:
+    /// at most [`DELTAS_PER_POLL`] deltas and [`BULK_CHUNKS_PER_POLL`] table callbacks.
+    ///
+    /// `table` is the bulk source: it appends up to `n` entries from position `*cursor` to the
+    /// vector, advances `*cursor`, and returns false once the end of the table is reached
+    /// (entries appended in that call still count). The session keeps the cursor and sets it
+    /// to 0 when a bulk (re)starts. An entry present during the whole bulk must be visited at
+    /// least once; entries added or removed meanwhile reach the peer as deltas.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        table: &mut dyn FnMut(&mut u64, &mut Vec<Entry>, usize) -> bool,
+    ) -> Vec<Vec<u8>> {
+        self.last_now = Some(now);
+        let mut out = Vec::new();
+
+        if self.resync_due(now) {
+            out.push(self.emit(now, Kind::ResyncRequest, Vec::new()));
+            self.resync_asked_at = Some(now);
+            self.counters.resyncs_requested += 1;
+        }
+
+        // Deltas: full messages at once; the rest when the oldest change is batch_delay old,
+        // or before a bulk's messages so that the stream stays in the order of the table's
+        // history (a bulk chunk read now must not be followed by an older delta).
+        if !self.pending.is_empty() && self.pending_since.is_none() {
+            self.pending_since = Some(now);
+        }
+        let flush_all = self.bulk_tx.is_some()
+            || self
+                .pending_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.batch_delay);
+        let mut deltas = 0;
+        while deltas < DELTAS_PER_POLL
+            && (self.pending.len() >= MAX_ENTRIES || (flush_all && !self.pending.is_empty()))
+        {
+            let n = self.pending.len().min(MAX_ENTRIES);
+            let changes: Vec<Change> = self.pending.drain(..n).collect();
+            out.push(self.emit(now, Kind::Delta, changes));
+            deltas += 1;
+        }
+        if self.pending.is_empty() {
+            self.pending_since = None;
+        }
+
+        if self.pending.is_empty() {
+            self.poll_bulk(now, table, &mut out);
+        }
+
+        if out.is_empty()
+            && self
+                .last_sent
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.heartbeat)
+        {
+            out.push(self.emit(now, Kind::Heartbeat, Vec::new()));
+        }
+        out
+    }
+
+    /// Sends the next part of the bulk transfer in progress, if any.
+    fn poll_bulk(
+        &mut self,
+        now: Instant,
+        table: &mut dyn FnMut(&mut u64, &mut Vec<Entry>, usize) -> bool,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        let Some(mut bulk) = self.bulk_tx else {
+            return;
+        };
+        if bulk.start_seq.is_none() {
+            out.push(self.emit(now, Kind::BulkStart, Vec::new()));
+            bulk.start_seq = Some(self.seq);
+            self.last_bulk_start = Some(self.seq);
+        }
+        let mut entries = Vec::with_capacity(MAX_ENTRIES);
+        for _ in 0..BULK_CHUNKS_PER_POLL {
+            entries.clear();
+            let more = table(&mut bulk.cursor, &mut entries, MAX_ENTRIES);
+            // A callback that appends more than asked still has every entry sent.
+            for chunk in entries.chunks(MAX_ENTRIES) {
+                let changes = chunk.iter().copied().map(Change::Upsert).collect();
+                out.push(self.emit(now, Kind::BulkChunk, changes));
+            }
+            if !more {
+                out.push(self.emit(now, Kind::BulkEnd, Vec::new()));
+                self.counters.bulks_sent += 1;
+                self.bulk_tx = None;
+                return;
+            }
+        }
+        self.bulk_tx = Some(bulk);
+    }
+
+    /// Whether a resync request goes out now.
+    fn resync_due(&self, now: Instant) -> bool {
+        if self.synced {
+            return false;
+        }
+        // A clean bulk on its way makes us synced; asking would only restart it.
+        if let (Some(b), Some(p)) = (self.bulk_rx, self.peer) {
+            if b.sender == p.id && !b.broken {
+                return false;
+            }
+        }
+        // Only a master's table is authoritative: a backup mirrors the master, never the
+        // other way round, and a master never overwrites its live table with a copy.
+        let roles = self.peer.is_some_and(|p| p.master) && !self.master;
+        if !(self.resync_forced || roles) {
+            return false;
+        }
+        self.resync_asked_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.dead_interval())
+    }
+
+    /// Builds the next message and does the sender's bookkeeping.
+    fn emit(&mut self, now: Instant, kind: Kind, changes: Vec<Change>) -> Vec<u8> {
+        self.seq += 1;
+        let header = Header {
+            kind,
+            flags: if self.master { FLAG_MASTER } else { 0 },
+            sender: self.my_id,
+            seq: self.seq,
+            layout: self.cfg.layout,
+            ack: self.ack(),
+        };
+        self.counters.messages_out += 1;
+        self.counters.entries_out += changes.len() as u64;
+        if kind == Kind::Heartbeat {
+            self.counters.heartbeats_out += 1;
+        }
+        self.last_sent = Some(now);
+        message::encode(&self.key, &Message { header, changes })
+    }
+
+    /// The highest sequence number accepted from the current peer id.
+    fn ack(&self) -> u64 {
+        let Some(p) = self.peer else { return 0 };
+        self.windows
+            .iter()
+            .find(|w| w.id == p.id)
+            .map_or(0, |w| w.last_seq)
+    }
+
+    /// (Re)starts a bulk transfer of our table from its beginning.
+    fn start_bulk(&mut self) {
+        self.bulk_tx = Some(BulkTx {
+            start_seq: None,
+            cursor: 0,
+        });
+    }
+
+    /// A received datagram: `Ok` with what it means, or `Err` with why it was rejected
+    /// (counted). A rejected datagram changes nothing but its counter.
+    pub fn receive(&mut self, now: Instant, datagram: &[u8]) -> Result<Received, RejectReason> {
+        match self.accept(now, datagram) {
+            Ok(r) => Ok(r),
+            Err(r) => {
+                self.counters.rejects.bump(r);
+                Err(r)
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant, datagram: &[u8]) -> Result<Received, RejectReason> {
+        let msg = message::decode(&self.key, self.cfg.layout, datagram)?;
+        let h = msg.header;
+        if h.sender == self.my_id {
+            return Err(RejectReason::Reflected);
+        }
+        let window = self.windows.iter().position(|w| w.id == h.sender);
+        let last_seq = window.map_or(0, |i| self.windows[i].last_seq);
+        // Sequence numbers start at 1, so 0 is never above anything.
+        if h.seq <= last_seq {
+            return Err(RejectReason::Replayed);
+        }
+
+        // Accepted: from here on the message changes state.
+        self.accepted += 1;
+        self.last_now = Some(now);
+        self.counters.messages_in += 1;
+        self.counters.entries_in += msg.changes.len() as u64;
+        let first_peer = self.windows.is_empty();
+        match window {
+            Some(i) => {
+                self.windows[i].last_seq = h.seq;
+                self.windows[i].used = self.accepted;
+            }
+            None => {
+                if self.windows.len() == SENDER_WINDOWS {
+                    let stalest = (0..self.windows.len())
+                        .min_by_key(|&i| self.windows[i].used)
+                        .unwrap_or(0);
+                    self.windows.swap_remove(stalest);
+                }
+                self.windows.push(SenderWindow {
+                    id: h.sender,
+                    last_seq: h.seq,
+                    used: self.accepted,
+                });
+            }
+        }
+        // The ack refers to our sequence numbers only once the peer has heard this process;
+        // a larger one is about a previous incarnation of ours, and means nothing yet.
+        let ack = if h.ack <= self.seq { h.ack } else { 0 };
+        self.peer = Some(Peer {
+            id: h.sender,
+            master: h.master(),
+            ack,
+            last_rx: now,
+        });
+        if window.is_none() {
+            self.on_peer_joined(now, !first_peer);
+        } else if h.seq > last_seq + 1 {
+            self.on_gap(h.sender, h.seq - last_seq - 1);
+        }
+
+        Ok(match h.kind {
+            Kind::Heartbeat => {
+                self.counters.heartbeats_in += 1;
+                Received::Heartbeat
+            }
+            Kind::Delta => Received::Changes(msg.changes),
+            Kind::BulkStart => {
+                // Replaces any bulk in progress: the peer restarted it from the beginning.
+                self.bulk_rx = Some(BulkRx {
+                    sender: h.sender,
+                    entries: 0,
+                    broken: false,
+                });
+                Received::BulkStarted
+            }
+            Kind::BulkChunk => {
+                if let Some(b) = self.bulk_rx.as_mut().filter(|b| b.sender == h.sender) {
+                    b.entries += msg.changes.len() as u64;
+                }
+                Received::Changes(msg.changes)
+            }
+            Kind::BulkEnd => match self.bulk_rx.filter(|b| b.sender == h.sender) {
+                Some(b) => {
+                    self.bulk_rx = None;
+                    if b.broken {
+                        self.counters.bulks_aborted += 1;
+                        Received::BulkAborted
+                    } else {
+                        self.synced = true;
+                        // Kept until now so that a forced pull whose bulk broke asks again.
+                        self.resync_forced = false;
+                        self.counters.bulks_received += 1;
+                        Received::BulkEnded { entries: b.entries }
+                    }
+                }
+                None => {
+                    self.counters.bulks_aborted += 1;
+                    Received::BulkAborted
+                }
+            },
+            Kind::ResyncRequest => {
+                self.serve_resync(h.ack);
+                Received::ResyncRequested
+            }
+        })
+    }
+
+    /// A sender id never seen before: the peer process is new to us (`restarted` when it
+    /// replaces a known one).
+    ///
+    /// - Whoever is master pushes a bulk of its table to the new peer unasked, so a new backup
+    ///   gets the state without asking, and a recovering old master, which comes back as
+    ///   backup, pulls the state back from the current master before it preempts.
+    /// - The new peer is asked for nothing merely for being new: where it is the master, it
+    ///   sees us as new too and pushes. Only if no bulk has started within a dead interval
+    ///   (its BulkStart was lost) does a backup ask, as after any loss.
+    /// - A restart of a known peer (a new sender id replacing it) is a gap in its stream:
+    ///   counted as one, and a backup asks the restarted master at once; the master coalesces
+    ///   that request with the bulk it pushes anyway.
+    fn on_peer_joined(&mut self, now: Instant, restarted: bool) {
+        self.counters.peers_joined += 1;
+        self.synced = false;
+        if restarted {
+            self.counters.peer_restarts += 1;
+            self.counters.gaps += 1;
+            self.resync_asked_at = None;
+        } else {
+            // Grace period: the master's push is on its way.
+            self.resync_asked_at = Some(now);
+        }
+        if self.master {
+            self.start_bulk();
+            self.counters.bulks_pushed += 1;
+        }
+    }
+
+    /// `missed` messages of `sender` were lost: what they said must come again in a bulk.
+    fn on_gap(&mut self, sender: u32, missed: u64) {
+        self.counters.gaps += 1;
+        self.counters.messages_missed += missed;
+        if let Some(b) = self.bulk_rx.as_mut().filter(|b| b.sender == sender) {
+            b.broken = true;
+        }
+        self.synced = false;
+        self.resync_asked_at = None;
+    }
+
+    /// The peer asked for our table; its `ack` tells what it has seen of our stream.
+    fn serve_resync(&mut self, ack: u64) {
+        let unstarted = self.bulk_tx.is_some_and(|b| b.start_seq.is_none());
+        // A request sent before the requester saw our latest BulkStart is answered by that
+        // bulk (the requester will see its start, or a gap and then ask again with a higher
+        // ack). Without this, the peer's request on joining and our push to it would make two
+        // bulks. An ack of 0 says nothing, so it is served.
+        let answered = ack != 0 && self.last_bulk_start.is_some_and(|s| ack < s);
+        if unstarted || answered {
+            self.counters.resyncs_coalesced += 1;
+        } else {
+            self.start_bulk();
+            self.counters.resyncs_served += 1;
+        }
+    }
+
+    /// Whether a valid message came from the peer within `dead_after` × `heartbeat`.
+    pub fn peer_alive(&self, now: Instant) -> bool {
+        self.peer
+            .is_some_and(|p| now.saturating_duration_since(p.last_rx) < self.cfg.dead_interval())
+    }
+
+    /// Whether the peer said it is master in its last valid message; `None` before any.
+    pub fn peer_is_master(&self) -> Option<bool> {
+        self.peer.map(|p| p.master)
+    }
+
+    /// The peer's session id, from its last valid message.
+    pub fn peer_id(&self) -> Option<u32> {
+        self.peer.map(|p| p.id)
+    }
+
+    /// How many of our messages the peer has not acknowledged: our last sequence number minus
+    /// the peer's ack (all of them before the peer has acknowledged any of this process's).
+    pub fn lag(&self) -> u64 {
+        self.seq - self.peer.map_or(0, |p| p.ack)
+    }
+
+    /// Whether our copy of the peer's table is complete: a bulk from it ended with nothing lost,
+    /// and nothing was lost since.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Whether we are sending a bulk transfer.
+    pub fn bulk_in_progress(&self) -> bool {
+        self.bulk_tx.is_some()
+    }
+
+    /// Counters since the session started.
+    pub fn counters(&self) -> SyncCounters {
+        self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::message::{decode, encode, MAX_MESSAGE_LEN};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, HashMap};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    const LAYOUT: u64 = 0x5eed_0f1a_7007;
+    const MS: Duration = Duration::from_millis(1);
+
+    fn cfg() -> SyncConfig {
+        SyncConfig {
+            key: b"pair-key-0123456789abcdef".to_vec(),
+            heartbeat: 20 * MS,
+            dead_after: 3,
+            layout: LAYOUT,
+            batch_delay: 10 * MS,
+        }
+    }
+
+    fn client(i: usize) -> IpAddr {
+        if i % 5 == 4 {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0x64, 0, 0, 0, i as u16))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(
+                198,
+                18,
+                64 + (i / 256) as u8,
+                (i % 256) as u8,
+            ))
+        }
+    }
+
+    fn entry(i: usize, gateway: u16) -> Entry {
+        Entry {
+            client: client(i),
+            service: (i % 2) as u16,
+            gateway,
+            confirmed: i % 3 == 0,
+            expires_in_s: 300 + i as u32,
+        }
+    }
+
+    /// The master's table: one slot per client, so that a slot index is a cursor that stays
+    /// valid while the table changes (as a hash table's bucket index does).
+    #[derive(Clone, Debug)]
+    struct Slots(Vec<Option<Entry>>);
+
+    impl Slots {
+        fn new(n: usize) -> Self {
+            Slots(vec![None; n])
+        }
+
+        fn set(&mut self, s: &mut SyncSession, i: usize, gateway: Option<u16>) {
+            let e = entry(i, gateway.unwrap_or(0));
+            match gateway {
+                Some(_) => {
+                    self.0[i] = Some(e);
+                    s.push(Change::Upsert(e));
+                }
+                None => {
+                    self.0[i] = None;
+                    s.push(Change::Delete {
+                        client: e.client,
+                        service: e.service,
+                    });
+                }
+            }
+        }
+
+        fn fill(&mut self, cursor: &mut u64, out: &mut Vec<Entry>, n: usize) -> bool {
+            let mut i = *cursor as usize;
+            while i < self.0.len() && out.len() < n {
+                if let Some(e) = self.0[i] {
+                    out.push(e);
+                }
+                i += 1;
+            }
+            *cursor = i as u64;
+            i < self.0.len()
+        }
+
+        fn map(&self) -> BTreeMap<(IpAddr, u16), Entry> {
+            self.0
+                .iter()
+                .flatten()
+                .map(|e| ((e.client, e.service), *e))
+                .collect()
+        }
+    }
+
+    /// The receiver's table, applying what `receive` says with the generation sweep of the
+    /// module docs.
+    #[derive(Default, Debug)]
+    struct Mirror {
+        entries: HashMap<(IpAddr, u16), (Entry, u64)>,
+        generation: u64,
+        bulk: Option<u64>,
+        bulks_ended: u64,
+    }
+
+    impl Mirror {
+        fn apply(&mut self, r: Received) {
+            match r {
+                Received::Changes(changes) => {
+                    for c in changes {
+                        match c {
+                            Change::Upsert(e) => {
+                                self.entries
+                                    .insert((e.client, e.service), (e, self.generation));
+                            }
+                            Change::Delete { client, service } => {
+                                self.entries.remove(&(client, service));
+                            }
+                        }
+                    }
+                }
+                Received::BulkStarted => {
+                    self.generation += 1;
+                    self.bulk = Some(self.generation);
+                }
+                Received::BulkEnded { .. } => {
+                    let g = self.bulk.take().expect("a bulk ends after it started");
+                    self.entries.retain(|_, (_, stamp)| *stamp >= g);
+                    self.bulks_ended += 1;
+                }
+                Received::BulkAborted => self.bulk = None,
+                Received::Heartbeat | Received::ResyncRequested => {}
+            }
+        }
+
+        fn map(&self) -> BTreeMap<(IpAddr, u16), Entry> {
+            self.entries.iter().map(|(k, (e, _))| (*k, *e)).collect()
+        }
+    }
+
+    /// A master with a table and a backup mirroring it, exchanging messages in memory.
+    struct Pair {
+        a: SyncSession,
+        b: SyncSession,
+        table: Slots,
+        mirror: Mirror,
+        now: Instant,
+    }
+
+    impl Pair {
+        fn new(slots: usize) -> Self {
+            let mut a = SyncSession::new(cfg(), 0xa);
+            a.set_master(true);
+            Pair {
+                a,
+                b: SyncSession::new(cfg(), 0xb),
+                table: Slots::new(slots),
+                mirror: Mirror::default(),
+                now: Instant::now(),
+            }
+        }
+
+        fn poll_a(&mut self) -> Vec<Vec<u8>> {
+            let table = &mut self.table;
+            self.a
+                .poll(self.now, &mut |c: &mut u64, out: &mut Vec<Entry>, n| {
+                    table.fill(c, out, n)
+                })
+        }
+
+        fn poll_b(&mut self) -> Vec<Vec<u8>> {
+            // The backup's table is never asked for here: nobody asks a backup.
+            self.b
+                .poll(self.now, &mut |_: &mut u64, _: &mut Vec<Entry>, _| {
+                    panic!("the backup sends no bulk")
+                })
+        }
+
+        fn deliver_b(&mut self, msgs: Vec<Vec<u8>>) {
+            for m in msgs {
+                let r = self.b.receive(self.now, &m).expect("valid message");
+                self.mirror.apply(r);
+            }
+        }
+
+        fn deliver_a(&mut self, msgs: Vec<Vec<u8>>) {
+            for m in msgs {
+                self.a.receive(self.now, &m).expect("valid message");
+            }
+        }
+
+        /// One round without loss, then `dt` passes.
+        fn step(&mut self, dt: Duration) {
+            let m = self.poll_a();
+            self.deliver_b(m);
+            let m = self.poll_b();
+            self.deliver_a(m);
+            self.now += dt;
+        }
+
+        fn run(&mut self, rounds: usize) {
+            for _ in 0..rounds {
+                self.step(5 * MS);
+            }
+        }
+    }
+
+    fn kinds(msgs: &[Vec<u8>]) -> Vec<Kind> {
+        msgs.iter()
+            .map(|m| Kind::from_u8(m[5]).expect("kind"))
+            .collect()
+    }
+
+    fn no_table() -> impl FnMut(&mut u64, &mut Vec<Entry>, usize) -> bool {
+        |_: &mut u64, _: &mut Vec<Entry>, _| false
+    }
+
+    #[test]
+    fn every_kind_round_trips_between_sessions() {
+        let mut p = Pair::new(100);
+        for i in 0..60 {
+            p.table.set(&mut p.a, i, Some(1));
+        }
+        let mut seen = Vec::new();
+        // A's first poll: its batch is full once (47) and the rest waits; no heartbeat needed.
+        let m = p.poll_a();
+        assert_eq!(kinds(&m), [Kind::Delta]);
+        for d in m {
+            seen.push(p.b.receive(p.now, &d).unwrap());
+        }
+        // B's heartbeat introduces it to A, which pushes a bulk to the new peer.
+        let m = p.poll_b();
+        assert_eq!(kinds(&m), [Kind::Heartbeat]);
+        p.deliver_a(m);
+        assert!(p.a.bulk_in_progress());
+        p.now += 10 * MS;
+        let m = p.poll_a();
+        // The pending deltas go first, so the stream stays in the table's order.
+        assert_eq!(
+            kinds(&m),
+            [
+                Kind::Delta,
+                Kind::BulkStart,
+                Kind::BulkChunk,
+                Kind::BulkChunk,
+                Kind::BulkEnd
+            ]
+        );
+        for d in m {
+            seen.push(p.b.receive(p.now, &d).unwrap());
+        }
+        // B asks for a resync (forced), A answers it.
+        p.b.request_resync();
+        let m = p.poll_b();
+        assert_eq!(kinds(&m), [Kind::ResyncRequest]);
+        for d in m {
+            assert_eq!(p.a.receive(p.now, &d), Ok(Received::ResyncRequested));
+        }
+        p.now += 20 * MS;
+        let m = p.poll_a();
+        for d in m {
+            seen.push(p.b.receive(p.now, &d).unwrap());
+        }
+        p.now += 20 * MS;
+        let m = p.poll_a();
+        assert_eq!(kinds(&m), [Kind::Heartbeat]);
+        for d in m {
+            seen.push(p.b.receive(p.now, &d).unwrap());
+        }
+        assert!(matches!(&seen[0], Received::Changes(c) if c.len() == 47));
+        assert!(matches!(&seen[1], Received::Changes(c) if c.len() == 13));
+        assert_eq!(seen[2], Received::BulkStarted);
+        assert!(matches!(&seen[3], Received::Changes(c) if c.len() == 47));
+        assert!(matches!(&seen[4], Received::Changes(c) if c.len() == 13));
+        assert_eq!(seen[5], Received::BulkEnded { entries: 60 });
+        assert_eq!(seen[6], Received::BulkStarted);
+        assert_eq!(seen[9], Received::BulkEnded { entries: 60 });
+        assert_eq!(seen[10], Received::Heartbeat);
+        let c = p.a.counters();
+        assert_eq!((c.bulks_pushed, c.resyncs_served, c.bulks_sent), (1, 1, 2));
+        let c = p.b.counters();
+        assert_eq!((c.bulks_received, c.resyncs_requested), (2, 1));
+        assert_eq!(c.entries_in, 60 + 60 + 60);
+        assert_eq!(c.heartbeats_in, 1);
+        assert!(p.b.synced());
+    }
+
+    #[test]
+    fn heartbeats_on_schedule_and_peer_death() {
+        let mut a = SyncSession::new(cfg(), 1);
+        let mut b = SyncSession::new(cfg(), 2);
+        let t0 = Instant::now();
+        assert!(!b.peer_alive(t0), "never heard");
+        assert_eq!(b.peer_is_master(), None);
+        let m = a.poll(t0, &mut no_table());
+        assert_eq!(kinds(&m), [Kind::Heartbeat]);
+        assert!(a.poll(t0 + 19 * MS, &mut no_table()).is_empty());
+        let m2 = a.poll(t0 + 20 * MS, &mut no_table());
+        assert_eq!(kinds(&m2), [Kind::Heartbeat]);
+        // Any message resets the schedule.
+        a.push(Change::Delete {
+            client: client(1),
+            service: 0,
+        });
+        let d = a.poll(t0 + 30 * MS, &mut no_table());
+        assert_eq!(kinds(&d), [Kind::Delta]);
+        assert!(a.poll(t0 + 40 * MS, &mut no_table()).is_empty());
+        assert_eq!(
+            kinds(&a.poll(t0 + 50 * MS, &mut no_table())),
+            [Kind::Heartbeat]
+        );
+
+        assert_eq!(b.receive(t0, &m[0]), Ok(Received::Heartbeat));
+        assert_eq!(b.peer_is_master(), Some(false));
+        assert_eq!(b.peer_id(), Some(1));
+        assert!(b.peer_alive(t0 + 59 * MS));
+        assert!(!b.peer_alive(t0 + 60 * MS), "dead after 3 × 20 ms");
+        assert_eq!(b.receive(t0 + 70 * MS, &m2[0]), Ok(Received::Heartbeat));
+        assert!(b.peer_alive(t0 + 129 * MS));
+        assert!(!b.peer_alive(t0 + 130 * MS));
+        assert_eq!(b.counters().heartbeats_in, 2);
+        assert_eq!(a.counters().heartbeats_out, 3);
+    }
+
+    #[test]
+    fn batches_fill_messages_and_wait_batch_delay() {
+        let mut a = SyncSession::new(cfg(), 1);
+        let t0 = Instant::now();
+        a.poll(t0, &mut no_table()); // heartbeat; the session now knows the time
+        for i in 0..100 {
+            a.push(Change::Upsert(entry(i, 2)));
+        }
+        let t1 = t0 + MS;
+        let m = a.poll(t1, &mut no_table());
+        assert_eq!(kinds(&m), [Kind::Delta, Kind::Delta], "two full messages");
+        for d in &m {
+            assert_eq!(d.len(), 38 + 47 * 28 + 32);
+            assert!(d.len() <= MAX_MESSAGE_LEN);
+        }
+        // The 6 left over were pushed at t0 (as far as the session knows): sent at t0 + 10 ms.
+        assert!(a.poll(t0 + 9 * MS, &mut no_table()).is_empty());
+        let m = a.poll(t0 + 10 * MS, &mut no_table());
+        assert_eq!(kinds(&m), [Kind::Delta]);
+        let key = SyncKey::new(&cfg().key).unwrap();
+        let msg = decode(&key, LAYOUT, &m[0]).unwrap();
+        assert_eq!(msg.changes.len(), 6);
+        assert_eq!(msg.changes[0], Change::Upsert(entry(94, 2)));
+        // A lone change waits batch_delay from the last time the session saw.
+        a.push(Change::Upsert(entry(7, 0)));
+        assert!(a.poll(t0 + 19 * MS, &mut no_table()).is_empty());
+        assert_eq!(kinds(&a.poll(t0 + 20 * MS, &mut no_table())), [Kind::Delta]);
+        assert_eq!(a.counters().entries_out, 101);
+        assert_eq!(a.counters().messages_out, 5);
+    }
+
+    #[test]
+    fn deltas_per_poll_are_bounded_and_ordered() {
+        let mut a = SyncSession::new(cfg(), 1);
+        let t0 = Instant::now();
+        let n = MAX_ENTRIES * DELTAS_PER_POLL + 10;
+        for i in 0..n {
+            a.push(Change::Upsert(entry(i % 1000, (i / 1000) as u16)));
+        }
+        let key = SyncKey::new(&cfg().key).unwrap();
+        let first = a.poll(t0, &mut no_table());
+        assert_eq!(first.len(), DELTAS_PER_POLL);
+        let rest = a.poll(t0 + 10 * MS, &mut no_table());
+        assert_eq!(kinds(&rest), [Kind::Delta]);
+        let got: Vec<Change> = first
+            .iter()
+            .chain(&rest)
+            .flat_map(|d| decode(&key, LAYOUT, d).unwrap().changes)
+            .collect();
+        let want: Vec<Change> = (0..n)
+            .map(|i| Change::Upsert(entry(i % 1000, (i / 1000) as u16)))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn rejects_are_named_counted_and_change_nothing() {
+        let t0 = Instant::now();
+        let mut a = SyncSession::new(cfg(), 1);
+        a.set_master(true);
+        let mut b = SyncSession::new(cfg(), 2);
+        let hb = a.poll(t0, &mut no_table()).remove(0);
+
+        // Forged: one bit flipped anywhere; and a message under another key.
+        let mut forged = hb.clone();
+        forged[14] ^= 1;
+        assert_eq!(b.receive(t0, &forged), Err(RejectReason::BadTag));
+        let mut other = SyncSession::new(
+            SyncConfig {
+                key: b"another-key-0123456789".to_vec(),
+                ..cfg()
+            },
+            3,
+        );
+        let alien = other.poll(t0, &mut no_table()).remove(0);
+        assert_eq!(b.receive(t0, &alien), Err(RejectReason::BadTag));
+        // Truncated, too long, bad magic.
+        assert_eq!(b.receive(t0, &hb[..40]), Err(RejectReason::Truncated));
+        assert_eq!(b.receive(t0, &[0; 1401]), Err(RejectReason::TooLong));
+        let mut bad = hb.clone();
+        bad[1] = b'X';
+        assert_eq!(b.receive(t0, &bad), Err(RejectReason::BadMagic));
+        // Another layout (same key): the other side's indices mean other things.
+        let mut skew = SyncSession::new(
+            SyncConfig {
+                layout: LAYOUT + 1,
+                ..cfg()
+            },
+            4,
+        );
+        let skewed = skew.poll(t0, &mut no_table()).remove(0);
+        assert_eq!(b.receive(t0, &skewed), Err(RejectReason::LayoutMismatch));
+        // Our own message back.
+        let mine = b.poll(t0, &mut no_table()).remove(0);
+        assert_eq!(b.receive(t0, &mine), Err(RejectReason::Reflected));
+        // None of that made a peer.
+        assert_eq!(b.peer_id(), None);
+        assert!(!b.peer_alive(t0));
+        assert_eq!(b.counters().messages_in, 0);
+
+        assert_eq!(b.receive(t0, &hb), Ok(Received::Heartbeat));
+        let before = b.counters();
+        // Replayed later: rejected, and the peer's liveness does not move.
+        assert_eq!(b.receive(t0 + 50 * MS, &hb), Err(RejectReason::Replayed));
+        assert!(!b.peer_alive(t0 + 60 * MS));
+        // A newer message, then the older one reordered behind it.
+        let hb2 = a.poll(t0 + 20 * MS, &mut no_table()).remove(0);
+        let hb3 = a.poll(t0 + 40 * MS, &mut no_table()).remove(0);
+        assert_eq!(b.receive(t0 + 40 * MS, &hb3), Ok(Received::Heartbeat));
+        assert_eq!(b.receive(t0 + 40 * MS, &hb2), Err(RejectReason::Replayed));
+
+        let c = b.counters();
+        assert_eq!(c.rejects.bad_tag, 2);
+        assert_eq!(c.rejects.truncated, 1);
+        assert_eq!(c.rejects.too_long, 1);
+        assert_eq!(c.rejects.bad_magic, 1);
+        assert_eq!(c.rejects.layout_mismatch, 1);
+        assert_eq!(c.rejects.reflected, 1);
+        assert_eq!(c.rejects.replayed, 2);
+        assert_eq!(c.rejects.total(), 9);
+        assert_eq!(c.messages_in, before.messages_in + 1);
+        assert_eq!(c.gaps, 1, "hb2 was missing when hb3 came");
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(json["rejects"]["layout_mismatch"], 1);
+        assert_eq!(json["gaps"], 1);
+    }
+
+    #[test]
+    fn old_incarnation_stays_replayed() {
+        let t0 = Instant::now();
+        let mut old = SyncSession::new(cfg(), 10);
+        let mut new = SyncSession::new(cfg(), 11);
+        let mut b = SyncSession::new(cfg(), 2);
+        let old1 = old.poll(t0, &mut no_table()).remove(0);
+        let new1 = new.poll(t0, &mut no_table()).remove(0);
+        b.receive(t0, &old1).unwrap();
+        b.receive(t0, &new1).unwrap();
+        assert_eq!(b.peer_id(), Some(11));
+        assert_eq!(b.counters().peer_restarts, 1);
+        assert_eq!(b.receive(t0, &old1), Err(RejectReason::Replayed));
+        assert_eq!(b.peer_id(), Some(11));
+    }
+
+    #[test]
+    fn gap_resync_bulk_gives_the_receiver_the_whole_table() {
+        let mut p = Pair::new(300);
+        for i in 0..200 {
+            p.table.set(&mut p.a, i, Some((i % 3) as u16));
+        }
+        p.run(5);
+        assert_eq!(p.mirror.map(), p.table.map());
+        assert!(p.b.synced());
+        assert_eq!(p.mirror.bulks_ended, 1, "the bulk pushed to the new peer");
+
+        // Changes, including deletes, in a message that is lost.
+        for i in 0..30 {
+            p.table.set(&mut p.a, i, None);
+        }
+        p.table.set(&mut p.a, 250, Some(2));
+        p.now += 10 * MS;
+        let lost = p.poll_a();
+        assert_eq!(kinds(&lost), [Kind::Delta]);
+        p.now += 20 * MS;
+        let m = p.poll_a(); // a heartbeat shows the gap
+        assert_eq!(kinds(&m), [Kind::Heartbeat]);
+        p.deliver_b(m);
+        assert!(!p.b.synced());
+        assert_eq!(p.b.counters().gaps, 1);
+        assert_eq!(p.b.counters().messages_missed, 1);
+        assert_ne!(p.mirror.map(), p.table.map());
+        let m = p.poll_b();
+        assert_eq!(kinds(&m), [Kind::ResyncRequest]);
+        p.deliver_a(m);
+        let m = p.poll_a();
+        assert_eq!(kinds(&m)[0], Kind::BulkStart);
+        assert_eq!(*kinds(&m).last().unwrap(), Kind::BulkEnd);
+        p.deliver_b(m);
+        assert_eq!(
+            p.mirror.map(),
+            p.table.map(),
+            "deletes swept, insert applied"
+        );
+        assert!(p.b.synced());
+        assert_eq!(p.a.counters().resyncs_served, 1);
+        assert_eq!(p.b.counters().resyncs_requested, 1);
+        assert_eq!(p.b.counters().bulks_received, 2);
+        assert_eq!(p.a.lag(), 6, "the bulk is not acknowledged yet");
+        p.now += 20 * MS;
+        let m = p.poll_b();
+        p.deliver_a(m);
+        assert_eq!(p.a.lag(), 0);
+    }
+
+    #[test]
+    fn lost_bulk_chunk_aborts_and_restarts() {
+        let mut p = Pair::new(200);
+        for i in 0..150 {
+            p.table.set(&mut p.a, i, Some(1));
+        }
+        p.step(10 * MS); // deltas to B; B's heartbeat makes A push a bulk
+        let m = p.poll_a();
+        assert_eq!(
+            kinds(&m),
+            [
+                Kind::Delta,
+                Kind::BulkStart,
+                Kind::BulkChunk,
+                Kind::BulkChunk,
+                Kind::BulkChunk,
+                Kind::BulkChunk,
+                Kind::BulkEnd
+            ]
+        );
+        // B has everything but the first delta's 47 entries; losing a chunk breaks the bulk.
+        let mut results = Vec::new();
+        for (i, d) in m.into_iter().enumerate() {
+            if i != 3 {
+                results.push(p.b.receive(p.now, &d).unwrap());
+            }
+        }
+        assert_eq!(*results.last().unwrap(), Received::BulkAborted);
+        for r in results {
+            p.mirror.apply(r);
+        }
+        assert_eq!(p.b.counters().bulks_aborted, 1);
+        p.run(3);
+        assert_eq!(p.mirror.map(), p.table.map());
+        assert_eq!(p.b.counters().bulks_received, 1);
+    }
+
+    #[test]
+    fn new_peer_gets_a_bulk_from_the_master_and_asks_for_nothing() {
+        let mut p = Pair::new(100);
+        for i in 0..80 {
+            p.table.set(&mut p.a, i, Some(0));
+        }
+        p.now += 10 * MS;
+        let m = p.poll_a();
+        p.deliver_b(m); // B sees A (master) for the first time
+        assert_eq!(p.b.counters().peers_joined, 1);
+        assert_eq!(p.b.counters().gaps, 0);
+        let m = p.poll_b();
+        assert_eq!(kinds(&m), [Kind::Heartbeat], "no request on joining");
+        p.deliver_a(m);
+        assert_eq!(p.a.counters().bulks_pushed, 1);
+        p.run(20);
+        assert_eq!(p.mirror.map(), p.table.map());
+        assert_eq!(p.b.counters().resyncs_requested, 0);
+        assert_eq!(p.a.counters().bulks_sent, 1);
+
+        // A backup does not push to a new peer.
+        let mut c = SyncSession::new(cfg(), 0xc);
+        let t = p.now;
+        let hello = c.poll(t, &mut no_table());
+        p.b.receive(t, &hello[0]).unwrap();
+        assert!(!p.b.bulk_in_progress());
+        assert_eq!(p.b.counters().peer_restarts, 1);
+    }
+
+    #[test]
+    fn lost_bulk_start_to_a_new_peer_is_asked_for_after_a_dead_interval() {
+        let mut p = Pair::new(100);
+        for i in 0..40 {
+            p.table.set(&mut p.a, i, Some(0));
+        }
+        let _lost = p.poll_a(); // A's first messages never reach B
+        let m = p.poll_b();
+        p.deliver_a(m);
+        p.now += 10 * MS;
+        let mut m = p.poll_a();
+        assert_eq!(kinds(&m)[..2], [Kind::Delta, Kind::BulkStart]);
+        m.drain(..2); // B's first sight of A is a bulk chunk
+        p.deliver_b(m);
+        assert_eq!(p.mirror.bulk, None);
+        assert_eq!(p.b.counters().bulks_aborted, 1);
+        assert_eq!(p.b.counters().gaps, 0, "a first sight is no gap");
+        p.now += 59 * MS;
+        assert!(!kinds(&p.poll_b()).contains(&Kind::ResyncRequest));
+        p.now += MS;
+        assert_eq!(kinds(&p.poll_b()), [Kind::ResyncRequest], "but lost ...");
+        // ... that request was lost too; it is repeated.
+        p.now += 60 * MS;
+        let m = p.poll_b();
+        assert_eq!(kinds(&m), [Kind::ResyncRequest]);
+        p.deliver_a(m);
+        p.run(2);
+        assert_eq!(p.mirror.map(), p.table.map());
+        assert_eq!(p.a.counters().resyncs_served, 1);
+    }
+
+    #[test]
+    fn recovering_old_master_pulls_state_before_it_preempts() {
+        let mut p = Pair::new(100);
+        for i in 0..70 {
+            p.table.set(&mut p.a, i, Some(1));
+        }
+        p.run(5);
+        assert_eq!(p.mirror.map(), p.table.map());
+
+        // A dies; B fails over and serves, with its mirror as its table.
+        let mut b_table = Slots::new(100);
+        for (_, e) in p.mirror.map() {
+            let i = (0..100).find(|&i| client(i) == e.client).unwrap();
+            b_table.0[i] = Some(e);
+        }
+        p.b.set_master(true);
+        b_table.set(&mut p.b, 90, Some(2)); // a new client while A is away
+        b_table.set(&mut p.b, 3, None);
+
+        // A comes back: a new process, backup at first, with an empty table.
+        let mut a2 = SyncSession::new(cfg(), 0xa2);
+        let mut a2_mirror = Mirror::default();
+        let mut now = p.now + Duration::from_secs(5);
+        for _ in 0..10 {
+            for d in a2.poll(now, &mut no_table()) {
+                p.b.receive(now, &d).unwrap();
+            }
+            let out = p.b.poll(now, &mut |c: &mut u64, o: &mut Vec<Entry>, n| {
+                b_table.fill(c, o, n)
+            });
+            for d in out {
+                a2_mirror.apply(a2.receive(now, &d).unwrap());
+            }
+            now += 5 * MS;
+        }
+        assert_eq!(p.b.counters().peer_restarts, 1);
+        assert_eq!(p.b.counters().bulks_pushed, 1);
+        assert!(a2.synced(), "A may preempt now");
+        assert_eq!(a2.counters().resyncs_requested, 0);
+        assert_eq!(a2_mirror.map(), b_table.map());
+        assert_eq!(a2_mirror.map().len(), 70);
+    }
+
+    #[test]
+    fn restarted_master_is_asked_at_once_and_the_requests_coalesce() {
+        let mut p = Pair::new(100);
+        for i in 0..50 {
+            p.table.set(&mut p.a, i, Some(1));
+        }
+        p.run(5);
+        // A restarts as master at once (no failover happened), table intact (say, reloaded).
+        p.a = SyncSession::new(cfg(), 0xa3);
+        p.a.set_master(true);
+        p.table.set(&mut p.a, 60, Some(0));
+        p.run(10);
+        assert_eq!(p.mirror.map(), p.table.map());
+        let b = p.b.counters();
+        assert_eq!((b.peer_restarts, b.gaps), (1, 1));
+        assert!(b.resyncs_requested >= 1);
+        let a = p.a.counters();
+        assert_eq!(a.bulks_pushed, 1);
+        assert_eq!(a.bulks_sent, 1, "one bulk answers the push and the request");
+        assert!(a.resyncs_coalesced >= 1);
+    }
+
+    #[test]
+    fn a_master_never_asks_a_backup() {
+        let t0 = Instant::now();
+        let mut a = SyncSession::new(cfg(), 1);
+        a.set_master(true);
+        let mut b = SyncSession::new(cfg(), 2);
+        let b1 = b.poll(t0, &mut no_table());
+        let _lost = b.poll(t0 + 20 * MS, &mut no_table());
+        let b3 = b.poll(t0 + 40 * MS, &mut no_table());
+        a.receive(t0, &b1[0]).unwrap();
+        a.receive(t0 + 40 * MS, &b3[0]).unwrap();
+        assert_eq!(a.counters().gaps, 1);
+        for t in [40, 200, 400] {
+            let out = a.poll(t0 + t * MS, &mut no_table());
+            assert!(!kinds(&out).contains(&Kind::ResyncRequest));
+        }
+    }
+
+    #[test]
+    fn bulk_work_per_poll_is_bounded() {
+        let mut p = Pair::new(5000);
+        for i in 0..5000 {
+            p.table.0[i] = Some(entry(i, 1));
+        }
+        let m = p.poll_b();
+        p.deliver_a(m);
+        let mut polls = 0;
+        while p.a.bulk_in_progress() {
+            let m = p.poll_a();
+            let chunks = kinds(&m).iter().filter(|k| **k == Kind::BulkChunk).count();
+            assert!(chunks <= BULK_CHUNKS_PER_POLL);
+            assert!(m.iter().all(|d| d.len() <= MAX_MESSAGE_LEN));
+            p.deliver_b(m);
+            p.now += MS;
+            polls += 1;
+        }
+        assert_eq!(
+            polls,
+            5000usize.div_ceil(MAX_ENTRIES * BULK_CHUNKS_PER_POLL)
+        );
+        assert_eq!(p.mirror.map(), p.table.map());
+        assert_eq!(p.b.counters().bulks_received, 1);
+    }
+
+    #[test]
+    fn queue_overflow_becomes_a_bulk() {
+        let mut a = SyncSession::new(cfg(), 1);
+        for i in 0..=MAX_PENDING_CHANGES {
+            a.push(Change::Upsert(entry(i % 100, 0)));
+        }
+        assert_eq!(a.counters().queue_overflows, 1);
+        assert!(a.bulk_in_progress());
+        let out = a.poll(Instant::now(), &mut no_table());
+        assert_eq!(kinds(&out), [Kind::BulkStart, Kind::BulkEnd]);
+    }
+
+    #[test]
+    fn lag_is_our_seq_minus_the_peers_ack() {
+        let t0 = Instant::now();
+        let mut a = SyncSession::new(cfg(), 1);
+        let mut b = SyncSession::new(cfg(), 2);
+        let mut sent = Vec::new();
+        for i in 0..3 {
+            sent.extend(a.poll(t0 + i * 20 * MS, &mut no_table()));
+        }
+        assert_eq!(a.lag(), 3);
+        b.receive(t0, &sent[0]).unwrap();
+        b.receive(t0, &sent[1]).unwrap();
+        let hb = b.poll(t0, &mut no_table());
+        a.receive(t0, &hb[0]).unwrap();
+        assert_eq!(a.lag(), 1);
+        // An ack above anything we sent is about an earlier process of ours: ignored.
+        let key = SyncKey::new(&cfg().key).unwrap();
+        let mut m = decode(&key, LAYOUT, &b.poll(t0 + 20 * MS, &mut no_table())[0]).unwrap();
+        m.header.ack = 1000;
+        a.receive(t0, &encode(&key, &m)).unwrap();
+        assert_eq!(a.lag(), 3);
+    }
+
+    #[test]
+    fn config_is_checked_and_the_key_never_printed() {
+        assert!(cfg().validate().is_ok());
+        let short = SyncConfig {
+            key: vec![1; 15],
+            ..cfg()
+        };
+        assert!(short.validate().is_err());
+        assert!(SyncConfig {
+            dead_after: 0,
+            ..cfg()
+        }
+        .validate()
+        .is_err());
+        assert!(SyncConfig {
+            heartbeat: Duration::ZERO,
+            ..cfg()
+        }
+        .validate()
+        .is_err());
+        let shown = format!("{:?}", cfg());
+        assert!(!shown.contains("pair-key"), "{shown}");
+        assert_eq!(cfg().dead_interval(), 60 * MS);
+        let session = format!("{:?}", SyncSession::new(cfg(), 1));
+        assert!(!session.contains("pair-key"));
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid sync config")]
+    fn short_key_panics_in_new() {
+        SyncSession::new(
+            SyncConfig {
+                key: vec![1; 8],
+                ..cfg()
+            },
+            1,
+        );
+    }
+
+    /// xorshift64*: loss decisions from a proptest seed, reproducible.
+    struct Rng(u64);
+
+    impl Rng {
+        fn percent(&mut self) -> u32 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as u32 % 100
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn receive_never_panics(
+            datagrams in proptest::collection::vec(
+                proptest::collection::vec(any::<u8>(), 0..1500), 1..8),
+        ) {
+            let mut s = SyncSession::new(cfg(), 1);
+            let t0 = Instant::now();
+            for d in &datagrams {
+                let _ = s.receive(t0, d);
+            }
+            // Also with a valid magic and version in front, to get as far as the tag.
+            for d in &datagrams {
+                let mut v = b"VLBS\x01".to_vec();
+                v.extend_from_slice(d);
+                let _ = s.receive(t0, &v);
+            }
+            prop_assert_eq!(s.counters().messages_in, 0);
+            prop_assert_eq!(s.counters().rejects.total(), 2 * datagrams.len() as u64);
+        }
+
+        /// Two sessions over a link that loses (and duplicates) messages both ways, the master's
+        /// table changing all the while: once the loss stops, the backup's table converges to the
+        /// master's through gaps, resyncs and bulks.
+        #[test]
+        fn random_loss_converges(
+            ops in proptest::collection::vec((0usize..80, 0u16..4, 1u32..8), 1..300),
+            loss_ab in 0u32..40,
+            loss_ba in 0u32..40,
+            seed in 1u64..u64::MAX,
+        ) {
+            let mut p = Pair::new(80);
+            let mut rng = Rng(seed);
+            for (i, gw, dt) in ops {
+                // gateway 3 stands for a delete
+                p.table.set(&mut p.a, i, (gw < 3).then_some(gw));
+                for d in p.poll_a() {
+                    if rng.percent() >= loss_ab {
+                        p.deliver_b(vec![d.clone()]);
+                        if rng.percent() < 5 {
+                            prop_assert_eq!(p.b.receive(p.now, &d), Err(RejectReason::Replayed));
+                        }
+                    }
+                }
+                for d in p.poll_b() {
+                    if rng.percent() >= loss_ba {
+                        p.deliver_a(vec![d]);
+                    }
+                }
+                p.now += dt * MS;
+            }
+            // The link heals.
+            p.run(100);
+            prop_assert_eq!(p.mirror.map(), p.table.map());
+            prop_assert!(p.b.synced());
+            prop_assert!(!p.a.bulk_in_progress());
+            // B's next heartbeat acknowledges everything A sent.
+            p.now += 20 * MS;
+            let m = p.poll_b();
+            p.deliver_a(m);
+            prop_assert_eq!(p.a.lag(), 0);
+            prop_assert!(p.b.peer_alive(p.now) && p.a.peer_alive(p.now));
+            prop_assert_eq!(p.b.peer_is_master(), Some(true));
+            let (a, b) = (p.a.counters(), p.b.counters());
+            prop_assert_eq!(a.rejects.total(), 0);
+            prop_assert_eq!(b.rejects.total(), b.rejects.replayed);
+            prop_assert!(b.bulks_received >= 1);
+            if loss_ab == 0 {
+                prop_assert_eq!(b.gaps, 0);
+            }
+        }
+    }
+}
