@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use dataplane::model::{
-    AffinitySpec, ApplianceSpec, GatewaySpec, InterfaceSpec, IpCidr, Listeners, NeighborSpec,
-    PortSpec, Role, RouteSpec, ServiceSpec,
+    AffinitySpec, ApplianceSpec, GatewaySpec, HaSpec, InterfaceSpec, IpCidr, Listeners,
+    NeighborSpec, PortSpec, Role, RouteSpec, ServiceSpec,
 };
 use dataplane::schedule::maglev::{is_prime, MAGLEV_DEFAULT_SIZE};
 use dataplane::schedule::{GatewayState, SchedulerKind};
@@ -54,6 +54,8 @@ struct File {
     control: Option<ControlFile>,
     #[serde(default)]
     exception: Option<ExceptionFile>,
+    #[serde(default)]
+    ha: Option<HaFile>,
     #[serde(default)]
     affinity: Option<AffinityFile>,
     #[serde(default)]
@@ -195,6 +197,45 @@ impl ExceptionSettings {
     }
 }
 
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct HaFile {
+    vrid: u8,
+    priority: u8,
+    advert_interval: Option<Duration>,
+    preempt: Option<bool>,
+    preempt_delay: Option<Duration>,
+    #[serde(default)]
+    floating: Vec<String>,
+    peer: Option<String>,
+    sync_key: Option<String>,
+    sync_port: Option<u16>,
+    heartbeat: Option<Duration>,
+    dead_after: Option<u32>,
+}
+
+/// An HA pair (`[ha]`): VRRPv3 between two appliances (or with keepalived), and affinity sync
+/// with a peer vpnlbd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaSettings {
+    pub vrid: u8,
+    /// 1–255; 255 is the address owner (master at once).
+    pub priority: u8,
+    /// VRRP advertisement interval, centiseconds on the wire (10 ms steps).
+    pub advert_interval: std::time::Duration,
+    pub preempt: bool,
+    pub preempt_delay: std::time::Duration,
+    /// The other vpnlbd of the pair, on the backend segment: affinity sync and the fast
+    /// heartbeat go there. `None`: a keepalived (or other VRRP) peer, VRRP timers only.
+    pub peer: Option<IpAddr>,
+    /// HMAC key of the sync messages (required with a peer).
+    pub sync_key: Vec<u8>,
+    pub sync_port: u16,
+    pub heartbeat: std::time::Duration,
+    /// Heartbeats missed before the peer counts as dead.
+    pub dead_after: u32,
+}
+
 /// What a health check sends (`type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CheckKind {
@@ -281,6 +322,7 @@ pub struct Config {
     pub exception: ExceptionSettings,
     /// One per service, in the services' order.
     pub health: Vec<ServiceHealth>,
+    pub ha: Option<HaSettings>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -433,6 +475,7 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let dataplane = v.dataplane(raw.dataplane.take())?;
     let control = v.control(raw.control.take())?;
     let exception = v.exception(raw.exception.take())?;
+    let ha_raw = raw.ha.take();
     let health_raw: Vec<_> = raw
         .service
         .iter_mut()
@@ -443,7 +486,15 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             )
         })
         .collect();
-    let spec = v.spec(raw)?;
+    let mut spec = v.spec(raw)?;
+    let ha = match ha_raw {
+        Some(h) => {
+            let (settings, spec_ha) = v.ha(h, &spec)?;
+            spec.ha = Some(spec_ha);
+            Some(settings)
+        }
+        None => None,
+    };
     if exception.enabled {
         for itf in &spec.interfaces {
             let tap = exception.tap_name(&itf.name);
@@ -470,6 +521,7 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
         control,
         exception,
         health,
+        ha,
     })
 }
 
@@ -1057,6 +1109,91 @@ impl Validator<'_> {
             on_gateway_down,
             checks: out,
         })
+    }
+
+    fn ha(&self, h: HaFile, spec: &ApplianceSpec) -> Result<(HaSettings, HaSpec), ConfigError> {
+        if h.vrid == 0 {
+            return self.err("ha.vrid", "0 is not a virtual router id (1-255)");
+        }
+        if h.priority == 0 {
+            return self.err(
+                "ha.priority",
+                "0 is reserved for a master giving up (1-255)",
+            );
+        }
+        let advert_interval = self.millis(
+            "ha.advert_interval",
+            h.advert_interval.as_ref(),
+            1000,
+            10..=40_950,
+        )?;
+        if advert_interval.as_millis() % 10 != 0 {
+            return self.err(
+                "ha.advert_interval",
+                "VRRP counts in centiseconds: use a multiple of 10 ms",
+            );
+        }
+        let preempt_delay = self.millis(
+            "ha.preempt_delay",
+            h.preempt_delay.as_ref(),
+            0,
+            0..=3_600_000,
+        )?;
+        let mut floating = Vec::new();
+        for f in &h.floating {
+            let a = self.ip("ha.floating", f)?;
+            let on = spec
+                .interfaces
+                .iter()
+                .position(|i| i.addresses.iter().any(|c| c.contains(a)));
+            let Some(i) = on else {
+                return self.err("ha.floating", format!("{a} is on no interface's subnet"));
+            };
+            if spec.interfaces[i].addresses.iter().any(|c| c.addr == a) {
+                return self.err(
+                    "ha.floating",
+                    format!("{a} is also an interface's own address"),
+                );
+            }
+            floating.push((i as u16, a));
+        }
+        let peer = h
+            .peer
+            .as_deref()
+            .map(|p| self.ip("ha.peer", p))
+            .transpose()?;
+        let sync_key = h.sync_key.unwrap_or_default().into_bytes();
+        if peer.is_some() && sync_key.len() < 16 {
+            return self.err(
+                "ha.sync_key",
+                "at least 16 bytes are required with a peer (it authenticates affinity sync)",
+            );
+        }
+        let heartbeat = self.millis("ha.heartbeat", h.heartbeat.as_ref(), 20, 5..=1000)?;
+        let dead_after = match h.dead_after.unwrap_or(3) {
+            n @ 2..=50 => n,
+            n => return self.err("ha.dead_after", format!("{n} is outside 2-50")),
+        };
+        Ok((
+            HaSettings {
+                vrid: h.vrid,
+                priority: h.priority,
+                advert_interval,
+                preempt: h.preempt.unwrap_or(true),
+                preempt_delay,
+                peer,
+                sync_key,
+                sync_port: h.sync_port.unwrap_or(7450),
+                heartbeat,
+                dead_after,
+            },
+            HaSpec {
+                vrid: h.vrid,
+                // Every appliance starts as backup; VRRP decides.
+                master: false,
+                floating,
+            },
+        ))
     }
 
     fn vid(&self, key: &str, vid: u16) -> Result<u16, ConfigError> {

@@ -72,6 +72,7 @@ pub enum Request {
     ShowAffinity { client: Option<IpAddr> },
     ShowNeighbors,
     ShowHealth,
+    ShowVrrp,
     GatewayDrain { name: String },
     GatewayEnable { name: String },
     GatewayDisable { name: String },
@@ -93,8 +94,8 @@ const USAGE: &str =
 /// Parses a request line: the words as `vpnlbctl` takes them, separated by whitespace.
 ///
 /// ```text
-/// show stats | show ports | show workers | show gateways | show health | show classes
-/// show drops | show affinity [CLIENT] | show neighbors
+/// show stats | show ports | show workers | show gateways | show health | show vrrp
+/// show classes | show drops | show affinity [CLIENT] | show neighbors
 /// gateway NAME drain | gateway NAME enable | gateway NAME disable | gateway NAME weight N
 /// affinity flush [CLIENT] | stats prometheus | reload | ping
 /// ```
@@ -114,8 +115,8 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         "show" => {
             let Some((&what, args)) = rest.split_first() else {
                 return Err(
-                    "`show` needs what to show: stats, ports, workers, gateways, health, classes, \
-                     drops, affinity [CLIENT] or neighbors"
+                    "`show` needs what to show: stats, ports, workers, gateways, health, vrrp, \
+                     classes, drops, affinity [CLIENT] or neighbors"
                         .into(),
                 );
             };
@@ -128,6 +129,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 "drops" => Request::ShowDrops,
                 "neighbors" => Request::ShowNeighbors,
                 "health" => Request::ShowHealth,
+                "vrrp" => Request::ShowVrrp,
                 "affinity" => {
                     let client = optional_ip(args, "show affinity")?;
                     return Ok(Request::ShowAffinity { client });
@@ -135,7 +137,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 other => {
                     return Err(format!(
                         "cannot show `{other}` (expected stats, ports, workers, gateways, \
-                         health, classes, drops, affinity or neighbors)"
+                         health, vrrp, classes, drops, affinity or neighbors)"
                     ))
                 }
             };
@@ -223,6 +225,7 @@ impl fmt::Display for Request {
             Request::ShowAffinity { client: Some(ip) } => write!(f, "show affinity {ip}"),
             Request::ShowNeighbors => f.write_str("show neighbors"),
             Request::ShowHealth => f.write_str("show health"),
+            Request::ShowVrrp => f.write_str("show vrrp"),
             Request::GatewayDrain { name } => write!(f, "gateway {name} drain"),
             Request::GatewayEnable { name } => write!(f, "gateway {name} enable"),
             Request::GatewayDisable { name } => write!(f, "gateway {name} disable"),

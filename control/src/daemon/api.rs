@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use dataplane::model::ApplianceSpec;
 
 use super::control::{Control, IdMap};
+use super::ha::Ha;
 use super::rates::GatewayRates;
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
@@ -70,6 +71,8 @@ pub struct Ctx<'a> {
     /// The health checker, when any check is configured.
     pub health: &'a mut Option<Checker>,
     pub rates: &'a GatewayRates,
+    /// The HA pair's VRRP, when `[ha]` is configured.
+    pub ha: Option<&'a Ha>,
 }
 
 impl Ctx<'_> {
@@ -158,6 +161,10 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
         )),
         Request::ShowGateways => Reply::Ok(Value::Array(gateways(ctx))),
         Request::ShowHealth => Reply::Ok(Value::Array(health_rows(ctx))),
+        Request::ShowVrrp => match ctx.ha {
+            Some(h) => Reply::Ok(h.status()),
+            None => Reply::Error("no [ha] section: this appliance is not part of a pair".into()),
+        },
         Request::ShowClasses => {
             let (c, _) = ctx.totals();
             Reply::Ok(Value::Array(
@@ -305,6 +312,8 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         Some("[control]")
     } else if old.exception != new.exception {
         Some("[exception]")
+    } else if old.ha != new.ha || old.spec.ha != new.spec.ha {
+        Some("[ha]")
     } else {
         None
     }
@@ -685,6 +694,36 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
             "Frames for the kernel over [exception] rate_pps (never urgent ones).",
             "counter",
             &one(x.policed),
+        );
+    }
+    if let Some(h) = ctx.ha {
+        let (master, transitions, adverts_in, adverts_out, errors) = h.metrics();
+        metric(
+            "vrrp_master",
+            "1 while this appliance is the VRRP master.",
+            "gauge",
+            &one(master),
+        );
+        metric(
+            "vrrp_transitions_total",
+            "VRRP state changes.",
+            "counter",
+            &one(transitions),
+        );
+        metric(
+            "vrrp_adverts_total",
+            "VRRP adverts received (valid) and sent.",
+            "counter",
+            &[
+                ("{direction=\"in\"}".to_string(), adverts_in),
+                ("{direction=\"out\"}".to_string(), adverts_out),
+            ],
+        );
+        metric(
+            "vrrp_errors_total",
+            "VRRP messages rejected (bad TTL, version, checksum, VRID, addresses, ...).",
+            "counter",
+            &one(errors),
         );
     }
     metric(

@@ -43,7 +43,23 @@ pub struct ControlCounters {
     pub tx_failed: u64,
     pub snapshots_published: u64,
     pub snapshot_errors: u64,
+    /// VRRP messages beyond what one control round keeps (a flood).
+    pub vrrp_dropped: u64,
 }
+
+/// A VRRP message the workers handed over, for the HA module.
+#[derive(Clone, Debug)]
+pub struct VrrpFrame {
+    pub interface: u16,
+    pub ttl: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The VRRP message (the IP payload).
+    pub vrrp: Vec<u8>,
+}
+
+/// VRRP messages kept between two control rounds at most; more are a flood, dropped.
+const VRRP_BACKLOG: usize = 64;
 
 /// What the control thread hands a worker, in order, over one channel per worker.
 pub enum Update {
@@ -85,6 +101,9 @@ pub struct Control {
     last_tick_ms: u64,
     health: HealthOverlay,
     exception: Option<ExceptionPath>,
+    /// HA pair: whether VRRP has this appliance master (the spec's own flag is the config's).
+    ha_master: bool,
+    vrrp_in: Vec<VrrpFrame>,
 }
 
 /// Gateways the health checks have down, and what that means per service.
@@ -143,6 +162,8 @@ impl Control {
             last_tick_ms: 0,
             health: HealthOverlay::default(),
             exception: None,
+            ha_master: false,
+            vrrp_in: Vec::new(),
         }
     }
 
@@ -235,27 +256,40 @@ impl Control {
     /// interfaces) and every interface address, so switches and neighbors learn where they
     /// are at once.
     pub fn announce(&mut self, snap: &Snapshot) {
+        // What moves with HA mastership is announced only by the master, from the virtual MAC.
+        let holding = snap.spec.ha.as_ref().is_none_or(|ha| ha.master);
         let mut frames = Vec::new();
         for (i, itf) in snap.spec.interfaces.iter().enumerate() {
             let Ok(i) = u16::try_from(i) else { continue };
             let view = *snap.interface_view(i);
-            let mut addrs: Vec<IpAddr> = itf.addresses.iter().map(|c| c.addr).collect();
-            if itf.role == Role::Client {
-                for s in &snap.spec.services {
-                    addrs.extend(s.vip4.map(IpAddr::V4));
-                    addrs.extend(s.vip6.map(IpAddr::V6));
+            let mut addrs: Vec<(IpAddr, EthernetAddress)> =
+                itf.addresses.iter().map(|c| (c.addr, view.mac)).collect();
+            if holding {
+                let mut moving: Vec<IpAddr> = Vec::new();
+                if itf.role == Role::Client {
+                    for s in &snap.spec.services {
+                        moving.extend(s.vip4.map(IpAddr::V4));
+                        moving.extend(s.vip6.map(IpAddr::V6));
+                    }
                 }
+                let floating = snap.spec.ha.iter().flat_map(|ha| &ha.floating);
+                moving.extend(floating.filter(|(f, _)| *f == i).map(|(_, a)| *a));
+                addrs.extend(
+                    moving
+                        .into_iter()
+                        .map(|a| (a, view.forward_mac(a.is_ipv6()))),
+                );
             }
-            for a in addrs {
+            for (a, mac) in addrs {
                 let frame = match a {
                     IpAddr::V4(v4) => craft::arp(
                         &L2 {
-                            src: view.mac,
+                            src: mac,
                             dst: EthernetAddress::BROADCAST,
                             vlan: view.vlan,
                         },
                         ARP_REQUEST,
-                        view.mac,
+                        mac,
                         v4,
                         EthernetAddress::default(),
                         v4,
@@ -264,14 +298,14 @@ impl Control {
                         let all_nodes = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
                         craft::neighbor_advert(
                             &L2 {
-                                src: view.mac,
+                                src: mac,
                                 dst: EthernetAddress::ipv6_multicast(&all_nodes),
                                 vlan: view.vlan,
                             },
                             &v6,
                             &all_nodes,
                             &v6,
-                            view.mac,
+                            mac,
                             false,
                             true,
                         )
@@ -287,7 +321,7 @@ impl Control {
         }
         info!(
             sent = self.counters.announcements_sent,
-            "announced VIPs and interface addresses"
+            holding, "announced interface addresses (and VIPs, floating addresses when held)"
         );
     }
 
@@ -372,6 +406,14 @@ impl Control {
             return;
         }
         let interface = self.snap.interface(m.port(), eth.vlan());
+        if let (Some(i), Some(v)) = (interface, vrrp_message(eth.ethertype(), eth.payload())) {
+            if self.vrrp_in.len() < VRRP_BACKLOG {
+                self.vrrp_in.push(VrrpFrame { interface: i, ..v });
+            } else {
+                self.counters.vrrp_dropped += 1;
+            }
+            return;
+        }
         match (&mut self.exception, interface) {
             (Some(x), Some(i)) => x.to_kernel(i, m.bytes(), urgent, now_ms),
             _ => self.counters.exception_unhandled += 1,
@@ -455,6 +497,9 @@ impl Control {
             .map(|(address, mac)| NeighborSpec { address, mac })
             .collect();
         spec.neighbors.sort_by_key(|n| n.address);
+        if let Some(ha) = &mut spec.ha {
+            ha.master = self.ha_master;
+        }
         for svc in &mut spec.services {
             let keep = self.health.keep_clients.contains(&svc.name);
             for gw in &mut svc.gateways {
@@ -490,6 +535,35 @@ impl Control {
         self.health.keep_clients = keep_clients;
         self.health.down.retain(|k| checked.contains(k));
         self.publish();
+    }
+
+    /// HA mastership changed (VRRP): the workers take over or give up the VIPs and floating
+    /// addresses with the next snapshot; a new master announces them at once.
+    pub fn set_master(&mut self, master: bool) {
+        if self.ha_master == master {
+            return;
+        }
+        self.ha_master = master;
+        self.publish();
+        self.send_pending();
+        if master {
+            let snap = Arc::clone(&self.snap);
+            self.announce(&snap);
+        }
+    }
+
+    pub fn is_master(&self) -> bool {
+        self.ha_master
+    }
+
+    /// The VRRP messages received since the last call.
+    pub fn take_vrrp(&mut self) -> Vec<VrrpFrame> {
+        std::mem::take(&mut self.vrrp_in)
+    }
+
+    /// Sends `frame` on `port` through worker 0 (VRRP adverts); false when it could not.
+    pub fn send_frame(&mut self, port: u16, frame: &[u8]) -> bool {
+        self.transmit(port, frame)
     }
 
     /// Whether health checks have `gateway` of `service` down now.
@@ -539,6 +613,34 @@ impl Control {
                 }
             }
         }
+    }
+}
+
+/// A VRRP message (IP protocol 112) in an IPv4 or IPv6 packet, with the fields validation
+/// needs (`interface` is filled in by the caller).
+fn vrrp_message(ethertype: u16, payload: &[u8]) -> Option<VrrpFrame> {
+    match ethertype {
+        ethertype::IPV4 => {
+            let ip = dataplane::wire::ipv4::Ipv4Packet::new_checked(payload).ok()?;
+            (ip.protocol() == ip_proto::VRRP).then(|| VrrpFrame {
+                interface: 0,
+                ttl: ip.ttl(),
+                src: IpAddr::V4(ip.src_addr()),
+                dst: IpAddr::V4(ip.dst_addr()),
+                vrrp: ip.payload().to_vec(),
+            })
+        }
+        ethertype::IPV6 => {
+            let ip = Ipv6Packet::new_checked(payload).ok()?;
+            (ip.next_header() == ip_proto::VRRP).then(|| VrrpFrame {
+                interface: 0,
+                ttl: ip.hop_limit(),
+                src: IpAddr::V6(ip.src_addr()),
+                dst: IpAddr::V6(ip.dst_addr()),
+                vrrp: ip.payload().to_vec(),
+            })
+        }
+        _ => None,
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod control;
 pub mod exception;
+pub mod ha;
 pub mod rates;
 pub mod worker;
 
@@ -198,6 +199,11 @@ pub fn run(
         )
     } else {
         None
+    };
+
+    let mut ha = match &cfg.ha {
+        Some(h) => Some(ha::Ha::new(h, &cfg.spec).map_err(DaemonError::Config)?),
+        None => None,
     };
 
     let args = eal_args(&cfg);
@@ -444,6 +450,9 @@ pub fn run(
         ctl.set_exception_path(x);
     }
     ctl.announce(&first);
+    if let Some(h) = &mut ha {
+        h.start(&mut ctl, Instant::now());
+    }
     let (keep, checked) = health_policy(&cfg);
     ctl.set_health_policy(keep, &checked);
     let mut checker = start_checker(&cfg).map_err(DaemonError::Config)?;
@@ -454,6 +463,9 @@ pub fn run(
     let mut last_check = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         ctl.poll(clock_ms(started));
+        if let Some(h) = &mut ha {
+            h.poll(&mut ctl, Instant::now());
+        }
         if let Some(c) = &checker {
             while let Ok(ev) = c.events().try_recv() {
                 ctl.set_health(&ev.service, &ev.gateway, ev.up);
@@ -478,6 +490,7 @@ pub fn run(
                 running: &mut cfg,
                 health: &mut checker,
                 rates: &rates,
+                ha: ha.as_ref(),
             };
             sock.poll(&mut |req| api::handle(req, &mut ctx));
         }
@@ -504,6 +517,12 @@ pub fn run(
             }
         }
         std::thread::sleep(Duration::from_micros(200));
+    }
+    if let Some(h) = &mut ha {
+        // A master leaves with a priority-0 advert, so the backup takes over at once; give
+        // worker 0 a moment to send it.
+        h.shutdown(&mut ctl);
+        std::thread::sleep(Duration::from_millis(5));
     }
     info!("stopping workers");
     worker_stop.store(true, Ordering::Relaxed);

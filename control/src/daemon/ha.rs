@@ -1,0 +1,370 @@
+//! The HA pair on the control thread: VRRPv3 adverts in and out through the dataplane, and
+//! mastership handed to the workers as snapshots.
+//!
+//! One virtual router per interface and family that carries virtual addresses (client side:
+//! the VIPs; elsewhere: the floating addresses), all with the configured VRID and priority, as
+//! a sync group: the first of them (the client side's IPv4 router, else the first there is)
+//! leads. Its state machine decides mastership for the whole appliance, and while it is master
+//! every router of the group advertises. A peer that is itself a sync group (vpnlbd, or
+//! keepalived with a `vrrp_sync_group`) converges the same way, and the client-side VIPs and
+//! the backend-side floating address never part.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Instant;
+
+use dataplane::craft::{self, Ipv4Opts, L2, L4};
+use dataplane::model::{ApplianceSpec, Role};
+use dataplane::wire::ethernet::EthernetAddress;
+use dataplane::wire::ip_proto;
+use dataplane::wire::vrrp::{self as wire, Family};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::control::{Control, VrrpFrame};
+use crate::config::HaSettings;
+use crate::vrrp::{self, Action, State, Vrrp, VrrpConfig};
+
+/// One virtual router of the group.
+struct Router {
+    interface: u16,
+    port: u16,
+    vlan: dataplane::wire::ethernet::Vlan,
+    cfg: VrrpConfig,
+    /// Adverts received for this router (the leader's go through its machine).
+    adverts_in: u64,
+    errors: u64,
+}
+
+/// Counters of the group beyond the leader's machine.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct HaCounters {
+    /// Advert frames sent (all routers).
+    pub frames_out: u64,
+    /// Advert frames that could not be sent (no mbuf, full ring).
+    pub frames_failed: u64,
+    /// VRRP messages on an interface and family with no router of ours.
+    pub unknown_router: u64,
+    /// Times the peer's heartbeat said it was gone before VRRP did.
+    pub peer_dead_takeovers: u64,
+}
+
+pub struct Ha {
+    settings: HaSettings,
+    routers: Vec<Router>,
+    machine: Vrrp,
+    counters: HaCounters,
+    since: Instant,
+}
+
+impl Ha {
+    /// The routers of `spec` (VIPs and floating addresses, by interface and family).
+    pub fn new(settings: &HaSettings, spec: &ApplianceSpec) -> Result<Ha, String> {
+        let mut routers = Vec::new();
+        let cs = u16::try_from(settings.advert_interval.as_millis() / 10)
+            .map_err(|_| "ha.advert_interval: too long".to_string())?;
+        for (i, itf) in spec.interfaces.iter().enumerate() {
+            let i = i as u16;
+            let port = &spec.ports[usize::from(itf.port)];
+            for v6 in [false, true] {
+                let mut addresses: Vec<IpAddr> = Vec::new();
+                if itf.role == Role::Client {
+                    for s in &spec.services {
+                        let vip = if v6 {
+                            s.vip6.map(IpAddr::V6)
+                        } else {
+                            s.vip4.map(IpAddr::V4)
+                        };
+                        addresses.extend(vip.filter(|a| !addresses.contains(a)));
+                    }
+                }
+                let floating = spec.ha.iter().flat_map(|h| &h.floating);
+                addresses.extend(
+                    floating
+                        .filter(|(f, a)| *f == i && a.is_ipv6() == v6)
+                        .map(|(_, a)| *a),
+                );
+                if addresses.is_empty() {
+                    continue;
+                }
+                // RFC 5798 §5.1.2.1: IPv6 adverts come from the link-local address.
+                let primary = if v6 {
+                    Some(IpAddr::V6(link_local(port.mac)))
+                } else {
+                    itf.addresses.iter().map(|c| c.addr).find(IpAddr::is_ipv4)
+                };
+                let Some(primary) = primary else {
+                    return Err(format!(
+                        "ha: interface {} carries virtual IPv4 addresses but has no IPv4 address of its own to advertise from",
+                        itf.name
+                    ));
+                };
+                let cfg = VrrpConfig {
+                    vrid: settings.vrid,
+                    priority: settings.priority,
+                    advert_interval_cs: cs,
+                    preempt: settings.preempt,
+                    preempt_delay: settings.preempt_delay,
+                    addresses,
+                    primary,
+                };
+                cfg.check()?;
+                routers.push(Router {
+                    interface: i,
+                    port: itf.port,
+                    vlan: itf.vlan,
+                    cfg,
+                    adverts_in: 0,
+                    errors: 0,
+                });
+            }
+        }
+        if routers.is_empty() {
+            return Err("ha: no VIP or floating address to protect".into());
+        }
+        // The client side's IPv4 router leads, if there is one.
+        if let Some(p) = routers.iter().position(|r| r.cfg.family() == Family::Ipv4) {
+            routers.swap(0, p);
+        }
+        let machine = Vrrp::new(routers[0].cfg.clone())?;
+        Ok(Ha {
+            settings: settings.clone(),
+            routers,
+            machine,
+            counters: HaCounters::default(),
+            since: Instant::now(),
+        })
+    }
+
+    /// Initialize → Backup (or Master for the address owner).
+    pub fn start(&mut self, ctl: &mut Control, now: Instant) {
+        self.since = now;
+        let actions = self.machine.start(now);
+        info!(
+            vrid = self.settings.vrid,
+            priority = self.settings.priority,
+            routers = self.routers.len(),
+            "VRRP started"
+        );
+        self.apply(ctl, actions);
+    }
+
+    /// Received adverts, then timers.
+    pub fn poll(&mut self, ctl: &mut Control, now: Instant) {
+        for f in ctl.take_vrrp() {
+            self.receive(ctl, now, &f);
+        }
+        let actions = self.machine.poll(now);
+        self.apply(ctl, actions);
+    }
+
+    /// The peer's heartbeat stopped: take over now if backup (VRRP's own timer is slower).
+    pub fn peer_dead(&mut self, ctl: &mut Control, now: Instant) {
+        if self.machine.state() == State::Backup {
+            self.counters.peer_dead_takeovers += 1;
+            warn!("peer heartbeat lost: taking over before VRRP's master-down timer");
+            let actions = self.machine.peer_dead(now);
+            self.apply(ctl, actions);
+        }
+    }
+
+    /// Leaving: a master advertises priority 0 so the backup takes over at once.
+    pub fn shutdown(&mut self, ctl: &mut Control) {
+        let actions = self.machine.shutdown();
+        self.apply(ctl, actions);
+    }
+
+    pub fn is_master(&self) -> bool {
+        self.machine.state() == State::Master
+    }
+
+    fn receive(&mut self, ctl: &mut Control, now: Instant, f: &VrrpFrame) {
+        let family = if f.src.is_ipv6() {
+            Family::Ipv6
+        } else {
+            Family::Ipv4
+        };
+        let Some(r) = self
+            .routers
+            .iter()
+            .position(|r| r.interface == f.interface && r.cfg.family() == family)
+        else {
+            self.counters.unknown_router += 1;
+            return;
+        };
+        if r == 0 {
+            match self.machine.receive(now, f.ttl, f.src, f.dst, &f.vrrp) {
+                Ok(actions) => {
+                    self.routers[0].adverts_in += 1;
+                    self.apply(ctl, actions);
+                }
+                Err(e) => {
+                    self.routers[0].errors += 1;
+                    if e != vrrp::AdvertError::WrongVrid {
+                        warn!(error = e.as_str(), src = %f.src, "VRRP advert rejected");
+                    }
+                }
+            }
+        } else {
+            match vrrp::validate(&self.routers[r].cfg, f.ttl, f.src, f.dst, &f.vrrp) {
+                Ok(_) => self.routers[r].adverts_in += 1,
+                Err(_) => self.routers[r].errors += 1,
+            }
+        }
+    }
+
+    fn apply(&mut self, ctl: &mut Control, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::SendAdvert { priority } => self.advertise(ctl, priority),
+                Action::BecomeMaster => {
+                    info!(vrid = self.settings.vrid, "VRRP master: taking the VIPs");
+                    ctl.set_master(true);
+                }
+                Action::BecomeBackup => {
+                    info!(
+                        vrid = self.settings.vrid,
+                        master = ?self.machine.master(),
+                        "VRRP backup: giving up the VIPs"
+                    );
+                    ctl.set_master(false);
+                }
+            }
+        }
+    }
+
+    /// One advert per router of the group, each from the virtual MAC of its family.
+    fn advertise(&mut self, ctl: &mut Control, priority: u8) {
+        for r in &self.routers {
+            let v6 = r.cfg.family() == Family::Ipv6;
+            let Ok(vrrp) = wire::emit_advert(
+                r.cfg.vrid,
+                priority,
+                r.cfg.advert_interval_cs,
+                &r.cfg.addresses,
+                r.cfg.primary,
+                r.cfg.family().group(),
+            ) else {
+                continue;
+            };
+            let l2 = L2 {
+                src: wire::virtual_mac(r.cfg.vrid, v6),
+                dst: multicast_mac(r.cfg.family().group()),
+                vlan: r.vlan,
+            };
+            let l4 = L4::Raw {
+                protocol: ip_proto::VRRP,
+                payload: &vrrp,
+            };
+            let frame = match (r.cfg.primary, r.cfg.family().group()) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => craft::ipv4(
+                    &l2,
+                    src,
+                    dst,
+                    &Ipv4Opts {
+                        ttl: wire::TTL,
+                        ..Ipv4Opts::default()
+                    },
+                    &l4,
+                ),
+                (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                    craft::ipv6(&l2, &src, &dst, wire::TTL, &[], &l4)
+                }
+                _ => continue,
+            };
+            if ctl.send_frame(r.port, &frame) {
+                self.counters.frames_out += 1;
+            } else {
+                self.counters.frames_failed += 1;
+            }
+        }
+    }
+
+    /// `show vrrp`.
+    pub fn status(&self) -> Value {
+        let c = self.machine.counters();
+        json!({
+            "state": match self.machine.state() {
+                State::Initialize => "initialize",
+                State::Backup => "backup",
+                State::Master => "master",
+            },
+            "vrid": self.settings.vrid,
+            "priority": self.machine.priority(),
+            "advert_interval_ms": self.settings.advert_interval.as_millis() as u64,
+            "master": self.machine.master(),
+            "master_adver_interval_ms": self.machine.master_adver_interval().as_millis() as u64,
+            "transitions": c.transitions,
+            "became_master": c.became_master,
+            "became_backup": c.became_backup,
+            "adverts_in": c.adverts_in,
+            "adverts_out": c.adverts_out,
+            "adverts_discarded": c.adverts_discarded,
+            "priority_zero_in": c.priority_zero_in,
+            "priority_zero_out": c.priority_zero_out,
+            "errors": c.errors,
+            "group": self.counters,
+            "routers": self.routers.iter().enumerate().map(|(i, r)| json!({
+                "interface": r.interface,
+                "family": if r.cfg.family() == Family::Ipv6 { "ipv6" } else { "ipv4" },
+                "primary": r.cfg.primary,
+                "addresses": r.cfg.addresses,
+                "leader": i == 0,
+                "adverts_in": if i == 0 { c.adverts_in } else { r.adverts_in },
+                "errors": if i == 0 { c.errors.total() } else { r.errors },
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// `(state as 0 backup / 1 master, transitions, adverts in, adverts out, errors)` for
+    /// Prometheus.
+    pub fn metrics(&self) -> (u64, u64, u64, u64, u64) {
+        let c = self.machine.counters();
+        let errors = c.errors.total() + self.routers[1..].iter().map(|r| r.errors).sum::<u64>();
+        (
+            u64::from(self.is_master()),
+            c.transitions,
+            c.adverts_in,
+            self.counters.frames_out,
+            errors,
+        )
+    }
+}
+
+/// The Ethernet multicast address of an IP group.
+fn multicast_mac(group: IpAddr) -> EthernetAddress {
+    match group {
+        IpAddr::V4(g) => EthernetAddress::ipv4_multicast(g),
+        IpAddr::V6(g) => EthernetAddress::ipv6_multicast(&g),
+    }
+}
+
+/// The EUI-64 link-local address of `mac` (RFC 4291 appendix A), as the kernel would give it.
+fn link_local(mac: EthernetAddress) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_is_the_kernels_eui64() {
+        // The lab's backend port: the kernel gave its TAP fe80::ff:fe00:201.
+        let mac = EthernetAddress([0x02, 0, 0, 0, 0x02, 0x01]);
+        assert_eq!(
+            link_local(mac),
+            "fe80::ff:fe00:201".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+}
