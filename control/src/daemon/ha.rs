@@ -174,6 +174,11 @@ impl Ha {
         self.apply(ctl, actions);
     }
 
+    /// Puts preemption off while this appliance pulls the master's affinity table.
+    pub fn hold_preemption(&mut self, held: bool) {
+        self.machine.hold_preemption(held);
+    }
+
     pub fn is_master(&self) -> bool {
         self.machine.state() == State::Master
     }

@@ -147,6 +147,9 @@ pub struct Vrrp {
     preempt_until: Option<Instant>,
     /// Backup: the source of the last advert heard.
     master: Option<IpAddr>,
+    /// Preemption put off by the caller (an HA pair's backup still pulling the master's
+    /// affinity table): a lower-priority Master is accepted meanwhile.
+    preempt_held: bool,
     counters: VrrpCounters,
 }
 
@@ -162,6 +165,7 @@ impl Vrrp {
             adver_timer: None,
             down_timer: None,
             preempt_until: None,
+            preempt_held: false,
             master: None,
             counters: VrrpCounters::default(),
         })
@@ -258,6 +262,7 @@ impl Vrrp {
                 } else if !self.preempts()
                     || a.priority >= self.priority
                     || self.in_preempt_delay(now)
+                    || self.preempt_held
                 {
                     self.master_adver_interval = centiseconds(a.interval_cs);
                     self.down_timer =
@@ -416,6 +421,15 @@ impl Vrrp {
         // VrrpConfig::check (in `new`) ensured one family, at most 255 addresses and an
         // interval that fits 12 bits: what emit_advert needs.
         .expect("a checked configuration encodes")
+    }
+
+    /// Puts preemption off (or lets it go ahead): while held, a Backup accepts a
+    /// lower-priority Master's adverts as if it did not preempt, so it takes over only when
+    /// that Master goes silent. An HA pair's recovering appliance holds until it has the
+    /// current master's affinity table, so that taking the VIPs back moves no client. The
+    /// address owner's preemption is held too: its clients matter as much.
+    pub fn hold_preemption(&mut self, held: bool) {
+        self.preempt_held = held;
     }
 
     /// Whether a higher priority lets us take over from a lower-priority Master: with
@@ -800,6 +814,30 @@ mod tests {
         r.start(c.ms(0));
         r.on_advert(c.ms(3000), &advert(A, 100, 100));
         assert_eq!(r.next_deadline(), Some(c.ns(3_000_000_000 + 3_609_375_000)));
+    }
+
+    #[test]
+    fn held_preemption_accepts_a_lower_master_until_released() {
+        let c = Clock::new();
+        let mut r = router(200, 100);
+        r.start(c.ms(0));
+        r.hold_preemption(true);
+        // Held: every advert of the lower Master re-arms the down timer.
+        for t in (0..10_000).step_by(1000) {
+            assert_eq!(r.poll(c.ms(t)), []);
+            assert_eq!(r.on_advert(c.ms(t), &advert(A, 100, 100)), []);
+        }
+        assert_eq!(r.state(), State::Backup);
+        assert_eq!(r.counters().adverts_discarded, 0);
+        // Released: the next adverts are discarded and the down timer armed by the last one
+        // accepted fires.
+        r.hold_preemption(false);
+        assert_eq!(r.on_advert(c.ms(10_000), &advert(A, 100, 100)), []);
+        assert_eq!(r.next_deadline(), Some(c.ns(9_000_000_000 + 3_218_750_000)));
+        assert_eq!(
+            r.poll(c.ns(9_000_000_000 + 3_218_750_000)),
+            [send(200), Action::BecomeMaster]
+        );
     }
 
     #[test]
