@@ -5,6 +5,7 @@
 //! the same code.
 
 pub mod affinity;
+pub mod changes;
 pub mod classify;
 pub mod counters;
 pub mod craft;

@@ -25,6 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::affinity::{AffinityKey, AffinityShard, AffinityValue, InsertOutcome, Lookup, Removed};
+use crate::changes::{refresh_is_news, AffinityChange, ChangeLog, ChangeOp};
 use crate::classify::{self, Detail, L4View, SniStats};
 use crate::counters::{DropReason, GatewayCounters, WorkerCounters};
 use crate::frame::Frame;
@@ -187,6 +188,8 @@ struct State {
     counters: WorkerCounters,
     sni: SniStats,
     misses: MissRing,
+    /// Affinity changes for an HA peer (disabled without one).
+    changes: ChangeLog,
 }
 
 /// Destinations whose next hop had no MAC, for the control plane to resolve. Fixed size and
@@ -235,6 +238,7 @@ impl Worker {
                 counters: WorkerCounters::default(),
                 sni: SniStats::new(32),
                 misses: MissRing::new(),
+                changes: ChangeLog::default(),
             },
             plans: [Plan::ToControl; MAX_BURST],
             snap: Arc::clone(&snap),
@@ -335,12 +339,12 @@ impl Worker {
     /// entries went. Walks the whole shard: a control-plane operation, run between bursts.
     pub fn flush_affinity(&mut self, client: Option<IpAddr>) -> usize {
         let want = client.map(|c| affinity_key(c, 0).client);
-        let services = &mut self.st.services;
+        let (services, changes) = (&mut self.st.services, &mut self.st.changes);
         let mut removed = 0;
         self.st.shard.retain(
             |k, _| want.is_some_and(|w| w != k.client),
             |r| {
-                release(services, &r);
+                forget(services, changes, &r);
                 removed += 1;
             },
         );
@@ -387,6 +391,84 @@ impl Worker {
         (moved, removed)
     }
 
+    /// Starts recording affinity changes for an HA peer, up to `capacity` between drains.
+    pub fn record_changes(&mut self, capacity: usize) {
+        self.st.changes = ChangeLog::with_capacity(capacity);
+    }
+
+    /// Hands the recorded affinity changes to `f`, oldest first; returns how many were lost
+    /// because the log was full.
+    pub fn drain_changes(&mut self, f: impl FnMut(AffinityChange)) -> u64 {
+        self.st.changes.drain(f)
+    }
+
+    /// Applies a change the HA peer's master made to its table (`expires_at` already in this
+    /// worker's clock), keeping the active-client counts right. Not recorded as a change of
+    /// ours. Returns false when the table had no room for it.
+    pub fn apply_synced(&mut self, now: u32, c: &AffinityChange) -> bool {
+        let st = &mut self.st;
+        let hash = c.key.hash();
+        let (gateway, confirmed, expires_at) = match c.op {
+            ChangeOp::Delete => {
+                if let Some(r) = st.shard.remove(&c.key, hash) {
+                    release(&mut st.services, &r);
+                }
+                return true;
+            }
+            ChangeOp::Upsert {
+                gateway,
+                confirmed,
+                expires_at,
+            } => (gateway, confirmed, expires_at),
+        };
+        let service = usize::from(c.key.service);
+        let known = self
+            .snap
+            .services
+            .get(service)
+            .is_some_and(|s| usize::from(gateway) < s.spec.gateways.len());
+        if !known {
+            return true;
+        }
+        match st.shard.lookup(&c.key, hash, now) {
+            Lookup::Hit(mut e) => {
+                let old = e.value().gateway;
+                if old != gateway {
+                    e.set_gateway(gateway);
+                    let active = &mut st.services[service].active;
+                    if let Some(n) = active.get_mut(usize::from(old)) {
+                        *n = n.saturating_sub(1);
+                    }
+                    if let Some(n) = active.get_mut(usize::from(gateway)) {
+                        *n += 1;
+                    }
+                }
+                if confirmed {
+                    e.confirm();
+                }
+                e.refresh(now, expires_at);
+                return true;
+            }
+            Lookup::Expired(r) => release(&mut st.services, &r),
+            Lookup::Miss => {}
+        }
+        let value = AffinityValue {
+            gateway,
+            last_seen: now,
+            expires_at,
+            confirmed,
+        };
+        match st.shard.insert(c.key, hash, value, now) {
+            InsertOutcome::Inserted => {}
+            InsertOutcome::InsertedEvicting(r) => release(&mut st.services, &r),
+            InsertOutcome::Full => return false,
+        }
+        if let Some(n) = st.services[service].active.get_mut(usize::from(gateway)) {
+            *n += 1;
+        }
+        true
+    }
+
     /// Active clients of this worker per service and gateway.
     pub fn active_clients(&self) -> Vec<Vec<u32>> {
         self.st.services.iter().map(|s| s.active.clone()).collect()
@@ -407,10 +489,10 @@ impl Worker {
         {
             self.process_chunk(now, rx_port, frames, verdicts);
         }
-        let services = &mut self.st.services;
-        self.st
-            .shard
-            .sweep(now, SWEEP_SLOTS_PER_BURST, |r| release(services, &r));
+        let (services, changes) = (&mut self.st.services, &mut self.st.changes);
+        self.st.shard.sweep(now, SWEEP_SLOTS_PER_BURST, |r| {
+            forget(services, changes, &r)
+        });
     }
 
     /// One frame (a burst of one).
@@ -804,7 +886,12 @@ impl State {
                 } else {
                     unconfirmed_timeout
                 };
-                e.refresh(now, now.saturating_add(timeout));
+                let expires_at = now.saturating_add(timeout);
+                e.refresh(now, expires_at);
+                if refresh_is_news(v.expires_at, expires_at) {
+                    self.changes
+                        .upsert(f.key, v.gateway, v.confirmed, expires_at);
+                }
                 let up = fam
                     .candidates
                     .get(usize::from(v.gateway))
@@ -815,7 +902,7 @@ impl State {
                 Some(v.gateway)
             }
             Lookup::Expired(r) => {
-                release(&mut self.services, &r);
+                forget(&mut self.services, &mut self.changes, &r);
                 None
             }
             Lookup::Miss => None,
@@ -825,6 +912,9 @@ impl State {
             // The client's gateway is down: move the client, keep its entry.
             if let Lookup::Hit(mut e) = self.shard.lookup(&f.key, f.hash, now) {
                 e.set_gateway(gateway);
+                let v = e.value();
+                self.changes
+                    .upsert(f.key, gateway, v.confirmed, v.expires_at);
             }
             if let Some(c) = self.services[usize::from(f.service)]
                 .active
@@ -843,7 +933,7 @@ impl State {
         };
         match self.shard.insert(f.key, f.hash, value, now) {
             InsertOutcome::Inserted => {}
-            InsertOutcome::InsertedEvicting(r) => release(&mut self.services, &r),
+            InsertOutcome::InsertedEvicting(r) => forget(&mut self.services, &mut self.changes, &r),
             InsertOutcome::Full => {
                 // Undo `schedule`'s count: the client was not admitted.
                 if let Some(c) = self.services[usize::from(f.service)]
@@ -855,6 +945,7 @@ impl State {
                 return Err(DropReason::TableFull);
             }
         }
+        self.changes.upsert(f.key, gateway, false, value.expires_at);
         self.counters.clients.scheduled += 1;
         self.counters.gateways[usize::from(f.service)][usize::from(gateway)].new_clients += 1;
         Ok(gateway)
@@ -866,15 +957,19 @@ impl State {
         let expires_at = now.saturating_add(svc.spec.persistence_timeout_s);
         match self.shard.lookup(&f.key, f.hash, now) {
             Lookup::Hit(mut e) => {
-                if e.value().gateway == gateway {
-                    e.confirm();
+                let v = e.value();
+                if v.gateway == gateway {
+                    let confirmed = e.confirm();
                     e.refresh(now, expires_at);
+                    if confirmed || refresh_is_news(v.expires_at, expires_at) {
+                        self.changes.upsert(f.key, gateway, true, expires_at);
+                    }
                 } else {
                     self.counters.clients.gateway_mismatch += 1;
                 }
                 return;
             }
-            Lookup::Expired(r) => release(&mut self.services, &r),
+            Lookup::Expired(r) => forget(&mut self.services, &mut self.changes, &r),
             Lookup::Miss => {}
         }
         let value = AffinityValue {
@@ -885,12 +980,13 @@ impl State {
         };
         match self.shard.insert(f.key, f.hash, value, now) {
             InsertOutcome::Inserted => {}
-            InsertOutcome::InsertedEvicting(r) => release(&mut self.services, &r),
+            InsertOutcome::InsertedEvicting(r) => forget(&mut self.services, &mut self.changes, &r),
             InsertOutcome::Full => {
                 self.counters.clients.learn_failed_table_full += 1;
                 return;
             }
         }
+        self.changes.upsert(f.key, gateway, true, expires_at);
         if let Some(c) = self.services[usize::from(f.service)]
             .active
             .get_mut(usize::from(gateway))
@@ -916,7 +1012,7 @@ impl State {
             match self.shard.lookup(&e.key, e.hash, now) {
                 Lookup::Hit(entry) => entry.value().gateway,
                 Lookup::Expired(r) => {
-                    release(&mut self.services, &r);
+                    forget(&mut self.services, &mut self.changes, &r);
                     return Verdict::Drop(DropReason::IcmpNoFlow);
                 }
                 Lookup::Miss => return Verdict::Drop(DropReason::IcmpNoFlow),
@@ -1246,6 +1342,12 @@ fn store(out: &mut Plan, plan: Plan) -> Option<u64> {
     };
     *out = plan;
     hash
+}
+
+/// A removed entry: out of the active-client counts, and news for an HA peer.
+fn forget(services: &mut [ServiceState], changes: &mut ChangeLog, r: &Removed) {
+    release(services, r);
+    changes.delete(r.key);
 }
 
 /// Forgets a removed entry's client in the active-client counts.
@@ -1739,6 +1841,54 @@ mod tests {
         assert_eq!(c.dropped(DropReason::NoService), 1);
         assert_eq!(c.dropped(DropReason::UnknownSource), 1);
         assert_eq!(c.dropped(DropReason::Truncated), 1);
+    }
+
+    /// The HA peer's view: a master's recorded changes, applied to a backup worker, give the
+    /// backup the master's table (clients, gateways, confirmation, active counts), and a
+    /// client's later packets cost no change until its expiry moves by a refresh step.
+    #[test]
+    fn recorded_changes_rebuild_the_table_on_a_peer() {
+        fn table(w: &Worker) -> Vec<(AffinityKey, u16, bool)> {
+            let mut t: Vec<_> = w
+                .affinity()
+                .iter()
+                .map(|(k, v)| (k, v.gateway, v.confirmed))
+                .collect();
+            t.sort_by_key(|(k, _, _)| (k.client, k.service));
+            t
+        }
+        fn ship(master: &mut Worker, backup: &mut Worker) -> usize {
+            let mut changes = Vec::new();
+            assert_eq!(master.drain_changes(|c| changes.push(c)), 0);
+            for c in &changes {
+                assert!(backup.apply_synced(100, c));
+            }
+            changes.len()
+        }
+        let (mut master, mut backup) = (worker(), worker());
+        master.record_changes(1024);
+        run_burst(&mut master, 0, &from_clients());
+        assert!(ship(&mut master, &mut backup) > 0);
+        assert_eq!(table(&backup), table(&master));
+        // Gateways answer: confirmations travel.
+        run_burst(&mut master, 1, &from_gateways());
+        assert!(ship(&mut master, &mut backup) > 0);
+        assert_eq!(table(&backup), table(&master));
+        assert!(table(&backup).iter().any(|(_, _, confirmed)| *confirmed));
+        assert_eq!(backup.active_clients(), master.active_clients());
+        // The same packets again, same second: nothing new.
+        run_burst(&mut master, 0, &from_clients());
+        assert_eq!(ship(&mut master, &mut backup), 0);
+        // A flush travels as deletes; the backup records nothing of its own.
+        let n = master.flush_affinity(Some(IpAddr::V4(client4(1))));
+        assert!(n > 0);
+        assert_eq!(ship(&mut master, &mut backup), n);
+        assert_eq!(table(&backup), table(&master));
+        assert_eq!(backup.active_clients(), master.active_clients());
+        assert_eq!(
+            backup.drain_changes(|_| panic!("a backup records nothing")),
+            0
+        );
     }
 
     #[test]
