@@ -490,6 +490,14 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let ha = match ha_raw {
         Some(h) => {
             let (settings, spec_ha) = v.ha(h, &spec)?;
+            if settings.peer.is_some() && !exception.enabled {
+                // The sync socket lives on the appliance's own addresses, which only the
+                // exception path gives the kernel.
+                return v.err(
+                    "ha.peer",
+                    "affinity sync with a peer needs an [exception] section (the sync runs on the appliance's own addresses)",
+                );
+            }
             spec.ha = Some(spec_ha);
             Some(settings)
         }
@@ -1812,6 +1820,53 @@ mod tests {
         );
         let bad = with("[[port]]\nname = \"backend\"", "[[port.vlan]]\nname = \"v\"\nvid = 4095\nrole = \"client\"\n\n[[port]]\nname = \"backend\"");
         assert_eq!(err_of(&bad).key, "port.client.vlan.v.vid");
+    }
+
+    #[test]
+    fn ha_pair_settings_and_their_errors() {
+        let text = include_str!("../../conf/lab-pair-a.toml");
+        let c = load_config_str(text, "lab-pair-a.toml").expect("the shipped pair config");
+        let h = c.ha.as_ref().expect("[ha]");
+        assert_eq!((h.vrid, h.priority), (51, 200));
+        assert_eq!(h.advert_interval, std::time::Duration::from_millis(100));
+        assert_eq!(h.peer, Some("198.19.0.3".parse().unwrap()));
+        assert_eq!(h.heartbeat, std::time::Duration::from_millis(20));
+        assert_eq!(c.spec.ha.as_ref().unwrap().floating.len(), 4);
+        let bad = |from: &str, to: &str| {
+            assert!(text.contains(from), "{from}");
+            load_config_str(&text.replacen(from, to, 1), "p.toml").unwrap_err()
+        };
+        assert_eq!(bad("vrid = 51", "vrid = 0").key, "ha.vrid");
+        assert_eq!(bad("priority = 200", "priority = 0").key, "ha.priority");
+        let e = bad("advert_interval = \"100ms\"", "advert_interval = \"105ms\"");
+        assert_eq!(e.key, "ha.advert_interval");
+        assert!(e.reason.contains("centiseconds"), "{e}");
+        let e = bad("\"198.19.0.1\", \"2001", "\"198.20.0.1\", \"2001");
+        assert_eq!(e.key, "ha.floating");
+        let e = bad(
+            "sync_key = \"vpnlb-lab-pair-sync-key-not-secret\"",
+            "sync_key = \"short\"",
+        );
+        assert_eq!(e.key, "ha.sync_key");
+        let e = bad("dead_after = 3", "dead_after = 1");
+        assert_eq!(e.key, "ha.dead_after");
+        // Sync runs on the appliance's own addresses: no exception path, no peer.
+        let e = bad("[exception]\n", "[exception_off]\n");
+        assert!(
+            e.key == "ha.peer" || e.reason.contains("exception_off"),
+            "{e}"
+        );
+        let no_exception =
+            text.replacen("[exception]\n", "", 1)
+                .replacen("netns = \"vlb-app\"\n", "", 1);
+        let e = load_config_str(&no_exception, "p.toml").unwrap_err();
+        assert_eq!(e.key, "ha.peer", "{e}");
+        // A keepalived peer: no peer line, no sync, no exception path needed.
+        let keepalived = no_exception
+            .replacen("peer = \"198.19.0.3\"\n", "", 1)
+            .replacen("sync_key = \"vpnlb-lab-pair-sync-key-not-secret\"\n", "", 1);
+        let c = load_config_str(&keepalived, "p.toml").expect("VRRP only");
+        assert_eq!(c.ha.unwrap().peer, None);
     }
 
     #[test]

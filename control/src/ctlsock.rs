@@ -73,6 +73,7 @@ pub enum Request {
     ShowNeighbors,
     ShowHealth,
     ShowVrrp,
+    ShowSync,
     GatewayDrain { name: String },
     GatewayEnable { name: String },
     GatewayDisable { name: String },
@@ -87,14 +88,14 @@ pub enum Request {
 pub const MAX_WEIGHT: u32 = 10_000;
 
 const USAGE: &str =
-    "show stats|ports|workers|gateways|health|classes|drops|affinity [CLIENT]|neighbors, \
+    "show stats|ports|workers|gateways|health|vrrp|sync|classes|drops|affinity [CLIENT]|neighbors, \
                      gateway NAME drain|enable|disable|weight N, affinity flush [CLIENT], \
                      stats prometheus, reload, ping";
 
 /// Parses a request line: the words as `vpnlbctl` takes them, separated by whitespace.
 ///
 /// ```text
-/// show stats | show ports | show workers | show gateways | show health | show vrrp
+/// show stats | show ports | show workers | show gateways | show health | show vrrp | show sync
 /// show classes | show drops | show affinity [CLIENT] | show neighbors
 /// gateway NAME drain | gateway NAME enable | gateway NAME disable | gateway NAME weight N
 /// affinity flush [CLIENT] | stats prometheus | reload | ping
@@ -116,7 +117,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             let Some((&what, args)) = rest.split_first() else {
                 return Err(
                     "`show` needs what to show: stats, ports, workers, gateways, health, vrrp, \
-                     classes, drops, affinity [CLIENT] or neighbors"
+                     sync, classes, drops, affinity [CLIENT] or neighbors"
                         .into(),
                 );
             };
@@ -130,6 +131,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 "neighbors" => Request::ShowNeighbors,
                 "health" => Request::ShowHealth,
                 "vrrp" => Request::ShowVrrp,
+                "sync" => Request::ShowSync,
                 "affinity" => {
                     let client = optional_ip(args, "show affinity")?;
                     return Ok(Request::ShowAffinity { client });
@@ -137,7 +139,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 other => {
                     return Err(format!(
                         "cannot show `{other}` (expected stats, ports, workers, gateways, \
-                         health, vrrp, classes, drops, affinity or neighbors)"
+                         health, vrrp, sync, classes, drops, affinity or neighbors)"
                     ))
                 }
             };
@@ -226,6 +228,7 @@ impl fmt::Display for Request {
             Request::ShowNeighbors => f.write_str("show neighbors"),
             Request::ShowHealth => f.write_str("show health"),
             Request::ShowVrrp => f.write_str("show vrrp"),
+            Request::ShowSync => f.write_str("show sync"),
             Request::GatewayDrain { name } => write!(f, "gateway {name} drain"),
             Request::GatewayEnable { name } => write!(f, "gateway {name} enable"),
             Request::GatewayDisable { name } => write!(f, "gateway {name} disable"),

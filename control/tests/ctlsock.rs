@@ -181,6 +181,7 @@ fn parse_every_command() {
         ("show neighbors", Request::ShowNeighbors),
         ("show health", Request::ShowHealth),
         ("show vrrp", Request::ShowVrrp),
+        ("show sync", Request::ShowSync),
         ("gateway gw1 drain", Request::GatewayDrain { name: name() }),
         (
             "gateway gw1 enable",

@@ -21,7 +21,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
     version,
     about = "Inspect and steer a running vpnlbd",
     after_help = "Commands:\n  \
-        show stats | ports | workers | gateways | health | vrrp | classes | drops | neighbors\n  \
+        show stats | ports | workers | gateways | health | vrrp | sync | classes | drops | neighbors\n  \
         show affinity [CLIENT]\n  \
         gateway NAME drain | enable | disable | weight N\n  \
         affinity flush [CLIENT]\n  \

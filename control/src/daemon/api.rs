@@ -20,6 +20,7 @@ use dataplane::model::ApplianceSpec;
 use super::control::{Control, IdMap};
 use super::ha::Ha;
 use super::rates::GatewayRates;
+use super::sync::PairSync;
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
 use crate::config::{self, Config};
@@ -73,6 +74,8 @@ pub struct Ctx<'a> {
     pub rates: &'a GatewayRates,
     /// The HA pair's VRRP, when `[ha]` is configured.
     pub ha: Option<&'a Ha>,
+    /// The affinity sync with the other vpnlbd of the pair, when `[ha]` names a peer.
+    pub sync: Option<&'a mut PairSync>,
 }
 
 impl Ctx<'_> {
@@ -165,6 +168,12 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
             Some(h) => Reply::Ok(h.status()),
             None => Reply::Error("no [ha] section: this appliance is not part of a pair".into()),
         },
+        Request::ShowSync => match &ctx.sync {
+            Some(s) => Reply::Ok(s.status(std::time::Instant::now())),
+            None => Reply::Error(
+                "no affinity sync: [ha] has no peer (a keepalived peer, or no pair)".into(),
+            ),
+        },
         Request::ShowClasses => {
             let (c, _) = ctx.totals();
             Reply::Ok(Value::Array(
@@ -254,10 +263,14 @@ fn reload(ctx: &mut Ctx<'_>) -> Reply {
         ));
     }
     let map = id_map(&ctx.running.spec, &new.spec);
+    let sync_map = ctx.sync.is_some().then(|| map.clone());
     let (snapshot, answers) = match ctx.ctl.reload(new.spec.clone(), map) {
         Ok(s) => s,
         Err(e) => return Reply::Error(format!("reload refused: {e}")),
     };
+    if let (Some(s), Some(map)) = (ctx.sync.as_deref_mut(), sync_map) {
+        s.relayout(&new.spec, &map);
+    }
     // Committed: every worker has the reload queued in order and applies it between bursts.
     // Wait a while for the answers, and name any worker that is slow to give one.
     let deadline = std::time::Instant::now() + QUERY_TIMEOUT;
@@ -724,6 +737,78 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
             "VRRP messages rejected (bad TTL, version, checksum, VRID, addresses, ...).",
             "counter",
             &one(errors),
+        );
+    }
+    if let Some(s) = ctx.sync.as_deref() {
+        let (alive, synced, lag, sc, pc, entries) = s.metrics(std::time::Instant::now());
+        metric(
+            "sync_peer_alive",
+            "1 while the HA peer's sync heartbeat is heard.",
+            "gauge",
+            &one(u64::from(alive)),
+        );
+        metric(
+            "sync_synced",
+            "1 once this appliance holds the master's whole affinity table.",
+            "gauge",
+            &one(u64::from(synced)),
+        );
+        metric(
+            "sync_lag_messages",
+            "Sync messages sent that the peer has not acknowledged yet.",
+            "gauge",
+            &one(lag),
+        );
+        metric(
+            "sync_entries",
+            "Affinity entries in the sync mirror.",
+            "gauge",
+            &one(entries as u64),
+        );
+        metric(
+            "sync_messages_total",
+            "Sync messages sent and accepted.",
+            "counter",
+            &[
+                ("{direction=\"in\"}".to_string(), sc.messages_in),
+                ("{direction=\"out\"}".to_string(), sc.messages_out),
+            ],
+        );
+        metric(
+            "sync_entries_total",
+            "Affinity changes carried by sync messages.",
+            "counter",
+            &[
+                ("{direction=\"in\"}".to_string(), sc.entries_in),
+                ("{direction=\"out\"}".to_string(), sc.entries_out),
+            ],
+        );
+        metric(
+            "sync_resyncs_total",
+            "Bulk transfers of the whole table, sent and received.",
+            "counter",
+            &[
+                ("{direction=\"in\"}".to_string(), sc.bulks_received),
+                ("{direction=\"out\"}".to_string(), sc.bulks_sent),
+            ],
+        );
+        metric(
+            "sync_rejected_total",
+            "Sync datagrams rejected (bad tag, replayed, malformed, other layout, ...).",
+            "counter",
+            &one(sc.rejects.total()),
+        );
+        metric(
+            "sync_gaps_total",
+            "Losses seen in the peer's sequence numbers.",
+            "counter",
+            &one(sc.gaps),
+        );
+        metric(
+            "sync_peer_deaths_total",
+            "Times the peer's heartbeat stopped.",
+            "counter",
+            &one(pc.peer_deaths),
         );
     }
     metric(

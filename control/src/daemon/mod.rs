@@ -16,6 +16,7 @@ pub mod control;
 pub mod exception;
 pub mod ha;
 pub mod rates;
+pub mod sync;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashSet};
@@ -39,6 +40,10 @@ use crate::config::{Config, OnGatewayDown};
 use crate::ctlsock::ControlSocket;
 use crate::health::checker::{self, Checker};
 use worker::{Clock, IoCounters, PortQueues, WorkerReport, WorkerSetup};
+
+/// Affinity changes a worker may record between two drains (one loop iteration: a few bursts
+/// per port); more are counted as lost and the peer gets the whole table again.
+const WORKER_CHANGE_LOG: usize = 4096;
 
 /// When to stop besides a signal (tests and benchmarks).
 #[derive(Clone, Copy, Debug, Default)]
@@ -355,6 +360,12 @@ pub fn run(
 
     let clock = Clock::start();
     let (miss_tx, miss_rx) = crossbeam_channel::bounded(1024);
+    // The affinity sync with the other vpnlbd of an HA pair (not with a keepalived peer).
+    let sync_channels = cfg
+        .ha
+        .as_ref()
+        .filter(|h| h.peer.is_some())
+        .map(|_| sync::SyncChannels::new(n_workers));
     let worker_stop = Arc::new(AtomicBool::new(false));
     let mut snapshot_senders = Vec::new();
     let mut query_senders = Vec::new();
@@ -409,7 +420,13 @@ pub fn run(
             stop: Arc::clone(&worker_stop),
             clock,
             tx_flush_us: d.tx_flush_us,
+            sync: sync_channels.as_ref().map(|c| worker::WorkerSync {
+                changes_out: c.from_workers.0.clone(),
+                changes_in: c.to_workers[w].1.clone(),
+                lost: Arc::clone(&c.lost),
+            }),
         };
+        let record_changes = setup.sync.is_some();
         let snap = Arc::clone(&first);
         let t = std::thread::Builder::new()
             .name(format!("vpnlb-w{w}"))
@@ -425,7 +442,10 @@ pub fn run(
                     }
                 };
                 // Allocated here, on the worker's core, so its memory is local to it.
-                let pipeline = Worker::new(snap);
+                let mut pipeline = Worker::new(snap);
+                if record_changes {
+                    pipeline.record_changes(WORKER_CHANGE_LOG);
+                }
                 info!(worker = w, core, "worker running");
                 worker::run(setup, pipeline);
             })
@@ -456,6 +476,17 @@ pub fn run(
     let (keep, checked) = health_policy(&cfg);
     ctl.set_health_policy(keep, &checked);
     let mut checker = start_checker(&cfg).map_err(DaemonError::Config)?;
+    let mut pair_sync = match (&cfg.ha, &sync_channels) {
+        (Some(h), Some(c)) => {
+            let netns = cfg
+                .exception
+                .netns
+                .as_deref()
+                .filter(|_| cfg.exception.enabled);
+            Some(sync::PairSync::new(h, &cfg.spec, netns, c, clock).map_err(DaemonError::Config)?)
+        }
+        _ => None,
+    };
     let mut rates = rates::GatewayRates::default();
     let mut last_rates = Instant::now();
     let mut last_rx = 0u64;
@@ -465,6 +496,14 @@ pub fn run(
         ctl.poll(clock_ms(started));
         if let Some(h) = &mut ha {
             h.poll(&mut ctl, Instant::now());
+            if let Some(s) = &mut pair_sync {
+                let now = Instant::now();
+                s.poll(now, h.is_master());
+                if s.take_peer_death() {
+                    h.peer_dead(&mut ctl, now);
+                }
+                h.hold_preemption(s.hold_preemption());
+            }
         }
         if let Some(c) = &checker {
             while let Ok(ev) = c.events().try_recv() {
@@ -491,6 +530,7 @@ pub fn run(
                 health: &mut checker,
                 rates: &rates,
                 ha: ha.as_ref(),
+                sync: pair_sync.as_mut(),
             };
             sock.poll(&mut |req| api::handle(req, &mut ctx));
         }

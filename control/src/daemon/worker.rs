@@ -9,10 +9,11 @@
 //! Nothing here allocates, locks or makes a system call (counter reports use `try_lock`).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
+use dataplane::changes::AffinityChange;
 use dataplane::counters::WorkerCounters;
 use dataplane::exception::{exception_class, ExceptionClass};
 use dataplane::frame::Frame;
@@ -51,6 +52,11 @@ pub struct IoCounters {
     pub miss_reports_lost: u64,
     /// Snapshots adopted.
     pub snapshots_adopted: u64,
+    /// HA sync: the master's changes applied, refused (shard full), and own changes lost
+    /// (log or queue full).
+    pub sync_applied: u64,
+    pub sync_refused: u64,
+    pub sync_lost: u64,
     /// TSC cycles spent in loop iterations that moved at least one frame, and in empty polls:
     /// utilisation = busy / (busy + idle).
     pub busy_cycles: u64,
@@ -158,7 +164,21 @@ pub struct WorkerSetup {
     pub stop: Arc<AtomicBool>,
     pub clock: Clock,
     pub tx_flush_us: u32,
+    /// With an HA peer: this worker's affinity changes out, the master's changes in.
+    pub sync: Option<WorkerSync>,
 }
+
+/// A worker's end of the HA affinity sync (see `daemon::sync`).
+pub struct WorkerSync {
+    pub changes_out: Sender<AffinityChange>,
+    pub changes_in: Receiver<AffinityChange>,
+    /// Changes this worker could not report, summed over all workers.
+    pub lost: Arc<AtomicU64>,
+}
+
+/// The master's changes a worker applies per loop iteration at most, so a bulk resync never
+/// holds a burst back for long.
+const SYNC_APPLY_PER_LOOP: usize = 1024;
 
 /// Buffers and queues of the loop, apart from the pipeline so both can be borrowed at once.
 struct Io {
@@ -320,6 +340,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         stop,
         clock,
         tx_flush_us,
+        sync,
     } = setup;
     let n_ports = ports.len();
     let n_workers = handoff_out.len();
@@ -358,6 +379,15 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
             answer(&mut worker, index, q);
         }
         let now = clock.now_s();
+        if let Some(s) = &sync {
+            for c in s.changes_in.try_iter().take(SYNC_APPLY_PER_LOOP) {
+                if worker.apply_synced(now, &c) {
+                    io.counters.sync_applied += 1;
+                } else {
+                    io.counters.sync_refused += 1;
+                }
+            }
+        }
         for p in 0..n_ports {
             if io.ports[p].rx.rx_burst(&mut rx) == 0 {
                 continue;
@@ -430,6 +460,18 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
             }
         });
         io.counters.miss_reports_lost += lost;
+        if let Some(s) = &sync {
+            let mut failed = 0;
+            let lost = worker.drain_changes(|c| {
+                if s.changes_out.try_send(c).is_err() {
+                    failed += 1;
+                }
+            });
+            if lost + failed > 0 {
+                io.counters.sync_lost += lost + failed;
+                s.lost.fetch_add(lost + failed, Ordering::Relaxed);
+            }
+        }
         if t.wrapping_sub(last_report) >= report_cycles {
             if let Ok(mut r) = report.try_lock() {
                 publish(&mut r, core, &worker, &io);

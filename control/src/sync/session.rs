@@ -313,6 +313,18 @@ impl SyncSession {
     }
 
     /// Our session id.
+    /// The settings the session runs with.
+    pub fn config(&self) -> &SyncConfig {
+        &self.cfg
+    }
+
+    /// Sends the whole table to the peer, unasked (the caller's record of what the peer has
+    /// may be incomplete: changes were lost before they reached the session).
+    pub fn push_bulk(&mut self) {
+        self.start_bulk();
+        self.counters.bulks_pushed += 1;
+    }
+
     pub fn id(&self) -> u32 {
         self.my_id
     }

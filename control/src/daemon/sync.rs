@@ -1,0 +1,515 @@
+//! Affinity sync between the two vpnlbd of an HA pair, on the control thread.
+//!
+//! The master's workers record every change of their shards ([`dataplane::changes`]); the
+//! control thread drains them into a mirror of the whole table (what a bulk resync reads) and
+//! into the [`SyncSession`], which batches them into authenticated UDP messages to the peer.
+//! The backup applies what arrives to its mirror and hands each change to the worker that owns
+//! the client (the same steering hash the NICs use), so its shards are warm: after a takeover
+//! every client finds its entry. The session's messages are also the pair's fast heartbeat: a
+//! master silent for `dead_after` × `heartbeat` is dead, and the backup takes over without
+//! waiting for VRRP's master-down timer. A recovering appliance holds its preemption until it
+//! has the current master's table.
+//!
+//! The socket lives in the exception path's namespace, on the appliance's own addresses, so
+//! sync traffic crosses the dataplane like any other traffic for the appliance itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use dataplane::affinity::AffinityKey;
+use dataplane::changes::{synced_expiry, AffinityChange, ChangeOp};
+use dataplane::model::ApplianceSpec;
+use dataplane::steer::Steering;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::control::IdMap;
+use super::worker::Clock;
+use crate::config::HaSettings;
+use crate::sync::{layout_fingerprint, Change, Entry, Received, SyncConfig, SyncSession};
+
+/// Changes the workers may queue for the control thread (all workers together).
+pub const FROM_WORKERS: usize = 1 << 16;
+/// Changes the control thread may queue for one worker; the rest wait in a backlog.
+pub const TO_WORKER: usize = 1 << 14;
+/// How long a change may wait for more to fill a message.
+const BATCH_DELAY_MS: u64 = 5;
+
+/// What the mirror keeps of an entry.
+#[derive(Clone, Copy, Debug)]
+struct Mirrored {
+    gateway: u16,
+    confirmed: bool,
+    /// In the workers' clock (seconds).
+    expires_at: u32,
+    /// The bulk generation that last touched it (backup side).
+    generation: u64,
+}
+
+/// Counters beyond the session's.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PairCounters {
+    pub datagrams_out: u64,
+    pub send_errors: u64,
+    pub datagrams_in: u64,
+    /// Datagrams from another address than the peer's: never looked at.
+    pub datagrams_from_strangers: u64,
+    /// Changes the workers reported (master).
+    pub changes_from_workers: u64,
+    /// Changes the workers could not report (their log or the queue was full): the peer gets
+    /// the whole table again.
+    pub changes_lost_by_workers: u64,
+    /// Changes handed to the workers (backup), and those a full shard refused.
+    pub changes_to_workers: u64,
+    pub changes_refused_by_workers: u64,
+    /// Entries removed at the end of a bulk: the master no longer had them.
+    pub stale_removed: u64,
+    /// Times the peer's heartbeat stopped.
+    pub peer_deaths: u64,
+}
+
+/// The channels between the workers and the sync, made before the workers start.
+pub struct SyncChannels {
+    pub from_workers: (Sender<AffinityChange>, Receiver<AffinityChange>),
+    pub to_workers: Vec<(Sender<AffinityChange>, Receiver<AffinityChange>)>,
+    /// Changes the workers lost, counted by them (rare: a full log or queue).
+    pub lost: Arc<AtomicU64>,
+}
+
+impl SyncChannels {
+    pub fn new(workers: usize) -> SyncChannels {
+        SyncChannels {
+            from_workers: crossbeam_channel::bounded(FROM_WORKERS),
+            to_workers: (0..workers)
+                .map(|_| crossbeam_channel::bounded(TO_WORKER))
+                .collect(),
+            lost: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+pub struct PairSync {
+    session: SyncSession,
+    socket: UdpSocket,
+    peer: SocketAddr,
+    mirror: HashMap<AffinityKey, Mirrored>,
+    /// Keys of the bulk being sent, taken when it starts.
+    bulk_keys: Vec<AffinityKey>,
+    /// Generation of the last bulk started by the peer (backup side).
+    generation: u64,
+    from_workers: Receiver<AffinityChange>,
+    to_workers: Vec<Sender<AffinityChange>>,
+    backlog: Vec<VecDeque<AffinityChange>>,
+    lost: Arc<AtomicU64>,
+    lost_seen: u64,
+    steering: Steering,
+    clock: Clock,
+    peer_alive: bool,
+    peer_died: bool,
+    last_sweep: u32,
+    counters: PairCounters,
+    started: Instant,
+}
+
+impl PairSync {
+    /// Binds the sync socket (in `netns` if given) and starts the session.
+    pub fn new(
+        settings: &HaSettings,
+        spec: &ApplianceSpec,
+        netns: Option<&str>,
+        channels: &SyncChannels,
+        clock: Clock,
+    ) -> Result<PairSync, String> {
+        let peer_ip = settings
+            .peer
+            .ok_or_else(|| "ha: no peer to sync with".to_string())?;
+        let peer = SocketAddr::new(peer_ip, settings.sync_port);
+        let any: IpAddr = match peer_ip {
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let socket = {
+            // The guard brings this thread back to its own namespace; the socket stays where
+            // it was made.
+            let _netns = netns
+                .map(netdev::netns::enter)
+                .transpose()
+                .map_err(|e| format!("ha: sync cannot enter the exception namespace: {e}"))?;
+            UdpSocket::bind(SocketAddr::new(any, settings.sync_port))
+                .map_err(|e| format!("ha: sync socket on UDP {}: {e}", settings.sync_port))?
+        };
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| format!("ha: sync socket: {e}"))?;
+        let cfg = SyncConfig {
+            key: settings.sync_key.clone(),
+            heartbeat: settings.heartbeat,
+            dead_after: settings.dead_after,
+            layout: layout(spec),
+            batch_delay: std::time::Duration::from_millis(BATCH_DELAY_MS),
+        };
+        cfg.validate().map_err(|e| format!("ha: {e}"))?;
+        let id = session_id();
+        info!(peer = %peer, session = id, "HA sync started");
+        let workers = channels.to_workers.len();
+        Ok(PairSync {
+            session: SyncSession::new(cfg, id),
+            socket,
+            peer,
+            mirror: HashMap::new(),
+            bulk_keys: Vec::new(),
+            generation: 0,
+            from_workers: channels.from_workers.1.clone(),
+            to_workers: channels
+                .to_workers
+                .iter()
+                .map(|(tx, _)| tx.clone())
+                .collect(),
+            backlog: (0..workers).map(|_| VecDeque::new()).collect(),
+            lost: Arc::clone(&channels.lost),
+            lost_seen: 0,
+            steering: Steering::new(workers.max(1) as u16),
+            clock,
+            peer_alive: false,
+            peer_died: false,
+            last_sweep: 0,
+            counters: PairCounters::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// One round: the workers' changes, what the peer sent, what is due to it.
+    pub fn poll(&mut self, now: Instant, master: bool) {
+        self.session.set_master(master);
+        let now_s = self.clock.now_s();
+        self.collect(now_s, master);
+        self.receive(now, now_s, master);
+        let (mirror, keys) = (&self.mirror, &mut self.bulk_keys);
+        let mut read = |cursor: &mut u64, out: &mut Vec<Entry>, max: usize| -> bool {
+            if *cursor == 0 {
+                keys.clear();
+                keys.extend(mirror.keys().copied());
+            }
+            while out.len() < max {
+                let Some(k) = keys.get(*cursor as usize) else {
+                    return false;
+                };
+                *cursor += 1;
+                if let Some(m) = mirror.get(k) {
+                    out.push(entry(k, m, now_s));
+                }
+            }
+            (*cursor as usize) < keys.len()
+        };
+        for d in self.session.poll(now, &mut read) {
+            match self.socket.send_to(&d, self.peer) {
+                Ok(_) => self.counters.datagrams_out += 1,
+                Err(_) => self.counters.send_errors += 1,
+            }
+        }
+        self.feed_workers();
+        if now_s != self.last_sweep {
+            self.last_sweep = now_s;
+            self.mirror.retain(|_, m| m.expires_at > now_s);
+        }
+        let alive = self.session.peer_alive(now);
+        if self.peer_alive && !alive {
+            self.counters.peer_deaths += 1;
+            self.peer_died = !master;
+            warn!(peer = %self.peer, "HA peer silent: heartbeat lost");
+        }
+        self.peer_alive = alive;
+    }
+
+    /// Whether the peer's heartbeat just stopped while we were backup (once per death).
+    pub fn take_peer_death(&mut self) -> bool {
+        std::mem::take(&mut self.peer_died)
+    }
+
+    /// Whether a backup should hold its preemption: the peer is alive and we do not have its
+    /// table yet.
+    pub fn hold_preemption(&self) -> bool {
+        self.peer_alive && !self.session.synced()
+    }
+
+    /// Re-keys the mirror after a reload moved services or gateways (`map` as the workers'),
+    /// and restarts the session under the new layout: the peer sees a new session and the
+    /// master sends its whole table again.
+    pub fn relayout(&mut self, spec: &ApplianceSpec, map: &IdMap) {
+        let old = std::mem::take(&mut self.mirror);
+        for (k, mut m) in old {
+            let to = map
+                .get(usize::from(k.service))
+                .and_then(|s| s.get(usize::from(m.gateway)))
+                .copied()
+                .flatten();
+            if let Some((service, gateway)) = to {
+                m.gateway = gateway;
+                self.mirror.insert(AffinityKey { service, ..k }, m);
+            }
+        }
+        let mut cfg = self.session_config();
+        cfg.layout = layout(spec);
+        if cfg.layout != self.session_config().layout {
+            let master = self.session.is_master();
+            self.session = SyncSession::new(cfg, session_id());
+            self.session.set_master(master);
+            self.peer_alive = false;
+            info!(
+                session = self.session.id(),
+                "HA sync: new layout, new session"
+            );
+        }
+    }
+
+    fn session_config(&self) -> SyncConfig {
+        self.session.config().clone()
+    }
+
+    /// Master: the workers' changes into the mirror and the session.
+    fn collect(&mut self, now_s: u32, master: bool) {
+        let lost = self.lost.load(Ordering::Relaxed);
+        if lost != self.lost_seen {
+            self.counters.changes_lost_by_workers += lost - self.lost_seen;
+            self.lost_seen = lost;
+            if master {
+                // The peer's copy misses something; the mirror may too, but it is what we
+                // have: entries it lacks come back with their clients' next refresh.
+                self.session.push_bulk();
+            }
+        }
+        while let Ok(c) = self.from_workers.try_recv() {
+            self.counters.changes_from_workers += 1;
+            if !master {
+                continue;
+            }
+            let change = match c.op {
+                ChangeOp::Upsert {
+                    gateway,
+                    confirmed,
+                    expires_at,
+                } => {
+                    let m = Mirrored {
+                        gateway,
+                        confirmed,
+                        expires_at,
+                        generation: self.generation,
+                    };
+                    self.mirror.insert(c.key, m);
+                    Change::Upsert(entry(&c.key, &m, now_s))
+                }
+                ChangeOp::Delete => {
+                    self.mirror.remove(&c.key);
+                    Change::Delete {
+                        client: c.key.client_ip(),
+                        service: c.key.service,
+                    }
+                }
+            };
+            self.session.push(change);
+        }
+    }
+
+    fn receive(&mut self, now: Instant, now_s: u32, master: bool) {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            self.counters.datagrams_in += 1;
+            if from.ip() != self.peer.ip() {
+                self.counters.datagrams_from_strangers += 1;
+                continue;
+            }
+            let Ok(r) = self.session.receive(now, &buf[..n]) else {
+                continue;
+            };
+            // A master's table is its own; what a peer that also calls itself master sends
+            // in a brief overlap is not applied.
+            if master {
+                continue;
+            }
+            match r {
+                Received::Changes(changes) => {
+                    for c in changes {
+                        self.apply(c, now_s);
+                    }
+                }
+                Received::BulkStarted => self.generation += 1,
+                Received::BulkEnded { entries } => {
+                    let g = self.generation;
+                    let stale: Vec<AffinityKey> = self
+                        .mirror
+                        .iter()
+                        .filter(|(_, m)| m.generation < g)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in &stale {
+                        self.mirror.remove(k);
+                        self.queue_for_owner(AffinityChange {
+                            key: *k,
+                            op: ChangeOp::Delete,
+                        });
+                    }
+                    self.counters.stale_removed += stale.len() as u64;
+                    info!(
+                        entries,
+                        stale = stale.len(),
+                        "HA sync: the master's table received"
+                    );
+                }
+                Received::Heartbeat | Received::BulkAborted | Received::ResyncRequested => {}
+            }
+        }
+    }
+
+    /// Backup: one of the master's changes, into the mirror and to the owning worker.
+    fn apply(&mut self, c: Change, now_s: u32) {
+        let change = match c {
+            Change::Upsert(e) => {
+                let key = AffinityKey::new(e.client, e.service);
+                let expires_at = synced_expiry(now_s.saturating_add(e.expires_in_s));
+                self.mirror.insert(
+                    key,
+                    Mirrored {
+                        gateway: e.gateway,
+                        confirmed: e.confirmed,
+                        expires_at,
+                        generation: self.generation,
+                    },
+                );
+                AffinityChange {
+                    key,
+                    op: ChangeOp::Upsert {
+                        gateway: e.gateway,
+                        confirmed: e.confirmed,
+                        expires_at,
+                    },
+                }
+            }
+            Change::Delete { client, service } => {
+                let key = AffinityKey::new(client, service);
+                self.mirror.remove(&key);
+                AffinityChange {
+                    key,
+                    op: ChangeOp::Delete,
+                }
+            }
+        };
+        self.queue_for_owner(change);
+    }
+
+    fn queue_for_owner(&mut self, c: AffinityChange) {
+        let client = c.key.client_ip();
+        let owner = match client {
+            IpAddr::V4(a) => self.steering.owner_of_client(&a.octets()),
+            IpAddr::V6(a) => self.steering.owner_of_client(&a.octets()),
+        };
+        if let Some(b) = self.backlog.get_mut(usize::from(owner)) {
+            b.push_back(c);
+        }
+    }
+
+    /// Hands the backlog to the workers as far as their queues take it.
+    fn feed_workers(&mut self) {
+        for (tx, backlog) in self.to_workers.iter().zip(&mut self.backlog) {
+            while let Some(c) = backlog.pop_front() {
+                match tx.try_send(c) {
+                    Ok(()) => self.counters.changes_to_workers += 1,
+                    Err(TrySendError::Full(c)) => {
+                        backlog.push_front(c);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => break,
+                }
+            }
+        }
+    }
+
+    /// `show sync`.
+    pub fn status(&self, now: Instant) -> Value {
+        let s = &self.session;
+        json!({
+            "peer": self.peer,
+            "session": s.id(),
+            "master": s.is_master(),
+            "peer_session": s.peer_id(),
+            "peer_alive": s.peer_alive(now),
+            "peer_is_master": s.peer_is_master(),
+            "synced": s.synced(),
+            "bulk_in_progress": s.bulk_in_progress(),
+            "lag": s.lag(),
+            "entries": self.mirror.len(),
+            "backlog_to_workers": self.backlog.iter().map(VecDeque::len).sum::<usize>(),
+            "uptime_s": now.saturating_duration_since(self.started).as_secs(),
+            "session_counters": s.counters(),
+            "counters": self.counters,
+        })
+    }
+
+    /// For Prometheus: (peer alive, synced, lag, session counters, pair counters, entries).
+    pub fn metrics(
+        &self,
+        now: Instant,
+    ) -> (
+        bool,
+        bool,
+        u64,
+        crate::sync::SyncCounters,
+        PairCounters,
+        usize,
+    ) {
+        let s = &self.session;
+        (
+            s.peer_alive(now),
+            s.synced(),
+            s.lag(),
+            s.counters(),
+            self.counters,
+            self.mirror.len(),
+        )
+    }
+}
+
+/// The sync entry for a mirrored one.
+fn entry(k: &AffinityKey, m: &Mirrored, now_s: u32) -> Entry {
+    Entry {
+        client: k.client_ip(),
+        service: k.service,
+        gateway: m.gateway,
+        confirmed: m.confirmed,
+        expires_in_s: m.expires_at.saturating_sub(now_s),
+    }
+}
+
+/// The layout fingerprint of a spec: its services' and gateways' names in order.
+fn layout(spec: &ApplianceSpec) -> u64 {
+    layout_fingerprint(spec.services.iter().map(|s| {
+        (
+            s.name.as_str(),
+            s.gateways
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>(),
+        )
+    }))
+}
+
+/// A session id that differs across restarts (the peer treats a new id as a restart).
+fn session_id() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() as u32).max(1)
+}
