@@ -30,6 +30,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tomllib
 
 CLIENT_MAC = bytes.fromhex("020000000101")  # the appliance's client port (LAB.md)
 
@@ -43,7 +44,7 @@ def _csum(data):
     return ~s & 0xFFFF
 
 
-def _udp_frame(src, dst, sport, dport, payload):
+def _udp_frame(src, dst, sport, dport, payload, to_mac=CLIENT_MAC):
     s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     ulen = 8 + len(payload)
     if s.version == 4:
@@ -58,7 +59,7 @@ def _udp_frame(src, dst, sport, dport, payload):
     else:
         ip = struct.pack("!IHBB16s16s", 6 << 28, ulen, 17, 64, s.packed, d.packed) + udp
         ethertype = 0x86DD
-    return CLIENT_MAC + bytes.fromhex("02000000c0fe") + struct.pack("!H", ethertype) + ip
+    return to_mac + bytes.fromhex("02000000c0fe") + struct.pack("!H", ethertype) + ip
 
 
 def cmd_oracle(a):
@@ -76,12 +77,18 @@ def cmd_oracle(a):
     vips = re.search(r"^vip = \[([^\]]*)\]", text, re.M).group(1)
     vips = [ipaddress.ip_address(v.strip().strip('"')) for v in vips.split(",")]
     vip = {v.version: str(v) for v in vips}
+    # To the client port's MAC of this configuration (each appliance of a pair has its own).
+    to_mac = CLIENT_MAC
+    for port in tomllib.loads(text).get("port", []):
+        if port.get("role") == "client":
+            to_mac = bytes.fromhex(port["mac"].replace(":", ""))
+            break
     pcap = os.path.join(a.work, "oracle.pcap")
     with open(pcap, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         for addr in a.addrs:
             v = ipaddress.ip_address(addr).version
-            fr = _udp_frame(addr, vip[v], 500, 500, bytes(28))
+            fr = _udp_frame(addr, vip[v], 500, 500, bytes(28), to_mac)
             f.write(struct.pack("<IIII", 1000, 0, len(fr), len(fr)) + fr)
     out = os.path.join(a.work, "replay-out")
     shutil.rmtree(out, ignore_errors=True)

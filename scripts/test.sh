@@ -4,7 +4,8 @@
 # of every parser, the classifier and the whole pipeline, the demo end to end, and the daemon
 # live in the namespace lab (root): forwarding, then the exception path and health checks against
 # real charon, openssl s_server and TCP servers, then the end-to-end acceptance suite (strongSwan,
-# ocserv/openconnect, a NAT; a gateway killed, a gateway drained).
+# ocserv/openconnect, a NAT; a gateway killed, a gateway drained), then the HA pair (a master
+# killed: takeover time, tunnels kept by the synced affinity table).
 #
 #   FUZZ_SECONDS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
 set -euo pipefail
@@ -62,3 +63,6 @@ scripts/health-test.sh
 
 step "lab: end to end with strongSwan, ocserv/openconnect and a NAT (acceptance)"
 scripts/e2e.sh
+
+step "lab: HA pair, 20 strongSwan tunnels, the master killed and back (takeover, affinity sync)"
+scripts/pair-test.sh
