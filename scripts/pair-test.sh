@@ -18,6 +18,10 @@
 #    noticed.
 # 3. A comes back: it starts as backup, pulls B's table (show sync: synced), preempts, and no client
 #    changes gateway: every tunnel still on the same IKE_SA, pinging, on its first gateway.
+# Bad input between 1 and 2: a captured sync message of A's sent again to B (replayed), with a
+# changed sequence number (forged: the tag fails) and cut short; VRRPv3 adverts with priority 254
+# from a client, each broken one way (checksum, TTL, VRID, version, address list). Each is counted
+# under its reason on B (sync) and on both (VRRP), and no state changes.
 # Prints the measurements and `pair-test: OK`, or the misses with both daemons' counters and logs;
 # everything is torn down on exit, failure included. Bounded: PAIR_LIMIT_S (300 s).
 set -euo pipefail
@@ -351,6 +355,44 @@ print(f"pair: A has {len(a)} affinity entries, B {len(b)}; B synced={sync['synce
 if missing or not sync["peer_alive"]:
     print("missing or different on B:", missing)
     sys.exit(1)
+EOF
+
+# --- bad input: replayed, forged and truncated sync messages; broken VRRP adverts ---------------
+ctl_a show vrrp >"$OUT/bad-vrrp-a0.json"
+ctl_b show vrrp >"$OUT/bad-vrrp-b0.json"
+ctl_b show sync >"$OUT/bad-sync-b0.json"
+timeout 5 ip netns exec vlb-bsw tcpdump -i br0 -n -c 3 -w "$OUT/sync.pcap" \
+  'udp port 7450 and src host 198.19.0.2' >/dev/null 2>&1 || miss "no sync datagram from A captured"
+ip netns exec vlb-gw1 /usr/bin/python3 scripts/pair-inject.py sync "$OUT/sync.pcap" eth0 \
+  || miss "pair-inject sync failed"
+read -r -a vrrp_addrs < <(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["routers"][0]["addresses"]))' "$OUT/bad-vrrp-a0.json")
+ip netns exec "vlb-c$N" /usr/bin/python3 scripts/pair-inject.py vrrp eth0 "198.18.0.$((10 + N))" 51 "${vrrp_addrs[@]}" \
+  || miss "pair-inject vrrp failed"
+sleep 0.5
+ctl_a show vrrp >"$OUT/bad-vrrp-a1.json"
+ctl_b show vrrp >"$OUT/bad-vrrp-b1.json"
+ctl_b show sync >"$OUT/bad-sync-b1.json"
+python3 - "$OUT" <<'EOF' || miss "bad input was not dropped and counted, or changed state"
+import json, sys
+d = sys.argv[1]
+ld = lambda n: json.load(open(f"{d}/{n}.json"))
+bad = []
+s0, s1 = ld("bad-sync-b0")["session_counters"]["rejects"], ld("bad-sync-b1")["session_counters"]["rejects"]
+for k in ("replayed", "bad_tag", "truncated"):
+    if s1[k] - s0[k] < 1:
+        bad.append(f"B's sync rejects.{k} {s0[k]} -> {s1[k]}")
+for who in ("a", "b"):
+    v0, v1 = ld(f"bad-vrrp-{who}0"), ld(f"bad-vrrp-{who}1")
+    for k in ("bad_checksum", "bad_ttl", "wrong_vrid", "bad_version", "address_mismatch"):
+        if v1["errors"][k] - v0["errors"][k] < 1:
+            bad.append(f"{who.upper()}'s vrrp errors.{k} {v0['errors'][k]} -> {v1['errors'][k]}")
+    for k in ("state", "transitions", "master"):
+        if v0[k] != v1[k]:
+            bad.append(f"{who.upper()}'s vrrp {k} changed: {v0[k]} -> {v1[k]}")
+if ld("bad-sync-b1")["synced"] is not True:
+    bad.append("B lost its synced state")
+print("pair: bad input:", "; ".join(bad) if bad else "replayed, forged and truncated sync messages and 5 broken adverts (priority 254) dropped and counted; no state changed")
+sys.exit(1 if bad else 0)
 EOF
 
 # --- item 2: SIGKILL the master -----------------------------------------------------------------------

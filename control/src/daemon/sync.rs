@@ -220,7 +220,8 @@ impl PairSync {
         let alive = self.session.peer_alive(now);
         if self.peer_alive && !alive {
             self.counters.peer_deaths += 1;
-            self.peer_died = !master;
+            // Only a dead master is worth a takeover; a backup's silence changes nothing.
+            self.peer_died = !master && self.session.peer_is_master() == Some(true);
             warn!(peer = %self.peer, "HA peer silent: heartbeat lost");
         }
         self.peer_alive = alive;
