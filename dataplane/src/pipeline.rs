@@ -1073,15 +1073,16 @@ fn plan_arp(snap: &Snapshot, interface: u16, at: usize, payload: &[u8]) -> Plan 
         Err(e) => return Plan::Drop(wire_drop(e)),
     };
     let target = IpAddr::V4(arp.target_ip());
-    if arp.operation() == ARP_REQUEST && snap.local(target) == Some(LocalKind::Standby) {
+    let gratuitous = arp.operation() == ARP_REQUEST && arp.sender_ip() == arp.target_ip();
+    if arp.operation() == ARP_REPLY || gratuitous {
+        // Replies and gratuitous ARP feed the control plane's neighbor cache; an announcement
+        // is never answered, not even for an address of ours (a VRRP peer taking a VIP over
+        // announces it while we may still hold it).
+        Plan::ToControl
+    } else if arp.operation() == ARP_REQUEST && snap.local(target) == Some(LocalKind::Standby) {
         Plan::Drop(DropReason::NotMaster)
     } else if arp.operation() == ARP_REQUEST && answers_for(snap, interface, target).is_some() {
         Plan::ArpReply { interface, l3: at }
-    } else if arp.operation() == ARP_REPLY
-        || (arp.operation() == ARP_REQUEST && arp.sender_ip() == arp.target_ip())
-    {
-        // Replies and gratuitous ARP feed the control plane's neighbor cache.
-        Plan::ToControl
     } else {
         Plan::Drop(DropReason::ArpUnhandled)
     }

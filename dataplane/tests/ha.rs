@@ -168,3 +168,22 @@ fn client_ike4_l2(l2: L2, client: Ipv4Addr) -> Vec<u8> {
     };
     craft::ipv4(&l2, client, lab::VIP_V4, &Default::default(), &l4)
 }
+
+#[test]
+fn an_announcement_is_never_answered_even_for_an_address_we_hold() {
+    // A VRRP peer that takes the VIPs over announces them (gratuitous ARP) while we may still be
+    // master for a burst: the announcement goes to the control plane, it gets no reply.
+    let mut w = worker(pair_spec(true));
+    let peer_mac = EthernetAddress([0x02, 0, 0, 0, 0x01, 0x03]);
+    let l2 = L2::new(peer_mac, EthernetAddress::BROADCAST);
+    for held in [lab::VIP_V4, FLOATING] {
+        let port = if held == FLOATING { 1 } else { 0 };
+        let announce = arp_request(l2, peer_mac, held, held);
+        assert_eq!(run(&mut w, port, &announce).0, Verdict::ToControl, "{held}");
+    }
+    // A request from the same peer for the VIP is still answered.
+    assert_eq!(
+        arp_answer(&mut w, 0, l2, Ipv4Addr::new(198, 18, 0, 3), lab::VIP_V4),
+        Ok(VMAC4)
+    );
+}
