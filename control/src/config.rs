@@ -1165,6 +1165,18 @@ impl Validator<'_> {
             }
             floating.push((i as u16, a));
         }
+        // RFC 5798 §5.2.9: an IPv6 virtual router's first address is its link-local one. Every
+        // interface with IPv6 virtual addresses gets the one of the virtual MAC, which floats
+        // like the rest (answered by the master only).
+        let link_local = IpAddr::V6(dataplane::wire::vrrp::virtual_link_local(h.vrid));
+        let has_vip6 = spec.services.iter().any(|s| s.vip6.is_some());
+        for (i, itf) in spec.interfaces.iter().enumerate() {
+            let i = i as u16;
+            let floats6 = floating.iter().any(|(f, a)| *f == i && a.is_ipv6());
+            if floats6 || (itf.role == Role::Client && has_vip6) {
+                floating.push((i, link_local));
+            }
+        }
         let peer = h
             .peer
             .as_deref()
@@ -1831,7 +1843,11 @@ mod tests {
         assert_eq!(h.advert_interval, std::time::Duration::from_millis(100));
         assert_eq!(h.peer, Some("198.19.0.3".parse().unwrap()));
         assert_eq!(h.heartbeat, std::time::Duration::from_millis(20));
-        assert_eq!(c.spec.ha.as_ref().unwrap().floating.len(), 4);
+        // The four configured, and the IPv6 routers' link-local address on both interfaces.
+        let floating = &c.spec.ha.as_ref().unwrap().floating;
+        assert_eq!(floating.len(), 6);
+        let ll: IpAddr = "fe80::200:5eff:fe00:233".parse().unwrap();
+        assert_eq!(floating.iter().filter(|(_, a)| *a == ll).count(), 2);
         let bad = |from: &str, to: &str| {
             assert!(text.contains(from), "{from}");
             load_config_str(&text.replacen(from, to, 1), "p.toml").unwrap_err()

@@ -9,7 +9,7 @@
 //! keepalived with a `vrrp_sync_group`) converges the same way, and the client-side VIPs and
 //! the backend-side floating address never part.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use dataplane::craft::{self, Ipv4Opts, L2, L4};
@@ -55,6 +55,8 @@ pub struct Ha {
     machine: Vrrp,
     counters: HaCounters,
     since: Instant,
+    /// When the last valid advert arrived (the leader's router).
+    last_advert: Option<Instant>,
 }
 
 impl Ha {
@@ -87,9 +89,11 @@ impl Ha {
                 if addresses.is_empty() {
                     continue;
                 }
+                // RFC 5798 §5.2.9: an IPv6 router's first address is its link-local one.
+                addresses.sort_by_key(|a| !matches!(a, IpAddr::V6(v) if v.is_unicast_link_local()));
                 // RFC 5798 §5.1.2.1: IPv6 adverts come from the link-local address.
                 let primary = if v6 {
-                    Some(IpAddr::V6(link_local(port.mac)))
+                    Some(IpAddr::V6(wire::link_local(port.mac)))
                 } else {
                     itf.addresses.iter().map(|c| c.addr).find(IpAddr::is_ipv4)
                 };
@@ -133,6 +137,7 @@ impl Ha {
             machine,
             counters: HaCounters::default(),
             since: Instant::now(),
+            last_advert: None,
         })
     }
 
@@ -158,9 +163,17 @@ impl Ha {
         self.apply(ctl, actions);
     }
 
-    /// The peer's heartbeat stopped: take over now if backup (VRRP's own timer is slower).
+    /// The master's heartbeat stopped: a backup takes over as soon as the master's adverts
+    /// are late too (1.5 of its intervals), well before VRRP's own 3 intervals + skew. Both
+    /// signals together: a master whose control thread was only descheduled for a while (a
+    /// loaded machine) misses heartbeats sooner than adverts, and must not lose the VIPs.
+    /// Called on every round while the heartbeat is missing.
     pub fn peer_dead(&mut self, ctl: &mut Control, now: Instant) {
-        if self.machine.state() == State::Backup {
+        let late = self.machine.master_adver_interval().mul_f32(1.5);
+        let adverts_late = self
+            .last_advert
+            .is_none_or(|t| now.saturating_duration_since(t) >= late);
+        if self.machine.state() == State::Backup && adverts_late {
             self.counters.peer_dead_takeovers += 1;
             warn!("peer heartbeat lost: taking over before VRRP's master-down timer");
             let actions = self.machine.peer_dead(now);
@@ -201,6 +214,7 @@ impl Ha {
             match self.machine.receive(now, f.ttl, f.src, f.dst, &f.vrrp) {
                 Ok(actions) => {
                     self.routers[0].adverts_in += 1;
+                    self.last_advert = Some(now);
                     self.apply(ctl, actions);
                 }
                 Err(e) => {
@@ -344,31 +358,17 @@ fn multicast_mac(group: IpAddr) -> EthernetAddress {
     }
 }
 
-/// The EUI-64 link-local address of `mac` (RFC 4291 appendix A), as the kernel would give it.
-fn link_local(mac: EthernetAddress) -> Ipv6Addr {
-    let m = mac.0;
-    Ipv6Addr::new(
-        0xfe80,
-        0,
-        0,
-        0,
-        u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
-        u16::from_be_bytes([m[2], 0xff]),
-        u16::from_be_bytes([0xfe, m[3]]),
-        u16::from_be_bytes([m[4], m[5]]),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     #[test]
     fn link_local_is_the_kernels_eui64() {
         // The lab's backend port: the kernel gave its TAP fe80::ff:fe00:201.
         let mac = EthernetAddress([0x02, 0, 0, 0, 0x02, 0x01]);
         assert_eq!(
-            link_local(mac),
+            wire::link_local(mac),
             "fe80::ff:fe00:201".parse::<Ipv6Addr>().unwrap()
         );
     }

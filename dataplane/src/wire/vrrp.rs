@@ -102,6 +102,29 @@ pub fn virtual_mac(vrid: u8, v6: bool) -> EthernetAddress {
     EthernetAddress([0x00, 0x00, 0x5e, 0x00, if v6 { 0x02 } else { 0x01 }, vrid])
 }
 
+/// The EUI-64 link-local address of `mac` (RFC 4291 appendix A), as the kernel gives an
+/// interface with that MAC.
+pub fn link_local(mac: EthernetAddress) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]]),
+    )
+}
+
+/// The IPv6 virtual router's link-local address, the first address of its adverts (RFC 5798
+/// §5.2.9): the link-local address of its virtual MAC, so both appliances of a pair (and a
+/// keepalived configured with it) advertise the same list. `fe80::200:5eff:fe00:233` for VRID 51.
+pub fn virtual_link_local(vrid: u8) -> Ipv6Addr {
+    link_local(virtual_mac(vrid, true))
+}
+
 /// A read/write view of a VRRPv3 message.
 ///
 /// A checked view holds exactly the fixed header and `count` addresses: keepalived drops
