@@ -499,7 +499,7 @@ pub fn run(
             if let Some(s) = &mut pair_sync {
                 let now = Instant::now();
                 s.poll(now, h.is_master());
-                if s.take_peer_death() {
+                if s.master_silent_since().is_some() {
                     h.peer_dead(&mut ctl, now);
                 }
                 h.hold_preemption(s.hold_preemption());

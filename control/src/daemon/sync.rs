@@ -110,7 +110,8 @@ pub struct PairSync {
     steering: Steering,
     clock: Clock,
     peer_alive: bool,
-    peer_died: bool,
+    /// Since when the peer, last seen as master, has been silent (`None` while it talks).
+    master_silent_since: Option<Instant>,
     last_sweep: u32,
     counters: PairCounters,
     started: Instant,
@@ -176,7 +177,7 @@ impl PairSync {
             steering: Steering::new(workers.max(1) as u16),
             clock,
             peer_alive: false,
-            peer_died: false,
+            master_silent_since: None,
             last_sweep: 0,
             counters: PairCounters::default(),
             started: Instant::now(),
@@ -221,15 +222,19 @@ impl PairSync {
         if self.peer_alive && !alive {
             self.counters.peer_deaths += 1;
             // Only a dead master is worth a takeover; a backup's silence changes nothing.
-            self.peer_died = !master && self.session.peer_is_master() == Some(true);
+            if self.session.peer_is_master() == Some(true) {
+                self.master_silent_since = Some(now);
+            }
             warn!(peer = %self.peer, "HA peer silent: heartbeat lost");
+        } else if alive {
+            self.master_silent_since = None;
         }
         self.peer_alive = alive;
     }
 
-    /// Whether the peer's heartbeat just stopped while we were backup (once per death).
-    pub fn take_peer_death(&mut self) -> bool {
-        std::mem::take(&mut self.peer_died)
+    /// Since when the master's heartbeat has been missing, while it still is.
+    pub fn master_silent_since(&self) -> Option<Instant> {
+        self.master_silent_since
     }
 
     /// Whether a backup should hold its preemption: the peer is alive and we do not have its
