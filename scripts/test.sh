@@ -5,7 +5,7 @@
 # live in the namespace lab (root): forwarding, then the exception path and health checks against
 # real charon, openssl s_server and TCP servers, then the end-to-end acceptance suite (strongSwan,
 # ocserv/openconnect, a NAT; a gateway killed, a gateway drained), then the HA pair (a master
-# killed: takeover time, tunnels kept by the synced affinity table).
+# killed: takeover time, tunnels kept by the synced affinity table) and VRRP with keepalived.
 #
 #   FUZZ_SECONDS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
 set -euo pipefail
@@ -66,3 +66,6 @@ scripts/e2e.sh
 
 step "lab: HA pair, 20 strongSwan tunnels, the master killed and back (takeover, affinity sync)"
 scripts/pair-test.sh
+
+step "lab: VRRPv3 with keepalived as the HA peer, both ways round (takeover, preemption, ARP)"
+scripts/vrrp-interop-test.sh
