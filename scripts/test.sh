@@ -61,6 +61,12 @@ scripts/lab-test.sh
 step "lab: exception path and gateway health checks with charon, openssl s_server, TCP"
 scripts/health-test.sh
 
+step "benchmark harness smoke run (numbers produced; no benchmark is a test)"
+out=$(scripts/bench.sh --smoke --out out/bench-smoke)
+echo "$out"
+grep -Eq '^ratio vpnlbd/testpmd-io: [0-9]+\.[0-9]{2}$' <<<"$(tail -n 1 <<<"$out")" \
+  || { echo "test.sh: the benchmark smoke run printed no ratio" >&2; exit 1; }
+
 step "lab: end to end with strongSwan, ocserv/openconnect and a NAT (acceptance)"
 scripts/e2e.sh
 

@@ -2,6 +2,9 @@
 //!
 //! [`lab`] generates the lab's reference captures (`vpnlb-capgen`): realistic IKEv2/ESP and
 //! TLS/DTLS VPN traffic as the appliance's two ports see it, for replay tests and benchmarks.
+//! [`bench`] writes the benchmark harness's captures (`vpnlb-benchgen`, `scripts/bench.sh`).
+
+pub mod bench;
 
 pub mod lab {
     //! The lab capture generator.

@@ -112,6 +112,8 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
             let (confirmed, unconfirmed) = workers
                 .iter()
                 .fold((0, 0), |(a, b), w| (a + w.confirmed, b + w.unconfirmed));
+            let capacity: usize = workers.iter().map(|w| w.affinity_capacity).sum();
+            let bytes: usize = workers.iter().map(|w| w.affinity_bytes).sum();
             Reply::Ok(json!({
                 "counters": c,
                 "io": io,
@@ -123,7 +125,15 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
                     "p99_9": us(hist.value_at_quantile(0.999)),
                     "max": us(hist.max()),
                 },
-                "affinity_occupancy": {"confirmed": confirmed, "unconfirmed": unconfirmed},
+                "affinity_occupancy": {
+                    "confirmed": confirmed,
+                    "unconfirmed": unconfirmed,
+                    "capacity": capacity,
+                    "bytes": bytes,
+                    "bytes_per_entry": if capacity == 0 { 0.0 } else {
+                        (bytes as f64 / capacity as f64 * 10.0).round() / 10.0
+                    },
+                },
                 "neighbors": ctx.ctl.neighbor_counters(),
                 "control": ctx.ctl.counters(),
                 "exception": ctx.ctl.exception_counters(),

@@ -163,13 +163,13 @@ impl Ha {
         self.apply(ctl, actions);
     }
 
-    /// The master's heartbeat stopped: a backup takes over as soon as the master's adverts
-    /// are late too (1.5 of its intervals), well before VRRP's own 3 intervals + skew. Both
-    /// signals together: a master whose control thread was only descheduled for a while (a
-    /// loaded machine) misses heartbeats sooner than adverts, and must not lose the VIPs.
-    /// Called on every round while the heartbeat is missing.
+    /// The master's heartbeat stopped: a backup takes over as soon as the master has missed
+    /// an advert too (2 of its intervals without one), well before VRRP's own 3 intervals +
+    /// skew. Both signals together: a master whose control thread was only descheduled for a
+    /// while (a loaded machine) misses heartbeats sooner than adverts, and must not lose the
+    /// VIPs. Called on every round while the heartbeat is missing.
     pub fn peer_dead(&mut self, ctl: &mut Control, now: Instant) {
-        let late = self.machine.master_adver_interval().mul_f32(1.5);
+        let late = self.machine.master_adver_interval() * 2;
         let adverts_late = self
             .last_advert
             .is_none_or(|t| now.saturating_duration_since(t) >= late);

@@ -84,6 +84,9 @@ pub struct WorkerReport {
     /// Confirmed and unconfirmed entries of the shard.
     pub confirmed: usize,
     pub unconfirmed: usize,
+    /// The shard's capacity (entries) and the memory it holds, allocated at start.
+    pub affinity_capacity: usize,
+    pub affinity_bytes: usize,
     /// Processing time of every burst since start (TSC cycles).
     #[serde(skip)]
     pub burst_cycles: Histogram<u64>,
@@ -99,6 +102,8 @@ impl Default for WorkerReport {
             active_clients: Vec::new(),
             confirmed: 0,
             unconfirmed: 0,
+            affinity_capacity: 0,
+            affinity_bytes: 0,
             burst_cycles: burst_histogram(),
         }
     }
@@ -497,6 +502,8 @@ fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &Io) {
     r.io = io.counters;
     r.confirmed = worker.affinity().confirmed_len();
     r.unconfirmed = worker.affinity().unconfirmed_len();
+    r.affinity_capacity = worker.affinity().capacity();
+    r.affinity_bytes = worker.affinity().memory_bytes();
     // Same bounds on both sides: copying never allocates.
     r.burst_cycles.reset();
     let _ = r.burst_cycles.add(&io.burst_cycles);
