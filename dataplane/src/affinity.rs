@@ -474,15 +474,40 @@ impl AffinityShard {
     /// Like [`Self::new`], but reports an allocation failure instead of aborting, so a bad
     /// configuration can be refused cleanly.
     pub fn try_new(capacity: usize, max_unconfirmed: usize) -> Result<Self, TryReserveError> {
+        Self::try_new_advised(capacity, max_unconfirmed, &mut |_, _| {})
+    }
+
+    /// [`try_new`](Self::try_new), handing each array's memory to `advise(address, bytes)`
+    /// after it is reserved and before it is first written, so the caller can ask the kernel
+    /// for huge pages (a table of millions of entries is looked up at random: with 4 KB pages
+    /// nearly every lookup also misses the TLB).
+    pub fn try_new_advised(
+        capacity: usize,
+        max_unconfirmed: usize,
+        advise: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, TryReserveError> {
         let capacity = capacity.min(Self::MAX_CAPACITY);
         let nbuckets = Self::buckets_for(capacity);
+        let mut advise_spare = |addr: usize, bytes: usize| {
+            if bytes > 0 {
+                advise(addr, bytes);
+            }
+        };
 
         let mut entries = Vec::new();
         entries.try_reserve_exact(capacity)?;
+        advise_spare(
+            entries.spare_capacity_mut().as_ptr() as usize,
+            capacity * core::mem::size_of::<Entry>(),
+        );
         entries.resize(capacity, EMPTY_ENTRY);
 
         let mut links = Vec::new();
         links.try_reserve_exact(capacity)?;
+        advise_spare(
+            links.spare_capacity_mut().as_ptr() as usize,
+            capacity * core::mem::size_of::<Link>(),
+        );
         // Every slot starts on the free list, in slot order; `capacity <= 2^31` fits `u32`.
         links.extend((1..=capacity).map(|next| Link {
             prev: NIL,
@@ -491,6 +516,10 @@ impl AffinityShard {
 
         let mut buckets = Vec::new();
         buckets.try_reserve_exact(nbuckets)?;
+        advise_spare(
+            buckets.spare_capacity_mut().as_ptr() as usize,
+            nbuckets * core::mem::size_of::<Bucket>(),
+        );
         buckets.resize(nbuckets, EMPTY_BUCKET);
 
         Ok(Self {

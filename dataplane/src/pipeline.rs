@@ -230,10 +230,20 @@ impl MissRing {
 impl Worker {
     /// Creates a worker; its affinity shard is allocated now, at full capacity.
     pub fn new(snap: Arc<Snapshot>) -> Worker {
+        Self::new_advised(snap, &mut |_, _| {})
+    }
+
+    /// [`new`](Self::new), handing the affinity shard's memory to `advise(address, bytes)`
+    /// before it is first written (see [`AffinityShard::try_new_advised`]).
+    pub fn new_advised(snap: Arc<Snapshot>, advise: &mut dyn FnMut(usize, usize)) -> Worker {
         let a = snap.spec.affinity;
+        let shard = match AffinityShard::try_new_advised(a.capacity, a.max_unconfirmed, advise) {
+            Ok(s) => s,
+            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<AffinityShard>()),
+        };
         let mut w = Worker {
             st: State {
-                shard: AffinityShard::new(a.capacity, a.max_unconfirmed),
+                shard,
                 services: Vec::new(),
                 counters: WorkerCounters::default(),
                 sni: SniStats::new(32),

@@ -22,6 +22,7 @@ mod eal;
 mod error;
 pub mod lcore;
 mod mbuf;
+pub mod memory;
 mod mempool;
 mod port;
 mod ring;

@@ -442,11 +442,15 @@ pub fn run(
                     }
                 };
                 // Allocated here, on the worker's core, so its memory is local to it.
-                let mut pipeline = Worker::new(snap);
+                // Huge pages for the shard: millions of entries looked up at random.
+                let mut huge = 0;
+                let mut pipeline = Worker::new_advised(snap, &mut |addr, bytes| {
+                    huge += usize::from(dpdk::memory::advise_huge_pages(addr, bytes));
+                });
                 if record_changes {
                     pipeline.record_changes(WORKER_CHANGE_LOG);
                 }
-                info!(worker = w, core, "worker running");
+                info!(worker = w, core, huge_page_regions = huge, "worker running");
                 worker::run(setup, pipeline);
             })
             .map_err(|e| DaemonError::Thread(format!("cannot start worker {w}: {e}")))?;
