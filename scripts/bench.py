@@ -259,6 +259,7 @@ def summary(values):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["full", "quick", "smoke"], default="full")
+    ap.add_argument("--markdown", metavar="RESULTS_JSON", help="print a results file as a table and exit")
     ap.add_argument("--only", help="comma-separated scenario names (full mode)")
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--testpmd", required=True)
@@ -273,6 +274,10 @@ def main():
     ap.add_argument("--start-timeout", type=float, default=60.0)
     ap.add_argument("--eal", default="", help="extra EAL arguments for both (e.g. -d DIR)")
     ap.add_argument("--hugepages", action="store_true", help="EAL memory from hugepages (--in-memory)")
+    if "--markdown" in sys.argv:
+        doc = json.load(open(sys.argv[sys.argv.index("--markdown") + 1]))
+        print(markdown(doc))
+        return
     a = ap.parse_args()
     a.vpnlbd = os.path.join(a.bin_dir, "vpnlbd")
     a.vpnlbctl = os.path.join(a.bin_dir, "vpnlbctl")
@@ -343,12 +348,38 @@ def main():
                            "duration_s": a.duration, "warmup_s": a.warmup, "results": results,
                            "not_run": NOT_RUN if a.mode == "full" and not a.only else []}, f, indent=1)
     print_table(results, a)
+    with open(os.path.join(a.out, "results.json")) as f:
+        md = markdown(json.load(f))
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write(md + "\n")
     head = results[0]
     print(f"ratio vpnlbd/testpmd-io: {head['ratio_io']:.2f}")
 
 
 def fmt(s):
     return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
+
+
+def markdown(doc):
+    """The results as the README's table."""
+    lines = [
+        "| scenario | clients | family | frame | testpmd io | testpmd macswap | vpnlbd | vpnlbd / io "
+        "| vpnlbd / macswap | burst p50 / p99 | entries | bytes/entry | RSS | new clients/s |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in doc["results"]:
+        v = r["vpnlbd"]
+        m = r["mpps"]
+        lines.append("| " + " | ".join(str(x) for x in (
+            r["scenario"], f"{r['clients']:,}".replace(",", " "), r["family"], r["size"],
+            fmt(m["testpmd-io"]), fmt(m["testpmd-macswap"]), fmt(m["vpnlbd"]),
+            f"{r['ratio_io']:.2f}", f"{r['ratio_macswap']:.2f}",
+            f"{v['latency_us']['p50']} / {v['latency_us']['p99']} µs", v["entries"],
+            v["bytes_per_entry"], f"{v['rss_mb']:.0f} MB",
+            f"{v['new_clients_per_s']:,.0f}".replace(",", " ") if r["mix"] == "new-clients" else "—")) + " |")
+    for name, why in doc.get("not_run", []):
+        lines.append(f"| {name} | not run here: {why} |" + " |" * 12)
+    return "\n".join(lines)
 
 
 def print_table(results, a):
