@@ -102,7 +102,7 @@ fi
 # The previous reservation is restored on exit.
 HUGE_FLAG=""
 if [ -z "${BENCH_NO_HUGE:-}" ]; then
-  case $MODE in smoke) want_pages=512 ;; *) want_pages=2560 ;; esac
+  case $MODE in smoke) want_pages=1024 ;; *) want_pages=2560 ;; esac
   mountpoint -q /dev/hugepages 2>/dev/null || { mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages 2>/dev/null; } || true
   prev_pages=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo 0)
   if [ "$prev_pages" -lt "$want_pages" ]; then
