@@ -41,6 +41,9 @@ use crate::ctlsock::ControlSocket;
 use crate::health::checker::{self, Checker};
 use worker::{Clock, IoCounters, PortQueues, WorkerReport, WorkerSetup};
 
+/// How long the control thread waits for the workers to start before VRRP begins.
+const WORKER_START_LIMIT: Duration = Duration::from_secs(60);
+
 /// Affinity changes a worker may record between two drains (one loop iteration: a few bursts
 /// per port); more are counted as lost and the peer gets the whole table again.
 const WORKER_CHANGE_LOG: usize = 4096;
@@ -367,6 +370,8 @@ pub fn run(
         .filter(|h| h.peer.is_some())
         .map(|_| sync::SyncChannels::new(n_workers));
     let worker_stop = Arc::new(AtomicBool::new(false));
+    // Workers that have allocated their shard and entered their loop.
+    let workers_running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut snapshot_senders = Vec::new();
     let mut query_senders = Vec::new();
     let mut reports = Vec::new();
@@ -427,6 +432,7 @@ pub fn run(
             }),
         };
         let record_changes = setup.sync.is_some();
+        let running = Arc::clone(&workers_running);
         let snap = Arc::clone(&first);
         let t = std::thread::Builder::new()
             .name(format!("vpnlb-w{w}"))
@@ -451,6 +457,7 @@ pub fn run(
                     pipeline.record_changes(WORKER_CHANGE_LOG);
                 }
                 info!(worker = w, core, huge_page_regions = huge, "worker running");
+                running.fetch_add(1, Ordering::Release);
                 worker::run(setup, pipeline);
             })
             .map_err(|e| DaemonError::Thread(format!("cannot start worker {w}: {e}")))?;
@@ -472,6 +479,20 @@ pub fn run(
     );
     if let Some(x) = exception {
         ctl.set_exception_path(x);
+    }
+    // VRRP only once every worker receives: a router that cannot hear its peer's adverts
+    // would take the VIPs after Master_Down_Interval (allocating a large shard takes longer).
+    if ha.is_some() {
+        let deadline = Instant::now() + WORKER_START_LIMIT;
+        while workers_running.load(Ordering::Acquire) < n_workers {
+            if Instant::now() >= deadline {
+                return Err(DaemonError::Thread(format!(
+                    "workers did not start within {} s",
+                    WORKER_START_LIMIT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     ctl.announce(&first);
     if let Some(h) = &mut ha {
@@ -506,7 +527,7 @@ pub fn run(
                 if s.master_silent_since().is_some() {
                     h.peer_dead(&mut ctl, now);
                 }
-                h.hold_preemption(s.hold_preemption());
+                h.hold_preemption(s.hold_preemption(now));
             }
         }
         if let Some(c) = &checker {

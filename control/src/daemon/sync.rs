@@ -37,6 +37,10 @@ use crate::sync::{layout_fingerprint, Change, Entry, Received, SyncConfig, SyncS
 pub const FROM_WORKERS: usize = 1 << 16;
 /// Changes the control thread may queue for one worker; the rest wait in a backlog.
 pub const TO_WORKER: usize = 1 << 14;
+/// How long after start a backup holds its preemption even before it hears the peer.
+const STARTUP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The longest a backup holds its preemption waiting for the master's table.
+pub const MAX_PREEMPT_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a change may wait for more to fill a message.
 const BATCH_DELAY_MS: u64 = 5;
 
@@ -237,10 +241,17 @@ impl PairSync {
         self.master_silent_since
     }
 
-    /// Whether a backup should hold its preemption: the peer is alive and we do not have its
-    /// table yet.
-    pub fn hold_preemption(&self) -> bool {
-        self.peer_alive && !self.session.synced()
+    /// Whether a backup should hold its preemption: it does not have the master's table yet,
+    /// and either the peer talks (its bulk is on the way) or this appliance has only just
+    /// started (the peer's first heartbeat may not have arrived: preempting then would take
+    /// the VIPs with an empty table). Never longer than [`MAX_PREEMPT_HOLD`]: a peer whose
+    /// table never comes (another layout, say) must not keep us from our role for ever.
+    pub fn hold_preemption(&self, now: Instant) -> bool {
+        if self.session.synced() {
+            return false;
+        }
+        let age = now.saturating_duration_since(self.started);
+        age < MAX_PREEMPT_HOLD && (self.peer_alive || age < STARTUP_GRACE)
     }
 
     /// Re-keys the mirror after a reload moved services or gateways (`map` as the workers'),
