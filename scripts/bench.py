@@ -78,6 +78,16 @@ class Run:
         return ["--no-huge", "--no-shconf", "-m", str(self.memory_mb())]
 
 
+def stop(p, timeout):
+    """SIGINT (both print their final statistics and close their ports), SIGKILL if it hangs."""
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def cores(args, workers):
     return [args.control_core] + [args.first_worker_core + i for i in range(workers)]
 
@@ -121,12 +131,7 @@ def run_testpmd(run, mode):
         raise RuntimeError(f"testpmd {mode} did not start:\n" + "".join(tail[-15:]))
     t_ready = time.monotonic()
     time.sleep(a.warmup + a.duration + 1.2)
-    p.send_signal(signal.SIGINT)
-    try:
-        p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    stop(p, 20)
     t.join(timeout=2)
     lo, hi = t_ready + a.warmup, t_ready + a.warmup + a.duration + 1.0
     pps = 0.0
@@ -226,12 +231,7 @@ def run_vpnlbd(run, work):
         t2, rx2, tx2, s2 = sample()
         rss = rss_kb(p.pid)
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop(p, 30)
         logf.close()
     c1, c2 = s1["counters"], s2["counters"]
     dt = t2 - t1

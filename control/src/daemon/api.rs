@@ -523,6 +523,13 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
         }
     };
     let one = |v: u64| vec![(String::new(), v)];
+    // A counter with a `direction` label: received, sent.
+    let in_out = |received: u64, sent: u64| {
+        vec![
+            ("{direction=\"in\"}".to_string(), received),
+            ("{direction=\"out\"}".to_string(), sent),
+        ]
+    };
     metric(
         "rx_packets_total",
         "Frames received by the workers.",
@@ -737,10 +744,7 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
             "vrrp_adverts_total",
             "VRRP adverts received (valid) and sent.",
             "counter",
-            &[
-                ("{direction=\"in\"}".to_string(), adverts_in),
-                ("{direction=\"out\"}".to_string(), adverts_out),
-            ],
+            &in_out(adverts_in, adverts_out),
         );
         metric(
             "vrrp_errors_total",
@@ -779,28 +783,19 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
             "sync_messages_total",
             "Sync messages sent and accepted.",
             "counter",
-            &[
-                ("{direction=\"in\"}".to_string(), sc.messages_in),
-                ("{direction=\"out\"}".to_string(), sc.messages_out),
-            ],
+            &in_out(sc.messages_in, sc.messages_out),
         );
         metric(
             "sync_entries_total",
             "Affinity changes carried by sync messages.",
             "counter",
-            &[
-                ("{direction=\"in\"}".to_string(), sc.entries_in),
-                ("{direction=\"out\"}".to_string(), sc.entries_out),
-            ],
+            &in_out(sc.entries_in, sc.entries_out),
         );
         metric(
             "sync_resyncs_total",
             "Bulk transfers of the whole table, sent and received.",
             "counter",
-            &[
-                ("{direction=\"in\"}".to_string(), sc.bulks_received),
-                ("{direction=\"out\"}".to_string(), sc.bulks_sent),
-            ],
+            &in_out(sc.bulks_received, sc.bulks_sent),
         );
         metric(
             "sync_rejected_total",

@@ -270,9 +270,12 @@ impl PairSync {
                 self.mirror.insert(AffinityKey { service, ..k }, m);
             }
         }
-        let mut cfg = self.session_config();
-        cfg.layout = layout(spec);
-        if cfg.layout != self.session_config().layout {
+        let new_layout = layout(spec);
+        if new_layout != self.session.config().layout {
+            let cfg = SyncConfig {
+                layout: new_layout,
+                ..self.session.config().clone()
+            };
             let master = self.session.is_master();
             self.session = SyncSession::new(cfg, session_id());
             self.session.set_master(master);
@@ -282,10 +285,6 @@ impl PairSync {
                 "HA sync: new layout, new session"
             );
         }
-    }
-
-    fn session_config(&self) -> SyncConfig {
-        self.session.config().clone()
     }
 
     /// Master: the workers' changes into the mirror and the session.
