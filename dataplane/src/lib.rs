@@ -16,6 +16,7 @@ pub mod model;
 pub mod nat;
 pub mod neighbor;
 pub mod pipeline;
+pub mod redirect;
 pub mod schedule;
 pub mod steer;
 pub mod wire;
