@@ -12,7 +12,7 @@ use std::path::Path;
 
 use dataplane::model::{
     AffinitySpec, ApplianceSpec, GatewaySpec, HaSpec, InterfaceSpec, IpCidr, Listeners,
-    NeighborSpec, PortSpec, Role, RouteSpec, ServiceSpec,
+    NeighborSpec, PortSpec, Role, RouteSpec, ServiceMode, ServiceSpec,
 };
 use dataplane::schedule::maglev::{is_prime, MAGLEV_DEFAULT_SIZE};
 use dataplane::schedule::{GatewayState, SchedulerKind};
@@ -56,6 +56,8 @@ struct File {
     exception: Option<ExceptionFile>,
     #[serde(default)]
     ha: Option<HaFile>,
+    #[serde(default)]
+    redirect: Option<RedirectFile>,
     #[serde(default)]
     affinity: Option<AffinityFile>,
     #[serde(default)]
@@ -236,6 +238,45 @@ pub struct HaSettings {
     pub dead_after: u32,
 }
 
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RedirectFile {
+    report_port: Option<u16>,
+    report_key: Option<String>,
+    report_max_age: Option<Duration>,
+    establish_time: Option<Duration>,
+    redirect_half_life: Option<Duration>,
+}
+
+/// Redirect mode's gateway loads (`[redirect]`): where the gateways report their tunnel
+/// counts, and how the appliance counts its own redirects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedirectSettings {
+    /// UDP port on the appliance's own addresses the load reports arrive at; `None`: no
+    /// reports, loads are the decaying redirect counts alone.
+    pub report_port: Option<u16>,
+    /// HMAC-SHA256 key of the reports.
+    pub report_key: Vec<u8>,
+    /// A gateway's last report counts this long after it arrived.
+    pub report_max_age: std::time::Duration,
+    /// Redirects sent this long before a report arrived are counted on top of it.
+    pub establish_time: std::time::Duration,
+    /// Without a fresh report, each redirect counts for its gateway with this half-life.
+    pub redirect_half_life: std::time::Duration,
+}
+
+impl Default for RedirectSettings {
+    fn default() -> Self {
+        RedirectSettings {
+            report_port: None,
+            report_key: Vec::new(),
+            report_max_age: std::time::Duration::from_secs(5),
+            establish_time: std::time::Duration::from_secs(2),
+            redirect_half_life: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
 /// What a health check sends (`type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CheckKind {
@@ -323,6 +364,7 @@ pub struct Config {
     /// One per service, in the services' order.
     pub health: Vec<ServiceHealth>,
     pub ha: Option<HaSettings>,
+    pub redirect: RedirectSettings,
 }
 
 #[derive(Deserialize, Debug)]
@@ -391,6 +433,8 @@ struct ServiceFile {
     #[serde(default)]
     ports: PortsFile,
     scheduler: Option<String>,
+    mode: Option<String>,
+    route_to_gateways: Option<bool>,
     persistence_timeout: Option<Duration>,
     unconfirmed_timeout: Option<Duration>,
     on_gateway_down: Option<String>,
@@ -476,6 +520,7 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let control = v.control(raw.control.take())?;
     let exception = v.exception(raw.exception.take())?;
     let ha_raw = raw.ha.take();
+    let redirect_raw = raw.redirect.take();
     let health_raw: Vec<_> = raw
         .service
         .iter_mut()
@@ -517,6 +562,13 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             }
         }
     }
+    let redirect = v.redirect(redirect_raw)?;
+    if redirect.report_port.is_some() && !exception.enabled {
+        return v.err(
+            "redirect.report_port",
+            "load reports need an [exception] section (they arrive at the appliance's own addresses)",
+        );
+    }
     let health = spec
         .services
         .iter()
@@ -530,6 +582,7 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
         exception,
         health,
         ha,
+        redirect,
     })
 }
 
@@ -752,6 +805,10 @@ impl Validator<'_> {
         let mut vips = HashSet::new();
         if raw.service.is_empty() {
             return self.err("service", "at least one service is required");
+        }
+        // Service ids are 15 bits in the affinity table (the 16th marks redirected clients).
+        if raw.service.len() > usize::from(!dataplane::affinity::DIRECT) {
+            return self.err("service", "at most 32767 services");
         }
         for (s, svc) in raw.service.iter().enumerate() {
             self.name(&format!("service[{s}]"), &svc.name, &mut names)?;
@@ -1216,6 +1273,46 @@ impl Validator<'_> {
         ))
     }
 
+    fn redirect(&self, r: Option<RedirectFile>) -> Result<RedirectSettings, ConfigError> {
+        let d = RedirectSettings::default();
+        let Some(r) = r else {
+            return Ok(d);
+        };
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let report_key = r.report_key.unwrap_or_default().into_bytes();
+        if r.report_port == Some(0) {
+            return self.err("redirect.report_port", "0 is not a port");
+        }
+        if r.report_port.is_some() && report_key.len() < 16 {
+            return self.err(
+                "redirect.report_key",
+                "at least 16 bytes are required with a report_port (it authenticates load reports)",
+            );
+        }
+        Ok(RedirectSettings {
+            report_port: r.report_port,
+            report_key,
+            report_max_age: self.millis(
+                "redirect.report_max_age",
+                r.report_max_age.as_ref(),
+                ms(d.report_max_age),
+                100..=3_600_000,
+            )?,
+            establish_time: self.millis(
+                "redirect.establish_time",
+                r.establish_time.as_ref(),
+                ms(d.establish_time),
+                0..=600_000,
+            )?,
+            redirect_half_life: self.millis(
+                "redirect.redirect_half_life",
+                r.redirect_half_life.as_ref(),
+                ms(d.redirect_half_life),
+                1000..=86_400_000,
+            )?,
+        })
+    }
+
     fn vid(&self, key: &str, vid: u16) -> Result<u16, ConfigError> {
         if (1..=4094).contains(&vid) {
             Ok(vid)
@@ -1310,6 +1407,29 @@ impl Validator<'_> {
                 )
             }
         };
+        let mode = match svc.mode.as_deref() {
+            None | Some("nat") => ServiceMode::Nat,
+            Some("redirect") => ServiceMode::Redirect,
+            Some(other) => {
+                return self.err(
+                    format!("{key}.mode"),
+                    format!("unknown mode `{other}` (nat, redirect)"),
+                )
+            }
+        };
+        if mode == ServiceMode::Redirect && listeners.ike.is_none() {
+            return self.err(
+                format!("{key}.mode"),
+                "redirect mode answers IKE_SA_INIT: the service needs the `ike` protocol",
+            );
+        }
+        let route_to_gateways = svc.route_to_gateways.unwrap_or(false);
+        if route_to_gateways && mode != ServiceMode::Redirect {
+            return self.err(
+                format!("{key}.route_to_gateways"),
+                "only redirect mode sends clients to the gateways' own addresses",
+            );
+        }
         let persistence_timeout_s = self.seconds(
             &format!("{key}.persistence_timeout"),
             svc.persistence_timeout.as_ref(),
@@ -1407,6 +1527,8 @@ impl Validator<'_> {
             persistence_timeout_s,
             unconfirmed_timeout_s,
             gateways,
+            mode,
+            route_to_gateways,
         })
     }
 }
@@ -1832,6 +1954,59 @@ mod tests {
         );
         let bad = with("[[port]]\nname = \"backend\"", "[[port.vlan]]\nname = \"v\"\nvid = 4095\nrole = \"client\"\n\n[[port]]\nname = \"backend\"");
         assert_eq!(err_of(&bad).key, "port.client.vlan.v.vid");
+    }
+
+    #[test]
+    fn redirect_settings_and_their_errors() {
+        let text = include_str!("../../conf/lab-redirect.toml");
+        let c = load_config_str(text, "lab-redirect.toml").expect("the shipped redirect config");
+        let svc = &c.spec.services[0];
+        assert_eq!(
+            (svc.mode, svc.route_to_gateways),
+            (ServiceMode::Redirect, true)
+        );
+        let r = &c.redirect;
+        assert_eq!(r.report_port, Some(5685));
+        assert_eq!(r.report_key, b"vpnlb-lab-load-report-key");
+        assert_eq!(r.report_max_age, std::time::Duration::from_secs(5));
+        assert_eq!(r.establish_time, std::time::Duration::from_secs(2));
+        assert_eq!(r.redirect_half_life, std::time::Duration::from_secs(600));
+        // Otherwise it is conf/lab.toml.
+        let lab = load_config_str(include_str!("../../conf/lab.toml"), "lab.toml").unwrap();
+        let mut spec = c.spec.clone();
+        spec.services[0].mode = ServiceMode::Nat;
+        spec.services[0].route_to_gateways = false;
+        assert_eq!(spec, lab.spec);
+        assert_eq!(lab.redirect, RedirectSettings::default());
+        let bad = |from: &str, to: &str| {
+            assert!(text.contains(from), "{from}");
+            load_config_str(&text.replacen(from, to, 1), "r.toml").unwrap_err()
+        };
+        let e = bad("mode = \"redirect\"", "mode = \"dsr\"");
+        assert_eq!(e.key, "service.vpn.mode", "{e}");
+        let e = bad("mode = \"redirect\"", "mode = \"nat\"");
+        assert_eq!(e.key, "service.vpn.route_to_gateways", "{e}");
+        let e = bad(
+            "protocols = [\"ike\", ",
+            "protocols = [",
+        );
+        assert_eq!(e.key, "service.vpn.mode", "{e}");
+        let e = bad(
+            "report_key = \"vpnlb-lab-load-report-key\"",
+            "report_key = \"short\"",
+        );
+        assert_eq!(e.key, "redirect.report_key", "{e}");
+        let e = bad("report_max_age = \"5s\"", "report_max_age = \"5ms\"");
+        assert_eq!(e.key, "redirect.report_max_age", "{e}");
+        let e = bad("report_port = 5685", "report_port = 0");
+        assert_eq!(e.key, "redirect.report_port", "{e}");
+        let no_exception = text
+            .replacen("[exception]\n", "", 1)
+            .replacen("netns = \"vlb-app\"\n", "", 1);
+        let e = load_config_str(&no_exception, "r.toml").unwrap_err();
+        assert_eq!(e.key, "redirect.report_port", "{e}");
+        let e = bad("establish_time = \"2s\"", "establish_time = 2\nbogus = 1");
+        assert!(e.reason.contains("bogus"), "{e}");
     }
 
     #[test]

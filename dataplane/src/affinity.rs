@@ -69,9 +69,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub struct AffinityKey {
     /// Client address, IPv6 or IPv4-mapped IPv6, in network byte order.
     pub client: [u8; 16],
-    /// Service id.
+    /// Service id; [`DIRECT`] set for a redirected client's entry (see [`AffinityKey::direct`]).
     pub service: u16,
 }
+
+/// `AffinityKey::service` bit of a redirected client's entry: a client that talks to its
+/// gateway's own address (routed, not translated) has an entry of its own beside its NAT-mode
+/// one, so the two can never be confused.
+pub const DIRECT: u16 = 0x8000;
 
 /// Odd multipliers for [`AffinityKey::hash`] (from the golden ratio, pi and e).
 const HASH_K1: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -111,6 +116,36 @@ impl AffinityKey {
             client: a.octets(),
             service,
         }
+    }
+
+    /// The key of the same client's redirected (direct) entry.
+    #[inline]
+    pub fn direct(self) -> Self {
+        Self {
+            service: self.service | DIRECT,
+            ..self
+        }
+    }
+
+    /// The key of the same client's NAT-mode entry.
+    #[inline]
+    pub fn nat(self) -> Self {
+        Self {
+            service: self.service & !DIRECT,
+            ..self
+        }
+    }
+
+    /// Whether this is a redirected client's entry.
+    #[inline]
+    pub fn is_direct(&self) -> bool {
+        self.service & DIRECT != 0
+    }
+
+    /// The service id, without the [`DIRECT`] bit.
+    #[inline]
+    pub fn service_index(&self) -> u16 {
+        self.service & !DIRECT
     }
 
     /// The client address; IPv4-mapped addresses come back as IPv4.

@@ -6,6 +6,7 @@ use serde::{Serialize, Serializer};
 
 use crate::affinity::AffinityCounters;
 use crate::classify::Class;
+use crate::redirect::Fallback;
 
 macro_rules! drop_reasons {
     ($($variant:ident => $name:literal, $doc:literal;)*) => {
@@ -54,6 +55,7 @@ drop_reasons! {
     NoNeighbor => "no-neighbor", "The next hop's MAC is unknown.";
     NoHeadroom => "no-headroom", "The frame cannot grow to carry the egress VLAN tags.";
     NotMaster => "not-master", "For a VIP or floating address while this appliance is the HA pair's backup.";
+    MalformedIkeSaInit => "malformed-ike-sa-init", "An IKE_SA_INIT request to a redirecting service that cannot be answered: broken header or payload chain, no SA, KE or valid nonce, a bad UDP checksum, or an answer longer than the request.";
 }
 
 /// Packets and bytes forwarded to and from one gateway, and the clients it was given.
@@ -67,6 +69,14 @@ pub struct GatewayCounters {
     pub from_gateway_bytes: u64,
     /// New clients scheduled onto the gateway by this worker.
     pub new_clients: u64,
+    /// IKE_SA_INIT requests answered with a REDIRECT to this gateway.
+    pub redirects: u64,
+    /// Redirected clients' packets routed (not translated) to the gateway's own address.
+    pub routed_to_gateway_packets: u64,
+    pub routed_to_gateway_bytes: u64,
+    /// The gateway's packets routed (not translated) to redirected clients.
+    pub routed_from_gateway_packets: u64,
+    pub routed_from_gateway_bytes: u64,
 }
 
 impl GatewayCounters {
@@ -76,6 +86,55 @@ impl GatewayCounters {
         self.from_gateway_packets += o.from_gateway_packets;
         self.from_gateway_bytes += o.from_gateway_bytes;
         self.new_clients += o.new_clients;
+        self.redirects += o.redirects;
+        self.routed_to_gateway_packets += o.routed_to_gateway_packets;
+        self.routed_to_gateway_bytes += o.routed_to_gateway_bytes;
+        self.routed_from_gateway_packets += o.routed_from_gateway_packets;
+        self.routed_from_gateway_bytes += o.routed_from_gateway_bytes;
+    }
+}
+
+/// What a redirecting service did with IKE traffic it did not redirect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// Handed to NAT mode, by [`Fallback`] reason.
+    pub redirect_fallbacks: [u64; Fallback::COUNT],
+    /// IKE_SA_INIT requests dropped unanswered (also counted as the drop reason
+    /// `malformed-ike-sa-init`).
+    pub malformed_ike_sa_init: u64,
+}
+
+impl ServiceCounters {
+    #[inline]
+    pub fn fallback(&mut self, why: Fallback) {
+        self.redirect_fallbacks[why as usize] += 1;
+    }
+
+    pub fn fallbacks(&self, why: Fallback) -> u64 {
+        self.redirect_fallbacks[why as usize]
+    }
+
+    fn add(&mut self, o: &ServiceCounters) {
+        for (a, b) in self.redirect_fallbacks.iter_mut().zip(&o.redirect_fallbacks) {
+            *a += b;
+        }
+        self.malformed_ike_sa_init += o.malformed_ike_sa_init;
+    }
+}
+
+impl Serialize for ServiceCounters {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("ServiceCounters", 2)?;
+        st.serialize_field(
+            "redirect_fallbacks",
+            &Named {
+                values: &self.redirect_fallbacks,
+                keys: Fallback::ALL,
+                name: Fallback::name,
+            },
+        )?;
+        st.serialize_field("malformed_ike_sa_init", &self.malformed_ike_sa_init)?;
+        st.end()
     }
 }
 
@@ -129,6 +188,8 @@ pub struct WorkerCounters {
     pub affinity: AffinityCounters,
     /// `[service][gateway]`.
     pub gateways: Vec<Vec<GatewayCounters>>,
+    /// `[service]`.
+    pub services: Vec<ServiceCounters>,
 }
 
 impl WorkerCounters {
@@ -175,6 +236,12 @@ impl WorkerCounters {
         if self.gateways.len() < o.gateways.len() {
             self.gateways.resize(o.gateways.len(), Vec::new());
         }
+        if self.services.len() < o.services.len() {
+            self.services.resize(o.services.len(), ServiceCounters::default());
+        }
+        for (a, b) in self.services.iter_mut().zip(&o.services) {
+            a.add(b);
+        }
         for (mine, theirs) in self.gateways.iter_mut().zip(&o.gateways) {
             if mine.len() < theirs.len() {
                 mine.resize(theirs.len(), GatewayCounters::default());
@@ -216,7 +283,7 @@ impl<I: Copy> Serialize for Named<'_, I> {
 
 impl Serialize for WorkerCounters {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("WorkerCounters", 16)?;
+        let mut st = s.serialize_struct("WorkerCounters", 17)?;
         st.serialize_field("rx_packets", &self.rx_packets)?;
         st.serialize_field("rx_bytes", &self.rx_bytes)?;
         st.serialize_field("tx_packets", &self.tx_packets)?;
@@ -247,6 +314,7 @@ impl Serialize for WorkerCounters {
         st.serialize_field("clients", &self.clients)?;
         st.serialize_field("affinity", &self.affinity)?;
         st.serialize_field("gateways", &self.gateways)?;
+        st.serialize_field("services", &self.services)?;
         st.end()
     }
 }

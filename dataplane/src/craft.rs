@@ -143,6 +143,8 @@ pub mod lab {
                 scheduler: SchedulerKind::Maglev,
                 persistence_timeout_s: 3600,
                 unconfirmed_timeout_s: 30,
+                mode: ServiceMode::Nat,
+                route_to_gateways: false,
                 gateways: (0..3)
                     .map(|i| GatewaySpec {
                         name: format!("gw{}", i + 1),

@@ -15,6 +15,10 @@ pub trait Frame {
     /// Removes `n` bytes from the front. False when the frame is shorter; the frame is then
     /// unchanged.
     fn pull_front(&mut self, n: usize) -> bool;
+    /// Shortens the frame to its first `len` bytes (an answer written over a longer request).
+    /// False when it cannot (`len` exceeds the frame, or the frame is chained); the frame is
+    /// then unchanged.
+    fn truncate(&mut self, len: usize) -> bool;
 }
 
 /// Headroom `VecFrame::new` leaves: room for two VLAN tags and then some, as an mbuf has.
@@ -76,6 +80,15 @@ impl Frame for VecFrame {
     fn pull_front(&mut self, n: usize) -> bool {
         if n <= self.buf.len() - self.start {
             self.start += n;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn truncate(&mut self, len: usize) -> bool {
+        if len <= self.buf.len() - self.start {
+            self.buf.truncate(self.start + len);
             true
         } else {
             false

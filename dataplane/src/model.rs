@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::classify::PortPlan;
+use crate::redirect::LoadBoard;
 use crate::schedule::maglev::{MaglevMember, MaglevTable};
 use crate::schedule::{Candidate, GatewayState, SchedulerKind};
 use crate::wire::ethernet::{EthernetAddress, Vlan};
@@ -253,6 +254,30 @@ pub struct ServiceSpec {
     /// Idle timeout of an unconfirmed client (no return traffic seen yet), seconds.
     pub unconfirmed_timeout_s: u32,
     pub gateways: Vec<GatewaySpec>,
+    pub mode: ServiceMode,
+    /// Route clients' traffic to the gateways' own addresses, and back, without NAT (for
+    /// redirected clients when the gateways are reachable only through the appliance).
+    pub route_to_gateways: bool,
+}
+
+/// How a service balances its clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServiceMode {
+    /// Every flow through the VIP, the destination translated to the client's gateway.
+    #[default]
+    Nat,
+    /// IKEv2 clients that support it are sent to their gateway's own address by an RFC 5685
+    /// REDIRECT in answer to their IKE_SA_INIT; everything else as [`ServiceMode::Nat`].
+    Redirect,
+}
+
+impl ServiceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceMode::Nat => "nat",
+            ServiceMode::Redirect => "redirect",
+        }
+    }
 }
 
 /// Sizing of each worker's affinity shard.
@@ -567,6 +592,10 @@ pub struct Snapshot {
     interfaces: Vec<InterfaceView>,
     v4: FamilyTables<u32>,
     v6: FamilyTables<u128>,
+    /// The gateways' loads for redirects: shared with the control thread, and carried from
+    /// one snapshot to the next while the services and gateways keep their names and order
+    /// (see [`Snapshot::share_loads`]).
+    pub loads: Arc<LoadBoard>,
 }
 
 impl Snapshot {
@@ -753,6 +782,7 @@ impl Snapshot {
             };
         }
         set_routes(&routes, &mut v4, &mut v6);
+        let loads = Arc::new(LoadBoard::new(load_layout(&spec)));
         Ok(Snapshot {
             generation,
             spec,
@@ -760,7 +790,19 @@ impl Snapshot {
             interfaces,
             v4,
             v6,
+            loads,
         })
+    }
+
+    /// Uses `board` for the gateways' loads if it was made for the same services and gateways
+    /// in the same order (their loads and redirect counts then carry over); returns whether
+    /// it did. Call before the snapshot is shared.
+    pub fn share_loads(&mut self, board: &Arc<LoadBoard>) -> bool {
+        let same = board.layout() == self.loads.layout();
+        if same {
+            self.loads = Arc::clone(board);
+        }
+        same
     }
 
     /// The interface a frame arrived on, from its port and VLAN tags.
@@ -953,6 +995,17 @@ fn best_route(routes: &[RouteEntry], dst: IpAddr) -> Option<&RouteEntry> {
         .iter()
         .filter(|r| r.prefix.contains(dst))
         .max_by_key(|r| (r.prefix.prefix, r.via.is_none()))
+}
+
+/// Service and gateway names in index order: what a [`LoadBoard`] is made for.
+fn load_layout(spec: &ApplianceSpec) -> Vec<(String, Vec<String>)> {
+    spec.services
+        .iter()
+        .map(|s| {
+            let gateways = s.gateways.iter().map(|g| g.name.clone()).collect();
+            (s.name.clone(), gateways)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1285,3 +1338,4 @@ mod tests {
         assert!("198.18.0.1".parse::<IpCidr>().is_err());
     }
 }
+

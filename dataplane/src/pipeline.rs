@@ -24,12 +24,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::affinity::{AffinityKey, AffinityShard, AffinityValue, InsertOutcome, Lookup, Removed};
+use crate::affinity::{self, AffinityKey, AffinityShard, AffinityValue, InsertOutcome, Lookup, Removed};
 use crate::changes::{refresh_is_news, AffinityChange, ChangeLog, ChangeOp};
 use crate::classify::{self, Detail, L4View, SniStats};
-use crate::counters::{DropReason, GatewayCounters, WorkerCounters};
+use crate::counters::{DropReason, GatewayCounters, ServiceCounters, WorkerCounters};
 use crate::frame::Frame;
-use crate::model::{LocalKind, NextHop, Role, Snapshot};
+use crate::model::{LocalKind, NextHop, Role, ServiceMode, ServiceView, Snapshot};
+use crate::redirect::{self, Choice, Fallback, Inspection, SaInitRequest};
 use crate::nat::{self, L4Checksum, Side};
 use crate::schedule::{client_hash, GatewayState, Scheduler, SchedulerKind};
 use crate::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
@@ -98,8 +99,12 @@ struct Flow {
     service: u16,
     /// Outbound: the gateway the packet came from (unused inbound).
     gateway: u16,
-    /// Client → VIP (else gateway → client).
+    /// Client → VIP (else gateway → client); with `direct`, client → gateway's own address.
     inbound: bool,
+    /// A redirected client's traffic to or from its gateway's own address: routed, not
+    /// translated. `key` is then the client's direct key. Outbound it is only a candidate:
+    /// pass 2 routes it if the client's direct entry names this gateway, else translates it.
+    direct: bool,
     v6: bool,
 }
 
@@ -153,6 +158,19 @@ enum Plan {
     },
     Flow(Flow),
     IcmpError(IcmpError),
+    Redirect(Redirect),
+}
+
+/// An IKE_SA_INIT request to a redirecting service, to answer with a REDIRECT.
+#[derive(Clone, Copy, Debug)]
+struct Redirect {
+    /// The request as a NAT-mode flow: what happens to it when no gateway can be named.
+    flow: Flow,
+    /// Where it arrived (the answer leaves there).
+    interface: u16,
+    /// Offset of the UDP header in the frame.
+    udp_at: u16,
+    request: SaInitRequest,
 }
 
 /// Scheduler state of one service on this worker.
@@ -286,15 +304,15 @@ impl Worker {
             }
         } else {
             for (k, v) in st.shard.iter() {
-                if let Some(c) = services
-                    .get_mut(usize::from(k.service))
-                    .and_then(|s| s.active.get_mut(usize::from(v.gateway)))
-                {
+                if let Some(c) = active_slot(&mut services, &k, v.gateway) {
                     *c += 1;
                 }
             }
         }
         st.services = services;
+        st.counters
+            .services
+            .resize(snap.services.len(), ServiceCounters::default());
         st.counters.gateways = snap
             .services
             .iter()
@@ -376,8 +394,8 @@ impl Worker {
             .shard
             .iter()
             .filter_map(|(k, v)| {
-                let to = map(k.service, v.gateway);
-                (to != Some((k.service, v.gateway))).then_some((k, v, to))
+                let to = map(k.service_index(), v.gateway);
+                (to != Some((k.service_index(), v.gateway))).then_some((k, v, to))
             })
             .collect();
         let (mut moved, mut removed) = (0, 0);
@@ -385,7 +403,11 @@ impl Worker {
             self.st.shard.remove(&k, k.hash());
             match to {
                 Some((service, gateway)) => {
-                    let key = AffinityKey { service, ..k };
+                    let direct = k.service & affinity::DIRECT;
+                    let key = AffinityKey {
+                        service: service | direct,
+                        ..k
+                    };
                     let value = AffinityValue { gateway, ..v };
                     // Room is certain: the entry just left it.
                     let _ = self.st.shard.insert(key, key.hash(), value, v.last_seen);
@@ -431,7 +453,7 @@ impl Worker {
                 expires_at,
             } => (gateway, confirmed, expires_at),
         };
-        let service = usize::from(c.key.service);
+        let service = usize::from(c.key.service_index());
         let known = self
             .snap
             .services
@@ -445,11 +467,10 @@ impl Worker {
                 let old = e.value().gateway;
                 if old != gateway {
                     e.set_gateway(gateway);
-                    let active = &mut st.services[service].active;
-                    if let Some(n) = active.get_mut(usize::from(old)) {
+                    if let Some(n) = active_slot(&mut st.services, &c.key, old) {
                         *n = n.saturating_sub(1);
                     }
-                    if let Some(n) = active.get_mut(usize::from(gateway)) {
+                    if let Some(n) = active_slot(&mut st.services, &c.key, gateway) {
                         *n += 1;
                     }
                 }
@@ -473,7 +494,7 @@ impl Worker {
             InsertOutcome::InsertedEvicting(r) => release(&mut st.services, &r),
             InsertOutcome::Full => return false,
         }
-        if let Some(n) = st.services[service].active.get_mut(usize::from(gateway)) {
+        if let Some(n) = active_slot(&mut st.services, &c.key, gateway) {
             *n += 1;
         }
         true
@@ -654,7 +675,7 @@ impl State {
             Some(LocalKind::Standby) => store(out, Plan::Drop(DropReason::NotMaster)),
             None if is_multicast(l3.dst) => store(out, Plan::ToControl),
             None if role == Role::Backend => self.plan_outbound(snap, bytes, l3, out),
-            None => store(out, Plan::Drop(DropReason::NotAVip)),
+            None => self.plan_routed_in(snap, bytes, l3, out),
         }
     }
 
@@ -695,7 +716,7 @@ impl State {
         self.count_class(snap, service, &view);
         let key = affinity_key(l3.src, service);
         let hash = key.hash();
-        *out = Plan::Flow(Flow {
+        let flow = Flow {
             hash,
             key,
             at: l3.at,
@@ -704,6 +725,88 @@ impl State {
             service,
             gateway: 0,
             inbound: true,
+            direct: false,
+            v6: l3.v6,
+        };
+        let svc = &snap.services[usize::from(service)];
+        if svc.spec.mode == ServiceMode::Redirect
+            && l3.protocol == ip_proto::UDP
+            && port.is_some()
+            && port == svc.spec.listeners.ike
+        {
+            let counters = &mut self.counters.services[usize::from(service)];
+            let inspection = if l3.fragment {
+                Inspection::Fallback(Fallback::Fragment)
+            } else if view.payload.len() != view.datagram_len {
+                Inspection::Malformed
+            } else {
+                redirect::inspect(view.payload)
+            };
+            match (inspection, l3.l4.map(u16::try_from)) {
+                (Inspection::Redirect(request), Some(Ok(udp_at))) => {
+                    *out = Plan::Redirect(Redirect {
+                        flow,
+                        interface,
+                        udp_at,
+                        request,
+                    });
+                    return None;
+                }
+                (Inspection::Fallback(why), _) => counters.fallback(why),
+                _ => {
+                    counters.malformed_ike_sa_init += 1;
+                    return store(out, Plan::Drop(DropReason::MalformedIkeSaInit));
+                }
+            }
+        }
+        *out = Plan::Flow(flow);
+        Some(hash)
+    }
+
+    /// Client-side traffic to no VIP and none of our addresses: routed if it is for a gateway
+    /// of a service that routes to its gateways (a redirected client), else dropped.
+    #[inline(never)]
+    fn plan_routed_in(
+        &mut self,
+        snap: &Snapshot,
+        bytes: &[u8],
+        l3: L3,
+        out: &mut Plan,
+    ) -> Option<u64> {
+        let memberships = snap.gateway_by_addr(l3.dst);
+        if !memberships
+            .iter()
+            .any(|&(s, _)| snap.services[usize::from(s)].spec.route_to_gateways)
+        {
+            return store(out, Plan::Drop(DropReason::NotAVip));
+        }
+        if is_link_local(l3.src) {
+            return store(out, Plan::Drop(DropReason::BadSource));
+        }
+        let (port, l4_csum, view) = match transport(bytes, &l3, true) {
+            Ok(t) => t,
+            Err(r) => return store(out, Plan::Drop(r)),
+        };
+        let found = memberships.iter().find(|&&(s, _)| {
+            snap.services[usize::from(s)].spec.route_to_gateways
+                && routable(&snap.services[usize::from(s)], l3.protocol, port)
+        });
+        let Some(&(service, gateway)) = found else {
+            return store(out, Plan::Drop(DropReason::NoService));
+        };
+        self.count_class(snap, service, &view);
+        let key = affinity_key(l3.src, service).direct();
+        let hash = key.hash();
+        *out = Plan::Flow(Flow {
+            hash,
+            key,
+            at: l3.at,
+            end: l3.end,
+            l4_csum,
+            service,
+            gateway,
+            inbound: true,
+            direct: true,
             v6: l3.v6,
         });
         Some(hash)
@@ -744,7 +847,10 @@ impl State {
             return store(out, Plan::Drop(DropReason::NoService));
         };
         self.count_class(snap, service, &view);
+        let svc = &snap.services[usize::from(service)];
+        let direct = svc.spec.route_to_gateways && routable(svc, l3.protocol, port);
         let key = affinity_key(l3.dst, service);
+        let key = if direct { key.direct() } else { key };
         let hash = key.hash();
         *out = Plan::Flow(Flow {
             hash,
@@ -755,6 +861,7 @@ impl State {
             service,
             gateway,
             inbound: false,
+            direct,
             v6: l3.v6,
         });
         Some(hash)
@@ -802,8 +909,10 @@ impl State {
                 self.counters.echo_replies += 1;
                 echo_reply(snap, interface, l3, frame)
             }
+            Plan::Flow(ref f) if f.direct => self.route(snap, now, f, frame),
             Plan::Flow(ref f) => self.forward(snap, now, f, frame),
             Plan::IcmpError(e) => self.forward_icmp_error(snap, now, e, frame),
+            Plan::Redirect(ref r) => self.redirect(snap, now, r, frame),
         }
     }
 
@@ -863,6 +972,204 @@ impl State {
         } else {
             c.from_gateway_packets += 1;
             c.from_gateway_bytes += ip_len;
+        }
+        emit_l2(snap, frame, f.at, hop, f.v6)
+    }
+
+    /// Answers an IKE_SA_INIT request with a REDIRECT to the least-loaded gateway (or the one
+    /// the client already has), in place; forwards it in NAT mode when no gateway can be named.
+    #[inline(never)]
+    fn redirect<F: Frame>(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        r: &Redirect,
+        frame: &mut F,
+    ) -> Verdict {
+        let f = &r.flow;
+        let svc = &snap.services[usize::from(f.service)];
+        let target = self.redirect_target(snap, now, f).and_then(|g| {
+            match svc.family(f.v6).gateways.get(usize::from(g)) {
+                Some(&Some((addr, _))) => Some((g, addr)),
+                _ => None,
+            }
+        });
+        let Some((gateway, gateway_addr)) = target else {
+            self.counters.services[usize::from(f.service)].fallback(Fallback::NoGatewayAddress);
+            return self.forward(snap, now, f, frame);
+        };
+        let Some(vip) = svc.vip(f.v6) else {
+            return Verdict::Drop(DropReason::NoService);
+        };
+        if let Err(reason) = answer_redirect(frame, r, gateway_addr) {
+            if reason == DropReason::MalformedIkeSaInit {
+                self.counters.services[usize::from(f.service)].malformed_ike_sa_init += 1;
+            }
+            return Verdict::Drop(reason);
+        }
+        let key = f.key.direct();
+        self.remember_direct(svc, now, key, key.hash(), gateway);
+        snap.loads.count_redirect(f.service, gateway);
+        self.counters.gateways[usize::from(f.service)][usize::from(gateway)].redirects += 1;
+        let mac = answer_mac(snap, r.interface, vip);
+        reply_l2(snap, frame, r.interface, mac)
+    }
+
+    /// The gateway to redirect a client to: the one its redirected (direct) entry names, else
+    /// the one its NAT-mode entry names (all of a client's flows on one gateway), if that
+    /// gateway is not down and has an address of the client's family; else the eligible
+    /// gateway with the least load per weight.
+    fn redirect_target(&mut self, snap: &Snapshot, now: u32, f: &Flow) -> Option<u16> {
+        let fam = snap.services[usize::from(f.service)].family(f.v6);
+        let addressed = |g: u16| matches!(fam.gateways.get(usize::from(g)), Some(Some(_)));
+        for key in [f.key.direct(), f.key] {
+            match self.shard.lookup(&key, key.hash(), now) {
+                Lookup::Hit(e) => {
+                    let g = e.value().gateway;
+                    let up = fam
+                        .candidates
+                        .get(usize::from(g))
+                        .is_some_and(|c| c.state != GatewayState::Down);
+                    if up && addressed(g) {
+                        return Some(g);
+                    }
+                }
+                Lookup::Expired(r) => forget(&mut self.services, &mut self.changes, &r),
+                Lookup::Miss => {}
+            }
+        }
+        let choices = fam.candidates.iter().enumerate().map(|(i, c)| {
+            let gateway = u16::try_from(i).unwrap_or(u16::MAX);
+            Choice {
+                gateway,
+                weight: c.weight,
+                eligible: c.eligible() && addressed(gateway),
+            }
+        });
+        let start = hash_client(f.client()) as usize;
+        redirect::least_loaded(choices, |g| snap.loads.load(f.service, g), start)
+    }
+
+    /// Records that a redirected client talks to `gateway` directly: its direct entry is
+    /// created (unconfirmed), re-pointed or refreshed.
+    fn remember_direct(
+        &mut self,
+        svc: &ServiceView,
+        now: u32,
+        key: AffinityKey,
+        hash: u64,
+        gateway: u16,
+    ) {
+        match self.shard.lookup(&key, hash, now) {
+            Lookup::Hit(mut e) => {
+                let v = e.value();
+                let timeout = if v.confirmed {
+                    svc.spec.persistence_timeout_s
+                } else {
+                    svc.spec.unconfirmed_timeout_s
+                };
+                let expires_at = now.saturating_add(timeout);
+                if v.gateway != gateway {
+                    e.set_gateway(gateway);
+                }
+                e.refresh(now, expires_at);
+                if v.gateway != gateway || refresh_is_news(v.expires_at, expires_at) {
+                    self.changes.upsert(key, gateway, v.confirmed, expires_at);
+                }
+                return;
+            }
+            Lookup::Expired(r) => forget(&mut self.services, &mut self.changes, &r),
+            Lookup::Miss => {}
+        }
+        let value = AffinityValue {
+            gateway,
+            last_seen: now,
+            expires_at: now.saturating_add(svc.spec.unconfirmed_timeout_s),
+            confirmed: false,
+        };
+        match self.shard.insert(key, hash, value, now) {
+            InsertOutcome::Inserted => {}
+            InsertOutcome::InsertedEvicting(r) => forget(&mut self.services, &mut self.changes, &r),
+            InsertOutcome::Full => {
+                self.counters.clients.learn_failed_table_full += 1;
+                return;
+            }
+        }
+        self.changes.upsert(key, gateway, false, value.expires_at);
+    }
+
+    /// Routes a redirected client's packet to its gateway's own address, or the gateway's
+    /// packet back to it: TTL decremented, addresses untouched. A gateway's packet whose
+    /// client has no direct entry for it is a NAT-mode client's, and is translated.
+    #[inline(never)]
+    fn route<F: Frame>(&mut self, snap: &Snapshot, now: u32, f: &Flow, frame: &mut F) -> Verdict {
+        let svc = &snap.services[usize::from(f.service)];
+        if !frame
+            .bytes()
+            .get(f.at..f.end)
+            .is_some_and(|ip| nat::ttl_allows_forwarding(ip, f.v6))
+        {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let Some(&Some((gateway_addr, gateway_hop))) =
+            svc.family(f.v6).gateways.get(usize::from(f.gateway))
+        else {
+            return Verdict::Drop(DropReason::NoGateway);
+        };
+        let (side, hop) = if f.inbound {
+            self.remember_direct(svc, now, f.key, f.hash, f.gateway);
+            let Some(hop) = gateway_hop else {
+                return self.neighbor_miss(gateway_addr);
+            };
+            (Side::Dst, hop)
+        } else {
+            match self.shard.lookup(&f.key, f.hash, now) {
+                Lookup::Hit(mut e) if e.value().gateway == f.gateway => {
+                    let v = e.value();
+                    let expires_at = now.saturating_add(svc.spec.persistence_timeout_s);
+                    let confirmed = e.confirm();
+                    e.refresh(now, expires_at);
+                    if confirmed || refresh_is_news(v.expires_at, expires_at) {
+                        self.changes.upsert(f.key, f.gateway, true, expires_at);
+                    }
+                }
+                _ => {
+                    let key = f.key.nat();
+                    let nat = Flow {
+                        key,
+                        hash: key.hash(),
+                        direct: false,
+                        ..*f
+                    };
+                    return self.forward(snap, now, &nat, frame);
+                }
+            }
+            let client = f.client();
+            match client_side_hop(snap, client) {
+                Ok(h) => (Side::Src, h),
+                Err(DropReason::NoNeighbor) => return self.neighbor_miss(client),
+                Err(r) => return Verdict::Drop(r),
+            }
+        };
+        let Some(ip) = frame.bytes_mut().get_mut(f.at..f.end) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        // The address "changes" to itself: one TTL update, the checksums stay right.
+        let forwarded = match gateway_addr {
+            IpAddr::V4(a) => nat::forward_v4(ip, side, a, f.l4_csum),
+            IpAddr::V6(a) => nat::forward_v6(ip, side, &a, f.l4_csum),
+        };
+        if !forwarded {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let ip_len = (f.end - f.at) as u64;
+        let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(f.gateway)];
+        if f.inbound {
+            c.routed_to_gateway_packets += 1;
+            c.routed_to_gateway_bytes += ip_len;
+        } else {
+            c.routed_from_gateway_packets += 1;
+            c.routed_from_gateway_bytes += ip_len;
         }
         emit_l2(snap, frame, f.at, hop, f.v6)
     }
@@ -1194,6 +1501,109 @@ fn answer_mac(snap: &Snapshot, interface: u16, addr: IpAddr) -> EthernetAddress 
     }
 }
 
+/// Whether traffic of this protocol and service port is what a redirected client exchanges
+/// with its gateway directly: IKE, NAT-T (IKE and ESP in UDP) and ESP. TLS and DTLS go
+/// through the VIP in either mode.
+fn routable(svc: &ServiceView, protocol: u8, port: Option<u16>) -> bool {
+    let l = &svc.spec.listeners;
+    match protocol {
+        ip_proto::UDP => port.is_some() && (port == l.ike || port == l.natt),
+        ip_proto::ESP => l.esp,
+        _ => false,
+    }
+}
+
+/// Writes the REDIRECT answer to the request `r` over it: IP (without options or extension
+/// headers) and UDP headers back to the client, from the VIP and the IKE port, and the IKE
+/// response; the frame is cut to the answer's length. Nothing is answered (and the frame is
+/// left as it is) for a request with a bad UDP checksum or one shorter than its answer.
+fn answer_redirect<F: Frame>(frame: &mut F, r: &Redirect, gateway: IpAddr) -> Result<(), DropReason> {
+    let f = &r.flow;
+    let (at, udp_at) = (f.at, usize::from(r.udp_at));
+    let ike_len = usize::from(r.request.len);
+    let ike_at = udp_at + 8;
+    let udp_end = ike_at + ike_len;
+    let bytes = frame.bytes_mut();
+    if udp_end > f.end || udp_end > bytes.len() {
+        return Err(DropReason::Truncated);
+    }
+    let (client, vip) = if f.v6 {
+        (IpAddr::V6(ipv6_at(bytes, at + 8)), IpAddr::V6(ipv6_at(bytes, at + 24)))
+    } else {
+        (IpAddr::V4(ipv4_at(bytes, at + 12)), IpAddr::V4(ipv4_at(bytes, at + 16)))
+    };
+    let udp_len = (8 + ike_len) as u16;
+    let request_csum = u16::from_be_bytes([bytes[udp_at + 6], bytes[udp_at + 7]]);
+    let pseudo = pseudo_header(vip, client, udp_len);
+    // IPv4 allows "no checksum" (0); otherwise the sum over the datagram must be all ones.
+    let csum_ok = (!f.v6 && request_csum == 0)
+        || wire::checksum::fold(wire::checksum::sum(pseudo, &bytes[udp_at..udp_end])) == 0xffff;
+    if !csum_ok {
+        return Err(DropReason::MalformedIkeSaInit);
+    }
+    let (client_port, vip_port) = (
+        u16::from_be_bytes([bytes[udp_at], bytes[udp_at + 1]]),
+        u16::from_be_bytes([bytes[udp_at + 2], bytes[udp_at + 3]]),
+    );
+    let n = redirect::write_response(&mut bytes[ike_at..udp_end], &r.request, gateway)
+        .ok_or(DropReason::MalformedIkeSaInit)?;
+    let ip_len = if f.v6 { 40 } else { 20 };
+    let new_udp_at = at + ip_len;
+    bytes.copy_within(ike_at..ike_at + n, new_udp_at + 8);
+    let udp_len = (8 + n) as u16;
+    let ip = &mut bytes[at..new_udp_at];
+    match (vip, client) {
+        (IpAddr::V4(vip), IpAddr::V4(client)) => {
+            ip[0] = 0x45;
+            ip[1] = 0;
+            ip[2..4].copy_from_slice(&(ip_len as u16 + udp_len).to_be_bytes());
+            ip[4..6].fill(0); // identification: not fragmented
+            ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+            ip[8] = 64;
+            ip[9] = ip_proto::UDP;
+            ip[10..12].fill(0);
+            ip[12..16].copy_from_slice(&vip.octets());
+            ip[16..20].copy_from_slice(&client.octets());
+            let c = wire::checksum::checksum(ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        (IpAddr::V6(vip), IpAddr::V6(client)) => {
+            ip[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
+            ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
+            ip[6] = ip_proto::UDP;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&vip.octets());
+            ip[24..40].copy_from_slice(&client.octets());
+        }
+        _ => return Err(DropReason::BadHeader),
+    }
+    let udp = &mut bytes[new_udp_at..new_udp_at + 8 + n];
+    udp[0..2].copy_from_slice(&vip_port.to_be_bytes());
+    udp[2..4].copy_from_slice(&client_port.to_be_bytes());
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    udp[6..8].fill(0);
+    let c = !wire::checksum::fold(wire::checksum::sum(pseudo_header(vip, client, udp_len), udp));
+    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    if frame.truncate(new_udp_at + 8 + n) {
+        Ok(())
+    } else {
+        Err(DropReason::Truncated)
+    }
+}
+
+/// The UDP pseudo-header sum for a datagram from `src` to `dst`.
+fn pseudo_header(src: IpAddr, dst: IpAddr, udp_len: u16) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            wire::checksum::pseudo_header_v4(s, d, ip_proto::UDP, udp_len)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            wire::checksum::pseudo_header_v6(&s, &d, ip_proto::UDP, u32::from(udp_len))
+        }
+        _ => 0,
+    }
+}
+
 fn listens(snap: &Snapshot, service: u16, protocol: u8, port: Option<u16>) -> bool {
     let l = &snap.services[usize::from(service)].spec.listeners;
     match port {
@@ -1363,12 +1773,26 @@ fn forget(services: &mut [ServiceState], changes: &mut ChangeLog, r: &Removed) {
 
 /// Forgets a removed entry's client in the active-client counts.
 fn release(services: &mut [ServiceState], r: &Removed) {
-    if let Some(c) = services
-        .get_mut(usize::from(r.key.service))
-        .and_then(|s| s.active.get_mut(usize::from(r.value.gateway)))
-    {
+    if let Some(c) = active_slot(services, &r.key, r.value.gateway) {
         *c = c.saturating_sub(1);
     }
+}
+
+/// The active-client count an entry of `key` on `gateway` belongs to. Redirected clients'
+/// (direct) entries are in none: the NAT-mode scheduler balances NAT-mode clients, and the
+/// redirect choice reads the gateways' own tunnel counts.
+fn active_slot<'a>(
+    services: &'a mut [ServiceState],
+    key: &AffinityKey,
+    gateway: u16,
+) -> Option<&'a mut u32> {
+    if key.is_direct() {
+        return None;
+    }
+    services
+        .get_mut(usize::from(key.service))?
+        .active
+        .get_mut(usize::from(gateway))
 }
 
 #[inline(always)]
@@ -1447,6 +1871,14 @@ fn hash_client(client: IpAddr) -> u64 {
         IpAddr::V4(a) => client_hash(&a.octets()),
         IpAddr::V6(a) => client_hash(&a.octets()),
     }
+}
+
+fn ipv4_at(b: &[u8], at: usize) -> Ipv4Addr {
+    let mut o = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        o.copy_from_slice(s);
+    }
+    Ipv4Addr::from(o)
 }
 
 fn ipv6_at(b: &[u8], at: usize) -> Ipv6Addr {
@@ -1914,6 +2346,7 @@ mod tests {
             service: 3,
             gateway: 0,
             inbound: true,
+            direct: false,
             v6: false,
         };
         assert_eq!(f.client(), IpAddr::V4(client4(7)));

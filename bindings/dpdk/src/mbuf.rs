@@ -355,6 +355,17 @@ impl Frame for Mbuf {
         // first segment's data length.
         !unsafe { dpdk_sys::vpnlb_pktmbuf_adj(self.as_ptr(), n) }.is_null()
     }
+
+    /// `rte_pktmbuf_trim` of a single-segment mbuf: false for a chained one (the bytes to cut
+    /// would not all be in the last segment) or when `len` exceeds the data.
+    #[inline]
+    fn truncate(&mut self, len: usize) -> bool {
+        let data_len = usize::from(self.data_len());
+        if self.nb_segs() != 1 || len > data_len {
+            return false;
+        }
+        u16::try_from(data_len - len).is_ok_and(|cut| self.trim(cut))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,365 @@
+//! Redirect mode (RFC 5685) through the whole pipeline, on byte buffers: the exact bytes of the
+//! answer, the choice of gateway, fallbacks to NAT, bad input, and routing for redirected
+//! clients.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use common::*;
+use dataplane::counters::DropReason;
+use dataplane::craft::{self, lab, tcp_flags, Ipv4Opts, L4};
+use dataplane::model::{ApplianceSpec, ServiceMode};
+use dataplane::pipeline::{Verdict, Worker};
+use dataplane::redirect::{Fallback, LOAD_SCALE};
+use dataplane::schedule::{client_hash, GatewayState};
+use dataplane::wire::ike::{exchange, flags, notify_type};
+
+const NONCE: [u8; 32] = [0x4e; 32];
+
+fn redirect_spec(route: bool) -> ApplianceSpec {
+    let mut spec = test_spec();
+    spec.services[0].mode = ServiceMode::Redirect;
+    spec.services[0].route_to_gateways = route;
+    spec
+}
+
+/// An IKE_SA_INIT request as a redirect-capable initiator sends it.
+fn supporting_request(spi: u64) -> Vec<u8> {
+    craft::ike_sa_init_request(
+        spi,
+        &NONCE,
+        19,
+        64,
+        &[(notify_type::REDIRECT_SUPPORTED, &[])],
+    )
+}
+
+fn ike4_to_vip(client: Ipv4Addr, ike: &[u8]) -> Vec<u8> {
+    udp4(from_router(), client, lab::VIP_V4, 500, 500, ike)
+}
+
+/// RFC 5685 §4.1 and §8, written out field by field.
+fn expected_response(spi: u64, gw_type: u8, gw: &[u8]) -> Vec<u8> {
+    let notify_len = 4 + 4 + 2 + gw.len() + NONCE.len();
+    let mut v = spi.to_be_bytes().to_vec();
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&[41, 0x20, exchange::IKE_SA_INIT, flags::RESPONSE, 0, 0, 0, 0]);
+    v.extend_from_slice(&((28 + notify_len) as u32).to_be_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(&(notify_len as u16).to_be_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(&notify_type::REDIRECT.to_be_bytes());
+    v.extend_from_slice(&[gw_type, gw.len() as u8]);
+    v.extend_from_slice(gw);
+    v.extend_from_slice(&NONCE);
+    v
+}
+
+/// Where a redirect with every load equal goes: the first gateway at or after the client's hash.
+fn first_choice(client: IpAddr) -> usize {
+    let h = match client {
+        IpAddr::V4(a) => client_hash(&a.octets()),
+        IpAddr::V6(a) => client_hash(&a.octets()),
+    };
+    (h as usize) % 3
+}
+
+/// Redirects `client` and returns the gateway (0-based) named in the answer.
+fn redirected_to4(w: &mut Worker, client: Ipv4Addr) -> usize {
+    let req = ike4_to_vip(client, &supporting_request(spi_of(client.into())));
+    let out = tx(w, CLIENT_PORT, &req, CLIENT_PORT);
+    let o = out4(&out);
+    let udp = o.udp();
+    let ike = udp.payload();
+    let gw = Ipv4Addr::new(ike[38], ike[39], ike[40], ike[41]);
+    lab::GATEWAYS_V4
+        .iter()
+        .position(|a| *a == gw)
+        .expect("a lab gateway")
+}
+
+#[test]
+fn answers_with_the_exact_rfc5685_response_v4() {
+    let mut w = worker(redirect_spec(true));
+    let client = client_v4(7);
+    let spi = spi_of(client.into());
+    let req = ike4_to_vip(client, &supporting_request(spi));
+    let out = tx(&mut w, CLIENT_PORT, &req, CLIENT_PORT);
+    let g = first_choice(client.into());
+    let o = out4(&out);
+    assert_eq!(o.eth.dst(), lab::ROUTER_MAC);
+    assert_eq!(o.eth.src(), lab::CLIENT_PORT_MAC);
+    assert_eq!((o.ip.src_addr(), o.ip.dst_addr()), (lab::VIP_V4, client));
+    assert_eq!((o.ip.ttl(), o.ip.header_len()), (64, 20));
+    let udp = o.udp();
+    assert_eq!((udp.src_port(), udp.dst_port()), (500, 500));
+    let want = expected_response(spi, 1, &lab::GATEWAYS_V4[g].octets());
+    assert_eq!(udp.payload(), &want[..]);
+    // Never more than was received.
+    assert!(out.len() < req.len());
+    let c = w.counters();
+    assert_eq!(c.gateways[0][g].redirects, 1);
+    assert_eq!(w.snapshot().loads.redirects(0, g as u16), 1);
+    assert_eq!(c.tx_packets, 1);
+    assert_balanced(&w);
+}
+
+#[test]
+fn answers_with_the_exact_rfc5685_response_v6() {
+    let mut w = worker(redirect_spec(true));
+    let client = client_v6(9);
+    let spi = spi_of(client.into());
+    let ike = supporting_request(spi);
+    let req = udp6(from_router(), client, lab::VIP_V6, 500, 500, &ike);
+    let out = tx(&mut w, CLIENT_PORT, &req, CLIENT_PORT);
+    let g = first_choice(client.into());
+    let o = out6(&out);
+    assert_eq!((o.ip.src_addr(), o.ip.dst_addr()), (lab::VIP_V6, client));
+    assert_eq!(o.ip.hop_limit(), 64);
+    let udp = o.udp();
+    let want = expected_response(spi, 2, &lab::GATEWAYS_V6[g].octets());
+    assert_eq!(udp.payload(), &want[..]);
+}
+
+#[test]
+fn ip_options_are_not_echoed() {
+    let mut w = worker(redirect_spec(true));
+    let client = client_v4(11);
+    let opts = Ipv4Opts {
+        options: vec![0x94, 4, 0, 0], // Router Alert
+        ..Ipv4Opts::default()
+    };
+    let req = udp4_opts(
+        from_router(),
+        client,
+        lab::VIP_V4,
+        &opts,
+        500,
+        500,
+        &supporting_request(1),
+    );
+    let out = tx(&mut w, CLIENT_PORT, &req, CLIENT_PORT);
+    let o = out4(&out);
+    assert_eq!(o.ip.header_len(), 20);
+    let g = first_choice(client.into());
+    assert_eq!(
+        o.udp().payload(),
+        &expected_response(1, 1, &lab::GATEWAYS_V4[g].octets())[..]
+    );
+}
+
+#[test]
+fn fewest_tunnels_per_weight_and_never_a_down_gateway() {
+    // Reported loads: gw1 10 tunnels, gw2 none, gw3 5.
+    let mut w = worker(redirect_spec(true));
+    let board = std::sync::Arc::clone(&w.snapshot().loads);
+    board.set_load(0, 0, 10 * LOAD_SCALE, 0);
+    board.set_load(0, 2, 5 * LOAD_SCALE, 0);
+    let mut got = [0usize; 3];
+    for i in 0..10 {
+        got[redirected_to4(&mut w, client_v4(100 + i))] += 1;
+    }
+    // gw2 takes the first 5, then gw2 and gw3 share: 15 tunnels over the two.
+    assert_eq!(got[0], 0, "{got:?}");
+    assert_eq!(got[1] + got[2], 10);
+    let (l2, l3) = (board.load(0, 1), board.load(0, 2));
+    assert!((l2 - l3).abs() <= LOAD_SCALE, "{l2} {l3}");
+
+    // gw2 down, gw1 weight 2: gw1 takes two thirds, gw2 nothing.
+    let mut spec = redirect_spec(true);
+    spec.services[0].gateways[0].weight = 2;
+    spec.services[0].gateways[1].state = GatewayState::Down;
+    let mut w = worker(spec);
+    let mut got = [0usize; 3];
+    for i in 0..30 {
+        got[redirected_to4(&mut w, client_v4(200 + i))] += 1;
+    }
+    assert_eq!(got[1], 0, "{got:?}");
+    assert!((19..=21).contains(&got[0]), "{got:?}");
+}
+
+#[test]
+fn a_client_keeps_its_gateway() {
+    let mut w = worker(redirect_spec(true));
+    let client = client_v4(21);
+    let first = redirected_to4(&mut w, client);
+    // Its gateway becomes the busiest: the client still goes back there.
+    w.snapshot()
+        .loads
+        .set_load(0, first as u16, 100 * LOAD_SCALE, 1);
+    assert_eq!(redirected_to4(&mut w, client), first);
+
+    // A client that reached a gateway through the VIP first (TLS) is redirected there too.
+    let other = client_v4(22);
+    let hello = craft::tls_client_hello(Some("vpn.example"));
+    let syn = craft::ipv4(
+        &from_router(),
+        other,
+        lab::VIP_V4,
+        &Ipv4Opts::default(),
+        &L4::Tcp {
+            src: 40_000,
+            dst: 443,
+            seq: 1,
+            ack: 0,
+            flags: tcp_flags::PSH | tcp_flags::ACK,
+            payload: &hello,
+        },
+    );
+    let nat_gw = gateway_of4(&tx(&mut w, CLIENT_PORT, &syn, BACKEND_PORT));
+    w.snapshot()
+        .loads
+        .set_load(0, nat_gw as u16, 100 * LOAD_SCALE, 1);
+    assert_eq!(redirected_to4(&mut w, other), nat_gw);
+}
+
+#[test]
+fn fallbacks_to_nat_are_counted_by_reason() {
+    let mut w = worker(redirect_spec(true));
+    let client = client_v4(31);
+    // No REDIRECT_SUPPORTED: forwarded to the scheduler's gateway, translated.
+    let plain = craft::ike_sa_init_request(5, &NONCE, 19, 64, &[]);
+    let out = tx(&mut w, CLIENT_PORT, &ike4_to_vip(client, &plain), BACKEND_PORT);
+    assert_eq!(gateway_of4(&out), lab_gateway(client.into()));
+    // A later exchange on 500.
+    let auth = craft::ike_message(5, 6, exchange::IKE_AUTH, flags::INITIATOR, 1, &[0; 64]);
+    tx(&mut w, CLIENT_PORT, &ike4_to_vip(client, &auth), BACKEND_PORT);
+    // A fragmented request (a large KE): the first fragment cannot be read whole.
+    let big = craft::ike_sa_init_request(
+        7,
+        &NONCE,
+        19,
+        1600,
+        &[(notify_type::REDIRECT_SUPPORTED, &[])],
+    );
+    let frags = craft::fragment_ipv4(&ike4_to_vip(client_v4(32), &big), 1500);
+    assert!(frags.len() > 1);
+    for f in &frags {
+        tx(&mut w, CLIENT_PORT, f, BACKEND_PORT);
+    }
+    let s = &w.counters().services[0];
+    assert_eq!(s.fallbacks(Fallback::NoRedirectSupported), 1);
+    assert_eq!(s.fallbacks(Fallback::NotInitial), 1);
+    assert_eq!(s.fallbacks(Fallback::Fragment), 1);
+    assert_eq!(w.counters().gateways[0].iter().map(|g| g.redirects).sum::<u64>(), 0);
+
+    // No gateway has an IPv6 address: an IPv6 client cannot be redirected, nor balanced.
+    let mut spec = redirect_spec(true);
+    for g in &mut spec.services[0].gateways {
+        g.ipv6 = None;
+    }
+    let mut w = worker(spec);
+    let ike = supporting_request(9);
+    let req = udp6(from_router(), client_v6(3), lab::VIP_V6, 500, 500, &ike);
+    let (v, _) = run(&mut w, CLIENT_PORT, &req);
+    assert_eq!(v, Verdict::Drop(DropReason::NoGateway));
+    assert_eq!(
+        w.counters().services[0].fallbacks(Fallback::NoGatewayAddress),
+        1
+    );
+}
+
+#[test]
+fn bad_requests_get_no_answer() {
+    let mut w = worker(redirect_spec(true));
+    let good = supporting_request(3);
+    let mut bad: Vec<Vec<u8>> = Vec::new();
+    bad.push(good[..20].to_vec()); // truncated header
+    let mut long = good.clone();
+    long[27] = long[27].wrapping_add(8); // length field beyond the datagram
+    bad.push(long);
+    let mut chain = good.clone();
+    chain[31] = chain[31].wrapping_add(60); // the SA payload runs past the end
+    bad.push(chain);
+    let mut spi_r = good.clone();
+    spi_r[8] = 1; // a responder SPI in a first request
+    bad.push(spi_r);
+    let mut sent = 0;
+    for b in &bad {
+        let (v, _) = run(&mut w, CLIENT_PORT, &ike4_to_vip(client_v4(41), b));
+        assert_eq!(v, Verdict::Drop(DropReason::MalformedIkeSaInit));
+        sent += 1;
+    }
+    // A bad UDP checksum (the field itself: Ethernet 14 + IPv4 20 + 6).
+    let mut frame = ike4_to_vip(client_v4(42), &good);
+    frame[40] ^= 0xff;
+    let (v, _) = run(&mut w, CLIENT_PORT, &frame);
+    assert_eq!(v, Verdict::Drop(DropReason::MalformedIkeSaInit));
+    sent += 1;
+    let c = w.counters();
+    assert_eq!(c.services[0].malformed_ike_sa_init, sent);
+    assert_eq!(c.dropped(DropReason::MalformedIkeSaInit), sent);
+    assert_eq!(c.tx_packets, 0);
+    assert_eq!(w.affinity().len(), 0);
+}
+
+#[test]
+fn redirected_clients_are_routed_both_ways_nat_clients_still_translated() {
+    let mut w = worker(redirect_spec(true));
+    let client = client_v4(51);
+    let g = redirected_to4(&mut w, client);
+    let gw = lab::GATEWAYS_V4[g];
+    // NAT-T to the gateway's own address: routed, not translated.
+    let ike = craft::non_esp_marker(&craft::ike_message(
+        1,
+        2,
+        exchange::IKE_AUTH,
+        flags::INITIATOR,
+        1,
+        &[0; 80],
+    ));
+    let to_gw = udp4(from_router(), client, gw, 4500, 4500, &ike);
+    let out = tx(&mut w, CLIENT_PORT, &to_gw, BACKEND_PORT);
+    assert_eq!(gateway_of4(&out), g);
+    let o = out4(&out);
+    assert_eq!((o.ip.src_addr(), o.ip.ttl()), (client, 63));
+    o.udp();
+    // And back: the source stays the gateway's.
+    let back = udp4(from_gateway(g), gw, client, 4500, 4500, &ike);
+    let out = tx(&mut w, BACKEND_PORT, &back, CLIENT_PORT);
+    let o = out4(&out);
+    assert_eq!((o.ip.src_addr(), o.ip.dst_addr(), o.ip.ttl()), (gw, client, 63));
+    assert_eq!(o.eth.dst(), lab::ROUTER_MAC);
+    o.udp();
+    let c = w.counters().gateways[0][g];
+    assert_eq!(
+        (c.routed_to_gateway_packets, c.routed_from_gateway_packets),
+        (1, 1)
+    );
+    assert_eq!((c.to_gateway_packets, c.from_gateway_packets), (0, 0));
+
+    // A NAT-mode client of the same gateway: its return traffic is still translated.
+    let nat_client = (1000..)
+        .map(client_v4)
+        .find(|c| lab_gateway((*c).into()) == g)
+        .unwrap();
+    let plain = craft::ike_sa_init_request(8, &NONCE, 19, 64, &[]);
+    tx(&mut w, CLIENT_PORT, &ike4_to_vip(nat_client, &plain), BACKEND_PORT);
+    let reply = udp4(from_gateway(g), gw, nat_client, 500, 500, &ike_sa_init_reply(8));
+    let out = tx(&mut w, BACKEND_PORT, &reply, CLIENT_PORT);
+    assert_eq!(out4(&out).ip.src_addr(), lab::VIP_V4);
+    assert_balanced(&w);
+}
+
+#[test]
+fn routing_is_off_unless_configured() {
+    let mut w = worker(redirect_spec(false));
+    let client = client_v4(61);
+    let g = redirected_to4(&mut w, client);
+    let to_gw = udp4(
+        from_router(),
+        client,
+        lab::GATEWAYS_V4[g],
+        4500,
+        4500,
+        &[0xff],
+    );
+    let (v, _) = run(&mut w, CLIENT_PORT, &to_gw);
+    assert_eq!(v, Verdict::Drop(DropReason::NotAVip));
+    // NAT mode ignores redirect support altogether.
+    let mut w = worker(test_spec());
+    let req = ike4_to_vip(client, &supporting_request(4));
+    let out = tx(&mut w, CLIENT_PORT, &req, BACKEND_PORT);
+    assert_eq!(gateway_of4(&out), lab_gateway(client.into()));
+}
