@@ -1986,10 +1986,7 @@ mod tests {
         assert_eq!(e.key, "service.vpn.mode", "{e}");
         let e = bad("mode = \"redirect\"", "mode = \"nat\"");
         assert_eq!(e.key, "service.vpn.route_to_gateways", "{e}");
-        let e = bad(
-            "protocols = [\"ike\", ",
-            "protocols = [",
-        );
+        let e = bad("protocols = [\"ike\", ", "protocols = [");
         assert_eq!(e.key, "service.vpn.mode", "{e}");
         let e = bad(
             "report_key = \"vpnlb-lab-load-report-key\"",
@@ -2000,9 +1997,9 @@ mod tests {
         assert_eq!(e.key, "redirect.report_max_age", "{e}");
         let e = bad("report_port = 5685", "report_port = 0");
         assert_eq!(e.key, "redirect.report_port", "{e}");
-        let no_exception = text
-            .replacen("[exception]\n", "", 1)
-            .replacen("netns = \"vlb-app\"\n", "", 1);
+        let no_exception =
+            text.replacen("[exception]\n", "", 1)
+                .replacen("netns = \"vlb-app\"\n", "", 1);
         let e = load_config_str(&no_exception, "r.toml").unwrap_err();
         assert_eq!(e.key, "redirect.report_port", "{e}");
         let e = bad("establish_time = \"2s\"", "establish_time = 2\nbogus = 1");

@@ -74,6 +74,7 @@ pub enum Request {
     ShowHealth,
     ShowVrrp,
     ShowSync,
+    ShowRedirect,
     GatewayDrain { name: String },
     GatewayEnable { name: String },
     GatewayDisable { name: String },
@@ -88,7 +89,7 @@ pub enum Request {
 pub const MAX_WEIGHT: u32 = 10_000;
 
 const USAGE: &str =
-    "show stats|ports|workers|gateways|health|vrrp|sync|classes|drops|affinity [CLIENT]|neighbors, \
+    "show stats|ports|workers|gateways|health|vrrp|sync|redirect|classes|drops|affinity [CLIENT]|neighbors, \
                      gateway NAME drain|enable|disable|weight N, affinity flush [CLIENT], \
                      stats prometheus, reload, ping";
 
@@ -96,7 +97,7 @@ const USAGE: &str =
 ///
 /// ```text
 /// show stats | show ports | show workers | show gateways | show health | show vrrp | show sync
-/// show classes | show drops | show affinity [CLIENT] | show neighbors
+/// show redirect | show classes | show drops | show affinity [CLIENT] | show neighbors
 /// gateway NAME drain | gateway NAME enable | gateway NAME disable | gateway NAME weight N
 /// affinity flush [CLIENT] | stats prometheus | reload | ping
 /// ```
@@ -117,7 +118,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             let Some((&what, args)) = rest.split_first() else {
                 return Err(
                     "`show` needs what to show: stats, ports, workers, gateways, health, vrrp, \
-                     sync, classes, drops, affinity [CLIENT] or neighbors"
+                     sync, redirect, classes, drops, affinity [CLIENT] or neighbors"
                         .into(),
                 );
             };
@@ -132,6 +133,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 "health" => Request::ShowHealth,
                 "vrrp" => Request::ShowVrrp,
                 "sync" => Request::ShowSync,
+                "redirect" => Request::ShowRedirect,
                 "affinity" => {
                     let client = optional_ip(args, "show affinity")?;
                     return Ok(Request::ShowAffinity { client });
@@ -229,6 +231,7 @@ impl fmt::Display for Request {
             Request::ShowHealth => f.write_str("show health"),
             Request::ShowVrrp => f.write_str("show vrrp"),
             Request::ShowSync => f.write_str("show sync"),
+            Request::ShowRedirect => f.write_str("show redirect"),
             Request::GatewayDrain { name } => write!(f, "gateway {name} drain"),
             Request::GatewayEnable { name } => write!(f, "gateway {name} enable"),
             Request::GatewayDisable { name } => write!(f, "gateway {name} disable"),

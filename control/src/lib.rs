@@ -5,6 +5,7 @@ pub mod config;
 pub mod ctlsock;
 pub mod daemon;
 pub mod health;
+pub mod loads;
 pub mod replay;
 pub mod sync;
 pub mod vrrp;

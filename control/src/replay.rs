@@ -260,11 +260,11 @@ fn report(
         .collect();
     let mut affinity = Vec::new();
     for (k, v) in worker.affinity().iter() {
-        let Some(svc) = snap.services.get(usize::from(k.service)) else {
+        let Some(svc) = snap.services.get(usize::from(k.service_index())) else {
             continue;
         };
         if let Some(c) = clients
-            .get_mut(usize::from(k.service))
+            .get_mut(usize::from(k.service_index()))
             .and_then(|c| c.get_mut(usize::from(v.gateway)))
         {
             *c += 1;

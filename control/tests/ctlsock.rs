@@ -182,6 +182,7 @@ fn parse_every_command() {
         ("show health", Request::ShowHealth),
         ("show vrrp", Request::ShowVrrp),
         ("show sync", Request::ShowSync),
+        ("show redirect", Request::ShowRedirect),
         ("gateway gw1 drain", Request::GatewayDrain { name: name() }),
         (
             "gateway gw1 enable",

@@ -487,3 +487,90 @@ fn vpnlbd_replay_cli_prints_one_json_object_and_config_errors_exit_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.toml"), "{stderr}");
 }
+
+/// Redirect mode through `vpnlbd replay` with `conf/lab-redirect.toml`: a redirect-capable
+/// IKE_SA_INIT comes back on the client port as exactly RFC 5685's response, one without
+/// REDIRECT_SUPPORTED goes to a gateway in NAT mode, a truncated one is dropped unanswered.
+#[test]
+fn redirect_mode_answers_with_rfc5685_bytes_on_the_client_port() {
+    use dataplane::craft::{self, Ipv4Opts, L2, L4};
+    use dataplane::wire::ike::notify_type;
+    let dir = tmpdir("redirect");
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab-redirect.toml");
+    let client: std::net::Ipv4Addr = "198.18.70.20".parse().unwrap();
+    let nonce = [0x6e; 32];
+    let to_vip = |ike: &[u8]| {
+        craft::ipv4(
+            &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
+            client,
+            labnet::VIP_V4,
+            &Ipv4Opts::default(),
+            &L4::Udp {
+                src: 500,
+                dst: 500,
+                payload: ike,
+            },
+        )
+    };
+    let spi = 0x0123_4567_89ab_cdefu64;
+    let supported = craft::ike_sa_init_request(
+        spi,
+        &nonce,
+        31,
+        32,
+        &[(notify_type::REDIRECT_SUPPORTED, &[])],
+    );
+    let plain = craft::ike_sa_init_request(spi + 1, &nonce, 31, 32, &[]);
+    let s = 1_000_000_000u64;
+    let t0 = 1_700_000_000 * s;
+    write_capture(
+        &dir.join("c.pcap"),
+        &[
+            (t0, to_vip(&supported)),
+            (t0 + s, to_vip(&plain)),
+            (t0 + 2 * s, to_vip(&supported[..40])),
+        ],
+    );
+    let spec = config::load(&conf).unwrap();
+    let inputs = [Input {
+        port: "client".into(),
+        path: dir.join("c.pcap"),
+    }];
+    let r = replay::run(spec, &inputs, &dir.join("out"), false).unwrap();
+    let answers = read_all(&dir.join("out/client.pcap"));
+    assert_eq!(answers.len(), 1);
+    let frame = &answers[0].1;
+    let eth = EthernetFrame::new_checked(&frame[..]).unwrap();
+    assert_eq!(
+        (eth.src(), eth.dst()),
+        (labnet::CLIENT_PORT_MAC, labnet::ROUTER_MAC)
+    );
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (labnet::VIP_V4, client));
+    let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!(udp.verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
+    assert_eq!((udp.src_port(), udp.dst_port()), (500, 500));
+    // With no loads yet, the first gateway at or after the client's hash.
+    let g = dataplane::schedule::client_hash(&client.octets()) as usize % 3;
+    let mut want = spi.to_be_bytes().to_vec();
+    want.extend_from_slice(&[0; 8]); // no responder SPI
+    want.extend_from_slice(&[41, 0x20, 34, 0x20, 0, 0, 0, 0]); // N, IKEv2, IKE_SA_INIT, R, ID 0
+    want.extend_from_slice(&(28u32 + 46).to_be_bytes());
+    want.extend_from_slice(&[0, 0, 0, 46, 0, 0, 0x40, 0x17, 1, 4]); // N(REDIRECT), IPv4 GW
+    want.extend_from_slice(&labnet::GATEWAYS_V4[g].octets());
+    want.extend_from_slice(&nonce);
+    assert_eq!(udp.payload(), &want[..]);
+    assert!(frame.len() < to_vip(&supported).len());
+    // The one without REDIRECT_SUPPORTED went to a gateway; the truncated one nowhere.
+    assert_eq!(read_all(&dir.join("out/backend.pcap")).len(), 1);
+    let gw = &r.counters.gateways[0];
+    assert_eq!(gw.iter().map(|g| g.redirects).sum::<u64>(), 1);
+    assert_eq!(gw[g].redirects, 1);
+    let svc = &r.counters.services[0];
+    assert_eq!(
+        svc.fallbacks(dataplane::redirect::Fallback::NoRedirectSupported),
+        1
+    );
+    assert_eq!(svc.malformed_ike_sa_init, 1);
+}

@@ -80,7 +80,7 @@ pub struct GatewayCounters {
 }
 
 impl GatewayCounters {
-    fn add(&mut self, o: &GatewayCounters) {
+    pub fn add(&mut self, o: &GatewayCounters) {
         self.to_gateway_packets += o.to_gateway_packets;
         self.to_gateway_bytes += o.to_gateway_bytes;
         self.from_gateway_packets += o.from_gateway_packets;
@@ -115,7 +115,11 @@ impl ServiceCounters {
     }
 
     fn add(&mut self, o: &ServiceCounters) {
-        for (a, b) in self.redirect_fallbacks.iter_mut().zip(&o.redirect_fallbacks) {
+        for (a, b) in self
+            .redirect_fallbacks
+            .iter_mut()
+            .zip(&o.redirect_fallbacks)
+        {
             *a += b;
         }
         self.malformed_ike_sa_init += o.malformed_ike_sa_init;
@@ -237,7 +241,8 @@ impl WorkerCounters {
             self.gateways.resize(o.gateways.len(), Vec::new());
         }
         if self.services.len() < o.services.len() {
-            self.services.resize(o.services.len(), ServiceCounters::default());
+            self.services
+                .resize(o.services.len(), ServiceCounters::default());
         }
         for (a, b) in self.services.iter_mut().zip(&o.services) {
             a.add(b);

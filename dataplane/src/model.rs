@@ -1338,4 +1338,3 @@ mod tests {
         assert!("198.18.0.1".parse::<IpCidr>().is_err());
     }
 }
-

@@ -24,14 +24,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::affinity::{self, AffinityKey, AffinityShard, AffinityValue, InsertOutcome, Lookup, Removed};
+use crate::affinity::{
+    self, AffinityKey, AffinityShard, AffinityValue, InsertOutcome, Lookup, Removed,
+};
 use crate::changes::{refresh_is_news, AffinityChange, ChangeLog, ChangeOp};
 use crate::classify::{self, Detail, L4View, SniStats};
 use crate::counters::{DropReason, GatewayCounters, ServiceCounters, WorkerCounters};
 use crate::frame::Frame;
 use crate::model::{LocalKind, NextHop, Role, ServiceMode, ServiceView, Snapshot};
-use crate::redirect::{self, Choice, Fallback, Inspection, SaInitRequest};
 use crate::nat::{self, L4Checksum, Side};
+use crate::redirect::{self, Choice, Fallback, Inspection, SaInitRequest};
 use crate::schedule::{client_hash, GatewayState, Scheduler, SchedulerKind};
 use crate::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
 use crate::wire::ethernet::{emit_header, ethertype, EthernetAddress, EthernetFrame, Vlan};
@@ -1517,7 +1519,11 @@ fn routable(svc: &ServiceView, protocol: u8, port: Option<u16>) -> bool {
 /// headers) and UDP headers back to the client, from the VIP and the IKE port, and the IKE
 /// response; the frame is cut to the answer's length. Nothing is answered (and the frame is
 /// left as it is) for a request with a bad UDP checksum or one shorter than its answer.
-fn answer_redirect<F: Frame>(frame: &mut F, r: &Redirect, gateway: IpAddr) -> Result<(), DropReason> {
+fn answer_redirect<F: Frame>(
+    frame: &mut F,
+    r: &Redirect,
+    gateway: IpAddr,
+) -> Result<(), DropReason> {
     let f = &r.flow;
     let (at, udp_at) = (f.at, usize::from(r.udp_at));
     let ike_len = usize::from(r.request.len);
@@ -1528,9 +1534,15 @@ fn answer_redirect<F: Frame>(frame: &mut F, r: &Redirect, gateway: IpAddr) -> Re
         return Err(DropReason::Truncated);
     }
     let (client, vip) = if f.v6 {
-        (IpAddr::V6(ipv6_at(bytes, at + 8)), IpAddr::V6(ipv6_at(bytes, at + 24)))
+        (
+            IpAddr::V6(ipv6_at(bytes, at + 8)),
+            IpAddr::V6(ipv6_at(bytes, at + 24)),
+        )
     } else {
-        (IpAddr::V4(ipv4_at(bytes, at + 12)), IpAddr::V4(ipv4_at(bytes, at + 16)))
+        (
+            IpAddr::V4(ipv4_at(bytes, at + 12)),
+            IpAddr::V4(ipv4_at(bytes, at + 16)),
+        )
     };
     let udp_len = (8 + ike_len) as u16;
     let request_csum = u16::from_be_bytes([bytes[udp_at + 6], bytes[udp_at + 7]]);
@@ -1582,7 +1594,10 @@ fn answer_redirect<F: Frame>(frame: &mut F, r: &Redirect, gateway: IpAddr) -> Re
     udp[2..4].copy_from_slice(&client_port.to_be_bytes());
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
     udp[6..8].fill(0);
-    let c = !wire::checksum::fold(wire::checksum::sum(pseudo_header(vip, client, udp_len), udp));
+    let c = !wire::checksum::fold(wire::checksum::sum(
+        pseudo_header(vip, client, udp_len),
+        udp,
+    ));
     udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
     if frame.truncate(new_udp_at + 8 + n) {
         Ok(())

@@ -422,7 +422,10 @@ mod tests {
             (payload_type::NONCE, vec![0x5a; nonce_len]),
         ];
         if supported {
-            p.push((payload_type::NOTIFY, notify(notify_type::REDIRECT_SUPPORTED)));
+            p.push((
+                payload_type::NOTIFY,
+                notify(notify_type::REDIRECT_SUPPORTED),
+            ));
         }
         p
     }
@@ -453,7 +456,10 @@ mod tests {
             request(&[
                 (payload_type::SA, vec![0; 8]),
                 (payload_type::KE, vec![0; 8]),
-                (payload_type::NOTIFY, notify(notify_type::REDIRECT_SUPPORTED)),
+                (
+                    payload_type::NOTIFY,
+                    notify(notify_type::REDIRECT_SUPPORTED),
+                ),
             ]),
             {
                 let mut p = minimal(32, true);

@@ -220,11 +220,21 @@ fn fallbacks_to_nat_are_counted_by_reason() {
     let client = client_v4(31);
     // No REDIRECT_SUPPORTED: forwarded to the scheduler's gateway, translated.
     let plain = craft::ike_sa_init_request(5, &NONCE, 19, 64, &[]);
-    let out = tx(&mut w, CLIENT_PORT, &ike4_to_vip(client, &plain), BACKEND_PORT);
+    let out = tx(
+        &mut w,
+        CLIENT_PORT,
+        &ike4_to_vip(client, &plain),
+        BACKEND_PORT,
+    );
     assert_eq!(gateway_of4(&out), lab_gateway(client.into()));
     // A later exchange on 500.
     let auth = craft::ike_message(5, 6, exchange::IKE_AUTH, flags::INITIATOR, 1, &[0; 64]);
-    tx(&mut w, CLIENT_PORT, &ike4_to_vip(client, &auth), BACKEND_PORT);
+    tx(
+        &mut w,
+        CLIENT_PORT,
+        &ike4_to_vip(client, &auth),
+        BACKEND_PORT,
+    );
     // A fragmented request (a large KE): the first fragment cannot be read whole.
     let big = craft::ike_sa_init_request(
         7,
@@ -242,7 +252,13 @@ fn fallbacks_to_nat_are_counted_by_reason() {
     assert_eq!(s.fallbacks(Fallback::NoRedirectSupported), 1);
     assert_eq!(s.fallbacks(Fallback::NotInitial), 1);
     assert_eq!(s.fallbacks(Fallback::Fragment), 1);
-    assert_eq!(w.counters().gateways[0].iter().map(|g| g.redirects).sum::<u64>(), 0);
+    assert_eq!(
+        w.counters().gateways[0]
+            .iter()
+            .map(|g| g.redirects)
+            .sum::<u64>(),
+        0
+    );
 
     // No gateway has an IPv6 address: an IPv6 client cannot be redirected, nor balanced.
     let mut spec = redirect_spec(true);
@@ -319,7 +335,10 @@ fn redirected_clients_are_routed_both_ways_nat_clients_still_translated() {
     let back = udp4(from_gateway(g), gw, client, 4500, 4500, &ike);
     let out = tx(&mut w, BACKEND_PORT, &back, CLIENT_PORT);
     let o = out4(&out);
-    assert_eq!((o.ip.src_addr(), o.ip.dst_addr(), o.ip.ttl()), (gw, client, 63));
+    assert_eq!(
+        (o.ip.src_addr(), o.ip.dst_addr(), o.ip.ttl()),
+        (gw, client, 63)
+    );
     assert_eq!(o.eth.dst(), lab::ROUTER_MAC);
     o.udp();
     let c = w.counters().gateways[0][g];
@@ -335,8 +354,20 @@ fn redirected_clients_are_routed_both_ways_nat_clients_still_translated() {
         .find(|c| lab_gateway((*c).into()) == g)
         .unwrap();
     let plain = craft::ike_sa_init_request(8, &NONCE, 19, 64, &[]);
-    tx(&mut w, CLIENT_PORT, &ike4_to_vip(nat_client, &plain), BACKEND_PORT);
-    let reply = udp4(from_gateway(g), gw, nat_client, 500, 500, &ike_sa_init_reply(8));
+    tx(
+        &mut w,
+        CLIENT_PORT,
+        &ike4_to_vip(nat_client, &plain),
+        BACKEND_PORT,
+    );
+    let reply = udp4(
+        from_gateway(g),
+        gw,
+        nat_client,
+        500,
+        500,
+        &ike_sa_init_reply(8),
+    );
     let out = tx(&mut w, BACKEND_PORT, &reply, CLIENT_PORT);
     assert_eq!(out4(&out).ip.src_addr(), lab::VIP_V4);
     assert_balanced(&w);

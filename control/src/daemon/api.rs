@@ -10,6 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Sender};
 use dataplane::classify::Class;
 use dataplane::counters::{DropReason, WorkerCounters};
+use dataplane::redirect::Fallback;
 use dataplane::schedule::GatewayState;
 use dpdk::Port;
 use serde::Serialize;
@@ -19,6 +20,7 @@ use dataplane::model::ApplianceSpec;
 
 use super::control::{Control, IdMap};
 use super::ha::Ha;
+use super::loads::LoadReports;
 use super::rates::GatewayRates;
 use super::sync::PairSync;
 use super::worker::{IoCounters, WorkerReport};
@@ -49,6 +51,8 @@ pub struct AffinityRow {
     pub service: String,
     pub gateway: String,
     pub confirmed: bool,
+    /// A redirected client, talking to the gateway's own address (routed, not translated).
+    pub direct: bool,
     pub last_seen: u32,
     pub expires_at: u32,
     pub worker: usize,
@@ -76,6 +80,8 @@ pub struct Ctx<'a> {
     pub ha: Option<&'a Ha>,
     /// The affinity sync with the other vpnlbd of the pair, when `[ha]` names a peer.
     pub sync: Option<&'a mut PairSync>,
+    /// Redirect mode's load reports and loads, when a service redirects.
+    pub loads: Option<&'a LoadReports>,
 }
 
 impl Ctx<'_> {
@@ -184,6 +190,7 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
                 "no affinity sync: [ha] has no peer (a keepalived peer, or no pair)".into(),
             ),
         },
+        Request::ShowRedirect => Reply::Ok(redirect_status(ctx)),
         Request::ShowClasses => {
             let (c, _) = ctx.totals();
             Reply::Ok(Value::Array(
@@ -405,6 +412,7 @@ fn set_gateway(
 }
 
 fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
+    let now = std::time::Instant::now();
     let snap = ctx.ctl.snapshot();
     let workers = ctx.workers();
     let status = ctx.health.as_ref().map(Checker::status);
@@ -416,11 +424,7 @@ fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
             let mut clients = 0u64;
             for w in &workers {
                 if let Some(x) = w.counters.gateways.get(s).and_then(|v| v.get(g)) {
-                    c.to_gateway_packets += x.to_gateway_packets;
-                    c.from_gateway_packets += x.from_gateway_packets;
-                    c.to_gateway_bytes += x.to_gateway_bytes;
-                    c.from_gateway_bytes += x.from_gateway_bytes;
-                    c.new_clients += x.new_clients;
+                    c.add(x);
                 }
                 if let Some(n) = w.active_clients.get(s).and_then(|v| v.get(g)) {
                     clients += u64::from(*n);
@@ -451,10 +455,56 @@ fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
                 "to_gateway_bytes": c.to_gateway_bytes,
                 "from_gateway_bytes": c.from_gateway_bytes,
                 "health_transitions": checked.map_or(0, |h| h.transitions),
+                "redirects": c.redirects,
+                "routed_to_gateway_packets": c.routed_to_gateway_packets,
+                "routed_from_gateway_packets": c.routed_from_gateway_packets,
+                "routed_to_gateway_bytes": c.routed_to_gateway_bytes,
+                "routed_from_gateway_bytes": c.routed_from_gateway_bytes,
             }));
+            if let (Some(l), Some(Value::Object(row))) = (ctx.loads, rows.last_mut()) {
+                // Redirect mode: what the workers choose by.
+                let v = l.view(s, g, now);
+                row.insert("reported_tunnels".into(), json!(v.reported_tunnels));
+                row.insert("report_age_ms".into(), json!(v.report_age_ms));
+                row.insert("load".into(), json!(v.load));
+                row.insert("load_from_report".into(), json!(v.from_report));
+            }
         }
     }
     rows
+}
+
+/// `show redirect`: per service its mode, what was not redirected and why, and the load
+/// reports.
+fn redirect_status(ctx: &Ctx<'_>) -> Value {
+    let (c, _) = ctx.totals();
+    let snap = ctx.ctl.snapshot();
+    let services: Vec<Value> = snap
+        .services
+        .iter()
+        .enumerate()
+        .map(|(s, svc)| {
+            let sc = c.services.get(s).copied().unwrap_or_default();
+            let fallbacks: serde_json::Map<String, Value> = Fallback::ALL
+                .iter()
+                .map(|f| (f.name().to_string(), json!(sc.fallbacks(*f))))
+                .collect();
+            let redirects: u64 = c
+                .gateways
+                .get(s)
+                .map_or(0, |g| g.iter().map(|x| x.redirects).sum());
+            json!({
+                "service": svc.spec.name, "mode": svc.spec.mode.as_str(),
+                "route_to_gateways": svc.spec.route_to_gateways,
+                "redirects": redirects, "fallbacks": fallbacks,
+                "malformed": sc.malformed_ike_sa_init,
+            })
+        })
+        .collect();
+    json!({
+        "services": services,
+        "reports": ctx.loads.map(LoadReports::status),
+    })
 }
 
 /// One row per health check of every gateway.
@@ -655,6 +705,102 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
         "counter",
         &pick("from_gateway_bytes"),
     );
+    if ctx.loads.is_some() {
+        metric(
+            "gateway_redirects_total",
+            "IKE_SA_INIT requests answered with a REDIRECT to the gateway.",
+            "counter",
+            &pick("redirects"),
+        );
+        let routed: Vec<(String, u64)> = rows
+            .iter()
+            .flat_map(|r| {
+                let l = label(r);
+                let l = &l[1..l.len() - 1];
+                [
+                    (
+                        format!("{{{l},direction=\"to-gateway\"}}"),
+                        r["routed_to_gateway_packets"].as_u64().unwrap_or(0),
+                    ),
+                    (
+                        format!("{{{l},direction=\"from-gateway\"}}"),
+                        r["routed_from_gateway_packets"].as_u64().unwrap_or(0),
+                    ),
+                ]
+            })
+            .collect();
+        metric(
+            "gateway_routed_packets_total",
+            "Redirected clients' packets routed (not translated) to and from the gateway.",
+            "counter",
+            &routed,
+        );
+        let reported: Vec<(String, u64)> = rows
+            .iter()
+            .filter_map(|r| Some((label(r), r["reported_tunnels"].as_u64()?)))
+            .collect();
+        metric(
+            "gateway_reported_tunnels",
+            "Tunnels in the gateway's last load report.",
+            "gauge",
+            &reported,
+        );
+        let (c, _) = ctx.totals();
+        let mut fallbacks = Vec::new();
+        let mut malformed = Vec::new();
+        for (s, svc) in snap.services.iter().enumerate() {
+            let sc = c.services.get(s).copied().unwrap_or_default();
+            let name = &svc.spec.name;
+            for f in Fallback::ALL {
+                fallbacks.push((
+                    format!("{{service=\"{name}\",reason=\"{}\"}}", f.name()),
+                    sc.fallbacks(*f),
+                ));
+            }
+            malformed.push((format!("{{service=\"{name}\"}}"), sc.malformed_ike_sa_init));
+        }
+        metric(
+            "redirect_fallbacks_total",
+            "IKE traffic of a redirecting service handed to NAT mode, by reason.",
+            "counter",
+            &fallbacks,
+        );
+        metric(
+            "redirect_malformed_total",
+            "IKE_SA_INIT requests to a redirecting service dropped unanswered.",
+            "counter",
+            &malformed,
+        );
+    }
+    if let Some(l) = ctx.loads {
+        let rc = l.counters();
+        let mut results = vec![("{result=\"accepted\"}".to_string(), rc.accepted)];
+        for (r, n) in crate::loads::Reject::ALL.iter().zip(rc.rejected) {
+            results.push((format!("{{result=\"{}\"}}", r.name()), n));
+        }
+        metric(
+            "load_reports_total",
+            "Gateway load reports, accepted or refused by reason.",
+            "counter",
+            &results,
+        );
+        let now = std::time::Instant::now();
+        let mut loads = Vec::new();
+        for (s, svc) in snap.services.iter().enumerate() {
+            for (g, gw) in svc.spec.gateways.iter().enumerate() {
+                let v = l.view(s, g, now);
+                let labels = format!("{{service=\"{}\",gateway=\"{}\"}}", svc.spec.name, gw.name);
+                // Milli-tunnels: the load is fractional while redirects decay.
+                loads.push((labels, (v.load.max(0.0) * 1000.0).round() as u64));
+            }
+        }
+        metric(
+            "gateway_load_millitunnels",
+            "The load redirects choose by (tunnels reported plus recent redirects, or decaying redirects), in thousandths of a tunnel.",
+            "gauge",
+            &loads,
+        );
+    }
     if let Some(status) = ctx.health.as_ref().map(Checker::status) {
         let check_label = |c: &crate::health::checker::CheckStatus| {
             format!(

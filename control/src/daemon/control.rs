@@ -206,7 +206,10 @@ impl Control {
         let statics: Vec<(IpAddr, EthernetAddress)> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
         self.neighbors.set_statics(statics);
-        let snap = Arc::new(Snapshot::build(self.effective(&spec), self.generation + 1)?);
+        let mut snap = Snapshot::build(self.effective(&spec), self.generation + 1)?;
+        // Loads carry over while the services and gateways keep their names and order.
+        snap.share_loads(&self.snap.loads);
+        let snap = Arc::new(snap);
         self.generation += 1;
         self.base = spec;
         self.snap = Arc::clone(&snap);
@@ -581,7 +584,8 @@ impl Control {
         let spec = self.effective(&self.base);
         self.generation += 1;
         match Snapshot::build(spec, self.generation) {
-            Ok(s) => {
+            Ok(mut s) => {
+                s.share_loads(&self.snap.loads);
                 let s = Arc::new(s);
                 self.snap = Arc::clone(&s);
                 for p in &mut self.pending {

@@ -15,6 +15,7 @@ pub mod api;
 pub mod control;
 pub mod exception;
 pub mod ha;
+pub mod loads;
 pub mod rates;
 pub mod sync;
 pub mod worker;
@@ -512,6 +513,14 @@ pub fn run(
         }
         _ => None,
     };
+    let mut load_reports = {
+        let netns = cfg
+            .exception
+            .netns
+            .as_deref()
+            .filter(|_| cfg.exception.enabled);
+        loads::LoadReports::new(&cfg.redirect, &first, netns).map_err(DaemonError::Config)?
+    };
     let mut rates = rates::GatewayRates::default();
     let mut last_rates = Instant::now();
     let mut last_rx = 0u64;
@@ -535,6 +544,9 @@ pub fn run(
                 ctl.set_health(&ev.service, &ev.gateway, ev.up);
             }
         }
+        if let Some(l) = &mut load_reports {
+            l.poll(ctl.snapshot(), Instant::now());
+        }
         if last_rates.elapsed() >= Duration::from_secs(1) {
             last_rates = Instant::now();
             let workers: Vec<WorkerReport> = reports
@@ -556,6 +568,7 @@ pub fn run(
                 rates: &rates,
                 ha: ha.as_ref(),
                 sync: pair_sync.as_mut(),
+                loads: load_reports.as_ref(),
             };
             sock.poll(&mut |req| api::handle(req, &mut ctx));
         }

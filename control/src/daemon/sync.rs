@@ -261,12 +261,14 @@ impl PairSync {
         let old = std::mem::take(&mut self.mirror);
         for (k, mut m) in old {
             let to = map
-                .get(usize::from(k.service))
+                .get(usize::from(k.service_index()))
                 .and_then(|s| s.get(usize::from(m.gateway)))
                 .copied()
                 .flatten();
             if let Some((service, gateway)) = to {
                 m.gateway = gateway;
+                let direct = k.service & dataplane::affinity::DIRECT;
+                let service = service | direct;
                 self.mirror.insert(AffinityKey { service, ..k }, m);
             }
         }

@@ -526,10 +526,12 @@ fn answer(worker: &mut Worker, index: usize, q: WorkerQuery) {
                 .filter(|(k, _)| client.is_none_or(|c| k.client_ip() == c))
                 .take(limit)
                 .map(|(k, v)| {
-                    let svc = snap.services.get(usize::from(k.service));
+                    let svc = snap.services.get(usize::from(k.service_index()));
                     AffinityRow {
                         client: k.client_ip(),
-                        service: svc.map_or_else(|| k.service.to_string(), |s| s.spec.name.clone()),
+                        service: svc
+                            .map_or_else(|| k.service_index().to_string(), |s| s.spec.name.clone()),
+                        direct: k.is_direct(),
                         gateway: svc
                             .and_then(|s| s.spec.gateways.get(usize::from(v.gateway)))
                             .map_or_else(|| v.gateway.to_string(), |g| g.name.clone()),
