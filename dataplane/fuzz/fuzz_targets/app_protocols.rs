@@ -1,5 +1,6 @@
 //! Feeds arbitrary bytes to the application-protocol views: IKE (header, payload chain,
-//! notify), TLS and DTLS records and their ClientHello parsers. Besides "never panics", it checks
+//! notify), redirect mode's IKE_SA_INIT reading and answer, TLS and DTLS records and their
+//! ClientHello parsers. Besides "never panics", it checks
 //! that every slice handed out lies inside the input and that the payload walk is bounded.
 #![no_main]
 use dataplane::wire::{dtls, ike, tls};
@@ -49,7 +50,28 @@ fn ike(data: &[u8], datagram_len: usize) {
     let _ = h.find_notify(ike::notify_type::REDIRECT);
 }
 
+/// Redirect mode's reading of an IKE_SA_INIT, and its answer: never longer than the request,
+/// and what it echoes is the request's nonce.
+fn redirect(data: &[u8]) {
+    use dataplane::redirect::{inspect, write_response, Inspection};
+    let Inspection::Redirect(r) = inspect(data) else {
+        return;
+    };
+    let nonce = &data[usize::from(r.nonce_at)..][..usize::from(r.nonce_len)];
+    for gw in [
+        std::net::IpAddr::from([198, 19, 0, 11]),
+        std::net::IpAddr::from([0x2001, 2, 0, 2, 0, 0, 0, 0x11u16]),
+    ] {
+        let mut buf = data.to_vec();
+        if let Some(n) = write_response(&mut buf, &r, gw) {
+            assert!(n <= data.len());
+            assert!(buf[..n].ends_with(nonce));
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    redirect(data);
     // IKE with the datagram length of a whole datagram, and with the one the header claims, so
     // the header validates whatever the buffer length (the first-fragment case).
     ike(data, data.len());

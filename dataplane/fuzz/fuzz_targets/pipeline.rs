@@ -2,8 +2,11 @@
 //! (affinity entries, scheduler state), so sequences of packets are explored too.
 //!
 //! Input: byte 0 picks the port (bit 0) and advances the clock (bits 1..7, seconds); the rest
-//! is the frame. Checked: no panic; every frame gets exactly one verdict and one counter; a
-//! transmitted frame is well-formed Ethernet + IP with a valid IPv4 header checksum.
+//! is the frame. Each input goes through two workers: the lab's service in NAT mode, and in
+//! redirect mode with routing to the gateways. Checked: no panic; every frame gets exactly one
+//! verdict and one counter; a transmitted frame is well-formed Ethernet + IP with a valid IPv4
+//! header checksum; an answer on the port a frame came in on is never longer than the frame
+//! (the appliance cannot be used to amplify).
 #![no_main]
 
 use std::cell::RefCell;
@@ -11,26 +14,40 @@ use std::sync::Arc;
 
 use dataplane::craft::lab::appliance_spec;
 use dataplane::frame::{Frame, VecFrame};
-use dataplane::model::{AffinitySpec, Snapshot};
+use dataplane::model::{AffinitySpec, ServiceMode, Snapshot};
 use dataplane::pipeline::{Verdict, Worker};
 use dataplane::wire::ethernet::{ethertype, EthernetFrame};
 use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::ipv6::Ipv6Packet;
 use libfuzzer_sys::fuzz_target;
 
-thread_local! {
-    static WORKER: RefCell<(Worker, u32)> = RefCell::new({
-        let spec = appliance_spec(AffinitySpec { capacity: 256, max_unconfirmed: 32 });
-        let snap = Arc::new(Snapshot::build(spec, 1).expect("lab snapshot"));
-        (Worker::new(snap), 1_700_000_000)
+fn worker(mode: ServiceMode) -> RefCell<(Worker, u32)> {
+    let mut spec = appliance_spec(AffinitySpec {
+        capacity: 256,
+        max_unconfirmed: 32,
     });
+    spec.services[0].mode = mode;
+    spec.services[0].route_to_gateways = mode == ServiceMode::Redirect;
+    let snap = Arc::new(Snapshot::build(spec, 1).expect("lab snapshot"));
+    RefCell::new((Worker::new(snap), 1_700_000_000))
+}
+
+thread_local! {
+    static NAT: RefCell<(Worker, u32)> = worker(ServiceMode::Nat);
+    static REDIRECT: RefCell<(Worker, u32)> = worker(ServiceMode::Redirect);
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, frame)) = data.split_first() else {
         return;
     };
-    WORKER.with(|w| {
+    for w in [&NAT, &REDIRECT] {
+        w.with(|w| run(w, ctl, frame));
+    }
+});
+
+fn run(w: &RefCell<(Worker, u32)>, ctl: u8, frame: &[u8]) {
+    {
         let (worker, now) = &mut *w.borrow_mut();
         *now += u32::from(ctl >> 1);
         let before = worker.counters();
@@ -43,6 +60,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(accounted(&after), accounted(&before) + 1);
         if let Verdict::Tx { port } = verdict {
             assert!(port < 2);
+            if port == u16::from(ctl & 1) {
+                assert!(
+                    f.bytes().len() <= frame.len(),
+                    "an answer longer than its question"
+                );
+            }
             let eth = EthernetFrame::new_checked(f.bytes()).expect("transmitted Ethernet");
             match eth.ethertype() {
                 ethertype::IPV4 => {
@@ -56,5 +79,5 @@ fuzz_target!(|data: &[u8]| {
                 other => panic!("transmitted ethertype {other:#x}"),
             }
         }
-    });
-});
+    }
+}
