@@ -319,7 +319,7 @@ impl LoadModel {
                             .set_load(s16, g16, i64::from(tunnels) * LOAD_SCALE, counted);
                     }
                     None => {
-                        let load = (m.decayed * LOAD_SCALE as f64) as i64;
+                        let load = (m.decayed * LOAD_SCALE as f64).round() as i64;
                         self.board.set_load(s16, g16, load, total);
                     }
                 }

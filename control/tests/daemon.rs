@@ -45,9 +45,18 @@ fn is_control_frame(f: &[u8]) -> bool {
 /// `conf/lab.toml` for net_pcap devices: without the exception path (its namespace and TAPs
 /// belong to the live lab) and without health checks (nothing answers probes in a capture).
 fn lab_conf() -> String {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml"))
-            .unwrap();
+    conf_without_lab("lab.toml")
+}
+
+/// A shipped lab config (`conf/NAME`) stripped as [`lab_conf`] strips `conf/lab.toml` (with
+/// its `[redirect]` section, which the exception path carries).
+fn conf_without_lab(name: &str) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../conf")
+            .join(name),
+    )
+    .unwrap();
     let start = text.find("[exception]").unwrap();
     let end = start + text[start..].find("[affinity]").unwrap();
     let text = format!("{}{}", &text[..start], &text[end..]);
@@ -102,6 +111,10 @@ struct Run {
 }
 
 fn run_daemon(dir: &Path, workers: usize) -> Run {
+    run_daemon_with(dir, workers, &lab_conf())
+}
+
+fn run_daemon_with(dir: &Path, workers: usize, conf: &str) -> Run {
     let out = dir.join(format!("daemon-{workers}"));
     std::fs::create_dir_all(&out).unwrap();
     let empty = dir.join("empty.pcap");
@@ -112,7 +125,7 @@ fn run_daemon(dir: &Path, workers: usize) -> Run {
         1 => vec!["1".into()],
         n => (0..n).map(|w| w.to_string()).collect(),
     };
-    let conf = lab_conf()
+    let conf = conf
         .replace(
             "net_af_packet0,iface=vlb-cl0",
             &pcap_device(
@@ -575,4 +588,123 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
         .arg(child.id().to_string())
         .status();
     assert!(child.wait().unwrap().success());
+}
+
+/// Redirect mode in the real daemon (mbufs cut to the answer's length): 30 redirect-capable
+/// IKE_SA_INITs are answered on the client port exactly as replay answers them, 10 without
+/// REDIRECT_SUPPORTED go to their gateways in NAT mode, and NAT-T from the redirected clients to
+/// gateways' own addresses is routed.
+#[test]
+fn redirect_mode_answers_and_routes_as_replay_does() {
+    use dataplane::craft::{self, lab as labnet, Ipv4Opts, L2, L4};
+    use dataplane::wire::ike::{exchange, flags, notify_type};
+    let _one = ONE_DAEMON_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("redirect");
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    // Redirects decay on the daemon's clock, not replay's: with a day's half-life the loads
+    // of a 2 s run equal replay's to the thousandth of a tunnel they are kept in.
+    let conf = conf_without_lab("lab-redirect.toml").replacen(
+        "[affinity]",
+        "[redirect]\nredirect_half_life = \"1d\"\n\n[affinity]",
+        1,
+    );
+    let spec = config::load_str(&conf, "conf/lab-redirect.toml").unwrap();
+    let udp = |src, dst, port, payload: &[u8]| {
+        craft::ipv4(
+            &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
+            src,
+            dst,
+            &Ipv4Opts::default(),
+            &L4::Udp {
+                src: port,
+                dst: port,
+                payload,
+            },
+        )
+    };
+    let client = |i: u32| std::net::Ipv4Addr::from(u32::from_be_bytes([198, 18, 80, 0]) + i);
+    let mut input = Vec::new();
+    for i in 0..40u32 {
+        let notifies: &[(u16, &[u8])] = if i < 30 {
+            &[(notify_type::REDIRECT_SUPPORTED, &[])]
+        } else {
+            &[]
+        };
+        let ike = craft::ike_sa_init_request(u64::from(i) + 1, &[i as u8; 32], 19, 64, notifies);
+        input.push(udp(client(i), labnet::VIP_V4, 500, &ike));
+    }
+    let natt = craft::non_esp_marker(&craft::ike_message(
+        1,
+        2,
+        exchange::IKE_AUTH,
+        flags::INITIATOR,
+        1,
+        &[0; 64],
+    ));
+    for i in 0..30u32 {
+        input.push(udp(
+            client(i),
+            labnet::GATEWAYS_V4[(i % 3) as usize],
+            4500,
+            &natt,
+        ));
+    }
+    let s = 1_000_000_000u64;
+    let mut w = PcapWriter::create(&dir.join("in/client.pcap")).unwrap();
+    for (n, f) in input.iter().enumerate() {
+        w.write_packet(1_700_000_000 * s + n as u64 * 1000, f)
+            .unwrap();
+    }
+    w.flush().unwrap();
+    PcapWriter::create(&dir.join("in/backend.pcap"))
+        .unwrap()
+        .flush()
+        .unwrap();
+    let inputs = [Input {
+        port: "client".into(),
+        path: dir.join("in/client.pcap"),
+    }];
+    let replayed = replay::run(spec, &inputs, &dir.join("replay"), false).unwrap();
+    let replay_client = frames(&dir.join("replay/client.pcap"));
+    let replay_backend = frames(&dir.join("replay/backend.pcap"));
+    assert_eq!(
+        replay_client.len(),
+        30,
+        "one answer per redirect-capable request"
+    );
+    assert_eq!(replay_backend.len(), 10 + 30);
+    let redirects: u64 = replayed.counters.gateways[0]
+        .iter()
+        .map(|g| g.redirects)
+        .sum();
+    assert_eq!(redirects, 30);
+
+    let run = run_daemon_with(&dir, 1, &conf);
+    let daemon_client: Vec<_> = frames(&run.out.join("client-w0.pcap"))
+        .into_iter()
+        .filter(|f| !is_control_frame(f))
+        .collect();
+    let daemon_backend: Vec<_> = frames(&run.out.join("backend-w0.pcap"))
+        .into_iter()
+        .filter(|f| !is_control_frame(f))
+        .collect();
+    assert!(
+        multiset(daemon_client) == multiset(replay_client),
+        "client port: the daemon's answers differ from replay's"
+    );
+    assert!(
+        multiset(daemon_backend) == multiset(replay_backend),
+        "backend port: the daemon's frames differ from replay's"
+    );
+    let c = &run.report["counters"];
+    assert_eq!(c["rx_packets"], c["tx_packets"], "{c}");
+    let routed: u64 = c["gateways"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["routed_to_gateway_packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(routed, 30);
 }
