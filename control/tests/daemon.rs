@@ -652,13 +652,13 @@ fn redirect_mode_answers_and_routes_as_replay_does() {
         ));
     }
     let s = 1_000_000_000u64;
-    let mut w = PcapWriter::create(&dir.join("in/client.pcap")).unwrap();
+    let mut w = PcapWriter::create(dir.join("in/client.pcap")).unwrap();
     for (n, f) in input.iter().enumerate() {
         w.write_packet(1_700_000_000 * s + n as u64 * 1000, f)
             .unwrap();
     }
     w.flush().unwrap();
-    PcapWriter::create(&dir.join("in/backend.pcap"))
+    PcapWriter::create(dir.join("in/backend.pcap"))
         .unwrap()
         .flush()
         .unwrap();
