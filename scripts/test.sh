@@ -70,6 +70,9 @@ grep -Eq '^ratio vpnlbd/testpmd-io: [0-9]+\.[0-9]{2}$' <<<"$(tail -n 1 <<<"$out"
 step "lab: end to end with strongSwan, ocserv/openconnect and a NAT (acceptance)"
 scripts/e2e.sh
 
+step "lab: IKEv2 redirect mode with strongSwan initiators, load reports, routing (RFC 5685)"
+scripts/redirect-test.sh
+
 step "lab: HA pair, 20 strongSwan tunnels, the master killed and back (takeover, affinity sync)"
 scripts/pair-test.sh
 

@@ -1,0 +1,879 @@
+#!/usr/bin/env bash
+# The lab test of the IKEv2 redirect mode (RFC 5685): vpnlbd with conf/lab-redirect.toml on
+# net_af_packet in the lab of ../shared/LAB.md, strongSwan on both sides (needs root).
+#
+#   scripts/redirect-test.sh   (OUT=out/redirect by default; REDIRECT_LIMIT_S bounds the whole
+#                               run, 420 s; REDIRECT_BIN_DIR=DIR runs DIR/vpnlbd and DIR/vpnlbctl
+#                               instead of building; REDIRECT_START_JOBS client charons start at
+#                               once, 4; REDIRECT_CONFIG=FILE instead of conf/lab-redirect.toml)
+#
+# gw1-gw3 run charon responders (certificates, a pool per gateway, kernel-libipsec, so every
+# tunnel is ESP in UDP 4500) and scripts/gw-load-report.py, which reports their established
+# IKE_SAs to the appliance (198.19.0.1:5685) every second.
+# 1. Pre-load: 6 clients (vlb-c1..c6) dial gw1's own address 198.19.0.11, routed by the appliance
+#    (no VIP); gw1's report must say 6 (show gateways reported_tunnels).
+# 2. 20 clients (c7..c26) dial the VIP 198.18.0.100. Each is redirected (charon: "redirected to
+#    198.19.0.1x"), establishes its IKE_SA and CHILD_SA with the gateway named in the redirect (the
+#    IKE_SA's remote address; the pool of its virtual IP; that gateway's own IKE_SA list, and no
+#    other's), pings that gateway's inner address through the tunnel, and has a "direct" affinity
+#    entry for that gateway. The gateway's charon logs "client got redirected from 198.18.0.100".
+# 3. The spread follows the load reports: gw1, which started with 6, gets at most 5 of the 20, and
+#    the gateways' final tunnel totals differ by at most 3; then every gateway's report matches
+#    its own IKE_SA count.
+# 4. gw3's charon is SIGKILLed; once show gateways says gw3 down, 4 clients (c27..c30) dial the VIP,
+#    and one of gw3's clients again (a fresh charon; its direct affinity entry names gw3): all are
+#    redirected to gw1 or gw2 and get up there; gw3's redirect count does not move.
+# 5. Fallback: 2 clients with charon.follow_redirects = no (c31, c32: charon then sends no
+#    N(REDIRECT_SUPPORTED)) establish through the VIP in NAT mode (their IKE_SA's remote address
+#    is the VIP); show redirect counts them under fallbacks "no-redirect-supported".
+# 6. Bad input from vlb-c33 (scapy): 5 malformed IKE_SA_INIT requests (truncated header; with
+#    N(REDIRECT_SUPPORTED): header length != UDP length, payload chain past the end, no nonce, a
+#    payload length below its header): none answered (tcpdump in c33), show redirect "malformed"
+#    grows by 5; then one well-formed request is answered with an RFC 5685 N(REDIRECT) (IPv4
+#    gateway identity of gw1 or gw2, our nonce echoed). A replayed and a forged load report from
+#    gw2 are rejected and change nothing.
+# tcpdump on every gateway's eth0 for the whole run: each client's packets reach its gateway only.
+#
+# Prints a table (client, step, address, gateway in the redirect, gateway of the IKE_SA, IKE_SA,
+# CHILD_SA, ping, affinity, gateways in the captures), show gateways and show redirect, one line
+# per step and `redirect-test: OK`, or the misses, vpnlbctl show stats/gateways/redirect/drops,
+# the vpnlbd log and the relevant peer logs; exits 1 on any miss. Everything is torn down on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+
+readonly LIMIT_S=${REDIRECT_LIMIT_S:-420}
+# Peers never outlive the run by much, even if cleanup never runs (peers.sh runs them under timeout).
+export PEER_LIFETIME=$((LIMIT_S + 60))
+# shellcheck source=scripts/peers.sh
+source scripts/peers.sh
+
+OUT=${OUT:-out/redirect}
+rm -rf "$OUT"
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+BIN_DIR=${REDIRECT_BIN_DIR:-target/release}
+CONFIG=${REDIRECT_CONFIG:-conf/lab-redirect.toml}
+readonly SOCK="$OUT/vpnlbd.sock" VPNLBD="$BIN_DIR/vpnlbd" VPNLBCTL="$BIN_DIR/vpnlbctl"
+readonly HELPER=scripts/redirect-test.py E2E=scripts/e2e.py PKI="$OUT/pki" PCAPS="$OUT/pcap"
+readonly VIP4=198.18.0.100 SERVICE=vpn
+readonly N_PRE=6 N_VIP=20 N_LATE=4 N_FB=2
+readonly LAB_CLIENTS=$((N_PRE + N_VIP + N_LATE + N_FB + 1))
+readonly BAD_NS=vlb-c$LAB_CLIENTS BAD_ADDR=198.18.0.$((10 + LAB_CLIENTS))
+# Slack on a loaded 2-core machine, on top of what a health check itself needs.
+readonly SLACK_MS=1500
+readonly START_JOBS=${REDIRECT_START_JOBS:-4}
+
+T0=$(date +%s%N)
+DAEMON_PID=""
+WATCHDOG=""
+RESULTS=()
+
+elapsed() { printf '%6.1f' "$(($(date +%s%N) - T0))e-9"; }
+log() { echo "redirect-test [$(elapsed)s] $*"; }
+fail() { echo "redirect-test: FAIL: $*" >&2; exit 1; }
+# miss WHAT: a check that did not hold; the run goes on, and ends red (kept in a file, so that
+# subshells count too).
+miss() {
+  echo "$*" >>"$OUT/misses"
+  echo "redirect-test: MISS: $*" >&2
+}
+misses() { if [ -f "$OUT/misses" ]; then wc -l <"$OUT/misses"; else echo 0; fi; }
+# relevant DIR: a peer directory whose logs a failure report should show.
+relevant() { echo "$1" >>"$OUT/relevant"; }
+
+ctl() { timeout 10 "$VPNLBCTL" --socket "$SOCK" --json "$@"; }
+ctl_human() { timeout 10 "$VPNLBCTL" --socket "$SOCK" "$@"; }
+
+# --- teardown and failure report --------------------------------------------------------------
+
+report_failure() {
+  echo "=== redirect-test failure report ===" >&2
+  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    local what
+    for what in "show stats" "show gateways" "show redirect" "show drops"; do
+      echo "--- vpnlbctl $what ---" >&2
+      # shellcheck disable=SC2086  # two words
+      ctl_human $what >&2 || true
+    done
+  else
+    echo "--- vpnlbd is not running; its final report ---" >&2
+    head -c 4000 "$OUT/report.json" >&2 2>/dev/null || true
+  fi
+  echo "--- vpnlbd log (tail) ---" >&2
+  tail -n 40 "$OUT/vpnlbd.log" >&2 2>/dev/null || true
+  if [ -f "$OUT/evidence.txt" ]; then
+    echo "--- captures: per client address, gateways and packets by class ---" >&2
+    cat "$OUT/evidence.txt" >&2
+  fi
+  local d
+  if [ -f "$OUT/relevant" ]; then
+    for d in $(sort -u "$OUT/relevant" | head -n 8); do
+      [ -f "$d/charon.log" ] || continue
+      echo "--- $d/charon.log (tail) ---" >&2
+      grep -v -e 'activating .* task' -e 'queueing .* task' "$d/charon.log" | tail -n 25 >&2 || true
+    done
+  fi
+  for d in "$OUT"/gw1 "$OUT"/gw2 "$OUT"/gw3; do
+    if [ -f "$d/charon.log" ]; then
+      echo "--- $d/charon.log (tail) ---" >&2
+      # Without the health probes' rejected IKE_SA_INITs.
+      grep -v -e 'activating .* task' -e 'queueing .* task' -e 'INVAL_KE' -e 'MODP_768' \
+        -e '198\.19\.0\.1\[' -e '198\.19\.0\.1 is initiating' -e 'IKE_SA (unnamed)' \
+        -e 'endpoint changed' -e 'SA KE No \]' "$d/charon.log" | tail -n 15 >&2 || true
+    fi
+    if [ -s "$d/reporter.err" ]; then
+      echo "--- $d/reporter.err (tail) ---" >&2
+      tail -n 5 "$d/reporter.err" >&2
+    fi
+  done
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
+  if [ "$rc" -ne 0 ]; then report_failure; fi
+  if [ -n "$DAEMON_PID" ]; then
+    kill "$DAEMON_PID" 2>/dev/null && timeout 10 tail --pid="$DAEMON_PID" -f /dev/null
+  fi
+  local f pids=()
+  # Every peer this run started left a pid file (peers.sh; the reporters likewise): stop them all
+  # at once, then remove the lab (which also ends anything left in its namespaces).
+  while IFS= read -r f; do
+    peer_stop "$(dirname "$f")" "$(basename "$f" .pid)" &
+    pids+=($!)
+  done < <(find "$OUT" -name '*.pid' ! -path '*/run/*' 2>/dev/null)
+  for f in "${pids[@]+"${pids[@]}"}"; do wait "$f"; done
+  scripts/lab.sh down >/dev/null 2>&1
+  log "torn down (lab down)"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'echo "redirect-test: FAIL: the run exceeded ${LIMIT_S} s" >&2; exit 124' TERM
+
+[ "$(id -u)" -eq 0 ] || fail "needs root (network namespaces)"
+for tool in ip ethtool tcpdump swanctl pki python3; do
+  command -v "$tool" >/dev/null || fail "needs $tool (scripts/setup.sh installs it)"
+done
+[ -x /usr/lib/ipsec/charon ] || fail "needs /usr/lib/ipsec/charon (strongswan-charon)"
+/usr/bin/python3 -c 'import scapy' 2>/dev/null || fail "needs scapy for /usr/bin/python3 (python3-scapy)"
+[ -f "$CONFIG" ] || fail "no $CONFIG"
+# A watchdog: the whole run is bounded, whatever hangs.
+(
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  sleep "$LIMIT_S" &
+  sleeper=$!
+  wait "$sleeper" && kill -TERM $$
+) 2>/dev/null &
+WATCHDOG=$!
+
+# --- gateways and clients -------------------------------------------------------------------------
+
+declare -A CL_NS CL_ADDR CL_DIR CL_STEP RED_GW RED_N INIT_RS SA_IKE SA_CHILD SA_VIP SA_REMOTE PING
+declare -A AFF AFF_DIRECT
+readonly -A GW_ADDR=([gw1]=198.19.0.11 [gw2]=198.19.0.12 [gw3]=198.19.0.13)
+
+# gw_of_addr ADDR: the gateway with this address ("VIP" for the VIP, "-" otherwise).
+gw_of_addr() {
+  case $1 in
+    198.19.0.11) echo gw1 ;; 198.19.0.12) echo gw2 ;; 198.19.0.13) echo gw3 ;;
+    "$VIP4") echo VIP ;; *) echo "-" ;;
+  esac
+}
+# gw_of_vip ADDR: the gateway whose pool handed out this virtual IP.
+gw_of_vip() {
+  case $1 in
+    198.18.128.*) echo gw1 ;; 198.18.129.*) echo gw2 ;; 198.18.130.*) echo gw3 ;; *) echo "-" ;;
+  esac
+}
+# inner_of GW: the gateway's address inside the tunnels (on its lo).
+inner_of() { echo "198.18.$((127 + ${1#gw})).1"; }
+
+# add_client NAME I STEP REMOTE [nofollow]: a strongSwan initiator in vlb-cI.
+add_client() {
+  local name=$1 i=$2 step=$3 remote=$4 follow=${5:-}
+  local dir="$OUT/clients/$name" addr=198.18.0.$((10 + $2))
+  CL_NS[$name]=vlb-c$i CL_ADDR[$name]=$addr CL_DIR[$name]=$dir CL_STEP[$name]=$step
+  mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
+  pki_cert "$PKI" client "$name" "CN=$name.vpnlb.test" "$name.vpnlb.test" || fail "pki: $name"
+  cp "$PKI/$name.pem" "$dir/x509/"
+  cp "$PKI/ca.pem" "$dir/x509ca/"
+  cp "$PKI/client.key" "$dir/private/client.pem"
+  # No DPD: when gw3's charon dies, its clients keep their dead IKE_SAs instead of dialling the
+  # VIP again (strongSwan restarts a redirected IKE_SA at the configured address, the VIP).
+  cat >"$dir/swanctl.conf" <<EOF
+connections {
+    vpn {
+        version = 2
+        local_addrs = $addr
+        remote_addrs = $remote
+        vips = 0.0.0.0
+        proposals = aes128-sha256-modp2048
+        encap = yes
+        mobike = no
+        keyingtries = 0
+        local {
+            auth = pubkey
+            certs = $name.pem
+            id = $name.vpnlb.test
+        }
+        remote {
+            auth = pubkey
+            id = vpn.vpnlb.test
+            cacerts = ca.pem
+        }
+        children {
+            vpn {
+                remote_ts = 198.18.128.0/22
+                esp_proposals = aes128-sha256
+                start_action = start
+            }
+        }
+    }
+}
+EOF
+  # Fast retransmits (3 sends over ~4.4 s); routes to the tunnel's remote side.
+  {
+    echo "charon {"
+    echo "    retransmit_timeout = 1"
+    echo "    retransmit_tries = 2"
+    echo "    retransmit_base = 1.4"
+    echo "    install_routes = yes"
+    if [ "$follow" = nofollow ]; then echo "    follow_redirects = no"; fi
+    echo "}"
+  } >"$dir/strongswan.extra.conf"
+}
+
+# client_start NAME: charon (which initiates at once); a failure is noted in DIR/start.failed.
+client_start() {
+  local name=$1
+  charon_start "${CL_NS[$name]}" "${CL_DIR[$name]}" >"${CL_DIR[$name]}/start.log" 2>&1 \
+    || echo failed >"${CL_DIR[$name]}/start.failed"
+}
+
+# start_clients NAME...: START_JOBS at a time (waiting on its own jobs only).
+start_clients() {
+  local name jobs=()
+  for name in "$@"; do
+    client_start "$name" &
+    jobs+=($!)
+    if [ "${#jobs[@]}" -ge "$START_JOBS" ]; then
+      wait "${jobs[0]}" || true
+      jobs=("${jobs[@]:1}")
+    fi
+  done
+  for name in "${jobs[@]+"${jobs[@]}"}"; do wait "$name" || true; done
+  for name in "$@"; do
+    if [ -f "${CL_DIR[$name]}/start.failed" ]; then
+      relevant "${CL_DIR[$name]}"
+      miss "$name: charon did not start: $(tail -n 3 "${CL_DIR[$name]}/start.log" | tr '\n' ' ')"
+    fi
+  done
+}
+
+# sa_raw NAME: the client's IKE_SAs (swanctl --list-sas --raw) into DIR/sa.raw.
+sa_raw() {
+  local d=${CL_DIR[$1]}
+  timeout 5 ip netns exec "${CL_NS[$1]}" swanctl --list-sas --raw \
+    --uri "unix://$d/run/charon.vici" >"$d/sa.raw" 2>/dev/null || true
+}
+
+# sa_up NAME: its IKE_SA is established with an installed CHILD_SA and a virtual IP.
+sa_up() {
+  sa_raw "$1"
+  grep -qE 'state=ESTABLISHED .*local-vips=\[[0-9.]+\].*child-sas \{.*state=INSTALLED' "${CL_DIR[$1]}/sa.raw"
+}
+
+# wait_up LIMIT_S NAME...: waits until every client is up; one still down at the limit is a miss.
+wait_up() {
+  local limit=$1 t0 name pending still
+  shift
+  t0=$(date +%s)
+  pending=("$@")
+  while [ "${#pending[@]}" -gt 0 ]; do
+    still=()
+    for name in "${pending[@]}"; do sa_up "$name" || still+=("$name"); done
+    pending=("${still[@]+"${still[@]}"}")
+    [ "${#pending[@]}" -eq 0 ] && break
+    if [ $(($(date +%s) - t0)) -ge "$limit" ]; then
+      for name in "${pending[@]}"; do
+        relevant "${CL_DIR[$name]}"
+        miss "$name: no established IKE_SA + CHILD_SA within $limit s"
+      done
+      break
+    fi
+    sleep 0.5
+  done
+}
+
+# evidence NAME...: from each client's charon log and a fresh --list-sas: RED_GW (the gateway of
+# the last "redirected to ADDR"), RED_N (how many), INIT_RS (did its first IKE_SA_INIT carry
+# N(REDIRECT_SUPPORTED)), SA_IKE, SA_CHILD, SA_VIP, SA_REMOTE (the IKE_SA's remote address).
+evidence() {
+  local name files=() f ike child vip remote d last
+  declare -A by_file=()
+  for name in "$@"; do
+    d=${CL_DIR[$name]}
+    # charon 5.9.8, on an IKE_SA_INIT response with N(REDIRECT): "[IKE] redirected to 198.19.0.12"
+    last=$(sed -nE 's/.*\[IKE\] redirected to ([0-9.]+)$/\1/p' "$d/charon.log" | tail -n 1)
+    RED_N[$name]=$(grep -c '\[IKE\] redirected to ' "$d/charon.log" || true)
+    RED_GW[$name]=$(if [ -n "$last" ]; then gw_of_addr "$last"; else echo "-"; fi)
+    if grep -m 1 'generating IKE_SA_INIT request 0' "$d/charon.log" | grep -q 'N(REDIR_SUP)'; then
+      INIT_RS[$name]=yes
+    else
+      INIT_RS[$name]=no
+    fi
+    sa_raw "$name"
+    files+=("$d/sa.raw")
+    by_file[$d/sa.raw]=$name
+  done
+  while read -r f ike child vip remote _; do
+    name=${by_file[$f]}
+    SA_IKE[$name]=$ike SA_CHILD[$name]=$child SA_VIP[$name]=$vip SA_REMOTE[$name]=$remote
+  done < <(python3 "$HELPER" sa "${files[@]}")
+}
+
+# ping_clients NAME...: every client pings its gateway's inner address through its tunnel, 3
+# times (in parallel); PING[NAME] = "received/sent".
+ping_clients() {
+  local name gw jobs=() j
+  for name in "$@"; do
+    gw=$(gw_of_vip "${SA_VIP[$name]:--}")
+    if [ "$gw" = "-" ]; then
+      echo "0/3" >"${CL_DIR[$name]}/ping.result"
+      continue
+    fi
+    (
+      out=$(timeout 15 ip netns exec "${CL_NS[$name]}" ping -n -c 3 -i 0.2 -W 2 -s 1000 \
+        -I "${SA_VIP[$name]}" "$(inner_of "$gw")" 2>&1) || true
+      echo "$out" >"${CL_DIR[$name]}/ping.log"
+      rcv=$(sed -nE 's/.* ([0-9]+) received.*/\1/p' <<<"$out")
+      echo "${rcv:-0}/3" >"${CL_DIR[$name]}/ping.result"
+    ) &
+    jobs+=($!)
+  done
+  for j in "${jobs[@]+"${jobs[@]}"}"; do wait "$j" || true; done
+  for name in "$@"; do PING[$name]=$(cat "${CL_DIR[$name]}/ping.result"); done
+}
+
+# affinity_refresh: AFF[client address] = gateway, AFF_DIRECT[...] = yes/no (show affinity).
+affinity_refresh() {
+  local addr gw direct
+  AFF=() AFF_DIRECT=()
+  ctl show affinity >"$OUT/affinity.json" || { miss "vpnlbctl show affinity failed"; return 0; }
+  while read -r addr gw direct; do
+    AFF[$addr]=$gw AFF_DIRECT[$addr]=$direct
+  done < <(python3 "$HELPER" affinity "$OUT/affinity.json")
+}
+
+# gateway_sas: OUT/gwsas.txt lines "GW REMOTE_ID REMOTE_HOST STATE" from every live gateway charon.
+gateway_sas() {
+  local i
+  : >"$OUT/gwsas.txt"
+  for i in 1 2 3; do
+    [ -S "$OUT/gw$i/run/charon.vici" ] && kill -0 "$(cat "$OUT/gw$i/run/charon.pid" 2>/dev/null || echo 0)" 2>/dev/null \
+      || continue
+    timeout 5 ip netns exec "vlb-gw$i" swanctl --list-sas --raw \
+      --uri "unix://$OUT/gw$i/run/charon.vici" >"$OUT/gw$i/sa.raw" 2>/dev/null || true
+    python3 "$E2E" gwsas "$OUT/gw$i/sa.raw" | sed "s/^/gw$i /" >>"$OUT/gwsas.txt"
+  done
+}
+# gw_tunnels GW: established IKE_SAs in that gateway's own list (after gateway_sas).
+gw_tunnels() { awk -v g="$1" '$1 == g && $4 == "ESTABLISHED"' "$OUT/gwsas.txt" | wc -l; }
+
+# gateways_refresh: GWF_<field>[GW] from show gateways (redirects, reported, age, load, health, routed).
+declare -A GWF_HEALTH GWF_RED GWF_REP GWF_AGE GWF_LOAD GWF_RTO GWF_RFROM
+gateways_refresh() {
+  local g h r rep age load rto rfrom
+  ctl show gateways >"$OUT/gateways.json" || { echo "show gateways failed" >&2; return 1; }
+  while read -r g h r rep age load rto rfrom; do
+    GWF_HEALTH[$g]=$h GWF_RED[$g]=$r GWF_REP[$g]=$rep GWF_AGE[$g]=$age GWF_LOAD[$g]=$load
+    GWF_RTO[$g]=$rto GWF_RFROM[$g]=$rfrom
+  done < <(python3 "$HELPER" gateways "$OUT/gateways.json")
+}
+# gw_health GW: fast (polled) read of the gateway's health from show gateways.
+gw_health() {
+  ctl show gateways | tr -d ' \n' | tr '}' '\n' | grep -F "\"gateway\":\"$1\"" \
+    | sed -nE 's/.*"health":"([^"]*)".*/\1/p'
+}
+# redirect_refresh: RD_MALFORMED RD_NORS RD_ACCEPTED RD_REJECTED from show redirect.
+redirect_refresh() {
+  RD_MALFORMED=- RD_NORS=- RD_ACCEPTED=- RD_REJECTED=-
+  ctl show redirect >"$OUT/redirect.json" 2>&1 || { echo "show redirect failed: $(head -c 200 "$OUT/redirect.json")" >&2; return 1; }
+  read -r RD_MALFORMED RD_NORS RD_ACCEPTED RD_REJECTED < <(python3 "$HELPER" redirect "$OUT/redirect.json" "$SERVICE")
+}
+num() { [[ $1 =~ ^[0-9]+$ ]] && echo "$1" || echo -1; }
+
+# wait_health GW STATE LIMIT_MS: waits for the gateway's health; WAITED_MS = how long it took.
+wait_health() {
+  local gw=$1 want=$2 limit=$3 t0 t
+  t0=$(date +%s%N)
+  while :; do
+    t=$((($(date +%s%N) - t0) / 1000000))
+    if [ "$(gw_health "$gw" 2>/dev/null)" = "$want" ]; then
+      WAITED_MS=$t
+      return 0
+    fi
+    if [ "$t" -gt "$limit" ]; then
+      miss "$gw not $want after $t ms (limit $limit ms)"
+      WAITED_MS=$t
+      return 0
+    fi
+    sleep 0.05
+  done
+}
+
+# check_clients LABEL KIND NAME...: KIND "direct" (dialled gw1's address), "redirect" (via the
+# VIP, redirected) or "fallback" (via the VIP, NAT mode). Each client is up (IKE_SA, CHILD_SA,
+# virtual IP), on the expected gateway by its IKE_SA's remote address, its virtual IP's pool and
+# the gateways' own IKE_SA lists (there and nowhere else), and its ping went through. Redirected
+# clients: exactly the redirect their log shows, a "direct" affinity entry for that gateway.
+# Fallback clients: no N(REDIRECT_SUPPORTED), no redirect, the VIP as remote address, a NAT
+# affinity entry for their gateway. Returns the number of clients with a miss.
+check_clients() {
+  local label=$1 kind=$2 name gw pool where n=0
+  shift 2
+  for name in "$@"; do
+    local bad=() a=${CL_ADDR[$name]}
+    pool=$(gw_of_vip "${SA_VIP[$name]}")
+    [ "${SA_IKE[$name]}" = ESTABLISHED ] || bad+=("IKE_SA ${SA_IKE[$name]}")
+    [ "${SA_CHILD[$name]}" = INSTALLED ] || bad+=("CHILD_SA ${SA_CHILD[$name]}")
+    case $kind in
+      direct)
+        gw=gw1
+        [ "${RED_N[$name]}" = 0 ] || bad+=("redirected (${RED_N[$name]}x) though it dialled gw1")
+        [ "${SA_REMOTE[$name]}" = "${GW_ADDR[gw1]}" ] || bad+=("IKE_SA with ${SA_REMOTE[$name]}")
+        ;;
+      redirect)
+        gw=${RED_GW[$name]}
+        [ "${INIT_RS[$name]}" = yes ] || bad+=("its IKE_SA_INIT had no N(REDIRECT_SUPPORTED)")
+        [ "${RED_N[$name]}" = 1 ] || bad+=("${RED_N[$name]} redirects in its log")
+        [ "$gw" != "-" ] || { bad+=("not redirected"); gw=$pool; }
+        [ "$(gw_of_addr "${SA_REMOTE[$name]}")" = "$gw" ] \
+          || bad+=("IKE_SA with ${SA_REMOTE[$name]}, redirected to ${GW_ADDR[$gw]:-?}")
+        [ "${AFF[$a]:-none}/${AFF_DIRECT[$a]:-}" = "$gw/yes" ] \
+          || bad+=("affinity ${AFF[$a]:-none} direct=${AFF_DIRECT[$a]:--}")
+        ;;
+      fallback)
+        gw=$pool
+        [ "${INIT_RS[$name]}" = no ] || bad+=("its IKE_SA_INIT carried N(REDIRECT_SUPPORTED)")
+        [ "${RED_N[$name]}" = 0 ] || bad+=("redirected to ${RED_GW[$name]}")
+        [ "${SA_REMOTE[$name]}" = "$VIP4" ] || bad+=("IKE_SA with ${SA_REMOTE[$name]}, not the VIP")
+        [ "${AFF[$a]:-none}/${AFF_DIRECT[$a]:-}" = "$gw/no" ] \
+          || bad+=("affinity ${AFF[$a]:-none} direct=${AFF_DIRECT[$a]:--}")
+        ;;
+    esac
+    [ "$pool" = "$gw" ] || bad+=("virtual IP ${SA_VIP[$name]} from ${pool}'s pool")
+    where=$(awk -v id="$name.vpnlb.test" -v a="$a" '$2 == id && $3 == a && $4 == "ESTABLISHED" { print $1 }' \
+      "$OUT/gwsas.txt" | sort -u | tr '\n' ' ')
+    [ "$where" = "$gw " ] || bad+=("gateways with its IKE_SA: ${where:-none}")
+    [ "${PING[$name]:-0/3}" = 3/3 ] || bad+=("ping ${PING[$name]:-none}")
+    CL_GW[$name]=$gw
+    if [ "${#bad[@]}" -gt 0 ]; then
+      relevant "${CL_DIR[$name]}"
+      miss "$label: $name ($a, gateway $gw): ${bad[*]}"
+      n=$((n + 1))
+    fi
+  done
+  return "$n"
+}
+declare -A CL_GW
+
+# per_gateway NAME...: "gw1 N, gw2 N, gw3 N" by CL_GW.
+per_gateway() {
+  local name c1=0 c2=0 c3=0
+  for name in "$@"; do
+    case ${CL_GW[$name]:-} in gw1) c1=$((c1 + 1)) ;; gw2) c2=$((c2 + 1)) ;; gw3) c3=$((c3 + 1)) ;; esac
+  done
+  echo "gw1 $c1, gw2 $c2, gw3 $c3"
+}
+
+# ---------------------------------------------------------------------------------------------
+if [ -z "${REDIRECT_BIN_DIR:-}" ]; then
+  log "build (cargo build --release -p vpnlb-control)"
+  cargo build --release -q -p vpnlb-control
+fi
+if [ ! -x "$VPNLBD" ] || [ ! -x "$VPNLBCTL" ]; then fail "no $VPNLBD or $VPNLBCTL"; fi
+
+log "lab: $LAB_CLIENTS client namespaces, the gateways"
+scripts/lab.sh down >/dev/null 2>&1 || true
+scripts/lab.sh up --clients "$LAB_CLIENTS" >"$OUT/lab.log"
+
+log "PKI: lab CA, gateway and client certificates (RSA 2048)"
+pki_ca "$PKI" || fail "pki: CA ($(tail -n 2 "$PKI/pki.log"))"
+pki_key "$PKI" gateway || fail "pki: gateway key"
+pki_key "$PKI" client || fail "pki: client key"
+
+# The daemon's configuration: the shipped file with this run's control socket.
+python3 - "$CONFIG" "$OUT/lab-redirect.toml" "$SOCK" <<'EOF'
+import sys
+src, dst, sock = sys.argv[1:]
+text = open(src).read()
+assert 'socket = "/run/vpnlb/vpnlbd.sock"' in text
+open(dst, "w").write(text.replace('socket = "/run/vpnlb/vpnlbd.sock"', f'socket = "{sock}"'))
+EOF
+python3 "$HELPER" key "$OUT/lab-redirect.toml" >"$OUT/report.key" || fail "no [redirect] report_key in $CONFIG"
+read -r INTERVAL_MS TIMEOUT_MS RISE FALL < <(python3 - "$OUT/lab-redirect.toml" <<'EOF'
+import re, sys, tomllib
+def ms(v):
+    if isinstance(v, (int, float)):
+        return int(v * 1000)
+    return sum(int(n) * {"ms": 1, "s": 1000, "m": 60000}[u] for n, u in re.findall(r"(\d+)(ms|s|m)", v))
+c = tomllib.load(open(sys.argv[1], "rb"))["service"][0]["health_check"][0]
+print(ms(c["interval"]), ms(c["timeout"]), c["rise"], c["fall"])
+EOF
+)
+
+log "gateways: charon (responder, pools), tcpdump on eth0"
+mkdir -p "$PCAPS"
+for i in 1 2 3; do
+  gw=gw$i ns=vlb-gw$i dir="$OUT/gw$i"
+  mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
+  ip -n "$ns" addr add "$(inner_of "$gw")/32" dev lo
+  pki_cert "$PKI" gateway "$gw" "CN=$gw.vpnlb.test" vpn.vpnlb.test "$gw.vpnlb.test" || fail "pki: $gw"
+  cp "$PKI/$gw.pem" "$dir/x509/"
+  cp "$PKI/ca.pem" "$dir/x509ca/"
+  cp "$PKI/gateway.key" "$dir/private/gateway.pem"
+  cat >"$dir/swanctl.conf" <<EOF
+connections {
+    rw {
+        version = 2
+        local_addrs = ${GW_ADDR[$gw]}
+        pools = pool4
+        proposals = aes128-sha256-modp2048
+        mobike = no
+        local {
+            auth = pubkey
+            certs = $gw.pem
+            id = vpn.vpnlb.test
+        }
+        remote {
+            auth = pubkey
+            cacerts = ca.pem
+        }
+        children {
+            net {
+                local_ts = $(inner_of "$gw")/32
+                esp_proposals = aes128-sha256
+            }
+        }
+    }
+}
+pools {
+    pool4 {
+        addrs = 198.18.$((127 + i)).10-198.18.$((127 + i)).250
+    }
+}
+EOF
+  printf 'charon {\n    keep_alive = 1s\n}\n' >"$dir/strongswan.extra.conf"
+  # Subshells: the peers are no jobs of this shell (which would report gw3's killed charon).
+  (charon_start "$ns" "$dir") || fail "charon on $gw"
+  (capture_start "$ns" eth0 "$PCAPS" "$gw") || fail "tcpdump on $gw"
+done
+
+PRE=() VIPC=() LATE=() FB=()
+i=0
+for ((k = 1; k <= N_PRE; k++)); do i=$((i + 1)); add_client "c$i" "$i" pre "${GW_ADDR[gw1]}"; PRE+=("c$i"); done
+for ((k = 1; k <= N_VIP; k++)); do i=$((i + 1)); add_client "c$i" "$i" vip "$VIP4"; VIPC+=("c$i"); done
+for ((k = 1; k <= N_LATE; k++)); do i=$((i + 1)); add_client "c$i" "$i" late "$VIP4"; LATE+=("c$i"); done
+for ((k = 1; k <= N_FB; k++)); do i=$((i + 1)); add_client "c$i" "$i" fallback "$VIP4" nofollow; FB+=("c$i"); done
+
+log "vpnlbd: $CONFIG (redirect mode; IKE health check every ${INTERVAL_MS} ms, timeout ${TIMEOUT_MS} ms, rise $RISE, fall $FALL)"
+"$VPNLBD" --config "$OUT/lab-redirect.toml" --run-for-s $((LIMIT_S + 30)) >"$OUT/report.json" 2>"$OUT/vpnlbd.log" &
+DAEMON_PID=$!
+for _ in $(seq 1 100); do
+  [ -S "$SOCK" ] && ctl ping >/dev/null 2>&1 && break
+  kill -0 "$DAEMON_PID" 2>/dev/null || fail "vpnlbd exited early: $(tail -n 5 "$OUT/vpnlbd.log")"
+  sleep 0.1
+done
+ctl ping >/dev/null 2>&1 || fail "vpnlbd does not answer on $SOCK"
+
+log "gateways: load reporters (scripts/gw-load-report.py, every second, to 198.19.0.1:5685)"
+for i in 1 2 3; do
+  dir="$OUT/gw$i"
+  ip netns exec "vlb-gw$i" timeout -s TERM "$PEER_LIFETIME" python3 scripts/gw-load-report.py \
+    --gateway "gw$i" --key-file "$OUT/report.key" --to 198.19.0.1:5685 --interval 1 \
+    --lifetime "$LIMIT_S" --swanctl-uri "unix://$dir/run/charon.vici" --print \
+    >"$dir/reporter.log" 2>"$dir/reporter.err" &
+  echo $! >"$dir/reporter.pid"
+done
+UP_LIMIT=$((RISE * INTERVAL_MS + TIMEOUT_MS + SLACK_MS))
+DOWN_LIMIT=$((FALL * INTERVAL_MS + TIMEOUT_MS + SLACK_MS))
+for gw in gw1 gw2 gw3; do wait_health "$gw" up "$UP_LIMIT"; done
+[ "$(misses)" -eq 0 ] || fail "the gateways did not come up"
+
+# --- step 1: pre-load gw1 with 6 tunnels, dialled at its own address -----------------------------
+log "step 1: ${#PRE[@]} clients dial gw1's own address ${GW_ADDR[gw1]} (routed, no VIP)"
+start_clients "${PRE[@]}"
+wait_up 45 "${PRE[@]}"
+evidence "${PRE[@]}"
+ping_clients "${PRE[@]}"
+affinity_refresh
+gateway_sas
+m1=0
+check_clients "step 1" direct "${PRE[@]}" || m1=$?
+t_rep=$(date +%s%N) rep_ms=-1
+while :; do
+  gateways_refresh || true
+  if [ "${GWF_REP[gw1]:-}" = "$N_PRE" ]; then rep_ms=$((($(date +%s%N) - t_rep) / 1000000)); break; fi
+  if [ $(($(date +%s%N) - t_rep)) -gt 10000000000 ]; then
+    miss "step 1: gw1's reported_tunnels is ${GWF_REP[gw1]:-?} 10 s after its $N_PRE clients were up"
+    m1=$((m1 + 1))
+    break
+  fi
+  sleep 0.2
+done
+PRE_LINE="gw1 reported ${GWF_REP[gw1]:--} (after ${rep_ms} ms), gw2 ${GWF_REP[gw2]:--}, gw3 ${GWF_REP[gw3]:--}; routed to/from gw1: ${GWF_RTO[gw1]:--}/${GWF_RFROM[gw1]:--} packets; redirects ${GWF_RED[gw1]:--}/${GWF_RED[gw2]:--}/${GWF_RED[gw3]:--}"
+for g in gw2 gw3; do
+  [ "${GWF_REP[$g]:-}" = 0 ] || { miss "step 1: $g's reported_tunnels is ${GWF_REP[$g]:-?}, not 0"; m1=$((m1 + 1)); }
+done
+[ "$(num "${GWF_RTO[gw1]:-}")" -gt 0 ] && [ "$(num "${GWF_RFROM[gw1]:-}")" -gt 0 ] \
+  || { miss "step 1: routed_to/from_gateway_packets of gw1: ${GWF_RTO[gw1]:-?}/${GWF_RFROM[gw1]:-?}"; m1=$((m1 + 1)); }
+for g in gw1 gw2 gw3; do
+  [ "${GWF_RED[$g]:-}" = 0 ] || { miss "step 1: $g has ${GWF_RED[$g]:-?} redirects before any client dialled the VIP"; m1=$((m1 + 1)); }
+done
+log "step 1: $PRE_LINE"
+
+# --- step 2: 20 clients dial the VIP ------------------------------------------------------------
+log "step 2: ${#VIPC[@]} clients dial the VIP $VIP4, $START_JOBS at a time"
+t_wave=$(date +%s)
+start_clients "${VIPC[@]}"
+wait_up 60 "${VIPC[@]}"
+log "step 2: IKE_SAs and CHILD_SAs up $(($(date +%s) - t_wave)) s after the first start; pinging through every tunnel"
+evidence "${VIPC[@]}"
+ping_clients "${VIPC[@]}"
+affinity_refresh
+gateway_sas
+m2=0
+check_clients "step 2" redirect "${VIPC[@]}" || m2=$?
+# Each gateway's charon saw its redirected clients come: "client got redirected from 198.18.0.100".
+declare -A GOT_FROM
+for g in gw1 gw2 gw3; do
+  GOT_FROM[$g]=$(grep -c "client got redirected from $VIP4" "$OUT/$g/charon.log" || true)
+done
+for g in gw1 gw2 gw3; do
+  n=0
+  for name in "${VIPC[@]}"; do [ "${RED_GW[$name]}" = "$g" ] && n=$((n + 1)); done
+  [ "${GOT_FROM[$g]}" -ge "$n" ] \
+    || { miss "step 2: $g's charon logged ${GOT_FROM[$g]} 'client got redirected from $VIP4' for $n redirected clients"; m2=$((m2 + 1)); }
+done
+
+# --- step 3: the spread follows the load reports -------------------------------------------------
+SHARE=$(per_gateway "${VIPC[@]}")
+read -r _ s1 _ s2 _ s3 <<<"${SHARE//,/}"
+T1=$(gw_tunnels gw1) T2=$(gw_tunnels gw2) T3=$(gw_tunnels gw3)
+max=$T1 min=$T1
+for t in $T2 $T3; do [ "$t" -gt "$max" ] && max=$t; [ "$t" -lt "$min" ] && min=$t; done
+gateways_refresh || true
+SPREAD_RED="redirects gw1 ${GWF_RED[gw1]:--}, gw2 ${GWF_RED[gw2]:--}, gw3 ${GWF_RED[gw3]:--}"
+m3=0
+[ "$s1" -le 5 ] || { miss "step 3: gw1 (pre-loaded with $N_PRE) got $s1 of the $N_VIP (at most 5)"; m3=$((m3 + 1)); }
+[ $((max - min)) -le 3 ] || { miss "step 3: tunnel totals gw1 $T1, gw2 $T2, gw3 $T3 differ by $((max - min)) (at most 3)"; m3=$((m3 + 1)); }
+[ "$s1" -lt "$s2" ] && [ "$s1" -lt "$s3" ] || { miss "step 3: gw1 got $s1, not fewer than gw2 ($s2) and gw3 ($s3)"; m3=$((m3 + 1)); }
+sum_red=0
+for g in gw1 gw2 gw3; do
+  [ "$(num "${GWF_RED[$g]:-}")" -lt 0 ] || sum_red=$((sum_red + ${GWF_RED[$g]}))
+  n=0
+  for name in "${VIPC[@]}"; do [ "${RED_GW[$name]}" = "$g" ] && n=$((n + 1)); done
+  [ "$(num "${GWF_RED[$g]:-}")" -ge "$n" ] \
+    || { miss "step 3: show gateways says ${GWF_RED[$g]:-?} redirects to $g; $n clients' logs say so"; m3=$((m3 + 1)); }
+done
+# The reports catch up with the gateways' own counts.
+t_rep=$(date +%s%N) catch_ms=-1
+while :; do
+  gateways_refresh || true
+  if [ "${GWF_REP[gw1]:-}" = "$T1" ] && [ "${GWF_REP[gw2]:-}" = "$T2" ] && [ "${GWF_REP[gw3]:-}" = "$T3" ]; then
+    catch_ms=$((($(date +%s%N) - t_rep) / 1000000))
+    break
+  fi
+  if [ $(($(date +%s%N) - t_rep)) -gt 5000000000 ]; then
+    miss "step 3: reported_tunnels ${GWF_REP[gw1]:-?}/${GWF_REP[gw2]:-?}/${GWF_REP[gw3]:-?} 5 s later, the gateways have $T1/$T2/$T3"
+    m3=$((m3 + 1))
+    break
+  fi
+  sleep 0.2
+done
+LOADS="load gw1 ${GWF_LOAD[gw1]:--}, gw2 ${GWF_LOAD[gw2]:--}, gw3 ${GWF_LOAD[gw3]:--}"
+log "step 3: of the $N_VIP: $SHARE; tunnel totals gw1 $T1, gw2 $T2, gw3 $T3; $SPREAD_RED; reports match after ${catch_ms} ms; $LOADS"
+
+# --- step 4: a down gateway gets no redirects ----------------------------------------------------
+log "step 4: SIGKILL to gw3's charon"
+kill -KILL "$(cat "$OUT/gw3/run/charon.pid")"
+wait_health gw3 down "$DOWN_LIMIT"
+down_ms=$WAITED_MS
+gateways_refresh || true
+red3_down=${GWF_RED[gw3]:--}
+# One of gw3's clients dials again (a fresh charon): its affinity entry names gw3, which is down,
+# so it must be redirected elsewhere like a new client.
+REDIAL=()
+for name in "${VIPC[@]}"; do
+  if [ "${RED_GW[$name]}" = gw3 ]; then REDIAL=("$name"); break; fi
+done
+log "step 4: gw3 down after $down_ms ms (limit $DOWN_LIMIT); its redirects: $red3_down; ${#LATE[@]} clients dial the VIP${REDIAL:+, and ${REDIAL[*]} (on gw3) again}"
+for name in "${REDIAL[@]+"${REDIAL[@]}"}"; do
+  peer_stop "${CL_DIR[$name]}" charon
+  mv "${CL_DIR[$name]}/charon.log" "${CL_DIR[$name]}/charon.log.step2"
+  CL_STEP[$name]=vip+redial
+done
+STEP4=("${LATE[@]}" "${REDIAL[@]+"${REDIAL[@]}"}")
+start_clients "${STEP4[@]}"
+wait_up 45 "${STEP4[@]}"
+evidence "${STEP4[@]}"
+ping_clients "${STEP4[@]}"
+affinity_refresh
+gateway_sas
+m4=0
+[ "$down_ms" -le "$DOWN_LIMIT" ] || m4=$((m4 + 1))
+check_clients "step 4" redirect "${STEP4[@]}" || m4=$((m4 + $?))
+for name in "${STEP4[@]}"; do
+  [ "${RED_GW[$name]}" != gw3 ] || { miss "step 4: $name was redirected to gw3, which is down"; m4=$((m4 + 1)); }
+done
+gateways_refresh || true
+red3_after=${GWF_RED[gw3]:--}
+[ "$red3_after" = "$red3_down" ] || { miss "step 4: gw3's redirects $red3_down -> $red3_after while down"; m4=$((m4 + 1)); }
+REDIAL_LINE=""
+for name in "${REDIAL[@]+"${REDIAL[@]}"}"; do REDIAL_LINE="; gw3's client $name dialled again -> ${RED_GW[$name]}"; done
+LATE_SHARE=$(per_gateway "${LATE[@]}")
+
+# --- step 5: clients without redirect support fall back to NAT mode -------------------------------
+redirect_refresh || true
+nors0=$RD_NORS
+log "step 5: ${#FB[@]} clients with follow_redirects = no dial the VIP (no-redirect-supported fallbacks so far: $nors0)"
+start_clients "${FB[@]}"
+wait_up 45 "${FB[@]}"
+evidence "${FB[@]}"
+ping_clients "${FB[@]}"
+affinity_refresh
+gateway_sas
+m5=0
+check_clients "step 5" fallback "${FB[@]}" || m5=$?
+for name in "${FB[@]}"; do
+  [ "${CL_GW[$name]}" != gw3 ] || { miss "step 5: $name went to gw3, which is down"; m5=$((m5 + 1)); }
+done
+redirect_refresh || true
+nors1=$RD_NORS
+[ "$(num "$nors1")" -ge $(($(num "$nors0") + N_FB)) ] && [ "$(num "$nors0")" -ge 0 ] \
+  || { miss "step 5: no-redirect-supported fallbacks $nors0 -> $nors1 (expected +$N_FB or more)"; m5=$((m5 + 1)); }
+
+# --- step 6: bad input ------------------------------------------------------------------------------
+log "step 6: malformed IKE_SA_INIT requests from $BAD_NS ($BAD_ADDR) to $VIP4:500"
+(capture_start "$BAD_NS" eth0 "$PCAPS" bad) || fail "tcpdump in $BAD_NS"
+redirect_refresh || true
+mal0=$RD_MALFORMED rej0=$RD_REJECTED
+CLIENT_MAC=$(python3 -c 'import sys, tomllib
+for p in tomllib.load(open(sys.argv[1], "rb"))["port"]:
+    if p["role"] == "client": print(p["mac"])' "$OUT/lab-redirect.toml")
+ip netns exec "$BAD_NS" /usr/bin/python3 "$HELPER" inject eth0 "$BAD_ADDR" "$VIP4" "$CLIENT_MAC" \
+  >"$OUT/bad.txt" 2>"$OUT/bad.err" || miss "step 6: sending the malformed requests failed: $(tail -n 2 "$OUT/bad.err")"
+n_bad=$(wc -l <"$OUT/bad.txt")
+sleep 1.5
+redirect_refresh || true
+mal1=$RD_MALFORMED
+# A well-formed request from the same place: answered with a REDIRECT (so the capture would have
+# shown answers to the others).
+probe=$(ip netns exec "$BAD_NS" /usr/bin/python3 "$HELPER" probe "$BAD_ADDR" "$VIP4" 2>&1) || true
+# tcpdump gets its packets from the kernel in blocks, at the latest after 1 s: wait for them.
+sleep 1.5
+peer_stop "$PCAPS" bad
+m6=0
+probe_spi="" probe_gw=""
+read -r probe_spi probe_gw <<<"$probe" || true
+case $(gw_of_addr "${probe_gw:-}") in
+  gw1 | gw2) ;;
+  *) miss "step 6: the well-formed request: ${probe:-no output}"; m6=$((m6 + 1)); probe_spi="" probe_gw="" ;;
+esac
+# shellcheck disable=SC2046  # one SPI per word
+python3 "$HELPER" answers "$PCAPS/bad.pcap" "$VIP4" $(awk '{ print $1 }' "$OUT/bad.txt") ${probe_spi:+"$probe_spi"} \
+  >"$OUT/bad-answers.txt"
+while read -r spi verdict; do
+  kind=$(awk -v s="$spi" '$1 == s { print $2 }' "$OUT/bad.txt")
+  if [ -n "$kind" ] && [ "$verdict" != unanswered ]; then miss "step 6: the $kind request was answered"; m6=$((m6 + 1)); fi
+  if [ -z "$kind" ] && [ "$verdict" != answered ]; then miss "step 6: the capture in $BAD_NS misses the answer to the well-formed request"; m6=$((m6 + 1)); fi
+done <"$OUT/bad-answers.txt"
+[ "$(num "$mal1")" -eq $(($(num "$mal0") + n_bad)) ] && [ "$(num "$mal0")" -ge 0 ] \
+  || { miss "step 6: malformed $mal0 -> $mal1 after $n_bad malformed requests"; m6=$((m6 + 1)); }
+# Bad load reports from gw2: its last genuine report again (a replay), and a forgery.
+gateway_sas
+T2_NOW=$(gw_tunnels gw2)
+gateways_refresh || true
+rep2_before=${GWF_REP[gw2]:--}
+last2=$(tail -n 1 "$OUT/gw2/reporter.log")
+ip netns exec vlb-gw2 python3 "$HELPER" reports 198.19.0.1:5685 gw2 "$last2" >/dev/null \
+  || miss "step 6: sending the bad reports failed"
+sleep 1.5
+redirect_refresh || true
+rej1=$RD_REJECTED
+gateways_refresh || true
+# The reporters' own reports were all taken; these two are the only ones refused.
+[ "$rej0" = 0 ] && [ "$(num "$RD_ACCEPTED")" -gt 0 ] \
+  || { miss "step 6: before the bad reports, ${rej0} reports were rejected and ${RD_ACCEPTED} accepted"; m6=$((m6 + 1)); }
+[ "$(num "$rej1")" -eq $(($(num "$rej0") + 2)) ] && [ "$(num "$rej0")" -ge 0 ] \
+  || { miss "step 6: rejected reports $rej0 -> $rej1 after a replay and a forgery"; m6=$((m6 + 1)); }
+[ "${GWF_REP[gw2]:-}" = "$T2_NOW" ] || { miss "step 6: gw2's reported_tunnels ${GWF_REP[gw2]:-?} (was $rep2_before; it has $T2_NOW)"; m6=$((m6 + 1)); }
+kinds=$(awk '{ printf "%s ", $2 }' "$OUT/bad.txt")
+log "step 6: malformed $mal0 -> $mal1 (sent $n_bad: ${kinds% }); well-formed request redirected to ${probe_gw:--}; rejected reports $rej0 -> $rej1"
+
+# --- the captures: every client's packets at its gateway only ---------------------------------------
+log "captures: stopping tcpdump; which gateway saw which client"
+for i in 1 2 3; do peer_stop "$PCAPS" "gw$i"; done
+python3 "$E2E" pcap --out "$OUT/pcap-summary.json" gw1="$PCAPS/gw1.pcap" gw2="$PCAPS/gw2.pcap" gw3="$PCAPS/gw3.pcap"
+ALL=("${PRE[@]}" "${VIPC[@]}" "${LATE[@]}" "${FB[@]}")
+: >"$OUT/expect.txt" && : >"$OUT/times.txt"
+for name in "${ALL[@]}"; do
+  case " ${REDIAL[*]-} " in
+    *" $name "*) echo "${CL_ADDR[$name]} $name gw3 ${CL_GW[$name]:--}" ;; # first gw3, then its new gateway
+    *) echo "${CL_ADDR[$name]} $name ${CL_GW[$name]:--}" ;;
+  esac
+done >>"$OUT/expect.txt"
+m_pcap=0
+python3 "$E2E" pcap-check --summary "$OUT/pcap-summary.json" --expect "$OUT/expect.txt" \
+  --times "$OUT/times.txt" >"$OUT/evidence.txt" || m_pcap=1
+declare -A ROUTE=()
+while read -r a verdict route _; do
+  [ "$a" = MISS ] && continue
+  ROUTE[$a]="$route"
+  [ "$verdict" = ok ] || ROUTE[$a]="$route(!)"
+done <"$OUT/evidence.txt"
+if [ "$m_pcap" -ne 0 ]; then
+  while IFS= read -r line; do miss "captures: ${line#MISS }"; done < <(grep '^MISS' "$OUT/evidence.txt")
+fi
+
+# --- the table --------------------------------------------------------------------------------------
+echo
+printf '%-5s %-10s %-13s %-9s %-18s %-11s %-9s %-5s %-12s %s\n' client step address redirect ike_sa_with \
+  ike_sa child_sa ping affinity captures
+for name in "${ALL[@]}"; do
+  a=${CL_ADDR[$name]} rg=${RED_GW[$name]:--}
+  [ "${RED_N[$name]:-0}" -gt 1 ] && rg="$rg(${RED_N[$name]}x)"
+  aff="${AFF[$a]:--}"
+  [ "${AFF_DIRECT[$a]:-}" = yes ] && aff="$aff/direct"
+  printf '%-5s %-10s %-13s %-9s %-18s %-11s %-9s %-5s %-12s %s\n' "$name" "${CL_STEP[$name]}" "$a" "$rg" \
+    "$(gw_of_addr "${SA_REMOTE[$name]:--}")(${SA_REMOTE[$name]:--})" "${SA_IKE[$name]:--}" "${SA_CHILD[$name]:--}" \
+    "${PING[$name]:--}" "$aff" "${ROUTE[$a]:--}"
+done
+echo
+echo "--- vpnlbctl show gateways ---"
+ctl_human show gateways || true
+echo "--- vpnlbctl show redirect ---"
+ctl_human show redirect || true
+echo
+
+verdict() { if [ "$1" -eq 0 ]; then echo OK; else echo "MISS ($1)"; fi; }
+RESULTS+=("step 1 pre-load, $N_PRE clients to gw1's own address: $(verdict "$m1"): routed by the appliance, not redirected, IKE_SA with 198.19.0.11, ping through; $PRE_LINE")
+RESULTS+=("step 2 $N_VIP clients to the VIP: $(verdict "$m2"): each redirected once (charon: 'redirected to 198.19.0.1x'), IKE_SA + CHILD_SA with the gateway of its redirect (remote address, pool, that gateway's own list and no other's), ping through, a direct affinity entry; the gateways' charons logged 'client got redirected from $VIP4' gw1 ${GOT_FROM[gw1]}, gw2 ${GOT_FROM[gw2]}, gw3 ${GOT_FROM[gw3]}")
+RESULTS+=("step 3 spread by load reports: $(verdict "$m3"): of the $N_VIP $SHARE; tunnel totals gw1 $T1, gw2 $T2, gw3 $T3 (max - min $((max - min)) <= 3; gw1's share $s1 <= 5); $SPREAD_RED (sum $sum_red); reports matched the gateways' counts after ${catch_ms} ms")
+RESULTS+=("step 4 gw3 down (SIGKILL to charon): $(verdict "$m4"): down after $down_ms ms (limit $DOWN_LIMIT); ${#LATE[@]} new clients -> $LATE_SHARE$REDIAL_LINE; gw3's redirects $red3_down -> $red3_after")
+RESULTS+=("step 5 fallback, ${#FB[@]} clients with follow_redirects = no: $(verdict "$m5"): no N(REDIRECT_SUPPORTED) sent, NAT mode through the VIP ($(for n in "${FB[@]}"; do printf '%s->%s ' "$n" "${CL_GW[$n]:--}"; done | sed 's/ $//')), no-redirect-supported fallbacks $nors0 -> $nors1")
+RESULTS+=("step 6 bad input: $(verdict "$m6"): $n_bad malformed IKE_SA_INITs (${kinds% }) unanswered, malformed $mal0 -> $mal1; a well-formed one answered with N(REDIRECT) to ${probe_gw:--} (our nonce echoed); a replayed and a forged report rejected ($rej0 -> $rej1), gw2's reported_tunnels unchanged")
+RESULTS+=("captures (tcpdump on every gateway's eth0): $(verdict "$m_pcap"): $(grep -vc '^MISS' "$OUT/evidence.txt") client addresses, each one's packets at its gateway only; per client and class: $OUT/evidence.txt")
+printf '%s\n' "${RESULTS[@]}"
+log "done"
+if [ "$(misses)" -gt 0 ]; then
+  echo "redirect-test: $(misses) misses:" >&2
+  sed 's/^/  /' "$OUT/misses" >&2
+  exit 1
+fi
+echo "redirect-test: OK"
