@@ -34,6 +34,7 @@ FULL = [
     ("ike-imix", "ike", 1_000, 4, "imix", "protocol"),
     ("tls-imix", "tls", 1_000, 4, "imix", "protocol"),
     ("new-clients", "new-clients", 1_000_000, 6, "imix", "admission"),
+    ("redirect", "redirect", 16_384, 4, "imix", "redirect"),
 ]
 QUICK = [FULL[0]]
 SMOKE = [("smoke", "lab", 1_000, 6, "imix", "headline")]
@@ -174,6 +175,11 @@ def vpnlbd_config(run, path, sock):
         raise RuntimeError(f"{a.bench_conf}: no [affinity] section")
     if re.search(r"(?m)^\[control\]", text):
         raise RuntimeError(f"{a.bench_conf}: the driver sets [control] itself")
+    if mix == "redirect":
+        # The service answers every IKE_SA_INIT with a REDIRECT (no reports: its own counts).
+        text, n = re.subn(r'(?m)^scheduler = ', 'mode = "redirect"\nscheduler = ', text, count=1)
+        if n != 1:
+            raise RuntimeError(f"{a.bench_conf}: no service scheduler line to put the mode beside")
     text += f'\n[control]\nsocket = "{sock}"\n'
     with open(path, "w") as f:
         f.write(text)
@@ -241,6 +247,7 @@ def run_vpnlbd(run, work):
         "mpps": (rx2 - rx1) / dt / 1e6,
         "tx_ratio": (tx2 - tx1) / max(1, rx2 - rx1),
         "new_clients_per_s": (c2["clients"]["scheduled"] - c1["clients"]["scheduled"]) / dt,
+        "redirects_per_s": (redirects(c2) - redirects(c1)) / dt,
         "latency_us": s2["burst_latency_us"],
         "utilisation": s2.get("utilisation"),
         "drops": drops,
@@ -250,6 +257,17 @@ def run_vpnlbd(run, work):
         "affinity_mb": round(occ.get("bytes", 0) / 2**20, 1),
         "rss_mb": round(rss / 1024, 1),
     }
+
+
+def redirects(counters):
+    """Redirects sent, summed over services and gateways."""
+    return sum(g.get("redirects", 0) for svc in counters.get("gateways", []) for g in svc)
+
+
+def per_second(row):
+    """The row's rate: new clients admitted, or redirects sent (the redirect scenario)."""
+    v = row["vpnlbd"]
+    return v["redirects_per_s"] if row["mix"] == "redirect" else v["new_clients_per_s"]
 
 
 def summary(values):
@@ -328,6 +346,7 @@ def main():
                 "vpnlbd": {
                     "tx_ratio": statistics.median(e["tx_ratio"] for e in extra),
                     "new_clients_per_s": statistics.median(e["new_clients_per_s"] for e in extra),
+                    "redirects_per_s": statistics.median(e["redirects_per_s"] for e in extra),
                     "latency_us": extra[-1]["latency_us"],
                     "drops": extra[-1]["drops"],
                     "entries": extra[-1]["entries"],
@@ -364,7 +383,7 @@ def markdown(doc):
     """The results as the README's table."""
     lines = [
         "| scenario | clients | family | frame | testpmd io | testpmd macswap | vpnlbd | vpnlbd / io "
-        "| vpnlbd / macswap | burst p50 / p99 | entries | bytes/entry | RSS | new clients/s |",
+        "| vpnlbd / macswap | burst p50 / p99 | entries | bytes/entry | RSS | new clients (redirects)/s |",
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["results"]:
@@ -376,7 +395,8 @@ def markdown(doc):
             f"{r['ratio_io']:.2f}", f"{r['ratio_macswap']:.2f}",
             f"{v['latency_us']['p50']} / {v['latency_us']['p99']} µs", v["entries"],
             v["bytes_per_entry"], f"{v['rss_mb']:.0f} MB",
-            f"{v['new_clients_per_s']:,.0f}".replace(",", " ") if r["mix"] == "new-clients" else "—")) + " |")
+            f"{per_second(r):,.0f}".replace(",", " ") if r["mix"] in ("new-clients", "redirect")
+            else "—")) + " |")
     for name, why in doc.get("not_run", []):
         lines.append(f"| {name} | not run here: {why} |" + " |" * 12)
     return "\n".join(lines)
@@ -385,7 +405,8 @@ def markdown(doc):
 def print_table(results, a):
     print(f"\n{a.reps} runs each, {a.duration:g} s after {a.warmup:g} s warm-up; Mpps median (min-max)")
     hdr = ("scenario", "clients", "family", "size", "w", "testpmd io", "testpmd macswap", "vpnlbd",
-           "/io", "/macswap", "tx/rx", "p50 us", "p99 us", "entries", "B/entry", "RSS MB", "new cl/s")
+           "/io", "/macswap", "tx/rx", "p50 us", "p99 us", "entries", "B/entry", "RSS MB",
+           "new cl (redir)/s")
     print("  ".join(hdr))
     for r in results:
         v = r["vpnlbd"]
@@ -394,7 +415,7 @@ def print_table(results, a):
             fmt(r["mpps"]["testpmd-io"]), fmt(r["mpps"]["testpmd-macswap"]), fmt(r["mpps"]["vpnlbd"]),
             f"{r['ratio_io']:.2f}", f"{r['ratio_macswap']:.2f}", f"{v['tx_ratio']:.3f}",
             v["latency_us"]["p50"], v["latency_us"]["p99"], v["entries"], v["bytes_per_entry"],
-            v["rss_mb"], f"{v['new_clients_per_s']:.0f}")))
+            v["rss_mb"], f"{per_second(r):.0f}")))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@
 //! - `esp`, `ike`, `tls`: one of them only (ESP in UDP, IKE_SA_INIT on UDP 500, TLS on TCP 443);
 //! - `new-clients`: every frame an IKE_SA_INIT from a client not seen before in the capture,
 //!   for the admission rate (run it with `max_unconfirmed` below the capture's size, so the
-//!   replay keeps evicting and every frame is a new client again).
+//!   replay keeps evicting and every frame is a new client again);
+//! - `redirect`: every frame an IKE_SA_INIT with N(REDIRECT_SUPPORTED) on UDP 500, for a service
+//!   in redirect mode (each one answered with an RFC 5685 REDIRECT on the client port).
 //!
 //! Sizes are Ethernet frame sizes as RFC 2544 and the traffic generators count them, FCS
 //! included (a capture holds 4 bytes less): a fixed size, raised to what the headers need, or
@@ -31,6 +33,7 @@ use std::path::Path;
 
 use dataplane::craft::{self, lab, Ipv4Opts, SplitMix64, L2, L4};
 use dataplane::io::pcap::{PcapError, PcapWriter};
+use dataplane::wire::ike::notify_type;
 
 use crate::lab::maglev_gateway_for;
 
@@ -42,6 +45,7 @@ pub enum Mix {
     Ike,
     Tls,
     NewClients,
+    Redirect,
 }
 
 impl Mix {
@@ -52,6 +56,7 @@ impl Mix {
             "ike" => Mix::Ike,
             "tls" => Mix::Tls,
             "new-clients" => Mix::NewClients,
+            "redirect" => Mix::Redirect,
             _ => return None,
         })
     }
@@ -297,14 +302,20 @@ fn client_frame(t: &BenchTraffic, rng: &mut SplitMix64, c: IpAddr, n: u64) -> Ve
             _ => Kind::Dtls,
         },
         Mix::Esp => Kind::EspInUdp,
-        Mix::Ike | Mix::NewClients => Kind::Ike500,
+        Mix::Ike | Mix::NewClients | Mix::Redirect => Kind::Ike500,
         Mix::Tls => Kind::Tls,
     };
     let len = t.size.pick(rng);
     let ike = || {
         let mut nonce = [0u8; 32];
         nonce[..8].copy_from_slice(&n.to_be_bytes());
-        craft::ike_sa_init_request(u64::from(spi) << 32 | 7, &nonce, 14, 64, &[])
+        let supported: &[(u16, &[u8])] = &[(notify_type::REDIRECT_SUPPORTED, &[])];
+        let notifies = if t.mix == Mix::Redirect {
+            supported
+        } else {
+            &[]
+        };
+        craft::ike_sa_init_request(u64::from(spi) << 32 | 7, &nonce, 14, 64, notifies)
     };
     let dst = vip(c);
     match kind {

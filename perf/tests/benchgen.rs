@@ -44,10 +44,13 @@ fn frames(path: PathBuf) -> Vec<Vec<u8>> {
 fn run(t: &BenchTraffic, name: &str) -> (Worker, usize, Vec<usize>) {
     let dir = TempDir::new(name);
     bench::write(&dir.0, t).expect("captures written");
-    let spec = appliance_spec(AffinitySpec {
+    let mut spec = appliance_spec(AffinitySpec {
         capacity: 1 << 16,
         max_unconfirmed: 1 << 15,
     });
+    if t.mix == Mix::Redirect {
+        spec.services[0].mode = dataplane::model::ServiceMode::Redirect;
+    }
     let mut w = Worker::new(Arc::new(Snapshot::build(spec, 1).expect("snapshot")));
     let mut forwarded = 0;
     let mut sizes = Vec::new();
@@ -135,4 +138,20 @@ fn new_clients_are_all_distinct() {
     // 3000 IKE_SA_INITs from as many clients, and the gateways' answers to 600 of them.
     assert_eq!(n, 3600);
     assert_eq!(w.counters().clients.scheduled, 3000);
+}
+
+#[test]
+fn redirect_requests_are_all_answered() {
+    let t = BenchTraffic {
+        clients: 1000,
+        packets: 3000,
+        ..traffic(Mix::Redirect, 4, Size::Imix)
+    };
+    let (w, n, _) = run(&t, "redirect");
+    let c = w.counters();
+    let redirects: u64 = c.gateways[0].iter().map(|g| g.redirects).sum();
+    // Every client-port frame is answered (the backend's ESP goes to the gateways as ever).
+    assert_eq!(redirects, 3000);
+    assert_eq!(n, 3000 + 600);
+    assert_eq!(c.services[0].malformed_ike_sa_init, 0);
 }

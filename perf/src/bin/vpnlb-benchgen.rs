@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! vpnlb-benchgen --out-dir DIR --clients N [--packets P] [--backend-packets B]
-//!                [--size 64|512|1400|imix] [--mix lab|esp|ike|tls|new-clients] [--family 4|6]
+//!                [--size 64|512|1400|imix] [--mix lab|esp|ike|tls|new-clients|redirect] [--family 4|6]
 //! ```
 //!
 //! Writes `DIR/client.pcap` and `DIR/backend.pcap` and prints one JSON line: frames written.
@@ -34,7 +34,7 @@ struct Args {
     /// at 40/30/30 %).
     #[arg(long, default_value = "imix", value_parser = parse_size)]
     size: Size,
-    /// lab, esp, ike, tls or new-clients.
+    /// lab, esp, ike, tls, new-clients or redirect.
     #[arg(long, default_value = "lab", value_parser = parse_mix)]
     mix: Mix,
     /// Client address family: 4 (198.18.64.0/18, up to 16384 clients) or 6 (2001:2:0:64::/64).
@@ -50,7 +50,7 @@ fn parse_size(s: &str) -> Result<Size, String> {
 }
 
 fn parse_mix(s: &str) -> Result<Mix, String> {
-    Mix::parse(s).ok_or_else(|| format!("`{s}`: lab, esp, ike, tls or new-clients"))
+    Mix::parse(s).ok_or_else(|| format!("`{s}`: lab, esp, ike, tls, new-clients or redirect"))
 }
 
 fn main() -> ExitCode {
