@@ -1505,12 +1505,14 @@ fn answer_mac(snap: &Snapshot, interface: u16, addr: IpAddr) -> EthernetAddress 
 
 /// Whether traffic of this protocol and service port is what a redirected client exchanges
 /// with its gateway directly: IKE, NAT-T (IKE and ESP in UDP) and ESP. TLS and DTLS go
-/// through the VIP in either mode.
+/// through the VIP in either mode. A non-first fragment has no port: UDP ones count (an
+/// IP-fragmented IKE_AUTH must pass whole).
 fn routable(svc: &ServiceView, protocol: u8, port: Option<u16>) -> bool {
     let l = &svc.spec.listeners;
-    match protocol {
-        ip_proto::UDP => port.is_some() && (port == l.ike || port == l.natt),
-        ip_proto::ESP => l.esp,
+    match (protocol, port) {
+        (ip_proto::UDP, Some(_)) => port == l.ike || port == l.natt,
+        (ip_proto::UDP, None) => l.ike.is_some() || l.natt.is_some(),
+        (ip_proto::ESP, _) => l.esp,
         _ => false,
     }
 }

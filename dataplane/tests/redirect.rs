@@ -394,3 +394,49 @@ fn routing_is_off_unless_configured() {
     let out = tx(&mut w, CLIENT_PORT, &req, BACKEND_PORT);
     assert_eq!(gateway_of4(&out), lab_gateway(client.into()));
 }
+
+/// An IPv6 client redirected to its gateway's IPv6 address, then IP-fragmenting its IKE_AUTH
+/// (as strongSwan does without IKE fragmentation): every fragment is routed, both ways.
+#[test]
+fn ip_fragments_of_redirected_clients_are_routed_both_ways() {
+    let mut w = worker(redirect_spec(true));
+    let client = client_v6(77);
+    let ike = supporting_request(spi_of(client.into()));
+    let req = udp6(from_router(), client, lab::VIP_V6, 500, 500, &ike);
+    let out = tx(&mut w, CLIENT_PORT, &req, CLIENT_PORT);
+    let o = out6(&out);
+    let answer = o.udp();
+    let gw_addr = std::net::Ipv6Addr::from(
+        <[u8; 16]>::try_from(&answer.payload()[38..54]).expect("an IPv6 gateway identity"),
+    );
+    let g = lab::GATEWAYS_V6
+        .iter()
+        .position(|a| *a == gw_addr)
+        .expect("a lab gateway");
+    let auth = craft::non_esp_marker(&craft::ike_message(
+        1,
+        2,
+        exchange::IKE_AUTH,
+        flags::INITIATOR,
+        1,
+        &[0x33; 3000],
+    ));
+    let whole = udp6(from_router(), client, gw_addr, 4500, 4500, &auth);
+    let frags = craft::fragment_ipv6(&whole, 1280, 9);
+    assert!(frags.len() > 2);
+    for f in &frags {
+        let out = tx(&mut w, CLIENT_PORT, f, BACKEND_PORT);
+        assert_eq!(gateway_of6(&out), g);
+        assert_eq!(out6(&out).ip.hop_limit(), 63);
+    }
+    let back = udp6(from_gateway(g), gw_addr, client, 4500, 4500, &auth);
+    for f in &craft::fragment_ipv6(&back, 1280, 10) {
+        let out = tx(&mut w, BACKEND_PORT, f, CLIENT_PORT);
+        let o = out6(&out);
+        assert_eq!((o.ip.src_addr(), o.ip.dst_addr()), (gw_addr, client));
+    }
+    let c = w.counters().gateways[0][g];
+    assert_eq!(c.routed_to_gateway_packets, frags.len() as u64);
+    assert_eq!(c.from_gateway_packets, 0, "nothing translated");
+    assert_balanced(&w);
+}
