@@ -161,6 +161,22 @@ enum Plan {
     Flow(Flow),
     IcmpError(IcmpError),
     Redirect(Redirect),
+    RoutedIcmp(RoutedIcmp),
+}
+
+/// ICMP between a client and a gateway's own address, routed untouched (no affinity entry is
+/// created or refreshed by it).
+#[derive(Clone, Copy, Debug)]
+struct RoutedIcmp {
+    /// The client's direct key: a gateway's ICMP (other than an error, see `IcmpError`) goes
+    /// to a client only if this entry names the gateway.
+    key: AffinityKey,
+    service: u16,
+    gateway: u16,
+    at: usize,
+    /// Client → gateway (else gateway → client).
+    inbound: bool,
+    v6: bool,
 }
 
 /// An IKE_SA_INIT request to a redirecting service, to answer with a REDIRECT.
@@ -785,6 +801,26 @@ impl State {
         if is_link_local(l3.src) {
             return store(out, Plan::Drop(DropReason::BadSource));
         }
+        if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) {
+            // Pings to a gateway, errors about its packets: routed, stateless.
+            let routes = memberships
+                .iter()
+                .find(|&&(s, _)| snap.services[usize::from(s)].spec.route_to_gateways);
+            return match routes {
+                Some(&(service, gateway)) => store(
+                    out,
+                    Plan::RoutedIcmp(RoutedIcmp {
+                        key: affinity_key(l3.src, service).direct(),
+                        service,
+                        gateway,
+                        at: l3.at,
+                        inbound: true,
+                        v6: l3.v6,
+                    }),
+                ),
+                None => store(out, Plan::Drop(DropReason::NoService)),
+            };
+        }
         let (port, l4_csum, view) = match transport(bytes, &l3, true) {
             Ok(t) => t,
             Err(r) => return store(out, Plan::Drop(r)),
@@ -833,6 +869,26 @@ impl State {
         let memberships = snap.gateway_by_addr(l3.src);
         if memberships.is_empty() {
             return store(out, Plan::Drop(DropReason::UnknownSource));
+        }
+        if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) {
+            // A gateway's pings and echo replies: to redirected clients only (pass 2 checks).
+            let routes = memberships
+                .iter()
+                .find(|&&(s, _)| snap.services[usize::from(s)].spec.route_to_gateways);
+            return match routes {
+                Some(&(service, gateway)) => store(
+                    out,
+                    Plan::RoutedIcmp(RoutedIcmp {
+                        key: affinity_key(l3.dst, service).direct(),
+                        service,
+                        gateway,
+                        at: l3.at,
+                        inbound: false,
+                        v6: l3.v6,
+                    }),
+                ),
+                None => store(out, Plan::Drop(DropReason::NoService)),
+            };
         }
         let (port, l4_csum, view) = match transport(bytes, &l3, false) {
             Ok(t) => t,
@@ -915,6 +971,7 @@ impl State {
             Plan::Flow(ref f) => self.forward(snap, now, f, frame),
             Plan::IcmpError(e) => self.forward_icmp_error(snap, now, e, frame),
             Plan::Redirect(ref r) => self.redirect(snap, now, r, frame),
+            Plan::RoutedIcmp(r) => self.route_icmp(snap, now, r, frame),
         }
     }
 
@@ -1176,6 +1233,67 @@ impl State {
         emit_l2(snap, frame, f.at, hop, f.v6)
     }
 
+    /// Whether `key`'s live entry names `gateway` (without refreshing it).
+    fn names_gateway(&mut self, now: u32, key: &AffinityKey, gateway: u16) -> bool {
+        match self.shard.lookup(key, key.hash(), now) {
+            Lookup::Hit(e) => e.value().gateway == gateway,
+            Lookup::Expired(r) => {
+                forget(&mut self.services, &mut self.changes, &r);
+                false
+            }
+            Lookup::Miss => false,
+        }
+    }
+
+    /// Routes ICMP between a client and a gateway's own address: TTL decremented, nothing
+    /// else changed. From a gateway only to a client whose direct entry names it.
+    #[inline(never)]
+    fn route_icmp<F: Frame>(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        r: RoutedIcmp,
+        frame: &mut F,
+    ) -> Verdict {
+        let fam = snap.services[usize::from(r.service)].family(r.v6);
+        let Some(&Some((gateway_addr, gateway_hop))) = fam.gateways.get(usize::from(r.gateway))
+        else {
+            return Verdict::Drop(DropReason::NoGateway);
+        };
+        let hop = if r.inbound {
+            match gateway_hop {
+                Some(h) => h,
+                None => return self.neighbor_miss(gateway_addr),
+            }
+        } else {
+            if !self.names_gateway(now, &r.key, r.gateway) {
+                return Verdict::Drop(DropReason::NoService);
+            }
+            let client = r.key.client_ip();
+            match client_side_hop(snap, client) {
+                Ok(h) => h,
+                Err(DropReason::NoNeighbor) => return self.neighbor_miss(client),
+                Err(e) => return Verdict::Drop(e),
+            }
+        };
+        let Some(ip) = frame.bytes_mut().get_mut(r.at..) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        if !decrement_ttl(ip, r.v6) {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let len = ip_total_len(ip, r.v6);
+        let c = &mut self.counters.gateways[usize::from(r.service)][usize::from(r.gateway)];
+        if r.inbound {
+            c.routed_to_gateway_packets += 1;
+            c.routed_to_gateway_bytes += len;
+        } else {
+            c.routed_from_gateway_packets += 1;
+            c.routed_from_gateway_bytes += len;
+        }
+        emit_l2(snap, frame, r.at, hop, r.v6)
+    }
+
     /// Picks a gateway for a client of `service`, counting it as active there.
     fn schedule(&mut self, snap: &Snapshot, f: &Flow) -> Option<u16> {
         let fam = snap.services[usize::from(f.service)].family(f.v6);
@@ -1339,6 +1457,21 @@ impl State {
         } else {
             e.gateway
         };
+        if !e.inbound && svc.spec.route_to_gateways {
+            // An error about a redirected client's packet to the gateway's own address: the
+            // client knows the gateway by that address, so it goes back untranslated.
+            let routed = RoutedIcmp {
+                key: e.key.direct(),
+                service: e.service,
+                gateway,
+                at: e.outer.at,
+                inbound: false,
+                v6,
+            };
+            if self.names_gateway(now, &routed.key, gateway) {
+                return self.route_icmp(snap, now, routed, frame);
+            }
+        }
         let Some(&Some((gw_addr, gw_hop))) = svc.family(v6).gateways.get(usize::from(gateway))
         else {
             return Verdict::Drop(DropReason::IcmpNoFlow);
@@ -1904,6 +2037,19 @@ fn ipv6_at(b: &[u8], at: usize) -> Ipv6Addr {
         o.copy_from_slice(s);
     }
     Ipv6Addr::from(o)
+}
+
+/// The IP packet's length from its header (IPv4 total length, IPv6 40 + payload length).
+fn ip_total_len(ip: &[u8], v6: bool) -> u64 {
+    let field = |at: usize| {
+        ip.get(at..at + 2)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    if v6 {
+        40 + u64::from(field(4))
+    } else {
+        u64::from(field(2))
+    }
 }
 
 fn decrement_ttl(ip: &mut [u8], v6: bool) -> bool {

@@ -440,3 +440,87 @@ fn ip_fragments_of_redirected_clients_are_routed_both_ways() {
     assert_eq!(c.from_gateway_packets, 0, "nothing translated");
     assert_balanced(&w);
 }
+
+fn icmp4(
+    l2: craft::L2,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    msg_type: u8,
+    code: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    craft::ipv4(
+        &l2,
+        src,
+        dst,
+        &Ipv4Opts::default(),
+        &L4::Icmpv4 {
+            msg_type,
+            code,
+            rest: if msg_type == 3 { 1400 } else { 0x0001_0001 },
+            payload,
+        },
+    )
+}
+
+/// ICMP between redirected clients and their gateways is routed untouched: pings both ways,
+/// and an error about the client's packet to the gateway's own address goes back from that
+/// address (a NAT-mode client's error is still translated to come from the VIP).
+#[test]
+fn icmp_of_redirected_clients_is_routed_untouched() {
+    let mut w = worker(redirect_spec(true));
+    let client = client_v4(81);
+    let g = redirected_to4(&mut w, client);
+    let gw = lab::GATEWAYS_V4[g];
+    let ping = icmp4(from_router(), client, gw, 8, 0, &[7; 32]);
+    let out = tx(&mut w, CLIENT_PORT, &ping, BACKEND_PORT);
+    assert_eq!(gateway_of4(&out), g);
+    let o = out4(&out);
+    assert_eq!((o.ip.src_addr(), o.ip.ttl()), (client, 63));
+    assert_eq!(&o.l4[8..], &[7; 32]);
+    let pong = icmp4(from_gateway(g), gw, client, 0, 0, &[7; 32]);
+    let out = tx(&mut w, BACKEND_PORT, &pong, CLIENT_PORT);
+    let o = out4(&out);
+    assert_eq!(
+        (o.ip.src_addr(), o.ip.dst_addr(), o.ip.ttl()),
+        (gw, client, 63)
+    );
+    assert_eq!(o.eth.dst(), lab::ROUTER_MAC);
+
+    // Fragmentation needed, quoting the client's ESP in UDP to the gateway's own address.
+    let sent = udp4(from_router(), client, gw, 4500, 4500, &[0x11; 64]);
+    let err = icmp4(from_gateway(g), gw, client, 3, 4, &sent[14..14 + 28]);
+    let out = tx(&mut w, BACKEND_PORT, &err, CLIENT_PORT);
+    let o = out4(&out);
+    assert_eq!((o.ip.src_addr(), o.ip.dst_addr()), (gw, client));
+    assert_eq!(&o.l4[8..], &sent[14..14 + 28], "the quote untouched");
+    let c = w.counters();
+    assert_eq!(c.gateways[0][g].routed_to_gateway_packets, 1);
+    assert_eq!(c.gateways[0][g].routed_from_gateway_packets, 2);
+    assert_eq!(c.icmp_errors_translated, 0);
+
+    // A client the gateway never redirected: the gateway's echo reply is not routed to it,
+    // and an error about its NAT-mode traffic is translated.
+    let nat_client = (2000..)
+        .map(client_v4)
+        .find(|c| lab_gateway((*c).into()) == g)
+        .unwrap();
+    let pong = icmp4(from_gateway(g), gw, nat_client, 0, 0, &[7; 32]);
+    assert_eq!(
+        run(&mut w, BACKEND_PORT, &pong).0,
+        Verdict::Drop(DropReason::NoService)
+    );
+    let plain = craft::ike_sa_init_request(8, &NONCE, 19, 64, &[]);
+    tx(
+        &mut w,
+        CLIENT_PORT,
+        &ike4_to_vip(nat_client, &plain),
+        BACKEND_PORT,
+    );
+    let sent = udp4(from_router(), nat_client, gw, 500, 500, &plain);
+    let err = icmp4(from_gateway(g), gw, nat_client, 3, 4, &sent[14..14 + 28]);
+    let out = tx(&mut w, BACKEND_PORT, &err, CLIENT_PORT);
+    assert_eq!(out4(&out).ip.src_addr(), lab::VIP_V4);
+    assert_eq!(w.counters().icmp_errors_translated, 1);
+    assert_balanced(&w);
+}
