@@ -524,3 +524,32 @@ fn icmp_of_redirected_clients_is_routed_untouched() {
     assert_eq!(w.counters().icmp_errors_translated, 1);
     assert_balanced(&w);
 }
+
+/// A redirected client's direct entry travels to an HA peer like any other: on the peer, the
+/// gateway's traffic to that client is routed, not translated.
+#[test]
+fn direct_entries_are_synced_to_the_peer() {
+    let mut master = worker(redirect_spec(true));
+    let mut backup = worker(redirect_spec(true));
+    master.record_changes(64);
+    let client = client_v4(91);
+    let g = redirected_to4(&mut master, client);
+    let mut changes = Vec::new();
+    assert_eq!(master.drain_changes(|c| changes.push(c)), 0);
+    assert_eq!(changes.len(), 1);
+    assert!(changes[0].key.is_direct());
+    for c in &changes {
+        assert!(backup.apply_synced(NOW, c));
+    }
+    let gw = lab::GATEWAYS_V4[g];
+    let back = udp4(from_gateway(g), gw, client, 4500, 4500, &[0xff]);
+    let out = tx(&mut backup, BACKEND_PORT, &back, CLIENT_PORT);
+    assert_eq!(out4(&out).ip.src_addr(), gw);
+    assert_eq!(
+        backup.counters().gateways[0][g].routed_from_gateway_packets,
+        1
+    );
+    // Direct entries are not NAT-mode clients: no active count moves.
+    assert_eq!(backup.active_clients(), master.active_clients());
+    assert!(backup.active_clients()[0].iter().all(|&n| n == 0));
+}
