@@ -12,15 +12,20 @@
   redirect-test.py sa FILE...
       Clients' `swanctl --list-sas --raw`: "FILE IKE CHILD VIP REMOTE_HOST BYTES_IN BYTES_OUT" ("-"
       where absent) for the best IKE_SA (established with an installed CHILD_SA first).
+  redirect-test.py frags SUMMARY ADDR GW
+      From `e2e.py pcap`'s summary: the client's IP fragments at its gateway, "TO_FIRST
+      TO_NONFIRST FROM_FIRST FROM_NONFIRST TO_IKEFRAG FROM_IKEFRAG" (TO: client -> gateway; FIRST:
+      first fragments, NONFIRST: the others; IKEFRAG: RFC 7383 fragments).
   redirect-test.py key CONFIG
       The service's load report key ([redirect] report_key).
   redirect-test.py inject IFACE SRC VIP DST_MAC      (needs scapy: /usr/bin/python3)
       Malformed IKE_SA_INIT requests, each carrying N(REDIRECT_SUPPORTED), from SRC:500 to VIP:500
       in frames to DST_MAC (the appliance's client port); prints "SPI KIND" per request sent.
   redirect-test.py probe SRC VIP
-      One well-formed IKE_SA_INIT with N(REDIRECT_SUPPORTED) from SRC:500 (a UDP socket); checks
-      the answer is an IKE_SA_INIT response with N(REDIRECT) (RFC 5685: IPv4 gateway identity,
-      our nonce echoed); prints "SPI GATEWAY_ADDRESS" or exits 1 saying what was wrong.
+      One well-formed IKE_SA_INIT with N(REDIRECT_SUPPORTED) from SRC:500 (a UDP socket, IPv4 or
+      IPv6); checks the answer is an IKE_SA_INIT response with N(REDIRECT) (RFC 5685: a gateway
+      identity of the request's family, type 1 with 4 bytes or type 2 with 16, our nonce echoed);
+      prints "SPI GATEWAY_ADDRESS" or exits 1 saying what was wrong.
   redirect-test.py answers PCAP VIP SPI...
       Of the requests with these initiator SPIs, which the capture shows answered from VIP:500:
       prints "SPI answered|unanswered".
@@ -106,6 +111,14 @@ def cmd_sa(files):
         c = child or {}
         print(f, ike.get("state", "-"), c.get("state", "-"), vips[0] if vips else "-",
               ike.get("remote-host", "-"), c.get("bytes-in", "-"), c.get("bytes-out", "-"))
+
+
+def cmd_frags(summary, addr, gw):
+    c = json.load(open(summary)).get(str(ipaddress.ip_address(addr)), {})
+    d = c.get("gateways", {}).get(gw, {})
+    to, fr = d.get("to", {}), d.get("from", {})
+    print(to.get("fragmented", 0), to.get("fragment", 0), fr.get("fragmented", 0), fr.get("fragment", 0),
+          to.get("ike-fragment", 0), fr.get("ike-fragment", 0))
 
 
 def cmd_key(config):
@@ -206,7 +219,8 @@ def parse_notifies(msg):
 
 def cmd_probe(src, vip):
     spi, nonce = os.urandom(8), os.urandom(32)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v6 = ipaddress.ip_address(vip).version == 6
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((src, 500))
     s.settimeout(1.0)
     for _ in range(3):
@@ -220,7 +234,7 @@ def cmd_probe(src, vip):
         sys.exit(f"no answer from {vip}:500 in 3 s (3 sends)")
     hdr, notes = parse_notifies(msg)
     bad = []
-    if peer != (vip, 500):
+    if ipaddress.ip_address(peer[0]) != ipaddress.ip_address(vip) or peer[1] != 500:
         bad.append(f"answer from {peer}")
     if hdr["spi_i"] != spi:
         bad.append("initiator SPI not ours")
@@ -231,11 +245,13 @@ def cmd_probe(src, vip):
         bad.append(f"{len(red)} REDIRECT notifies; notify types {[t for t, _ in notes]}")
         sys.exit("; ".join(bad))
     d = red[0]
-    if len(d) < 2 or d[0] != 1 or d[1] != 4 or len(d) != 2 + 4 + len(nonce):
-        bad.append(f"REDIRECT data not (IPv4 identity, 4 bytes, our {len(nonce)}-byte nonce): {d.hex()}")
+    gw_type, gw_len = (2, 16) if v6 else (1, 4)
+    if len(d) < 2 or d[0] != gw_type or d[1] != gw_len or len(d) != 2 + gw_len + len(nonce):
+        bad.append(f"REDIRECT data not (IPv{6 if v6 else 4} identity: type {gw_type}, {gw_len} bytes; "
+                   f"our {len(nonce)}-byte nonce): {d.hex()}")
         sys.exit("; ".join(bad))
-    gw = str(ipaddress.ip_address(d[2:6]))
-    if d[6:] != nonce:
+    gw = str(ipaddress.ip_address(d[2:2 + gw_len]))
+    if d[2 + gw_len:] != nonce:
         bad.append("REDIRECT does not echo our nonce")
     if bad:
         sys.exit("; ".join(bad))
@@ -276,7 +292,7 @@ def main():
     a = sys.argv[1:]
     cmds = {"gateways": (cmd_gateways, 1), "redirect": (cmd_redirect, 2), "affinity": (cmd_affinity, 1),
             "key": (cmd_key, 1), "inject": (cmd_inject, 4), "probe": (cmd_probe, 2),
-            "reports": (cmd_reports, 3)}
+            "reports": (cmd_reports, 3), "frags": (cmd_frags, 3)}
     if a and a[0] == "answers" and len(a) >= 3:
         cmd_answers(a[1], a[2], a[3:])
     elif a and a[0] == "sa" and len(a) >= 2:

@@ -7,9 +7,9 @@
 #                               instead of building; REDIRECT_START_JOBS client charons start at
 #                               once, 4; REDIRECT_CONFIG=FILE instead of conf/lab-redirect.toml)
 #
-# gw1-gw3 run charon responders (certificates, a pool per gateway, kernel-libipsec, so every
-# tunnel is ESP in UDP 4500) and scripts/gw-load-report.py, which reports their established
-# IKE_SAs to the appliance (198.19.0.1:5685) every second.
+# gw1-gw3 run charon responders (certificates, an IPv4 and an IPv6 pool per gateway,
+# kernel-libipsec, so every tunnel is ESP in UDP 4500) and scripts/gw-load-report.py, which
+# reports their established IKE_SAs to the appliance (198.19.0.1:5685) every second.
 # 1. Pre-load: 6 clients (vlb-c1..c6) dial gw1's own address 198.19.0.11, routed by the appliance
 #    (no VIP); gw1's report must say 6 (show gateways reported_tunnels).
 # 2. 20 clients (c7..c26) dial the VIP 198.18.0.100. Each is redirected (charon: "redirected to
@@ -20,18 +20,28 @@
 # 3. The spread follows the load reports: gw1, which started with 6, gets at most 5 of the 20, and
 #    the gateways' final tunnel totals differ by at most 3; then every gateway's report matches
 #    its own IKE_SA count.
-# 4. gw3's charon is SIGKILLed; once show gateways says gw3 down, 4 clients (c27..c30) dial the VIP,
+# 4. IPv6: 3 clients (c33..c35, 2001:2:0:1::43-45) dial the IPv6 VIP 2001:2:0:1::100. Each is
+#    redirected to a gateway's IPv6 address (charon: "redirected to 2001:2:0:2::1x"; the REDIRECT's
+#    GW identity is of type 2) and checked as in step 2 (the IKE_SA's remote address is that IPv6
+#    address, the inner IPv6 pools are 2001:2:0:100::/64 gw1, :101:: gw2, :102:: gw3, ping6 to the
+#    gateway's inner 2001:2:0:10x::1); the gateways' tunnel totals still differ by at most 3. c34
+#    and c35 turn IKE fragmentation off (their keys and the gateways' are RSA 3072, so both IKE_AUTH
+#    messages exceed 1500 bytes): their IKE_AUTH exchanges are IP-fragmented both ways through the
+#    appliance's routing path, and the gateway's capture must show non-first IPv6 fragments from
+#    and to the client. c33 keeps IKE fragmentation (RFC 7383).
+# 5. gw3's charon is SIGKILLed; once show gateways says gw3 down, 4 clients (c27..c30) dial the VIP,
 #    and one of gw3's clients again (a fresh charon; its direct affinity entry names gw3): all are
 #    redirected to gw1 or gw2 and get up there; gw3's redirect count does not move.
-# 5. Fallback: 2 clients with charon.follow_redirects = no (c31, c32: charon then sends no
+# 6. Fallback: 2 clients with charon.follow_redirects = no (c31, c32: charon then sends no
 #    N(REDIRECT_SUPPORTED)) establish through the VIP in NAT mode (their IKE_SA's remote address
 #    is the VIP); show redirect counts them under fallbacks "no-redirect-supported".
-# 6. Bad input from vlb-c33 (scapy): 5 malformed IKE_SA_INIT requests (truncated header; with
+# 7. Bad input from vlb-c36 (scapy): 5 malformed IKE_SA_INIT requests (truncated header; with
 #    N(REDIRECT_SUPPORTED): header length != UDP length, payload chain past the end, no nonce, a
-#    payload length below its header): none answered (tcpdump in c33), show redirect "malformed"
+#    payload length below its header): none answered (tcpdump in c36), show redirect "malformed"
 #    grows by 5; then one well-formed request is answered with an RFC 5685 N(REDIRECT) (IPv4
-#    gateway identity of gw1 or gw2, our nonce echoed). A replayed and a forged load report from
-#    gw2 are rejected and change nothing.
+#    gateway identity of gw1 or gw2, our nonce echoed), and one to the IPv6 VIP likewise (IPv6
+#    gateway identity, type 2). A replayed and a forged load report from gw2 are rejected and
+#    change nothing.
 # tcpdump on every gateway's eth0 for the whole run: each client's packets reach its gateway only.
 #
 # Prints a table (client, step, address, gateway in the redirect, gateway of the IKE_SA, IKE_SA,
@@ -56,10 +66,11 @@ BIN_DIR=${REDIRECT_BIN_DIR:-target/release}
 CONFIG=${REDIRECT_CONFIG:-conf/lab-redirect.toml}
 readonly SOCK="$OUT/vpnlbd.sock" VPNLBD="$BIN_DIR/vpnlbd" VPNLBCTL="$BIN_DIR/vpnlbctl"
 readonly HELPER=scripts/redirect-test.py E2E=scripts/e2e.py PKI="$OUT/pki" PCAPS="$OUT/pcap"
-readonly VIP4=198.18.0.100 SERVICE=vpn
-readonly N_PRE=6 N_VIP=20 N_LATE=4 N_FB=2
-readonly LAB_CLIENTS=$((N_PRE + N_VIP + N_LATE + N_FB + 1))
+readonly VIP4=198.18.0.100 VIP6=2001:2:0:1::100 SERVICE=vpn
+readonly N_PRE=6 N_VIP=20 N_LATE=4 N_FB=2 N_V6=3
+readonly LAB_CLIENTS=$((N_PRE + N_VIP + N_LATE + N_FB + N_V6 + 1))
 readonly BAD_NS=vlb-c$LAB_CLIENTS BAD_ADDR=198.18.0.$((10 + LAB_CLIENTS))
+readonly BAD_ADDR6=2001:2:0:1::$((10 + LAB_CLIENTS))
 # Slack on a loaded 2-core machine, on top of what a health check itself needs.
 readonly SLACK_MS=1500
 readonly START_JOBS=${REDIRECT_START_JOBS:-4}
@@ -172,36 +183,55 @@ WATCHDOG=$!
 
 # --- gateways and clients -------------------------------------------------------------------------
 
-declare -A CL_NS CL_ADDR CL_DIR CL_STEP RED_GW RED_N INIT_RS SA_IKE SA_CHILD SA_VIP SA_REMOTE PING
-declare -A AFF AFF_DIRECT
+declare -A CL_NS CL_ADDR CL_DIR CL_STEP CL_FAM CL_FRAG RED_ADDR RED_GW RED_N INIT_RS SA_IKE SA_CHILD SA_VIP
+declare -A SA_REMOTE PING AFF AFF_DIRECT
 readonly -A GW_ADDR=([gw1]=198.19.0.11 [gw2]=198.19.0.12 [gw3]=198.19.0.13)
+readonly -A GW_ADDR6=([gw1]=2001:2:0:2::11 [gw2]=2001:2:0:2::12 [gw3]=2001:2:0:2::13)
 
-# gw_of_addr ADDR: the gateway with this address ("VIP" for the VIP, "-" otherwise).
+# gw_of_addr ADDR: the gateway with this address, either family ("VIP" for a VIP, "-" otherwise).
 gw_of_addr() {
   case $1 in
-    198.19.0.11) echo gw1 ;; 198.19.0.12) echo gw2 ;; 198.19.0.13) echo gw3 ;;
-    "$VIP4") echo VIP ;; *) echo "-" ;;
+    198.19.0.11 | 2001:2:0:2::11) echo gw1 ;;
+    198.19.0.12 | 2001:2:0:2::12) echo gw2 ;;
+    198.19.0.13 | 2001:2:0:2::13) echo gw3 ;;
+    "$VIP4" | "$VIP6") echo VIP ;; *) echo "-" ;;
   esac
 }
+# gw_addr_of GW FAMILY: the gateway's own address of that family (4 or 6).
+gw_addr_of() { if [ "$2" = 6 ]; then echo "${GW_ADDR6[$1]:-?}"; else echo "${GW_ADDR[$1]:-?}"; fi; }
 # gw_of_vip ADDR: the gateway whose pool handed out this virtual IP.
 gw_of_vip() {
   case $1 in
-    198.18.128.*) echo gw1 ;; 198.18.129.*) echo gw2 ;; 198.18.130.*) echo gw3 ;; *) echo "-" ;;
+    198.18.128.* | 2001:2:0:100:*) echo gw1 ;;
+    198.18.129.* | 2001:2:0:101:*) echo gw2 ;;
+    198.18.130.* | 2001:2:0:102:*) echo gw3 ;;
+    *) echo "-" ;;
   esac
 }
-# inner_of GW: the gateway's address inside the tunnels (on its lo).
-inner_of() { echo "198.18.$((127 + ${1#gw})).1"; }
+# inner_of GW [FAMILY]: the gateway's address inside the tunnels (on its lo).
+inner_of() {
+  local i=${1#gw}
+  if [ "${2:-4}" = 6 ]; then echo "2001:2:0:10$((i - 1))::1"; else echo "198.18.$((127 + i)).1"; fi
+}
 
-# add_client NAME I STEP REMOTE [nofollow]: a strongSwan initiator in vlb-cI.
+# add_client NAME I STEP REMOTE [nofollow|nofrag]: a strongSwan initiator in vlb-cI, IPv6 when
+# REMOTE is (then from 2001:2:0:1::(10+I), with an RSA 3072 key). nofollow: follow_redirects = no;
+# nofrag: fragmentation = no (no RFC 7383: an IKE message longer than the MTU is IP-fragmented).
 add_client() {
-  local name=$1 i=$2 step=$3 remote=$4 follow=${5:-}
-  local dir="$OUT/clients/$name" addr=198.18.0.$((10 + $2))
+  local name=$1 i=$2 step=$3 remote=$4 opt=${5:-}
+  local dir="$OUT/clients/$name" addr=198.18.0.$((10 + $2)) fam=4 vip=0.0.0.0 ts=198.18.128.0/22
+  local key=client frag=yes
+  if [[ $remote == *:* ]]; then
+    addr=2001:2:0:1::$((10 + i)) fam=6 vip=:: ts=2001:2:0:100::/62 key=client6
+  fi
+  if [ "$opt" = nofrag ]; then frag=no; fi
   CL_NS[$name]=vlb-c$i CL_ADDR[$name]=$addr CL_DIR[$name]=$dir CL_STEP[$name]=$step
+  CL_FAM[$name]=$fam CL_FRAG[$name]=$frag
   mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
-  pki_cert "$PKI" client "$name" "CN=$name.vpnlb.test" "$name.vpnlb.test" || fail "pki: $name"
+  pki_cert "$PKI" "$key" "$name" "CN=$name.vpnlb.test" "$name.vpnlb.test" || fail "pki: $name"
   cp "$PKI/$name.pem" "$dir/x509/"
   cp "$PKI/ca.pem" "$dir/x509ca/"
-  cp "$PKI/client.key" "$dir/private/client.pem"
+  cp "$PKI/$key.key" "$dir/private/client.pem"
   # No DPD: when gw3's charon dies, its clients keep their dead IKE_SAs instead of dialling the
   # VIP again (strongSwan restarts a redirected IKE_SA at the configured address, the VIP).
   cat >"$dir/swanctl.conf" <<EOF
@@ -210,10 +240,11 @@ connections {
         version = 2
         local_addrs = $addr
         remote_addrs = $remote
-        vips = 0.0.0.0
+        vips = $vip
         proposals = aes128-sha256-modp2048
         encap = yes
         mobike = no
+        fragmentation = $frag
         keyingtries = 0
         local {
             auth = pubkey
@@ -227,7 +258,7 @@ connections {
         }
         children {
             vpn {
-                remote_ts = 198.18.128.0/22
+                remote_ts = $ts
                 esp_proposals = aes128-sha256
                 start_action = start
             }
@@ -242,7 +273,7 @@ EOF
     echo "    retransmit_tries = 2"
     echo "    retransmit_base = 1.4"
     echo "    install_routes = yes"
-    if [ "$follow" = nofollow ]; then echo "    follow_redirects = no"; fi
+    if [ "$opt" = nofollow ]; then echo "    follow_redirects = no"; fi
     echo "}"
   } >"$dir/strongswan.extra.conf"
 }
@@ -284,7 +315,7 @@ sa_raw() {
 # sa_up NAME: its IKE_SA is established with an installed CHILD_SA and a virtual IP.
 sa_up() {
   sa_raw "$1"
-  grep -qE 'state=ESTABLISHED .*local-vips=\[[0-9.]+\].*child-sas \{.*state=INSTALLED' "${CL_DIR[$1]}/sa.raw"
+  grep -qE 'state=ESTABLISHED .*local-vips=\[[0-9a-f.:]+\].*child-sas \{.*state=INSTALLED' "${CL_DIR[$1]}/sa.raw"
 }
 
 # wait_up LIMIT_S NAME...: waits until every client is up; one still down at the limit is a miss.
@@ -309,16 +340,19 @@ wait_up() {
   done
 }
 
-# evidence NAME...: from each client's charon log and a fresh --list-sas: RED_GW (the gateway of
-# the last "redirected to ADDR"), RED_N (how many), INIT_RS (did its first IKE_SA_INIT carry
-# N(REDIRECT_SUPPORTED)), SA_IKE, SA_CHILD, SA_VIP, SA_REMOTE (the IKE_SA's remote address).
+# evidence NAME...: from each client's charon log and a fresh --list-sas: RED_ADDR and RED_GW (the
+# address and gateway of the last "redirected to ADDR"), RED_N (how many), INIT_RS (did its first
+# IKE_SA_INIT carry N(REDIRECT_SUPPORTED)), SA_IKE, SA_CHILD, SA_VIP, SA_REMOTE (the IKE_SA's
+# remote address).
 evidence() {
   local name files=() f ike child vip remote d last
   declare -A by_file=()
   for name in "$@"; do
     d=${CL_DIR[$name]}
     # charon 5.9.8, on an IKE_SA_INIT response with N(REDIRECT): "[IKE] redirected to 198.19.0.12"
-    last=$(sed -nE 's/.*\[IKE\] redirected to ([0-9.]+)$/\1/p' "$d/charon.log" | tail -n 1)
+    # (an IPv6 GW identity: "[IKE] redirected to 2001:2:0:2::12")
+    last=$(sed -nE 's/.*\[IKE\] redirected to ([0-9a-f.:]+)$/\1/p' "$d/charon.log" | tail -n 1)
+    RED_ADDR[$name]=${last:--}
     RED_N[$name]=$(grep -c '\[IKE\] redirected to ' "$d/charon.log" || true)
     RED_GW[$name]=$(if [ -n "$last" ]; then gw_of_addr "$last"; else echo "-"; fi)
     if grep -m 1 'generating IKE_SA_INIT request 0' "$d/charon.log" | grep -q 'N(REDIR_SUP)'; then
@@ -348,7 +382,7 @@ ping_clients() {
     fi
     (
       out=$(timeout 15 ip netns exec "${CL_NS[$name]}" ping -n -c 3 -i 0.2 -W 2 -s 1000 \
-        -I "${SA_VIP[$name]}" "$(inner_of "$gw")" 2>&1) || true
+        -I "${SA_VIP[$name]}" "$(inner_of "$gw" "${CL_FAM[$name]}")" 2>&1) || true
       echo "$out" >"${CL_DIR[$name]}/ping.log"
       rcv=$(sed -nE 's/.* ([0-9]+) received.*/\1/p' <<<"$out")
       echo "${rcv:-0}/3" >"${CL_DIR[$name]}/ping.result"
@@ -430,11 +464,12 @@ wait_health() {
 # VIP, redirected) or "fallback" (via the VIP, NAT mode). Each client is up (IKE_SA, CHILD_SA,
 # virtual IP), on the expected gateway by its IKE_SA's remote address, its virtual IP's pool and
 # the gateways' own IKE_SA lists (there and nowhere else), and its ping went through. Redirected
-# clients: exactly the redirect their log shows, a "direct" affinity entry for that gateway.
+# clients: one redirect in their log, to the gateway's own address of the client's family, the
+# IKE_SA with exactly that address, a "direct" affinity entry for that gateway.
 # Fallback clients: no N(REDIRECT_SUPPORTED), no redirect, the VIP as remote address, a NAT
 # affinity entry for their gateway. Returns the number of clients with a miss.
 check_clients() {
-  local label=$1 kind=$2 name gw pool where n=0
+  local label=$1 kind=$2 name gw pool where want n=0
   shift 2
   for name in "$@"; do
     local bad=() a=${CL_ADDR[$name]}
@@ -452,8 +487,10 @@ check_clients() {
         [ "${INIT_RS[$name]}" = yes ] || bad+=("its IKE_SA_INIT had no N(REDIRECT_SUPPORTED)")
         [ "${RED_N[$name]}" = 1 ] || bad+=("${RED_N[$name]} redirects in its log")
         [ "$gw" != "-" ] || { bad+=("not redirected"); gw=$pool; }
-        [ "$(gw_of_addr "${SA_REMOTE[$name]}")" = "$gw" ] \
-          || bad+=("IKE_SA with ${SA_REMOTE[$name]}, redirected to ${GW_ADDR[$gw]:-?}")
+        want=$(gw_addr_of "$gw" "${CL_FAM[$name]}")
+        [ "${RED_ADDR[$name]}" = "$want" ] \
+          || bad+=("redirected to ${RED_ADDR[$name]}, not $gw's IPv${CL_FAM[$name]} address $want")
+        [ "${SA_REMOTE[$name]}" = "$want" ] || bad+=("IKE_SA with ${SA_REMOTE[$name]}, redirected to $want")
         [ "${AFF[$a]:-none}/${AFF_DIRECT[$a]:-}" = "$gw/yes" ] \
           || bad+=("affinity ${AFF[$a]:-none} direct=${AFF_DIRECT[$a]:--}")
         ;;
@@ -502,10 +539,14 @@ log "lab: $LAB_CLIENTS client namespaces, the gateways"
 scripts/lab.sh down >/dev/null 2>&1 || true
 scripts/lab.sh up --clients "$LAB_CLIENTS" >"$OUT/lab.log"
 
-log "PKI: lab CA, gateway and client certificates (RSA 2048)"
+# RSA 3072 for the gateways and the IPv6 clients: their IKE_AUTH messages then exceed 1500 bytes
+# over IPv6 (with RSA 2048 both stay under it), so those that turn IKE fragmentation off are
+# IP-fragmented both ways. The IPv4 clients keep RSA 2048 and IKE fragmentation.
+log "PKI: lab CA, gateway and client certificates (RSA 3072 gateways and IPv6 clients, 2048 the rest)"
 pki_ca "$PKI" || fail "pki: CA ($(tail -n 2 "$PKI/pki.log"))"
-pki_key "$PKI" gateway || fail "pki: gateway key"
+pki_key "$PKI" gateway 3072 || fail "pki: gateway key"
 pki_key "$PKI" client || fail "pki: client key"
+pki_key "$PKI" client6 3072 || fail "pki: IPv6 client key"
 
 # The daemon's configuration: the shipped file with this run's control socket.
 python3 - "$CONFIG" "$OUT/lab-redirect.toml" "$SOCK" <<'EOF'
@@ -533,6 +574,7 @@ for i in 1 2 3; do
   gw=gw$i ns=vlb-gw$i dir="$OUT/gw$i"
   mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
   ip -n "$ns" addr add "$(inner_of "$gw")/32" dev lo
+  ip -n "$ns" -6 addr add "$(inner_of "$gw" 6)/128" dev lo
   pki_cert "$PKI" gateway "$gw" "CN=$gw.vpnlb.test" vpn.vpnlb.test "$gw.vpnlb.test" || fail "pki: $gw"
   cp "$PKI/$gw.pem" "$dir/x509/"
   cp "$PKI/ca.pem" "$dir/x509ca/"
@@ -541,8 +583,8 @@ for i in 1 2 3; do
 connections {
     rw {
         version = 2
-        local_addrs = ${GW_ADDR[$gw]}
-        pools = pool4
+        local_addrs = ${GW_ADDR[$gw]}, ${GW_ADDR6[$gw]}
+        pools = pool4, pool6
         proposals = aes128-sha256-modp2048
         mobike = no
         local {
@@ -556,7 +598,7 @@ connections {
         }
         children {
             net {
-                local_ts = $(inner_of "$gw")/32
+                local_ts = $(inner_of "$gw")/32, $(inner_of "$gw" 6)/128
                 esp_proposals = aes128-sha256
             }
         }
@@ -566,6 +608,9 @@ pools {
     pool4 {
         addrs = 198.18.$((127 + i)).10-198.18.$((127 + i)).250
     }
+    pool6 {
+        addrs = 2001:2:0:10$((i - 1))::10-2001:2:0:10$((i - 1))::ff
+    }
 }
 EOF
   printf 'charon {\n    keep_alive = 1s\n}\n' >"$dir/strongswan.extra.conf"
@@ -574,12 +619,18 @@ EOF
   (capture_start "$ns" eth0 "$PCAPS" "$gw") || fail "tcpdump on $gw"
 done
 
-PRE=() VIPC=() LATE=() FB=()
+PRE=() VIPC=() LATE=() FB=() V6=()
 i=0
 for ((k = 1; k <= N_PRE; k++)); do i=$((i + 1)); add_client "c$i" "$i" pre "${GW_ADDR[gw1]}"; PRE+=("c$i"); done
 for ((k = 1; k <= N_VIP; k++)); do i=$((i + 1)); add_client "c$i" "$i" vip "$VIP4"; VIPC+=("c$i"); done
 for ((k = 1; k <= N_LATE; k++)); do i=$((i + 1)); add_client "c$i" "$i" late "$VIP4"; LATE+=("c$i"); done
 for ((k = 1; k <= N_FB; k++)); do i=$((i + 1)); add_client "c$i" "$i" fallback "$VIP4" nofollow; FB+=("c$i"); done
+# IPv6: the first keeps IKE fragmentation, the others turn it off (IP-fragmented IKE_AUTH).
+for ((k = 1; k <= N_V6; k++)); do
+  i=$((i + 1))
+  add_client "c$i" "$i" ipv6 "$VIP6" "$(if [ "$k" -gt 1 ]; then echo nofrag; fi)"
+  V6+=("c$i")
+done
 
 log "vpnlbd: $CONFIG (redirect mode; IKE health check every ${INTERVAL_MS} ms, timeout ${TIMEOUT_MS} ms, rise $RISE, fall $FALL)"
 "$VPNLBD" --config "$OUT/lab-redirect.toml" --run-for-s $((LIMIT_S + 30)) >"$OUT/report.json" 2>"$OUT/vpnlbd.log" &
@@ -699,8 +750,61 @@ done
 LOADS="load gw1 ${GWF_LOAD[gw1]:--}, gw2 ${GWF_LOAD[gw2]:--}, gw3 ${GWF_LOAD[gw3]:--}"
 log "step 3: of the $N_VIP: $SHARE; tunnel totals gw1 $T1, gw2 $T2, gw3 $T3; $SPREAD_RED; reports match after ${catch_ms} ms; $LOADS"
 
-# --- step 4: a down gateway gets no redirects ----------------------------------------------------
-log "step 4: SIGKILL to gw3's charon"
+# --- step 4: IPv6 clients dial the IPv6 VIP -------------------------------------------------------
+gateways_refresh || true
+declare -A RED6_BEFORE
+for g in gw1 gw2 gw3; do RED6_BEFORE[$g]=$(num "${GWF_RED[$g]:-}"); done
+NOFRAG=()
+for name in "${V6[@]}"; do [ "${CL_FRAG[$name]}" = no ] && NOFRAG+=("$name"); done
+log "step 4: ${#V6[@]} IPv6 clients dial the IPv6 VIP $VIP6 (IKE fragmentation off: ${NOFRAG[*]-none})"
+t_wave=$(date +%s)
+start_clients "${V6[@]}"
+wait_up 45 "${V6[@]}"
+log "step 4: IKE_SAs and CHILD_SAs up $(($(date +%s) - t_wave)) s after the first start; ping6 through every tunnel"
+evidence "${V6[@]}"
+ping_clients "${V6[@]}"
+affinity_refresh
+gateway_sas
+m4=0
+check_clients "step 4" redirect "${V6[@]}" || m4=$?
+declare -A GOT_FROM6
+for g in gw1 gw2 gw3; do
+  GOT_FROM6[$g]=$(grep -c "client got redirected from $VIP6" "$OUT/$g/charon.log" || true)
+  n=0
+  for name in "${V6[@]}"; do [ "${RED_GW[$name]}" = "$g" ] && n=$((n + 1)); done
+  [ "${GOT_FROM6[$g]}" -ge "$n" ] \
+    || { miss "step 4: $g's charon logged ${GOT_FROM6[$g]} 'client got redirected from $VIP6' for $n redirected clients"; m4=$((m4 + 1)); }
+done
+# The IPv6 redirects count like the IPv4 ones: in show gateways, and in the spread (the totals,
+# now with the IPv6 clients, still differ by at most 3, as in step 3).
+V6_SHARE=$(per_gateway "${V6[@]}")
+gateways_refresh || true
+for g in gw1 gw2 gw3; do
+  n=0
+  for name in "${V6[@]}"; do [ "${RED_GW[$name]}" = "$g" ] && n=$((n + 1)); done
+  [ "$(num "${GWF_RED[$g]:-}")" -ge $((${RED6_BEFORE[$g]} + n)) ] && [ "${RED6_BEFORE[$g]}" -ge 0 ] \
+    || { miss "step 4: show gateways says ${RED6_BEFORE[$g]} -> ${GWF_RED[$g]:-?} redirects to $g; $n IPv6 clients' logs say so"; m4=$((m4 + 1)); }
+done
+V6_RED="redirects gw1 ${RED6_BEFORE[gw1]} -> ${GWF_RED[gw1]:--}, gw2 ${RED6_BEFORE[gw2]} -> ${GWF_RED[gw2]:--}, gw3 ${RED6_BEFORE[gw3]} -> ${GWF_RED[gw3]:--}"
+U1=$(gw_tunnels gw1) U2=$(gw_tunnels gw2) U3=$(gw_tunnels gw3)
+umax=$U1 umin=$U1
+for t in $U2 $U3; do [ "$t" -gt "$umax" ] && umax=$t; [ "$t" -lt "$umin" ] && umin=$t; done
+[ $((umax - umin)) -le 3 ] || { miss "step 4: tunnel totals gw1 $U1, gw2 $U2, gw3 $U3 differ by $((umax - umin)) (at most 3)"; m4=$((m4 + 1)); }
+[ $((U1 + U2 + U3)) -eq $((T1 + T2 + T3 + N_V6)) ] \
+  || { miss "step 4: tunnel totals $U1 + $U2 + $U3, expected $((T1 + T2 + T3)) + $N_V6"; m4=$((m4 + 1)); }
+# The largest IKE datagrams each IPv6 client's charon sent and received (its IKE_AUTH, whole or
+# as RFC 7383 fragments).
+declare -A IKE_AUTH_SIZES
+for name in "${V6[@]}"; do
+  snd=$(sed -nE 's/.*sending packet: .* \(([0-9]+) bytes\)$/\1/p' "${CL_DIR[$name]}/charon.log" | sort -n | tail -n 1)
+  rcv=$(sed -nE 's/.*received packet: .* \(([0-9]+) bytes\)$/\1/p' "${CL_DIR[$name]}/charon.log" | sort -n | tail -n 1)
+  IKE_AUTH_SIZES[$name]="${snd:-?}/${rcv:-?}"
+done
+V6_LINE=$(for n in "${V6[@]}"; do printf '%s->%s(%s) ' "$n" "${RED_GW[$n]}" "${RED_ADDR[$n]}"; done)
+log "step 4: ${V6_LINE% }; tunnel totals gw1 $U1, gw2 $U2, gw3 $U3; $V6_RED"
+
+# --- step 5: a down gateway gets no redirects ----------------------------------------------------
+log "step 5: SIGKILL to gw3's charon"
 kill -KILL "$(cat "$OUT/gw3/run/charon.pid")"
 wait_health gw3 down "$DOWN_LIMIT"
 down_ms=$WAITED_MS
@@ -712,54 +816,54 @@ REDIAL=()
 for name in "${VIPC[@]}"; do
   if [ "${RED_GW[$name]}" = gw3 ]; then REDIAL=("$name"); break; fi
 done
-log "step 4: gw3 down after $down_ms ms (limit $DOWN_LIMIT); its redirects: $red3_down; ${#LATE[@]} clients dial the VIP${REDIAL:+, and ${REDIAL[*]} (on gw3) again}"
+log "step 5: gw3 down after $down_ms ms (limit $DOWN_LIMIT); its redirects: $red3_down; ${#LATE[@]} clients dial the VIP${REDIAL:+, and ${REDIAL[*]} (on gw3) again}"
 for name in "${REDIAL[@]+"${REDIAL[@]}"}"; do
   peer_stop "${CL_DIR[$name]}" charon
   mv "${CL_DIR[$name]}/charon.log" "${CL_DIR[$name]}/charon.log.step2"
   CL_STEP[$name]=vip+redial
 done
-STEP4=("${LATE[@]}" "${REDIAL[@]+"${REDIAL[@]}"}")
-start_clients "${STEP4[@]}"
-wait_up 45 "${STEP4[@]}"
-evidence "${STEP4[@]}"
-ping_clients "${STEP4[@]}"
+STEP5=("${LATE[@]}" "${REDIAL[@]+"${REDIAL[@]}"}")
+start_clients "${STEP5[@]}"
+wait_up 45 "${STEP5[@]}"
+evidence "${STEP5[@]}"
+ping_clients "${STEP5[@]}"
 affinity_refresh
 gateway_sas
-m4=0
-[ "$down_ms" -le "$DOWN_LIMIT" ] || m4=$((m4 + 1))
-check_clients "step 4" redirect "${STEP4[@]}" || m4=$((m4 + $?))
-for name in "${STEP4[@]}"; do
-  [ "${RED_GW[$name]}" != gw3 ] || { miss "step 4: $name was redirected to gw3, which is down"; m4=$((m4 + 1)); }
+m5=0
+[ "$down_ms" -le "$DOWN_LIMIT" ] || m5=$((m5 + 1))
+check_clients "step 5" redirect "${STEP5[@]}" || m5=$((m5 + $?))
+for name in "${STEP5[@]}"; do
+  [ "${RED_GW[$name]}" != gw3 ] || { miss "step 5: $name was redirected to gw3, which is down"; m5=$((m5 + 1)); }
 done
 gateways_refresh || true
 red3_after=${GWF_RED[gw3]:--}
-[ "$red3_after" = "$red3_down" ] || { miss "step 4: gw3's redirects $red3_down -> $red3_after while down"; m4=$((m4 + 1)); }
+[ "$red3_after" = "$red3_down" ] || { miss "step 5: gw3's redirects $red3_down -> $red3_after while down"; m5=$((m5 + 1)); }
 REDIAL_LINE=""
 for name in "${REDIAL[@]+"${REDIAL[@]}"}"; do REDIAL_LINE="; gw3's client $name dialled again -> ${RED_GW[$name]}"; done
 LATE_SHARE=$(per_gateway "${LATE[@]}")
 
-# --- step 5: clients without redirect support fall back to NAT mode -------------------------------
+# --- step 6: clients without redirect support fall back to NAT mode -------------------------------
 redirect_refresh || true
 nors0=$RD_NORS
-log "step 5: ${#FB[@]} clients with follow_redirects = no dial the VIP (no-redirect-supported fallbacks so far: $nors0)"
+log "step 6: ${#FB[@]} clients with follow_redirects = no dial the VIP (no-redirect-supported fallbacks so far: $nors0)"
 start_clients "${FB[@]}"
 wait_up 45 "${FB[@]}"
 evidence "${FB[@]}"
 ping_clients "${FB[@]}"
 affinity_refresh
 gateway_sas
-m5=0
-check_clients "step 5" fallback "${FB[@]}" || m5=$?
+m6=0
+check_clients "step 6" fallback "${FB[@]}" || m6=$?
 for name in "${FB[@]}"; do
-  [ "${CL_GW[$name]}" != gw3 ] || { miss "step 5: $name went to gw3, which is down"; m5=$((m5 + 1)); }
+  [ "${CL_GW[$name]}" != gw3 ] || { miss "step 6: $name went to gw3, which is down"; m6=$((m6 + 1)); }
 done
 redirect_refresh || true
 nors1=$RD_NORS
 [ "$(num "$nors1")" -ge $(($(num "$nors0") + N_FB)) ] && [ "$(num "$nors0")" -ge 0 ] \
-  || { miss "step 5: no-redirect-supported fallbacks $nors0 -> $nors1 (expected +$N_FB or more)"; m5=$((m5 + 1)); }
+  || { miss "step 6: no-redirect-supported fallbacks $nors0 -> $nors1 (expected +$N_FB or more)"; m6=$((m6 + 1)); }
 
-# --- step 6: bad input ------------------------------------------------------------------------------
-log "step 6: malformed IKE_SA_INIT requests from $BAD_NS ($BAD_ADDR) to $VIP4:500"
+# --- step 7: bad input ------------------------------------------------------------------------------
+log "step 7: malformed IKE_SA_INIT requests from $BAD_NS ($BAD_ADDR) to $VIP4:500"
 (capture_start "$BAD_NS" eth0 "$PCAPS" bad) || fail "tcpdump in $BAD_NS"
 redirect_refresh || true
 mal0=$RD_MALFORMED rej0=$RD_REJECTED
@@ -767,7 +871,7 @@ CLIENT_MAC=$(python3 -c 'import sys, tomllib
 for p in tomllib.load(open(sys.argv[1], "rb"))["port"]:
     if p["role"] == "client": print(p["mac"])' "$OUT/lab-redirect.toml")
 ip netns exec "$BAD_NS" /usr/bin/python3 "$HELPER" inject eth0 "$BAD_ADDR" "$VIP4" "$CLIENT_MAC" \
-  >"$OUT/bad.txt" 2>"$OUT/bad.err" || miss "step 6: sending the malformed requests failed: $(tail -n 2 "$OUT/bad.err")"
+  >"$OUT/bad.txt" 2>"$OUT/bad.err" || miss "step 7: sending the malformed requests failed: $(tail -n 2 "$OUT/bad.err")"
 n_bad=$(wc -l <"$OUT/bad.txt")
 sleep 1.5
 redirect_refresh || true
@@ -775,26 +879,33 @@ mal1=$RD_MALFORMED
 # A well-formed request from the same place: answered with a REDIRECT (so the capture would have
 # shown answers to the others).
 probe=$(ip netns exec "$BAD_NS" /usr/bin/python3 "$HELPER" probe "$BAD_ADDR" "$VIP4" 2>&1) || true
+# And one to the IPv6 VIP: the REDIRECT's GW identity is the gateway's IPv6 address (type 2).
+probe6=$(ip netns exec "$BAD_NS" /usr/bin/python3 "$HELPER" probe "$BAD_ADDR6" "$VIP6" 2>&1) || true
 # tcpdump gets its packets from the kernel in blocks, at the latest after 1 s: wait for them.
 sleep 1.5
 peer_stop "$PCAPS" bad
-m6=0
+m7=0
 probe_spi="" probe_gw=""
 read -r probe_spi probe_gw <<<"$probe" || true
 case $(gw_of_addr "${probe_gw:-}") in
   gw1 | gw2) ;;
-  *) miss "step 6: the well-formed request: ${probe:-no output}"; m6=$((m6 + 1)); probe_spi="" probe_gw="" ;;
+  *) miss "step 7: the well-formed request: ${probe:-no output}"; m7=$((m7 + 1)); probe_spi="" probe_gw="" ;;
+esac
+probe6_gw=$(awk '{ print $2 }' <<<"$probe6")
+case $probe6_gw in
+  "${GW_ADDR6[gw1]}" | "${GW_ADDR6[gw2]}") ;;
+  *) miss "step 7: the well-formed request to $VIP6: ${probe6:-no output}"; m7=$((m7 + 1)); probe6_gw="" ;;
 esac
 # shellcheck disable=SC2046  # one SPI per word
 python3 "$HELPER" answers "$PCAPS/bad.pcap" "$VIP4" $(awk '{ print $1 }' "$OUT/bad.txt") ${probe_spi:+"$probe_spi"} \
   >"$OUT/bad-answers.txt"
 while read -r spi verdict; do
   kind=$(awk -v s="$spi" '$1 == s { print $2 }' "$OUT/bad.txt")
-  if [ -n "$kind" ] && [ "$verdict" != unanswered ]; then miss "step 6: the $kind request was answered"; m6=$((m6 + 1)); fi
-  if [ -z "$kind" ] && [ "$verdict" != answered ]; then miss "step 6: the capture in $BAD_NS misses the answer to the well-formed request"; m6=$((m6 + 1)); fi
+  if [ -n "$kind" ] && [ "$verdict" != unanswered ]; then miss "step 7: the $kind request was answered"; m7=$((m7 + 1)); fi
+  if [ -z "$kind" ] && [ "$verdict" != answered ]; then miss "step 7: the capture in $BAD_NS misses the answer to the well-formed request"; m7=$((m7 + 1)); fi
 done <"$OUT/bad-answers.txt"
 [ "$(num "$mal1")" -eq $(($(num "$mal0") + n_bad)) ] && [ "$(num "$mal0")" -ge 0 ] \
-  || { miss "step 6: malformed $mal0 -> $mal1 after $n_bad malformed requests"; m6=$((m6 + 1)); }
+  || { miss "step 7: malformed $mal0 -> $mal1 after $n_bad malformed requests"; m7=$((m7 + 1)); }
 # Bad load reports from gw2: its last genuine report again (a replay), and a forgery.
 gateway_sas
 T2_NOW=$(gw_tunnels gw2)
@@ -802,25 +913,25 @@ gateways_refresh || true
 rep2_before=${GWF_REP[gw2]:--}
 last2=$(tail -n 1 "$OUT/gw2/reporter.log")
 ip netns exec vlb-gw2 python3 "$HELPER" reports 198.19.0.1:5685 gw2 "$last2" >/dev/null \
-  || miss "step 6: sending the bad reports failed"
+  || miss "step 7: sending the bad reports failed"
 sleep 1.5
 redirect_refresh || true
 rej1=$RD_REJECTED
 gateways_refresh || true
 # The reporters' own reports were all taken; these two are the only ones refused.
 [ "$rej0" = 0 ] && [ "$(num "$RD_ACCEPTED")" -gt 0 ] \
-  || { miss "step 6: before the bad reports, ${rej0} reports were rejected and ${RD_ACCEPTED} accepted"; m6=$((m6 + 1)); }
+  || { miss "step 7: before the bad reports, ${rej0} reports were rejected and ${RD_ACCEPTED} accepted"; m7=$((m7 + 1)); }
 [ "$(num "$rej1")" -eq $(($(num "$rej0") + 2)) ] && [ "$(num "$rej0")" -ge 0 ] \
-  || { miss "step 6: rejected reports $rej0 -> $rej1 after a replay and a forgery"; m6=$((m6 + 1)); }
-[ "${GWF_REP[gw2]:-}" = "$T2_NOW" ] || { miss "step 6: gw2's reported_tunnels ${GWF_REP[gw2]:-?} (was $rep2_before; it has $T2_NOW)"; m6=$((m6 + 1)); }
+  || { miss "step 7: rejected reports $rej0 -> $rej1 after a replay and a forgery"; m7=$((m7 + 1)); }
+[ "${GWF_REP[gw2]:-}" = "$T2_NOW" ] || { miss "step 7: gw2's reported_tunnels ${GWF_REP[gw2]:-?} (was $rep2_before; it has $T2_NOW)"; m7=$((m7 + 1)); }
 kinds=$(awk '{ printf "%s ", $2 }' "$OUT/bad.txt")
-log "step 6: malformed $mal0 -> $mal1 (sent $n_bad: ${kinds% }); well-formed request redirected to ${probe_gw:--}; rejected reports $rej0 -> $rej1"
+log "step 7: malformed $mal0 -> $mal1 (sent $n_bad: ${kinds% }); well-formed requests redirected to ${probe_gw:--} and ${probe6_gw:--}; rejected reports $rej0 -> $rej1"
 
 # --- the captures: every client's packets at its gateway only ---------------------------------------
 log "captures: stopping tcpdump; which gateway saw which client"
 for i in 1 2 3; do peer_stop "$PCAPS" "gw$i"; done
 python3 "$E2E" pcap --out "$OUT/pcap-summary.json" gw1="$PCAPS/gw1.pcap" gw2="$PCAPS/gw2.pcap" gw3="$PCAPS/gw3.pcap"
-ALL=("${PRE[@]}" "${VIPC[@]}" "${LATE[@]}" "${FB[@]}")
+ALL=("${PRE[@]}" "${VIPC[@]}" "${V6[@]}" "${LATE[@]}" "${FB[@]}")
 : >"$OUT/expect.txt" && : >"$OUT/times.txt"
 for name in "${ALL[@]}"; do
   case " ${REDIAL[*]-} " in
@@ -840,17 +951,30 @@ done <"$OUT/evidence.txt"
 if [ "$m_pcap" -ne 0 ]; then
   while IFS= read -r line; do miss "captures: ${line#MISS }"; done < <(grep '^MISS' "$OUT/evidence.txt")
 fi
+# Step 4's IPv6 clients without IKE fragmentation: their gateway's capture shows IP fragments of
+# theirs both ways (first and non-first ones, i.e. routed by the appliance one by one); the one
+# with IKE fragmentation shows RFC 7383 fragments instead.
+FRAG_LINE=""
+for name in "${V6[@]}"; do
+  g=${CL_GW[$name]:--}
+  read -r f1_to fn_to f1_from fn_from ikef_to ikef_from < <(python3 "$HELPER" frags "$OUT/pcap-summary.json" "${CL_ADDR[$name]}" "$g")
+  FRAG_LINE+="; $name (fragmentation = ${CL_FRAG[$name]}, largest IKE datagrams ${IKE_AUTH_SIZES[$name]} bytes sent/received) at $g: IP fragments to $f1_to+$fn_to, from $f1_from+$fn_from, IKE fragments to $ikef_to, from $ikef_from"
+  if [ "${CL_FRAG[$name]}" = no ]; then
+    [ "$f1_to" -gt 0 ] && [ "$fn_to" -gt 0 ] && [ "$f1_from" -gt 0 ] && [ "$fn_from" -gt 0 ] \
+      || { miss "step 4: $name turned IKE fragmentation off, but $g's capture shows IP fragments to it $f1_to+$fn_to, from it $f1_from+$fn_from"; m4=$((m4 + 1)); }
+  fi
+done
 
 # --- the table --------------------------------------------------------------------------------------
 echo
-printf '%-5s %-10s %-13s %-9s %-18s %-11s %-9s %-5s %-12s %s\n' client step address redirect ike_sa_with \
+printf '%-5s %-10s %-14s %-9s %-20s %-11s %-9s %-5s %-12s %s\n' client step address redirect ike_sa_with \
   ike_sa child_sa ping affinity captures
 for name in "${ALL[@]}"; do
   a=${CL_ADDR[$name]} rg=${RED_GW[$name]:--}
   [ "${RED_N[$name]:-0}" -gt 1 ] && rg="$rg(${RED_N[$name]}x)"
   aff="${AFF[$a]:--}"
   [ "${AFF_DIRECT[$a]:-}" = yes ] && aff="$aff/direct"
-  printf '%-5s %-10s %-13s %-9s %-18s %-11s %-9s %-5s %-12s %s\n' "$name" "${CL_STEP[$name]}" "$a" "$rg" \
+  printf '%-5s %-10s %-14s %-9s %-20s %-11s %-9s %-5s %-12s %s\n' "$name" "${CL_STEP[$name]}" "$a" "$rg" \
     "$(gw_of_addr "${SA_REMOTE[$name]:--}")(${SA_REMOTE[$name]:--})" "${SA_IKE[$name]:--}" "${SA_CHILD[$name]:--}" \
     "${PING[$name]:--}" "$aff" "${ROUTE[$a]:--}"
 done
@@ -865,9 +989,10 @@ verdict() { if [ "$1" -eq 0 ]; then echo OK; else echo "MISS ($1)"; fi; }
 RESULTS+=("step 1 pre-load, $N_PRE clients to gw1's own address: $(verdict "$m1"): routed by the appliance, not redirected, IKE_SA with 198.19.0.11, ping through; $PRE_LINE")
 RESULTS+=("step 2 $N_VIP clients to the VIP: $(verdict "$m2"): each redirected once (charon: 'redirected to 198.19.0.1x'), IKE_SA + CHILD_SA with the gateway of its redirect (remote address, pool, that gateway's own list and no other's), ping through, a direct affinity entry; the gateways' charons logged 'client got redirected from $VIP4' gw1 ${GOT_FROM[gw1]}, gw2 ${GOT_FROM[gw2]}, gw3 ${GOT_FROM[gw3]}")
 RESULTS+=("step 3 spread by load reports: $(verdict "$m3"): of the $N_VIP $SHARE; tunnel totals gw1 $T1, gw2 $T2, gw3 $T3 (max - min $((max - min)) <= 3; gw1's share $s1 <= 5); $SPREAD_RED (sum $sum_red); reports matched the gateways' counts after ${catch_ms} ms")
-RESULTS+=("step 4 gw3 down (SIGKILL to charon): $(verdict "$m4"): down after $down_ms ms (limit $DOWN_LIMIT); ${#LATE[@]} new clients -> $LATE_SHARE$REDIAL_LINE; gw3's redirects $red3_down -> $red3_after")
-RESULTS+=("step 5 fallback, ${#FB[@]} clients with follow_redirects = no: $(verdict "$m5"): no N(REDIRECT_SUPPORTED) sent, NAT mode through the VIP ($(for n in "${FB[@]}"; do printf '%s->%s ' "$n" "${CL_GW[$n]:--}"; done | sed 's/ $//')), no-redirect-supported fallbacks $nors0 -> $nors1")
-RESULTS+=("step 6 bad input: $(verdict "$m6"): $n_bad malformed IKE_SA_INITs (${kinds% }) unanswered, malformed $mal0 -> $mal1; a well-formed one answered with N(REDIRECT) to ${probe_gw:--} (our nonce echoed); a replayed and a forged report rejected ($rej0 -> $rej1), gw2's reported_tunnels unchanged")
+RESULTS+=("step 4 IPv6, $N_V6 clients to the IPv6 VIP $VIP6: $(verdict "$m4"): each redirected once to its gateway's IPv6 address (charon: 'redirected to 2001:2:0:2::1x'; ${V6_LINE% }), IKE_SA + CHILD_SA with that address (pool, that gateway's own list and no other's), ping6 through, a direct affinity entry; of the $N_V6: $V6_SHARE; tunnel totals gw1 $U1, gw2 $U2, gw3 $U3 (max - min $((umax - umin)) <= 3); $V6_RED; the gateways' charons logged 'client got redirected from $VIP6' gw1 ${GOT_FROM6[gw1]}, gw2 ${GOT_FROM6[gw2]}, gw3 ${GOT_FROM6[gw3]}$FRAG_LINE")
+RESULTS+=("step 5 gw3 down (SIGKILL to charon): $(verdict "$m5"): down after $down_ms ms (limit $DOWN_LIMIT); ${#LATE[@]} new clients -> $LATE_SHARE$REDIAL_LINE; gw3's redirects $red3_down -> $red3_after")
+RESULTS+=("step 6 fallback, ${#FB[@]} clients with follow_redirects = no: $(verdict "$m6"): no N(REDIRECT_SUPPORTED) sent, NAT mode through the VIP ($(for n in "${FB[@]}"; do printf '%s->%s ' "$n" "${CL_GW[$n]:--}"; done | sed 's/ $//')), no-redirect-supported fallbacks $nors0 -> $nors1")
+RESULTS+=("step 7 bad input: $(verdict "$m7"): $n_bad malformed IKE_SA_INITs (${kinds% }) unanswered, malformed $mal0 -> $mal1; a well-formed one answered with N(REDIRECT) to ${probe_gw:--} (our nonce echoed), one to $VIP6 with N(REDIRECT) to ${probe6_gw:--} (GW identity type 2, our nonce echoed); a replayed and a forged report rejected ($rej0 -> $rej1), gw2's reported_tunnels unchanged")
 RESULTS+=("captures (tcpdump on every gateway's eth0): $(verdict "$m_pcap"): $(grep -vc '^MISS' "$OUT/evidence.txt") client addresses, each one's packets at its gateway only; per client and class: $OUT/evidence.txt")
 printf '%s\n' "${RESULTS[@]}"
 log "done"
