@@ -708,3 +708,78 @@ fn redirect_mode_answers_and_routes_as_replay_does() {
         .sum();
     assert_eq!(routed, 30);
 }
+
+/// Two workers redirect at once (the second gets its clients by software hand-off, and answers
+/// them from its own TX queue): every one of 60 requests is answered with a valid REDIRECT that
+/// echoes its own nonce, and the 60 spread over the gateways within 2 of each other.
+#[test]
+fn two_workers_redirect_every_request() {
+    use dataplane::craft::{self, lab as labnet, Ipv4Opts, L2, L4};
+    use dataplane::wire::ike::{notify_type, IkeHeader};
+    use dataplane::wire::ipv4::Ipv4Packet;
+    use dataplane::wire::udp::UdpPacket;
+    let _one = ONE_DAEMON_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("redirect-w2");
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let conf = conf_without_lab("lab-redirect.toml");
+    let client = |i: u32| std::net::Ipv4Addr::from(u32::from_be_bytes([198, 18, 81, 0]) + i);
+    let nonce = |i: u32| [i as u8 ^ 0x5a; 32];
+    let mut w = PcapWriter::create(dir.join("in/client.pcap")).unwrap();
+    for i in 0..60u32 {
+        let ike = craft::ike_sa_init_request(
+            u64::from(i) + 100,
+            &nonce(i),
+            19,
+            64,
+            &[(notify_type::REDIRECT_SUPPORTED, &[])],
+        );
+        let f = craft::ipv4(
+            &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
+            client(i),
+            labnet::VIP_V4,
+            &Ipv4Opts::default(),
+            &L4::Udp {
+                src: 500,
+                dst: 500,
+                payload: &ike,
+            },
+        );
+        w.write_packet(1_700_000_000_000_000_000 + u64::from(i) * 1000, &f)
+            .unwrap();
+    }
+    w.flush().unwrap();
+    PcapWriter::create(dir.join("in/backend.pcap"))
+        .unwrap()
+        .flush()
+        .unwrap();
+    let run = run_daemon_with(&dir, 2, &conf);
+    let answers: Vec<_> = (0..2)
+        .flat_map(|w| frames(&run.out.join(format!("client-w{w}.pcap"))))
+        .filter(|f| !is_control_frame(f))
+        .collect();
+    assert_eq!(answers.len(), 60, "{}", run.report["io"]);
+    let mut per_gateway = [0u32; 3];
+    for a in &answers {
+        let eth = EthernetFrame::new_checked(&a[..]).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
+        let i = u32::from(ip.dst_addr()) - u32::from(client(0));
+        let ike = IkeHeader::new_checked(udp.payload(), udp.payload().len()).unwrap();
+        let n = ike.find_notify(notify_type::REDIRECT).expect("N(REDIRECT)");
+        let data = n.data();
+        assert_eq!((data[0], data[1]), (1, 4), "an IPv4 gateway identity");
+        assert_eq!(&data[6..], &nonce(i), "the request's nonce");
+        let gw = std::net::Ipv4Addr::new(data[2], data[3], data[4], data[5]);
+        per_gateway[labnet::GATEWAYS_V4.iter().position(|g| *g == gw).unwrap()] += 1;
+    }
+    let io = &run.report["io"];
+    assert!(io["handoff_out"].as_u64().unwrap() > 0, "{io}");
+    let (min, max) = (
+        per_gateway.iter().min().unwrap(),
+        per_gateway.iter().max().unwrap(),
+    );
+    assert!(max - min <= 2, "spread {per_gateway:?}");
+}
