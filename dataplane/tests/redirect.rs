@@ -553,3 +553,24 @@ fn direct_entries_are_synced_to_the_peer() {
     assert_eq!(backup.active_clients(), master.active_clients());
     assert!(backup.active_clients()[0].iter().all(|&n| n == 0));
 }
+
+/// Workers share the gateways' loads: a redirect by one counts at once for the other. Client
+/// `y` would go to the same gateway as `x` on an idle board (its hash starts there); on the
+/// shared board the second worker sees the first one's redirect and picks another gateway.
+#[test]
+fn workers_choose_on_one_shared_board() {
+    let snap = snapshot(redirect_spec(true), 1);
+    let (mut a, mut b) = (Worker::new(snap.clone()), Worker::new(snap));
+    let x = client_v4(300);
+    let gx = redirected_to4(&mut a, x);
+    assert_eq!(gx, first_choice(x.into()));
+    let y = (301..)
+        .map(client_v4)
+        .find(|y| first_choice((*y).into()) == gx)
+        .unwrap();
+    let gy = redirected_to4(&mut b, y);
+    assert_ne!(gy, gx, "worker b did not see worker a's redirect");
+    // On a board of its own, b would have chosen gx.
+    let mut alone = worker(redirect_spec(true));
+    assert_eq!(redirected_to4(&mut alone, y), gx);
+}
