@@ -19,7 +19,8 @@
 #    entry for that gateway. The gateway's charon logs "client got redirected from 198.18.0.100".
 # 3. The spread follows the load reports: gw1, which started with 6, gets at most 5 of the 20, and
 #    the gateways' final tunnel totals differ by at most 3; then every gateway's report matches
-#    its own IKE_SA count.
+#    its own IKE_SA count, and `stats prometheus` gives the same redirects and reported tunnels
+#    as show gateways.
 # 4. IPv6: 3 clients (c33..c35, 2001:2:0:1::43-45) dial the IPv6 VIP 2001:2:0:1::100. Each is
 #    redirected to a gateway's IPv6 address (charon: "redirected to 2001:2:0:2::1x"; the REDIRECT's
 #    GW identity is of type 2) and checked as in step 2 (the IKE_SA's remote address is that IPv6
@@ -748,6 +749,16 @@ while :; do
   sleep 0.2
 done
 LOADS="load gw1 ${GWF_LOAD[gw1]:--}, gw2 ${GWF_LOAD[gw2]:--}, gw3 ${GWF_LOAD[gw3]:--}"
+# The same numbers in Prometheus text: redirects and reported tunnels per gateway.
+ctl_human stats prometheus >"$OUT/metrics.txt" 2>&1 || true
+for g in gw1 gw2 gw3; do
+  for m in "gateway_redirects_total:${GWF_RED[$g]:-?}" "gateway_reported_tunnels:${GWF_REP[$g]:-?}"; do
+    name=${m%%:*} want=${m#*:}
+    got=$(awk -v k="vpnlb_${name}{service=\"$SERVICE\",gateway=\"$g\"}" '$1 == k { print $2 }' "$OUT/metrics.txt")
+    [ "$got" = "$want" ] \
+      || { miss "step 3: stats prometheus vpnlb_$name for $g is '${got}', show gateways says $want"; m3=$((m3 + 1)); }
+  done
+done
 log "step 3: of the $N_VIP: $SHARE; tunnel totals gw1 $T1, gw2 $T2, gw3 $T3; $SPREAD_RED; reports match after ${catch_ms} ms; $LOADS"
 
 # --- step 4: IPv6 clients dial the IPv6 VIP -------------------------------------------------------
