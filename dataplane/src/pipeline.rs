@@ -1192,7 +1192,10 @@ impl State {
                         self.changes.upsert(f.key, f.gateway, true, expires_at);
                     }
                 }
-                _ => {
+                other => {
+                    if let Lookup::Expired(r) = other {
+                        forget(&mut self.services, &mut self.changes, &r);
+                    }
                     let key = f.key.nat();
                     let nat = Flow {
                         key,

@@ -574,3 +574,27 @@ fn workers_choose_on_one_shared_board() {
     let mut alone = worker(redirect_spec(true));
     assert_eq!(redirected_to4(&mut alone, y), gx);
 }
+
+/// A direct entry found expired by the gateway's traffic is forgotten (and an HA peer told);
+/// the packet is then a NAT-mode client's.
+#[test]
+fn an_expired_direct_entry_is_forgotten_and_the_packet_translated() {
+    let mut w = worker(redirect_spec(true));
+    w.record_changes(64);
+    let client = client_v4(95);
+    let g = redirected_to4(&mut w, client);
+    w.drain_changes(|_| {});
+    let gw = lab::GATEWAYS_V4[g];
+    // Past the unconfirmed timeout (30 s in the lab).
+    let back = udp4(from_gateway(g), gw, client, 4500, 4500, &[0xff]);
+    let out = tx_at(&mut w, NOW + 31, BACKEND_PORT, &back, CLIENT_PORT);
+    assert_eq!(out4(&out).ip.src_addr(), lab::VIP_V4);
+    let mut deleted = false;
+    w.drain_changes(|c| {
+        deleted |= c.key.is_direct() && c.op == dataplane::changes::ChangeOp::Delete
+    });
+    assert!(
+        deleted,
+        "the expired direct entry's removal is news for the peer"
+    );
+}
