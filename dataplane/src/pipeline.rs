@@ -794,7 +794,7 @@ impl State {
         let memberships = snap.gateway_by_addr(l3.dst);
         if !memberships
             .iter()
-            .any(|&(s, _)| snap.services[usize::from(s)].spec.route_to_gateways)
+            .any(|&(s, _)| routes_to_gateways(snap, s))
         {
             return store(out, Plan::Drop(DropReason::NotAVip));
         }
@@ -803,30 +803,14 @@ impl State {
         }
         if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) {
             // Pings to a gateway, errors about its packets: routed, stateless.
-            let routes = memberships
-                .iter()
-                .find(|&&(s, _)| snap.services[usize::from(s)].spec.route_to_gateways);
-            return match routes {
-                Some(&(service, gateway)) => store(
-                    out,
-                    Plan::RoutedIcmp(RoutedIcmp {
-                        key: affinity_key(l3.src, service).direct(),
-                        service,
-                        gateway,
-                        at: l3.at,
-                        inbound: true,
-                        v6: l3.v6,
-                    }),
-                ),
-                None => store(out, Plan::Drop(DropReason::NoService)),
-            };
+            return store(out, plan_routed_icmp(snap, memberships, &l3, true));
         }
         let (port, l4_csum, view) = match transport(bytes, &l3, true) {
             Ok(t) => t,
             Err(r) => return store(out, Plan::Drop(r)),
         };
         let found = memberships.iter().find(|&&(s, _)| {
-            snap.services[usize::from(s)].spec.route_to_gateways
+            routes_to_gateways(snap, s)
                 && routable(&snap.services[usize::from(s)], l3.protocol, port)
         });
         let Some(&(service, gateway)) = found else {
@@ -872,23 +856,7 @@ impl State {
         }
         if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) {
             // A gateway's pings and echo replies: to redirected clients only (pass 2 checks).
-            let routes = memberships
-                .iter()
-                .find(|&&(s, _)| snap.services[usize::from(s)].spec.route_to_gateways);
-            return match routes {
-                Some(&(service, gateway)) => store(
-                    out,
-                    Plan::RoutedIcmp(RoutedIcmp {
-                        key: affinity_key(l3.dst, service).direct(),
-                        service,
-                        gateway,
-                        at: l3.at,
-                        inbound: false,
-                        v6: l3.v6,
-                    }),
-                ),
-                None => store(out, Plan::Drop(DropReason::NoService)),
-            };
+            return store(out, plan_routed_icmp(snap, memberships, &l3, false));
         }
         let (port, l4_csum, view) = match transport(bytes, &l3, false) {
             Ok(t) => t,
@@ -1636,6 +1604,32 @@ fn answer_mac(snap: &Snapshot, interface: u16, addr: IpAddr) -> EthernetAddress 
     match snap.local(addr) {
         Some(LocalKind::Vip { .. } | LocalKind::Floating { .. }) => itf.forward_mac(addr.is_ipv6()),
         _ => itf.mac,
+    }
+}
+
+/// Whether `service` routes its clients' traffic to and from its gateways' own addresses.
+#[inline]
+fn routes_to_gateways(snap: &Snapshot, service: u16) -> bool {
+    snap.services[usize::from(service)].spec.route_to_gateways
+}
+
+/// ICMP between a client and a gateway's own address (`memberships`: the services and ids
+/// of that gateway), routed statelessly by the first service that routes to its gateways.
+fn plan_routed_icmp(snap: &Snapshot, memberships: &[(u16, u16)], l3: &L3, inbound: bool) -> Plan {
+    let client = if inbound { l3.src } else { l3.dst };
+    match memberships
+        .iter()
+        .find(|&&(s, _)| routes_to_gateways(snap, s))
+    {
+        Some(&(service, gateway)) => Plan::RoutedIcmp(RoutedIcmp {
+            key: affinity_key(client, service).direct(),
+            service,
+            gateway,
+            at: l3.at,
+            inbound,
+            v6: l3.v6,
+        }),
+        None => Plan::Drop(DropReason::NoService),
     }
 }
 
