@@ -44,33 +44,16 @@ pub struct Report {
     pub time_ms: u64,
 }
 
-macro_rules! rejections {
-    ($($variant:ident => $name:literal, $doc:literal;)*) => {
-        /// Why a load report was refused.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum Reject {
-            $(#[doc = $doc] $variant,)*
-        }
-
-        impl Reject {
-            pub const ALL: &'static [Reject] = &[$(Reject::$variant,)*];
-
-            pub fn name(self) -> &'static str {
-                match self {
-                    $(Reject::$variant => $name,)*
-                }
-            }
-        }
-    };
-}
-
-rejections! {
-    Malformed => "malformed", "Not the report format: too long, not ASCII, a field missing or unreadable.";
-    BadMac => "bad-mac", "The HMAC does not verify with the configured key.";
-    Replayed => "replayed", "Not newer than the last report accepted from this gateway.";
-    ClockSkew => "clock-skew", "Its time is more than 30 s from the appliance's clock.";
-    UnknownGateway => "unknown-gateway", "No service of a redirecting appliance has a gateway of that name.";
-    WrongSource => "wrong-source", "Sent from an address that is not the named gateway's.";
+dataplane::named_reasons! {
+    /// Why a load report was refused.
+    pub enum Reject {
+        Malformed => "malformed", "Not the report format: too long, not ASCII, a field missing or unreadable.";
+        BadMac => "bad-mac", "The HMAC does not verify with the configured key.";
+        Replayed => "replayed", "Not newer than the last report accepted from this gateway.";
+        ClockSkew => "clock-skew", "Its time is more than 30 s from the appliance's clock.";
+        UnknownGateway => "unknown-gateway", "No service of a redirecting appliance has a gateway of that name.";
+        WrongSource => "wrong-source", "Sent from an address that is not the named gateway's.";
+    }
 }
 
 /// Reads and authenticates a report. Only the format and the MAC are checked here; freshness

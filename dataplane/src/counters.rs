@@ -8,54 +8,34 @@ use crate::affinity::AffinityCounters;
 use crate::classify::Class;
 use crate::redirect::Fallback;
 
-macro_rules! drop_reasons {
-    ($($variant:ident => $name:literal, $doc:literal;)*) => {
-        /// Why a packet was not forwarded. Every drop has exactly one reason and one counter.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[repr(u8)]
-        pub enum DropReason {
-            $(#[doc = $doc] $variant,)*
-        }
-
-        impl DropReason {
-            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
-            pub const COUNT: usize = DropReason::ALL.len();
-
-            /// The counter's name, as shown by `vpnlbctl show drops` and in replay output.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $(DropReason::$variant => $name,)*
-                }
-            }
-        }
-    };
-}
-
-drop_reasons! {
-    Truncated => "truncated", "A header is cut short by the end of the frame.";
-    BadHeader => "bad-header", "A header field holds a value its protocol does not allow.";
-    BadLength => "bad-length", "A length field disagrees with the frame or another length.";
-    BadChecksum => "bad-checksum", "The IPv4 header checksum does not verify.";
-    BadSource => "bad-source", "Source is multicast, broadcast, unspecified, loopback or ours; or link-local on a packet to forward.";
-    NotOurMac => "not-our-mac", "Unicast frame addressed to another MAC.";
-    UnknownVlan => "unknown-vlan", "No configured interface claims the frame's port and VLAN tags.";
-    UnknownEthertype => "unknown-ethertype", "Neither ARP, IPv4 nor IPv6.";
-    ArpUnhandled => "arp-unhandled", "ARP that is not a request for one of our addresses.";
-    NdUnhandled => "nd-unhandled", "Neighbor discovery that is not a solicitation for one of our addresses.";
-    IcmpUnhandled => "icmp-unhandled", "ICMP to a VIP that is neither an echo request nor an error.";
-    IcmpNoFlow => "icmp-no-flow", "ICMP error quoting a packet of no known client flow.";
-    TtlExpired => "ttl-expired", "TTL or hop limit would reach zero.";
-    NotAVip => "not-a-vip", "Client-side traffic to an address that is neither a VIP nor ours.";
-    WrongSide => "wrong-side", "VIP traffic arriving on a backend interface.";
-    NoService => "no-service", "To a VIP, but no service there carries this protocol and port.";
-    UnknownSource => "unknown-source", "Backend traffic from an address that is no gateway.";
-    NoGateway => "no-gateway", "No gateway of the service is eligible for this client.";
-    TableFull => "table-full", "The affinity shard has no room and nothing evictable.";
-    NoRoute => "no-route", "No route to the destination on the right side.";
-    NoNeighbor => "no-neighbor", "The next hop's MAC is unknown.";
-    NoHeadroom => "no-headroom", "The frame cannot grow to carry the egress VLAN tags.";
-    NotMaster => "not-master", "For a VIP or floating address while this appliance is the HA pair's backup.";
-    MalformedIkeSaInit => "malformed-ike-sa-init", "An IKE_SA_INIT request to a redirecting service that cannot be answered: broken header or payload chain, no SA, KE or valid nonce, a bad UDP checksum, or an answer longer than the request.";
+crate::named_reasons! {
+    /// Why a packet was not forwarded. Every drop has exactly one reason and one counter.
+    pub enum DropReason {
+        Truncated => "truncated", "A header is cut short by the end of the frame.";
+        BadHeader => "bad-header", "A header field holds a value its protocol does not allow.";
+        BadLength => "bad-length", "A length field disagrees with the frame or another length.";
+        BadChecksum => "bad-checksum", "The IPv4 header checksum does not verify.";
+        BadSource => "bad-source", "Source is multicast, broadcast, unspecified, loopback or ours; or link-local on a packet to forward.";
+        NotOurMac => "not-our-mac", "Unicast frame addressed to another MAC.";
+        UnknownVlan => "unknown-vlan", "No configured interface claims the frame's port and VLAN tags.";
+        UnknownEthertype => "unknown-ethertype", "Neither ARP, IPv4 nor IPv6.";
+        ArpUnhandled => "arp-unhandled", "ARP that is not a request for one of our addresses.";
+        NdUnhandled => "nd-unhandled", "Neighbor discovery that is not a solicitation for one of our addresses.";
+        IcmpUnhandled => "icmp-unhandled", "ICMP to a VIP that is neither an echo request nor an error.";
+        IcmpNoFlow => "icmp-no-flow", "ICMP error quoting a packet of no known client flow.";
+        TtlExpired => "ttl-expired", "TTL or hop limit would reach zero.";
+        NotAVip => "not-a-vip", "Client-side traffic to an address that is neither a VIP nor ours.";
+        WrongSide => "wrong-side", "VIP traffic arriving on a backend interface.";
+        NoService => "no-service", "To a VIP, but no service there carries this protocol and port.";
+        UnknownSource => "unknown-source", "Backend traffic from an address that is no gateway.";
+        NoGateway => "no-gateway", "No gateway of the service is eligible for this client.";
+        TableFull => "table-full", "The affinity shard has no room and nothing evictable.";
+        NoRoute => "no-route", "No route to the destination on the right side.";
+        NoNeighbor => "no-neighbor", "The next hop's MAC is unknown.";
+        NoHeadroom => "no-headroom", "The frame cannot grow to carry the egress VLAN tags.";
+        NotMaster => "not-master", "For a VIP or floating address while this appliance is the HA pair's backup.";
+        MalformedIkeSaInit => "malformed-ike-sa-init", "An IKE_SA_INIT request to a redirecting service that cannot be answered: broken header or payload chain, no SA, KE or valid nonce, a bad UDP checksum, or an answer longer than the request.";
+    }
 }
 
 /// Packets and bytes forwarded to and from one gateway, and the clients it was given.

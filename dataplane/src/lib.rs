@@ -4,6 +4,35 @@
 //! [`pipeline`], and `vpnlbd replay` hands it frames read from capture files. Both run exactly
 //! the same code.
 
+/// An enum of reasons something is counted under a name: each variant with its counter name
+/// and a doc line. Gives `ALL` (declaration order, which is also the `as usize` index),
+/// `COUNT` and `name()`. Drop reasons, redirect fallbacks and load-report refusals use it.
+#[macro_export]
+macro_rules! named_reasons {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($variant:ident => $label:literal, $doc:literal;)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        $vis enum $name {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            pub const COUNT: usize = $name::ALL.len();
+
+            /// The counter's name (`vpnlbctl`, the metrics, replay's output).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
 pub mod affinity;
 pub mod changes;
 pub mod classify;

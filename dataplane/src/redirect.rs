@@ -29,34 +29,14 @@ pub mod gw_identity {
 /// length (2); then the identity and the nonce data.
 const REDIRECT_FIXED_LEN: usize = ike::PAYLOAD_HEADER_LEN + Notify::FIXED_LEN + 2;
 
-macro_rules! fallbacks {
-    ($($variant:ident => $name:literal, $doc:literal;)*) => {
-        /// Why IKE traffic to a redirecting service was handed to NAT mode instead.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[repr(u8)]
-        pub enum Fallback {
-            $(#[doc = $doc] $variant,)*
-        }
-
-        impl Fallback {
-            pub const ALL: &'static [Fallback] = &[$(Fallback::$variant,)*];
-            pub const COUNT: usize = Fallback::ALL.len();
-
-            /// The counter's name in `vpnlbctl show redirect` and the metrics.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $(Fallback::$variant => $name,)*
-                }
-            }
-        }
-    };
-}
-
-fallbacks! {
-    NoRedirectSupported => "no-redirect-supported", "An IKE_SA_INIT request without N(REDIRECT_SUPPORTED): the client cannot follow.";
-    NotInitial => "not-initial", "IKE on the IKE port that is no IKEv2 IKE_SA_INIT request (IKEv1, a later exchange, a response).";
-    Fragment => "fragment", "An IP fragment: the request cannot be read whole.";
-    NoGatewayAddress => "no-gateway-address", "No eligible gateway has an address of the client's family.";
+crate::named_reasons! {
+    /// Why IKE traffic to a redirecting service was handed to NAT mode instead.
+    pub enum Fallback {
+        NoRedirectSupported => "no-redirect-supported", "An IKE_SA_INIT request without N(REDIRECT_SUPPORTED): the client cannot follow.";
+        NotInitial => "not-initial", "IKE on the IKE port that is no IKEv2 IKE_SA_INIT request (IKEv1, a later exchange, a response).";
+        Fragment => "fragment", "An IP fragment: the request cannot be read whole.";
+        NoGatewayAddress => "no-gateway-address", "No eligible gateway has an address of the client's family.";
+    }
 }
 
 /// Where the request's nonce is, relative to the IKE header.

@@ -19,8 +19,8 @@ const REPORTS_PER_POLL: usize = 64;
 #[derive(Clone, Debug, Default)]
 pub struct ReportCounters {
     pub accepted: u64,
-    /// Indexed like [`Reject::ALL`].
-    pub rejected: [u64; Reject::ALL.len()],
+    /// Indexed by `Reject as usize`.
+    pub rejected: [u64; Reject::COUNT],
 }
 
 pub struct LoadReports {
@@ -110,9 +110,7 @@ impl LoadReports {
                     debug!(gateway = %r.gateway, tunnels = r.tunnels, %from, "load report");
                 }
                 Err(why) => {
-                    if let Some(i) = Reject::ALL.iter().position(|r| *r == why) {
-                        self.counters.rejected[i] += 1;
-                    }
+                    self.counters.rejected[why as usize] += 1;
                     debug!(%from, reason = why.name(), "load report refused");
                 }
             }
