@@ -745,7 +745,6 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
             "gauge",
             &reported,
         );
-        let (c, _) = ctx.totals();
         let mut fallbacks = Vec::new();
         let mut malformed = Vec::new();
         for (s, svc) in snap.services.iter().enumerate() {
@@ -784,16 +783,16 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
             "counter",
             &results,
         );
-        let now = std::time::Instant::now();
-        let mut loads = Vec::new();
-        for (s, svc) in snap.services.iter().enumerate() {
-            for (g, gw) in svc.spec.gateways.iter().enumerate() {
-                let v = l.view(s, g, now);
-                let labels = format!("{{service=\"{}\",gateway=\"{}\"}}", svc.spec.name, gw.name);
-                // Milli-tunnels: the load is fractional while redirects decay.
-                loads.push((labels, (v.load.max(0.0) * 1000.0).round() as u64));
-            }
-        }
+        // Milli-tunnels: the load is fractional while redirects decay.
+        let loads: Vec<(String, u64)> = rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    label(r),
+                    (r["load"].as_f64()?.max(0.0) * 1000.0).round() as u64,
+                ))
+            })
+            .collect();
         metric(
             "gateway_load_millitunnels",
             "The load redirects choose by (tunnels reported plus recent redirects, or decaying redirects), in thousandths of a tunnel.",
