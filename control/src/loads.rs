@@ -258,34 +258,45 @@ impl LoadModel {
                 m.report = Some((report.tunnels, now));
             }
         }
-        self.update(now);
+        self.recompute(now);
         Ok(matches.len())
     }
 
-    /// Recomputes every load and writes it to the board (call often: every control loop).
+    /// Samples the redirect counts and recomputes every load, at most every [`SAMPLE_EVERY`]
+    /// (call it every control loop: between two samples the workers count their redirects on
+    /// the board themselves, and only decay and report ages move, slowly).
     pub fn update(&mut self, now: Instant) {
-        let sample = self
+        if self
             .last_sample
-            .is_none_or(|t| now.duration_since(t) >= SAMPLE_EVERY);
-        if sample {
-            self.last_sample = Some(now);
+            .is_some_and(|t| now.duration_since(t) < SAMPLE_EVERY)
+        {
+            return;
         }
+        self.last_sample = Some(now);
         let keep = self.settings.establish_time + self.settings.report_max_age + SAMPLE_EVERY;
+        for (s, gws) in self.gateways.iter_mut().enumerate() {
+            for (g, m) in gws.iter_mut().enumerate() {
+                m.history
+                    .push_back((now, self.board.redirects(s as u16, g as u16)));
+                while m.history.len() > 1
+                    && m.history
+                        .get(1)
+                        .is_some_and(|(t, _)| now.duration_since(*t) > keep)
+                {
+                    m.history.pop_front();
+                }
+            }
+        }
+        self.recompute(now);
+    }
+
+    /// Decays the redirect counts and writes every gateway's load to the board.
+    fn recompute(&mut self, now: Instant) {
         let half_life = self.settings.redirect_half_life.as_secs_f64();
         for (s, gws) in self.gateways.iter_mut().enumerate() {
             for (g, m) in gws.iter_mut().enumerate() {
                 let (s16, g16) = (s as u16, g as u16);
                 let total = self.board.redirects(s16, g16);
-                if sample {
-                    m.history.push_back((now, total));
-                    while m.history.len() > 1
-                        && m.history
-                            .get(1)
-                            .is_some_and(|(t, _)| now.duration_since(*t) > keep)
-                    {
-                        m.history.pop_front();
-                    }
-                }
                 let dt = now.duration_since(m.decayed_at).as_secs_f64();
                 m.decayed = m.decayed * (-dt / half_life).exp2()
                     + total.saturating_sub(m.decayed_redirects) as f64;
