@@ -948,11 +948,7 @@ impl State {
         let svc = &snap.services[usize::from(f.service)];
         // Checked before the table is touched: an expiring packet neither creates nor refreshes
         // an entry. The TTL itself changes with the address, below, in one checksum update.
-        if !frame
-            .bytes()
-            .get(f.at..f.end)
-            .is_some_and(|ip| nat::ttl_allows_forwarding(ip, f.v6))
-        {
+        if !ttl_allows(frame, f) {
             return Verdict::Drop(DropReason::TtlExpired);
         }
         let (gateway, new_addr, side, hop) = if f.inbound {
@@ -981,17 +977,10 @@ impl State {
             };
             (f.gateway, vip, Side::Src, hop)
         };
-        let Some(ip) = frame.bytes_mut().get_mut(f.at..f.end) else {
-            return Verdict::Drop(DropReason::Truncated);
+        let ip_len = match rewrite_flow(frame, f, side, new_addr) {
+            Ok(n) => n,
+            Err(r) => return Verdict::Drop(r),
         };
-        let forwarded = match new_addr {
-            IpAddr::V4(a) => nat::forward_v4(ip, side, a, f.l4_csum),
-            IpAddr::V6(a) => nat::forward_v6(ip, side, &a, f.l4_csum),
-        };
-        if !forwarded {
-            return Verdict::Drop(DropReason::TtlExpired);
-        }
-        let ip_len = (f.end - f.at) as u64;
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(gateway)];
         if side == Side::Dst {
             c.to_gateway_packets += 1;
@@ -1131,11 +1120,7 @@ impl State {
     #[inline(never)]
     fn route<F: Frame>(&mut self, snap: &Snapshot, now: u32, f: &Flow, frame: &mut F) -> Verdict {
         let svc = &snap.services[usize::from(f.service)];
-        if !frame
-            .bytes()
-            .get(f.at..f.end)
-            .is_some_and(|ip| nat::ttl_allows_forwarding(ip, f.v6))
-        {
+        if !ttl_allows(frame, f) {
             return Verdict::Drop(DropReason::TtlExpired);
         }
         let Some(&Some((gateway_addr, gateway_hop))) =
@@ -1181,18 +1166,11 @@ impl State {
                 Err(r) => return Verdict::Drop(r),
             }
         };
-        let Some(ip) = frame.bytes_mut().get_mut(f.at..f.end) else {
-            return Verdict::Drop(DropReason::Truncated);
-        };
         // The address "changes" to itself: one TTL update, the checksums stay right.
-        let forwarded = match gateway_addr {
-            IpAddr::V4(a) => nat::forward_v4(ip, side, a, f.l4_csum),
-            IpAddr::V6(a) => nat::forward_v6(ip, side, &a, f.l4_csum),
+        let ip_len = match rewrite_flow(frame, f, side, gateway_addr) {
+            Ok(n) => n,
+            Err(r) => return Verdict::Drop(r),
         };
-        if !forwarded {
-            return Verdict::Drop(DropReason::TtlExpired);
-        }
-        let ip_len = (f.end - f.at) as u64;
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(f.gateway)];
         if f.inbound {
             c.routed_to_gateway_packets += 1;
@@ -1604,6 +1582,38 @@ fn answer_mac(snap: &Snapshot, interface: u16, addr: IpAddr) -> EthernetAddress 
     match snap.local(addr) {
         Some(LocalKind::Vip { .. } | LocalKind::Floating { .. }) => itf.forward_mac(addr.is_ipv6()),
         _ => itf.mac,
+    }
+}
+
+/// Whether a flow's packet may be forwarded: its TTL or hop limit does not reach zero here.
+#[inline(always)]
+fn ttl_allows<F: Frame>(frame: &F, f: &Flow) -> bool {
+    frame
+        .bytes()
+        .get(f.at..f.end)
+        .is_some_and(|ip| nat::ttl_allows_forwarding(ip, f.v6))
+}
+
+/// Writes `addr` as the flow's `side` address and decrements the TTL, in one checksum update;
+/// returns the IP packet's length.
+#[inline(always)]
+fn rewrite_flow<F: Frame>(
+    frame: &mut F,
+    f: &Flow,
+    side: Side,
+    addr: IpAddr,
+) -> Result<u64, DropReason> {
+    let Some(ip) = frame.bytes_mut().get_mut(f.at..f.end) else {
+        return Err(DropReason::Truncated);
+    };
+    let forwarded = match addr {
+        IpAddr::V4(a) => nat::forward_v4(ip, side, a, f.l4_csum),
+        IpAddr::V6(a) => nat::forward_v6(ip, side, &a, f.l4_csum),
+    };
+    if forwarded {
+        Ok((f.end - f.at) as u64)
+    } else {
+        Err(DropReason::TtlExpired)
     }
 }
 
