@@ -20,6 +20,13 @@ use vpnlb_perf::lab::{self, LabConfig};
 /// (and overflow hand-off rings, correctly counted as drops). One at a time.
 static ONE_DAEMON_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Holds [`ONE_DAEMON_AT_A_TIME`] (a test that failed while holding it does not poison it).
+fn one_daemon_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_DAEMON_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vpnlb-daemon-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -192,9 +199,7 @@ fn replay_outputs(dir: &Path) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 }
 
 fn check_against_replay(workers: usize) {
-    let _one = ONE_DAEMON_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_daemon_at_a_time();
     let dir = tmpdir(&format!("w{workers}"));
     let cfg = LabConfig {
         clients: 40,
@@ -286,9 +291,7 @@ fn two_workers_transmit_what_replay_produces() {
 
 #[test]
 fn a_bad_config_is_refused_before_any_device_is_touched() {
-    let _one = ONE_DAEMON_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_daemon_at_a_time();
     let dir = tmpdir("bad");
     let conf = lab_conf().replace("weight = 1", "weight = 99999");
     let p = dir.join("bad.toml");
@@ -323,9 +326,7 @@ fn ask(sock: &Path, line: &str) -> control::ctlsock::Reply {
 #[test]
 fn the_control_socket_shows_and_steers_a_running_daemon() {
     use control::ctlsock::Reply;
-    let _one = ONE_DAEMON_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_daemon_at_a_time();
     let dir = tmpdir("ctl");
     let cfg = LabConfig {
         clients: 12,
@@ -467,9 +468,7 @@ fn the_control_socket_shows_and_steers_a_running_daemon() {
 #[test]
 fn reload_under_traffic_keeps_every_client_on_its_gateway() {
     use control::ctlsock::Reply;
-    let _one = ONE_DAEMON_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_daemon_at_a_time();
     let dir = tmpdir("reload");
     let cfg = LabConfig {
         clients: 20,
@@ -590,19 +589,52 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
     assert!(child.wait().unwrap().success());
 }
 
+/// UDP from a client behind the lab's router, to `dst` on `port` (both ports the same).
+fn udp_from_router(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    use dataplane::craft::{self, lab as labnet, Ipv4Opts, L2, L4};
+    craft::ipv4(
+        &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
+        src,
+        dst,
+        &Ipv4Opts::default(),
+        &L4::Udp {
+            src: port,
+            dst: port,
+            payload,
+        },
+    )
+}
+
+/// Writes `frames` as `dir/in/client.pcap` (1 µs apart) and an empty `dir/in/backend.pcap`.
+fn write_client_input(dir: &Path, frames: &[Vec<u8>]) {
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let mut w = PcapWriter::create(dir.join("in/client.pcap")).unwrap();
+    for (n, f) in frames.iter().enumerate() {
+        w.write_packet(1_700_000_000_000_000_000 + n as u64 * 1000, f)
+            .unwrap();
+    }
+    w.flush().unwrap();
+    PcapWriter::create(dir.join("in/backend.pcap"))
+        .unwrap()
+        .flush()
+        .unwrap();
+}
+
 /// Redirect mode in the real daemon (mbufs cut to the answer's length): 30 redirect-capable
 /// IKE_SA_INITs are answered on the client port exactly as replay answers them, 10 without
 /// REDIRECT_SUPPORTED go to their gateways in NAT mode, and NAT-T from the redirected clients to
 /// gateways' own addresses is routed.
 #[test]
 fn redirect_mode_answers_and_routes_as_replay_does() {
-    use dataplane::craft::{self, lab as labnet, Ipv4Opts, L2, L4};
+    use dataplane::craft::{self, lab as labnet};
     use dataplane::wire::ike::{exchange, flags, notify_type};
-    let _one = ONE_DAEMON_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_daemon_at_a_time();
     let dir = tmpdir("redirect");
-    std::fs::create_dir_all(dir.join("in")).unwrap();
     // Redirects decay on the daemon's clock, not replay's: with a day's half-life the loads
     // of a 2 s run equal replay's to the thousandth of a tunnel they are kept in.
     let conf = conf_without_lab("lab-redirect.toml").replacen(
@@ -611,19 +643,6 @@ fn redirect_mode_answers_and_routes_as_replay_does() {
         1,
     );
     let spec = config::load_str(&conf, "conf/lab-redirect.toml").unwrap();
-    let udp = |src, dst, port, payload: &[u8]| {
-        craft::ipv4(
-            &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
-            src,
-            dst,
-            &Ipv4Opts::default(),
-            &L4::Udp {
-                src: port,
-                dst: port,
-                payload,
-            },
-        )
-    };
     let client = |i: u32| std::net::Ipv4Addr::from(u32::from_be_bytes([198, 18, 80, 0]) + i);
     let mut input = Vec::new();
     for i in 0..40u32 {
@@ -633,7 +652,7 @@ fn redirect_mode_answers_and_routes_as_replay_does() {
             &[]
         };
         let ike = craft::ike_sa_init_request(u64::from(i) + 1, &[i as u8; 32], 19, 64, notifies);
-        input.push(udp(client(i), labnet::VIP_V4, 500, &ike));
+        input.push(udp_from_router(client(i), labnet::VIP_V4, 500, &ike));
     }
     let natt = craft::non_esp_marker(&craft::ike_message(
         1,
@@ -644,24 +663,14 @@ fn redirect_mode_answers_and_routes_as_replay_does() {
         &[0; 64],
     ));
     for i in 0..30u32 {
-        input.push(udp(
+        input.push(udp_from_router(
             client(i),
             labnet::GATEWAYS_V4[(i % 3) as usize],
             4500,
             &natt,
         ));
     }
-    let s = 1_000_000_000u64;
-    let mut w = PcapWriter::create(dir.join("in/client.pcap")).unwrap();
-    for (n, f) in input.iter().enumerate() {
-        w.write_packet(1_700_000_000 * s + n as u64 * 1000, f)
-            .unwrap();
-    }
-    w.flush().unwrap();
-    PcapWriter::create(dir.join("in/backend.pcap"))
-        .unwrap()
-        .flush()
-        .unwrap();
+    write_client_input(&dir, &input);
     let inputs = [Input {
         port: "client".into(),
         path: dir.join("in/client.pcap"),
@@ -714,46 +723,28 @@ fn redirect_mode_answers_and_routes_as_replay_does() {
 /// echoes its own nonce, and the 60 spread over the gateways within 2 of each other.
 #[test]
 fn two_workers_redirect_every_request() {
-    use dataplane::craft::{self, lab as labnet, Ipv4Opts, L2, L4};
+    use dataplane::craft::{self, lab as labnet};
     use dataplane::wire::ike::{notify_type, IkeHeader};
     use dataplane::wire::ipv4::Ipv4Packet;
     use dataplane::wire::udp::UdpPacket;
-    let _one = ONE_DAEMON_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_daemon_at_a_time();
     let dir = tmpdir("redirect-w2");
-    std::fs::create_dir_all(dir.join("in")).unwrap();
     let conf = conf_without_lab("lab-redirect.toml");
     let client = |i: u32| std::net::Ipv4Addr::from(u32::from_be_bytes([198, 18, 81, 0]) + i);
     let nonce = |i: u32| [i as u8 ^ 0x5a; 32];
-    let mut w = PcapWriter::create(dir.join("in/client.pcap")).unwrap();
-    for i in 0..60u32 {
-        let ike = craft::ike_sa_init_request(
-            u64::from(i) + 100,
-            &nonce(i),
-            19,
-            64,
-            &[(notify_type::REDIRECT_SUPPORTED, &[])],
-        );
-        let f = craft::ipv4(
-            &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
-            client(i),
-            labnet::VIP_V4,
-            &Ipv4Opts::default(),
-            &L4::Udp {
-                src: 500,
-                dst: 500,
-                payload: &ike,
-            },
-        );
-        w.write_packet(1_700_000_000_000_000_000 + u64::from(i) * 1000, &f)
-            .unwrap();
-    }
-    w.flush().unwrap();
-    PcapWriter::create(dir.join("in/backend.pcap"))
-        .unwrap()
-        .flush()
-        .unwrap();
+    let requests: Vec<Vec<u8>> = (0..60u32)
+        .map(|i| {
+            let ike = craft::ike_sa_init_request(
+                u64::from(i) + 100,
+                &nonce(i),
+                19,
+                64,
+                &[(notify_type::REDIRECT_SUPPORTED, &[])],
+            );
+            udp_from_router(client(i), labnet::VIP_V4, 500, &ike)
+        })
+        .collect();
+    write_client_input(&dir, &requests);
     let run = run_daemon_with(&dir, 2, &conf);
     let answers: Vec<_> = (0..2)
         .flat_map(|w| frames(&run.out.join(format!("client-w{w}.pcap"))))

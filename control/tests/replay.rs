@@ -325,8 +325,15 @@ fn write_capture(path: &Path, frames: &[(u64, Vec<u8>)]) {
 }
 
 fn ike_from(client: std::net::Ipv4Addr) -> Vec<u8> {
+    ike_to_vip(
+        client,
+        &dataplane::craft::ike_sa_init_request(7, &[1; 32], 19, 64, &[]),
+    )
+}
+
+/// An IKE message from a client behind the lab's router to the VIP, UDP 500 → 500.
+fn ike_to_vip(client: std::net::Ipv4Addr, ike: &[u8]) -> Vec<u8> {
     use dataplane::craft::{self, Ipv4Opts, L2, L4};
-    let ike = craft::ike_sa_init_request(7, &[1; 32], 19, 64, &[]);
     craft::ipv4(
         &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
         client,
@@ -335,7 +342,7 @@ fn ike_from(client: std::net::Ipv4Addr) -> Vec<u8> {
         &L4::Udp {
             src: 500,
             dst: 500,
-            payload: &ike,
+            payload: ike,
         },
     )
 }
@@ -493,25 +500,13 @@ fn vpnlbd_replay_cli_prints_one_json_object_and_config_errors_exit_2() {
 /// REDIRECT_SUPPORTED goes to a gateway in NAT mode, a truncated one is dropped unanswered.
 #[test]
 fn redirect_mode_answers_with_rfc5685_bytes_on_the_client_port() {
-    use dataplane::craft::{self, Ipv4Opts, L2, L4};
+    use dataplane::craft;
     use dataplane::wire::ike::notify_type;
     let dir = tmpdir("redirect");
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab-redirect.toml");
     let client: std::net::Ipv4Addr = "198.18.70.20".parse().unwrap();
     let nonce = [0x6e; 32];
-    let to_vip = |ike: &[u8]| {
-        craft::ipv4(
-            &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
-            client,
-            labnet::VIP_V4,
-            &Ipv4Opts::default(),
-            &L4::Udp {
-                src: 500,
-                dst: 500,
-                payload: ike,
-            },
-        )
-    };
+    let to_vip = |ike: &[u8]| ike_to_vip(client, ike);
     let spi = 0x0123_4567_89ab_cdefu64;
     let supported = craft::ike_sa_init_request(
         spi,

@@ -79,6 +79,19 @@ fn redirected_to4(w: &mut Worker, client: Ipv4Addr) -> usize {
         .expect("a lab gateway")
 }
 
+/// Runs the gateway's frame `back`, which must be routed to `client` untouched but for the
+/// TTL (from the gateway's own address, via the router); returns the frame sent.
+fn routed_back4(w: &mut Worker, back: &[u8], gw: Ipv4Addr, client: Ipv4Addr) -> Vec<u8> {
+    let out = tx(w, BACKEND_PORT, back, CLIENT_PORT);
+    let o = out4(&out);
+    assert_eq!(
+        (o.ip.src_addr(), o.ip.dst_addr(), o.ip.ttl()),
+        (gw, client, 63)
+    );
+    assert_eq!(o.eth.dst(), lab::ROUTER_MAC);
+    out
+}
+
 #[test]
 fn answers_with_the_exact_rfc5685_response_v4() {
     let mut w = worker(redirect_spec(true));
@@ -333,14 +346,8 @@ fn redirected_clients_are_routed_both_ways_nat_clients_still_translated() {
     o.udp();
     // And back: the source stays the gateway's.
     let back = udp4(from_gateway(g), gw, client, 4500, 4500, &ike);
-    let out = tx(&mut w, BACKEND_PORT, &back, CLIENT_PORT);
-    let o = out4(&out);
-    assert_eq!(
-        (o.ip.src_addr(), o.ip.dst_addr(), o.ip.ttl()),
-        (gw, client, 63)
-    );
-    assert_eq!(o.eth.dst(), lab::ROUTER_MAC);
-    o.udp();
+    let out = routed_back4(&mut w, &back, gw, client);
+    out4(&out).udp();
     let c = w.counters().gateways[0][g];
     assert_eq!(
         (c.routed_to_gateway_packets, c.routed_from_gateway_packets),
@@ -479,13 +486,7 @@ fn icmp_of_redirected_clients_is_routed_untouched() {
     assert_eq!((o.ip.src_addr(), o.ip.ttl()), (client, 63));
     assert_eq!(&o.l4[8..], &[7; 32]);
     let pong = icmp4(from_gateway(g), gw, client, 0, 0, &[7; 32]);
-    let out = tx(&mut w, BACKEND_PORT, &pong, CLIENT_PORT);
-    let o = out4(&out);
-    assert_eq!(
-        (o.ip.src_addr(), o.ip.dst_addr(), o.ip.ttl()),
-        (gw, client, 63)
-    );
-    assert_eq!(o.eth.dst(), lab::ROUTER_MAC);
+    routed_back4(&mut w, &pong, gw, client);
 
     // Fragmentation needed, quoting the client's ESP in UDP to the gateway's own address.
     let sent = udp4(from_router(), client, gw, 4500, 4500, &[0x11; 64]);
