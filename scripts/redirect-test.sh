@@ -58,6 +58,9 @@ readonly LIMIT_S=${REDIRECT_LIMIT_S:-420}
 export PEER_LIFETIME=$((LIMIT_S + 60))
 # shellcheck source=scripts/peers.sh
 source scripts/peers.sh
+readonly TEST_NAME=redirect-test
+# shellcheck source=scripts/clients.sh
+source scripts/clients.sh
 
 OUT=${OUT:-out/redirect}
 rm -rf "$OUT"
@@ -84,16 +87,6 @@ RESULTS=()
 elapsed() { printf '%6.1f' "$(($(date +%s%N) - T0))e-9"; }
 log() { echo "redirect-test [$(elapsed)s] $*"; }
 fail() { echo "redirect-test: FAIL: $*" >&2; exit 1; }
-# miss WHAT: a check that did not hold; the run goes on, and ends red (kept in a file, so that
-# subshells count too).
-miss() {
-  echo "$*" >>"$OUT/misses"
-  echo "redirect-test: MISS: $*" >&2
-}
-misses() { if [ -f "$OUT/misses" ]; then wc -l <"$OUT/misses"; else echo 0; fi; }
-# relevant DIR: a peer directory whose logs a failure report should show.
-relevant() { echo "$1" >>"$OUT/relevant"; }
-
 ctl() { timeout 10 "$VPNLBCTL" --socket "$SOCK" --json "$@"; }
 ctl_human() { timeout 10 "$VPNLBCTL" --socket "$SOCK" "$@"; }
 
@@ -277,68 +270,6 @@ EOF
     if [ "$opt" = nofollow ]; then echo "    follow_redirects = no"; fi
     echo "}"
   } >"$dir/strongswan.extra.conf"
-}
-
-# client_start NAME: charon (which initiates at once); a failure is noted in DIR/start.failed.
-client_start() {
-  local name=$1
-  charon_start "${CL_NS[$name]}" "${CL_DIR[$name]}" >"${CL_DIR[$name]}/start.log" 2>&1 \
-    || echo failed >"${CL_DIR[$name]}/start.failed"
-}
-
-# start_clients NAME...: START_JOBS at a time (waiting on its own jobs only).
-start_clients() {
-  local name jobs=()
-  for name in "$@"; do
-    client_start "$name" &
-    jobs+=($!)
-    if [ "${#jobs[@]}" -ge "$START_JOBS" ]; then
-      wait "${jobs[0]}" || true
-      jobs=("${jobs[@]:1}")
-    fi
-  done
-  for name in "${jobs[@]+"${jobs[@]}"}"; do wait "$name" || true; done
-  for name in "$@"; do
-    if [ -f "${CL_DIR[$name]}/start.failed" ]; then
-      relevant "${CL_DIR[$name]}"
-      miss "$name: charon did not start: $(tail -n 3 "${CL_DIR[$name]}/start.log" | tr '\n' ' ')"
-    fi
-  done
-}
-
-# sa_raw NAME: the client's IKE_SAs (swanctl --list-sas --raw) into DIR/sa.raw.
-sa_raw() {
-  local d=${CL_DIR[$1]}
-  timeout 5 ip netns exec "${CL_NS[$1]}" swanctl --list-sas --raw \
-    --uri "unix://$d/run/charon.vici" >"$d/sa.raw" 2>/dev/null || true
-}
-
-# sa_up NAME: its IKE_SA is established with an installed CHILD_SA and a virtual IP.
-sa_up() {
-  sa_raw "$1"
-  grep -qE 'state=ESTABLISHED .*local-vips=\[[0-9a-f.:]+\].*child-sas \{.*state=INSTALLED' "${CL_DIR[$1]}/sa.raw"
-}
-
-# wait_up LIMIT_S NAME...: waits until every client is up; one still down at the limit is a miss.
-wait_up() {
-  local limit=$1 t0 name pending still
-  shift
-  t0=$(date +%s)
-  pending=("$@")
-  while [ "${#pending[@]}" -gt 0 ]; do
-    still=()
-    for name in "${pending[@]}"; do sa_up "$name" || still+=("$name"); done
-    pending=("${still[@]+"${still[@]}"}")
-    [ "${#pending[@]}" -eq 0 ] && break
-    if [ $(($(date +%s) - t0)) -ge "$limit" ]; then
-      for name in "${pending[@]}"; do
-        relevant "${CL_DIR[$name]}"
-        miss "$name: no established IKE_SA + CHILD_SA within $limit s"
-      done
-      break
-    fi
-    sleep 0.5
-  done
 }
 
 # evidence NAME...: from each client's charon log and a fresh --list-sas: RED_ADDR and RED_GW (the
@@ -660,7 +591,7 @@ for gw in gw1 gw2 gw3; do wait_health "$gw" up "$UP_LIMIT"; done
 # --- step 1: pre-load gw1 with 6 tunnels, dialled at its own address -----------------------------
 log "step 1: ${#PRE[@]} clients dial gw1's own address ${GW_ADDR[gw1]} (routed, no VIP)"
 start_clients "${PRE[@]}"
-wait_up 45 "${PRE[@]}"
+wait_up 45 "" "${PRE[@]}"
 evidence "${PRE[@]}"
 ping_clients "${PRE[@]}"
 affinity_refresh
@@ -693,7 +624,7 @@ log "step 1: $PRE_LINE"
 log "step 2: ${#VIPC[@]} clients dial the VIP $VIP4, $START_JOBS at a time"
 t_wave=$(date +%s)
 start_clients "${VIPC[@]}"
-wait_up 60 "${VIPC[@]}"
+wait_up 60 "" "${VIPC[@]}"
 log "step 2: IKE_SAs and CHILD_SAs up $(($(date +%s) - t_wave)) s after the first start; pinging through every tunnel"
 evidence "${VIPC[@]}"
 ping_clients "${VIPC[@]}"
@@ -770,7 +701,7 @@ for name in "${V6[@]}"; do [ "${CL_FRAG[$name]}" = no ] && NOFRAG+=("$name"); do
 log "step 4: ${#V6[@]} IPv6 clients dial the IPv6 VIP $VIP6 (IKE fragmentation off: ${NOFRAG[*]-none})"
 t_wave=$(date +%s)
 start_clients "${V6[@]}"
-wait_up 45 "${V6[@]}"
+wait_up 45 "" "${V6[@]}"
 log "step 4: IKE_SAs and CHILD_SAs up $(($(date +%s) - t_wave)) s after the first start; ping6 through every tunnel"
 evidence "${V6[@]}"
 ping_clients "${V6[@]}"
@@ -835,7 +766,7 @@ for name in "${REDIAL[@]+"${REDIAL[@]}"}"; do
 done
 STEP5=("${LATE[@]}" "${REDIAL[@]+"${REDIAL[@]}"}")
 start_clients "${STEP5[@]}"
-wait_up 45 "${STEP5[@]}"
+wait_up 45 "" "${STEP5[@]}"
 evidence "${STEP5[@]}"
 ping_clients "${STEP5[@]}"
 affinity_refresh
@@ -858,7 +789,7 @@ redirect_refresh || true
 nors0=$RD_NORS
 log "step 6: ${#FB[@]} clients with follow_redirects = no dial the VIP (no-redirect-supported fallbacks so far: $nors0)"
 start_clients "${FB[@]}"
-wait_up 45 "${FB[@]}"
+wait_up 45 "" "${FB[@]}"
 evidence "${FB[@]}"
 ping_clients "${FB[@]}"
 affinity_refresh
