@@ -19,6 +19,16 @@ pub trait Frame {
     /// False when it cannot (`len` exceeds the frame, or the frame is chained); the frame is
     /// then unchanged.
     fn truncate(&mut self, len: usize) -> bool;
+
+    /// True when the receiving NIC verified the frame's IPv4 header checksum and found it
+    /// good, so the pipeline may skip checking it in software. False in every other case: not
+    /// IPv4, no offload (virtual devices report nothing), not checked, not filled in, or bad;
+    /// the software check is the fallback then. It speaks of the frame as received: after a
+    /// rewrite of the header it says nothing about the new checksum.
+    #[inline]
+    fn rx_ipv4_checksum_good(&self) -> bool {
+        false
+    }
 }
 
 /// Headroom `VecFrame::new` leaves: room for two VLAN tags and then some, as an mbuf has.
@@ -112,5 +122,23 @@ mod tests {
         assert_eq!(f.bytes(), &[2, 3]);
         assert!(f.pull_front(2));
         assert!(f.bytes().is_empty());
+    }
+
+    #[test]
+    fn software_frames_claim_no_checked_checksum() {
+        use crate::craft::{self, lab, Ipv4Opts, L2, L4};
+        // A valid header still says false: nothing verified it on receive.
+        let f = VecFrame::new(&craft::ipv4(
+            &L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC),
+            std::net::Ipv4Addr::new(198, 18, 1, 1),
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &L4::Udp {
+                src: 500,
+                dst: 500,
+                payload: &[0; 8],
+            },
+        ));
+        assert!(!f.rx_ipv4_checksum_good());
     }
 }
