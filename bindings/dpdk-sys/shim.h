@@ -97,6 +97,11 @@ uint16_t vpnlb_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf
 
 /* ---- mbufs ---- */
 
+/* The per-packet field accesses (mtod, data/pkt length, headroom, tailroom, segments, port,
+ * ol_flags) and prepend/adj are done in Rust on the bindgen layout by the vpnlb-dpdk crate, as
+ * DPDK's inlines do them, without a call. Their wrappers stay: its tests check the Rust against
+ * them, that is against DPDK's own inline functions. */
+
 struct rte_mbuf *vpnlb_pktmbuf_alloc(struct rte_mempool *mp);
 int vpnlb_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned int count);
 void vpnlb_pktmbuf_free(struct rte_mbuf *m);

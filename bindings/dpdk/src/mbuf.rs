@@ -15,6 +15,11 @@ use crate::mempool::Mempool;
 /// ports are configured so that frames fit one segment (see [`crate::PortConfig`]), and every
 /// mbuf this crate allocates has one segment; [`Mbuf::is_contiguous`] tells when a frame has
 /// more (the pipeline then sees only the start of the packet).
+///
+/// The per-packet accessors (data pointer, lengths, headroom, port, offload flags) and the
+/// front moves of [`Frame`] read and write the bindgen `rte_mbuf` fields directly, as DPDK's
+/// inline functions do, rather than calling a C shim function per access; the integration
+/// tests check them against the shim's (that is, DPDK's own) results.
 #[repr(transparent)]
 pub struct Mbuf(NonNull<rte_mbuf>);
 
@@ -136,39 +141,62 @@ impl Mbuf {
         self.0.as_ptr()
     }
 
+    /// The mbuf's header (the first segment's), for reading its fields.
+    #[inline]
+    fn hdr(&self) -> &rte_mbuf {
+        // SAFETY: self owns a valid, initialised mbuf; nothing else writes it while self is
+        // borrowed (it is ours alone, refcount 1: see from_raw).
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The mbuf's header, for writing its fields.
+    #[inline]
+    fn hdr_mut(&mut self) -> &mut rte_mbuf {
+        // SAFETY: as in hdr(); &mut self makes the access exclusive.
+        unsafe { self.0.as_mut() }
+    }
+
+    /// Start of the first segment's data: `rte_pktmbuf_mtod`, `buf_addr + data_off`.
+    #[inline]
+    fn data_ptr(&self) -> *mut u8 {
+        let h = self.hdr();
+        // wrapping_add: plain address arithmetic, as the C macro does; the pointer is only
+        // dereferenced within data_len bytes (see bytes()).
+        h.buf_addr
+            .cast::<u8>()
+            .wrapping_add(usize::from(h.data_off))
+    }
+
     /// Bytes of data in the first segment.
     #[inline]
     pub fn data_len(&self) -> u16 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { dpdk_sys::vpnlb_pktmbuf_data_len(self.as_ptr()) }
+        self.hdr().data_len
     }
 
     /// Bytes of data in all segments.
     #[inline]
     pub fn pkt_len(&self) -> u32 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { dpdk_sys::vpnlb_pktmbuf_pkt_len(self.as_ptr()) }
+        self.hdr().pkt_len
     }
 
-    /// Free bytes in front of the data.
+    /// Free bytes in front of the data (`rte_pktmbuf_headroom`: `data_off`).
     #[inline]
     pub fn headroom(&self) -> u16 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { dpdk_sys::vpnlb_pktmbuf_headroom(self.as_ptr()) }
+        self.hdr().data_off
     }
 
-    /// Free bytes after the data (of the last segment).
+    /// Free bytes after the first segment's data (`rte_pktmbuf_tailroom`:
+    /// `buf_len - data_off - data_len`).
     #[inline]
     pub fn tailroom(&self) -> u16 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { dpdk_sys::vpnlb_pktmbuf_tailroom(self.as_ptr()) }
+        let h = self.hdr();
+        h.buf_len.wrapping_sub(h.data_off).wrapping_sub(h.data_len)
     }
 
     /// Number of segments.
     #[inline]
     pub fn nb_segs(&self) -> u16 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { dpdk_sys::vpnlb_pktmbuf_nb_segs(self.as_ptr()) }
+        self.hdr().nb_segs
     }
 
     /// True when the whole packet is in the first segment (what [`Frame::bytes`] shows).
@@ -180,23 +208,20 @@ impl Mbuf {
     /// The port the mbuf was received on (as the PMD set it).
     #[inline]
     pub fn port(&self) -> u16 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { dpdk_sys::vpnlb_pktmbuf_port(self.as_ptr()) }
+        self.hdr().port
     }
 
     /// Records the port the frame belongs to, so that a worker handing it to another one
     /// passes the RX port along (some PMDs, e.g. net_ring, leave the field unset).
     #[inline]
     pub fn set_port(&mut self, port: u16) {
-        // SAFETY: self owns a valid mbuf and has exclusive access to it.
-        unsafe { dpdk_sys::vpnlb_pktmbuf_set_port(self.as_ptr(), port) }
+        self.hdr_mut().port = port;
     }
 
     /// The raw offload flags (`ol_flags`).
     #[inline]
     pub fn ol_flags(&self) -> u64 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { dpdk_sys::vpnlb_pktmbuf_ol_flags(self.as_ptr()) }
+        self.hdr().ol_flags
     }
 
     /// The RSS hash the NIC computed, when it did.
@@ -286,7 +311,7 @@ impl Mbuf {
     #[inline]
     pub fn prefetch(&self) {
         // SAFETY: a prefetch hint on an address inside the mbuf's buffer; no access happens.
-        unsafe { dpdk_sys::vpnlb_prefetch0(dpdk_sys::vpnlb_pktmbuf_mtod(self.as_ptr()).cast()) }
+        unsafe { dpdk_sys::vpnlb_prefetch0(self.data_ptr().cast_const().cast()) }
     }
 }
 
@@ -314,58 +339,81 @@ impl Frame for Mbuf {
     /// The first segment's data.
     #[inline]
     fn bytes(&self) -> &[u8] {
-        // SAFETY: mtod points at data_len initialised bytes inside the first segment's buffer,
-        // which self owns; the slice borrows self, so the mbuf outlives it.
-        unsafe {
-            let m = self.as_ptr();
-            let p = dpdk_sys::vpnlb_pktmbuf_mtod(m);
-            std::slice::from_raw_parts(p, usize::from(dpdk_sys::vpnlb_pktmbuf_data_len(m)))
-        }
+        // SAFETY: buf_addr + data_off starts data_len initialised bytes inside the first
+        // segment's buffer (DPDK keeps data_off + data_len <= buf_len), which self owns; the
+        // slice borrows self, so the mbuf outlives it.
+        unsafe { std::slice::from_raw_parts(self.data_ptr(), usize::from(self.data_len())) }
     }
 
     #[inline]
     fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = usize::from(self.data_len());
         // SAFETY: as in bytes(); &mut self makes the access exclusive (the mbuf is direct with
-        // refcount 1: see from_raw).
-        unsafe {
-            let m = self.as_ptr();
-            let p = dpdk_sys::vpnlb_pktmbuf_mtod(m);
-            std::slice::from_raw_parts_mut(p, usize::from(dpdk_sys::vpnlb_pktmbuf_data_len(m)))
-        }
+        // refcount 1: see from_raw), and the data buffer does not overlap the header.
+        unsafe { std::slice::from_raw_parts_mut(self.data_ptr(), len) }
     }
 
     /// `rte_pktmbuf_prepend`: false when the headroom is smaller than `n`.
     #[inline]
     fn push_front(&mut self, n: usize) -> bool {
-        let Ok(n) = u16::try_from(n) else {
-            return false;
-        };
-        // SAFETY: self owns a valid mbuf; prepend returns NULL without change when the
-        // headroom is too small.
-        !unsafe { dpdk_sys::vpnlb_pktmbuf_prepend(self.as_ptr(), n) }.is_null()
+        let h = self.hdr_mut();
+        match u16::try_from(n) {
+            // DPDK 22.11's inline rte_pktmbuf_prepend, field for field (wrapping as C's
+            // unsigned arithmetic; data_off + data_len <= buf_len keeps it from wrapping).
+            Ok(n) if n <= h.data_off => {
+                h.data_off -= n;
+                h.data_len = h.data_len.wrapping_add(n);
+                h.pkt_len = h.pkt_len.wrapping_add(u32::from(n));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// `rte_pktmbuf_adj`: false when the first segment holds fewer than `n` bytes.
     #[inline]
     fn pull_front(&mut self, n: usize) -> bool {
-        let Ok(n) = u16::try_from(n) else {
-            return false;
-        };
-        // SAFETY: self owns a valid mbuf; adj returns NULL without change when n exceeds the
-        // first segment's data length.
-        !unsafe { dpdk_sys::vpnlb_pktmbuf_adj(self.as_ptr(), n) }.is_null()
+        let h = self.hdr_mut();
+        match u16::try_from(n) {
+            // DPDK 22.11's inline rte_pktmbuf_adj, field for field.
+            Ok(n) if n <= h.data_len => {
+                h.data_len -= n;
+                h.data_off = h.data_off.wrapping_add(n);
+                h.pkt_len = h.pkt_len.wrapping_sub(u32::from(n));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// `rte_pktmbuf_trim` of a single-segment mbuf: false for a chained one (the bytes to cut
     /// would not all be in the last segment) or when `len` exceeds the data.
     #[inline]
     fn truncate(&mut self, len: usize) -> bool {
-        let data_len = usize::from(self.data_len());
-        if self.nb_segs() != 1 || len > data_len {
+        let h = self.hdr_mut();
+        if h.nb_segs != 1 || len > usize::from(h.data_len) {
             return false;
         }
-        u16::try_from(data_len - len).is_ok_and(|cut| self.trim(cut))
+        // With one segment, the last segment is this one: rte_pktmbuf_trim's two updates.
+        // len < data_len, a u16.
+        let cut = h.data_len - len as u16;
+        h.data_len -= cut;
+        h.pkt_len = h.pkt_len.wrapping_sub(u32::from(cut));
+        true
     }
+
+    /// The NIC's IPv4 header checksum verdict is [`RxChecksum::Good`].
+    #[inline]
+    fn rx_ipv4_checksum_good(&self) -> bool {
+        ipv4_checksum_good(self.ol_flags())
+    }
+}
+
+/// What [`Frame::rx_ipv4_checksum_good`] says for an mbuf's `ol_flags`: only a verified good
+/// checksum counts; unknown, bad and not-computed leave the software check to run.
+#[inline]
+fn ipv4_checksum_good(ol_flags: u64) -> bool {
+    ol_flags & dpdk_sys::VPNLB_MBUF_F_RX_IP_CKSUM_MASK == dpdk_sys::VPNLB_MBUF_F_RX_IP_CKSUM_GOOD
 }
 
 #[cfg(test)]
@@ -400,5 +448,33 @@ mod tests {
         assert_eq!(l4(1 << 8), RxChecksum::Good);
         assert_eq!(l4(1 << 3), RxChecksum::Bad);
         assert_eq!(l4(1 << 7), RxChecksum::Unknown);
+    }
+
+    #[test]
+    fn only_a_good_ipv4_checksum_lets_software_skip_its_check() {
+        for flags in 0..1u64 << 12 {
+            let verdict = RxChecksum::from_flags(
+                flags,
+                sys::VPNLB_MBUF_F_RX_IP_CKSUM_MASK,
+                sys::VPNLB_MBUF_F_RX_IP_CKSUM_GOOD,
+                sys::VPNLB_MBUF_F_RX_IP_CKSUM_BAD,
+            );
+            assert_eq!(
+                ipv4_checksum_good(flags),
+                verdict == RxChecksum::Good,
+                "{flags:#x}"
+            );
+        }
+        assert!(ipv4_checksum_good(sys::VPNLB_MBUF_F_RX_IP_CKSUM_GOOD));
+        // The L4 verdict and other flags do not count.
+        assert!(ipv4_checksum_good(
+            sys::VPNLB_MBUF_F_RX_IP_CKSUM_GOOD
+                | sys::VPNLB_MBUF_F_RX_L4_CKSUM_BAD
+                | sys::VPNLB_MBUF_F_RX_RSS_HASH
+        ));
+        assert!(!ipv4_checksum_good(0));
+        assert!(!ipv4_checksum_good(sys::VPNLB_MBUF_F_RX_L4_CKSUM_GOOD));
+        assert!(!ipv4_checksum_good(sys::VPNLB_MBUF_F_RX_IP_CKSUM_BAD));
+        assert!(!ipv4_checksum_good(sys::VPNLB_MBUF_F_RX_IP_CKSUM_MASK));
     }
 }
