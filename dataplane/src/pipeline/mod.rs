@@ -1,0 +1,893 @@
+//! One burst in, verdicts out: the code every worker (and `vpnlbd replay`) runs.
+//!
+//! The shape follows VPP and l3fwd: a first pass parses every frame of the burst into a small
+//! `Plan` (what the packet is, where its affinity entry lives) and prefetches the affinity
+//! buckets, and a few packets later, once a bucket has arrived, the entry it points at; a second
+//! pass decides and rewrites each packet in place. By the time the second pass touches the
+//! table, both of a lookup's cache lines are in cache, which is what keeps a large table close
+//! to a small one (what remains at millions of clients is mostly TLB misses).
+//!
+//! The per-packet path is written for the compiler: the IPv4 and IPv6 arms of the planner are
+//! inlined separately (addresses stay in registers as integers), plans are written in place in
+//! the burst's array, and a forwarded packet's TTL and address change in one checksum update.
+//!
+//! Decisions, in order:
+//! - ARP requests and neighbor solicitations for our addresses and VIPs, and echo requests to
+//!   them, are answered in place.
+//! - Client → VIP: classified, the client's affinity entry found or created (scheduling a gateway),
+//!   the destination rewritten to the gateway.
+//! - Gateway → client: the source rewritten to the VIP; the client's entry confirmed (or learned).
+//! - ICMP errors quoting a translated packet: outer and quoted headers translated, sent on.
+//! - Anything else addressed to us goes to the control plane; everything else is dropped under a
+//!   named reason.
+
+//! The stages, one file each: `parse` (pass 1, the only parser), `flow` (the affinity state
+//! machine), `fast` (established client <-> gateway traffic), `slow/` (answers, ICMP errors,
+//! redirects, routed traffic).
+
+mod fast;
+mod flow;
+mod parse;
+mod slow;
+
+use flow::{active_slot, forget, release};
+use parse::Plan;
+use slow::answer::{arp_reply, echo_reply, nd_advert};
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use crate::affinity::{self, AffinityKey, AffinityShard, AffinityValue, InsertOutcome, Lookup};
+use crate::changes::{AffinityChange, ChangeLog, ChangeOp};
+use crate::classify::SniStats;
+use crate::counters::{DropReason, GatewayCounters, ServiceCounters, WorkerCounters};
+use crate::frame::Frame;
+use crate::model::Snapshot;
+use crate::schedule::{client_hash, Scheduler, SchedulerKind};
+use crate::wire::{self};
+
+/// Largest burst the pipeline handles at once (as DPDK's usual RX burst).
+pub const MAX_BURST: usize = 32;
+
+/// How many packets behind itself pass 1 prefetches affinity entries (their buckets, prefetched
+/// that many packets earlier, have arrived by then).
+const ENTRY_AHEAD: usize = 4;
+
+/// Affinity slots examined per burst by the incremental expiry sweep.
+const SWEEP_SLOTS_PER_BURST: usize = 64;
+
+/// What happens to a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the (rewritten) frame on this port.
+    Tx {
+        port: u16,
+    },
+    /// For the appliance itself and not answered here: hand to the control plane.
+    ToControl,
+    Drop(DropReason),
+}
+
+/// Scheduler state of one service on this worker.
+struct ServiceState {
+    v4: Scheduler,
+    v6: Scheduler,
+    /// Clients of this shard per gateway (least-connections input).
+    active: Vec<u32>,
+}
+
+fn scheduler(kind: SchedulerKind, fam: &crate::model::FamilyView, gateways: usize) -> Scheduler {
+    match (kind, &fam.maglev) {
+        (SchedulerKind::Maglev, Some(t)) => Scheduler::Maglev(Arc::clone(t)),
+        (SchedulerKind::RoundRobin, _) => {
+            Scheduler::RoundRobin(crate::schedule::round_robin::RoundRobin::new(gateways))
+        }
+        _ => Scheduler::LeastConn(crate::schedule::least_conn::LeastConn::new(gateways)),
+    }
+}
+
+/// One worker's pipeline: its snapshot, affinity shard, scheduler state and counters.
+pub struct Worker {
+    snap: Arc<Snapshot>,
+    st: State,
+    plans: [Plan; MAX_BURST],
+}
+
+/// Everything a worker mutates; kept apart from the snapshot so the hot path can borrow both
+/// without reference-count traffic.
+struct State {
+    shard: AffinityShard,
+    services: Vec<ServiceState>,
+    counters: WorkerCounters,
+    sni: SniStats,
+    misses: MissRing,
+    /// Affinity changes for an HA peer (disabled without one).
+    changes: ChangeLog,
+}
+
+/// Destinations whose next hop had no MAC, for the control plane to resolve. Fixed size and
+/// overwrite-free: when full, further misses are only counted (the control plane drains it
+/// every loop, and one report per destination is enough to start resolution).
+struct MissRing {
+    addrs: [IpAddr; MISS_RING],
+    len: usize,
+    lost: u64,
+}
+
+/// Neighbor misses a worker remembers between two drains.
+const MISS_RING: usize = 16;
+
+impl MissRing {
+    fn new() -> Self {
+        MissRing {
+            addrs: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MISS_RING],
+            len: 0,
+            lost: 0,
+        }
+    }
+
+    fn push(&mut self, a: IpAddr) {
+        if self.addrs[..self.len].contains(&a) {
+            return;
+        }
+        match self.addrs.get_mut(self.len) {
+            Some(slot) => {
+                *slot = a;
+                self.len += 1;
+            }
+            None => self.lost += 1,
+        }
+    }
+}
+
+impl Worker {
+    /// Creates a worker; its affinity shard is allocated now, at full capacity.
+    pub fn new(snap: Arc<Snapshot>) -> Worker {
+        Self::new_advised(snap, &mut |_, _| {})
+    }
+
+    /// [`new`](Self::new), handing the affinity shard's memory to `advise(address, bytes)`
+    /// before it is first written (see [`AffinityShard::try_new_advised`]).
+    pub fn new_advised(snap: Arc<Snapshot>, advise: &mut dyn FnMut(usize, usize)) -> Worker {
+        let a = snap.spec.affinity;
+        let shard = match AffinityShard::try_new_advised(a.capacity, a.max_unconfirmed, advise) {
+            Ok(s) => s,
+            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<AffinityShard>()),
+        };
+        let mut w = Worker {
+            st: State {
+                shard,
+                services: Vec::new(),
+                counters: WorkerCounters::default(),
+                sni: SniStats::new(32),
+                misses: MissRing::new(),
+                changes: ChangeLog::default(),
+            },
+            plans: [Plan::ToControl; MAX_BURST],
+            snap: Arc::clone(&snap),
+        };
+        w.adopt(snap);
+        w
+    }
+
+    /// Switches to a new snapshot (between bursts). Scheduler state is rebuilt; active-client
+    /// counts are kept where the service and gateway lists kept their shape, else recounted
+    /// from the shard.
+    pub fn adopt(&mut self, snap: Arc<Snapshot>) {
+        let st = &mut self.st;
+        let same_shape = st.services.len() == snap.services.len()
+            && st
+                .services
+                .iter()
+                .zip(&snap.services)
+                .all(|(s, v)| s.active.len() == v.spec.gateways.len());
+        let mut services: Vec<ServiceState> = snap
+            .services
+            .iter()
+            .map(|v| {
+                let n = v.spec.gateways.len();
+                ServiceState {
+                    v4: scheduler(v.spec.scheduler, &v.v4, n),
+                    v6: scheduler(v.spec.scheduler, &v.v6, n),
+                    active: vec![0; n],
+                }
+            })
+            .collect();
+        if same_shape {
+            for (new, old) in services.iter_mut().zip(&st.services) {
+                new.active.clone_from(&old.active);
+            }
+        } else {
+            for (k, v) in st.shard.iter() {
+                if let Some(c) = active_slot(&mut services, &k, v.gateway) {
+                    *c += 1;
+                }
+            }
+        }
+        st.services = services;
+        st.counters
+            .services
+            .resize(snap.services.len(), ServiceCounters::default());
+        st.counters.gateways = snap
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut g = st.counters.gateways.get(i).cloned().unwrap_or_default();
+                g.resize(v.spec.gateways.len(), GatewayCounters::default());
+                g
+            })
+            .collect();
+        self.snap = snap;
+    }
+
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
+    }
+
+    /// Frames this worker has processed (without copying the counters).
+    #[inline]
+    pub fn rx_packets(&self) -> u64 {
+        self.st.counters.rx_packets
+    }
+
+    /// A copy of the counters, with the affinity shard's own counters filled in.
+    pub fn counters(&self) -> WorkerCounters {
+        let mut c = self.st.counters.clone();
+        c.affinity = self.st.shard.counters();
+        c
+    }
+
+    pub fn sni_stats(&self) -> &SniStats {
+        &self.st.sni
+    }
+
+    pub fn affinity(&self) -> &AffinityShard {
+        &self.st.shard
+    }
+
+    /// Hands over the destinations that could not be reached for want of a neighbor entry
+    /// since the last call (each once), and returns how many more were not remembered.
+    pub fn drain_neighbor_misses(&mut self, mut f: impl FnMut(IpAddr)) -> u64 {
+        let m = &mut self.st.misses;
+        for a in &m.addrs[..m.len] {
+            f(*a);
+        }
+        m.len = 0;
+        std::mem::take(&mut m.lost)
+    }
+
+    /// Removes the affinity entries of `client` (all entries when `None`), for the operator's
+    /// `affinity flush`; the clients are scheduled afresh on their next packet. Returns how many
+    /// entries went. Walks the whole shard: a control-plane operation, run between bursts.
+    pub fn flush_affinity(&mut self, client: Option<IpAddr>) -> usize {
+        let want = client.map(|c| affinity_key(c, 0).client);
+        let (services, changes) = (&mut self.st.services, &mut self.st.changes);
+        let mut removed = 0;
+        self.st.shard.retain(
+            |k, _| want.is_some_and(|w| w != k.client),
+            |r| {
+                forget(services, changes, &r);
+                removed += 1;
+            },
+        );
+        removed
+    }
+
+    /// Re-keys the affinity entries for a new configuration whose services or gateways moved:
+    /// `map(service, gateway)` gives the entry's new ids, or `None` when its service or gateway
+    /// is gone (the entry is removed; the client is scheduled afresh). Call right before
+    /// adopting the snapshot the ids refer to. Returns (moved, removed).
+    pub fn remap_affinity(
+        &mut self,
+        map: &dyn Fn(u16, u16) -> Option<(u16, u16)>,
+    ) -> (usize, usize) {
+        // (key, value, new ids) of the entries that must move or go.
+        type Change = (AffinityKey, AffinityValue, Option<(u16, u16)>);
+        let changes: Vec<Change> = self
+            .st
+            .shard
+            .iter()
+            .filter_map(|(k, v)| {
+                let to = map(k.service_index(), v.gateway);
+                (to != Some((k.service_index(), v.gateway))).then_some((k, v, to))
+            })
+            .collect();
+        let (mut moved, mut removed) = (0, 0);
+        for (k, v, to) in changes {
+            self.st.shard.remove(&k, k.hash());
+            match to {
+                Some((service, gateway)) => {
+                    let direct = k.service & affinity::DIRECT;
+                    let key = AffinityKey {
+                        service: service | direct,
+                        ..k
+                    };
+                    let value = AffinityValue { gateway, ..v };
+                    // Room is certain: the entry just left it.
+                    let _ = self.st.shard.insert(key, key.hash(), value, v.last_seen);
+                    moved += 1;
+                }
+                None => removed += 1,
+            }
+        }
+        // Active counts are rebuilt by `adopt` from the re-keyed shard.
+        for s in &mut self.st.services {
+            s.active.clear();
+        }
+        (moved, removed)
+    }
+
+    /// Starts recording affinity changes for an HA peer, up to `capacity` between drains.
+    pub fn record_changes(&mut self, capacity: usize) {
+        self.st.changes = ChangeLog::with_capacity(capacity);
+    }
+
+    /// Hands the recorded affinity changes to `f`, oldest first; returns how many were lost
+    /// because the log was full.
+    pub fn drain_changes(&mut self, f: impl FnMut(AffinityChange)) -> u64 {
+        self.st.changes.drain(f)
+    }
+
+    /// Applies a change the HA peer's master made to its table (`expires_at` already in this
+    /// worker's clock), keeping the active-client counts right. Not recorded as a change of
+    /// ours. Returns false when the table had no room for it.
+    pub fn apply_synced(&mut self, now: u32, c: &AffinityChange) -> bool {
+        let st = &mut self.st;
+        let hash = c.key.hash();
+        let (gateway, confirmed, expires_at) = match c.op {
+            ChangeOp::Delete => {
+                if let Some(r) = st.shard.remove(&c.key, hash) {
+                    release(&mut st.services, &r);
+                }
+                return true;
+            }
+            ChangeOp::Upsert {
+                gateway,
+                confirmed,
+                expires_at,
+            } => (gateway, confirmed, expires_at),
+        };
+        let service = usize::from(c.key.service_index());
+        let known = self
+            .snap
+            .services
+            .get(service)
+            .is_some_and(|s| usize::from(gateway) < s.spec.gateways.len());
+        if !known {
+            return true;
+        }
+        match st.shard.lookup(&c.key, hash, now) {
+            Lookup::Hit(mut e) => {
+                let old = e.value().gateway;
+                if old != gateway {
+                    e.set_gateway(gateway);
+                    if let Some(n) = active_slot(&mut st.services, &c.key, old) {
+                        *n = n.saturating_sub(1);
+                    }
+                    if let Some(n) = active_slot(&mut st.services, &c.key, gateway) {
+                        *n += 1;
+                    }
+                }
+                if confirmed {
+                    e.confirm();
+                }
+                e.refresh(now, expires_at);
+                return true;
+            }
+            Lookup::Expired(r) => release(&mut st.services, &r),
+            Lookup::Miss => {}
+        }
+        let value = AffinityValue {
+            gateway,
+            last_seen: now,
+            expires_at,
+            confirmed,
+        };
+        match st.shard.insert(c.key, hash, value, now) {
+            InsertOutcome::Inserted => {}
+            InsertOutcome::InsertedEvicting(r) => release(&mut st.services, &r),
+            InsertOutcome::Full => return false,
+        }
+        if let Some(n) = active_slot(&mut st.services, &c.key, gateway) {
+            *n += 1;
+        }
+        true
+    }
+
+    /// Active clients of this worker per service and gateway.
+    pub fn active_clients(&self) -> Vec<Vec<u32>> {
+        self.st.services.iter().map(|s| s.active.clone()).collect()
+    }
+
+    /// Runs the pipeline over one burst received on `rx_port`. `now` is the clock in seconds.
+    /// `verdicts[i]` says what to do with `frames[i]`; frames to transmit were rewritten in place.
+    // Never inlined: once per burst it costs nothing, and `perf/instructions.sh` counts it by name.
+    #[inline(never)]
+    pub fn process_burst<F: Frame>(
+        &mut self,
+        now: u32,
+        rx_port: u16,
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+    ) {
+        for (frames, verdicts) in frames
+            .chunks_mut(MAX_BURST)
+            .zip(verdicts.chunks_mut(MAX_BURST))
+        {
+            self.process_chunk(now, rx_port, frames, verdicts);
+        }
+        let (services, changes) = (&mut self.st.services, &mut self.st.changes);
+        self.st.shard.sweep(now, SWEEP_SLOTS_PER_BURST, |r| {
+            forget(services, changes, &r)
+        });
+    }
+
+    /// One frame (a burst of one).
+    pub fn process<F: Frame>(&mut self, now: u32, rx_port: u16, frame: &mut F) -> Verdict {
+        let mut v = [Verdict::ToControl];
+        self.process_burst(now, rx_port, std::slice::from_mut(frame), &mut v);
+        v[0]
+    }
+
+    fn process_chunk<F: Frame>(
+        &mut self,
+        now: u32,
+        rx_port: u16,
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+    ) {
+        let snap = &*self.snap;
+        let st = &mut self.st;
+        let n = frames.len().min(verdicts.len()).min(MAX_BURST);
+        // Pass 1: parse, classify, and prefetch the affinity buckets.
+        let mut rx_bytes = 0u64;
+        let mut hashes = [None; MAX_BURST];
+        for (i, (frame, plan)) in frames[..n].iter().zip(self.plans.iter_mut()).enumerate() {
+            let bytes = frame.bytes();
+            rx_bytes += bytes.len() as u64;
+            let hash = st.plan(snap, rx_port, bytes, plan);
+            if let Some(h) = hash {
+                st.shard.prefetch(h);
+            }
+            if let Some(slot) = hashes.get_mut(i) {
+                *slot = hash;
+            }
+            // Second stage, ENTRY_AHEAD packets behind: that bucket has had time to arrive.
+            if let Some(Some(h)) = i.checked_sub(ENTRY_AHEAD).and_then(|j| hashes.get(j)) {
+                st.shard.prefetch_entry(*h);
+            }
+        }
+        st.counters.rx_packets += n as u64;
+        st.counters.rx_bytes += rx_bytes;
+        for h in hashes[n.saturating_sub(ENTRY_AHEAD)..n].iter().flatten() {
+            st.shard.prefetch_entry(*h);
+        }
+        // Pass 2: decide and rewrite.
+        let (mut tx_packets, mut tx_bytes) = (0u64, 0u64);
+        for ((frame, plan), verdict) in frames[..n].iter_mut().zip(&self.plans).zip(verdicts) {
+            let v = st.act(snap, now, plan, frame);
+            match v {
+                Verdict::Tx { .. } => {
+                    tx_packets += 1;
+                    tx_bytes += frame.bytes().len() as u64;
+                }
+                Verdict::ToControl => st.counters.to_control += 1,
+                Verdict::Drop(r) => st.counters.drop(r),
+            }
+            *verdict = v;
+        }
+        st.counters.tx_packets += tx_packets;
+        st.counters.tx_bytes += tx_bytes;
+    }
+}
+
+impl State {
+    /// No MAC for the next hop towards `dst`: remember it for the control plane, drop.
+    #[cold]
+    fn neighbor_miss(&mut self, dst: IpAddr) -> Verdict {
+        self.misses.push(dst);
+        Verdict::Drop(DropReason::NoNeighbor)
+    }
+
+    /// Pass 2: carries out one frame's plan (`parse` made it), in place.
+    #[inline]
+    fn act<F: Frame>(&mut self, snap: &Snapshot, now: u32, plan: &Plan, frame: &mut F) -> Verdict {
+        match *plan {
+            Plan::Drop(r) => Verdict::Drop(r),
+            Plan::ToControl => Verdict::ToControl,
+            Plan::ArpReply { interface, l3 } => {
+                self.counters.arp_replies += 1;
+                arp_reply(snap, interface, l3, frame)
+            }
+            Plan::NdAdvert {
+                interface,
+                l3,
+                router,
+            } => {
+                self.counters.nd_replies += 1;
+                nd_advert(snap, interface, l3, router, frame)
+            }
+            Plan::EchoReply { interface, l3 } => {
+                self.counters.echo_replies += 1;
+                echo_reply(snap, interface, l3, frame)
+            }
+            Plan::Flow(ref f) if f.direct => self.route(snap, now, f, frame),
+            Plan::Flow(ref f) => self.forward(snap, now, f, frame),
+            Plan::IcmpError(e) => self.forward_icmp_error(snap, now, e, frame),
+            Plan::Redirect(ref r) => self.redirect(snap, now, r, frame),
+            Plan::RoutedIcmp(r) => self.route_icmp(snap, now, r, frame),
+        }
+    }
+}
+
+#[inline(always)]
+fn affinity_key(client: IpAddr, service: u16) -> AffinityKey {
+    match client {
+        IpAddr::V4(a) => AffinityKey::from_v4(a, service),
+        IpAddr::V6(a) => AffinityKey::from_v6(&a, service),
+    }
+}
+
+fn wire_drop(e: wire::Error) -> DropReason {
+    match e {
+        wire::Error::Truncated => DropReason::Truncated,
+        wire::Error::BadHeader => DropReason::BadHeader,
+        wire::Error::BadLength => DropReason::BadLength,
+    }
+}
+
+/// The scheduler's hash of a client: over the address's own bytes (4 for IPv4), so it is the
+/// same on every appliance and in the capture generator.
+fn hash_client(client: IpAddr) -> u64 {
+    match client {
+        IpAddr::V4(a) => client_hash(&a.octets()),
+        IpAddr::V6(a) => client_hash(&a.octets()),
+    }
+}
+
+fn ipv4_at(b: &[u8], at: usize) -> Ipv4Addr {
+    let mut o = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        o.copy_from_slice(s);
+    }
+    Ipv4Addr::from(o)
+}
+
+fn ipv6_at(b: &[u8], at: usize) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    if let Some(s) = b.get(at..at + 16) {
+        o.copy_from_slice(s);
+    }
+    Ipv6Addr::from(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::craft::lab::{self, appliance_spec};
+    use crate::craft::{self, Ipv4Opts, L2, L4};
+    use crate::frame::VecFrame;
+    use crate::model::AffinitySpec;
+    use crate::nat::L4Checksum;
+    use parse::Flow;
+    use proptest::prelude::*;
+
+    fn worker() -> Worker {
+        // Building a snapshot builds its Maglev tables: once for all tests.
+        static SNAP: std::sync::OnceLock<Arc<Snapshot>> = std::sync::OnceLock::new();
+        let snap = SNAP.get_or_init(|| {
+            let spec = appliance_spec(AffinitySpec {
+                capacity: 4096,
+                max_unconfirmed: 1024,
+            });
+            Arc::new(Snapshot::build(spec, 1).unwrap())
+        });
+        Worker::new(Arc::clone(snap))
+    }
+
+    fn client4(i: u8) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 1, i)
+    }
+
+    fn client6(i: u8) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 2, 0, 0x64, 0, 0, 0, u16::from(i))
+    }
+
+    /// Client-side (port 0) frames: every kind of plan, and flows of both families.
+    fn from_clients() -> Vec<Vec<u8>> {
+        let l2 = L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC);
+        let esp = craft::esp_payload(0x1234, 1, 60);
+        fn udp(src: u16, dst: u16, payload: &[u8]) -> L4<'_> {
+            L4::Udp { src, dst, payload }
+        }
+        let mut v = Vec::new();
+        for i in 1..6 {
+            let l4 = udp(4500, 4500, &esp);
+            v.push(craft::ipv4(
+                &l2,
+                client4(i),
+                lab::VIP_V4,
+                &Ipv4Opts::default(),
+                &l4,
+            ));
+            v.push(craft::ipv6(&l2, &client6(i), &lab::VIP_V6, 64, &[], &l4));
+        }
+        let ttl1 = Ipv4Opts {
+            ttl: 1,
+            ..Ipv4Opts::default()
+        };
+        let hello = craft::tls_client_hello(Some("vpn.example.net"));
+        let tcp = L4::Tcp {
+            src: 50_000,
+            dst: 443,
+            seq: 1,
+            ack: 0,
+            flags: craft::tcp_flags::ACK,
+            payload: &hello,
+        };
+        v.push(craft::ipv4(
+            &l2,
+            client4(7),
+            lab::VIP_V4,
+            &ttl1,
+            &udp(4500, 4500, &esp),
+        ));
+        v.push(craft::ipv4(
+            &l2,
+            client4(8),
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &tcp,
+        ));
+        v.push(craft::ipv4(
+            &l2,
+            client4(9),
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &udp(9, 9, b"x"),
+        ));
+        let echo = L4::Icmpv4 {
+            msg_type: 8,
+            code: 0,
+            rest: 0x0001_0001,
+            payload: b"ping",
+        };
+        v.push(craft::ipv4(
+            &l2,
+            client4(10),
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &echo,
+        ));
+        let arp_l2 = L2::new(
+            lab::ROUTER_MAC,
+            crate::wire::ethernet::EthernetAddress::BROADCAST,
+        );
+        v.push(craft::arp(
+            &arp_l2,
+            1,
+            lab::ROUTER_MAC,
+            lab::ROUTER_V4,
+            crate::wire::ethernet::EthernetAddress([0; 6]),
+            lab::VIP_V4,
+        ));
+        // Spoofed source, not a VIP, garbage.
+        v.push(craft::ipv4(
+            &l2,
+            lab::VIP_V4,
+            lab::VIP_V4,
+            &Ipv4Opts::default(),
+            &udp(4500, 4500, &esp),
+        ));
+        v.push(craft::ipv4(
+            &l2,
+            client4(11),
+            client4(12),
+            &Ipv4Opts::default(),
+            &udp(4500, 4500, &esp),
+        ));
+        v.push(vec![0xff; 13]);
+        v
+    }
+
+    /// Gateway-side (port 1) frames: replies to some of the clients above, and strays.
+    fn from_gateways() -> Vec<Vec<u8>> {
+        let esp = craft::esp_payload(0x5678, 1, 60);
+        let l4 = L4::Udp {
+            src: 4500,
+            dst: 4500,
+            payload: &esp,
+        };
+        let mut v = Vec::new();
+        for g in 0..3 {
+            let l2 = L2::new(lab::GATEWAY_MACS[g], lab::BACKEND_PORT_MAC);
+            for i in 1..4 {
+                let c = client4(i);
+                v.push(craft::ipv4(
+                    &l2,
+                    lab::GATEWAYS_V4[g],
+                    c,
+                    &Ipv4Opts::default(),
+                    &l4,
+                ));
+                v.push(craft::ipv6(
+                    &l2,
+                    &lab::GATEWAYS_V6[g],
+                    &client6(i),
+                    64,
+                    &[],
+                    &l4,
+                ));
+            }
+        }
+        let l2 = L2::new(lab::GATEWAY_MACS[0], lab::BACKEND_PORT_MAC);
+        let stranger = Ipv4Addr::new(198, 19, 0, 99);
+        v.push(craft::ipv4(
+            &l2,
+            stranger,
+            client4(1),
+            &Ipv4Opts::default(),
+            &l4,
+        ));
+        v
+    }
+
+    /// Runs `frames` through `w` as bursts on `port`, returning verdicts and output bytes.
+    fn run_burst(w: &mut Worker, port: u16, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+        let mut out = Vec::new();
+        for chunk in frames.chunks(MAX_BURST) {
+            let mut f: Vec<VecFrame> = chunk.iter().map(|b| VecFrame::new(b)).collect();
+            let mut v = vec![Verdict::ToControl; f.len()];
+            w.process_burst(100, port, &mut f, &mut v);
+            out.extend(v.into_iter().zip(f.iter().map(|f| f.bytes().to_vec())));
+        }
+        out
+    }
+
+    fn run_single(w: &mut Worker, port: u16, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+        frames
+            .iter()
+            .map(|b| {
+                let mut f = VecFrame::new(b);
+                let v = w.process(100, port, &mut f);
+                (v, f.bytes().to_vec())
+            })
+            .collect()
+    }
+
+    fn forwarded(results: &[(Verdict, Vec<u8>)]) -> usize {
+        results
+            .iter()
+            .filter(|(v, _)| matches!(v, Verdict::Tx { .. }))
+            .count()
+    }
+
+    /// The two passes and the prefetch stages change nothing: a burst gives what the same
+    /// frames give one at a time (verdicts, bytes, counters, table).
+    #[test]
+    fn a_burst_is_the_frames_one_by_one() {
+        let (mut a, mut b) = (worker(), worker());
+        let clients = from_clients();
+        let gateways = from_gateways();
+        let ra = run_burst(&mut a, 0, &clients);
+        let rb = run_single(&mut b, 0, &clients);
+        assert_eq!(ra, rb);
+        // 10 flows, the TLS client, the echo reply, the ARP reply.
+        assert_eq!(forwarded(&ra), 13);
+        let ra = run_burst(&mut a, 1, &gateways);
+        let rb = run_single(&mut b, 1, &gateways);
+        assert_eq!(ra, rb);
+        assert_eq!(forwarded(&ra), 18, "mismatched gateways are forwarded too");
+        assert_eq!(a.counters(), b.counters());
+        assert_eq!(a.affinity().len(), b.affinity().len());
+        assert_eq!(a.active_clients(), b.active_clients());
+        let c = a.counters();
+        assert_eq!(c.dropped(DropReason::TtlExpired), 1);
+        assert_eq!(c.dropped(DropReason::BadSource), 1);
+        assert_eq!(c.dropped(DropReason::NotAVip), 1);
+        assert_eq!(c.dropped(DropReason::NoService), 1);
+        assert_eq!(c.dropped(DropReason::UnknownSource), 1);
+        assert_eq!(c.dropped(DropReason::Truncated), 1);
+    }
+
+    /// The HA peer's view: a master's recorded changes, applied to a backup worker, give the
+    /// backup the master's table (clients, gateways, confirmation, active counts), and a
+    /// client's later packets cost no change until its expiry moves by a refresh step.
+    #[test]
+    fn recorded_changes_rebuild_the_table_on_a_peer() {
+        fn table(w: &Worker) -> Vec<(AffinityKey, u16, bool)> {
+            let mut t: Vec<_> = w
+                .affinity()
+                .iter()
+                .map(|(k, v)| (k, v.gateway, v.confirmed))
+                .collect();
+            t.sort_by_key(|(k, _, _)| (k.client, k.service));
+            t
+        }
+        fn ship(master: &mut Worker, backup: &mut Worker) -> usize {
+            let mut changes = Vec::new();
+            assert_eq!(master.drain_changes(|c| changes.push(c)), 0);
+            for c in &changes {
+                assert!(backup.apply_synced(100, c));
+            }
+            changes.len()
+        }
+        let (mut master, mut backup) = (worker(), worker());
+        master.record_changes(1024);
+        run_burst(&mut master, 0, &from_clients());
+        assert!(ship(&mut master, &mut backup) > 0);
+        assert_eq!(table(&backup), table(&master));
+        // Gateways answer: confirmations travel.
+        run_burst(&mut master, 1, &from_gateways());
+        assert!(ship(&mut master, &mut backup) > 0);
+        assert_eq!(table(&backup), table(&master));
+        assert!(table(&backup).iter().any(|(_, _, confirmed)| *confirmed));
+        assert_eq!(backup.active_clients(), master.active_clients());
+        // The same packets again, same second: nothing new.
+        run_burst(&mut master, 0, &from_clients());
+        assert_eq!(ship(&mut master, &mut backup), 0);
+        // A flush travels as deletes; the backup records nothing of its own.
+        let n = master.flush_affinity(Some(IpAddr::V4(client4(1))));
+        assert!(n > 0);
+        assert_eq!(ship(&mut master, &mut backup), n);
+        assert_eq!(table(&backup), table(&master));
+        assert_eq!(backup.active_clients(), master.active_clients());
+        assert_eq!(
+            backup.drain_changes(|_| panic!("a backup records nothing")),
+            0
+        );
+    }
+
+    #[test]
+    fn a_flow_plan_keeps_the_client_address() {
+        let key = AffinityKey::from_v4(client4(7), 3);
+        let f = Flow {
+            hash: key.hash(),
+            key,
+            at: 14,
+            end: 50,
+            l4_csum: L4Checksum::None,
+            service: 3,
+            gateway: 0,
+            inbound: true,
+            direct: false,
+            v6: false,
+        };
+        assert_eq!(f.client(), IpAddr::V4(client4(7)));
+        let key = AffinityKey::from_v6(&client6(7), 3);
+        let f = Flow { key, v6: true, ..f };
+        assert_eq!(f.client(), IpAddr::V6(client6(7)));
+        // An IPv4-mapped IPv6 client stays IPv6.
+        let mapped: Ipv6Addr = "::ffff:198.18.1.7".parse().unwrap();
+        let f = Flow {
+            key: AffinityKey::from_v6(&mapped, 3),
+            ..f
+        };
+        assert_eq!(f.client(), IpAddr::V6(mapped));
+    }
+
+    proptest! {
+        /// Damaged frames never panic, and bursts still equal single frames.
+        #[test]
+        fn damaged_bursts_are_the_frames_one_by_one(
+            port in 0u16..2,
+            picks in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>(), 0usize..80), 1..48),
+        ) {
+            let templates = if port == 0 { from_clients() } else { from_gateways() };
+            let frames: Vec<Vec<u8>> = picks
+                .iter()
+                .map(|(t, at, byte, cut)| {
+                    let mut f = t.get(&templates).clone();
+                    let i = at.index(f.len());
+                    f[i] = *byte;
+                    f.truncate(f.len().saturating_sub(*cut % 8 * (*cut / 8 % 2)));
+                    f
+                })
+                .collect();
+            let (mut a, mut b) = (worker(), worker());
+            prop_assert_eq!(run_burst(&mut a, port, &frames), run_single(&mut b, port, &frames));
+            prop_assert_eq!(a.counters(), b.counters());
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Redirect mode (RFC 5685): an IKE_SA_INIT answered in place with a REDIRECT to a gateway.
+
+use crate::pipeline::flow::forget;
+use crate::pipeline::hash_client;
+use crate::pipeline::ipv4_at;
+use crate::pipeline::ipv6_at;
+use crate::pipeline::parse::Flow;
+use crate::pipeline::parse::Redirect;
+use crate::pipeline::slow::answer::answer_mac;
+use crate::pipeline::slow::answer::reply_l2;
+use crate::pipeline::State;
+use crate::pipeline::Verdict;
+use std::net::IpAddr;
+
+use crate::affinity::Lookup;
+use crate::counters::DropReason;
+use crate::frame::Frame;
+use crate::model::Snapshot;
+use crate::redirect::{self, Choice, Fallback};
+use crate::schedule::GatewayState;
+use crate::wire::{self, ip_proto};
+
+/// Writes the REDIRECT answer to the request `r` over it: IP (without options or extension
+/// headers) and UDP headers back to the client, from the VIP and the IKE port, and the IKE
+/// response; the frame is cut to the answer's length. Nothing is answered (and the frame is
+/// left as it is) for a request with a bad UDP checksum or one shorter than its answer.
+pub(in crate::pipeline) fn answer_redirect<F: Frame>(
+    frame: &mut F,
+    r: &Redirect,
+    gateway: IpAddr,
+) -> Result<(), DropReason> {
+    let f = &r.flow;
+    let (at, udp_at) = (f.at, usize::from(r.udp_at));
+    let ike_len = usize::from(r.request.len);
+    let ike_at = udp_at + 8;
+    let udp_end = ike_at + ike_len;
+    let bytes = frame.bytes_mut();
+    if udp_end > f.end || udp_end > bytes.len() {
+        return Err(DropReason::Truncated);
+    }
+    let (client, vip) = if f.v6 {
+        (
+            IpAddr::V6(ipv6_at(bytes, at + 8)),
+            IpAddr::V6(ipv6_at(bytes, at + 24)),
+        )
+    } else {
+        (
+            IpAddr::V4(ipv4_at(bytes, at + 12)),
+            IpAddr::V4(ipv4_at(bytes, at + 16)),
+        )
+    };
+    let udp_len = (8 + ike_len) as u16;
+    let request_csum = u16::from_be_bytes([bytes[udp_at + 6], bytes[udp_at + 7]]);
+    let pseudo = pseudo_header(vip, client, udp_len);
+    // IPv4 allows "no checksum" (0); otherwise the sum over the datagram must be all ones.
+    let csum_ok = (!f.v6 && request_csum == 0)
+        || wire::checksum::fold(wire::checksum::sum(pseudo, &bytes[udp_at..udp_end])) == 0xffff;
+    if !csum_ok {
+        return Err(DropReason::MalformedIkeSaInit);
+    }
+    let (client_port, vip_port) = (
+        u16::from_be_bytes([bytes[udp_at], bytes[udp_at + 1]]),
+        u16::from_be_bytes([bytes[udp_at + 2], bytes[udp_at + 3]]),
+    );
+    let n = redirect::write_response(&mut bytes[ike_at..udp_end], &r.request, gateway)
+        .ok_or(DropReason::MalformedIkeSaInit)?;
+    let ip_len = if f.v6 { 40 } else { 20 };
+    let new_udp_at = at + ip_len;
+    bytes.copy_within(ike_at..ike_at + n, new_udp_at + 8);
+    let udp_len = (8 + n) as u16;
+    let ip = &mut bytes[at..new_udp_at];
+    match (vip, client) {
+        (IpAddr::V4(vip), IpAddr::V4(client)) => {
+            ip[0] = 0x45;
+            ip[1] = 0;
+            ip[2..4].copy_from_slice(&(ip_len as u16 + udp_len).to_be_bytes());
+            ip[4..6].fill(0); // identification: not fragmented
+            ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+            ip[8] = 64;
+            ip[9] = ip_proto::UDP;
+            ip[10..12].fill(0);
+            ip[12..16].copy_from_slice(&vip.octets());
+            ip[16..20].copy_from_slice(&client.octets());
+            let c = wire::checksum::checksum(ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        (IpAddr::V6(vip), IpAddr::V6(client)) => {
+            ip[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
+            ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
+            ip[6] = ip_proto::UDP;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&vip.octets());
+            ip[24..40].copy_from_slice(&client.octets());
+        }
+        _ => return Err(DropReason::BadHeader),
+    }
+    let udp = &mut bytes[new_udp_at..new_udp_at + 8 + n];
+    udp[0..2].copy_from_slice(&vip_port.to_be_bytes());
+    udp[2..4].copy_from_slice(&client_port.to_be_bytes());
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    udp[6..8].fill(0);
+    let c = !wire::checksum::fold(wire::checksum::sum(
+        pseudo_header(vip, client, udp_len),
+        udp,
+    ));
+    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    if frame.truncate(new_udp_at + 8 + n) {
+        Ok(())
+    } else {
+        Err(DropReason::Truncated)
+    }
+}
+
+/// The UDP pseudo-header sum for a datagram from `src` to `dst`.
+pub(in crate::pipeline) fn pseudo_header(src: IpAddr, dst: IpAddr, udp_len: u16) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            wire::checksum::pseudo_header_v4(s, d, ip_proto::UDP, udp_len)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            wire::checksum::pseudo_header_v6(&s, &d, ip_proto::UDP, u32::from(udp_len))
+        }
+        _ => 0,
+    }
+}
+
+impl State {
+    /// Answers an IKE_SA_INIT request with a REDIRECT to the least-loaded gateway (or the one
+    /// the client already has), in place; forwards it in NAT mode when no gateway can be named.
+    #[inline(never)]
+    pub(in crate::pipeline) fn redirect<F: Frame>(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        r: &Redirect,
+        frame: &mut F,
+    ) -> Verdict {
+        let f = &r.flow;
+        let svc = &snap.services[usize::from(f.service)];
+        let target = self.redirect_target(snap, now, f).and_then(|g| {
+            match svc.family(f.v6).gateways.get(usize::from(g)) {
+                Some(&Some((addr, _))) => Some((g, addr)),
+                _ => None,
+            }
+        });
+        let Some((gateway, gateway_addr)) = target else {
+            self.counters.services[usize::from(f.service)].fallback(Fallback::NoGatewayAddress);
+            return self.forward(snap, now, f, frame);
+        };
+        let Some(vip) = svc.vip(f.v6) else {
+            return Verdict::Drop(DropReason::NoService);
+        };
+        if let Err(reason) = answer_redirect(frame, r, gateway_addr) {
+            if reason == DropReason::MalformedIkeSaInit {
+                self.counters.services[usize::from(f.service)].malformed_ike_sa_init += 1;
+            }
+            return Verdict::Drop(reason);
+        }
+        let key = f.key.direct();
+        self.remember_direct(svc, now, key, key.hash(), gateway);
+        snap.loads.count_redirect(f.service, gateway);
+        self.counters.gateways[usize::from(f.service)][usize::from(gateway)].redirects += 1;
+        let mac = answer_mac(snap, r.interface, vip);
+        reply_l2(snap, frame, r.interface, mac)
+    }
+
+    /// The gateway to redirect a client to: the one its redirected (direct) entry names, else
+    /// the one its NAT-mode entry names (all of a client's flows on one gateway), if that
+    /// gateway is not down and has an address of the client's family; else the eligible
+    /// gateway with the least load per weight.
+    pub(in crate::pipeline) fn redirect_target(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        f: &Flow,
+    ) -> Option<u16> {
+        let fam = snap.services[usize::from(f.service)].family(f.v6);
+        let addressed = |g: u16| matches!(fam.gateways.get(usize::from(g)), Some(Some(_)));
+        for key in [f.key.direct(), f.key] {
+            match self.shard.lookup(&key, key.hash(), now) {
+                Lookup::Hit(e) => {
+                    let g = e.value().gateway;
+                    let up = fam
+                        .candidates
+                        .get(usize::from(g))
+                        .is_some_and(|c| c.state != GatewayState::Down);
+                    if up && addressed(g) {
+                        return Some(g);
+                    }
+                }
+                Lookup::Expired(r) => forget(&mut self.services, &mut self.changes, &r),
+                Lookup::Miss => {}
+            }
+        }
+        let choices = fam.candidates.iter().enumerate().map(|(i, c)| {
+            let gateway = u16::try_from(i).unwrap_or(u16::MAX);
+            Choice {
+                gateway,
+                weight: c.weight,
+                eligible: c.eligible() && addressed(gateway),
+            }
+        });
+        let start = hash_client(f.client()) as usize;
+        redirect::least_loaded(choices, |g| snap.loads.load(f.service, g), start)
+    }
+}

@@ -1,0 +1,94 @@
+//! Redirected clients' traffic to and from their gateways' own addresses: routed, not
+//! translated.
+
+use crate::pipeline::fast::client_side_hop;
+use crate::pipeline::fast::emit_l2;
+use crate::pipeline::fast::rewrite_flow;
+use crate::pipeline::fast::ttl_allows;
+use crate::pipeline::flow::forget;
+use crate::pipeline::parse::Flow;
+use crate::pipeline::State;
+use crate::pipeline::Verdict;
+
+use crate::affinity::Lookup;
+use crate::changes::refresh_is_news;
+use crate::counters::DropReason;
+use crate::frame::Frame;
+use crate::model::Snapshot;
+use crate::nat::Side;
+
+impl State {
+    /// Routes a redirected client's packet to its gateway's own address, or the gateway's
+    /// packet back to it: TTL decremented, addresses untouched. A gateway's packet whose
+    /// client has no direct entry for it is a NAT-mode client's, and is translated.
+    #[inline(never)]
+    pub(in crate::pipeline) fn route<F: Frame>(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        f: &Flow,
+        frame: &mut F,
+    ) -> Verdict {
+        let svc = &snap.services[usize::from(f.service)];
+        if !ttl_allows(frame, f) {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let Some(&Some((gateway_addr, gateway_hop))) =
+            svc.family(f.v6).gateways.get(usize::from(f.gateway))
+        else {
+            return Verdict::Drop(DropReason::NoGateway);
+        };
+        let (side, hop) = if f.inbound {
+            self.remember_direct(svc, now, f.key, f.hash, f.gateway);
+            let Some(hop) = gateway_hop else {
+                return self.neighbor_miss(gateway_addr);
+            };
+            (Side::Dst, hop)
+        } else {
+            match self.shard.lookup(&f.key, f.hash, now) {
+                Lookup::Hit(mut e) if e.value().gateway == f.gateway => {
+                    let v = e.value();
+                    let expires_at = now.saturating_add(svc.spec.persistence_timeout_s);
+                    let confirmed = e.confirm();
+                    e.refresh(now, expires_at);
+                    if confirmed || refresh_is_news(v.expires_at, expires_at) {
+                        self.changes.upsert(f.key, f.gateway, true, expires_at);
+                    }
+                }
+                other => {
+                    if let Lookup::Expired(r) = other {
+                        forget(&mut self.services, &mut self.changes, &r);
+                    }
+                    let key = f.key.nat();
+                    let nat = Flow {
+                        key,
+                        hash: key.hash(),
+                        direct: false,
+                        ..*f
+                    };
+                    return self.forward(snap, now, &nat, frame);
+                }
+            }
+            let client = f.client();
+            match client_side_hop(snap, client) {
+                Ok(h) => (Side::Src, h),
+                Err(DropReason::NoNeighbor) => return self.neighbor_miss(client),
+                Err(r) => return Verdict::Drop(r),
+            }
+        };
+        // The address "changes" to itself: one TTL update, the checksums stay right.
+        let ip_len = match rewrite_flow(frame, f, side, gateway_addr) {
+            Ok(n) => n,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(f.gateway)];
+        if f.inbound {
+            c.routed_to_gateway_packets += 1;
+            c.routed_to_gateway_bytes += ip_len;
+        } else {
+            c.routed_from_gateway_packets += 1;
+            c.routed_from_gateway_bytes += ip_len;
+        }
+        emit_l2(snap, frame, f.at, hop, f.v6)
+    }
+}
