@@ -6,7 +6,7 @@
 //! * [`Eal`]: `rte_eal_init`, once per process ([`EalArgs`] builds the arguments);
 //! * [`lcore`]: lcore id, thread registration, TSC;
 //! * [`Mempool`], [`Mbuf`] (a [`dataplane::frame::Frame`]), [`Burst`] (32 mbufs, no
-//!   allocation);
+//!   allocation), [`FreeBatch`] (mbufs freed together);
 //! * [`Port`] (info, configure with RSS / checksum offloads, start/stop, stats) and its
 //!   [`RxQueue`] / [`TxQueue`];
 //! * [`Ring`] for hand-off between workers.
@@ -27,7 +27,7 @@ mod mempool;
 mod port;
 mod ring;
 
-pub use burst::{Burst, Drain, BURST_SIZE};
+pub use burst::{Burst, Drain, FreeBatch, BURST_SIZE};
 pub use eal::{Eal, EalArgs};
 pub use error::{DpdkError, Result};
 pub use mbuf::{L4Checksum, Mbuf, RxChecksum, TxChecksum};

@@ -15,9 +15,9 @@ use dataplane::craft::{self, lab, Ipv4Opts, L2, L4};
 use dataplane::frame::Frame;
 use dataplane::io::pcap::{PcapReader, PcapWriter};
 use dpdk::{
-    lcore, Burst, DpdkError, Eal, EalArgs, L4Checksum, Mbuf, Mempool, Port, PortConfig, Ring,
-    RssMode, RssStatus, RssUnavailable, RxChecksum, TxChecksum, BURST_SIZE, DEFAULT_DATA_ROOM,
-    MBUF_HEADROOM, SOCKET_ANY,
+    lcore, Burst, DpdkError, Eal, EalArgs, FreeBatch, L4Checksum, Mbuf, Mempool, Port, PortConfig,
+    Ring, RssMode, RssStatus, RssUnavailable, RxChecksum, TxChecksum, BURST_SIZE,
+    DEFAULT_DATA_ROOM, MBUF_HEADROOM, SOCKET_ANY,
 };
 
 struct Env {
@@ -271,6 +271,40 @@ fn mempool_and_burst_accounting() {
             ..
         })
     ));
+}
+
+#[test]
+fn free_batch_takes_every_mbuf_and_frees_them_together() {
+    let p = pool("freebatch", 128);
+    let mut batch = FreeBatch::new();
+    assert!(batch.is_empty());
+    batch.free();
+    for seq in 0..BURST_SIZE as u32 {
+        batch.add(numbered(&p, seq));
+    }
+    assert_eq!(batch.len(), BURST_SIZE);
+    assert_eq!(p.in_use_count(), BURST_SIZE as u32);
+    // Full: the next one frees the batch first, then waits alone.
+    batch.add(numbered(&p, 99));
+    assert_eq!(batch.len(), 1);
+    assert_eq!(p.in_use_count(), 1);
+    batch.free();
+    assert!(batch.is_empty());
+    assert_full(&p);
+    // Mbufs of two pools in one batch go back to their own pools.
+    let other = pool("freebatch2", 64);
+    for seq in 0..10 {
+        batch.add(numbered(&p, seq));
+        batch.add(numbered(&other, seq));
+    }
+    assert_eq!((p.in_use_count(), other.in_use_count()), (10, 10));
+    batch.free();
+    assert_full(&p);
+    assert_full(&other);
+    // Dropping the batch frees what it holds.
+    batch.add(numbered(&p, 1));
+    drop(batch);
+    assert_full(&p);
 }
 
 #[test]
