@@ -224,6 +224,44 @@ pub fn classify<'a>(view: &L4View<'a>, ports: &PortPlan) -> Classified<'a> {
     }
 }
 
+/// The class of the traffic every worker sees most (ESP in UDP, keepalives, raw ESP,
+/// fragments), decided in a few instructions: `Some(c)` exactly when [`classify`] would say `c`
+/// with no detail a caller counts (no ClientHello); `None` for the rest, which need
+/// [`classify`] itself.
+#[inline(always)]
+pub fn common_class(view: &L4View<'_>, ports: &PortPlan) -> Option<Class> {
+    if view.non_first_fragment {
+        return Some(Class::Fragment);
+    }
+    let payload = view.payload;
+    match view.protocol {
+        ip_proto::ESP => Some(match esp_spi(payload, payload.len()) {
+            Some(_) => Class::Esp,
+            None => Class::Other,
+        }),
+        // Only on a NAT-T port that is neither the IKE nor the DTLS port: `classify` tries
+        // those first.
+        ip_proto::UDP
+            if view.server_port == ports.natt
+                && view.server_port != ports.ike
+                && view.server_port != ports.dtls =>
+        {
+            if payload == [0xff] && view.datagram_len == 1 {
+                return Some(Class::NattKeepalive);
+            }
+            match payload.first_chunk::<4>() {
+                // Behind the non-ESP marker: IKE, for the full classifier.
+                Some(&[0, 0, 0, 0]) => None,
+                _ => Some(match esp_spi(payload, view.datagram_len) {
+                    Some(_) => Class::EspInUdp,
+                    None => Class::Other,
+                }),
+            }
+        }
+        _ => None,
+    }
+}
+
 fn classify_udp<'a>(view: &L4View<'a>, ports: &PortPlan) -> Classified<'a> {
     let (port, payload, datagram_len) = (view.server_port, view.payload, view.datagram_len);
     if port == ports.ike {
@@ -885,6 +923,53 @@ mod tests {
                 Detail::Tls { .. } => c.class == Class::Tls,
             };
             prop_assert!(consistent);
+        }
+
+        #[test]
+        fn common_class_agrees_with_classify(
+            protocol in prop::sample::select(vec![0u8, 6, 17, 50, 51]),
+            port in prop::sample::select(vec![0u16, 443, 500, 4500, 8443]),
+            plan in prop::sample::select(vec![
+                PortPlan::default(),
+                PortPlan { ike: 4500, natt: 4500, dtls: 443, tls: 443 },
+                PortPlan { ike: 500, natt: 4500, dtls: 4500, tls: 443 },
+            ]),
+            head in prop::sample::select(vec![vec![], vec![0xff], vec![0, 0, 0, 0], vec![0, 0, 0, 1]]),
+            tail in proptest::collection::vec(any::<u8>(), 0..40),
+            extra in 0usize..20,
+            frag in any::<bool>(),
+        ) {
+            let payload = [head, tail].concat();
+            let v = L4View {
+                protocol,
+                server_port: port,
+                payload: &payload,
+                datagram_len: if protocol == ip_proto::UDP { payload.len() + extra } else { payload.len() },
+                non_first_fragment: frag,
+            };
+            let full = classify(&v, &plan);
+            if let Some(class) = common_class(&v, &plan) {
+                prop_assert_eq!(class, full.class);
+                // Nothing a caller counts beyond the class.
+                let counted = matches!(
+                    full.detail,
+                    Detail::Tls { client_hello: true, .. } | Detail::Dtls { client_hello: true }
+                );
+                prop_assert!(!counted);
+            }
+        }
+
+        #[test]
+        fn common_class_knows_the_usual_traffic(
+            spi in 1u32..,
+            rest in proptest::collection::vec(any::<u8>(), 4..200),
+        ) {
+            let esp = [spi.to_be_bytes().to_vec(), rest].concat();
+            let plan = PortPlan::default();
+            prop_assert_eq!(common_class(&udp(4500, &esp), &plan), Some(Class::EspInUdp));
+            prop_assert_eq!(common_class(&udp(4500, &[0xff]), &plan), Some(Class::NattKeepalive));
+            let raw = L4View { protocol: ip_proto::ESP, server_port: 0, payload: &esp, datagram_len: esp.len(), non_first_fragment: false };
+            prop_assert_eq!(common_class(&raw, &plan), Some(Class::Esp));
         }
 
         #[test]

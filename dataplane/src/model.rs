@@ -440,6 +440,49 @@ impl InterfaceView {
     }
 }
 
+/// An untagged interface as the fast path sees a frame arrive on it: which interface, its
+/// role, and the destination MACs that make a unicast frame ours, as integers.
+#[derive(Clone, Copy, Debug)]
+pub struct Ingress {
+    pub interface: u16,
+    pub role: Role,
+    /// The port's MAC and, on an HA master, the two virtual MACs (else the port's MAC again).
+    macs: [u64; 3],
+}
+
+impl Ingress {
+    fn by_port(interfaces: &[InterfaceView]) -> Vec<Option<Ingress>> {
+        let ports = interfaces.iter().map(|i| usize::from(i.port) + 1).max();
+        let mut v = vec![None; ports.unwrap_or(0)];
+        for (id, itf) in interfaces.iter().enumerate() {
+            let (Vlan::Untagged, Ok(interface)) = (itf.vlan, u16::try_from(id)) else {
+                continue;
+            };
+            let (a, b) = itf.vmac.unwrap_or((itf.mac, itf.mac));
+            v[usize::from(itf.port)] = Some(Ingress {
+                interface,
+                role: itf.role,
+                macs: [mac_bits(itf.mac), mac_bits(a), mac_bits(b)],
+            });
+        }
+        v
+    }
+
+    /// Whether a frame to `dst` (as [`mac_bits`]) is unicast to this interface: exactly
+    /// [`InterfaceView::accepts_mac`] for a unicast `dst`, false for group addresses.
+    #[inline(always)]
+    pub fn accepts(&self, dst: u64) -> bool {
+        (dst == self.macs[0]) | (dst == self.macs[1]) | (dst == self.macs[2])
+    }
+}
+
+/// A MAC address as an integer (the six bytes, big-endian) for one-compare matching.
+#[inline(always)]
+pub fn mac_bits(mac: EthernetAddress) -> u64 {
+    let m = mac.0;
+    u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
+}
+
 /// How a route's next hop is found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Via {
@@ -590,6 +633,8 @@ pub struct Snapshot {
     /// Index = interface id; scanned on ingress by (port, vlan) (a handful of entries: faster
     /// than hashing).
     interfaces: Vec<InterfaceView>,
+    /// Index = port: its untagged interface, for the fast path's ingress check (no scan).
+    untagged: Vec<Option<Ingress>>,
     v4: FamilyTables<u32>,
     v6: FamilyTables<u128>,
     /// The gateways' loads for redirects: shared with the control thread, and carried from
@@ -783,11 +828,13 @@ impl Snapshot {
         }
         set_routes(&routes, &mut v4, &mut v6);
         let loads = Arc::new(LoadBoard::new(load_layout(&spec)));
+        let untagged = Ingress::by_port(&interfaces);
         Ok(Snapshot {
             generation,
             spec,
             services,
             interfaces,
+            untagged,
             v4,
             v6,
             loads,
@@ -812,6 +859,12 @@ impl Snapshot {
             .iter()
             .position(|t| t.port == port && t.vlan == vlan)
             .and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// The untagged interface on `port`, as the fast path checks ingress frames against it.
+    #[inline(always)]
+    pub fn untagged_ingress(&self, port: u16) -> Option<&Ingress> {
+        self.untagged.get(usize::from(port))?.as_ref()
     }
 
     #[inline]

@@ -1,10 +1,12 @@
 //! The common case: established client <-> gateway traffic, translated (address and TTL in one
 //! checksum update) and given its new Ethernet header.
 
-use crate::pipeline::parse::Flow;
-use crate::pipeline::State;
-use crate::pipeline::Verdict;
 use std::net::IpAddr;
+
+use crate::changes::refresh_is_news;
+use crate::pipeline::parse::Flow;
+use crate::pipeline::{State, Verdict};
+use crate::schedule::GatewayState;
 
 use crate::counters::DropReason;
 use crate::frame::Frame;
@@ -90,7 +92,9 @@ pub(super) fn emit_l2<F: Frame>(
 }
 
 impl State {
-    #[inline]
+    /// A NAT-mode flow's packet (pass 2): through the fast path when its client is
+    /// established, else [`State::translate`].
+    #[inline(always)]
     pub(super) fn forward<F: Frame>(
         &mut self,
         snap: &Snapshot,
@@ -98,50 +102,105 @@ impl State {
         f: &Flow,
         frame: &mut F,
     ) -> Verdict {
-        let svc = &snap.services[usize::from(f.service)];
-        // Checked before the table is touched: an expiring packet neither creates nor refreshes
-        // an entry. The TTL itself changes with the address, below, in one checksum update.
-        if !ttl_allows(frame, f) {
-            return Verdict::Drop(DropReason::TtlExpired);
+        match self.forward_established(snap, now, f, frame) {
+            Some(v) => v,
+            None => self.translate(snap, now, f, frame),
         }
-        let (gateway, new_addr, side, hop) = if f.inbound {
-            let gateway = match self.client_gateway(snap, now, f) {
-                Ok(g) => g,
-                Err(r) => return Verdict::Drop(r),
+    }
+
+    /// The fast path: a client with a live entry whose gateway is not down, both next hops
+    /// resolved. Key → entry → address and TTL in one checksum update → Ethernet header.
+    /// `None`, having changed nothing, for anything else ([`State::translate`] takes it), so
+    /// that what it does is exactly what `translate` would have done.
+    #[inline(always)]
+    fn forward_established<F: Frame>(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        f: &Flow,
+        frame: &mut F,
+    ) -> Option<Verdict> {
+        let svc = snap.services.get(usize::from(f.service))?;
+        let spec = &svc.spec;
+        let fam = svc.family(f.v6);
+        let mut entry = self.shard.live(&f.key, f.hash, now)?;
+        let value = entry.value();
+        let (gateway, new_addr, side, hop, confirming) = if f.inbound {
+            let gateway = value.gateway;
+            let up = fam
+                .candidates
+                .get(usize::from(gateway))
+                .is_some_and(|c| c.state != GatewayState::Down);
+            let &Some((gw_addr, Some(hop))) = fam.gateways.get(usize::from(gateway))? else {
+                return None;
             };
-            let fam = svc.family(f.v6);
-            let Some(&Some((gw_addr, hop))) = fam.gateways.get(usize::from(gateway)) else {
-                return Verdict::Drop(DropReason::NoGateway);
-            };
-            let Some(hop) = hop else {
-                return self.neighbor_miss(gw_addr);
-            };
-            (gateway, gw_addr, Side::Dst, hop)
+            if !up {
+                return None;
+            }
+            (gateway, gw_addr, Side::Dst, hop, false)
         } else {
-            self.gateway_seen(snap, now, f, f.gateway);
-            let Some(vip) = svc.vip(f.v6) else {
-                return Verdict::Drop(DropReason::NoService);
-            };
-            let client = f.client();
-            let hop = match client_side_hop(snap, client) {
-                Ok(h) => h,
-                Err(DropReason::NoNeighbor) => return self.neighbor_miss(client),
-                Err(r) => return Verdict::Drop(r),
-            };
-            (f.gateway, vip, Side::Src, hop)
+            if value.gateway != f.gateway {
+                return None;
+            }
+            let vip = svc.vip(f.v6)?;
+            let hop = client_side_hop(snap, f.client()).ok()?;
+            (f.gateway, vip, Side::Src, hop, true)
         };
-        let ip_len = match rewrite_flow(frame, f, side, new_addr) {
-            Ok(n) => n,
-            Err(r) => return Verdict::Drop(r),
+        let itf = snap.interface_view(hop.interface);
+        let bytes = frame.bytes_mut();
+        if f.at != ETH_LEN || itf.vlan != Vlan::Untagged || f.end > bytes.len() {
+            return None;
+        }
+        let (eth, rest) = bytes.split_at_mut(ETH_LEN);
+        let ip = &mut rest[..f.end - ETH_LEN];
+        // The TTL, checked before the entry is touched (an expiring packet neither creates
+        // nor refreshes one); it changes with the address below, in one checksum update.
+        if !nat::ttl_allows_forwarding(ip, f.v6) {
+            return None;
+        }
+        // Committed: the entry is refreshed (confirmed by its gateway's traffic), as
+        // `client_gateway` and `gateway_seen` do for a live entry.
+        let timeout = if confirming || value.confirmed {
+            spec.persistence_timeout_s
+        } else {
+            spec.unconfirmed_timeout_s
         };
+        let expires_at = now.saturating_add(timeout);
+        let confirmed_now = confirming && entry.confirm();
+        entry.refresh(now, expires_at);
+        if confirmed_now || refresh_is_news(value.expires_at, expires_at) {
+            let confirmed = confirming || value.confirmed;
+            self.changes.upsert(f.key, gateway, confirmed, expires_at);
+        }
+        let forwarded = match new_addr {
+            IpAddr::V4(a) => nat::forward_v4(ip, side, a, f.l4_csum),
+            IpAddr::V6(a) => nat::forward_v6(ip, side, &a, f.l4_csum),
+        };
+        if !forwarded {
+            return Some(Verdict::Drop(DropReason::TtlExpired));
+        }
+        let ip_len = ip.len() as u64;
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(gateway)];
-        if side == Side::Dst {
+        if f.inbound {
             c.to_gateway_packets += 1;
             c.to_gateway_bytes += ip_len;
         } else {
             c.from_gateway_packets += 1;
             c.from_gateway_bytes += ip_len;
         }
-        emit_l2(snap, frame, f.at, hop, f.v6)
+        // Forwarded frames come from a VIP or go to clients through the gateways' next hop:
+        // the virtual MAC of an HA master, so switches keep it on the master's port.
+        let ethertype = if f.v6 {
+            ethertype::IPV6
+        } else {
+            ethertype::IPV4
+        };
+        eth[..6].copy_from_slice(&hop.mac.0);
+        eth[6..12].copy_from_slice(&itf.forward_mac(f.v6).0);
+        eth[12..].copy_from_slice(&ethertype.to_be_bytes());
+        Some(Verdict::Tx { port: itf.port })
     }
 }
+
+/// Length of an untagged Ethernet header: the fast path's frames arrive and leave untagged.
+const ETH_LEN: usize = 14;

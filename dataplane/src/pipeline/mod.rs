@@ -446,7 +446,7 @@ impl Worker {
         for (i, (frame, plan)) in frames[..n].iter().zip(self.plans.iter_mut()).enumerate() {
             let bytes = frame.bytes();
             rx_bytes += bytes.len() as u64;
-            let hash = st.plan(snap, rx_port, bytes, plan);
+            let hash = st.plan(snap, rx_port, bytes, frame.rx_ipv4_checksum_good(), plan);
             if let Some(h) = hash {
                 st.shard.prefetch(h);
             }

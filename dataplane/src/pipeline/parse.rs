@@ -10,18 +10,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::affinity::AffinityKey;
 use crate::classify::{self, Detail, L4View};
 use crate::counters::DropReason;
-use crate::model::{LocalKind, Role, ServiceMode, ServiceView, Snapshot};
+use crate::model::{Ingress, LocalKind, Role, ServiceMode, ServiceView, Snapshot};
 use crate::nat::L4Checksum;
 use crate::redirect::{self, Fallback, Inspection, SaInitRequest};
 use crate::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
 use crate::wire::ethernet::{ethertype, EthernetFrame};
 use crate::wire::icmp::{self, icmpv4_type};
 use crate::wire::icmpv6::{self, icmpv6_type, NdpNeighbor};
-use crate::wire::ip_proto;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::UdpPacket;
+use crate::wire::{self, ip_proto};
 
 /// A packet's addresses and layout, family-independent.
 #[derive(Clone, Copy, Debug)]
@@ -362,9 +362,9 @@ pub(super) fn is_icmp_error(bytes: &[u8], l3: &L3) -> bool {
 }
 
 #[inline(always)]
-pub(super) fn parse_v4(at: usize, payload: &[u8]) -> Result<L3, DropReason> {
+pub(super) fn parse_v4(at: usize, payload: &[u8], checked: bool) -> Result<L3, DropReason> {
     let ip = Ipv4Packet::new_checked(payload).map_err(wire_drop)?;
-    if !ip.verify_checksum() {
+    if !checked && !ip.verify_checksum() {
         return Err(DropReason::BadChecksum);
     }
     let hl = ip.header_len();
@@ -459,6 +459,119 @@ pub(super) fn transport<'a>(
     }
 }
 
+/// Length of an untagged Ethernet header.
+const ETH_LEN: usize = 14;
+
+/// An IPv4 header the fast path takes: no options, not a fragment, a TTL that allows
+/// forwarding, a total length that fits, a good checksum (`checked`: the NIC said so).
+/// Whatever `parse_v4` accepts with these properties, it parses to the same `L3`.
+#[inline(always)]
+fn common_v4(ip: &[u8], checked: bool) -> Option<L3> {
+    let h = ip.first_chunk::<20>()?;
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+    if h[0] != 0x45 || total < 20 || total > ip.len() || fragment || h[8] <= 1 {
+        return None;
+    }
+    if !checked && wire::checksum::checksum(h) != 0 {
+        return None;
+    }
+    let addr = |at: usize| Ipv4Addr::new(h[at], h[at + 1], h[at + 2], h[at + 3]);
+    Some(L3 {
+        v6: false,
+        at: ETH_LEN,
+        src: IpAddr::V4(addr(12)),
+        dst: IpAddr::V4(addr(16)),
+        protocol: h[9],
+        l4: Some(ETH_LEN + 20),
+        fragment: false,
+        end: ETH_LEN + total,
+    })
+}
+
+/// An IPv6 header the fast path takes: the transport header right after it (no extension
+/// headers), a hop limit that allows forwarding, a payload length that fits.
+#[inline(always)]
+fn common_v6(ip: &[u8]) -> Option<L3> {
+    let h = ip.first_chunk::<40>()?;
+    let end = 40 + usize::from(u16::from_be_bytes([h[4], h[5]]));
+    let transport = matches!(h[6], ip_proto::UDP | ip_proto::TCP | ip_proto::ESP);
+    if h[0] >> 4 != 6 || end > ip.len() || !transport || h[7] <= 1 {
+        return None;
+    }
+    let addr = |at: usize| {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&h[at..at + 16]);
+        Ipv6Addr::from(o)
+    };
+    Some(L3 {
+        v6: true,
+        at: ETH_LEN,
+        src: IpAddr::V6(addr(8)),
+        dst: IpAddr::V6(addr(24)),
+        protocol: h[6],
+        l4: Some(ETH_LEN + 40),
+        fragment: false,
+        end: ETH_LEN + end,
+    })
+}
+
+/// [`transport`] for the fast path's UDP, TCP and ESP (`None` for other protocols and for
+/// headers `transport` would refuse): the server-side port, checksum location and view.
+#[inline(always)]
+fn common_transport<'a>(
+    bytes: &'a [u8],
+    l3: &L3,
+    l4: usize,
+    inbound: bool,
+) -> Option<(u16, L4Checksum, L4View<'a>)> {
+    let seg = bytes.get(l4..l3.end)?;
+    let rel = l4 - l3.at;
+    let pick = |h: &[u8; 4]| {
+        let (src, dst) = (
+            u16::from_be_bytes([h[0], h[1]]),
+            u16::from_be_bytes([h[2], h[3]]),
+        );
+        if inbound {
+            dst
+        } else {
+            src
+        }
+    };
+    let (port, payload, datagram_len, csum) = match l3.protocol {
+        ip_proto::UDP => {
+            let h = seg.first_chunk::<8>()?;
+            let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            if len < 8 {
+                return None;
+            }
+            let payload = seg.get(8..len.min(seg.len())).unwrap_or(&[]);
+            let port = pick(seg.first_chunk::<4>()?);
+            (port, payload, len - 8, L4Checksum::Udp(rel + 6))
+        }
+        ip_proto::TCP => {
+            let h = seg.first_chunk::<20>()?;
+            let header_len = usize::from(h[12] >> 4) * 4;
+            if header_len < 20 || header_len > seg.len() {
+                return None;
+            }
+            let payload = &seg[header_len..];
+            let port = pick(seg.first_chunk::<4>()?);
+            (port, payload, payload.len(), L4Checksum::Other(rel + 16))
+        }
+        ip_proto::ESP => (0, seg, seg.len(), L4Checksum::None),
+        _ => return None,
+    };
+    let view = L4View {
+        protocol: l3.protocol,
+        server_port: port,
+        payload,
+        datagram_len,
+        non_first_fragment: false,
+    };
+    Some((port, csum, view))
+}
+
 /// The header of a packet quoted in an ICMP error: often cut short, so lengths in it are not
 /// checked against what is present.
 pub(super) struct Quoted {
@@ -520,12 +633,129 @@ impl State {
     /// Plans one frame into `out` and returns the hash of the affinity entry pass 2 will look
     /// up, if any, for prefetching. Plans are written to `out` in place: building a flow's
     /// plan elsewhere and copying it into the burst's array cost a memcpy per packet.
+    ///
+    /// `ipv4_checked`: the NIC verified the IPv4 header checksum (it is good).
     #[inline(always)]
     pub(super) fn plan(
         &mut self,
         snap: &Snapshot,
         rx_port: u16,
         bytes: &[u8],
+        ipv4_checked: bool,
+        out: &mut Plan,
+    ) -> Option<u64> {
+        if let Some(ingress) = snap.untagged_ingress(rx_port) {
+            if let Some(hash) = self.plan_common(snap, ingress, bytes, ipv4_checked, out) {
+                return hash;
+            }
+        }
+        self.plan_any(snap, rx_port, bytes, ipv4_checked, out)
+    }
+
+    /// The common case, planned in few instructions: an untagged unicast frame to us carrying
+    /// an unfragmented IPv4 (no options) or IPv6 (no extension headers) UDP, TCP or ESP
+    /// packet of a NAT-mode client to a VIP, or of a gateway back to its client. Returns
+    /// `None`, having changed nothing, for anything else: [`Self::plan_any`] then plans it.
+    /// What it does plan, it plans exactly as `plan_any` would (same plan, same counters).
+    #[inline(always)]
+    fn plan_common(
+        &mut self,
+        snap: &Snapshot,
+        ingress: &Ingress,
+        bytes: &[u8],
+        ipv4_checked: bool,
+        out: &mut Plan,
+    ) -> Option<Option<u64>> {
+        let eth = bytes.first_chunk::<ETH_LEN>()?;
+        let dst_mac = u64::from_be_bytes([0, 0, eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]);
+        if !ingress.accepts(dst_mac) {
+            return None;
+        }
+        let ip = &bytes[ETH_LEN..];
+        match u16::from_be_bytes([eth[12], eth[13]]) {
+            ethertype::IPV4 => {
+                let l3 = common_v4(ip, ipv4_checked)?;
+                self.plan_common_ip(snap, ingress.role, bytes, l3, out)
+            }
+            ethertype::IPV6 => {
+                let l3 = common_v6(ip)?;
+                self.plan_common_ip(snap, ingress.role, bytes, l3, out)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Self::plan_common`] past the IP header (inlined per family).
+    #[inline(always)]
+    fn plan_common_ip(
+        &mut self,
+        snap: &Snapshot,
+        role: Role,
+        bytes: &[u8],
+        l3: L3,
+        out: &mut Plan,
+    ) -> Option<Option<u64>> {
+        if bad_source(l3.src) || is_link_local(l3.src) {
+            return None;
+        }
+        // `None`: the source is one of ours.
+        let dst_kind = snap.local_pair(l3.src, l3.dst)?;
+        let inbound = match (role, dst_kind) {
+            (Role::Client, Some(LocalKind::Vip { .. })) => true,
+            (Role::Backend, None) if !is_multicast(l3.dst) && !is_link_local(l3.dst) => false,
+            _ => return None,
+        };
+        let l4 = l3.l4?;
+        let (port, l4_csum, view) = common_transport(bytes, &l3, l4, inbound)?;
+        let (service, gateway, client) = if inbound {
+            let service = snap.service_for(l3.dst, l3.protocol, Some(port))?;
+            let spec = &snap.services[usize::from(service)].spec;
+            if spec.mode == ServiceMode::Redirect
+                && l3.protocol == ip_proto::UDP
+                && Some(port) == spec.listeners.ike
+            {
+                return None;
+            }
+            (service, 0, l3.src)
+        } else {
+            let &(service, gateway) = snap
+                .gateway_by_addr(l3.src)
+                .iter()
+                .find(|&&(s, _)| listens(snap, s, l3.protocol, Some(port)))?;
+            let svc = &snap.services[usize::from(service)];
+            if svc.spec.route_to_gateways && routable(svc, l3.protocol, Some(port)) {
+                // Possibly a redirected client's: routed, on the slow path.
+                return None;
+            }
+            (service, gateway, l3.dst)
+        };
+        // Committed: nothing below declines the frame.
+        self.count_class(snap, service, &view);
+        let key = affinity_key(client, service);
+        let hash = key.hash();
+        *out = Plan::Flow(Flow {
+            hash,
+            key,
+            at: l3.at,
+            end: l3.end,
+            l4_csum,
+            service,
+            gateway,
+            inbound,
+            direct: false,
+            v6: l3.v6,
+        });
+        Some(Some(hash))
+    }
+
+    /// Plans any frame (see [`Self::plan`]).
+    #[inline(never)]
+    fn plan_any(
+        &mut self,
+        snap: &Snapshot,
+        rx_port: u16,
+        bytes: &[u8],
+        ipv4_checked: bool,
         out: &mut Plan,
     ) -> Option<u64> {
         let eth = match EthernetFrame::new_checked(bytes) {
@@ -545,7 +775,7 @@ impl State {
         let payload = eth.payload();
         match eth.ethertype() {
             ethertype::ARP => store(out, plan_arp(snap, interface, at, payload)),
-            ethertype::IPV4 => match parse_v4(at, payload) {
+            ethertype::IPV4 => match parse_v4(at, payload, ipv4_checked) {
                 Ok(l3) => self.plan_ip(snap, interface, role, bytes, l3, out),
                 Err(r) => store(out, Plan::Drop(r)),
             },
@@ -805,6 +1035,10 @@ impl State {
 
     pub(super) fn count_class(&mut self, snap: &Snapshot, service: u16, view: &L4View<'_>) {
         let plan = snap.services[usize::from(service)].port_plan;
+        if let Some(class) = classify::common_class(view, &plan) {
+            self.counters.classes[class.index()] += 1;
+            return;
+        }
         let c = classify::classify(view, &plan);
         self.counters.classes[c.class.index()] += 1;
         match c.detail {

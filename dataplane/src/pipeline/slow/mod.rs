@@ -4,3 +4,4 @@ pub(super) mod answer;
 pub(super) mod icmp;
 pub(super) mod redirect;
 pub(super) mod routed;
+pub(super) mod translate;
