@@ -869,13 +869,20 @@ impl AffinityShard {
         mut on_removed: impl FnMut(Removed),
     ) -> usize {
         let n = max_slots.min(self.capacity());
+        // The cursor walks in a local (removal does not move it), so a live slot costs a
+        // load and two compares.
+        let len = self.entries.len();
+        let mut idx = self.cursor as usize;
         for _ in 0..n {
-            let idx = self.advance_cursor();
-            let e = &self.entries[idx as usize];
+            let Some(e) = self.entries.get(idx) else {
+                break;
+            };
             if e.occupied() && e.expires_at <= now {
-                on_removed(self.remove_slot(idx, None, RemoveReason::Expired));
+                on_removed(self.remove_slot(idx as u32, None, RemoveReason::Expired));
             }
+            idx = if idx + 1 >= len { 0 } else { idx + 1 };
         }
+        self.cursor = idx as u32;
         n
     }
 

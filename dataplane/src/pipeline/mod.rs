@@ -7,9 +7,21 @@
 //! table, both of a lookup's cache lines are in cache, which is what keeps a large table close
 //! to a small one (what remains at millions of clients is mostly TLB misses).
 //!
-//! The per-packet path is written for the compiler: the IPv4 and IPv6 arms of the planner are
-//! inlined separately (addresses stay in registers as integers), plans are written in place in
-//! the burst's array, and a forwarded packet's TTL and address change in one checksum update.
+//! Each pass has a fast path for the traffic a balancer carries nearly all the time, an
+//! established client and its gateway exchanging ESP-in-UDP, IKE, ESP, TLS or DTLS: pass 1
+//! recognises it in one lean parse of untagged, unfragmented, option-free headers, and pass 2
+//! forwards it with one lookup, one address-and-TTL checksum update and a new Ethernet header.
+//! Anything either fast path declines, it declines before changing anything, and the general
+//! code then handles it exactly as it would have: the fast paths change the cost, never the
+//! verdict.
+//!
+//! The stages, one file each:
+//!
+//! - `parse`: pass 1, the only parser (the fast prelude, then everything else);
+//! - `flow`: the affinity state machine (entries found, refreshed, created, confirmed, moved);
+//! - `fast`: pass 2 for established client <-> gateway traffic;
+//! - `slow/`: answers (ARP, ND, echo), ICMP errors, redirects, routed traffic, and NAT-mode
+//!   translation of everything the fast path declines (new clients among them).
 //!
 //! Decisions, in order:
 //! - ARP requests and neighbor solicitations for our addresses and VIPs, and echo requests to
@@ -20,10 +32,6 @@
 //! - ICMP errors quoting a translated packet: outer and quoted headers translated, sent on.
 //! - Anything else addressed to us goes to the control plane; everything else is dropped under a
 //!   named reason.
-
-//! The stages, one file each: `parse` (pass 1, the only parser), `flow` (the affinity state
-//! machine), `fast` (established client <-> gateway traffic), `slow/` (answers, ICMP errors,
-//! redirects, routed traffic).
 
 mod fast;
 mod flow;
