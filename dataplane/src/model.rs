@@ -189,10 +189,12 @@ pub struct Listeners {
 
 impl Listeners {
     /// Whether the service accepts this transport protocol and server-side port.
+    #[inline]
     pub fn accepts(&self, protocol: u8, port: u16) -> bool {
         use crate::wire::ip_proto;
+        let is = |l: Option<u16>| l == Some(port);
         match protocol {
-            ip_proto::UDP => [self.ike, self.natt, self.dtls].contains(&Some(port)),
+            ip_proto::UDP => is(self.ike) | is(self.natt) | is(self.dtls),
             ip_proto::TCP => self.tls == Some(port),
             ip_proto::ESP => self.esp,
             _ => false,

@@ -279,6 +279,7 @@ pub(super) fn plan_routed_icmp(
 /// with its gateway directly: IKE, NAT-T (IKE and ESP in UDP) and ESP. TLS and DTLS go
 /// through the VIP in either mode. A non-first fragment has no port: UDP ones count (an
 /// IP-fragmented IKE_AUTH must pass whole).
+#[inline]
 pub(super) fn routable(svc: &ServiceView, protocol: u8, port: Option<u16>) -> bool {
     let l = &svc.spec.listeners;
     match (protocol, port) {
@@ -289,6 +290,7 @@ pub(super) fn routable(svc: &ServiceView, protocol: u8, port: Option<u16>) -> bo
     }
 }
 
+#[inline]
 pub(super) fn listens(snap: &Snapshot, service: u16, protocol: u8, port: Option<u16>) -> bool {
     let l = &snap.services[usize::from(service)].spec.listeners;
     match port {
