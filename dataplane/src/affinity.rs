@@ -269,6 +269,8 @@ pub struct AffinityCounters {
 
 /// "No slot": empty index lane, end of a list.
 const NIL: u32 = u32::MAX;
+/// No slot to try first (see [`AffinityShard::live_hinted`]).
+pub const NO_HINT: u32 = NIL;
 /// Lanes per index bucket: 10 × (2 + 4) bytes + 4-byte overflow count = one cache line.
 const LANES: usize = 10;
 /// Buckets are sized for this many entries each at full capacity (load factor 0.5).
@@ -679,20 +681,24 @@ impl AffinityShard {
 
     /// Second prefetch stage: reads the home bucket of `hash` (prefetched by [`Self::prefetch`]
     /// earlier in the burst) and prefetches the entries whose tag matches, so the lookup that
-    /// follows finds both of its cache lines present. A hint only: no effect on results.
+    /// follows finds both of its cache lines present. Returns the slot of the first of them
+    /// ([`NO_HINT`] if none), a hint for [`Self::live_hinted`]: no effect on results.
     #[inline]
-    pub fn prefetch_entry(&self, hash: u64) {
-        #[cfg(target_arch = "x86_64")]
+    pub fn prefetch_entry(&self, hash: u64) -> u32 {
+        let mut hint = NO_HINT;
         if let Some(bucket) = self.buckets.get(self.home(hash_bits(hash))) {
             let mut lanes = bucket.lanes_tagged(tag_of(hash));
             while lanes != 0 {
                 let lane = lanes.trailing_zeros() as usize;
                 lanes &= lanes - 1;
-                if let Some(e) = bucket
-                    .slots
-                    .get(lane)
-                    .and_then(|&slot| self.entries.get(slot as usize))
-                {
+                let Some(&slot) = bucket.slots.get(lane) else {
+                    continue;
+                };
+                if hint == NO_HINT {
+                    hint = slot;
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let Some(e) = self.entries.get(slot as usize) {
                     // SAFETY: prefetch is a hint that never faults; the pointer is to a live
                     // entry.
                     unsafe {
@@ -703,8 +709,7 @@ impl AffinityShard {
                 }
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+        hint
     }
 
     /// Finds `key`. An entry with `expires_at <= now` is removed and reported as
@@ -738,6 +743,26 @@ impl AffinityShard {
             return None;
         }
         Some(EntryMut { shard: self, idx })
+    }
+
+    /// [`Self::live`], trying slab slot `hint` first (from [`Self::prefetch_entry`]): where it
+    /// holds `key`, that is the key's entry (keys are unique), and the index is not searched
+    /// again. Any hint, stale or wrong, gives the same result as `live`.
+    #[inline]
+    pub fn live_hinted(
+        &mut self,
+        key: &AffinityKey,
+        hash: u64,
+        now: u32,
+        hint: u32,
+    ) -> Option<EntryMut<'_>> {
+        match self.entries.get(hint as usize) {
+            Some(e) if e.occupied() && e.matches(key) => (e.expires_at > now).then_some(EntryMut {
+                shard: self,
+                idx: hint,
+            }),
+            _ => self.live(key, hash, now),
+        }
     }
 
     /// The stored value of `key` (expired or not), without any side effect.
@@ -1815,6 +1840,51 @@ mod tests {
         s.prefetch_entry(0);
         AffinityShard::new(0, 0).prefetch_entry(0);
         assert!(format!("{s:?}").contains("capacity: 1000"));
+    }
+
+    #[test]
+    fn any_hint_finds_what_live_finds() {
+        let mut s = AffinityShard::new(512, 512);
+        // Some live, some expired (expires_at 100 at now 100), some never inserted.
+        for n in 0..400u32 {
+            let expires_at = if n % 3 == 0 { 100 } else { 1000 };
+            let k = k4(n);
+            let _ = s.insert(
+                k,
+                k.hash(),
+                val((n % 4) as u16, 1, expires_at, n % 2 == 0),
+                1,
+            );
+        }
+        let slots: Vec<u32> = (0..600u32)
+            .map(|n| s.prefetch_entry(k4(n).hash()))
+            .collect();
+        let mut hinted = 0;
+        for n in 0..600u32 {
+            let k = k4(n);
+            let want = s.live(&k, k.hash(), 100).map(|e| (e.key(), e.value()));
+            let hints = [
+                slots[n as usize],
+                NO_HINT,
+                0,
+                7,
+                511,
+                512,
+                slots[(n as usize + 1) % 600],
+            ];
+            for hint in hints {
+                let got = s
+                    .live_hinted(&k, k.hash(), 100, hint)
+                    .map(|e| (e.key(), e.value()));
+                assert_eq!(got, want, "client {n}, hint {hint}");
+            }
+            if s.peek(&k, k.hash()).is_some() && slots[n as usize] != NO_HINT {
+                hinted += 1;
+            }
+        }
+        // Keys in their home bucket (nearly all) get a hint; overflowed ones are searched.
+        assert!(hinted >= 360, "{hinted} of 400 present keys hinted");
+        assert_eq!(s.len(), 400, "neither look-up expires anything");
     }
 
     #[test]

@@ -93,16 +93,18 @@ pub(super) fn emit_l2<F: Frame>(
 
 impl State {
     /// A NAT-mode flow's packet (pass 2): through the fast path when its client is
-    /// established, else [`State::translate`].
+    /// established, else [`State::translate`]. `hint`: the slab slot pass 1 found the entry
+    /// probably in (or `affinity::NO_HINT`).
     #[inline(always)]
     pub(super) fn forward<F: Frame>(
         &mut self,
         snap: &Snapshot,
         now: u32,
         f: &Flow,
+        hint: u32,
         frame: &mut F,
     ) -> Verdict {
-        match self.forward_established(snap, now, f, frame) {
+        match self.forward_established(snap, now, f, hint, frame) {
             Some(v) => v,
             None => self.translate(snap, now, f, frame),
         }
@@ -118,12 +120,13 @@ impl State {
         snap: &Snapshot,
         now: u32,
         f: &Flow,
+        hint: u32,
         frame: &mut F,
     ) -> Option<Verdict> {
         let svc = snap.services.get(usize::from(f.service))?;
         let spec = &svc.spec;
         let fam = svc.family(f.v6);
-        let mut entry = self.shard.live(&f.key, f.hash, now)?;
+        let mut entry = self.shard.live_hinted(&f.key, f.hash, now, hint)?;
         let value = entry.value();
         let (gateway, new_addr, side, hop, confirming) = if f.inbound {
             let gateway = value.gateway;

@@ -451,6 +451,8 @@ impl Worker {
         // Pass 1: parse, classify, and prefetch the affinity buckets.
         let mut rx_bytes = 0u64;
         let mut hashes = [None; MAX_BURST];
+        // Where each packet's entry probably is (the second prefetch stage found it).
+        let mut hints = [affinity::NO_HINT; MAX_BURST];
         for (i, (frame, plan)) in frames[..n].iter().zip(self.plans.iter_mut()).enumerate() {
             let bytes = frame.bytes();
             rx_bytes += bytes.len() as u64;
@@ -462,19 +464,28 @@ impl Worker {
                 *slot = hash;
             }
             // Second stage, ENTRY_AHEAD packets behind: that bucket has had time to arrive.
-            if let Some(Some(h)) = i.checked_sub(ENTRY_AHEAD).and_then(|j| hashes.get(j)) {
-                st.shard.prefetch_entry(*h);
+            if let Some(j) = i.checked_sub(ENTRY_AHEAD) {
+                if let (Some(Some(h)), Some(hint)) = (hashes.get(j), hints.get_mut(j)) {
+                    *hint = st.shard.prefetch_entry(*h);
+                }
             }
         }
         st.counters.rx_packets += n as u64;
         st.counters.rx_bytes += rx_bytes;
-        for h in hashes[n.saturating_sub(ENTRY_AHEAD)..n].iter().flatten() {
-            st.shard.prefetch_entry(*h);
+        for j in n.saturating_sub(ENTRY_AHEAD)..n {
+            if let (Some(Some(h)), Some(hint)) = (hashes.get(j), hints.get_mut(j)) {
+                *hint = st.shard.prefetch_entry(*h);
+            }
         }
         // Pass 2: decide and rewrite.
         let (mut tx_packets, mut tx_bytes) = (0u64, 0u64);
-        for ((frame, plan), verdict) in frames[..n].iter_mut().zip(&self.plans).zip(verdicts) {
-            let v = st.act(snap, now, plan, frame);
+        for (((frame, plan), verdict), &hint) in frames[..n]
+            .iter_mut()
+            .zip(&self.plans)
+            .zip(verdicts)
+            .zip(&hints)
+        {
+            let v = st.act(snap, now, plan, hint, frame);
             match v {
                 Verdict::Tx { .. } => {
                     tx_packets += 1;
@@ -500,7 +511,14 @@ impl State {
 
     /// Pass 2: carries out one frame's plan (`parse` made it), in place.
     #[inline]
-    fn act<F: Frame>(&mut self, snap: &Snapshot, now: u32, plan: &Plan, frame: &mut F) -> Verdict {
+    fn act<F: Frame>(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        plan: &Plan,
+        hint: u32,
+        frame: &mut F,
+    ) -> Verdict {
         match *plan {
             Plan::Drop(r) => Verdict::Drop(r),
             Plan::ToControl => Verdict::ToControl,
@@ -521,7 +539,7 @@ impl State {
                 echo_reply(snap, interface, l3, frame)
             }
             Plan::Flow(ref f) if f.direct => self.route(snap, now, f, frame),
-            Plan::Flow(ref f) => self.forward(snap, now, f, frame),
+            Plan::Flow(ref f) => self.forward(snap, now, f, hint, frame),
             Plan::IcmpError(e) => self.forward_icmp_error(snap, now, e, frame),
             Plan::Redirect(ref r) => self.redirect(snap, now, r, frame),
             Plan::RoutedIcmp(r) => self.route_icmp(snap, now, r, frame),

@@ -12,7 +12,7 @@ use crate::pipeline::State;
 use crate::pipeline::Verdict;
 use std::net::IpAddr;
 
-use crate::affinity::Lookup;
+use crate::affinity::{self, Lookup};
 use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::model::Snapshot;
@@ -145,7 +145,7 @@ impl State {
         });
         let Some((gateway, gateway_addr)) = target else {
             self.counters.services[usize::from(f.service)].fallback(Fallback::NoGatewayAddress);
-            return self.forward(snap, now, f, frame);
+            return self.forward(snap, now, f, affinity::NO_HINT, frame);
         };
         let Some(vip) = svc.vip(f.v6) else {
             return Verdict::Drop(DropReason::NoService);

@@ -10,7 +10,7 @@ use crate::pipeline::parse::Flow;
 use crate::pipeline::State;
 use crate::pipeline::Verdict;
 
-use crate::affinity::Lookup;
+use crate::affinity::{self, Lookup};
 use crate::changes::refresh_is_news;
 use crate::counters::DropReason;
 use crate::frame::Frame;
@@ -66,7 +66,7 @@ impl State {
                         direct: false,
                         ..*f
                     };
-                    return self.forward(snap, now, &nat, frame);
+                    return self.forward(snap, now, &nat, affinity::NO_HINT, frame);
                 }
             }
             let client = f.client();
