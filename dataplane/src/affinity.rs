@@ -894,18 +894,29 @@ impl AffinityShard {
         mut on_removed: impl FnMut(Removed),
     ) -> usize {
         let n = max_slots.min(self.capacity());
-        // The cursor walks in a local (removal does not move it), so a live slot costs a
-        // load and two compares.
         let len = self.entries.len();
         let mut idx = self.cursor as usize;
-        for _ in 0..n {
-            let Some(e) = self.entries.get(idx) else {
-                break;
+        let mut left = n;
+        // Runs of slots up to the end of the slab, scanned for the next expired entry: a
+        // live slot costs a load and two compares.
+        while left > 0 && idx < len {
+            let run = left.min(len - idx);
+            let expired = self.entries[idx..idx + run]
+                .iter()
+                .position(|e| e.occupied() && e.expires_at <= now);
+            let step = match expired {
+                Some(at) => {
+                    let slot = (idx + at) as u32;
+                    on_removed(self.remove_slot(slot, None, RemoveReason::Expired));
+                    at + 1
+                }
+                None => run,
             };
-            if e.occupied() && e.expires_at <= now {
-                on_removed(self.remove_slot(idx as u32, None, RemoveReason::Expired));
+            left -= step;
+            idx += step;
+            if idx >= len {
+                idx = 0;
             }
-            idx = if idx + 1 >= len { 0 } else { idx + 1 };
         }
         self.cursor = idx as u32;
         n

@@ -235,10 +235,9 @@ pub fn common_class(view: &L4View<'_>, ports: &PortPlan) -> Option<Class> {
     }
     let payload = view.payload;
     match view.protocol {
-        ip_proto::ESP => Some(match esp_spi(payload, payload.len()) {
-            Some(_) => Class::Esp,
-            None => Class::Other,
-        }),
+        // `esp_spi(payload, payload.len())`: eight bytes at least.
+        ip_proto::ESP if payload.len() >= 8 => Some(Class::Esp),
+        ip_proto::ESP => Some(Class::Other),
         // Only on a NAT-T port that is neither the IKE nor the DTLS port: `classify` tries
         // those first.
         ip_proto::UDP
@@ -246,16 +245,14 @@ pub fn common_class(view: &L4View<'_>, ports: &PortPlan) -> Option<Class> {
                 && view.server_port != ports.ike
                 && view.server_port != ports.dtls =>
         {
-            if payload == [0xff] && view.datagram_len == 1 {
-                return Some(Class::NattKeepalive);
-            }
             match payload.first_chunk::<4>() {
                 // Behind the non-ESP marker: IKE, for the full classifier.
                 Some(&[0, 0, 0, 0]) => None,
-                _ => Some(match esp_spi(payload, view.datagram_len) {
-                    Some(_) => Class::EspInUdp,
-                    None => Class::Other,
-                }),
+                // A non-zero SPI: ESP if the datagram holds the SPI and sequence number.
+                Some(_) if view.datagram_len >= 8 => Some(Class::EspInUdp),
+                Some(_) => Some(Class::Other),
+                None if payload == [0xff] && view.datagram_len == 1 => Some(Class::NattKeepalive),
+                None => Some(Class::Other),
             }
         }
         _ => None,

@@ -510,6 +510,10 @@ struct FamilyTables<A> {
     /// Local addresses (interface addresses first, then VIPs, as configured): the first match
     /// wins. A handful of entries: a scan of integers beats hashing.
     local: Vec<(A, LocalKind)>,
+    /// Bit `filter_bit(a)` set for every local address `a`: an address whose bit is clear is
+    /// not local, which nearly every packet's source (and a gateway's packet's destination)
+    /// learns without the scan.
+    local_filter: u64,
     /// (VIP, service id, listeners) in service order, for [`Snapshot::service_for`].
     vips: Vec<(A, u16, Listeners)>,
     /// Routes ordered so that the first match is the best one: longest prefix, then connected
@@ -527,6 +531,7 @@ impl<A> Default for FamilyTables<A> {
     fn default() -> Self {
         FamilyTables {
             local: Vec::new(),
+            local_filter: 0,
             vips: Vec::new(),
             routes: Vec::new(),
             neighbors: FastMap::default(),
@@ -536,7 +541,41 @@ impl<A> Default for FamilyTables<A> {
     }
 }
 
-impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A>> FamilyTables<A> {
+/// An address as an integer the local-address filter can hash.
+trait FilterBits: Copy {
+    /// A bit mask with one bit set, picked by a multiplicative hash of the address.
+    fn filter_bit(self) -> u64;
+}
+
+impl FilterBits for u32 {
+    #[inline(always)]
+    fn filter_bit(self) -> u64 {
+        1 << (u64::from(self).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
+    }
+}
+
+impl FilterBits for u128 {
+    #[inline(always)]
+    fn filter_bit(self) -> u64 {
+        let folded = (self as u64) ^ ((self >> 64) as u64).rotate_left(29);
+        1 << (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
+    }
+}
+
+impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A> + FilterBits>
+    FamilyTables<A>
+{
+    fn add_local(&mut self, a: A, kind: LocalKind) {
+        self.local.push((a, kind));
+        self.local_filter |= a.filter_bit();
+    }
+
+    /// Whether `a` may be local (false: certainly not).
+    #[inline(always)]
+    fn maybe_local(&self, a: A) -> bool {
+        self.local_filter & a.filter_bit() != 0
+    }
+
     /// Fills `gateways` and `memberships` from (address, membership) pairs in configuration
     /// order, keeping that order within each address.
     fn set_gateways(&mut self, mut pairs: Vec<(A, (u16, u16))>) -> Result<(), String> {
@@ -555,6 +594,9 @@ impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A>> FamilyTab
 
     #[inline(always)]
     fn local(&self, a: A) -> Option<LocalKind> {
+        if !self.maybe_local(a) {
+            return None;
+        }
         for &(l, k) in &self.local {
             if l == a {
                 return Some(k);
@@ -566,6 +608,9 @@ impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A>> FamilyTab
     /// One scan for both addresses of a packet: `None` when `src` is local, else what `dst` is.
     #[inline(always)]
     fn local_pair(&self, src: A, dst: A) -> Option<Option<LocalKind>> {
+        if !self.maybe_local(src) {
+            return Some(self.local(dst));
+        }
         let mut kind = None;
         for &(l, k) in &self.local {
             if l == src {
@@ -803,8 +848,8 @@ impl Snapshot {
         let mut v6 = FamilyTables::<u128>::default();
         for (a, k) in local {
             match a {
-                IpAddr::V4(a) => v4.local.push((u32::from(a), k)),
-                IpAddr::V6(a) => v6.local.push((u128::from(a), k)),
+                IpAddr::V4(a) => v4.add_local(u32::from(a), k),
+                IpAddr::V6(a) => v6.add_local(u128::from(a), k),
             }
         }
         for (a, s, l) in vips {
@@ -1075,6 +1120,50 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_local_filter_never_hides_a_local_address() {
+        let kinds = [
+            LocalKind::Interface { interface: 0 },
+            LocalKind::Vip { service: 1 },
+            LocalKind::Floating { interface: 1 },
+            LocalKind::Standby,
+        ];
+        let mut v4 = FamilyTables::<u32>::default();
+        let mut v6 = FamilyTables::<u128>::default();
+        for i in 0..12u32 {
+            v4.add_local(0xc612_0000 + i * 977, kinds[i as usize % 4]);
+            v6.add_local(
+                (0x2001_0002u128 << 96) + u128::from(i) * 0x1_0000_0001,
+                kinds[i as usize % 4],
+            );
+        }
+        let scan4 = |a: u32| v4.local.iter().find(|(l, _)| *l == a).map(|(_, k)| *k);
+        let scan6 = |a: u128| v6.local.iter().find(|(l, _)| *l == a).map(|(_, k)| *k);
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for n in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Half the probes near the local addresses, half anywhere.
+            let a4 = if n % 2 == 0 {
+                0xc612_0000 + (x as u32 % 12_000)
+            } else {
+                x as u32
+            };
+            let a6 =
+                (0x2001_0002u128 << 96) + u128::from(x % 13) * 0x1_0000_0001 + u128::from(n % 3);
+            assert_eq!(v4.local(a4), scan4(a4));
+            assert_eq!(v6.local(a6), scan6(a6));
+            let (s4, d4) = (a4, 0xc612_0000 + (n % 12) * 977);
+            let want = if scan4(s4).is_some() {
+                None
+            } else {
+                Some(scan4(d4))
+            };
+            assert_eq!(v4.local_pair(s4, d4), want);
+        }
     }
 
     #[test]
