@@ -59,7 +59,7 @@ pub const MAX_BURST: usize = 32;
 
 /// How many packets behind itself pass 1 prefetches affinity entries (their buckets, prefetched
 /// that many packets earlier, have arrived by then).
-const ENTRY_AHEAD: usize = 4;
+const ENTRY_AHEAD: usize = 8;
 
 /// Affinity slots examined per burst by the incremental expiry sweep.
 const SWEEP_SLOTS_PER_BURST: usize = 64;
