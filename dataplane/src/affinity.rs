@@ -748,7 +748,7 @@ impl AffinityShard {
     /// [`Self::live`], trying slab slot `hint` first (from [`Self::prefetch_entry`]): where it
     /// holds `key`, that is the key's entry (keys are unique), and the index is not searched
     /// again. Any hint, stale or wrong, gives the same result as `live`.
-    #[inline]
+    #[inline(always)]
     pub fn live_hinted(
         &mut self,
         key: &AffinityKey,

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::changes::refresh_is_news;
+use crate::pipeline::flow::{apply_touch, Touch};
 use crate::pipeline::parse::Flow;
 use crate::pipeline::{State, Verdict};
 use crate::schedule::GatewayState;
@@ -128,7 +128,7 @@ impl State {
         let fam = svc.family(f.v6);
         let mut entry = self.shard.live_hinted(&f.key, f.hash, now, hint)?;
         let value = entry.value();
-        let (gateway, new_addr, side, hop, confirming) = if f.inbound {
+        let (gateway, new_addr, side, hop) = if f.inbound {
             let gateway = value.gateway;
             let up = fam
                 .candidates
@@ -140,14 +140,14 @@ impl State {
             if !up {
                 return None;
             }
-            (gateway, gw_addr, Side::Dst, hop, false)
+            (gateway, gw_addr, Side::Dst, hop)
         } else {
             if value.gateway != f.gateway {
                 return None;
             }
             let vip = svc.vip(f.v6)?;
             let hop = client_side_hop(snap, f.client()).ok()?;
-            (f.gateway, vip, Side::Src, hop, true)
+            (f.gateway, vip, Side::Src, hop)
         };
         let itf = snap.interface_view(hop.interface);
         let bytes = frame.bytes_mut();
@@ -161,19 +161,22 @@ impl State {
         if !nat::ttl_allows_forwarding(ip, f.v6) {
             return None;
         }
-        // Committed: the entry is refreshed (confirmed by its gateway's traffic), as
-        // `client_gateway` and `gateway_seen` do for a live entry.
-        let timeout = if confirming || value.confirmed {
-            spec.persistence_timeout_s
+        // Committed: the entry is refreshed (confirmed by its gateway's traffic) by the rules
+        // every other packet of the client follows.
+        // (A literal rule per call, so that each inlines to just its own arm.)
+        let (changes, key) = (&mut self.changes, &f.key);
+        if f.inbound {
+            let refresh = Touch::Refresh {
+                confirmed_s: spec.persistence_timeout_s,
+                unconfirmed_s: spec.unconfirmed_timeout_s,
+            };
+            apply_touch(&mut entry, changes, key, value, now, refresh);
         } else {
-            spec.unconfirmed_timeout_s
-        };
-        let expires_at = now.saturating_add(timeout);
-        let confirmed_now = confirming && entry.confirm();
-        entry.refresh(now, expires_at);
-        if confirmed_now || refresh_is_news(value.expires_at, expires_at) {
-            let confirmed = confirming || value.confirmed;
-            self.changes.upsert(f.key, gateway, confirmed, expires_at);
+            let confirm = Touch::Confirm {
+                gateway,
+                timeout_s: spec.persistence_timeout_s,
+            };
+            apply_touch(&mut entry, changes, key, value, now, confirm);
         }
         let forwarded = match new_addr {
             IpAddr::V4(a) => nat::forward_v4(ip, side, a, f.l4_csum),

@@ -6,11 +6,105 @@ use crate::pipeline::parse::Flow;
 use crate::pipeline::ServiceState;
 use crate::pipeline::State;
 
-use crate::affinity::{AffinityKey, AffinityValue, InsertOutcome, Lookup, Removed};
+use crate::affinity::{AffinityKey, AffinityValue, EntryMut, InsertOutcome, Lookup, Removed};
 use crate::changes::{refresh_is_news, ChangeLog};
 use crate::counters::DropReason;
 use crate::model::{ServiceView, Snapshot};
 use crate::schedule::GatewayState;
+
+/// What a packet does to its client's live entry (see [`State::touch`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Touch {
+    /// Reads it only.
+    Peek,
+    /// The client's own packet: seen now, and live for the service's timeout for its state
+    /// (confirmed or not).
+    Refresh {
+        confirmed_s: u32,
+        unconfirmed_s: u32,
+    },
+    /// A packet from `gateway` to the client: if the entry names that gateway, it is confirmed
+    /// and live for `timeout_s`; an entry naming another gateway is left as it is.
+    Confirm { gateway: u16, timeout_s: u32 },
+    /// A redirected client talks to `gateway` directly: the entry is pointed at it, then
+    /// refreshed as by `Refresh`.
+    Point {
+        gateway: u16,
+        confirmed_s: u32,
+        unconfirmed_s: u32,
+    },
+}
+
+/// What [`State::touch`] found.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Touched {
+    /// No live entry (an expired one is now forgotten).
+    Absent,
+    /// A live entry; its value before the touch.
+    Live(AffinityValue),
+    /// `Touch::Confirm` found an entry naming another gateway (left unchanged).
+    Mismatch,
+}
+
+/// Applies `how` to the live entry `e` of `key` (value `v`), recording for an HA peer what a
+/// peer must know: a new gateway, a confirmation, or an expiry moved by a whole sync step.
+/// The one place the rules live: [`State::touch`] and the fast path both call it.
+#[inline(always)]
+pub(super) fn apply_touch(
+    e: &mut EntryMut<'_>,
+    changes: &mut ChangeLog,
+    key: &AffinityKey,
+    v: AffinityValue,
+    now: u32,
+    how: Touch,
+) -> Touched {
+    let by_state = |confirmed_s: u32, unconfirmed_s: u32| {
+        now.saturating_add(if v.confirmed {
+            confirmed_s
+        } else {
+            unconfirmed_s
+        })
+    };
+    match how {
+        Touch::Peek => {}
+        Touch::Refresh {
+            confirmed_s,
+            unconfirmed_s,
+        } => {
+            let expires_at = by_state(confirmed_s, unconfirmed_s);
+            e.refresh(now, expires_at);
+            if refresh_is_news(v.expires_at, expires_at) {
+                changes.upsert(*key, v.gateway, v.confirmed, expires_at);
+            }
+        }
+        Touch::Confirm { gateway, timeout_s } => {
+            if v.gateway != gateway {
+                return Touched::Mismatch;
+            }
+            let expires_at = now.saturating_add(timeout_s);
+            let confirmed = e.confirm();
+            e.refresh(now, expires_at);
+            if confirmed || refresh_is_news(v.expires_at, expires_at) {
+                changes.upsert(*key, gateway, true, expires_at);
+            }
+        }
+        Touch::Point {
+            gateway,
+            confirmed_s,
+            unconfirmed_s,
+        } => {
+            let expires_at = by_state(confirmed_s, unconfirmed_s);
+            if v.gateway != gateway {
+                e.set_gateway(gateway);
+            }
+            e.refresh(now, expires_at);
+            if v.gateway != gateway || refresh_is_news(v.expires_at, expires_at) {
+                changes.upsert(*key, gateway, v.confirmed, expires_at);
+            }
+        }
+    }
+    Touched::Live(v)
+}
 
 /// A removed entry: out of the active-client counts, and news for an HA peer.
 pub(super) fn forget(services: &mut [ServiceState], changes: &mut ChangeLog, r: &Removed) {
@@ -43,6 +137,41 @@ pub(super) fn active_slot<'a>(
 }
 
 impl State {
+    /// Finds `key`'s entry and applies `how` to it; an expired entry is forgotten (out of the
+    /// active counts, a delete for the HA peer) and reported `Absent`.
+    pub(super) fn touch(&mut self, key: &AffinityKey, hash: u64, now: u32, how: Touch) -> Touched {
+        match self.shard.lookup(key, hash, now) {
+            Lookup::Hit(mut e) => {
+                let v = e.value();
+                apply_touch(&mut e, &mut self.changes, key, v, now, how)
+            }
+            Lookup::Expired(r) => {
+                forget(&mut self.services, &mut self.changes, &r);
+                Touched::Absent
+            }
+            Lookup::Miss => Touched::Absent,
+        }
+    }
+
+    /// Stores a new entry for `key` (after `touch` found none), forgetting what the table
+    /// evicted for room, and records it for the HA peer. False when the table is full.
+    pub(super) fn admit(
+        &mut self,
+        key: AffinityKey,
+        hash: u64,
+        value: AffinityValue,
+        now: u32,
+    ) -> bool {
+        match self.shard.insert(key, hash, value, now) {
+            InsertOutcome::Inserted => {}
+            InsertOutcome::InsertedEvicting(r) => forget(&mut self.services, &mut self.changes, &r),
+            InsertOutcome::Full => return false,
+        }
+        self.changes
+            .upsert(key, value.gateway, value.confirmed, value.expires_at);
+        true
+    }
+
     /// Picks a gateway for a client of `service`, counting it as active there.
     pub(super) fn schedule(&mut self, snap: &Snapshot, f: &Flow) -> Option<u16> {
         let fam = snap.services[usize::from(f.service)].family(f.v6);
@@ -64,25 +193,13 @@ impl State {
         f: &Flow,
     ) -> Result<u16, DropReason> {
         let svc = &snap.services[usize::from(f.service)];
-        let (confirmed_timeout, unconfirmed_timeout) = (
-            svc.spec.persistence_timeout_s,
-            svc.spec.unconfirmed_timeout_s,
-        );
+        let refresh = Touch::Refresh {
+            confirmed_s: svc.spec.persistence_timeout_s,
+            unconfirmed_s: svc.spec.unconfirmed_timeout_s,
+        };
         let fam = svc.family(f.v6);
-        let current = match self.shard.lookup(&f.key, f.hash, now) {
-            Lookup::Hit(mut e) => {
-                let v = e.value();
-                let timeout = if v.confirmed {
-                    confirmed_timeout
-                } else {
-                    unconfirmed_timeout
-                };
-                let expires_at = now.saturating_add(timeout);
-                e.refresh(now, expires_at);
-                if refresh_is_news(v.expires_at, expires_at) {
-                    self.changes
-                        .upsert(f.key, v.gateway, v.confirmed, expires_at);
-                }
+        let current = match self.touch(&f.key, f.hash, now, refresh) {
+            Touched::Live(v) => {
                 let up = fam
                     .candidates
                     .get(usize::from(v.gateway))
@@ -92,11 +209,7 @@ impl State {
                 }
                 Some(v.gateway)
             }
-            Lookup::Expired(r) => {
-                forget(&mut self.services, &mut self.changes, &r);
-                None
-            }
-            Lookup::Miss => None,
+            Touched::Absent | Touched::Mismatch => None,
         };
         let gateway = self.schedule(snap, f).ok_or(DropReason::NoGateway)?;
         if let Some(old) = current {
@@ -119,24 +232,19 @@ impl State {
         let value = AffinityValue {
             gateway,
             last_seen: now,
-            expires_at: now.saturating_add(unconfirmed_timeout),
+            expires_at: now.saturating_add(svc.spec.unconfirmed_timeout_s),
             confirmed: false,
         };
-        match self.shard.insert(f.key, f.hash, value, now) {
-            InsertOutcome::Inserted => {}
-            InsertOutcome::InsertedEvicting(r) => forget(&mut self.services, &mut self.changes, &r),
-            InsertOutcome::Full => {
-                // Undo `schedule`'s count: the client was not admitted.
-                if let Some(c) = self.services[usize::from(f.service)]
-                    .active
-                    .get_mut(usize::from(gateway))
-                {
-                    *c = c.saturating_sub(1);
-                }
-                return Err(DropReason::TableFull);
+        if !self.admit(f.key, f.hash, value, now) {
+            // Undo `schedule`'s count: the client was not admitted.
+            if let Some(c) = self.services[usize::from(f.service)]
+                .active
+                .get_mut(usize::from(gateway))
+            {
+                *c = c.saturating_sub(1);
             }
+            return Err(DropReason::TableFull);
         }
-        self.changes.upsert(f.key, gateway, false, value.expires_at);
         self.counters.clients.scheduled += 1;
         self.counters.gateways[usize::from(f.service)][usize::from(gateway)].new_clients += 1;
         Ok(gateway)
@@ -145,39 +253,26 @@ impl State {
     /// Return traffic from `gateway` to a client: confirms the client's entry, or learns one.
     pub(super) fn gateway_seen(&mut self, snap: &Snapshot, now: u32, f: &Flow, gateway: u16) {
         let svc = &snap.services[usize::from(f.service)];
-        let expires_at = now.saturating_add(svc.spec.persistence_timeout_s);
-        match self.shard.lookup(&f.key, f.hash, now) {
-            Lookup::Hit(mut e) => {
-                let v = e.value();
-                if v.gateway == gateway {
-                    let confirmed = e.confirm();
-                    e.refresh(now, expires_at);
-                    if confirmed || refresh_is_news(v.expires_at, expires_at) {
-                        self.changes.upsert(f.key, gateway, true, expires_at);
-                    }
-                } else {
-                    self.counters.clients.gateway_mismatch += 1;
-                }
+        let timeout_s = svc.spec.persistence_timeout_s;
+        let confirm = Touch::Confirm { gateway, timeout_s };
+        match self.touch(&f.key, f.hash, now, confirm) {
+            Touched::Live(_) => return,
+            Touched::Mismatch => {
+                self.counters.clients.gateway_mismatch += 1;
                 return;
             }
-            Lookup::Expired(r) => forget(&mut self.services, &mut self.changes, &r),
-            Lookup::Miss => {}
+            Touched::Absent => {}
         }
         let value = AffinityValue {
             gateway,
             last_seen: now,
-            expires_at,
+            expires_at: now.saturating_add(timeout_s),
             confirmed: true,
         };
-        match self.shard.insert(f.key, f.hash, value, now) {
-            InsertOutcome::Inserted => {}
-            InsertOutcome::InsertedEvicting(r) => forget(&mut self.services, &mut self.changes, &r),
-            InsertOutcome::Full => {
-                self.counters.clients.learn_failed_table_full += 1;
-                return;
-            }
+        if !self.admit(f.key, f.hash, value, now) {
+            self.counters.clients.learn_failed_table_full += 1;
+            return;
         }
-        self.changes.upsert(f.key, gateway, true, expires_at);
         if let Some(c) = self.services[usize::from(f.service)]
             .active
             .get_mut(usize::from(gateway))
@@ -197,26 +292,13 @@ impl State {
         hash: u64,
         gateway: u16,
     ) {
-        match self.shard.lookup(&key, hash, now) {
-            Lookup::Hit(mut e) => {
-                let v = e.value();
-                let timeout = if v.confirmed {
-                    svc.spec.persistence_timeout_s
-                } else {
-                    svc.spec.unconfirmed_timeout_s
-                };
-                let expires_at = now.saturating_add(timeout);
-                if v.gateway != gateway {
-                    e.set_gateway(gateway);
-                }
-                e.refresh(now, expires_at);
-                if v.gateway != gateway || refresh_is_news(v.expires_at, expires_at) {
-                    self.changes.upsert(key, gateway, v.confirmed, expires_at);
-                }
-                return;
-            }
-            Lookup::Expired(r) => forget(&mut self.services, &mut self.changes, &r),
-            Lookup::Miss => {}
+        let point = Touch::Point {
+            gateway,
+            confirmed_s: svc.spec.persistence_timeout_s,
+            unconfirmed_s: svc.spec.unconfirmed_timeout_s,
+        };
+        if let Touched::Live(_) = self.touch(&key, hash, now, point) {
+            return;
         }
         let value = AffinityValue {
             gateway,
@@ -224,26 +306,21 @@ impl State {
             expires_at: now.saturating_add(svc.spec.unconfirmed_timeout_s),
             confirmed: false,
         };
-        match self.shard.insert(key, hash, value, now) {
-            InsertOutcome::Inserted => {}
-            InsertOutcome::InsertedEvicting(r) => forget(&mut self.services, &mut self.changes, &r),
-            InsertOutcome::Full => {
-                self.counters.clients.learn_failed_table_full += 1;
-                return;
-            }
+        if !self.admit(key, hash, value, now) {
+            self.counters.clients.learn_failed_table_full += 1;
         }
-        self.changes.upsert(key, gateway, false, value.expires_at);
+    }
+
+    /// The gateway `key`'s live entry names, without refreshing it.
+    pub(super) fn gateway_of(&mut self, now: u32, key: &AffinityKey) -> Option<u16> {
+        match self.touch(key, key.hash(), now, Touch::Peek) {
+            Touched::Live(v) => Some(v.gateway),
+            Touched::Absent | Touched::Mismatch => None,
+        }
     }
 
     /// Whether `key`'s live entry names `gateway` (without refreshing it).
     pub(super) fn names_gateway(&mut self, now: u32, key: &AffinityKey, gateway: u16) -> bool {
-        match self.shard.lookup(key, key.hash(), now) {
-            Lookup::Hit(e) => e.value().gateway == gateway,
-            Lookup::Expired(r) => {
-                forget(&mut self.services, &mut self.changes, &r);
-                false
-            }
-            Lookup::Miss => false,
-        }
+        self.gateway_of(now, key) == Some(gateway)
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::pipeline::fast::client_side_hop;
 use crate::pipeline::fast::emit_l2;
-use crate::pipeline::flow::forget;
+use crate::pipeline::flow::{Touch, Touched};
 use crate::pipeline::ipv6_at;
 use crate::pipeline::parse::IcmpError;
 use crate::pipeline::parse::RoutedIcmp;
@@ -11,7 +11,6 @@ use crate::pipeline::State;
 use crate::pipeline::Verdict;
 use std::net::IpAddr;
 
-use crate::affinity::Lookup;
 use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::model::Snapshot;
@@ -108,13 +107,11 @@ impl State {
             return Verdict::Drop(DropReason::IcmpNoFlow);
         };
         let gateway = if e.inbound {
-            match self.shard.lookup(&e.key, e.hash, now) {
-                Lookup::Hit(entry) => entry.value().gateway,
-                Lookup::Expired(r) => {
-                    forget(&mut self.services, &mut self.changes, &r);
-                    return Verdict::Drop(DropReason::IcmpNoFlow);
+            match self.touch(&e.key, e.hash, now, Touch::Peek) {
+                Touched::Live(v) => v.gateway,
+                Touched::Absent | Touched::Mismatch => {
+                    return Verdict::Drop(DropReason::IcmpNoFlow)
                 }
-                Lookup::Miss => return Verdict::Drop(DropReason::IcmpNoFlow),
             }
         } else {
             e.gateway

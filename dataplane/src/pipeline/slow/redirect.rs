@@ -1,6 +1,5 @@
 //! Redirect mode (RFC 5685): an IKE_SA_INIT answered in place with a REDIRECT to a gateway.
 
-use crate::pipeline::flow::forget;
 use crate::pipeline::hash_client;
 use crate::pipeline::ipv4_at;
 use crate::pipeline::ipv6_at;
@@ -12,7 +11,7 @@ use crate::pipeline::State;
 use crate::pipeline::Verdict;
 use std::net::IpAddr;
 
-use crate::affinity::{self, Lookup};
+use crate::affinity::{self};
 use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::model::Snapshot;
@@ -177,19 +176,14 @@ impl State {
         let fam = snap.services[usize::from(f.service)].family(f.v6);
         let addressed = |g: u16| matches!(fam.gateways.get(usize::from(g)), Some(Some(_)));
         for key in [f.key.direct(), f.key] {
-            match self.shard.lookup(&key, key.hash(), now) {
-                Lookup::Hit(e) => {
-                    let g = e.value().gateway;
-                    let up = fam
-                        .candidates
-                        .get(usize::from(g))
-                        .is_some_and(|c| c.state != GatewayState::Down);
-                    if up && addressed(g) {
-                        return Some(g);
-                    }
+            if let Some(g) = self.gateway_of(now, &key) {
+                let up = fam
+                    .candidates
+                    .get(usize::from(g))
+                    .is_some_and(|c| c.state != GatewayState::Down);
+                if up && addressed(g) {
+                    return Some(g);
                 }
-                Lookup::Expired(r) => forget(&mut self.services, &mut self.changes, &r),
-                Lookup::Miss => {}
             }
         }
         let choices = fam.candidates.iter().enumerate().map(|(i, c)| {

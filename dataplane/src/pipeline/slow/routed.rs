@@ -5,13 +5,12 @@ use crate::pipeline::fast::client_side_hop;
 use crate::pipeline::fast::emit_l2;
 use crate::pipeline::fast::rewrite_flow;
 use crate::pipeline::fast::ttl_allows;
-use crate::pipeline::flow::forget;
+use crate::pipeline::flow::{Touch, Touched};
 use crate::pipeline::parse::Flow;
 use crate::pipeline::State;
 use crate::pipeline::Verdict;
 
-use crate::affinity::{self, Lookup};
-use crate::changes::refresh_is_news;
+use crate::affinity::{self};
 use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::model::Snapshot;
@@ -45,20 +44,14 @@ impl State {
             };
             (Side::Dst, hop)
         } else {
-            match self.shard.lookup(&f.key, f.hash, now) {
-                Lookup::Hit(mut e) if e.value().gateway == f.gateway => {
-                    let v = e.value();
-                    let expires_at = now.saturating_add(svc.spec.persistence_timeout_s);
-                    let confirmed = e.confirm();
-                    e.refresh(now, expires_at);
-                    if confirmed || refresh_is_news(v.expires_at, expires_at) {
-                        self.changes.upsert(f.key, f.gateway, true, expires_at);
-                    }
-                }
-                other => {
-                    if let Lookup::Expired(r) = other {
-                        forget(&mut self.services, &mut self.changes, &r);
-                    }
+            let confirm = Touch::Confirm {
+                gateway: f.gateway,
+                timeout_s: svc.spec.persistence_timeout_s,
+            };
+            match self.touch(&f.key, f.hash, now, confirm) {
+                Touched::Live(_) => {}
+                // Not a redirected client of this gateway: a NAT-mode client's traffic.
+                Touched::Absent | Touched::Mismatch => {
                     let key = f.key.nat();
                     let nat = Flow {
                         key,
