@@ -417,22 +417,34 @@ pub struct InterfaceView {
     /// HA master only: the VRRP virtual MAC (IPv4's and IPv6's), which VIPs and floating
     /// addresses are answered with and forwarded frames leave from; frames to them are ours.
     pub vmac: Option<(EthernetAddress, EthernetAddress)>,
+    /// [`Self::forward_mac`] for IPv4 and IPv6, worked out once.
+    forward_macs: [EthernetAddress; 2],
 }
 
 impl InterfaceView {
-    /// The source MAC of frames the appliance forwards or sends for a VIP or floating address.
+    fn new(
+        port: u16,
+        vlan: Vlan,
+        role: Role,
+        mac: EthernetAddress,
+        vmac: Option<(EthernetAddress, EthernetAddress)>,
+    ) -> InterfaceView {
+        let (v4, v6) = vmac.unwrap_or((mac, mac));
+        InterfaceView {
+            port,
+            vlan,
+            role,
+            mac,
+            vmac,
+            forward_macs: [v4, v6],
+        }
+    }
+
+    /// The source MAC of frames the appliance forwards or sends for a VIP or floating address:
+    /// the family's virtual MAC on an HA master, else the port's.
     #[inline(always)]
     pub fn forward_mac(&self, v6: bool) -> EthernetAddress {
-        match self.vmac {
-            Some((v4mac, v6mac)) => {
-                if v6 {
-                    v6mac
-                } else {
-                    v4mac
-                }
-            }
-            None => self.mac,
-        }
+        self.forward_macs[usize::from(v6)]
     }
 
     /// Whether a unicast frame to `dst` is for this interface.
@@ -717,13 +729,9 @@ impl Snapshot {
                 .as_ref()
                 .filter(|ha| ha.master)
                 .map(|ha| (ha.virtual_mac(false), ha.virtual_mac(true)));
-            interfaces.push(InterfaceView {
-                port: itf.port,
-                vlan: itf.vlan,
-                role: itf.role,
-                mac: port.mac,
-                vmac,
-            });
+            interfaces.push(InterfaceView::new(
+                itf.port, itf.vlan, itf.role, port.mac, vmac,
+            ));
             for a in &itf.addresses {
                 local.push((a.addr, LocalKind::Interface { interface: id }));
                 routes.push(RouteEntry {
