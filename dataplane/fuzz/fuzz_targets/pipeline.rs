@@ -3,15 +3,19 @@
 //!
 //! Input: byte 0 picks the port (bit 0) and advances the clock (bits 1..7, seconds); the rest
 //! is the frame. Each input goes through two workers: the lab's service in NAT mode, and in
-//! redirect mode with routing to the gateways. Checked: no panic; every frame gets exactly one
-//! verdict and one counter; a transmitted frame is well-formed Ethernet + IP with a valid IPv4
-//! header checksum; an answer on the port a frame came in on is never longer than the frame
-//! (the appliance cannot be used to amplify).
+//! redirect mode with routing to the gateways, each beside a twin with the fast paths turned
+//! off. Checked: no panic; every frame gets exactly one verdict and one counter; a transmitted
+//! frame is well-formed Ethernet + IP with a valid IPv4 header checksum; an answer on the port
+//! a frame came in on is never longer than the frame (the appliance cannot be used to
+//! amplify); and the fast paths change nothing: the twin gives the same verdict, the same
+//! bytes, the same counters, the same affinity table and the same changes for an HA peer.
 #![no_main]
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use dataplane::affinity::{AffinityKey, AffinityValue};
+use dataplane::changes::AffinityChange;
 use dataplane::craft::lab::appliance_spec;
 use dataplane::frame::{Frame, VecFrame};
 use dataplane::model::{AffinitySpec, ServiceMode, Snapshot};
@@ -21,7 +25,7 @@ use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::ipv6::Ipv6Packet;
 use libfuzzer_sys::fuzz_target;
 
-fn worker(mode: ServiceMode) -> RefCell<(Worker, u32)> {
+fn worker(mode: ServiceMode, fast: bool) -> RefCell<(Worker, u32)> {
     let mut spec = appliance_spec(AffinitySpec {
         capacity: 256,
         max_unconfirmed: 32,
@@ -29,24 +33,41 @@ fn worker(mode: ServiceMode) -> RefCell<(Worker, u32)> {
     spec.services[0].mode = mode;
     spec.services[0].route_to_gateways = mode == ServiceMode::Redirect;
     let snap = Arc::new(Snapshot::build(spec, 1).expect("lab snapshot"));
-    RefCell::new((Worker::new(snap), 1_700_000_000))
+    let mut w = Worker::new(snap);
+    w.set_fast_path(fast);
+    w.record_changes(1024);
+    RefCell::new((w, 1_700_000_000))
 }
 
 thread_local! {
-    static NAT: RefCell<(Worker, u32)> = worker(ServiceMode::Nat);
-    static REDIRECT: RefCell<(Worker, u32)> = worker(ServiceMode::Redirect);
+    static NAT: RefCell<(Worker, u32)> = worker(ServiceMode::Nat, true);
+    static NAT_GENERAL: RefCell<(Worker, u32)> = worker(ServiceMode::Nat, false);
+    static REDIRECT: RefCell<(Worker, u32)> = worker(ServiceMode::Redirect, true);
+    static REDIRECT_GENERAL: RefCell<(Worker, u32)> = worker(ServiceMode::Redirect, false);
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, frame)) = data.split_first() else {
         return;
     };
-    for w in [&NAT, &REDIRECT] {
-        w.with(|w| run(w, ctl, frame));
+    for (fast, general) in [(&NAT, &NAT_GENERAL), (&REDIRECT, &REDIRECT_GENERAL)] {
+        let a = fast.with(|w| run(w, ctl, frame));
+        let b = general.with(|w| run(w, ctl, frame));
+        assert_eq!(a, b, "the fast path changed the outcome");
     }
 });
 
-fn run(w: &RefCell<(Worker, u32)>, ctl: u8, frame: &[u8]) {
+/// What one input did to a worker, for comparing the twins.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    verdict: Verdict,
+    frame: Vec<u8>,
+    counters: dataplane::counters::WorkerCounters,
+    table: Vec<(AffinityKey, AffinityValue)>,
+    changes: Vec<AffinityChange>,
+}
+
+fn run(w: &RefCell<(Worker, u32)>, ctl: u8, frame: &[u8]) -> Outcome {
     {
         let (worker, now) = &mut *w.borrow_mut();
         *now += u32::from(ctl >> 1);
@@ -78,6 +99,15 @@ fn run(w: &RefCell<(Worker, u32)>, ctl: u8, frame: &[u8]) {
                 ethertype::ARP => {}
                 other => panic!("transmitted ethertype {other:#x}"),
             }
+        }
+        let mut changes = Vec::new();
+        worker.drain_changes(|c| changes.push(c));
+        Outcome {
+            verdict,
+            frame: f.bytes().to_vec(),
+            counters: after,
+            table: worker.affinity().iter().collect(),
+            changes,
         }
     }
 }

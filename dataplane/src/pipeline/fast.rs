@@ -104,10 +104,12 @@ impl State {
         hint: u32,
         frame: &mut F,
     ) -> Verdict {
-        match self.forward_established(snap, now, f, hint, frame) {
-            Some(v) => v,
-            None => self.translate(snap, now, f, frame),
+        if self.fast {
+            if let Some(v) = self.forward_established(snap, now, f, hint, frame) {
+                return v;
+            }
         }
+        self.translate(snap, now, f, frame)
     }
 
     /// The fast path: a client with a live entry whose gateway is not down, both next hops

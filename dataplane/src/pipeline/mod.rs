@@ -111,6 +111,8 @@ struct State {
     misses: MissRing,
     /// Affinity changes for an HA peer (disabled without one).
     changes: ChangeLog,
+    /// Whether the fast paths run (see [`Worker::set_fast_path`]).
+    fast: bool,
 }
 
 /// Destinations whose next hop had no MAC, for the control plane to resolve. Fixed size and
@@ -170,6 +172,7 @@ impl Worker {
                 sni: SniStats::new(32),
                 misses: MissRing::new(),
                 changes: ChangeLog::default(),
+                fast: true,
             },
             plans: [Plan::ToControl; MAX_BURST],
             snap: Arc::clone(&snap),
@@ -227,6 +230,14 @@ impl Worker {
             })
             .collect();
         self.snap = snap;
+    }
+
+    /// Turns the fast paths off (or on again; they are on by default): every frame then goes
+    /// the general way. Verdicts, frames, counters and affinity changes are the same either
+    /// way (the differential tests and the pipeline fuzz target hold the fast paths to that);
+    /// this is for those tests and for ruling the fast paths out while investigating.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.st.fast = on;
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
@@ -893,6 +904,38 @@ mod tests {
         assert_eq!(f.client(), IpAddr::V6(mapped));
     }
 
+    /// A worker's state as the differential test compares it: the table, in slot order.
+    fn table(w: &Worker) -> Vec<(AffinityKey, AffinityValue)> {
+        w.affinity().iter().collect()
+    }
+
+    /// Changes recorded for an HA peer since the last call.
+    fn changes(w: &mut Worker) -> Vec<AffinityChange> {
+        let mut v = Vec::new();
+        let lost = w.drain_changes(|c| v.push(c));
+        assert_eq!(lost, 0);
+        v
+    }
+
+    #[test]
+    fn the_fast_path_takes_the_common_traffic() {
+        // Clients, then their gateways' answers, then the clients again: after the first
+        // round every client is established, and the fast path must have carried the rest.
+        let (mut fast, mut general) = (worker(), worker());
+        general.set_fast_path(false);
+        for w in [&mut fast, &mut general] {
+            run_burst(w, 0, &from_clients());
+            run_burst(w, 1, &from_gateways());
+        }
+        let (a, b) = (
+            run_burst(&mut fast, 0, &from_clients()),
+            run_burst(&mut general, 0, &from_clients()),
+        );
+        assert_eq!(a, b);
+        assert_eq!(fast.counters(), general.counters());
+        assert!(forwarded(&a) >= 10, "the clients' ESP is forwarded");
+    }
+
     proptest! {
         /// Damaged frames never panic, and bursts still equal single frames.
         #[test]
@@ -914,6 +957,60 @@ mod tests {
             let (mut a, mut b) = (worker(), worker());
             prop_assert_eq!(run_burst(&mut a, port, &frames), run_single(&mut b, port, &frames));
             prop_assert_eq!(a.counters(), b.counters());
+        }
+
+        /// The fast paths change the cost, never the outcome: bursts of lab traffic from both
+        /// sides, damaged or not, over a clock that lets entries expire, give the same
+        /// verdicts, frames, counters, affinity tables and HA changes with them as without.
+        #[test]
+        fn the_fast_path_changes_nothing(
+            bursts in proptest::collection::vec(
+                (
+                    0u16..2,
+                    0u32..40,
+                    proptest::collection::vec(
+                        (any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>(), 0usize..40, any::<bool>()),
+                        1..40,
+                    ),
+                ),
+                1..8,
+            ),
+        ) {
+            let (mut fast, mut general) = (worker(), worker());
+            general.set_fast_path(false);
+            for w in [&mut fast, &mut general] {
+                w.record_changes(4096);
+            }
+            let (clients, gateways) = (from_clients(), from_gateways());
+            let mut now = 100;
+            for (port, tick, picks) in &bursts {
+                now += tick;
+                let templates = if *port == 0 { &clients } else { &gateways };
+                let frames: Vec<VecFrame> = picks
+                    .iter()
+                    .map(|(t, at, byte, cut, damage)| {
+                        let mut f = t.get(templates).clone();
+                        if *damage {
+                            let i = at.index(f.len());
+                            f[i] = *byte;
+                            f.truncate(f.len().saturating_sub(*cut % 8 * (*cut / 8 % 2)));
+                        }
+                        VecFrame::new(&f)
+                    })
+                    .collect();
+                let mut results = Vec::new();
+                for w in [&mut fast, &mut general] {
+                    let mut f = frames.clone();
+                    let mut v = vec![Verdict::ToControl; f.len()];
+                    w.process_burst(now, *port, &mut f, &mut v);
+                    results.push((v, f));
+                }
+                prop_assert_eq!(&results[0], &results[1]);
+                prop_assert_eq!(fast.counters(), general.counters());
+                prop_assert_eq!(table(&fast), table(&general));
+                prop_assert_eq!(changes(&mut fast), changes(&mut general));
+                prop_assert_eq!(fast.active_clients(), general.active_clients());
+            }
         }
     }
 }

@@ -646,7 +646,7 @@ impl State {
         ipv4_checked: bool,
         out: &mut Plan,
     ) -> Option<u64> {
-        if let Some(ingress) = snap.untagged_ingress(rx_port) {
+        if let (true, Some(ingress)) = (self.fast, snap.untagged_ingress(rx_port)) {
             if let Some(hash) = self.plan_common(snap, ingress, bytes, ipv4_checked, out) {
                 return hash;
             }
