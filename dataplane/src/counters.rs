@@ -60,6 +60,30 @@ pub struct GatewayCounters {
 }
 
 impl GatewayCounters {
+    /// A translated packet of `bytes` (IP) to the gateway (`to_gateway`) or from it.
+    #[inline(always)]
+    pub fn translated(&mut self, to_gateway: bool, bytes: u64) {
+        if to_gateway {
+            self.to_gateway_packets += 1;
+            self.to_gateway_bytes += bytes;
+        } else {
+            self.from_gateway_packets += 1;
+            self.from_gateway_bytes += bytes;
+        }
+    }
+
+    /// A routed (untranslated) packet of `bytes` to the gateway's own address or from it.
+    #[inline]
+    pub fn routed(&mut self, to_gateway: bool, bytes: u64) {
+        if to_gateway {
+            self.routed_to_gateway_packets += 1;
+            self.routed_to_gateway_bytes += bytes;
+        } else {
+            self.routed_from_gateway_packets += 1;
+            self.routed_from_gateway_bytes += bytes;
+        }
+    }
+
     pub fn add(&mut self, o: &GatewayCounters) {
         self.to_gateway_packets += o.to_gateway_packets;
         self.to_gateway_bytes += o.to_gateway_bytes;

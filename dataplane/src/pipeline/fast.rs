@@ -189,13 +189,7 @@ impl State {
         }
         let ip_len = ip.len() as u64;
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(gateway)];
-        if f.inbound {
-            c.to_gateway_packets += 1;
-            c.to_gateway_bytes += ip_len;
-        } else {
-            c.from_gateway_packets += 1;
-            c.from_gateway_bytes += ip_len;
-        }
+        c.translated(f.inbound, ip_len);
         // Forwarded frames come from a VIP or go to clients through the gateways' next hop:
         // the virtual MAC of an HA master, so switches keep it on the master's port.
         let ethertype = if f.v6 {

@@ -84,13 +84,7 @@ impl State {
         }
         let len = ip_total_len(ip, r.v6);
         let c = &mut self.counters.gateways[usize::from(r.service)][usize::from(r.gateway)];
-        if r.inbound {
-            c.routed_to_gateway_packets += 1;
-            c.routed_to_gateway_bytes += len;
-        } else {
-            c.routed_from_gateway_packets += 1;
-            c.routed_from_gateway_bytes += len;
-        }
+        c.routed(r.inbound, len);
         emit_l2(snap, frame, r.at, hop, r.v6)
     }
 

@@ -75,13 +75,7 @@ impl State {
             Err(r) => return Verdict::Drop(r),
         };
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(f.gateway)];
-        if f.inbound {
-            c.routed_to_gateway_packets += 1;
-            c.routed_to_gateway_bytes += ip_len;
-        } else {
-            c.routed_from_gateway_packets += 1;
-            c.routed_from_gateway_bytes += ip_len;
-        }
+        c.routed(f.inbound, ip_len);
         emit_l2(snap, frame, f.at, hop, f.v6)
     }
 }

@@ -59,13 +59,7 @@ impl State {
             Err(r) => return Verdict::Drop(r),
         };
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(gateway)];
-        if side == Side::Dst {
-            c.to_gateway_packets += 1;
-            c.to_gateway_bytes += ip_len;
-        } else {
-            c.from_gateway_packets += 1;
-            c.from_gateway_bytes += ip_len;
-        }
+        c.translated(side == Side::Dst, ip_len);
         emit_l2(snap, frame, f.at, hop, f.v6)
     }
 }
