@@ -2,8 +2,9 @@
 //! port, its affinity shard (inside [`Worker`]) and its counters.
 //!
 //! Each loop: adopt a new snapshot if the control thread published one; poll every port for a
-//! burst; with software steering, hand the frames whose client another worker owns to that
-//! worker's ring; run the pipeline on the rest and on what other workers handed over; buffer
+//! burst and run the pipeline on it (with software steering, its first pass picks out the frames
+//! whose client another worker owns, which go to that worker's ring) and on what other workers
+//! handed over; buffer
 //! transmissions per port and flush a buffer when it is full or, at the latest, after the TX
 //! flush budget (as l3fwd drains); hand frames for the appliance itself to the control thread.
 //! Nothing here allocates, locks or makes a system call (counter reports use `try_lock`).
@@ -17,10 +18,8 @@ use dataplane::changes::AffinityChange;
 use dataplane::counters::WorkerCounters;
 use dataplane::exception::{exception_class, ExceptionClass};
 use dataplane::frame::Frame;
-use dataplane::model::Snapshot;
 use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
 use dataplane::steer::Steering;
-use dataplane::wire::ethernet::EthernetFrame;
 use dpdk::lcore::rdtsc;
 use dpdk::{Burst, FreeBatch, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue};
 use hdrhistogram::Histogram;
@@ -295,7 +294,8 @@ impl Io {
     }
 }
 
-/// Runs the pipeline on `burst` (all received on `port`) and dispatches the verdicts.
+/// Runs the pipeline on `burst` (all received on `port`; `handed_over`: by another worker)
+/// and dispatches the verdicts.
 fn process(
     worker: &mut Worker,
     io: &mut Io,
@@ -303,13 +303,19 @@ fn process(
     now: u32,
     port: u16,
     burst: &mut Burst,
+    handed_over: bool,
 ) {
     let n = burst.len();
     if n == 0 {
         return;
     }
     let t0 = rdtsc();
-    worker.process_burst(now, port, burst.as_mut_slice(), &mut verdicts[..n]);
+    let (frames, verdicts) = (burst.as_mut_slice(), &mut verdicts[..n]);
+    if handed_over {
+        worker.process_handed_over(now, port, frames, verdicts);
+    } else {
+        worker.process_burst(now, port, frames, verdicts);
+    }
     io.burst_cycles
         .saturating_record(rdtsc().wrapping_sub(t0).max(1));
     for (m, v) in burst.drain().zip(verdicts.iter()) {
@@ -323,18 +329,14 @@ fn process(
                 io.send_to_control(class, m)
             }
             Verdict::Drop(_) => io.drops.add(m),
+            Verdict::HandOff { worker } => {
+                let mut m = m;
+                m.set_port(port);
+                io.hand_off(usize::from(worker), m);
+            }
         }
     }
     io.drops.free();
-}
-
-/// The owner of a frame under software steering: the interface's role decides which address
-/// is the client's.
-fn owner(steering: &Steering, snap: &Snapshot, port: u16, m: &Mbuf) -> Option<u16> {
-    let bytes = m.bytes();
-    let eth = EthernetFrame::new_checked(bytes).ok()?;
-    let itf = snap.interface(port, eth.vlan())?;
-    steering.owner(bytes, snap.interface_view(itf).role)
 }
 
 /// The worker thread's body. Returns when `stop` is set, after flushing everything.
@@ -357,6 +359,8 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         tx_flush_us,
         sync,
     } = setup;
+    // Software steering runs in the pipeline's first pass, from the parse that plans a frame.
+    worker.set_steering(steering, index as u16);
     let n_ports = ports.len();
     let n_workers = handoff_out.len();
     let mut io = Io {
@@ -371,14 +375,12 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
         burst_cycles: burst_histogram(),
     };
     let mut rx = Burst::new();
-    let mut mine = Burst::new();
     let mut by_port: Vec<Burst> = (0..n_ports).map(|_| Burst::new()).collect();
     let mut verdicts = [Verdict::ToControl; MAX_BURST];
     let flush_cycles = clock.cycles(u64::from(tx_flush_us));
     let report_cycles = clock.cycles(100_000);
     let mut last_flush = rdtsc();
     let mut last_report = last_flush;
-    let me = index as u16;
 
     let mut loop_start = rdtsc();
     while !stop.load(Ordering::Relaxed) {
@@ -410,26 +412,15 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
             }
             io.counters.rx_bursts += 1;
             let port = p as u16;
-            if let Some(steering) = &steering {
-                let snap = worker.snapshot();
-                for mut m in rx.drain() {
-                    match owner(steering, snap, port, &m) {
-                        Some(w) if w != me => {
-                            m.set_port(port);
-                            io.hand_off(usize::from(w), m);
-                        }
-                        _ => {
-                            // mine is as large as rx, so this never gives one back.
-                            if let Err(m) = mine.push(m) {
-                                io.drops.add(m);
-                            }
-                        }
-                    }
-                }
-                process(&mut worker, &mut io, &mut verdicts, now, port, &mut mine);
-            } else {
-                process(&mut worker, &mut io, &mut verdicts, now, port, &mut rx);
-            }
+            process(
+                &mut worker,
+                &mut io,
+                &mut verdicts,
+                now,
+                port,
+                &mut rx,
+                false,
+            );
         }
         // Frames other workers received for clients of ours, grouped by their RX port.
         if handoff_in.dequeue_burst(&mut rx) > 0 {
@@ -441,7 +432,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
                 }
             }
             for (p, b) in by_port.iter_mut().enumerate() {
-                process(&mut worker, &mut io, &mut verdicts, now, p as u16, b);
+                process(&mut worker, &mut io, &mut verdicts, now, p as u16, b, true);
             }
         }
         if let Some(ring) = &mut from_control {

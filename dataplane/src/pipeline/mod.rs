@@ -52,6 +52,7 @@ use crate::counters::{DropReason, GatewayCounters, ServiceCounters, WorkerCounte
 use crate::frame::Frame;
 use crate::model::Snapshot;
 use crate::schedule::{client_hash, Scheduler, SchedulerKind};
+use crate::steer::Steering;
 use crate::wire::{self};
 
 /// Largest burst the pipeline handles at once (as DPDK's usual RX burst).
@@ -74,6 +75,11 @@ pub enum Verdict {
     /// For the appliance itself and not answered here: hand to the control plane.
     ToControl,
     Drop(DropReason),
+    /// Software steering: another worker owns the frame's client; hand the frame to it as it
+    /// came in (untouched, and not counted here: the owner counts it).
+    HandOff {
+        worker: u16,
+    },
 }
 
 /// Scheduler state of one service on this worker.
@@ -113,6 +119,17 @@ struct State {
     changes: ChangeLog,
     /// Whether the fast paths run (see [`Worker::set_fast_path`]).
     fast: bool,
+    /// Software steering, where this worker must hand other workers' clients over.
+    steer: Option<Steer>,
+    /// The burst in hand was handed over by another worker: it is ours, steering or not.
+    handed_over: bool,
+}
+
+/// Software steering as one worker sees it.
+struct Steer {
+    steering: Steering,
+    /// This worker's index in `steering`'s redirection table.
+    me: u16,
 }
 
 /// Destinations whose next hop had no MAC, for the control plane to resolve. Fixed size and
@@ -173,6 +190,8 @@ impl Worker {
                 misses: MissRing::new(),
                 changes: ChangeLog::default(),
                 fast: true,
+                steer: None,
+                handed_over: false,
             },
             plans: [Plan::ToControl; MAX_BURST],
             snap: Arc::clone(&snap),
@@ -230,6 +249,14 @@ impl Worker {
             })
             .collect();
         self.snap = snap;
+    }
+
+    /// Steers in software (for ports whose NICs cannot hash on the client address alone):
+    /// pass 1 gives a frame whose client `steering` assigns to another worker
+    /// [`Verdict::HandOff`], from the same parse that plans it, before anything is counted or
+    /// changed. `me` is this worker's index. `None` (the default) hands nothing over.
+    pub fn set_steering(&mut self, steering: Option<Steering>, me: u16) {
+        self.st.steer = steering.map(|steering| Steer { steering, me });
     }
 
     /// Turns the fast paths off (or on again; they are on by default): every frame then goes
@@ -442,6 +469,21 @@ impl Worker {
         });
     }
 
+    /// [`Self::process_burst`] for frames another worker handed over (software steering):
+    /// they are this worker's by construction and are never handed on, whatever a snapshot
+    /// adopted since would say.
+    pub fn process_handed_over<F: Frame>(
+        &mut self,
+        now: u32,
+        rx_port: u16,
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+    ) {
+        self.st.handed_over = true;
+        self.process_burst(now, rx_port, frames, verdicts);
+        self.st.handed_over = false;
+    }
+
     /// One frame (a burst of one).
     pub fn process<F: Frame>(&mut self, now: u32, rx_port: u16, frame: &mut F) -> Verdict {
         let mut v = [Verdict::ToControl];
@@ -481,8 +523,6 @@ impl Worker {
                 }
             }
         }
-        st.counters.rx_packets += n as u64;
-        st.counters.rx_bytes += rx_bytes;
         for j in n.saturating_sub(ENTRY_AHEAD)..n {
             if let (Some(Some(h)), Some(hint)) = (hashes.get(j), hints.get_mut(j)) {
                 *hint = st.shard.prefetch_entry(*h);
@@ -490,6 +530,7 @@ impl Worker {
         }
         // Pass 2: decide and rewrite.
         let (mut tx_packets, mut tx_bytes) = (0u64, 0u64);
+        let (mut handed_packets, mut handed_bytes) = (0u64, 0u64);
         for (((frame, plan), verdict), &hint) in frames[..n]
             .iter_mut()
             .zip(&self.plans)
@@ -504,15 +545,28 @@ impl Worker {
                 }
                 Verdict::ToControl => st.counters.to_control += 1,
                 Verdict::Drop(r) => st.counters.drop(r),
+                Verdict::HandOff { .. } => {
+                    handed_packets += 1;
+                    handed_bytes += frame.bytes().len() as u64;
+                }
             }
             *verdict = v;
         }
+        // What was handed over is the owner's to count.
+        st.counters.rx_packets += n as u64 - handed_packets;
+        st.counters.rx_bytes += rx_bytes - handed_bytes;
         st.counters.tx_packets += tx_packets;
         st.counters.tx_bytes += tx_bytes;
     }
 }
 
 impl State {
+    /// Software steering, unless off or the burst was handed over.
+    #[inline(always)]
+    fn steer(&self) -> Option<&Steer> {
+        self.steer.as_ref().filter(|_| !self.handed_over)
+    }
+
     /// No MAC for the next hop towards `dst`: remember it for the control plane, drop.
     #[cold]
     fn neighbor_miss(&mut self, dst: IpAddr) -> Verdict {
@@ -533,6 +587,7 @@ impl State {
         match *plan {
             Plan::Drop(r) => Verdict::Drop(r),
             Plan::ToControl => Verdict::ToControl,
+            Plan::HandOff(worker) => Verdict::HandOff { worker },
             Plan::ArpReply { interface, l3 } => {
                 self.counters.arp_replies += 1;
                 arp_reply(snap, interface, l3, frame)
@@ -904,6 +959,10 @@ mod tests {
         assert_eq!(f.client(), IpAddr::V6(mapped));
     }
 
+    fn handed_off(v: &Verdict) -> bool {
+        matches!(v, Verdict::HandOff { .. })
+    }
+
     /// A worker's state as the differential test compares it: the table, in slot order.
     fn table(w: &Worker) -> Vec<(AffinityKey, AffinityValue)> {
         w.affinity().iter().collect()
@@ -957,6 +1016,60 @@ mod tests {
             let (mut a, mut b) = (worker(), worker());
             prop_assert_eq!(run_burst(&mut a, port, &frames), run_single(&mut b, port, &frames));
             prop_assert_eq!(a.counters(), b.counters());
+        }
+
+        /// Software steering from pass 1 hands over exactly the frames whose client the
+        /// steering table gives another worker (by `Steering::owner`, as the daemon did before
+        /// the pipeline took it over), untouched and uncounted; the rest are processed exactly
+        /// as an unsteered worker processes them alone.
+        #[test]
+        fn steering_hands_over_other_workers_clients(
+            port in 0u16..2,
+            workers in 2u16..5,
+            me in 0u16..5,
+            fast in any::<bool>(),
+            picks in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>(), any::<bool>()), 1..64),
+        ) {
+            let me = me % workers;
+            let templates = if port == 0 { from_clients() } else { from_gateways() };
+            let frames: Vec<Vec<u8>> = picks
+                .iter()
+                .map(|(t, at, byte, damage)| {
+                    let mut f = t.get(&templates).clone();
+                    if *damage {
+                        let i = at.index(f.len());
+                        f[i] = *byte;
+                    }
+                    f
+                })
+                .collect();
+            let steering = Steering::new(workers);
+            let role = if port == 0 { crate::model::Role::Client } else { crate::model::Role::Backend };
+            let (mut steered, mut alone) = (worker(), worker());
+            steered.set_steering(Some(steering.clone()), me);
+            steered.set_fast_path(fast);
+            let out = run_burst(&mut steered, port, &frames);
+            let mut mine = Vec::new();
+            for (frame, (verdict, bytes)) in frames.iter().zip(&out) {
+                match steering.owner(frame, role) {
+                    Some(w) if w != me => {
+                        prop_assert_eq!(*verdict, Verdict::HandOff { worker: w });
+                        prop_assert_eq!(bytes, frame);
+                    }
+                    _ => {
+                        prop_assert!(!handed_off(verdict));
+                        mine.push(frame.clone());
+                    }
+                }
+            }
+            let kept: Vec<_> = out.into_iter().filter(|(v, _)| !handed_off(v)).collect();
+            prop_assert_eq!(kept, run_burst(&mut alone, port, &mine));
+            prop_assert_eq!(steered.counters(), alone.counters());
+            // Handed-over frames are the receiver's own, whatever the table says.
+            let mut handed = vec![Verdict::ToControl; frames.len().min(MAX_BURST)];
+            let mut f: Vec<VecFrame> = frames.iter().take(MAX_BURST).map(|b| VecFrame::new(b)).collect();
+            steered.process_handed_over(100, port, &mut f, &mut handed);
+            prop_assert!(!handed.iter().any(handed_off));
         }
 
         /// The fast paths change the cost, never the outcome: bursts of lab traffic from both

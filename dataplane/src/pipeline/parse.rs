@@ -101,6 +101,8 @@ pub(super) struct IcmpError {
 pub(super) enum Plan {
     Drop(DropReason),
     ToControl,
+    /// Software steering: the client is another worker's.
+    HandOff(u16),
     ArpReply {
         interface: u16,
         l3: usize,
@@ -651,6 +653,12 @@ impl State {
                 return hash;
             }
         }
+        if self.steer.is_some() {
+            if let Some(worker) = self.owner_elsewhere(snap, rx_port, bytes) {
+                *out = Plan::HandOff(worker);
+                return None;
+            }
+        }
         self.plan_any(snap, rx_port, bytes, ipv4_checked, out)
     }
 
@@ -709,6 +717,15 @@ impl State {
         };
         let l4 = l3.l4?;
         let (port, l4_csum, view) = common_transport(bytes, &l3, l4, inbound)?;
+        // Software steering by the client, from this parse: the source on a client-facing
+        // interface, the destination on a backend one (as `steer::client_address` finds it
+        // for these frames).
+        if self.steer.is_some() {
+            if let Some(owner) = self.client_elsewhere(if inbound { l3.src } else { l3.dst }) {
+                *out = Plan::HandOff(owner);
+                return Some(None);
+            }
+        }
         let (service, gateway, client) = if inbound {
             let service = snap.service_for(l3.dst, l3.protocol, Some(port))?;
             let spec = &snap.services[usize::from(service)].spec;
@@ -748,6 +765,32 @@ impl State {
             v6: l3.v6,
         });
         Some(Some(hash))
+    }
+
+    /// Under software steering, the worker that owns `client` when that is not this one. Out
+    /// of line: with hardware steering, or one worker, it is never called.
+    #[inline(never)]
+    fn client_elsewhere(&self, client: IpAddr) -> Option<u16> {
+        let s = self.steer()?;
+        let owner = match client {
+            IpAddr::V4(a) => s.steering.owner_of_client(&a.octets()),
+            IpAddr::V6(a) => s.steering.owner_of_client(&a.octets()),
+        };
+        (owner != s.me).then_some(owner)
+    }
+
+    /// Under software steering, the worker that owns the frame's client when that is not this
+    /// one (`steer::Steering::owner`, by the role of the interface the frame came in on).
+    /// Frames without a client (ARP, neighbor discovery, garbage) stay here.
+    #[inline(never)]
+    fn owner_elsewhere(&self, snap: &Snapshot, rx_port: u16, bytes: &[u8]) -> Option<u16> {
+        let s = self.steer()?;
+        let eth = EthernetFrame::new_checked(bytes).ok()?;
+        let interface = snap.interface(rx_port, eth.vlan())?;
+        let owner = s
+            .steering
+            .owner(bytes, snap.interface_view(interface).role)?;
+        (owner != s.me).then_some(owner)
     }
 
     /// Plans any frame (see [`Self::plan`]).
