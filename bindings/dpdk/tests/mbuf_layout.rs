@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use dataplane::craft::SplitMix64;
 use dataplane::frame::Frame;
 use dpdk::{Eal, EalArgs, Mbuf, Mempool, DEFAULT_DATA_ROOM, MBUF_HEADROOM, SOCKET_ANY};
 use dpdk_sys as sys;
@@ -145,25 +146,7 @@ fn apply(op: Op, r: &mut Mbuf, c: &mut Mbuf) {
     assert_eq!(ok_r, ok_c, "{op:?}: Rust and DPDK disagree on success");
 }
 
-/// xorshift64*: deterministic sequences without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// A length for an operation: mostly small (VLAN tags, headers), sometimes the exact room,
-/// sometimes one more, sometimes huge.
-fn len(rng: &mut Rng, room: usize) -> usize {
+fn len(rng: &mut SplitMix64, room: usize) -> usize {
     match rng.below(8) {
         0 => room,
         1 => room + 1,
@@ -173,7 +156,7 @@ fn len(rng: &mut Rng, room: usize) -> usize {
     }
 }
 
-fn random_op(rng: &mut Rng, m: &Mbuf) -> Op {
+fn random_op(rng: &mut SplitMix64, m: &Mbuf) -> Op {
     let clamp = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
     match rng.below(5) {
         0 => Op::Append(clamp(len(rng, usize::from(m.tailroom())))),
@@ -187,7 +170,7 @@ fn random_op(rng: &mut Rng, m: &Mbuf) -> Op {
 #[test]
 fn rust_reads_match_dpdk_after_any_sequence_of_moves() {
     let p = pool("layout", 64);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = SplitMix64(0x9e37_79b9_7f4a_7c15);
     for run in 0..200 {
         let start = rng.below(1600) as usize;
         let data: Vec<u8> = (0..start).map(|i| (i * 7 + run) as u8).collect();
