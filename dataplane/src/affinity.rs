@@ -271,6 +271,9 @@ pub struct AffinityCounters {
 const NIL: u32 = u32::MAX;
 /// No slot to try first (see [`AffinityShard::live_hinted`]).
 pub const NO_HINT: u32 = NIL;
+/// A hint that the key was absent when [`AffinityShard::prefetch_entry`] looked (no tag in its
+/// home bucket, and nothing overflowed past it).
+pub const ABSENT_HINT: u32 = NIL - 1;
 /// Lanes per index bucket: 10 × (2 + 4) bytes + 4-byte overflow count = one cache line.
 const LANES: usize = 10;
 /// Buckets are sized for this many entries each at full capacity (load factor 0.5).
@@ -681,12 +684,16 @@ impl AffinityShard {
 
     /// Second prefetch stage: reads the home bucket of `hash` (prefetched by [`Self::prefetch`]
     /// earlier in the burst) and prefetches the entries whose tag matches, so the lookup that
-    /// follows finds both of its cache lines present. Returns the slot of the first of them
-    /// ([`NO_HINT`] if none), a hint for [`Self::live_hinted`]: no effect on results.
+    /// follows finds both of its cache lines present. Returns the slot of the first of them,
+    /// [`ABSENT_HINT`] when the key cannot be in the table, else [`NO_HINT`]: a hint for
+    /// [`Self::live_hinted`].
     #[inline]
     pub fn prefetch_entry(&self, hash: u64) -> u32 {
         let mut hint = NO_HINT;
         if let Some(bucket) = self.buckets.get(self.home(hash_bits(hash))) {
+            if bucket.overflow == 0 {
+                hint = ABSENT_HINT;
+            }
             let mut lanes = bucket.lanes_tagged(tag_of(hash));
             while lanes != 0 {
                 let lane = lanes.trailing_zeros() as usize;
@@ -694,7 +701,7 @@ impl AffinityShard {
                 let Some(&slot) = bucket.slots.get(lane) else {
                     continue;
                 };
-                if hint == NO_HINT {
+                if hint >= ABSENT_HINT {
                     hint = slot;
                 }
                 #[cfg(target_arch = "x86_64")]
@@ -747,7 +754,10 @@ impl AffinityShard {
 
     /// [`Self::live`], trying slab slot `hint` first (from [`Self::prefetch_entry`]): where it
     /// holds `key`, that is the key's entry (keys are unique), and the index is not searched
-    /// again. Any hint, stale or wrong, gives the same result as `live`.
+    /// again. Any slot hint, stale or wrong, gives the same result as `live`. [`ABSENT_HINT`]
+    /// gives `None` without a search: after an insert since the hint was taken that is a
+    /// miss `live` would not report, so `None` here means "not found this way", and a caller
+    /// must then look the key up for real (as the fast path leaves it to the general one).
     #[inline(always)]
     pub fn live_hinted(
         &mut self,
@@ -756,6 +766,9 @@ impl AffinityShard {
         now: u32,
         hint: u32,
     ) -> Option<EntryMut<'_>> {
+        if hint == ABSENT_HINT {
+            return None;
+        }
         match self.entries.get(hint as usize) {
             Some(e) if e.occupied() && e.matches(key) => (e.expires_at > now).then_some(EntryMut {
                 shard: self,
@@ -1870,26 +1883,30 @@ mod tests {
         let slots: Vec<u32> = (0..600u32)
             .map(|n| s.prefetch_entry(k4(n).hash()))
             .collect();
+        // A fresh hint is never "absent" for a present key.
+        for n in 0..600u32 {
+            let k = k4(n);
+            if s.peek(&k, k.hash()).is_some() {
+                assert_ne!(slots[n as usize], ABSENT_HINT, "client {n}");
+            }
+        }
+        // Another key's hint, but never its "absent" (which speaks of that key only).
+        let other = |n: u32| match slots[(n as usize + 1) % 600] {
+            ABSENT_HINT => NO_HINT,
+            h => h,
+        };
         let mut hinted = 0;
         for n in 0..600u32 {
             let k = k4(n);
             let want = s.live(&k, k.hash(), 100).map(|e| (e.key(), e.value()));
-            let hints = [
-                slots[n as usize],
-                NO_HINT,
-                0,
-                7,
-                511,
-                512,
-                slots[(n as usize + 1) % 600],
-            ];
+            let hints = [slots[n as usize], NO_HINT, 0, 7, 511, 512, other(n)];
             for hint in hints {
                 let got = s
                     .live_hinted(&k, k.hash(), 100, hint)
                     .map(|e| (e.key(), e.value()));
                 assert_eq!(got, want, "client {n}, hint {hint}");
             }
-            if s.peek(&k, k.hash()).is_some() && slots[n as usize] != NO_HINT {
+            if s.peek(&k, k.hash()).is_some() && slots[n as usize] < ABSENT_HINT {
                 hinted += 1;
             }
         }
