@@ -434,6 +434,7 @@ pub fn run(
         };
         let record_changes = setup.sync.is_some();
         let running = Arc::clone(&workers_running);
+        let stop = Arc::clone(&worker_stop);
         let snap = Arc::clone(&first);
         let t = std::thread::Builder::new()
             .name(format!("vpnlb-w{w}"))
@@ -457,8 +458,14 @@ pub fn run(
                 if record_changes {
                     pipeline.record_changes(WORKER_CHANGE_LOG);
                 }
-                info!(worker = w, core, huge_page_regions = huge, "worker running");
                 running.fetch_add(1, Ordering::Release);
+                // No worker polls its queues before every worker does: under software
+                // steering a frame handed to a worker still allocating its shard would find
+                // that worker's ring full, and be lost.
+                while running.load(Ordering::Acquire) < n_workers && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                info!(worker = w, core, huge_page_regions = huge, "worker running");
                 worker::run(setup, pipeline);
             })
             .map_err(|e| DaemonError::Thread(format!("cannot start worker {w}: {e}")))?;
