@@ -201,6 +201,22 @@ pub struct WorkerCounters {
 }
 
 impl WorkerCounters {
+    /// Copies `self` into `out`, reusing `out`'s vectors: once their shapes match, a copy
+    /// allocates nothing (the worker loop publishes its counters every 100 ms).
+    pub fn copy_into(&self, out: &mut WorkerCounters) {
+        let (mut gateways, mut services) = (
+            std::mem::take(&mut out.gateways),
+            std::mem::take(&mut out.services),
+        );
+        gateways.clone_from(&self.gateways);
+        services.clone_from(&self.services);
+        *out = WorkerCounters {
+            gateways,
+            services,
+            ..*self
+        };
+    }
+
     #[inline]
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;

@@ -4,10 +4,12 @@
 //! Each loop: adopt a new snapshot if the control thread published one; poll every port for a
 //! burst and run the pipeline on it (with software steering, its first pass picks out the frames
 //! whose client another worker owns, which go to that worker's ring) and on what other workers
-//! handed over; buffer
-//! transmissions per port and flush a buffer when it is full or, at the latest, after the TX
-//! flush budget (as l3fwd drains); hand frames for the appliance itself to the control thread.
-//! Nothing here allocates, locks or makes a system call (counter reports use `try_lock`).
+//! handed over; buffer transmissions per port and flush a buffer when it is full or, at the
+//! latest, after the TX flush budget (as l3fwd drains); hand frames for the appliance itself to
+//! the control thread. The packet path allocates nothing, takes no lock and makes no system
+//! call; every 100 ms the counters are published into the report's own buffers (`try_lock`,
+//! no allocation once their shapes are known); only answering an operator's query (e.g. `show
+//! affinity`) and adopting a new snapshot build anything.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -503,7 +505,7 @@ pub fn run(setup: WorkerSetup, mut worker: Worker) {
 
 fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &Io) {
     r.core = core;
-    r.counters = worker.counters();
+    worker.counters_into(&mut r.counters);
     r.io = io.counters;
     r.confirmed = worker.affinity().confirmed_len();
     r.unconfirmed = worker.affinity().unconfirmed_len();
@@ -513,7 +515,7 @@ fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &Io) {
     r.burst_cycles.reset();
     let _ = r.burst_cycles.add(&io.burst_cycles);
     r.affinity_entries = worker.affinity().len();
-    r.active_clients = worker.active_clients();
+    worker.active_clients_into(&mut r.active_clients);
 }
 
 /// Answers the control thread's questions about this worker's affinity shard.

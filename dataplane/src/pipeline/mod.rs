@@ -279,9 +279,16 @@ impl Worker {
 
     /// A copy of the counters, with the affinity shard's own counters filled in.
     pub fn counters(&self) -> WorkerCounters {
-        let mut c = self.st.counters.clone();
-        c.affinity = self.st.shard.counters();
+        let mut c = WorkerCounters::default();
+        self.counters_into(&mut c);
         c
+    }
+
+    /// [`Self::counters`] into `out`, reusing its allocations (see
+    /// [`WorkerCounters::copy_into`]).
+    pub fn counters_into(&self, out: &mut WorkerCounters) {
+        self.st.counters.copy_into(out);
+        out.affinity = self.st.shard.counters();
     }
 
     pub fn sni_stats(&self) -> &SniStats {
@@ -443,7 +450,18 @@ impl Worker {
 
     /// Active clients of this worker per service and gateway.
     pub fn active_clients(&self) -> Vec<Vec<u32>> {
-        self.st.services.iter().map(|s| s.active.clone()).collect()
+        let mut v = Vec::new();
+        self.active_clients_into(&mut v);
+        v
+    }
+
+    /// [`Self::active_clients`] into `out`, reusing its allocations once the shapes match.
+    pub fn active_clients_into(&self, out: &mut Vec<Vec<u32>>) {
+        out.resize_with(self.st.services.len(), Vec::new);
+        out.truncate(self.st.services.len());
+        for (o, s) in out.iter_mut().zip(&self.st.services) {
+            o.clone_from(&s.active);
+        }
     }
 
     /// Runs the pipeline over one burst received on `rx_port`. `now` is the clock in seconds.
@@ -974,6 +992,36 @@ mod tests {
         let lost = w.drain_changes(|c| v.push(c));
         assert_eq!(lost, 0);
         v
+    }
+
+    #[test]
+    fn counters_are_copied_without_allocating_again() {
+        let mut w = worker();
+        run_burst(&mut w, 0, &from_clients());
+        run_burst(&mut w, 1, &from_gateways());
+        let (mut counters, mut active) = (WorkerCounters::default(), Vec::new());
+        w.counters_into(&mut counters);
+        w.active_clients_into(&mut active);
+        assert_eq!(counters, w.counters());
+        assert_eq!(active, w.active_clients());
+        let buffers = (
+            counters.gateways.as_ptr(),
+            counters.gateways[0].as_ptr(),
+            active[0].as_ptr(),
+        );
+        run_burst(&mut w, 0, &from_clients());
+        w.counters_into(&mut counters);
+        w.active_clients_into(&mut active);
+        assert_eq!(counters, w.counters());
+        assert_eq!(active, w.active_clients());
+        assert_eq!(
+            buffers,
+            (
+                counters.gateways.as_ptr(),
+                counters.gateways[0].as_ptr(),
+                active[0].as_ptr()
+            )
+        );
     }
 
     #[test]
