@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::classify::PortPlan;
 use crate::redirect::LoadBoard;
 use crate::schedule::maglev::{MaglevMember, MaglevTable};
+use crate::schedule::Scheduler;
 use crate::schedule::{Candidate, GatewayState, SchedulerKind};
 use crate::wire::ethernet::{EthernetAddress, Vlan};
 
@@ -364,6 +365,10 @@ pub struct FamilyView {
     pub candidates: Vec<Candidate>,
     /// The Maglev table over the eligible candidates (only for the Maglev scheduler).
     pub maglev: Option<Arc<MaglevTable>>,
+    /// A fresh scheduler of the service's kind for this family, built with the snapshot:
+    /// each worker clones it (its own least-conn and round-robin state; the Maglev table
+    /// shared), so no worker ever builds, or falls back from, a scheduler on its own.
+    pub scheduler: Scheduler,
     /// Gateway addresses and next hops, index = gateway id.
     pub gateways: Vec<Option<(IpAddr, Option<NextHop>)>>,
 }
@@ -837,9 +842,17 @@ impl Snapshot {
                         })
                     })
                     .collect();
+                let scheduler = Scheduler::new(svc.scheduler, candidates.len(), maglev.clone())
+                    .ok_or_else(|| {
+                        format!(
+                            "service {}: scheduler {} has no table",
+                            svc.name, svc.scheduler
+                        )
+                    })?;
                 Ok(FamilyView {
                     candidates,
                     maglev,
+                    scheduler,
                     gateways,
                 })
             };

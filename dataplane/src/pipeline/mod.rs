@@ -51,7 +51,7 @@ use crate::classify::SniStats;
 use crate::counters::{DropReason, GatewayCounters, ServiceCounters, WorkerCounters};
 use crate::frame::Frame;
 use crate::model::Snapshot;
-use crate::schedule::{client_hash, Scheduler, SchedulerKind};
+use crate::schedule::{client_hash, Scheduler};
 use crate::steer::Steering;
 use crate::wire::{self};
 
@@ -88,16 +88,6 @@ struct ServiceState {
     v6: Scheduler,
     /// Clients of this shard per gateway (least-connections input).
     active: Vec<u32>,
-}
-
-fn scheduler(kind: SchedulerKind, fam: &crate::model::FamilyView, gateways: usize) -> Scheduler {
-    match (kind, &fam.maglev) {
-        (SchedulerKind::Maglev, Some(t)) => Scheduler::Maglev(Arc::clone(t)),
-        (SchedulerKind::RoundRobin, _) => {
-            Scheduler::RoundRobin(crate::schedule::round_robin::RoundRobin::new(gateways))
-        }
-        _ => Scheduler::LeastConn(crate::schedule::least_conn::LeastConn::new(gateways)),
-    }
 }
 
 /// One worker's pipeline: its snapshot, affinity shard, scheduler state and counters.
@@ -217,8 +207,8 @@ impl Worker {
             .map(|v| {
                 let n = v.spec.gateways.len();
                 ServiceState {
-                    v4: scheduler(v.spec.scheduler, &v.v4, n),
-                    v6: scheduler(v.spec.scheduler, &v.v6, n),
+                    v4: v.v4.scheduler.clone(),
+                    v6: v.v6.scheduler.clone(),
                     active: vec![0; n],
                 }
             })
