@@ -372,37 +372,29 @@ impl Bucket {
     /// lane mispredicts about once per lookup.
     #[inline]
     fn lanes_tagged(&self, tag: u16) -> u32 {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use core::arch::x86_64::{
-                __m128i, _mm_cmpeq_epi16, _mm_loadu_si128, _mm_movemask_epi8, _mm_packs_epi16,
-                _mm_set1_epi16, _mm_setzero_si128,
-            };
-            // SSE2 (every x86_64 has it): the first eight tags in one compare, the lanes'
-            // 16-bit results packed to bytes so the mask has one bit per lane.
-            // SAFETY: SSE2 is part of the x86_64 baseline; the unaligned load reads the
-            // first 16 of the bucket's 20 tag bytes.
-            let low = unsafe {
-                let tags = _mm_loadu_si128(self.tags.as_ptr().cast::<__m128i>());
-                let eq = _mm_cmpeq_epi16(tags, _mm_set1_epi16(tag as i16));
-                _mm_movemask_epi8(_mm_packs_epi16(eq, _mm_setzero_si128())) as u32
-            };
-            low | u32::from(self.tags[8] == tag) << 8 | u32::from(self.tags[9] == tag) << 9
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let mut m = 0;
-            for (i, &t) in self.tags.iter().enumerate() {
-                m |= u32::from(t == tag) << i;
-            }
-            m
-        }
+        // Four lanes per 64-bit word (SWAR), without branches or SIMD intrinsics: a lane's
+        // high bit ends up set exactly where the lane equals `tag` (no false positives, unlike
+        // the borrow-based zero test), and a multiply gathers those four bits.
+        const LOW15: u64 = 0x7fff_7fff_7fff_7fff;
+        const GATHER: u64 = 1 << 48 | 1 << 33 | 1 << 18 | 1 << 3;
+        let t = &self.tags;
+        let pattern = u64::from(tag) * 0x0001_0001_0001_0001;
+        let four = |i: usize| {
+            let word = u64::from(t[i])
+                | u64::from(t[i + 1]) << 16
+                | u64::from(t[i + 2]) << 32
+                | u64::from(t[i + 3]) << 48;
+            let x = word ^ pattern;
+            let zero_lanes = !(((x & LOW15) + LOW15) | x | LOW15);
+            (((zero_lanes >> 15).wrapping_mul(GATHER)) >> 48) as u32 & 0xf
+        };
+        four(0) | four(4) << 4 | u32::from(t[8] == tag) << 8 | u32::from(t[9] == tag) << 9
     }
 }
 
 const _: () = assert!(
     LANES == 10,
-    "lanes_tagged reads eight tags by SSE2 and two by hand"
+    "lanes_tagged reads eight tags in two words and two by hand"
 );
 
 const EMPTY_BUCKET: Bucket = Bucket {
@@ -1448,6 +1440,22 @@ mod tests {
         assert_eq!(b.lanes_tagged(3), 0b1000);
         assert_eq!(b.lanes_tagged(0), 0b01_1111_0010);
         assert_eq!(b.lanes_tagged(9), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn lanes_tagged_is_a_compare_per_lane(
+            tags in proptest::collection::vec(prop::sample::select(vec![0u16, 1, 0x7fff, 0x8000, 0x8001, 0xfffe, 0xffff, 0x1234]), LANES),
+            tag in prop::sample::select(vec![0u16, 1, 0x7fff, 0x8000, 0x8001, 0xfffe, 0xffff, 0x1234]),
+        ) {
+            let mut b = EMPTY_BUCKET;
+            b.tags.copy_from_slice(&tags);
+            let want = tags
+                .iter()
+                .enumerate()
+                .fold(0, |m, (i, &t)| m | u32::from(t == tag) << i);
+            prop_assert_eq!(b.lanes_tagged(tag), want);
+        }
     }
 
     #[test]
