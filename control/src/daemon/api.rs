@@ -97,7 +97,7 @@ impl Ctx<'_> {
         let mut io = IoCounters::default();
         for w in self.workers() {
             c.add(&w.counters);
-            super::sum_io(&mut io, &w.io);
+            io.add(&w.io);
         }
         (c, io)
     }

@@ -636,7 +636,7 @@ pub fn run(
     let mut io = IoCounters::default();
     for w in &workers {
         counters.add(&w.counters);
-        sum_io(&mut io, &w.io);
+        io.add(&w.io);
     }
     let mut by_port = BTreeMap::new();
     for p in &port_reports {
@@ -711,21 +711,6 @@ fn socket_pool(
 
 fn clock_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
-}
-
-fn sum_io(a: &mut IoCounters, b: &IoCounters) {
-    a.polls += b.polls;
-    a.rx_bursts += b.rx_bursts;
-    a.handoff_out += b.handoff_out;
-    a.handoff_in += b.handoff_in;
-    a.handoff_dropped += b.handoff_dropped;
-    a.tx_dropped += b.tx_dropped;
-    a.to_control_dropped += b.to_control_dropped;
-    a.to_control_urgent_dropped += b.to_control_urgent_dropped;
-    a.miss_reports_lost += b.miss_reports_lost;
-    a.snapshots_adopted += b.snapshots_adopted;
-    a.busy_cycles += b.busy_cycles;
-    a.idle_cycles += b.idle_cycles;
 }
 
 #[cfg(test)]
