@@ -477,7 +477,7 @@ fn common_v4(ip: &[u8], checked: bool) -> Option<L3> {
     if h[0] != 0x45 || total < 20 || total > ip.len() || fragment || h[8] <= 1 {
         return None;
     }
-    if !checked && !wire::checksum::ipv4_header_valid(h) {
+    if !checked && wire::checksum::checksum(h) != 0 {
         return None;
     }
     let addr = |at: usize| Ipv4Addr::new(h[at], h[at + 1], h[at + 2], h[at + 3]);

@@ -57,29 +57,6 @@ pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(0, data))
 }
 
-/// Whether a 20-byte IPv4 header (no options) has a valid checksum: exactly
-/// `checksum(header) == 0`, in a handful of instructions. The one's-complement sum is
-/// byte-order independent (RFC 1071 §2(B)), so the words are added as the machine loads them,
-/// and a header sums to all ones in either order.
-#[inline(always)]
-pub fn ipv4_header_valid(header: &[u8; 20]) -> bool {
-    let word = |i: usize| {
-        u64::from(u32::from_ne_bytes([
-            header[i],
-            header[i + 1],
-            header[i + 2],
-            header[i + 3],
-        ]))
-    };
-    let s = word(0) + word(4) + word(8) + word(12) + word(16);
-    // Below 2^35: fold to 32 bits, then to 16, with end-around carries.
-    let s = (s & 0xffff_ffff) + (s >> 32);
-    let s = (s & 0xffff_ffff) + (s >> 32);
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    s == 0xffff
-}
-
 /// Pseudo-header sum for TCP/UDP over IPv4 (RFC 793 / RFC 768).
 #[inline]
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4_len: u16) -> u32 {
@@ -151,33 +128,6 @@ pub fn apply(csum: u16, delta: u32) -> u16 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn ipv4_header_valid_is_checksum_zero(mut h in any::<[u8; 20]>(), fix in any::<bool>()) {
-            if fix {
-                h[10] = 0;
-                h[11] = 0;
-                let c = checksum(&h);
-                h[10..12].copy_from_slice(&c.to_be_bytes());
-            }
-            prop_assert_eq!(ipv4_header_valid(&h), checksum(&h) == 0);
-        }
-    }
-
-    #[test]
-    fn ipv4_header_valid_edge_sums() {
-        // All ones sums to 0xffff*10: valid; all zeros: not (its checksum would be 0xffff).
-        assert!(ipv4_header_valid(&[0xff; 20]));
-        assert!(!ipv4_header_valid(&[0; 20]));
-        let mut h = [0u8; 20];
-        h[0] = 0x45;
-        let c = checksum(&h);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        assert!(ipv4_header_valid(&h));
-        h[3] ^= 1;
-        assert!(!ipv4_header_valid(&h));
-    }
 
     #[test]
     fn rfc1071_example() {
