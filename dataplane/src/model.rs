@@ -477,11 +477,11 @@ impl Ingress {
             let (Vlan::Untagged, Ok(interface)) = (itf.vlan, u16::try_from(id)) else {
                 continue;
             };
-            let (a, b) = itf.vmac.unwrap_or((itf.mac, itf.mac));
+            let [v4, v6] = itf.forward_macs;
             v[usize::from(itf.port)] = Some(Ingress {
                 interface,
                 role: itf.role,
-                macs: [mac_bits(itf.mac), mac_bits(a), mac_bits(b)],
+                macs: [mac_bits(&itf.mac.0), mac_bits(&v4.0), mac_bits(&v6.0)],
             });
         }
         v
@@ -497,8 +497,7 @@ impl Ingress {
 
 /// A MAC address as an integer (the six bytes, big-endian) for one-compare matching.
 #[inline(always)]
-pub fn mac_bits(mac: EthernetAddress) -> u64 {
-    let m = mac.0;
+pub fn mac_bits(m: &[u8; 6]) -> u64 {
     u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
 }
 
@@ -1162,11 +1161,9 @@ mod tests {
         }
         let scan4 = |a: u32| v4.local.iter().find(|(l, _)| *l == a).map(|(_, k)| *k);
         let scan6 = |a: u128| v6.local.iter().find(|(l, _)| *l == a).map(|(_, k)| *k);
-        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut rng = crate::craft::SplitMix64(0x1234_5678_9abc_def0);
         for n in 0..20_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             // Half the probes near the local addresses, half anywhere.
             let a4 = if n % 2 == 0 {
                 0xc612_0000 + (x as u32 % 12_000)

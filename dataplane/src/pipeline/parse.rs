@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::affinity::AffinityKey;
 use crate::classify::{self, Detail, L4View};
 use crate::counters::DropReason;
-use crate::model::{Ingress, LocalKind, Role, ServiceMode, ServiceView, Snapshot};
+use crate::model::{mac_bits, Ingress, LocalKind, Role, ServiceMode, ServiceView, Snapshot};
 use crate::nat::L4Checksum;
 use crate::redirect::{self, Fallback, Inspection, SaInitRequest};
 use crate::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
@@ -677,8 +677,7 @@ impl State {
         out: &mut Plan,
     ) -> Option<Option<u64>> {
         let eth = bytes.first_chunk::<ETH_LEN>()?;
-        let dst_mac = u64::from_be_bytes([0, 0, eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]);
-        if !ingress.accepts(dst_mac) {
+        if !ingress.accepts(mac_bits(eth.first_chunk()?)) {
             return None;
         }
         let ip = &bytes[ETH_LEN..];
