@@ -12,7 +12,7 @@ use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::model::{NextHop, Role, Snapshot};
 use crate::nat::{self, Side};
-use crate::wire::ethernet::{emit_header, ethertype, Vlan};
+use crate::wire::ethernet::{emit_header, ethertype, EthernetAddress, Vlan};
 
 /// Whether a flow's packet may be forwarded: its TTL or hop limit does not reach zero here.
 #[inline(always)]
@@ -35,15 +35,39 @@ pub(super) fn rewrite_flow<F: Frame>(
     let Some(ip) = frame.bytes_mut().get_mut(f.at..f.end) else {
         return Err(DropReason::Truncated);
     };
-    let forwarded = match addr {
-        IpAddr::V4(a) => nat::forward_v4(ip, side, a, f.l4_csum),
-        IpAddr::V6(a) => nat::forward_v6(ip, side, &a, f.l4_csum),
-    };
-    if forwarded {
+    if forward_ip(ip, side, addr, f.l4_csum) {
         Ok((f.end - f.at) as u64)
     } else {
         Err(DropReason::TtlExpired)
     }
+}
+
+/// Writes `addr` as the packet's `side` address and decrements the TTL, in one checksum
+/// update; false, changing nothing, when the TTL does not allow forwarding.
+#[inline(always)]
+fn forward_ip(ip: &mut [u8], side: Side, addr: IpAddr, l4: nat::L4Checksum) -> bool {
+    match addr {
+        IpAddr::V4(a) => nat::forward_v4(ip, side, a, l4),
+        IpAddr::V6(a) => nat::forward_v6(ip, side, &a, l4),
+    }
+}
+
+/// The EtherType of an IP packet of family `v6`.
+#[inline(always)]
+fn ethertype_of(v6: bool) -> u16 {
+    if v6 {
+        ethertype::IPV6
+    } else {
+        ethertype::IPV4
+    }
+}
+
+/// Writes an untagged Ethernet header for an IP packet of family `v6`.
+#[inline(always)]
+fn untagged_header(hdr: &mut [u8; 14], dst: EthernetAddress, src: EthernetAddress, v6: bool) {
+    hdr[..6].copy_from_slice(&dst.0);
+    hdr[6..12].copy_from_slice(&src.0);
+    hdr[12..].copy_from_slice(&ethertype_of(v6).to_be_bytes());
 }
 
 /// Next hop for traffic to a client: it must leave through a client-facing interface.
@@ -75,17 +99,14 @@ pub(super) fn emit_l2<F: Frame>(
     } else if want < l3_at && !frame.pull_front(l3_at - want) {
         return Verdict::Drop(DropReason::Truncated);
     }
-    let ethertype = if v6 { ethertype::IPV6 } else { ethertype::IPV4 };
     // Forwarded frames come from a VIP or go to clients through the gateways' next hop: the
     // virtual MAC of an HA master, so switches keep it on the master's port.
     let src = itf.forward_mac(v6);
     let bytes = frame.bytes_mut();
     if let (Vlan::Untagged, Some(hdr)) = (itf.vlan, bytes.first_chunk_mut::<14>()) {
         // The common case, written straight (what `emit_header` writes for no tags).
-        hdr[..6].copy_from_slice(&hop.mac.0);
-        hdr[6..12].copy_from_slice(&src.0);
-        hdr[12..].copy_from_slice(&ethertype.to_be_bytes());
-    } else if emit_header(bytes, hop.mac, src, itf.vlan, ethertype).is_err() {
+        untagged_header(hdr, hop.mac, src, v6);
+    } else if emit_header(bytes, hop.mac, src, itf.vlan, ethertype_of(v6)).is_err() {
         return Verdict::Drop(DropReason::Truncated);
     }
     Verdict::Tx { port: itf.port }
@@ -156,7 +177,7 @@ impl State {
         if f.at != ETH_LEN || itf.vlan != Vlan::Untagged || f.end > bytes.len() {
             return None;
         }
-        let (eth, rest) = bytes.split_at_mut(ETH_LEN);
+        let (eth, rest) = bytes.split_first_chunk_mut::<ETH_LEN>()?;
         let ip = &mut rest[..f.end - ETH_LEN];
         // The TTL, checked before the entry is touched (an expiring packet neither creates
         // nor refreshes one); it changes with the address below, in one checksum update.
@@ -180,26 +201,14 @@ impl State {
             };
             apply_touch(&mut entry, changes, key, value, now, confirm);
         }
-        let forwarded = match new_addr {
-            IpAddr::V4(a) => nat::forward_v4(ip, side, a, f.l4_csum),
-            IpAddr::V6(a) => nat::forward_v6(ip, side, &a, f.l4_csum),
-        };
-        if !forwarded {
+        if !forward_ip(ip, side, new_addr, f.l4_csum) {
             return Some(Verdict::Drop(DropReason::TtlExpired));
         }
         let ip_len = ip.len() as u64;
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(gateway)];
         c.translated(f.inbound, ip_len);
-        // Forwarded frames come from a VIP or go to clients through the gateways' next hop:
-        // the virtual MAC of an HA master, so switches keep it on the master's port.
-        let ethertype = if f.v6 {
-            ethertype::IPV6
-        } else {
-            ethertype::IPV4
-        };
-        eth[..6].copy_from_slice(&hop.mac.0);
-        eth[6..12].copy_from_slice(&itf.forward_mac(f.v6).0);
-        eth[12..].copy_from_slice(&ethertype.to_be_bytes());
+        // The source MAC as `emit_l2` picks it (an HA master's virtual MAC).
+        untagged_header(eth, hop.mac, itf.forward_mac(f.v6), f.v6);
         Some(Verdict::Tx { port: itf.port })
     }
 }
