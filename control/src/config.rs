@@ -5,7 +5,7 @@
 //! cross-reference, naming the file, the key path and the reason for the first problem found.
 //! Nothing is applied until the whole file is valid.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
@@ -14,6 +14,7 @@ use dataplane::model::{
     AffinitySpec, ApplianceSpec, GatewaySpec, HaSpec, InterfaceSpec, IpCidr, Listeners,
     NeighborSpec, PortSpec, Role, RouteSpec, ServiceMode, ServiceSpec,
 };
+use dataplane::protocols::{Protocol, Transport, PROTOCOLS};
 use dataplane::schedule::maglev::{is_prime, MAGLEV_DEFAULT_SIZE};
 use dataplane::schedule::{GatewayState, SchedulerKind};
 use dataplane::wire::ethernet::{EthernetAddress, Vlan};
@@ -460,14 +461,8 @@ struct HealthCheckFile {
     sni: Option<String>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct PortsFile {
-    ike: Option<u16>,
-    nat_t: Option<u16>,
-    tls: Option<u16>,
-    dtls: Option<u16>,
-}
+/// A service's `ports` table: port key (see `dataplane::protocols::PROTOCOLS`) to port.
+type PortsFile = BTreeMap<String, u16>;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -839,7 +834,7 @@ impl Validator<'_> {
             for b in &services[i + 1..] {
                 let shared = (a.vip4.is_some() && a.vip4 == b.vip4)
                     || (a.vip6.is_some() && a.vip6 == b.vip6);
-                if shared && listeners_overlap(&a.listeners, &b.listeners) {
+                if shared && Listeners::overlaps(&a.listeners, &b.listeners) {
                     return self.err(
                         format!("service.{}.vip", b.name),
                         format!("shares a VIP and a protocol/port with service {}", a.name),
@@ -1058,9 +1053,9 @@ impl Validator<'_> {
             let l = &svc.listeners;
             let (kind, default_port) = match c.kind.as_str() {
                 "tcp" => (CheckKind::Tcp, None),
-                "ike" => (CheckKind::Ike, Some(l.ike.unwrap_or(500))),
-                "tls" => (CheckKind::Tls, Some(l.tls.unwrap_or(443))),
-                "dtls" => (CheckKind::Dtls, Some(l.dtls.unwrap_or(443))),
+                "ike" => (CheckKind::Ike, Some(service_port(l, Protocol::Ike))),
+                "tls" => (CheckKind::Tls, Some(service_port(l, Protocol::Tls))),
+                "dtls" => (CheckKind::Dtls, Some(service_port(l, Protocol::Dtls))),
                 "icmp" => (CheckKind::Icmp, None),
                 other => {
                     return self.err(
@@ -1321,6 +1316,63 @@ impl Validator<'_> {
         }
     }
 
+    /// The service's `protocols` and `ports`, through the protocol registry.
+    fn listeners(&self, key: &str, svc: &ServiceFile) -> Result<Listeners, ConfigError> {
+        if svc.protocols.is_empty() {
+            return self.err(
+                format!("{key}.protocols"),
+                "at least one protocol is required",
+            );
+        }
+        for name in svc.ports.keys() {
+            if !PROTOCOLS.iter().any(|d| d.port_key == Some(name.as_str())) {
+                let keys: Vec<&str> = PROTOCOLS.iter().filter_map(|d| d.port_key).collect();
+                return self.err(
+                    format!("{key}.ports.{name}"),
+                    format!("unknown port key (expected one of {})", keys.join(", ")),
+                );
+            }
+        }
+        let mut listeners = Listeners::none();
+        for name in &svc.protocols {
+            let Some(protocol) = Protocol::from_name(name) else {
+                return self.err(
+                    format!("{key}.protocols"),
+                    format!("unknown protocol `{name}` ({})", Protocol::names()),
+                );
+            };
+            let def = protocol.def();
+            let port = match def.port_key {
+                None => 0,
+                Some(port_key) => match svc.ports.get(port_key).copied() {
+                    None => def.default_port,
+                    Some(0) => {
+                        return self.err(format!("{key}.ports.{port_key}"), "port 0 is not a port")
+                    }
+                    Some(p) => p,
+                },
+            };
+            listeners.set(protocol, port);
+        }
+        if let Some((a, b, port)) = listeners.port_clash() {
+            let key_of = |p: Protocol| p.def().port_key.unwrap_or(p.name());
+            return self.err(
+                format!("{key}.ports"),
+                format!(
+                    "{} and {} are both on {} port {port}",
+                    key_of(a),
+                    key_of(b),
+                    if a.def().transport == Transport::Tcp {
+                        "TCP"
+                    } else {
+                        "UDP"
+                    }
+                ),
+            );
+        }
+        Ok(listeners)
+    }
+
     fn service(
         &self,
         svc: &ServiceFile,
@@ -1347,65 +1399,18 @@ impl Validator<'_> {
                 );
             }
         }
-        let mut listeners = Listeners {
-            ike: None,
-            natt: None,
-            esp: false,
-            tls: None,
-            dtls: None,
-        };
-        if svc.protocols.is_empty() {
-            return self.err(
-                format!("{key}.protocols"),
-                "at least one protocol is required",
-            );
-        }
-        let port = |name: &str, p: Option<u16>, default: u16| -> Result<u16, ConfigError> {
-            match p.unwrap_or(default) {
-                0 => self.err(format!("{key}.ports.{name}"), "port 0 is not a port"),
-                p => Ok(p),
-            }
-        };
-        for p in &svc.protocols {
-            match p.as_str() {
-                "ike" => listeners.ike = Some(port("ike", svc.ports.ike, 500)?),
-                "nat-t" => listeners.natt = Some(port("nat_t", svc.ports.nat_t, 4500)?),
-                "esp" => listeners.esp = true,
-                "tls" => listeners.tls = Some(port("tls", svc.ports.tls, 443)?),
-                "dtls" => listeners.dtls = Some(port("dtls", svc.ports.dtls, 443)?),
-                other => {
+        let listeners = self.listeners(&key, svc)?;
+        let scheduler = match svc.scheduler.as_deref() {
+            None => SchedulerKind::default(),
+            Some(name) => match SchedulerKind::from_name(name) {
+                Some(kind) => kind,
+                None => {
                     return self.err(
-                        format!("{key}.protocols"),
-                        format!("unknown protocol `{other}` (ike, nat-t, esp, tls, dtls)"),
+                        format!("{key}.scheduler"),
+                        format!("unknown scheduler `{name}` ({})", SchedulerKind::names()),
                     )
                 }
-            }
-        }
-        let udp = [
-            ("ike", listeners.ike),
-            ("nat_t", listeners.natt),
-            ("dtls", listeners.dtls),
-        ];
-        for (i, (a, pa)) in udp.iter().enumerate() {
-            for (b, pb) in &udp[i + 1..] {
-                if pa.is_some() && pa == pb {
-                    return self.err(
-                        format!("{key}.ports"),
-                        format!("{a} and {b} are both on UDP port {}", pa.unwrap_or(0)),
-                    );
-                }
-            }
-        }
-        let scheduler = match svc.scheduler.as_deref() {
-            None | Some("maglev") => SchedulerKind::Maglev,
-            Some("least-conn") => SchedulerKind::LeastConn,
-            Some("round-robin") => SchedulerKind::RoundRobin,
-            Some(other) => {
-                return self.err(
-                    format!("{key}.scheduler"),
-                    format!("unknown scheduler `{other}` (maglev, least-conn, round-robin)"),
-                )
-            }
+            },
         };
         let mode = match svc.mode.as_deref() {
             None | Some("nat") => ServiceMode::Nat,
@@ -1417,7 +1422,7 @@ impl Validator<'_> {
                 )
             }
         };
-        if mode == ServiceMode::Redirect && listeners.ike.is_none() {
+        if mode == ServiceMode::Redirect && !listeners.carries(Protocol::Ike) {
             return self.err(
                 format!("{key}.mode"),
                 "redirect mode answers IKE_SA_INIT: the service needs the `ike` protocol",
@@ -1533,13 +1538,11 @@ impl Validator<'_> {
     }
 }
 
-fn listeners_overlap(a: &Listeners, b: &Listeners) -> bool {
-    let udp = |l: &Listeners| [l.ike, l.natt, l.dtls];
-    let ua = udp(a);
-    let ub = udp(b);
-    ua.iter().flatten().any(|p| ub.contains(&Some(*p)))
-        || (a.tls.is_some() && a.tls == b.tls)
-        || (a.esp && b.esp)
+/// The port the service carries `protocol` on, or the protocol's well-known one.
+fn service_port(listeners: &Listeners, protocol: Protocol) -> u16 {
+    listeners
+        .port(protocol)
+        .unwrap_or(protocol.def().default_port)
 }
 
 /// Parses a duration in milliseconds: "250ms", "2s", "1m30s", or a number of seconds.
@@ -1597,8 +1600,8 @@ mod tests {
         assert_eq!(svc.vip6, Some("2001:2:0:1::100".parse().unwrap()));
         assert_eq!(svc.gateways.len(), 3);
         assert_eq!(svc.persistence_timeout_s, 3600);
-        assert!(svc.listeners.esp);
-        assert_eq!(svc.listeners.natt, Some(4500));
+        assert!(svc.listeners.carries(Protocol::Esp));
+        assert_eq!(svc.listeners.port(Protocol::NatT), Some(4500));
         // And the snapshot derives from it: gateways resolved to the backend port.
         let snap = dataplane::model::Snapshot::build(spec, 1).expect("snapshot");
         let hop = snap.services[0].v4.gateways[1]
@@ -1691,6 +1694,46 @@ mod tests {
         let e = err_of(&with("\"esp\",", "\"gre\","));
         assert_eq!(e.key, "service.vpn.protocols");
         assert!(e.reason.contains("gre"));
+    }
+
+    #[test]
+    fn protocols_and_ports_come_from_the_registry() {
+        let e = err_of(&with("\"esp\",", "\"gre\","));
+        assert_eq!(
+            e.reason,
+            "unknown protocol `gre` (ike, nat-t, esp, tls, dtls)"
+        );
+
+        let e = err_of(&with("scheduler = \"maglev\"", "scheduler = \"random\""));
+        assert_eq!(
+            e.reason,
+            "unknown scheduler `random` (maglev, least-conn, round-robin)"
+        );
+
+        let svc = "protocols = [";
+        let e = err_of(&with(svc, "ports = { ike = 4500 }\nprotocols = ["));
+        assert_eq!(e.key, "service.vpn.ports");
+        assert_eq!(e.reason, "ike and nat_t are both on UDP port 4500");
+
+        let e = err_of(&with(svc, "ports = { ike = 0 }\nprotocols = ["));
+        assert_eq!(e.key, "service.vpn.ports.ike");
+
+        let e = err_of(&with(svc, "ports = { esp = 50 }\nprotocols = ["));
+        assert_eq!(e.key, "service.vpn.ports.esp");
+        assert!(e.reason.contains("ike, nat_t, tls, dtls"), "{e}");
+
+        // A moved port is where the listeners and the classifier's plan look for it.
+        let spec = load_str(
+            &with(svc, "ports = { dtls = 8443 }\nprotocols = ["),
+            "t.toml",
+        )
+        .unwrap();
+        let l = &spec.services[0].listeners;
+        assert_eq!(l.port(Protocol::Dtls), Some(8443));
+        assert_eq!(l.port_plan().dtls, 8443);
+        assert!(l.accepts(dataplane::wire::ip_proto::UDP, 8443));
+        assert!(!l.accepts(dataplane::wire::ip_proto::UDP, 443));
+        assert!(l.accepts(dataplane::wire::ip_proto::TCP, 443));
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub mod model;
 pub mod nat;
 pub mod neighbor;
 pub mod pipeline;
+pub mod protocols;
 pub mod redirect;
 pub mod schedule;
 pub mod steer;

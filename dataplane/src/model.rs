@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::classify::PortPlan;
+pub use crate::protocols::Listeners;
 use crate::redirect::LoadBoard;
 use crate::schedule::maglev::{MaglevMember, MaglevTable};
 use crate::schedule::Scheduler;
@@ -176,54 +177,6 @@ pub struct RouteSpec {
 pub struct NeighborSpec {
     pub address: IpAddr,
     pub mac: EthernetAddress,
-}
-
-/// Which protocols a service carries, and on which ports (server side).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Listeners {
-    pub ike: Option<u16>,
-    pub natt: Option<u16>,
-    pub esp: bool,
-    pub tls: Option<u16>,
-    pub dtls: Option<u16>,
-}
-
-impl Listeners {
-    /// Whether the service accepts this transport protocol and server-side port.
-    #[inline]
-    pub fn accepts(&self, protocol: u8, port: u16) -> bool {
-        use crate::wire::ip_proto;
-        let is = |l: Option<u16>| l == Some(port);
-        match protocol {
-            ip_proto::UDP => is(self.ike) | is(self.natt) | is(self.dtls),
-            ip_proto::TCP => self.tls == Some(port),
-            ip_proto::ESP => self.esp,
-            _ => false,
-        }
-    }
-
-    /// Whether the service accepts any traffic of this transport protocol (used for non-first
-    /// fragments, which carry no ports).
-    pub fn accepts_protocol(&self, protocol: u8) -> bool {
-        use crate::wire::ip_proto;
-        match protocol {
-            ip_proto::UDP => self.ike.is_some() || self.natt.is_some() || self.dtls.is_some(),
-            ip_proto::TCP => self.tls.is_some(),
-            ip_proto::ESP => self.esp,
-            _ => false,
-        }
-    }
-
-    /// The classifier's port plan; protocols a service does not carry get port 0, which no
-    /// UDP/TCP packet uses, so they are never recognised.
-    pub fn port_plan(&self) -> PortPlan {
-        PortPlan {
-            ike: self.ike.unwrap_or(0),
-            natt: self.natt.unwrap_or(0),
-            dtls: self.dtls.unwrap_or(0),
-            tls: self.tls.unwrap_or(0),
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -642,11 +595,14 @@ impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A> + FilterBi
     #[inline(always)]
     fn service_for(&self, vip: A, protocol: u8, port: Option<u16>) -> Option<u16> {
         for (v, s, l) in &self.vips {
+            if *v != vip {
+                continue;
+            }
             let accepts = match port {
                 Some(p) => l.accepts(protocol, p),
                 None => l.accepts_protocol(protocol),
             };
-            if *v == vip && accepts {
+            if accepts {
                 return Some(*s);
             }
         }
@@ -809,7 +765,7 @@ impl Snapshot {
                 // The table covers every configured gateway whatever its state: a gateway
                 // that goes down or drains is skipped at lookup (`lookup_eligible`), so only
                 // its own clients move, and the table needs no rebuild on state changes.
-                let maglev = if svc.scheduler == SchedulerKind::Maglev {
+                let maglev = if svc.scheduler.def().needs_maglev_table {
                     let members: Vec<MaglevMember<'_>> = svc
                         .gateways
                         .iter()

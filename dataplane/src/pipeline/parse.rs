@@ -12,6 +12,7 @@ use crate::classify::{self, Detail, L4View};
 use crate::counters::DropReason;
 use crate::model::{mac_bits, Ingress, LocalKind, Role, ServiceMode, ServiceView, Snapshot};
 use crate::nat::L4Checksum;
+use crate::protocols::Protocol;
 use crate::redirect::{self, Fallback, Inspection, SaInitRequest};
 use crate::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
 use crate::wire::ethernet::{ethertype, EthernetFrame};
@@ -278,18 +279,14 @@ pub(super) fn plan_routed_icmp(
 }
 
 /// Whether traffic of this protocol and service port is what a redirected client exchanges
-/// with its gateway directly: IKE, NAT-T (IKE and ESP in UDP) and ESP. TLS and DTLS go
-/// through the VIP in either mode. A non-first fragment has no port: UDP ones count (an
+/// with its gateway directly (`follows_redirect` in the protocol registry: IKE, NAT-T and ESP; TLS and DTLS go
+/// through the VIP in either mode). A non-first fragment has no port: UDP ones count (an
 /// IP-fragmented IKE_AUTH must pass whole).
 #[inline]
 pub(super) fn routable(svc: &ServiceView, protocol: u8, port: Option<u16>) -> bool {
-    let l = &svc.spec.listeners;
-    match (protocol, port) {
-        (ip_proto::UDP, Some(_)) => port == l.ike || port == l.natt,
-        (ip_proto::UDP, None) => l.ike.is_some() || l.natt.is_some(),
-        (ip_proto::ESP, _) => l.esp,
-        _ => false,
-    }
+    svc.spec
+        .listeners
+        .accepts_if(protocol, port, |d| d.follows_redirect)
 }
 
 #[inline]
@@ -730,7 +727,7 @@ impl State {
             let spec = &snap.services[usize::from(service)].spec;
             if spec.mode == ServiceMode::Redirect
                 && l3.protocol == ip_proto::UDP
-                && Some(port) == spec.listeners.ike
+                && Some(port) == spec.listeners.port(Protocol::Ike)
             {
                 return None;
             }
@@ -934,7 +931,7 @@ impl State {
         if svc.spec.mode == ServiceMode::Redirect
             && l3.protocol == ip_proto::UDP
             && port.is_some()
-            && port == svc.spec.listeners.ike
+            && port == svc.spec.listeners.port(Protocol::Ike)
         {
             let counters = &mut self.counters.services[usize::from(service)];
             let inspection = if l3.fragment {

@@ -53,11 +53,12 @@ impl core::fmt::Display for GatewayState {
 }
 
 /// The scheduling algorithm of a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum SchedulerKind {
     /// Weighted Maglev consistent hashing of the client address ([`MaglevTable`]): the same
     /// client gets the same gateway on every appliance with the same gateway set.
+    #[default]
     Maglev,
     /// Weighted least connections over this worker's active clients ([`LeastConn`]).
     LeastConn,
@@ -65,20 +66,91 @@ pub enum SchedulerKind {
     RoundRobin,
 }
 
+/// One row of [`SCHEDULERS`].
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulerDef {
+    pub kind: SchedulerKind,
+    /// The configuration and show-command name.
+    pub name: &'static str,
+    /// Whether the snapshot builds the shared [`MaglevTable`] for it.
+    pub needs_maglev_table: bool,
+    /// A per-worker scheduler for `gateways` gateways, given the table when it needs one.
+    pub build: fn(gateways: usize, table: Option<Arc<MaglevTable>>) -> Option<Scheduler>,
+}
+
+/// The registry of schedulers, in [`SchedulerKind`] order: config parsing, names and
+/// [`Scheduler::new`] all come from here. Adding a scheduler: a `SchedulerKind` variant, its
+/// row here, its module with a `pick`, and its arm in [`Scheduler`]'s two matches.
+pub const SCHEDULERS: [SchedulerDef; SchedulerKind::COUNT] = [
+    SchedulerDef {
+        kind: SchedulerKind::Maglev,
+        name: "maglev",
+        needs_maglev_table: true,
+        build: |_, table| Some(Scheduler::Maglev(table?)),
+    },
+    SchedulerDef {
+        kind: SchedulerKind::LeastConn,
+        name: "least-conn",
+        needs_maglev_table: false,
+        build: |gateways, _| Some(Scheduler::LeastConn(LeastConn::new(gateways))),
+    },
+    SchedulerDef {
+        kind: SchedulerKind::RoundRobin,
+        name: "round-robin",
+        needs_maglev_table: false,
+        build: |gateways, _| Some(Scheduler::RoundRobin(RoundRobin::new(gateways))),
+    },
+];
+
 impl SchedulerKind {
+    pub const COUNT: usize = 3;
+
+    /// This scheduler's row of [`SCHEDULERS`].
+    pub const fn def(self) -> &'static SchedulerDef {
+        &SCHEDULERS[self as usize]
+    }
+
     /// The configuration name: `"maglev"`, `"least-conn"` or `"round-robin"`.
     pub const fn as_str(self) -> &'static str {
-        match self {
-            SchedulerKind::Maglev => "maglev",
-            SchedulerKind::LeastConn => "least-conn",
-            SchedulerKind::RoundRobin => "round-robin",
-        }
+        self.def().name
+    }
+
+    /// The scheduler whose configuration name is `name`.
+    pub fn from_name(name: &str) -> Option<SchedulerKind> {
+        SCHEDULERS.iter().find(|d| d.name == name).map(|d| d.kind)
+    }
+
+    /// The configuration names, comma-separated, for error messages.
+    pub fn names() -> String {
+        SCHEDULERS
+            .iter()
+            .map(|d| d.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 impl core::fmt::Display for SchedulerKind {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for SchedulerKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SchedulerKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        SchedulerKind::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown scheduler `{name}` ({})",
+                SchedulerKind::names()
+            ))
+        })
     }
 }
 
@@ -161,11 +233,7 @@ impl Scheduler {
         gateways: usize,
         table: Option<Arc<MaglevTable>>,
     ) -> Option<Self> {
-        Some(match kind {
-            SchedulerKind::Maglev => Scheduler::Maglev(table?),
-            SchedulerKind::LeastConn => Scheduler::LeastConn(LeastConn::new(gateways)),
-            SchedulerKind::RoundRobin => Scheduler::RoundRobin(RoundRobin::new(gateways)),
-        })
+        (kind.def().build)(gateways, table)
     }
 
     /// Which algorithm this is.
@@ -259,6 +327,25 @@ mod tests {
         for c in ineligible() {
             assert!(!c.eligible(), "{c:?}");
         }
+    }
+
+    #[test]
+    fn registry_is_in_enum_order_and_builds_its_kind() {
+        for (i, d) in SCHEDULERS.iter().enumerate() {
+            assert_eq!(d.kind as usize, i, "{}", d.name);
+            assert_eq!(SchedulerKind::from_name(d.name), Some(d.kind));
+            let built = Scheduler::new(d.kind, 3, Some(table(3))).unwrap();
+            assert_eq!(built.kind(), d.kind);
+            assert_eq!(
+                Scheduler::new(d.kind, 3, None).is_none(),
+                d.needs_maglev_table,
+                "{}",
+                d.name
+            );
+        }
+        assert_eq!(SchedulerKind::from_name("wrr"), None);
+        assert_eq!(SchedulerKind::names(), "maglev, least-conn, round-robin");
+        assert_eq!(SchedulerKind::default(), SchedulerKind::Maglev);
     }
 
     #[test]
