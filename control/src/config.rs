@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use dataplane::model::{
@@ -664,13 +664,40 @@ impl Validator<'_> {
     }
 
     fn spec(&self, raw: File) -> Result<ApplianceSpec, ConfigError> {
+        let (ports, interfaces) = self.ports(&raw.port)?;
+        let own = self.own_addresses(&interfaces)?;
+        let routes = self.routes(&raw.route, &interfaces)?;
+        let neighbors = self.neighbors(&raw.neighbor, &interfaces)?;
+        let services = self.services(&raw.service, &own)?;
+        let affinity = self.affinity(raw.affinity.as_ref())?;
+        let maglev_size = raw.maglev_table_size.unwrap_or(MAGLEV_DEFAULT_SIZE);
+        if maglev_size < MAGLEV_DEFAULT_SIZE || !is_prime(maglev_size) {
+            return self.err(
+                "maglev_table_size",
+                format!("{maglev_size} must be a prime of at least {MAGLEV_DEFAULT_SIZE}"),
+            );
+        }
+        Ok(ApplianceSpec {
+            ports,
+            interfaces,
+            routes,
+            neighbors,
+            services,
+            affinity,
+            maglev_size,
+            ha: None,
+        })
+    }
+
+    /// The `[[port]]` tables: the DPDK ports and the interfaces on them (untagged and VLANs).
+    fn ports(&self, raw: &[PortFile]) -> Result<(Vec<PortSpec>, Vec<InterfaceSpec>), ConfigError> {
         let mut ports = Vec::new();
         let mut interfaces = Vec::new();
         let mut names = HashSet::new();
-        if raw.port.is_empty() {
+        if raw.is_empty() {
             return self.err("port", "at least one port is required");
         }
-        for (p, port) in raw.port.iter().enumerate() {
+        for (p, port) in raw.iter().enumerate() {
             let key = format!("port.{}", port.name);
             self.name(&format!("port[{p}]"), &port.name, &mut names)?;
             let mac = self.mac(&format!("{key}.mac"), &port.mac)?;
@@ -698,33 +725,15 @@ impl Validator<'_> {
             }
             let mut tags = HashSet::new();
             for (v, vlan) in port.vlan.iter().enumerate() {
-                let vkey = format!("{key}.vlan.{}", vlan.name);
                 self.name(&format!("{key}.vlan[{v}]"), &vlan.name, &mut names)?;
-                let tag = match (vlan.vid, vlan.outer, vlan.inner) {
-                    (Some(vid), None, None) => Vlan::Single {
-                        vid: self.vid(&format!("{vkey}.vid"), vid)?,
-                    },
-                    (None, Some(o), Some(i)) => Vlan::Double {
-                        outer: self.vid(&format!("{vkey}.outer"), o)?,
-                        inner: self.vid(&format!("{vkey}.inner"), i)?,
-                    },
-                    _ => {
-                        return self.err(
-                            vkey,
-                            "give either `vid` (802.1Q) or both `outer` and `inner` (802.1ad)",
-                        )
-                    }
-                };
-                if !tags.insert(tag) {
-                    return self.err(vkey, "another VLAN on this port has the same tags");
+                let itf = self.vlan(&key, port_id, vlan)?;
+                if !tags.insert(itf.vlan) {
+                    return self.err(
+                        format!("{key}.vlan.{}", vlan.name),
+                        "another VLAN on this port has the same tags",
+                    );
                 }
-                interfaces.push(InterfaceSpec {
-                    name: vlan.name.clone(),
-                    port: port_id,
-                    vlan: tag,
-                    role: vlan.role,
-                    addresses: self.cidrs(&format!("{vkey}.addresses"), &vlan.addresses)?,
-                });
+                interfaces.push(itf);
             }
         }
         for role in [Role::Client, Role::Backend] {
@@ -737,8 +746,40 @@ impl Validator<'_> {
                 return self.err("port", format!("no interface has role \"{r}\""));
             }
         }
+        Ok((ports, interfaces))
+    }
+
+    /// One `[[port.vlan]]` table of the port whose key is `key`.
+    fn vlan(&self, key: &str, port_id: u16, vlan: &VlanFile) -> Result<InterfaceSpec, ConfigError> {
+        let vkey = format!("{key}.vlan.{}", vlan.name);
+        let tag = match (vlan.vid, vlan.outer, vlan.inner) {
+            (Some(vid), None, None) => Vlan::Single {
+                vid: self.vid(&format!("{vkey}.vid"), vid)?,
+            },
+            (None, Some(o), Some(i)) => Vlan::Double {
+                outer: self.vid(&format!("{vkey}.outer"), o)?,
+                inner: self.vid(&format!("{vkey}.inner"), i)?,
+            },
+            _ => {
+                return self.err(
+                    vkey,
+                    "give either `vid` (802.1Q) or both `outer` and `inner` (802.1ad)",
+                )
+            }
+        };
+        Ok(InterfaceSpec {
+            name: vlan.name.clone(),
+            port: port_id,
+            vlan: tag,
+            role: vlan.role,
+            addresses: self.cidrs(&format!("{vkey}.addresses"), &vlan.addresses)?,
+        })
+    }
+
+    /// The interfaces' own addresses, each configured once.
+    fn own_addresses(&self, interfaces: &[InterfaceSpec]) -> Result<HashSet<IpAddr>, ConfigError> {
         let mut own = HashSet::new();
-        for itf in &interfaces {
+        for itf in interfaces {
             for a in &itf.addresses {
                 if !own.insert(a.addr) {
                     return self.err(
@@ -748,15 +789,17 @@ impl Validator<'_> {
                 }
             }
         }
-        let connected = |a: IpAddr| {
-            interfaces
-                .iter()
-                .flat_map(|i| &i.addresses)
-                .any(|c| c.contains(a))
-        };
+        Ok(own)
+    }
 
+    /// The `[[route]]` tables; each `via` must be on a connected subnet.
+    fn routes(
+        &self,
+        raw: &[RouteFile],
+        interfaces: &[InterfaceSpec],
+    ) -> Result<Vec<RouteSpec>, ConfigError> {
         let mut routes = Vec::new();
-        for (r, route) in raw.route.iter().enumerate() {
+        for (r, route) in raw.iter().enumerate() {
             let key = format!("route[{r}]");
             let prefix = route
                 .prefix
@@ -766,7 +809,7 @@ impl Validator<'_> {
             if via.is_ipv4() != prefix.addr.is_ipv4() {
                 return self.err(format!("{key}.via"), "not of the prefix's address family");
             }
-            if !connected(via) {
+            if !connected(interfaces, via) {
                 return self.err(
                     format!("{key}.via"),
                     format!("{via} is not on a connected subnet of any interface"),
@@ -774,9 +817,18 @@ impl Validator<'_> {
             }
             routes.push(RouteSpec { prefix, via });
         }
+        Ok(routes)
+    }
+
+    /// The `[[neighbor]]` tables (static ARP/ND entries) on connected subnets.
+    fn neighbors(
+        &self,
+        raw: &[NeighborFile],
+        interfaces: &[InterfaceSpec],
+    ) -> Result<Vec<NeighborSpec>, ConfigError> {
         let mut neighbors = Vec::new();
         let mut seen = HashSet::new();
-        for (n, nb) in raw.neighbor.iter().enumerate() {
+        for (n, nb) in raw.iter().enumerate() {
             let key = format!("neighbor[{n}]");
             let address = self.ip(&format!("{key}.address"), &nb.address)?;
             let mac = self.mac(&format!("{key}.mac"), &nb.mac)?;
@@ -786,7 +838,7 @@ impl Validator<'_> {
                     format!("{address} is listed twice"),
                 );
             }
-            if !connected(address) {
+            if !connected(interfaces, address) {
                 return self.err(
                     format!("{key}.address"),
                     format!("{address} is not on a connected subnet of any interface"),
@@ -794,20 +846,28 @@ impl Validator<'_> {
             }
             neighbors.push(NeighborSpec { address, mac });
         }
+        Ok(neighbors)
+    }
 
+    /// The `[[service]]` tables, and the checks across services.
+    fn services(
+        &self,
+        raw: &[ServiceFile],
+        own: &HashSet<IpAddr>,
+    ) -> Result<Vec<ServiceSpec>, ConfigError> {
         let mut services = Vec::new();
         let mut names = HashSet::new();
         let mut vips = HashSet::new();
-        if raw.service.is_empty() {
+        if raw.is_empty() {
             return self.err("service", "at least one service is required");
         }
         // Service ids are 15 bits in the affinity table (the 16th marks redirected clients).
-        if raw.service.len() > usize::from(!dataplane::affinity::DIRECT) {
+        if raw.len() > usize::from(!dataplane::affinity::DIRECT) {
             return self.err("service", "at most 32767 services");
         }
-        for (s, svc) in raw.service.iter().enumerate() {
+        for (s, svc) in raw.iter().enumerate() {
             self.name(&format!("service[{s}]"), &svc.name, &mut names)?;
-            let spec = self.service(svc, &own)?;
+            let spec = self.service(svc, own)?;
             for vip in [spec.vip4.map(IpAddr::V4), spec.vip6.map(IpAddr::V6)]
                 .into_iter()
                 .flatten()
@@ -842,50 +902,34 @@ impl Validator<'_> {
                 }
             }
         }
+        Ok(services)
+    }
 
-        let affinity = {
-            let d = AffinitySpec::default();
-            let a = raw.affinity.as_ref();
-            let capacity = a.and_then(|a| a.capacity).unwrap_or(d.capacity);
-            let max_unconfirmed = a
-                .and_then(|a| a.max_unconfirmed)
-                .unwrap_or(capacity / 4)
-                .min(capacity);
-            if capacity == 0 {
-                return self.err("affinity.capacity", "must be at least 1");
-            }
-            if a.and_then(|a| a.max_unconfirmed)
-                .is_some_and(|m| m > capacity)
-            {
-                return self.err(
-                    "affinity.max_unconfirmed",
-                    "must not exceed affinity.capacity",
-                );
-            }
-            if max_unconfirmed == 0 {
-                return self.err("affinity.max_unconfirmed", "must be at least 1");
-            }
-            AffinitySpec {
-                capacity,
-                max_unconfirmed,
-            }
-        };
-        let maglev_size = raw.maglev_table_size.unwrap_or(MAGLEV_DEFAULT_SIZE);
-        if maglev_size < MAGLEV_DEFAULT_SIZE || !is_prime(maglev_size) {
+    /// The `[affinity]` table: shard sizing.
+    fn affinity(&self, a: Option<&AffinityFile>) -> Result<AffinitySpec, ConfigError> {
+        let d = AffinitySpec::default();
+        let capacity = a.and_then(|a| a.capacity).unwrap_or(d.capacity);
+        let max_unconfirmed = a
+            .and_then(|a| a.max_unconfirmed)
+            .unwrap_or(capacity / 4)
+            .min(capacity);
+        if capacity == 0 {
+            return self.err("affinity.capacity", "must be at least 1");
+        }
+        if a.and_then(|a| a.max_unconfirmed)
+            .is_some_and(|m| m > capacity)
+        {
             return self.err(
-                "maglev_table_size",
-                format!("{maglev_size} must be a prime of at least {MAGLEV_DEFAULT_SIZE}"),
+                "affinity.max_unconfirmed",
+                "must not exceed affinity.capacity",
             );
         }
-        Ok(ApplianceSpec {
-            ports,
-            interfaces,
-            routes,
-            neighbors,
-            services,
-            affinity,
-            maglev_size,
-            ha: None,
+        if max_unconfirmed == 0 {
+            return self.err("affinity.max_unconfirmed", "must be at least 1");
+        }
+        Ok(AffinitySpec {
+            capacity,
+            max_unconfirmed,
         })
     }
 
@@ -1029,6 +1073,121 @@ impl Validator<'_> {
         Ok(std::time::Duration::from_millis(ms))
     }
 
+    /// One `[[service.health_check]]` table, whose key is `ckey`.
+    fn health_check(
+        &self,
+        ckey: &str,
+        svc: &ServiceSpec,
+        c: &HealthCheckFile,
+    ) -> Result<HealthCheck, ConfigError> {
+        let l = &svc.listeners;
+        let (kind, default_port) = match c.kind.as_str() {
+            "tcp" => (CheckKind::Tcp, None),
+            "ike" => (CheckKind::Ike, Some(service_port(l, Protocol::Ike))),
+            "tls" => (CheckKind::Tls, Some(service_port(l, Protocol::Tls))),
+            "dtls" => (CheckKind::Dtls, Some(service_port(l, Protocol::Dtls))),
+            "icmp" => (CheckKind::Icmp, None),
+            other => {
+                return self.err(
+                    format!("{ckey}.type"),
+                    format!("unknown check `{other}` (tcp, ike, tls, dtls, icmp)"),
+                )
+            }
+        };
+        let port = match (kind, c.port.or(default_port)) {
+            (CheckKind::Icmp, None) => 0,
+            (CheckKind::Icmp, Some(_)) => {
+                return self.err(format!("{ckey}.port"), "an ICMP check has no port")
+            }
+            (_, None) => return self.err(format!("{ckey}.port"), "a TCP check needs a port"),
+            (_, Some(0)) => return self.err(format!("{ckey}.port"), "port 0 is not a port"),
+            (_, Some(p)) => p,
+        };
+        let ipv6 = match c.family.as_deref() {
+            None => svc.gateways.iter().all(|g| g.ipv4.is_none()),
+            Some("ipv4") => false,
+            Some("ipv6") => true,
+            Some(other) => {
+                return self.err(
+                    format!("{ckey}.family"),
+                    format!("unknown family `{other}` (ipv4, ipv6)"),
+                )
+            }
+        };
+        if let Some(g) = svc.gateways.iter().find(|g| g.address(ipv6).is_none()) {
+            return self.err(
+                format!("{ckey}.family"),
+                format!(
+                    "gateway `{}` has no {} address to probe",
+                    g.name,
+                    if ipv6 { "IPv6" } else { "IPv4" }
+                ),
+            );
+        }
+        let interval = self.millis(
+            &format!("{ckey}.interval"),
+            c.interval.as_ref(),
+            1000,
+            100..=3_600_000,
+        )?;
+        let timeout = self.millis(
+            &format!("{ckey}.timeout"),
+            c.timeout.as_ref(),
+            (interval.as_millis() as u64 / 2).clamp(10, 2000),
+            10..=3_600_000,
+        )?;
+        if timeout > interval {
+            return self.err(
+                format!("{ckey}.timeout"),
+                "is longer than the interval (one probe at a time per check)",
+            );
+        }
+        let count = |name: &str, v: Option<u32>, default: u32| -> Result<u32, ConfigError> {
+            match v.unwrap_or(default) {
+                n @ 1..=100 => Ok(n),
+                n => self.err(format!("{ckey}.{name}"), format!("{n} is outside 1-100")),
+            }
+        };
+        let mut source = None;
+        for a in &c.source {
+            let ip = self.ip(&format!("{ckey}.source"), a)?;
+            if ip.is_ipv6() == ipv6 && source.replace(ip).is_some() {
+                return self.err(format!("{ckey}.source"), "at most one address per family");
+            }
+        }
+        if !c.source.is_empty() && source.is_none() {
+            return self.err(
+                format!("{ckey}.source"),
+                format!(
+                    "no {} address, and the check probes that family",
+                    if ipv6 { "IPv6" } else { "IPv4" }
+                ),
+            );
+        }
+        if c.sni.is_some() && kind != CheckKind::Tls {
+            return self.err(
+                format!("{ckey}.sni"),
+                "only a TLS check sends a server name",
+            );
+        }
+        if let Some(sni) = &c.sni {
+            if sni.is_empty() || sni.len() > 253 || !sni.is_ascii() {
+                return self.err(format!("{ckey}.sni"), format!("`{sni}` is not a host name"));
+            }
+        }
+        Ok(HealthCheck {
+            kind,
+            port,
+            ipv6,
+            interval,
+            timeout,
+            rise: count("rise", c.rise, 2)?,
+            fall: count("fall", c.fall, 3)?,
+            source,
+            sni: c.sni.clone(),
+        })
+    }
+
     fn health(
         &self,
         svc: &ServiceSpec,
@@ -1050,112 +1209,7 @@ impl Validator<'_> {
         let mut labels = HashSet::new();
         for (i, c) in checks.iter().enumerate() {
             let ckey = format!("{key}.health_check[{i}]");
-            let l = &svc.listeners;
-            let (kind, default_port) = match c.kind.as_str() {
-                "tcp" => (CheckKind::Tcp, None),
-                "ike" => (CheckKind::Ike, Some(service_port(l, Protocol::Ike))),
-                "tls" => (CheckKind::Tls, Some(service_port(l, Protocol::Tls))),
-                "dtls" => (CheckKind::Dtls, Some(service_port(l, Protocol::Dtls))),
-                "icmp" => (CheckKind::Icmp, None),
-                other => {
-                    return self.err(
-                        format!("{ckey}.type"),
-                        format!("unknown check `{other}` (tcp, ike, tls, dtls, icmp)"),
-                    )
-                }
-            };
-            let port = match (kind, c.port.or(default_port)) {
-                (CheckKind::Icmp, None) => 0,
-                (CheckKind::Icmp, Some(_)) => {
-                    return self.err(format!("{ckey}.port"), "an ICMP check has no port")
-                }
-                (_, None) => return self.err(format!("{ckey}.port"), "a TCP check needs a port"),
-                (_, Some(0)) => return self.err(format!("{ckey}.port"), "port 0 is not a port"),
-                (_, Some(p)) => p,
-            };
-            let ipv6 = match c.family.as_deref() {
-                None => svc.gateways.iter().all(|g| g.ipv4.is_none()),
-                Some("ipv4") => false,
-                Some("ipv6") => true,
-                Some(other) => {
-                    return self.err(
-                        format!("{ckey}.family"),
-                        format!("unknown family `{other}` (ipv4, ipv6)"),
-                    )
-                }
-            };
-            if let Some(g) = svc.gateways.iter().find(|g| g.address(ipv6).is_none()) {
-                return self.err(
-                    format!("{ckey}.family"),
-                    format!(
-                        "gateway `{}` has no {} address to probe",
-                        g.name,
-                        if ipv6 { "IPv6" } else { "IPv4" }
-                    ),
-                );
-            }
-            let interval = self.millis(
-                &format!("{ckey}.interval"),
-                c.interval.as_ref(),
-                1000,
-                100..=3_600_000,
-            )?;
-            let timeout = self.millis(
-                &format!("{ckey}.timeout"),
-                c.timeout.as_ref(),
-                (interval.as_millis() as u64 / 2).clamp(10, 2000),
-                10..=3_600_000,
-            )?;
-            if timeout > interval {
-                return self.err(
-                    format!("{ckey}.timeout"),
-                    "is longer than the interval (one probe at a time per check)",
-                );
-            }
-            let count = |name: &str, v: Option<u32>, default: u32| -> Result<u32, ConfigError> {
-                match v.unwrap_or(default) {
-                    n @ 1..=100 => Ok(n),
-                    n => self.err(format!("{ckey}.{name}"), format!("{n} is outside 1-100")),
-                }
-            };
-            let mut source = None;
-            for a in &c.source {
-                let ip = self.ip(&format!("{ckey}.source"), a)?;
-                if ip.is_ipv6() == ipv6 && source.replace(ip).is_some() {
-                    return self.err(format!("{ckey}.source"), "at most one address per family");
-                }
-            }
-            if !c.source.is_empty() && source.is_none() {
-                return self.err(
-                    format!("{ckey}.source"),
-                    format!(
-                        "no {} address, and the check probes that family",
-                        if ipv6 { "IPv6" } else { "IPv4" }
-                    ),
-                );
-            }
-            if c.sni.is_some() && kind != CheckKind::Tls {
-                return self.err(
-                    format!("{ckey}.sni"),
-                    "only a TLS check sends a server name",
-                );
-            }
-            if let Some(sni) = &c.sni {
-                if sni.is_empty() || sni.len() > 253 || !sni.is_ascii() {
-                    return self.err(format!("{ckey}.sni"), format!("`{sni}` is not a host name"));
-                }
-            }
-            let check = HealthCheck {
-                kind,
-                port,
-                ipv6,
-                interval,
-                timeout,
-                rise: count("rise", c.rise, 2)?,
-                fall: count("fall", c.fall, 3)?,
-                source,
-                sni: c.sni.clone(),
-            };
+            let check = self.health_check(&ckey, svc, c)?;
             if !labels.insert(check.label()) {
                 return self.err(
                     ckey,
@@ -1316,69 +1370,13 @@ impl Validator<'_> {
         }
     }
 
-    /// The service's `protocols` and `ports`, through the protocol registry.
-    fn listeners(&self, key: &str, svc: &ServiceFile) -> Result<Listeners, ConfigError> {
-        if svc.protocols.is_empty() {
-            return self.err(
-                format!("{key}.protocols"),
-                "at least one protocol is required",
-            );
-        }
-        for name in svc.ports.keys() {
-            if !PROTOCOLS.iter().any(|d| d.port_key == Some(name.as_str())) {
-                let keys: Vec<&str> = PROTOCOLS.iter().filter_map(|d| d.port_key).collect();
-                return self.err(
-                    format!("{key}.ports.{name}"),
-                    format!("unknown port key (expected one of {})", keys.join(", ")),
-                );
-            }
-        }
-        let mut listeners = Listeners::none();
-        for name in &svc.protocols {
-            let Some(protocol) = Protocol::from_name(name) else {
-                return self.err(
-                    format!("{key}.protocols"),
-                    format!("unknown protocol `{name}` ({})", Protocol::names()),
-                );
-            };
-            let def = protocol.def();
-            let port = match def.port_key {
-                None => 0,
-                Some(port_key) => match svc.ports.get(port_key).copied() {
-                    None => def.default_port,
-                    Some(0) => {
-                        return self.err(format!("{key}.ports.{port_key}"), "port 0 is not a port")
-                    }
-                    Some(p) => p,
-                },
-            };
-            listeners.set(protocol, port);
-        }
-        if let Some((a, b, port)) = listeners.port_clash() {
-            let key_of = |p: Protocol| p.def().port_key.unwrap_or(p.name());
-            return self.err(
-                format!("{key}.ports"),
-                format!(
-                    "{} and {} are both on {} port {port}",
-                    key_of(a),
-                    key_of(b),
-                    if a.def().transport == Transport::Tcp {
-                        "TCP"
-                    } else {
-                        "UDP"
-                    }
-                ),
-            );
-        }
-        Ok(listeners)
-    }
-
-    fn service(
+    /// The service's VIPs: at most one per family, none an interface address.
+    fn vips(
         &self,
+        key: &str,
         svc: &ServiceFile,
         own: &HashSet<IpAddr>,
-    ) -> Result<ServiceSpec, ConfigError> {
-        let key = format!("service.{}", svc.name);
+    ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), ConfigError> {
         let (mut vip4, mut vip6) = (None, None);
         if svc.vip.is_empty() {
             return self.err(format!("{key}.vip"), "at least one VIP is required");
@@ -1399,52 +1397,16 @@ impl Validator<'_> {
                 );
             }
         }
-        let listeners = self.listeners(&key, svc)?;
-        let scheduler = match svc.scheduler.as_deref() {
-            None => SchedulerKind::default(),
-            Some(name) => match SchedulerKind::from_name(name) {
-                Some(kind) => kind,
-                None => {
-                    return self.err(
-                        format!("{key}.scheduler"),
-                        format!("unknown scheduler `{name}` ({})", SchedulerKind::names()),
-                    )
-                }
-            },
-        };
-        let mode = match svc.mode.as_deref() {
-            None | Some("nat") => ServiceMode::Nat,
-            Some("redirect") => ServiceMode::Redirect,
-            Some(other) => {
-                return self.err(
-                    format!("{key}.mode"),
-                    format!("unknown mode `{other}` (nat, redirect)"),
-                )
-            }
-        };
-        if mode == ServiceMode::Redirect && !listeners.carries(Protocol::Ike) {
-            return self.err(
-                format!("{key}.mode"),
-                "redirect mode answers IKE_SA_INIT: the service needs the `ike` protocol",
-            );
-        }
-        let route_to_gateways = svc.route_to_gateways.unwrap_or(false);
-        if route_to_gateways && mode != ServiceMode::Redirect {
-            return self.err(
-                format!("{key}.route_to_gateways"),
-                "only redirect mode sends clients to the gateways' own addresses",
-            );
-        }
-        let persistence_timeout_s = self.seconds(
-            &format!("{key}.persistence_timeout"),
-            svc.persistence_timeout.as_ref(),
-            DEFAULT_PERSISTENCE_TIMEOUT_S,
-        )?;
-        let unconfirmed_timeout_s = self.seconds(
-            &format!("{key}.unconfirmed_timeout"),
-            svc.unconfirmed_timeout.as_ref(),
-            DEFAULT_UNCONFIRMED_TIMEOUT_S.min(persistence_timeout_s),
-        )?;
+        Ok((vip4, vip6))
+    }
+
+    /// The service's `[[service.gateway]]` tables.
+    fn gateways(
+        &self,
+        key: &str,
+        svc: &ServiceFile,
+        own: &HashSet<IpAddr>,
+    ) -> Result<Vec<GatewaySpec>, ConfigError> {
         if svc.gateway.is_empty() {
             return self.err(format!("{key}.gateway"), "at least one gateway is required");
         }
@@ -1511,6 +1473,120 @@ impl Validator<'_> {
                 state,
             });
         }
+        Ok(gateways)
+    }
+
+    /// The service's `protocols` and `ports`, through the protocol registry.
+    fn listeners(&self, key: &str, svc: &ServiceFile) -> Result<Listeners, ConfigError> {
+        if svc.protocols.is_empty() {
+            return self.err(
+                format!("{key}.protocols"),
+                "at least one protocol is required",
+            );
+        }
+        for name in svc.ports.keys() {
+            if !PROTOCOLS.iter().any(|d| d.port_key == Some(name.as_str())) {
+                let keys: Vec<&str> = PROTOCOLS.iter().filter_map(|d| d.port_key).collect();
+                return self.err(
+                    format!("{key}.ports.{name}"),
+                    format!("unknown port key (expected one of {})", keys.join(", ")),
+                );
+            }
+        }
+        let mut listeners = Listeners::none();
+        for name in &svc.protocols {
+            let Some(protocol) = Protocol::from_name(name) else {
+                return self.err(
+                    format!("{key}.protocols"),
+                    format!("unknown protocol `{name}` ({})", Protocol::names()),
+                );
+            };
+            let def = protocol.def();
+            let port = match def.port_key {
+                None => 0,
+                Some(port_key) => match svc.ports.get(port_key).copied() {
+                    None => def.default_port,
+                    Some(0) => {
+                        return self.err(format!("{key}.ports.{port_key}"), "port 0 is not a port")
+                    }
+                    Some(p) => p,
+                },
+            };
+            listeners.set(protocol, port);
+        }
+        if let Some((a, b, port)) = listeners.port_clash() {
+            let key_of = |p: Protocol| p.def().port_key.unwrap_or(p.name());
+            return self.err(
+                format!("{key}.ports"),
+                format!(
+                    "{} and {} are both on {} port {port}",
+                    key_of(a),
+                    key_of(b),
+                    if a.def().transport == Transport::Tcp {
+                        "TCP"
+                    } else {
+                        "UDP"
+                    }
+                ),
+            );
+        }
+        Ok(listeners)
+    }
+
+    fn service(
+        &self,
+        svc: &ServiceFile,
+        own: &HashSet<IpAddr>,
+    ) -> Result<ServiceSpec, ConfigError> {
+        let key = format!("service.{}", svc.name);
+        let (vip4, vip6) = self.vips(&key, svc, own)?;
+        let listeners = self.listeners(&key, svc)?;
+        let scheduler = match svc.scheduler.as_deref() {
+            None => SchedulerKind::default(),
+            Some(name) => match SchedulerKind::from_name(name) {
+                Some(kind) => kind,
+                None => {
+                    return self.err(
+                        format!("{key}.scheduler"),
+                        format!("unknown scheduler `{name}` ({})", SchedulerKind::names()),
+                    )
+                }
+            },
+        };
+        let mode = match svc.mode.as_deref() {
+            None | Some("nat") => ServiceMode::Nat,
+            Some("redirect") => ServiceMode::Redirect,
+            Some(other) => {
+                return self.err(
+                    format!("{key}.mode"),
+                    format!("unknown mode `{other}` (nat, redirect)"),
+                )
+            }
+        };
+        if mode == ServiceMode::Redirect && !listeners.carries(Protocol::Ike) {
+            return self.err(
+                format!("{key}.mode"),
+                "redirect mode answers IKE_SA_INIT: the service needs the `ike` protocol",
+            );
+        }
+        let route_to_gateways = svc.route_to_gateways.unwrap_or(false);
+        if route_to_gateways && mode != ServiceMode::Redirect {
+            return self.err(
+                format!("{key}.route_to_gateways"),
+                "only redirect mode sends clients to the gateways' own addresses",
+            );
+        }
+        let persistence_timeout_s = self.seconds(
+            &format!("{key}.persistence_timeout"),
+            svc.persistence_timeout.as_ref(),
+            DEFAULT_PERSISTENCE_TIMEOUT_S,
+        )?;
+        let unconfirmed_timeout_s = self.seconds(
+            &format!("{key}.unconfirmed_timeout"),
+            svc.unconfirmed_timeout.as_ref(),
+            DEFAULT_UNCONFIRMED_TIMEOUT_S.min(persistence_timeout_s),
+        )?;
+        let gateways = self.gateways(&key, svc, own)?;
         if vip4.is_some() && gateways.iter().all(|g| g.ipv4.is_none()) {
             return self.err(
                 format!("{key}.gateway"),
@@ -1536,6 +1612,14 @@ impl Validator<'_> {
             route_to_gateways,
         })
     }
+}
+
+/// Whether `a` is on a connected subnet of one of the interfaces.
+fn connected(interfaces: &[InterfaceSpec], a: IpAddr) -> bool {
+    interfaces
+        .iter()
+        .flat_map(|i| &i.addresses)
+        .any(|c| c.contains(a))
 }
 
 /// The port the service carries `protocol` on, or the protocol's well-known one.
