@@ -142,7 +142,8 @@ pub fn run(
     out_dir: &Path,
     with_affinity: bool,
 ) -> Result<Report, ReplayError> {
-    let snap = Arc::new(Snapshot::build(spec, 1).map_err(ReplayError::Snapshot)?);
+    let snap =
+        Arc::new(Snapshot::build(spec, 1).map_err(|e| ReplayError::Snapshot(e.to_string()))?);
     let port_names: Vec<String> = snap.spec.ports.iter().map(|p| p.name.clone()).collect();
     let mut sources = Vec::new();
     for input in inputs {

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::classify::PortPlan;
 pub use crate::protocols::Listeners;
 use crate::redirect::LoadBoard;
-use crate::schedule::maglev::{MaglevMember, MaglevTable};
+use crate::schedule::maglev::{MaglevError, MaglevMember, MaglevTable};
 use crate::schedule::Scheduler;
 use crate::schedule::{Candidate, GatewayState, SchedulerKind};
 use crate::wire::ethernet::{EthernetAddress, Vlan};
@@ -547,10 +547,10 @@ impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A> + FilterBi
 
     /// Fills `gateways` and `memberships` from (address, membership) pairs in configuration
     /// order, keeping that order within each address.
-    fn set_gateways(&mut self, mut pairs: Vec<(A, (u16, u16))>) -> Result<(), String> {
+    fn set_gateways(&mut self, mut pairs: Vec<(A, (u16, u16))>) -> Result<(), SnapshotError> {
         pairs.sort_by_key(|(a, _)| *a); // stable: configuration order within an address
         self.memberships = pairs.iter().map(|(_, m)| *m).collect();
-        let index = |i: usize| u32::try_from(i).map_err(|_| "too many gateways".to_string());
+        let index = |i: usize| u32::try_from(i).map_err(|_| SnapshotError::TooMany("gateways"));
         let mut start = 0;
         for (i, (a, _)) in pairs.iter().enumerate() {
             if pairs.get(i + 1).is_none_or(|(next, _)| next != a) {
@@ -662,46 +662,174 @@ pub struct Snapshot {
     pub loads: Arc<LoadBoard>,
 }
 
+/// What [`Snapshot::build`] could not derive from a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("too many {0}")]
+    TooMany(&'static str),
+    #[error("interface {0} refers to a missing port")]
+    MissingPort(String),
+    #[error("interface {0} duplicates another interface's port and VLAN tags")]
+    DuplicateInterface(String),
+    #[error("route {prefix} via {via} is not on a connected subnet")]
+    RouteNotConnected { prefix: IpCidr, via: IpAddr },
+    #[error("service {service}: {source}")]
+    Maglev {
+        service: String,
+        source: MaglevError,
+    },
+    #[error("service {service}: scheduler {scheduler} has no table")]
+    NoTable {
+        service: String,
+        scheduler: SchedulerKind,
+    },
+}
+
+/// The interfaces' views, their addresses as local addresses, and their connected routes.
+#[allow(clippy::type_complexity)]
+fn interface_views(
+    spec: &ApplianceSpec,
+) -> Result<
+    (
+        Vec<InterfaceView>,
+        Vec<(IpAddr, LocalKind)>,
+        Vec<RouteEntry>,
+    ),
+    SnapshotError,
+> {
+    let mut interfaces: Vec<InterfaceView> = Vec::with_capacity(spec.interfaces.len());
+    let mut local = Vec::new();
+    let mut routes = Vec::new();
+    for (i, itf) in spec.interfaces.iter().enumerate() {
+        let id = u16::try_from(i).map_err(|_| SnapshotError::TooMany("interfaces"))?;
+        let port = spec
+            .ports
+            .get(usize::from(itf.port))
+            .ok_or_else(|| SnapshotError::MissingPort(itf.name.clone()))?;
+        if interfaces
+            .iter()
+            .any(|v| v.port == itf.port && v.vlan == itf.vlan)
+        {
+            return Err(SnapshotError::DuplicateInterface(itf.name.clone()));
+        }
+        let vmac = spec
+            .ha
+            .as_ref()
+            .filter(|ha| ha.master)
+            .map(|ha| (ha.virtual_mac(false), ha.virtual_mac(true)));
+        interfaces.push(InterfaceView::new(
+            itf.port, itf.vlan, itf.role, port.mac, vmac,
+        ));
+        for a in &itf.addresses {
+            local.push((a.addr, LocalKind::Interface { interface: id }));
+            routes.push(RouteEntry {
+                prefix: *a,
+                interface: id,
+                via: None,
+                via_mac: None,
+            });
+        }
+    }
+    Ok((interfaces, local, routes))
+}
+
+/// The connected routes followed by the static ones, each resolved to its interface.
+fn static_routes(
+    spec: &ApplianceSpec,
+    connected: Vec<RouteEntry>,
+    neighbors: &FastMap<IpAddr, EthernetAddress>,
+) -> Result<Vec<RouteEntry>, SnapshotError> {
+    let mut routes = connected.clone();
+    for r in &spec.routes {
+        let hop = best_route(&connected, r.via).ok_or(SnapshotError::RouteNotConnected {
+            prefix: r.prefix,
+            via: r.via,
+        })?;
+        routes.push(RouteEntry {
+            prefix: r.prefix,
+            interface: hop.interface,
+            via: Some(r.via),
+            via_mac: neighbors.get(&r.via).copied(),
+        });
+    }
+    Ok(routes)
+}
+
+impl FamilyView {
+    /// One address family of a service: its candidates, scheduler and gateways' next hops.
+    fn build(
+        svc: &ServiceSpec,
+        v6: bool,
+        maglev_size: usize,
+        routes: &[RouteEntry],
+        neighbors: &FastMap<IpAddr, EthernetAddress>,
+    ) -> Result<FamilyView, SnapshotError> {
+        let candidates: Vec<Candidate> = svc
+            .gateways
+            .iter()
+            .map(|g| Candidate {
+                weight: if g.address(v6).is_some() { g.weight } else { 0 },
+                state: g.state,
+            })
+            .collect();
+        // The table covers every configured gateway whatever its state: a gateway that goes
+        // down or drains is skipped at lookup (`lookup_eligible`), so only its own clients
+        // move, and the table needs no rebuild on state changes.
+        let maglev = if svc.scheduler.def().needs_maglev_table {
+            let members: Vec<MaglevMember<'_>> = svc
+                .gateways
+                .iter()
+                .zip(&candidates)
+                .map(|(g, c)| MaglevMember {
+                    name: &g.name,
+                    weight: c.weight,
+                })
+                .collect();
+            let table = MaglevTable::build(&members, maglev_size).map_err(|source| {
+                SnapshotError::Maglev {
+                    service: svc.name.clone(),
+                    source,
+                }
+            })?;
+            Some(Arc::new(table))
+        } else {
+            None
+        };
+        let gateways = svc
+            .gateways
+            .iter()
+            .map(|g| {
+                g.address(v6).map(|a| {
+                    let hop = best_route(routes, a).and_then(|r| {
+                        let nh = r.via.unwrap_or(a);
+                        neighbors.get(&nh).map(|mac| NextHop {
+                            interface: r.interface,
+                            mac: *mac,
+                        })
+                    });
+                    (a, hop)
+                })
+            })
+            .collect();
+        let scheduler = Scheduler::new(svc.scheduler, candidates.len(), maglev.clone())
+            .ok_or_else(|| SnapshotError::NoTable {
+                service: svc.name.clone(),
+                scheduler: svc.scheduler,
+            })?;
+        Ok(FamilyView {
+            candidates,
+            maglev,
+            scheduler,
+            gateways,
+        })
+    }
+}
+
 impl Snapshot {
     /// Derives the hot-path view. The spec must have been validated (the control plane's config
     /// loader does that and names the offending key); this only fails on what it cannot derive.
-    pub fn build(spec: ApplianceSpec, generation: u64) -> Result<Snapshot, String> {
-        let mut interfaces: Vec<InterfaceView> = Vec::with_capacity(spec.interfaces.len());
-        let mut local = Vec::new();
-        let mut routes = Vec::new();
-        for (i, itf) in spec.interfaces.iter().enumerate() {
-            let id = u16::try_from(i).map_err(|_| "too many interfaces".to_string())?;
-            let port = spec
-                .ports
-                .get(usize::from(itf.port))
-                .ok_or_else(|| format!("interface {} refers to a missing port", itf.name))?;
-            if interfaces
-                .iter()
-                .any(|v| v.port == itf.port && v.vlan == itf.vlan)
-            {
-                return Err(format!(
-                    "interface {} duplicates another interface's port and VLAN tags",
-                    itf.name
-                ));
-            }
-            let vmac = spec
-                .ha
-                .as_ref()
-                .filter(|ha| ha.master)
-                .map(|ha| (ha.virtual_mac(false), ha.virtual_mac(true)));
-            interfaces.push(InterfaceView::new(
-                itf.port, itf.vlan, itf.role, port.mac, vmac,
-            ));
-            for a in &itf.addresses {
-                local.push((a.addr, LocalKind::Interface { interface: id }));
-                routes.push(RouteEntry {
-                    prefix: *a,
-                    interface: id,
-                    via: None,
-                    via_mac: None,
-                });
-            }
-        }
+    pub fn build(spec: ApplianceSpec, generation: u64) -> Result<Snapshot, SnapshotError> {
+        let (interfaces, mut local, connected) = interface_views(&spec)?;
         // Addresses that follow HA mastership: ours while master, standing by otherwise.
         let standby = spec.ha.as_ref().is_some_and(|ha| !ha.master);
         for &(interface, addr) in spec.ha.iter().flat_map(|ha| &ha.floating) {
@@ -714,103 +842,31 @@ impl Snapshot {
         }
         let neighbors: FastMap<IpAddr, EthernetAddress> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
-        let connected = routes.clone();
-        for r in &spec.routes {
-            let hop = best_route(&connected, r.via).ok_or_else(|| {
-                format!(
-                    "route {} via {} is not on a connected subnet",
-                    r.prefix, r.via
-                )
-            })?;
-            routes.push(RouteEntry {
-                prefix: r.prefix,
-                interface: hop.interface,
-                via: Some(r.via),
-                via_mac: neighbors.get(&r.via).copied(),
-            });
-        }
+        let routes = static_routes(&spec, connected, &neighbors)?;
         let mut services = Vec::with_capacity(spec.services.len());
         let mut gateways_by_addr: Vec<(IpAddr, (u16, u16))> = Vec::new();
         let mut vips = Vec::new();
         for (s, svc) in spec.services.iter().enumerate() {
-            let sid = u16::try_from(s).map_err(|_| "too many services".to_string())?;
+            let sid = u16::try_from(s).map_err(|_| SnapshotError::TooMany("services"))?;
             let vip_kind = if standby {
                 LocalKind::Standby
             } else {
                 LocalKind::Vip { service: sid }
             };
-            if let Some(v) = svc.vip4 {
-                local.push((IpAddr::V4(v), vip_kind));
-                vips.push((IpAddr::V4(v), sid, svc.listeners));
-            }
-            if let Some(v) = svc.vip6 {
-                local.push((IpAddr::V6(v), vip_kind));
-                vips.push((IpAddr::V6(v), sid, svc.listeners));
+            for vip in [svc.vip4.map(IpAddr::V4), svc.vip6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+            {
+                local.push((vip, vip_kind));
+                vips.push((vip, sid, svc.listeners));
             }
             for (g, gw) in svc.gateways.iter().enumerate() {
-                let gid = u16::try_from(g).map_err(|_| "too many gateways".to_string())?;
+                let gid = u16::try_from(g).map_err(|_| SnapshotError::TooMany("gateways"))?;
                 for a in [gw.address(false), gw.address(true)].into_iter().flatten() {
                     gateways_by_addr.push((a, (sid, gid)));
                 }
             }
-            let family = |v6: bool| -> Result<FamilyView, String> {
-                let candidates: Vec<Candidate> = svc
-                    .gateways
-                    .iter()
-                    .map(|g| Candidate {
-                        weight: if g.address(v6).is_some() { g.weight } else { 0 },
-                        state: g.state,
-                    })
-                    .collect();
-                // The table covers every configured gateway whatever its state: a gateway
-                // that goes down or drains is skipped at lookup (`lookup_eligible`), so only
-                // its own clients move, and the table needs no rebuild on state changes.
-                let maglev = if svc.scheduler.def().needs_maglev_table {
-                    let members: Vec<MaglevMember<'_>> = svc
-                        .gateways
-                        .iter()
-                        .zip(&candidates)
-                        .map(|(g, c)| MaglevMember {
-                            name: &g.name,
-                            weight: c.weight,
-                        })
-                        .collect();
-                    let table = MaglevTable::build(&members, spec.maglev_size)
-                        .map_err(|e| format!("service {}: {e}", svc.name))?;
-                    Some(Arc::new(table))
-                } else {
-                    None
-                };
-                let gateways = svc
-                    .gateways
-                    .iter()
-                    .map(|g| {
-                        g.address(v6).map(|a| {
-                            let hop = best_route(&routes, a).and_then(|r| {
-                                let nh = r.via.unwrap_or(a);
-                                neighbors.get(&nh).map(|mac| NextHop {
-                                    interface: r.interface,
-                                    mac: *mac,
-                                })
-                            });
-                            (a, hop)
-                        })
-                    })
-                    .collect();
-                let scheduler = Scheduler::new(svc.scheduler, candidates.len(), maglev.clone())
-                    .ok_or_else(|| {
-                        format!(
-                            "service {}: scheduler {} has no table",
-                            svc.name, svc.scheduler
-                        )
-                    })?;
-                Ok(FamilyView {
-                    candidates,
-                    maglev,
-                    scheduler,
-                    gateways,
-                })
-            };
+            let family = |v6| FamilyView::build(svc, v6, spec.maglev_size, &routes, &neighbors);
             services.push(ServiceView {
                 port_plan: svc.listeners.port_plan(),
                 v4: family(false)?,

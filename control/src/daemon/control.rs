@@ -206,7 +206,8 @@ impl Control {
         let statics: Vec<(IpAddr, EthernetAddress)> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
         self.neighbors.set_statics(statics);
-        let mut snap = Snapshot::build(self.effective(&spec), self.generation + 1)?;
+        let mut snap = Snapshot::build(self.effective(&spec), self.generation + 1)
+            .map_err(|e| e.to_string())?;
         // Loads carry over while the services and gateways keep their names and order.
         snap.share_loads(&self.snap.loads);
         let snap = Arc::new(snap);

@@ -188,7 +188,8 @@ pub fn run(
             "the control thread shares its core with a worker"
         );
     }
-    let first = Snapshot::build(cfg.spec.clone(), 1).map_err(DaemonError::Config)?;
+    let first =
+        Snapshot::build(cfg.spec.clone(), 1).map_err(|e| DaemonError::Config(e.to_string()))?;
     let first = Arc::new(first);
     // The control socket before any device: a second daemon on the same socket stops here.
     let sock_path = &cfg.control.socket;
