@@ -290,6 +290,25 @@ impl HaSpec {
     }
 }
 
+/// What one scan of the local addresses found for a packet's source and destination
+/// ([`Snapshot::local_pair`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalPair {
+    /// The source is one of the appliance's own addresses: spoofed or looped, never forwarded.
+    FromUs,
+    /// The source is foreign; the destination is ours of this kind, or foreign (`None`).
+    Foreign(Option<LocalKind>),
+}
+
+/// Why [`Snapshot::next_hop`] found no next hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreachable {
+    /// No route covers the destination.
+    NoRoute,
+    /// A route does, but its next hop has no neighbor (ARP/ND) entry yet.
+    NoNeighbor,
+}
+
 /// What an address on the appliance is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LocalKind {
@@ -574,22 +593,22 @@ impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A> + FilterBi
         None
     }
 
-    /// One scan for both addresses of a packet: `None` when `src` is local, else what `dst` is.
+    /// One scan for both addresses of a packet.
     #[inline(always)]
-    fn local_pair(&self, src: A, dst: A) -> Option<Option<LocalKind>> {
+    fn local_pair(&self, src: A, dst: A) -> LocalPair {
         if !self.maybe_local(src) {
-            return Some(self.local(dst));
+            return LocalPair::Foreign(self.local(dst));
         }
         let mut kind = None;
         for &(l, k) in &self.local {
             if l == src {
-                return None;
+                return LocalPair::FromUs;
             }
             if l == dst && kind.is_none() {
                 kind = Some(k);
             }
         }
-        Some(kind)
+        LocalPair::Foreign(kind)
     }
 
     #[inline(always)]
@@ -610,7 +629,7 @@ impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A> + FilterBi
     }
 
     #[inline(always)]
-    fn next_hop(&self, dst: A) -> Result<NextHop, bool> {
+    fn next_hop(&self, dst: A) -> Result<NextHop, Unreachable> {
         let mut found = None;
         for r in &self.routes {
             if dst & r.mask == r.net {
@@ -618,7 +637,7 @@ impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A> + FilterBi
                 break;
             }
         }
-        let r = found.ok_or(false)?;
+        let r = found.ok_or(Unreachable::NoRoute)?;
         let mac = match r.via {
             Via::Gateway(mac) => mac,
             Via::Connected => self.neighbors.get(&dst).copied(),
@@ -627,7 +646,7 @@ impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A> + FilterBi
             interface: r.interface,
             mac,
         })
-        .ok_or(true)
+        .ok_or(Unreachable::NoNeighbor)
     }
 
     #[inline(always)]
@@ -971,16 +990,16 @@ impl Snapshot {
         }
     }
 
-    /// Both addresses of a packet in one scan: `None` when `src` is one of ours (the packet
-    /// is spoofed or looped), else `Some(self.local(dst))`.
+    /// Both addresses of a packet in one scan: [`LocalPair::FromUs`] when `src` is one of
+    /// ours (the packet is spoofed or looped), else `Foreign(self.local(dst))`.
     #[inline(always)]
-    pub fn local_pair(&self, src: IpAddr, dst: IpAddr) -> Option<Option<LocalKind>> {
+    pub fn local_pair(&self, src: IpAddr, dst: IpAddr) -> LocalPair {
         match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => self.v4.local_pair(u32::from(s), u32::from(d)),
             (IpAddr::V6(s), IpAddr::V6(d)) => self.v6.local_pair(u128::from(s), u128::from(d)),
             _ => match self.local(src) {
-                Some(_) => None,
-                None => Some(self.local(dst)),
+                Some(_) => LocalPair::FromUs,
+                None => LocalPair::Foreign(self.local(dst)),
             },
         }
     }
@@ -1004,10 +1023,9 @@ impl Snapshot {
         }
     }
 
-    /// Route lookup and neighbor resolution for a destination. `Err(true)` when there is a route
-    /// but no neighbor entry for its next hop, `Err(false)` when there is no route.
+    /// Route lookup and neighbor resolution for a destination.
     #[inline(always)]
-    pub fn next_hop(&self, dst: IpAddr) -> Result<NextHop, bool> {
+    pub fn next_hop(&self, dst: IpAddr) -> Result<NextHop, Unreachable> {
         match dst {
             IpAddr::V4(a) => self.v4.next_hop(u32::from(a)),
             IpAddr::V6(a) => self.v6.next_hop(u128::from(a)),
@@ -1188,9 +1206,9 @@ mod tests {
             assert_eq!(v6.local(a6), scan6(a6));
             let (s4, d4) = (a4, 0xc612_0000 + (n % 12) * 977);
             let want = if scan4(s4).is_some() {
-                None
+                LocalPair::FromUs
             } else {
-                Some(scan4(d4))
+                LocalPair::Foreign(scan4(d4))
             };
             assert_eq!(v4.local_pair(s4, d4), want);
         }
@@ -1223,12 +1241,18 @@ mod tests {
         let client = ip("198.18.1.7");
         assert_eq!(
             s.local_pair(client, vip),
-            Some(Some(LocalKind::Vip { service: 0 }))
+            LocalPair::Foreign(Some(LocalKind::Vip { service: 0 }))
         );
-        assert_eq!(s.local_pair(ip("198.19.0.11"), client), Some(None));
-        assert_eq!(s.local_pair(vip, client), None);
-        assert_eq!(s.local_pair(ip("198.18.0.1"), vip), None);
-        assert_eq!(s.local_pair(ip("2001:2:0:1::100"), ip("2001:2::5")), None);
+        assert_eq!(
+            s.local_pair(ip("198.19.0.11"), client),
+            LocalPair::Foreign(None)
+        );
+        assert_eq!(s.local_pair(vip, client), LocalPair::FromUs);
+        assert_eq!(s.local_pair(ip("198.18.0.1"), vip), LocalPair::FromUs);
+        assert_eq!(
+            s.local_pair(ip("2001:2:0:1::100"), ip("2001:2::5")),
+            LocalPair::FromUs
+        );
     }
 
     #[test]
@@ -1275,8 +1299,8 @@ mod tests {
         assert_eq!(s.next_hop(ip("198.19.200.9")), Ok(router));
         assert_eq!(s.next_hop(ip("2001:2:0:64::9")), Ok(router));
         // Connected, but no neighbor entry.
-        assert_eq!(s.next_hop(ip("198.19.0.99")), Err(true));
-        assert_eq!(s.next_hop(ip("198.18.0.7")), Err(true));
+        assert_eq!(s.next_hop(ip("198.19.0.99")), Err(Unreachable::NoNeighbor));
+        assert_eq!(s.next_hop(ip("198.18.0.7")), Err(Unreachable::NoNeighbor));
         assert_eq!(s.neighbor(lab::ROUTER_V4.into()), Some(lab::ROUTER_MAC));
         assert_eq!(s.neighbor(ip("198.18.0.7")), None);
     }
@@ -1286,8 +1310,8 @@ mod tests {
         let mut spec = appliance_spec(AffinitySpec::default());
         spec.routes.clear();
         let s = Snapshot::build(spec, 1).unwrap();
-        assert_eq!(s.next_hop(ip("198.19.200.9")), Err(false));
-        assert_eq!(s.next_hop(ip("2001:2:0:99::1")), Err(false));
+        assert_eq!(s.next_hop(ip("198.19.200.9")), Err(Unreachable::NoRoute));
+        assert_eq!(s.next_hop(ip("2001:2:0:99::1")), Err(Unreachable::NoRoute));
         assert_eq!(
             s.next_hop(lab::GATEWAYS_V6[1].into()),
             Ok(NextHop {
@@ -1334,8 +1358,8 @@ mod tests {
         routes: &[RouteEntry],
         neighbors: &FastMap<IpAddr, EthernetAddress>,
         dst: IpAddr,
-    ) -> Result<NextHop, bool> {
-        let r = best_route(routes, dst).ok_or(false)?;
+    ) -> Result<NextHop, Unreachable> {
+        let r = best_route(routes, dst).ok_or(Unreachable::NoRoute)?;
         if let Some(mac) = r.via_mac {
             return Ok(NextHop {
                 interface: r.interface,
@@ -1348,7 +1372,7 @@ mod tests {
                 interface: r.interface,
                 mac: *mac,
             })
-            .ok_or(true)
+            .ok_or(Unreachable::NoNeighbor)
     }
 
     /// Addresses in a small space, so that prefixes, neighbors and destinations collide.
@@ -1453,8 +1477,8 @@ mod tests {
                 ..FamilyTables::default()
             };
             let want = match t.local(src) {
-                Some(_) => None,
-                None => Some(t.local(dst)),
+                Some(_) => LocalPair::FromUs,
+                None => LocalPair::Foreign(t.local(dst)),
             };
             prop_assert_eq!(t.local_pair(src, dst), want);
         }

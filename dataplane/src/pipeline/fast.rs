@@ -10,7 +10,7 @@ use crate::schedule::GatewayState;
 
 use crate::counters::DropReason;
 use crate::frame::Frame;
-use crate::model::{NextHop, Role, Snapshot};
+use crate::model::{NextHop, Role, Snapshot, Unreachable};
 use crate::nat::{self, Side};
 use crate::wire::ethernet::{emit_header, ethertype, EthernetAddress, Vlan};
 
@@ -75,8 +75,8 @@ fn untagged_header(hdr: &mut [u8; 14], dst: EthernetAddress, src: EthernetAddres
 pub(super) fn client_side_hop(snap: &Snapshot, dst: IpAddr) -> Result<NextHop, DropReason> {
     match snap.next_hop(dst) {
         Ok(h) if snap.interface_view(h.interface).role == Role::Client => Ok(h),
-        Ok(_) | Err(false) => Err(DropReason::NoRoute),
-        Err(true) => Err(DropReason::NoNeighbor),
+        Ok(_) | Err(Unreachable::NoRoute) => Err(DropReason::NoRoute),
+        Err(Unreachable::NoNeighbor) => Err(DropReason::NoNeighbor),
     }
 }
 

@@ -10,7 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::affinity::AffinityKey;
 use crate::classify::{self, Detail, L4View};
 use crate::counters::DropReason;
-use crate::model::{mac_bits, Ingress, LocalKind, Role, ServiceMode, ServiceView, Snapshot};
+use crate::model::{
+    mac_bits, Ingress, LocalKind, LocalPair, Role, ServiceMode, ServiceView, Snapshot,
+};
 use crate::nat::L4Checksum;
 use crate::protocols::Protocol;
 use crate::redirect::{self, Fallback, Inspection, SaInitRequest};
@@ -704,8 +706,9 @@ impl State {
         if bad_source(l3.src) || is_link_local(l3.src) {
             return None;
         }
-        // `None`: the source is one of ours.
-        let dst_kind = snap.local_pair(l3.src, l3.dst)?;
+        let LocalPair::Foreign(dst_kind) = snap.local_pair(l3.src, l3.dst) else {
+            return None; // the source is one of ours
+        };
         let inbound = match (role, dst_kind) {
             (Role::Client, Some(LocalKind::Vip { .. })) => true,
             (Role::Backend, None) if !is_multicast(l3.dst) && !is_link_local(l3.dst) => false,
@@ -855,7 +858,7 @@ impl State {
         }
         // One scan of our addresses for both: the source must not be one, the destination
         // decides what happens next.
-        let Some(dst_kind) = snap.local_pair(l3.src, l3.dst) else {
+        let LocalPair::Foreign(dst_kind) = snap.local_pair(l3.src, l3.dst) else {
             return store(out, Plan::Drop(DropReason::BadSource));
         };
         match dst_kind {
