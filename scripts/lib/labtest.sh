@@ -122,7 +122,7 @@ lab_bins() {
     timeout 1200 cargo build --release -q -p vpnlb-control
     dir=target/release
   fi
-  BIN_DIR=$dir VPNLBD=$dir/vpnlbd VPNLBCTL=$dir/vpnlbctl
+  VPNLBD=$dir/vpnlbd VPNLBCTL=$dir/vpnlbctl
   if [ ! -x "$VPNLBD" ] || [ ! -x "$VPNLBCTL" ]; then fail "no $VPNLBD or $VPNLBCTL"; fi
 }
 
