@@ -1,18 +1,18 @@
 # scripts/clients.sh: strongSwan on both sides of the appliance, for the lab tests that run IKEv2
 # tunnels through it (e2e.sh, redirect-test.sh, pair-test.sh). Sourced after scripts/lib/labtest.sh
-# (miss, relevant, fail, json, OUT); the peers themselves start through peers.sh.
+# (OUT, log, fail, miss, relevant, ctl, json); the peers themselves start through peers.sh.
 #
 # Configuration: swanctl_initiator (a client's swanctl.conf and strongswan.extra.conf),
 # swanctl_responder (a gateway's), client_pki and ike_gateway_start (certificates from the lab PKI
 # in PKI, made with peers.sh's pki_*), gw_of_vip and inner_of (the gateways' pools and inner
 # addresses: gwI hands out 198.18.(127+I).0/24 and 2001:2:0:10(I-1)::/64; its inner address is .1
 # and ::1 of those, on its lo).
-# Clients: client_start, start_clients, sa_raw, sa_up, wait_up, ping_clients; the appliance's and
-# the gateways' view: affinity_refresh, gateway_sas; the captures: captures_check; a failure report
-# part: ike_report.
+# Clients: client_start, start_clients, sa_raw, sa_up, wait_up, ping_clients, client_verdict; the
+# appliance's and the gateways' view: affinity_refresh, gateway_sas, sa_gateways; the captures:
+# captures_check; a failure report part: ike_report.
 #
 # The test sets, before calling these: START_JOBS (charons started at once), PKI (the lab PKI's
-# directory), the associative arrays CL_NS[name] (the client's namespace), CL_DIR[name] (its
+# directory), PCAPS (the captures' directory), the associative arrays CL_NS[name] (the client's namespace), CL_DIR[name] (its
 # charon directory, for peers.sh's charon_start) and, for ping_clients, CL_FAM[name] (4 or 6) and
 # SA_VIP[name] (its virtual IP).
 
