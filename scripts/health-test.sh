@@ -8,63 +8,38 @@
 # Then, one server at a time: stop it, see the gateway go down within fall x interval (+ the
 # probe timeout), see new clients avoid it and its clients move, start it again, see the gateway
 # come back within rise x interval. Measured times are printed; everything is torn down on exit.
+# HEALTH_BIN_DIR=DIR (or LAB_BIN_DIR) runs DIR/vpnlbd and DIR/vpnlbctl instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
-# shellcheck source=scripts/peers.sh
-source scripts/peers.sh
+# shellcheck source=scripts/lib/labtest.sh
+source scripts/lib/labtest.sh
 
-OUT=${OUT:-out/health-test}
-rm -rf "$OUT"
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-SOCK="$OUT/vpnlbd.sock"
-DAEMON_PID=""
+lab_begin health-test out/health-test
 readonly INTERVAL_MS=500 TIMEOUT_MS=300 RISE=2 FALL=2
 # Slack for scheduling on a loaded 2-core machine, on top of what the check itself needs.
 readonly SLACK_MS=700
-
-fail() { echo "health-test: FAIL: $*" >&2; exit 1; }
-
-cleanup() {
-  local rc=$?
-  if [ -n "$DAEMON_PID" ]; then
-    if [ "$rc" -ne 0 ]; then
-      echo "--- vpnlbctl show health ---" >&2
-      target/release/vpnlbctl --socket "$SOCK" show health >&2 || true
-      echo "--- vpnlbctl show gateways ---" >&2
-      target/release/vpnlbctl --socket "$SOCK" show gateways >&2 || true
-    fi
-    kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
-  fi
-  if [ "$rc" -ne 0 ]; then
-    echo "--- vpnlbd log (tail) ---" >&2
-    tail -n 40 "$OUT/vpnlbd.log" >&2 || true
-    echo "--- charon log gw1 (tail) ---" >&2
-    tail -n 10 "$OUT/gw1/charon.log" >&2 || true
-  fi
-  scripts/lab.sh down >/dev/null 2>&1 || true
+LAB_SHOW=("show health" "show gateways")
+charon_report() {
+  echo "--- charon log gw1 (tail) ---"
+  tail -n 10 "$OUT/gw1/charon.log" || true
 }
-trap cleanup EXIT
+lab_on_failure charon_report
 
-[ "$(id -u)" -eq 0 ] || fail "needs root (network namespaces)"
-cargo build --release -q -p vpnlb-control
-scripts/lab.sh up --clients 0 >/dev/null
-
-ctl() { target/release/vpnlbctl --socket "$SOCK" --json "$@"; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+lab_need
+lab_bins HEALTH_BIN_DIR
+lab_up --clients 0
 
 # The lab config with four checks per gateway and a control socket of this test's own.
-python3 - conf/lab.toml "$OUT/lab-health.toml" "$SOCK" "$INTERVAL_MS" "$TIMEOUT_MS" "$RISE" "$FALL" <<'EOF'
-import re, sys
-src, dst, sock, interval, timeout, rise, fall = sys.argv[1:]
-text = open(src).read()
-text = text.replace('socket = "/run/vpnlb/vpnlbd.sock"', f'socket = "{sock}"')
+lab_config conf/lab.toml "$OUT/lab-health.toml"
+python3 - "$OUT/lab-health.toml" "$INTERVAL_MS" "$TIMEOUT_MS" "$RISE" "$FALL" <<'EOF'
+import sys
+path, interval, timeout, rise, fall = sys.argv[1:]
+text = open(path).read()
 text = text[: text.index("[[service.health_check]]")].rstrip() + "\n"
 for kind, extra in (("ike", ""), ("tls", ""), ("dtls", ""), ("tcp", "port = 2222\n")):
     text += (f'\n[[service.health_check]]\ntype = "{kind}"\n{extra}interval = "{interval}ms"\n'
              f'timeout = "{timeout}ms"\nrise = {rise}\nfall = {fall}\n')
-open(dst, "w").write(text)
+open(path, "w").write(text)
 EOF
 
 for i in 1 2 3; do
@@ -75,34 +50,10 @@ for i in 1 2 3; do
   tcp_listener_start "vlb-$gw" "$addr" 2222 "$OUT/$gw"
 done
 
-target/release/vpnlbd --config "$OUT/lab-health.toml" --run-for-s 120 \
-  >"$OUT/report.json" 2>"$OUT/vpnlbd.log" &
-DAEMON_PID=$!
-for _ in $(seq 1 100); do
-  [ -S "$SOCK" ] && ctl ping >/dev/null 2>&1 && break
-  kill -0 "$DAEMON_PID" 2>/dev/null || fail "vpnlbd exited early"
-  sleep 0.1
-done
+lab_daemon_start "$OUT/lab-health.toml" 120
 
 # health GW: the gateway's health as `show gateways` reports it.
-health() {
-  ctl show gateways | python3 -c '
-import json, sys
-rows = json.load(sys.stdin)
-print(next(r["health"] for r in rows if r["gateway"] == sys.argv[1]))' "$1"
-}
-
-# wait_health GW STATE LIMIT_MS: waits for GW's health to be STATE; prints the time it took.
-wait_health() {
-  local gw=$1 want=$2 limit=$3 t0 t
-  t0=$(now_ms)
-  while :; do
-    [ "$(health "$gw")" = "$want" ] && { echo $(($(now_ms) - t0)); return 0; }
-    t=$(($(now_ms) - t0))
-    [ "$t" -le "$limit" ] || fail "$gw not $want after ${t} ms (limit ${limit} ms)"
-    sleep 0.02
-  done
-}
+health() { gw_field "$1" health; }
 
 # clients FIRST N: N IKE-looking datagrams from 198.18.64.FIRST.. (behind the upstream router)
 # to the VIP, one per client address.
@@ -119,18 +70,10 @@ EOF
 }
 
 # new_clients: "gw1=N gw2=N gw3=N"
-new_clients() {
-  ctl show gateways | python3 -c '
-import json, sys
-print(" ".join("%s=%d" % (r["gateway"], r["new_clients"]) for r in json.load(sys.stdin)))'
-}
+new_clients() { ctl show gateways | json --each . gateway new_clients | tr ' ' = | paste -sd ' '; }
 
 # on_gateway GW: how many affinity entries name GW.
-on_gateway() {
-  ctl show affinity | python3 -c '
-import json, sys
-print(sum(1 for r in json.load(sys.stdin) if r["gateway"] == sys.argv[1]))' "$1"
-}
+on_gateway() { ctl show affinity | json '*.gateway' | tr ' ' '\n' | grep -cx "$1" || true; }
 
 echo "health-test: exception path: the appliance's kernel (vlb-app) reaches gw1, gw1 reaches it"
 ip netns exec vlb-app ping -c 2 -i 0.2 -W 1 198.19.0.11 >"$OUT/ping-gw1.log" || fail "ping gw1 from vlb-app"
@@ -151,7 +94,7 @@ wait "$listener" || fail "the kernel in vlb-app did not accept gw1's connection"
 grep -q "accepted from 198.19.0.11 hello" "$OUT/listener.log" || fail "listener log: $(cat "$OUT/listener.log")"
 
 echo "health-test: every gateway comes up (ike, tls, dtls, tcp)"
-for gw in gw1 gw2 gw3; do wait_health "$gw" up 5000 >/dev/null; done
+for gw in gw1 gw2 gw3; do wait_health "$gw" up 5000 || fail "$gw not up in 5 s"; done
 ctl show health >"$OUT/health-up.json"
 
 clients 0 90
@@ -167,7 +110,8 @@ next=1000
 for step in "gw1 charon ike" "gw2 tls tls" "gw3 dtls dtls" "gw1 tcp tcp"; do
   read -r gw peer check <<<"$step"
   peer_stop "$OUT/$gw" "$peer"
-  down_ms=$(wait_health "$gw" down "$down_limit")
+  wait_health "$gw" down "$down_limit" || fail "$gw down ($check) too late"
+  down_ms=$WAITED_MS
   before=$(new_clients)
   clients "$next" 60
   next=$((next + 60))
@@ -190,13 +134,14 @@ for step in "gw1 charon ike" "gw2 tls tls" "gw3 dtls dtls" "gw1 tcp tcp"; do
     dtls) tls_server_start "vlb-$gw" "198.19.0.1${gw#gw}" 443 "$OUT/$gw" dtls ;;
     tcp) tcp_listener_start "vlb-$gw" "198.19.0.1${gw#gw}" 2222 "$OUT/$gw" ;;
   esac
-  up_ms=$(wait_health "$gw" up "$up_limit")
+  wait_health "$gw" up "$up_limit" || fail "$gw up ($check) too late"
+  up_ms=$WAITED_MS
   results+=("$(printf '%-4s %-5s down after %5d ms (limit %d)   up after %5d ms (limit %d)' \
     "$gw" "$check" "$down_ms" "$down_limit" "$up_ms" "$up_limit")")
 done
 
 echo "health-test: a UDP flood at the appliance's own client-side address; health must hold"
-transitions_before=$(ctl show gateways | python3 -c 'import json,sys; print(sum(r["health_transitions"] for r in json.load(sys.stdin)))')
+transitions_before=$(ctl show gateways | json '*.health_transitions:sum')
 ip netns exec vlb-up timeout 30 python3 - <<'EOF2' || fail "flood"
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -209,12 +154,9 @@ while time.monotonic() < end and sent < 2_000_000:
 print(f"health-test: flood sent {sent} datagrams in 4 s")
 EOF2
 sleep 0.5
-stats=$(ctl show stats)
-read -r policed to_kernel urgent_lost <<<"$(python3 -c '
-import json, sys
-s = json.loads(sys.argv[1])
-print(s["exception"]["policed"], s["exception"]["to_kernel"], s["io"]["to_control_urgent_dropped"])' "$stats")"
-transitions_after=$(ctl show gateways | python3 -c 'import json,sys; print(sum(r["health_transitions"] for r in json.load(sys.stdin)))')
+read -r policed to_kernel urgent_lost \
+  <<<"$(ctl show stats | json exception.policed exception.to_kernel io.to_control_urgent_dropped)"
+transitions_after=$(ctl show gateways | json '*.health_transitions:sum')
 echo "health-test: policed $policed frames, $to_kernel reached the kernel, urgent frames lost $urgent_lost"
 [ "$policed" -gt 0 ] || fail "the flood was not policed"
 [ "$urgent_lost" -eq 0 ] || fail "$urgent_lost urgent frames lost to the flood"
@@ -231,22 +173,22 @@ open(path, "w").write(text[:cut].rstrip() + "\n")
 EOF2
 ctl reload >"$OUT/reload.json" || fail "reload: $(cat "$OUT/reload.json")"
 grep -q '"health_checks": *"9 checks"' "$OUT/reload.json" || fail "reload: $(cat "$OUT/reload.json")"
-[ "$(ctl show health | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 9 ] \
+[ "$(ctl show health | json .:len)" = 9 ] \
   || fail "show health after reload: not 9 checks"
 for gw in gw1 gw2 gw3; do [ "$(health "$gw")" = up ] || fail "$gw not up after reload"; done
 # Health and the operator's state are separate: a drained gateway that fails and recovers is
 # still drained.
 ctl gateway gw2 drain >/dev/null
 peer_stop "$OUT/gw2" tls
-wait_health gw2 down "$down_limit" >/dev/null
+wait_health gw2 down "$down_limit" || fail "gw2 down (tls, drained) too late"
 tls_server_start vlb-gw2 198.19.0.12 443 "$OUT/gw2"
-wait_health gw2 up "$up_limit" >/dev/null
-state=$(ctl show gateways | python3 -c 'import json,sys; print([r["state"] for r in json.load(sys.stdin) if r["gateway"] == "gw2"][0])')
+wait_health gw2 up "$up_limit" || fail "gw2 up (tls, drained) too late"
+state=$(gw_field gw2 state)
 [ "$state" = draining ] || fail "gw2 is $state after recovering, not draining as the operator set it"
 ctl gateway gw2 enable >/dev/null
 
 ctl show health >"$OUT/health-end.json"
-target/release/vpnlbctl --socket "$SOCK" stats prometheus >"$OUT/metrics.txt"
+ctl_human stats prometheus >"$OUT/metrics.txt"
 grep -q '^vpnlb_gateway_healthy{service="vpn",gateway="gw1"} 1' "$OUT/metrics.txt" \
   || fail "Prometheus: gw1 not healthy"
 grep -q '^vpnlb_gateway_health_transitions_total{service="vpn",gateway="gw1"} 4' "$OUT/metrics.txt" \

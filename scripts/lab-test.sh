@@ -5,36 +5,22 @@
 # gw1's namespace with only the destination rewritten (source address and ports unchanged); gw1's
 # answer reaches the client from the VIP. The appliance runs without static neighbors: every MAC
 # it uses it learned by ARP. Everything is torn down on exit, failure included.
+# LAB_TEST_BIN_DIR=DIR (or LAB_BIN_DIR) runs DIR/vpnlbd instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+# shellcheck source=scripts/lib/labtest.sh
+source scripts/lib/labtest.sh
 
-OUT=${OUT:-out/lab-test}
-rm -rf "$OUT"
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-DAEMON_PID=""
-GW_PID=""
-
-fail() { echo "lab-test: FAIL: $*" >&2; exit 1; }
-
-cleanup() {
-  local rc=$?
-  [ -n "$DAEMON_PID" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
-  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null
-  if [ "$rc" -ne 0 ]; then
-    echo "--- vpnlbd log (tail) ---" >&2
-    tail -n 30 "$OUT/vpnlbd.log" >&2 || true
-    echo "--- gw1 log ---" >&2
-    cat "$OUT/gw1.log" >&2 || true
-  fi
-  scripts/lab.sh down >/dev/null 2>&1 || true
+lab_begin lab-test out/lab-test
+gw1_report() {
+  echo "--- gw1 log ---"
+  cat "$OUT/gw1.log" || true
 }
-trap cleanup EXIT
+lab_on_failure gw1_report
 
-[ "$(id -u)" -eq 0 ] || fail "needs root (network namespaces)"
-cargo build --release -q -p vpnlb-control
-scripts/lab.sh up --clients 1 >/dev/null
+lab_need
+lab_bins LAB_TEST_BIN_DIR
+lab_up --clients 1
 
 # The lab appliance without static neighbors; gw2 and gw3 down, so the client goes to gw1.
 python3 - conf/lab.toml "$OUT/lab-arp.toml" <<'EOF'
@@ -62,9 +48,9 @@ while True:
     print(f"got {src} {sport} {dst} {data.decode(errors='replace')}", flush=True)
     s.sendto(b"pong:" + data, (src, sport))
 EOF
-GW_PID=$!
+echo $! >"$OUT/gw1.pid" # stopped on exit like a peer
 
-target/release/vpnlbd --config "$OUT/lab-arp.toml" --run-for-s 60 \
+"$VPNLBD" --config "$OUT/lab-arp.toml" --run-for-s 60 \
   >"$OUT/report.json" 2>"$OUT/vpnlbd.log" &
 DAEMON_PID=$!
 for _ in $(seq 1 100); do

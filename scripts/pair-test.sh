@@ -4,7 +4,8 @@
 # 100), 20 strongSwan IKEv2/NAT-T clients (vlb-c1..c20, PSK, kernel-libipsec, ESP in UDP 4500)
 # to charon responders on gw1-gw3 through the VIP.
 #
-#   scripts/pair-test.sh     (OUT=out/pair; PAIR_BIN_DIR=DIR runs DIR/vpnlbd and DIR/vpnlbctl)
+#   scripts/pair-test.sh     (OUT=out/pair; PAIR_BIN_DIR=DIR (or LAB_BIN_DIR) runs DIR/vpnlbd and
+#                            DIR/vpnlbctl instead of building)
 #
 # 1. A is master, B backup (show vrrp on both). gw2 is disabled on A while the clients connect
 #    and enabled again after, so the clients sit where the scheduler alone would no longer put
@@ -26,155 +27,60 @@
 # everything is torn down on exit, failure included. Bounded: PAIR_LIMIT_S (300 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+# shellcheck source=scripts/lib/labtest.sh
+source scripts/lib/labtest.sh
+# shellcheck source=scripts/clients.sh
+source scripts/clients.sh
 
-readonly LIMIT_S=${PAIR_LIMIT_S:-300}
-export PEER_LIFETIME=$((LIMIT_S + 60))
-# shellcheck source=scripts/peers.sh
-source scripts/peers.sh
-
-OUT=${OUT:-out/pair}
-rm -rf "$OUT"
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-BIN_DIR=${PAIR_BIN_DIR:-target/release}
-readonly VPNLBD="$BIN_DIR/vpnlbd" VPNLBCTL="$BIN_DIR/vpnlbctl"
+lab_begin pair-test out/pair
+LAB_LOG_TAG=pair
 readonly SOCK_A="$OUT/a.sock" SOCK_B="$OUT/b.sock"
 readonly N=20 VIP4=198.18.0.100 PSK="vpnlb-pair-test-psk-0123456789"
 readonly TAKEOVER_LIMIT_MS=350
+readonly START_JOBS=6
+PID_A="" PID_B="" CAPTURE=""
+ctl_a() { ctl_sock "$SOCK_A" --json "$@"; }
+ctl_b() { ctl_sock "$SOCK_B" --json "$@"; }
 
-T0=$(date +%s%N)
-PID_A="" PID_B="" WATCHDOG="" CAPTURE=""
-elapsed() { printf '%6.1f' "$(($(date +%s%N) - T0))e-9"; }
-log() { echo "pair [$(elapsed)s] $*"; }
-fail() { echo "pair-test: FAIL: $*" >&2; exit 1; }
-miss() { echo "MISS: $*" | tee -a "$OUT/misses" >&2; }
-misses() { if [ -f "$OUT/misses" ]; then wc -l <"$OUT/misses"; else echo 0; fi; }
-ctl_a() { timeout 10 "$VPNLBCTL" --socket "$SOCK_A" --json "$@"; }
-ctl_b() { timeout 10 "$VPNLBCTL" --socket "$SOCK_B" --json "$@"; }
-# field JSON_FILE_OR_- KEY: a top-level field of a JSON object.
-field() { python3 -c 'import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print(json.dumps(v) if isinstance(v,(dict,list)) else v)' "$1"; }
-
-report_failure() {
+# The failure report: both daemons' state and logs, a client's and a gateway's charon log.
+LAB_SHOW=("show vrrp" "show sync" "show stats" "show drops")
+pair_report() {
   local s
-  for s in a b; do
-    echo "--- vpnlbd $s: show vrrp, show sync, show stats, show drops"
-    for c in "show vrrp" "show sync" "show stats" "show drops"; do
-      # shellcheck disable=SC2086
-      timeout 5 "$VPNLBCTL" --socket "$OUT/$s.sock" $c 2>&1 | head -n 40 || true
-    done
-    echo "--- vpnlbd $s log (last 30 lines)"
-    tail -n 30 "$OUT/vpnlbd-$s.log" 2>/dev/null || true
-  done
+  for s in a b; do lab_report_daemon "vpnlbd $s" "$OUT/$s.sock" "$OUT/vpnlbd-$s.log"; done
   for s in "$OUT"/clients/c1 "$OUT"/gw1; do
     echo "--- $s/charon.log (last 15 lines)"
     tail -n 15 "$s/charon.log" 2>/dev/null || true
   done
 }
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
-  if [ "$rc" -ne 0 ]; then report_failure; fi
+lab_on_failure pair_report
+# The two daemons and the capture of item 2, when they run.
+pair_stop() {
   local p
   for p in $PID_A $PID_B; do
     kill "$p" 2>/dev/null && timeout 10 tail --pid="$p" -f /dev/null
   done
-  [ -n "$CAPTURE" ] && kill "$CAPTURE" 2>/dev/null
-  local f pids=()
-  while IFS= read -r f; do
-    peer_stop "$(dirname "$f")" "$(basename "$f" .pid)" &
-    pids+=($!)
-  done < <(find "$OUT" -name '*.pid' ! -path '*/run/*' 2>/dev/null)
-  for f in "${pids[@]+"${pids[@]}"}"; do wait "$f"; done
-  scripts/lab.sh down >/dev/null 2>&1
-  log "torn down (lab down)"
-  exit "$rc"
+  if [ -n "$CAPTURE" ]; then kill "$CAPTURE" 2>/dev/null; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'echo "pair-test: FAIL: the run exceeded ${LIMIT_S} s" >&2; exit 124' TERM
+lab_on_exit pair_stop
 
-[ "$(id -u)" -eq 0 ] || fail "needs root (network namespaces)"
-for tool in ip tcpdump tshark swanctl python3; do
-  command -v "$tool" >/dev/null || fail "needs $tool (scripts/setup.sh installs it)"
-done
-(
-  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-  sleep "$LIMIT_S" &
-  sleeper=$!
-  wait "$sleeper" && kill -TERM $$
-) 2>/dev/null &
-WATCHDOG=$!
-
-if [ -z "${PAIR_BIN_DIR:-}" ]; then
-  log "build (cargo build --release -p vpnlb-control)"
-  cargo build --release -q -p vpnlb-control
-fi
+lab_need ip tcpdump tshark swanctl python3
+lab_limit "${PAIR_LIMIT_S:-300}"
+lab_bins PAIR_BIN_DIR
 
 log "lab: the pair's ports, $N clients, the gateways"
-scripts/lab.sh down >/dev/null 2>&1 || true
-scripts/lab.sh up --pair --clients "$N" >"$OUT/lab.log"
+lab_up --pair --clients "$N"
 
 # --- gateways: charon responders with a pool each ------------------------------------------------
-gw_of_vip() {
-  case $1 in 198.18.128.*) echo gw1 ;; 198.18.129.*) echo gw2 ;; 198.18.130.*) echo gw3 ;; *) echo - ;; esac
-}
 for i in 1 2 3; do
   dir="$OUT/gw$i"
   mkdir -p "$dir"
   ip -n "vlb-gw$i" addr add "198.18.$((123 + i)).1/32" dev lo
-  cat >"$dir/swanctl.conf" <<EOF
-connections {
-    rw {
-        version = 2
-        local_addrs = 198.19.0.1$i
-        pools = pool4
-        proposals = aes128-sha256-modp2048
-        mobike = no
-        local {
-            auth = psk
-            id = vpn.vpnlb.test
-        }
-        remote {
-            auth = psk
-        }
-        children {
-            net {
-                local_ts = 198.18.$((123 + i)).1/32
-                esp_proposals = aes128-sha256
-            }
-        }
-    }
-}
-pools {
-    pool4 {
-        addrs = 198.18.$((127 + i)).10-198.18.$((127 + i)).250
-    }
-}
-secrets {
-    ike-any {
-        secret = "$PSK"
-    }
-}
-EOF
-  printf 'charon {\n    keep_alive = 1s\n}\n' >"$dir/strongswan.extra.conf"
+  swanctl_responder "$dir" "$i" "198.18.$((123 + i)).1/32" psk="$PSK" v4only
   (charon_start "vlb-gw$i" "$dir") >"$dir/start.log" 2>&1 || fail "charon on gw$i: $(tail -n 3 "$dir/start.log")"
 done
 
 # --- the pair ------------------------------------------------------------------------------------
-for s in a b; do
-  python3 - "conf/lab-pair-$s.toml" "$OUT/pair-$s.toml" "$OUT/$s.sock" <<'EOF'
-import re, sys
-src, dst, sock = sys.argv[1:]
-text = open(src).read()
-text, n = re.subn(r'(?m)^socket = ".*"$', f'socket = "{sock}"', text, count=1)
-assert n == 1, "no control socket line"
-open(dst, "w").write(text)
-EOF
-done
+for s in a b; do lab_config "conf/lab-pair-$s.toml" "$OUT/pair-$s.toml" "$OUT/$s.sock"; done
 # A first, so the pair settles the way round the test expects without a preemption.
 start_daemon() {
   local s=$1
@@ -186,7 +92,7 @@ wait_state() {
   local s=$1 want=$2 limit=$3 t0 st
   t0=$(date +%s)
   while :; do
-    st=$(timeout 5 "$VPNLBCTL" --socket "$OUT/$s.sock" --json show vrrp 2>/dev/null | field state 2>/dev/null || true)
+    st=$(timeout 5 "$VPNLBCTL" --socket "$OUT/$s.sock" --json show vrrp 2>/dev/null | json state 2>/dev/null || true)
     [ "$st" = "$want" ] && return 0
     if [ $(($(date +%s) - t0)) -ge "$limit" ]; then
       miss "vpnlbd $s is ${st:-unreachable}, not $want, after $limit s"
@@ -203,74 +109,26 @@ wait_state b backup 20 || fail "B never became backup"
 # B is backup from its start; it names its master with the first advert it hears.
 for _ in $(seq 1 20); do
   ctl_b show vrrp >"$OUT/vrrp-b.json"
-  [ "$(field master <"$OUT/vrrp-b.json")" = "198.18.0.2" ] && break
+  [ "$(json master <"$OUT/vrrp-b.json")" = "198.18.0.2" ] && break
   sleep 0.1
 done
-[ "$(field master <"$OUT/vrrp-b.json")" = "198.18.0.2" ] || miss "B's master is $(field master <"$OUT/vrrp-b.json"), not A (198.18.0.2)"
+[ "$(json master <"$OUT/vrrp-b.json")" = "198.18.0.2" ] || miss "B's master is $(json master <"$OUT/vrrp-b.json"), not A (198.18.0.2)"
 
 # While the clients connect gw2 is out on A: they land on gw1 and gw3 only.
 ctl_a gateway gw2 disable >/dev/null || miss "gateway gw2 disable on A failed"
 
 # --- clients ---------------------------------------------------------------------------------------
 declare -A GW=() IKE_ID=()
+CLIENTS=()
 for ((i = 1; i <= N; i++)); do
-  dir="$OUT/clients/c$i"
-  mkdir -p "$dir"
-  cat >"$dir/swanctl.conf" <<EOF
-connections {
-    vpn {
-        version = 2
-        local_addrs = 198.18.0.$((10 + i))
-        remote_addrs = $VIP4
-        vips = 0.0.0.0
-        proposals = aes128-sha256-modp2048
-        encap = yes
-        mobike = no
-        dpd_delay = 2s
-        keyingtries = 0
-        local {
-            auth = psk
-            id = c$i.vpnlb.test
-        }
-        remote {
-            auth = psk
-            id = vpn.vpnlb.test
-        }
-        children {
-            vpn {
-                remote_ts = 198.18.124.0/22
-                esp_proposals = aes128-sha256
-                start_action = start
-                dpd_action = restart
-                close_action = start
-            }
-        }
-    }
-}
-secrets {
-    ike-any {
-        secret = "$PSK"
-    }
-}
-EOF
-  cat >"$dir/strongswan.extra.conf" <<'EOF'
-charon {
-    retransmit_timeout = 1
-    retransmit_tries = 2
-    retransmit_base = 1.4
-    keep_alive = 1s
-    install_routes = yes
-}
-EOF
+  CL_NS[c$i]=vlb-c$i CL_DIR[c$i]="$OUT/clients/c$i"
+  CLIENTS+=("c$i")
+  mkdir -p "${CL_DIR[c$i]}"
+  swanctl_initiator "${CL_DIR[c$i]}" "c$i" "198.18.0.$((10 + i))" "$VIP4" 0.0.0.0 198.18.124.0/22 \
+    psk="$PSK" dpd keepalive
 done
 log "$N clients: charon initiators to $VIP4"
-jobs_=()
-for ((i = 1; i <= N; i++)); do
-  (charon_start "vlb-c$i" "$OUT/clients/c$i" >"$OUT/clients/c$i/start.log" 2>&1 || echo failed >"$OUT/clients/c$i/start.failed") &
-  jobs_+=($!)
-  if [ "${#jobs_[@]}" -ge 6 ]; then wait "${jobs_[0]}" || true; jobs_=("${jobs_[@]:1}"); fi
-done
-for j in "${jobs_[@]+"${jobs_[@]}"}"; do wait "$j" || true; done
+start_clients "${CLIENTS[@]}"
 
 # sa NAME: "UNIQUEID VIP SPI_IN" of its established IKE_SA with an installed CHILD_SA, or nothing.
 sa() {
@@ -377,7 +235,7 @@ timeout 5 ip netns exec vlb-bsw tcpdump -i br0 -n -c 3 -w "$OUT/sync.pcap" \
   'udp port 7450 and src host 198.19.0.2' >/dev/null 2>&1 || miss "no sync datagram from A captured"
 ip netns exec vlb-gw1 /usr/bin/python3 scripts/pair-inject.py sync "$OUT/sync.pcap" eth0 \
   || miss "pair-inject sync failed"
-read -r -a vrrp_addrs < <(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["routers"][0]["addresses"]))' "$OUT/bad-vrrp-a0.json")
+read -r -a vrrp_addrs < <(json routers.0.addresses <"$OUT/bad-vrrp-a0.json")
 ip netns exec "vlb-c$N" /usr/bin/python3 scripts/pair-inject.py vrrp eth0 "198.18.0.$((10 + N))" 51 "${vrrp_addrs[@]}" \
   || miss "pair-inject vrrp failed"
 sleep 0.5
@@ -486,14 +344,10 @@ if changed:
 EOF
 [ "$moved" -eq 0 ] || miss "$moved clients changed gateway"
 [ "$kept" -ge $((N - 1)) ] || miss "after A came back only $kept of $N tunnels kept their IKE_SA and pass traffic"
-bulks=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["session_counters"]["bulks_received"], s["synced"])' "$OUT/sync-a.json")
+bulks=$(json session_counters.bulks_received synced <"$OUT/sync-a.json")
 log "item 3: A back: pulled B's table (bulks received, synced: $bulks), master again; $kept of $N tunnels on the same IKE_SA, $moved clients moved"
 
 echo
 cat "$OUT/after-failover.txt"
 echo
-if [ "$(misses)" -ne 0 ]; then
-  echo "pair-test: $(misses) misses"
-  exit 1
-fi
-echo "pair-test: OK (takeover ${takeover_ms} ms)"
+lab_finish "(takeover ${takeover_ms} ms)"

@@ -109,6 +109,17 @@ while True:
     echo $! >"$dir/tcp.pid"
 }
 
+# _peer_wait_log FILE PATTERN WHAT: waits (5 s at most) until a line of FILE matches PATTERN, the
+# sign that WHAT started; otherwise says so and returns 1.
+_peer_wait_log() {
+    for _ in $(seq 1 100); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "peers: $3 did not start" >&2
+    return 1
+}
+
 # peer_stop DIR NAME: stops DIR/NAME.pid's process (TERM, then KILL after 2 s).
 peer_stop() {
     local pidfile="$1/$2.pid" pid
@@ -178,12 +189,7 @@ EOF
     ip netns exec "$ns" timeout -s TERM "$PEER_LIFETIME" ocserv -f -c "$dir/ocserv.conf" \
         >"$dir/ocserv.log" 2>&1 </dev/null &
     echo $! >"$dir/ocserv.pid"
-    for _ in $(seq 1 100); do
-        grep -q "main: initialized" "$dir/ocserv.log" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "peers: ocserv in $ns did not start" >&2
-    return 1
+    _peer_wait_log "$dir/ocserv.log" "main: initialized" "ocserv in $ns"
 }
 
 # openconnect_start NS DIR URL: openconnect to URL as OCSERV_USER, trusting DIR/ca.pem. Its tun
@@ -225,12 +231,7 @@ capture_start() {
     ip netns exec "$ns" timeout -s TERM "$PEER_LIFETIME" tcpdump -i "$ifname" -n -s 200 -U \
         -Z root -w "$dir/$name.pcap" 'ip or ip6' >"$dir/$name.tcpdump.log" 2>&1 &
     echo $! >"$dir/$name.pid"
-    for _ in $(seq 1 100); do
-        grep -q "listening on" "$dir/$name.tcpdump.log" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "peers: tcpdump on $ifname in $ns did not start" >&2
-    return 1
+    _peer_wait_log "$dir/$name.tcpdump.log" "listening on" "tcpdump on $ifname in $ns"
 }
 
 # --- a lab PKI with strongSwan's pki (RSA through the gmp plugin; PEM for charon and ocserv) -----

@@ -3,8 +3,8 @@
 # net_af_packet in the lab of ../shared/LAB.md, strongSwan on both sides (needs root).
 #
 #   scripts/redirect-test.sh   (OUT=out/redirect by default; REDIRECT_LIMIT_S bounds the whole
-#                               run, 420 s; REDIRECT_BIN_DIR=DIR runs DIR/vpnlbd and DIR/vpnlbctl
-#                               instead of building; REDIRECT_START_JOBS client charons start at
+#                               run, 420 s; REDIRECT_BIN_DIR=DIR (or LAB_BIN_DIR) runs DIR/vpnlbd
+#                               and DIR/vpnlbctl instead of building; REDIRECT_START_JOBS client charons start at
 #                               once, 4; REDIRECT_CONFIG=FILE instead of conf/lab-redirect.toml)
 #
 # gw1-gw3 run charon responders (certificates, an IPv4 and an IPv6 pool per gateway,
@@ -51,25 +51,14 @@
 # the vpnlbd log and the relevant peer logs; exits 1 on any miss. Everything is torn down on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
-
-readonly LIMIT_S=${REDIRECT_LIMIT_S:-420}
-# Peers never outlive the run by much, even if cleanup never runs (peers.sh runs them under timeout).
-export PEER_LIFETIME=$((LIMIT_S + 60))
-# shellcheck source=scripts/peers.sh
-source scripts/peers.sh
-readonly TEST_NAME=redirect-test
+# shellcheck source=scripts/lib/labtest.sh
+source scripts/lib/labtest.sh
 # shellcheck source=scripts/clients.sh
 source scripts/clients.sh
 
-OUT=${OUT:-out/redirect}
-rm -rf "$OUT"
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-BIN_DIR=${REDIRECT_BIN_DIR:-target/release}
+lab_begin redirect-test out/redirect
 CONFIG=${REDIRECT_CONFIG:-conf/lab-redirect.toml}
-readonly SOCK="$OUT/vpnlbd.sock" VPNLBD="$BIN_DIR/vpnlbd" VPNLBCTL="$BIN_DIR/vpnlbctl"
-readonly HELPER=scripts/redirect-test.py E2E=scripts/e2e.py PKI="$OUT/pki" PCAPS="$OUT/pcap"
+readonly HELPER=scripts/redirect-test.py PKI="$OUT/pki" PCAPS="$OUT/pcap"
 readonly VIP4=198.18.0.100 VIP6=2001:2:0:1::100 SERVICE=vpn
 readonly N_PRE=6 N_VIP=20 N_LATE=4 N_FB=2 N_V6=3
 readonly LAB_CLIENTS=$((N_PRE + N_VIP + N_LATE + N_FB + N_V6 + 1))
@@ -78,102 +67,27 @@ readonly BAD_ADDR6=2001:2:0:1::$((10 + LAB_CLIENTS))
 # Slack on a loaded 2-core machine, on top of what a health check itself needs.
 readonly SLACK_MS=1500
 readonly START_JOBS=${REDIRECT_START_JOBS:-4}
-
-T0=$(date +%s%N)
-DAEMON_PID=""
-WATCHDOG=""
+LAB_SHOW=("show stats" "show gateways" "show redirect" "show drops")
 RESULTS=()
 
-elapsed() { printf '%6.1f' "$(($(date +%s%N) - T0))e-9"; }
-log() { echo "redirect-test [$(elapsed)s] $*"; }
-fail() { echo "redirect-test: FAIL: $*" >&2; exit 1; }
-ctl() { timeout 10 "$VPNLBCTL" --socket "$SOCK" --json "$@"; }
-ctl_human() { timeout 10 "$VPNLBCTL" --socket "$SOCK" "$@"; }
-
-# --- teardown and failure report --------------------------------------------------------------
-
-report_failure() {
-  echo "=== redirect-test failure report ===" >&2
-  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    local what
-    for what in "show stats" "show gateways" "show redirect" "show drops"; do
-      echo "--- vpnlbctl $what ---" >&2
-      # shellcheck disable=SC2086  # two words
-      ctl_human $what >&2 || true
-    done
-  else
-    echo "--- vpnlbd is not running; its final report ---" >&2
-    head -c 4000 "$OUT/report.json" >&2 2>/dev/null || true
-  fi
-  echo "--- vpnlbd log (tail) ---" >&2
-  tail -n 40 "$OUT/vpnlbd.log" >&2 2>/dev/null || true
-  if [ -f "$OUT/evidence.txt" ]; then
-    echo "--- captures: per client address, gateways and packets by class ---" >&2
-    cat "$OUT/evidence.txt" >&2
-  fi
+# The failure report, after the daemon's and clients.sh's ike_report: the load reporters' errors.
+reporter_report() {
   local d
-  if [ -f "$OUT/relevant" ]; then
-    for d in $(sort -u "$OUT/relevant" | head -n 8); do
-      [ -f "$d/charon.log" ] || continue
-      echo "--- $d/charon.log (tail) ---" >&2
-      grep -v -e 'activating .* task' -e 'queueing .* task' "$d/charon.log" | tail -n 25 >&2 || true
-    done
-  fi
   for d in "$OUT"/gw1 "$OUT"/gw2 "$OUT"/gw3; do
-    if [ -f "$d/charon.log" ]; then
-      echo "--- $d/charon.log (tail) ---" >&2
-      # Without the health probes' rejected IKE_SA_INITs.
-      grep -v -e 'activating .* task' -e 'queueing .* task' -e 'INVAL_KE' -e 'MODP_768' \
-        -e '198\.19\.0\.1\[' -e '198\.19\.0\.1 is initiating' -e 'IKE_SA (unnamed)' \
-        -e 'endpoint changed' -e 'SA KE No \]' "$d/charon.log" | tail -n 15 >&2 || true
-    fi
     if [ -s "$d/reporter.err" ]; then
-      echo "--- $d/reporter.err (tail) ---" >&2
-      tail -n 5 "$d/reporter.err" >&2
+      echo "--- $d/reporter.err (tail) ---"
+      tail -n 5 "$d/reporter.err"
     fi
   done
 }
+lab_on_failure ike_report
+lab_on_failure reporter_report
 
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
-  if [ "$rc" -ne 0 ]; then report_failure; fi
-  if [ -n "$DAEMON_PID" ]; then
-    kill "$DAEMON_PID" 2>/dev/null && timeout 10 tail --pid="$DAEMON_PID" -f /dev/null
-  fi
-  local f pids=()
-  # Every peer this run started left a pid file (peers.sh; the reporters likewise): stop them all
-  # at once, then remove the lab (which also ends anything left in its namespaces).
-  while IFS= read -r f; do
-    peer_stop "$(dirname "$f")" "$(basename "$f" .pid)" &
-    pids+=($!)
-  done < <(find "$OUT" -name '*.pid' ! -path '*/run/*' 2>/dev/null)
-  for f in "${pids[@]+"${pids[@]}"}"; do wait "$f"; done
-  scripts/lab.sh down >/dev/null 2>&1
-  log "torn down (lab down)"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'echo "redirect-test: FAIL: the run exceeded ${LIMIT_S} s" >&2; exit 124' TERM
-
-[ "$(id -u)" -eq 0 ] || fail "needs root (network namespaces)"
-for tool in ip ethtool tcpdump swanctl pki python3; do
-  command -v "$tool" >/dev/null || fail "needs $tool (scripts/setup.sh installs it)"
-done
-[ -x /usr/lib/ipsec/charon ] || fail "needs /usr/lib/ipsec/charon (strongswan-charon)"
+lab_need ip ethtool tcpdump swanctl pki python3 /usr/lib/ipsec/charon
 /usr/bin/python3 -c 'import scapy' 2>/dev/null || fail "needs scapy for /usr/bin/python3 (python3-scapy)"
 [ -f "$CONFIG" ] || fail "no $CONFIG"
-# A watchdog: the whole run is bounded, whatever hangs.
-(
-  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-  sleep "$LIMIT_S" &
-  sleeper=$!
-  wait "$sleeper" && kill -TERM $$
-) 2>/dev/null &
-WATCHDOG=$!
+# The whole run is bounded, whatever hangs.
+lab_limit "${REDIRECT_LIMIT_S:-420}"
 
 # --- gateways and clients -------------------------------------------------------------------------
 
@@ -193,83 +107,22 @@ gw_of_addr() {
 }
 # gw_addr_of GW FAMILY: the gateway's own address of that family (4 or 6).
 gw_addr_of() { if [ "$2" = 6 ]; then echo "${GW_ADDR6[$1]:-?}"; else echo "${GW_ADDR[$1]:-?}"; fi; }
-# gw_of_vip ADDR: the gateway whose pool handed out this virtual IP.
-gw_of_vip() {
-  case $1 in
-    198.18.128.* | 2001:2:0:100:*) echo gw1 ;;
-    198.18.129.* | 2001:2:0:101:*) echo gw2 ;;
-    198.18.130.* | 2001:2:0:102:*) echo gw3 ;;
-    *) echo "-" ;;
-  esac
-}
-# inner_of GW [FAMILY]: the gateway's address inside the tunnels (on its lo).
-inner_of() {
-  local i=${1#gw}
-  if [ "${2:-4}" = 6 ]; then echo "2001:2:0:10$((i - 1))::1"; else echo "198.18.$((127 + i)).1"; fi
-}
-
 # add_client NAME I STEP REMOTE [nofollow|nofrag]: a strongSwan initiator in vlb-cI, IPv6 when
 # REMOTE is (then from 2001:2:0:1::(10+I), with an RSA 3072 key). nofollow: follow_redirects = no;
 # nofrag: fragmentation = no (no RFC 7383: an IKE message longer than the MTU is IP-fragmented).
 add_client() {
   local name=$1 i=$2 step=$3 remote=$4 opt=${5:-}
-  local dir="$OUT/clients/$name" addr=198.18.0.$((10 + $2)) fam=4 vip=0.0.0.0 ts=198.18.128.0/22
-  local key=client frag=yes
+  local addr=198.18.0.$((10 + $2)) fam=4 vip=0.0.0.0 ts=198.18.128.0/22 key=client frag=yes
   if [[ $remote == *:* ]]; then
     addr=2001:2:0:1::$((10 + i)) fam=6 vip=:: ts=2001:2:0:100::/62 key=client6
   fi
   if [ "$opt" = nofrag ]; then frag=no; fi
-  CL_NS[$name]=vlb-c$i CL_ADDR[$name]=$addr CL_DIR[$name]=$dir CL_STEP[$name]=$step
+  CL_NS[$name]=vlb-c$i CL_ADDR[$name]=$addr CL_DIR[$name]="$OUT/clients/$name" CL_STEP[$name]=$step
   CL_FAM[$name]=$fam CL_FRAG[$name]=$frag
-  mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
-  pki_cert "$PKI" "$key" "$name" "CN=$name.vpnlb.test" "$name.vpnlb.test" || fail "pki: $name"
-  cp "$PKI/$name.pem" "$dir/x509/"
-  cp "$PKI/ca.pem" "$dir/x509ca/"
-  cp "$PKI/$key.key" "$dir/private/client.pem"
+  client_pki "$name" "$key"
   # No DPD: when gw3's charon dies, its clients keep their dead IKE_SAs instead of dialling the
   # VIP again (strongSwan restarts a redirected IKE_SA at the configured address, the VIP).
-  cat >"$dir/swanctl.conf" <<EOF
-connections {
-    vpn {
-        version = 2
-        local_addrs = $addr
-        remote_addrs = $remote
-        vips = $vip
-        proposals = aes128-sha256-modp2048
-        encap = yes
-        mobike = no
-        fragmentation = $frag
-        keyingtries = 0
-        local {
-            auth = pubkey
-            certs = $name.pem
-            id = $name.vpnlb.test
-        }
-        remote {
-            auth = pubkey
-            id = vpn.vpnlb.test
-            cacerts = ca.pem
-        }
-        children {
-            vpn {
-                remote_ts = $ts
-                esp_proposals = aes128-sha256
-                start_action = start
-            }
-        }
-    }
-}
-EOF
-  # Fast retransmits (3 sends over ~4.4 s); routes to the tunnel's remote side.
-  {
-    echo "charon {"
-    echo "    retransmit_timeout = 1"
-    echo "    retransmit_tries = 2"
-    echo "    retransmit_base = 1.4"
-    echo "    install_routes = yes"
-    if [ "$opt" = nofollow ]; then echo "    follow_redirects = no"; fi
-    echo "}"
-  } >"$dir/strongswan.extra.conf"
+  swanctl_initiator "${CL_DIR[$name]}" "$name" "$addr" "$remote" "$vip" "$ts" ${opt:+"$opt"}
 }
 
 # evidence NAME...: from each client's charon log and a fresh --list-sas: RED_ADDR and RED_GW (the
@@ -302,51 +155,24 @@ evidence() {
   done < <(python3 "$HELPER" sa "${files[@]}")
 }
 
-# ping_clients NAME...: every client pings its gateway's inner address through its tunnel, 3
-# times (in parallel); PING[NAME] = "received/sent".
-ping_clients() {
-  local name gw jobs=() j
-  for name in "$@"; do
-    gw=$(gw_of_vip "${SA_VIP[$name]:--}")
-    if [ "$gw" = "-" ]; then
-      echo "0/3" >"${CL_DIR[$name]}/ping.result"
-      continue
-    fi
-    (
-      out=$(timeout 15 ip netns exec "${CL_NS[$name]}" ping -n -c 3 -i 0.2 -W 2 -s 1000 \
-        -I "${SA_VIP[$name]}" "$(inner_of "$gw" "${CL_FAM[$name]}")" 2>&1) || true
-      echo "$out" >"${CL_DIR[$name]}/ping.log"
-      rcv=$(sed -nE 's/.* ([0-9]+) received.*/\1/p' <<<"$out")
-      echo "${rcv:-0}/3" >"${CL_DIR[$name]}/ping.result"
-    ) &
-    jobs+=($!)
-  done
-  for j in "${jobs[@]+"${jobs[@]}"}"; do wait "$j" || true; done
-  for name in "$@"; do PING[$name]=$(cat "${CL_DIR[$name]}/ping.result"); done
+# wave LIMIT_S LABEL NAME...: the clients start (START_JOBS at a time) and must be up within
+# LIMIT_S; then what check_clients reads: evidence, 3 pings through each tunnel, show affinity,
+# the gateways' own IKE_SA lists. With a LABEL, a log line says how long they took to come up.
+wave() {
+  local limit=$1 label=$2 t
+  shift 2
+  t=$(date +%s)
+  start_clients "$@"
+  wait_up "$limit" "" "$@"
+  if [ -n "$label" ]; then
+    log "$label: IKE_SAs and CHILD_SAs up $(($(date +%s) - t)) s after the first start; pinging through every tunnel"
+  fi
+  evidence "$@"
+  ping_clients 3 0.2 "$@"
+  affinity_refresh
+  gateway_sas
 }
 
-# affinity_refresh: AFF[client address] = gateway, AFF_DIRECT[...] = yes/no (show affinity).
-affinity_refresh() {
-  local addr gw direct
-  AFF=() AFF_DIRECT=()
-  ctl show affinity >"$OUT/affinity.json" || { miss "vpnlbctl show affinity failed"; return 0; }
-  while read -r addr gw direct; do
-    AFF[$addr]=$gw AFF_DIRECT[$addr]=$direct
-  done < <(python3 "$HELPER" affinity "$OUT/affinity.json")
-}
-
-# gateway_sas: OUT/gwsas.txt lines "GW REMOTE_ID REMOTE_HOST STATE" from every live gateway charon.
-gateway_sas() {
-  local i
-  : >"$OUT/gwsas.txt"
-  for i in 1 2 3; do
-    [ -S "$OUT/gw$i/run/charon.vici" ] && kill -0 "$(cat "$OUT/gw$i/run/charon.pid" 2>/dev/null || echo 0)" 2>/dev/null \
-      || continue
-    timeout 5 ip netns exec "vlb-gw$i" swanctl --list-sas --raw \
-      --uri "unix://$OUT/gw$i/run/charon.vici" >"$OUT/gw$i/sa.raw" 2>/dev/null || true
-    python3 "$E2E" gwsas "$OUT/gw$i/sa.raw" | sed "s/^/gw$i /" >>"$OUT/gwsas.txt"
-  done
-}
 # gw_tunnels GW: established IKE_SAs in that gateway's own list (after gateway_sas).
 gw_tunnels() { awk -v g="$1" '$1 == g && $4 == "ESTABLISHED"' "$OUT/gwsas.txt" | wc -l; }
 
@@ -360,11 +186,6 @@ gateways_refresh() {
     GWF_RTO[$g]=$rto GWF_RFROM[$g]=$rfrom
   done < <(python3 "$HELPER" gateways "$OUT/gateways.json")
 }
-# gw_health GW: fast (polled) read of the gateway's health from show gateways.
-gw_health() {
-  ctl show gateways | tr -d ' \n' | tr '}' '\n' | grep -F "\"gateway\":\"$1\"" \
-    | sed -nE 's/.*"health":"([^"]*)".*/\1/p'
-}
 # redirect_refresh: RD_MALFORMED RD_NORS RD_ACCEPTED RD_REJECTED from show redirect.
 redirect_refresh() {
   RD_MALFORMED=- RD_NORS=- RD_ACCEPTED=- RD_REJECTED=-
@@ -372,25 +193,6 @@ redirect_refresh() {
   read -r RD_MALFORMED RD_NORS RD_ACCEPTED RD_REJECTED < <(python3 "$HELPER" redirect "$OUT/redirect.json" "$SERVICE")
 }
 num() { [[ $1 =~ ^[0-9]+$ ]] && echo "$1" || echo -1; }
-
-# wait_health GW STATE LIMIT_MS: waits for the gateway's health; WAITED_MS = how long it took.
-wait_health() {
-  local gw=$1 want=$2 limit=$3 t0 t
-  t0=$(date +%s%N)
-  while :; do
-    t=$((($(date +%s%N) - t0) / 1000000))
-    if [ "$(gw_health "$gw" 2>/dev/null)" = "$want" ]; then
-      WAITED_MS=$t
-      return 0
-    fi
-    if [ "$t" -gt "$limit" ]; then
-      miss "$gw not $want after $t ms (limit $limit ms)"
-      WAITED_MS=$t
-      return 0
-    fi
-    sleep 0.05
-  done
-}
 
 # check_clients LABEL KIND NAME...: KIND "direct" (dialled gw1's address), "redirect" (via the
 # VIP, redirected) or "fallback" (via the VIP, NAT mode). Each client is up (IKE_SA, CHILD_SA,
@@ -423,7 +225,7 @@ check_clients() {
         [ "${RED_ADDR[$name]}" = "$want" ] \
           || bad+=("redirected to ${RED_ADDR[$name]}, not $gw's IPv${CL_FAM[$name]} address $want")
         [ "${SA_REMOTE[$name]}" = "$want" ] || bad+=("IKE_SA with ${SA_REMOTE[$name]}, redirected to $want")
-        [ "${AFF[$a]:-none}/${AFF_DIRECT[$a]:-}" = "$gw/yes" ] \
+        [ "${AFF[$a]:-none}/${AFF_DIRECT[$a]:-}" = "$gw/true" ] \
           || bad+=("affinity ${AFF[$a]:-none} direct=${AFF_DIRECT[$a]:--}")
         ;;
       fallback)
@@ -431,25 +233,50 @@ check_clients() {
         [ "${INIT_RS[$name]}" = no ] || bad+=("its IKE_SA_INIT carried N(REDIRECT_SUPPORTED)")
         [ "${RED_N[$name]}" = 0 ] || bad+=("redirected to ${RED_GW[$name]}")
         [ "${SA_REMOTE[$name]}" = "$VIP4" ] || bad+=("IKE_SA with ${SA_REMOTE[$name]}, not the VIP")
-        [ "${AFF[$a]:-none}/${AFF_DIRECT[$a]:-}" = "$gw/no" ] \
+        [ "${AFF[$a]:-none}/${AFF_DIRECT[$a]:-}" = "$gw/false" ] \
           || bad+=("affinity ${AFF[$a]:-none} direct=${AFF_DIRECT[$a]:--}")
         ;;
     esac
     [ "$pool" = "$gw" ] || bad+=("virtual IP ${SA_VIP[$name]} from ${pool}'s pool")
-    where=$(awk -v id="$name.vpnlb.test" -v a="$a" '$2 == id && $3 == a && $4 == "ESTABLISHED" { print $1 }' \
-      "$OUT/gwsas.txt" | sort -u | tr '\n' ' ')
+    where=$(sa_gateways "$name.vpnlb.test" "$a")
     [ "$where" = "$gw " ] || bad+=("gateways with its IKE_SA: ${where:-none}")
     [ "${PING[$name]:-0/3}" = 3/3 ] || bad+=("ping ${PING[$name]:-none}")
     CL_GW[$name]=$gw
-    if [ "${#bad[@]}" -gt 0 ]; then
-      relevant "${CL_DIR[$name]}"
-      miss "$label: $name ($a, gateway $gw): ${bad[*]}"
-      n=$((n + 1))
-    fi
+    client_verdict "$name" "$label: $name ($a, gateway $gw)" "${bad[@]+"${bad[@]}"}" || n=$((n + 1))
   done
   return "$n"
 }
 declare -A CL_GW
+
+# got_redirected ARRAY VIP STEP NAME...: ARRAY[GW] = how often GW's charon logged "client got
+# redirected from VIP"; at least once per client (NAME...) whose log says it was redirected to GW,
+# or a miss. Returns the number of misses.
+declare -A GOT_FROM GOT_FROM6
+got_redirected() {
+  local -n got=$1
+  local vip=$2 step=$3 g n name bad=0
+  shift 3
+  for g in gw1 gw2 gw3; do
+    got[$g]=$(grep -c "client got redirected from $vip" "$OUT/$g/charon.log" || true)
+    n=0
+    for name in "$@"; do [ "${RED_GW[$name]}" = "$g" ] && n=$((n + 1)); done
+    [ "${got[$g]}" -ge "$n" ] \
+      || { miss "$step: $g's charon logged ${got[$g]} 'client got redirected from $vip' for $n redirected clients"; bad=$((bad + 1)); }
+  done
+  return "$bad"
+}
+
+# redirected_wave LIMIT_S STEP ARRAY VIP NAME...: the clients dial VIP (wave) and are checked as
+# redirected ones (check_clients), and each gateway's charon saw its redirected clients come
+# (got_redirected). Returns the number of misses.
+redirected_wave() {
+  local limit=$1 step=$2 array=$3 vip=$4 m=0
+  shift 4
+  wave "$limit" "$step" "$@"
+  check_clients "$step" redirect "$@" || m=$?
+  got_redirected "$array" "$vip" "$step" "$@" || m=$((m + $?))
+  return "$m"
+}
 
 # per_gateway NAME...: "gw1 N, gw2 N, gw3 N" by CL_GW.
 per_gateway() {
@@ -461,15 +288,10 @@ per_gateway() {
 }
 
 # ---------------------------------------------------------------------------------------------
-if [ -z "${REDIRECT_BIN_DIR:-}" ]; then
-  log "build (cargo build --release -p vpnlb-control)"
-  cargo build --release -q -p vpnlb-control
-fi
-if [ ! -x "$VPNLBD" ] || [ ! -x "$VPNLBCTL" ]; then fail "no $VPNLBD or $VPNLBCTL"; fi
+lab_bins REDIRECT_BIN_DIR
 
 log "lab: $LAB_CLIENTS client namespaces, the gateways"
-scripts/lab.sh down >/dev/null 2>&1 || true
-scripts/lab.sh up --clients "$LAB_CLIENTS" >"$OUT/lab.log"
+lab_up --clients "$LAB_CLIENTS"
 
 # RSA 3072 for the gateways and the IPv6 clients: their IKE_AUTH messages then exceed 1500 bytes
 # over IPv6 (with RSA 2048 both stay under it), so those that turn IKE fragmentation off are
@@ -481,73 +303,15 @@ pki_key "$PKI" client || fail "pki: client key"
 pki_key "$PKI" client6 3072 || fail "pki: IPv6 client key"
 
 # The daemon's configuration: the shipped file with this run's control socket.
-python3 - "$CONFIG" "$OUT/lab-redirect.toml" "$SOCK" <<'EOF'
-import sys
-src, dst, sock = sys.argv[1:]
-text = open(src).read()
-assert 'socket = "/run/vpnlb/vpnlbd.sock"' in text
-open(dst, "w").write(text.replace('socket = "/run/vpnlb/vpnlbd.sock"', f'socket = "{sock}"'))
-EOF
+lab_config "$CONFIG" "$OUT/lab-redirect.toml"
 python3 "$HELPER" key "$OUT/lab-redirect.toml" >"$OUT/report.key" || fail "no [redirect] report_key in $CONFIG"
-read -r INTERVAL_MS TIMEOUT_MS RISE FALL < <(python3 - "$OUT/lab-redirect.toml" <<'EOF'
-import re, sys, tomllib
-def ms(v):
-    if isinstance(v, (int, float)):
-        return int(v * 1000)
-    return sum(int(n) * {"ms": 1, "s": 1000, "m": 60000}[u] for n, u in re.findall(r"(\d+)(ms|s|m)", v))
-c = tomllib.load(open(sys.argv[1], "rb"))["service"][0]["health_check"][0]
-print(ms(c["interval"]), ms(c["timeout"]), c["rise"], c["fall"])
-EOF
-)
+read -r INTERVAL_MS TIMEOUT_MS RISE FALL < <(lab_health_params "$OUT/lab-redirect.toml")
 
 log "gateways: charon (responder, pools), tcpdump on eth0"
 mkdir -p "$PCAPS"
 for i in 1 2 3; do
-  gw=gw$i ns=vlb-gw$i dir="$OUT/gw$i"
-  mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
-  ip -n "$ns" addr add "$(inner_of "$gw")/32" dev lo
-  ip -n "$ns" -6 addr add "$(inner_of "$gw" 6)/128" dev lo
-  pki_cert "$PKI" gateway "$gw" "CN=$gw.vpnlb.test" vpn.vpnlb.test "$gw.vpnlb.test" || fail "pki: $gw"
-  cp "$PKI/$gw.pem" "$dir/x509/"
-  cp "$PKI/ca.pem" "$dir/x509ca/"
-  cp "$PKI/gateway.key" "$dir/private/gateway.pem"
-  cat >"$dir/swanctl.conf" <<EOF
-connections {
-    rw {
-        version = 2
-        local_addrs = ${GW_ADDR[$gw]}, ${GW_ADDR6[$gw]}
-        pools = pool4, pool6
-        proposals = aes128-sha256-modp2048
-        mobike = no
-        local {
-            auth = pubkey
-            certs = $gw.pem
-            id = vpn.vpnlb.test
-        }
-        remote {
-            auth = pubkey
-            cacerts = ca.pem
-        }
-        children {
-            net {
-                local_ts = $(inner_of "$gw")/32, $(inner_of "$gw" 6)/128
-                esp_proposals = aes128-sha256
-            }
-        }
-    }
-}
-pools {
-    pool4 {
-        addrs = 198.18.$((127 + i)).10-198.18.$((127 + i)).250
-    }
-    pool6 {
-        addrs = 2001:2:0:10$((i - 1))::10-2001:2:0:10$((i - 1))::ff
-    }
-}
-EOF
-  printf 'charon {\n    keep_alive = 1s\n}\n' >"$dir/strongswan.extra.conf"
-  # Subshells: the peers are no jobs of this shell (which would report gw3's killed charon).
-  (charon_start "$ns" "$dir") || fail "charon on $gw"
+  gw=gw$i ns=vlb-gw$i
+  ike_gateway_start "$i"
   (capture_start "$ns" eth0 "$PCAPS" "$gw") || fail "tcpdump on $gw"
 done
 
@@ -565,14 +329,7 @@ for ((k = 1; k <= N_V6; k++)); do
 done
 
 log "vpnlbd: $CONFIG (redirect mode; IKE health check every ${INTERVAL_MS} ms, timeout ${TIMEOUT_MS} ms, rise $RISE, fall $FALL)"
-"$VPNLBD" --config "$OUT/lab-redirect.toml" --run-for-s $((LIMIT_S + 30)) >"$OUT/report.json" 2>"$OUT/vpnlbd.log" &
-DAEMON_PID=$!
-for _ in $(seq 1 100); do
-  [ -S "$SOCK" ] && ctl ping >/dev/null 2>&1 && break
-  kill -0 "$DAEMON_PID" 2>/dev/null || fail "vpnlbd exited early: $(tail -n 5 "$OUT/vpnlbd.log")"
-  sleep 0.1
-done
-ctl ping >/dev/null 2>&1 || fail "vpnlbd does not answer on $SOCK"
+lab_daemon_start "$OUT/lab-redirect.toml" $((LIMIT_S + 30))
 
 log "gateways: load reporters (scripts/gw-load-report.py, every second, to 198.19.0.1:5685)"
 for i in 1 2 3; do
@@ -585,17 +342,12 @@ for i in 1 2 3; do
 done
 UP_LIMIT=$((RISE * INTERVAL_MS + TIMEOUT_MS + SLACK_MS))
 DOWN_LIMIT=$((FALL * INTERVAL_MS + TIMEOUT_MS + SLACK_MS))
-for gw in gw1 gw2 gw3; do wait_health "$gw" up "$UP_LIMIT"; done
+for gw in gw1 gw2 gw3; do wait_health "$gw" up "$UP_LIMIT" || true; done
 [ "$(misses)" -eq 0 ] || fail "the gateways did not come up"
 
 # --- step 1: pre-load gw1 with 6 tunnels, dialled at its own address -----------------------------
 log "step 1: ${#PRE[@]} clients dial gw1's own address ${GW_ADDR[gw1]} (routed, no VIP)"
-start_clients "${PRE[@]}"
-wait_up 45 "" "${PRE[@]}"
-evidence "${PRE[@]}"
-ping_clients "${PRE[@]}"
-affinity_refresh
-gateway_sas
+wave 45 "" "${PRE[@]}"
 m1=0
 check_clients "step 1" direct "${PRE[@]}" || m1=$?
 t_rep=$(date +%s%N) rep_ms=-1
@@ -622,27 +374,8 @@ log "step 1: $PRE_LINE"
 
 # --- step 2: 20 clients dial the VIP ------------------------------------------------------------
 log "step 2: ${#VIPC[@]} clients dial the VIP $VIP4, $START_JOBS at a time"
-t_wave=$(date +%s)
-start_clients "${VIPC[@]}"
-wait_up 60 "" "${VIPC[@]}"
-log "step 2: IKE_SAs and CHILD_SAs up $(($(date +%s) - t_wave)) s after the first start; pinging through every tunnel"
-evidence "${VIPC[@]}"
-ping_clients "${VIPC[@]}"
-affinity_refresh
-gateway_sas
 m2=0
-check_clients "step 2" redirect "${VIPC[@]}" || m2=$?
-# Each gateway's charon saw its redirected clients come: "client got redirected from 198.18.0.100".
-declare -A GOT_FROM
-for g in gw1 gw2 gw3; do
-  GOT_FROM[$g]=$(grep -c "client got redirected from $VIP4" "$OUT/$g/charon.log" || true)
-done
-for g in gw1 gw2 gw3; do
-  n=0
-  for name in "${VIPC[@]}"; do [ "${RED_GW[$name]}" = "$g" ] && n=$((n + 1)); done
-  [ "${GOT_FROM[$g]}" -ge "$n" ] \
-    || { miss "step 2: $g's charon logged ${GOT_FROM[$g]} 'client got redirected from $VIP4' for $n redirected clients"; m2=$((m2 + 1)); }
-done
+redirected_wave 60 "step 2" GOT_FROM "$VIP4" "${VIPC[@]}" || m2=$?
 
 # --- step 3: the spread follows the load reports -------------------------------------------------
 SHARE=$(per_gateway "${VIPC[@]}")
@@ -699,24 +432,8 @@ for g in gw1 gw2 gw3; do RED6_BEFORE[$g]=$(num "${GWF_RED[$g]:-}"); done
 NOFRAG=()
 for name in "${V6[@]}"; do [ "${CL_FRAG[$name]}" = no ] && NOFRAG+=("$name"); done
 log "step 4: ${#V6[@]} IPv6 clients dial the IPv6 VIP $VIP6 (IKE fragmentation off: ${NOFRAG[*]-none})"
-t_wave=$(date +%s)
-start_clients "${V6[@]}"
-wait_up 45 "" "${V6[@]}"
-log "step 4: IKE_SAs and CHILD_SAs up $(($(date +%s) - t_wave)) s after the first start; ping6 through every tunnel"
-evidence "${V6[@]}"
-ping_clients "${V6[@]}"
-affinity_refresh
-gateway_sas
 m4=0
-check_clients "step 4" redirect "${V6[@]}" || m4=$?
-declare -A GOT_FROM6
-for g in gw1 gw2 gw3; do
-  GOT_FROM6[$g]=$(grep -c "client got redirected from $VIP6" "$OUT/$g/charon.log" || true)
-  n=0
-  for name in "${V6[@]}"; do [ "${RED_GW[$name]}" = "$g" ] && n=$((n + 1)); done
-  [ "${GOT_FROM6[$g]}" -ge "$n" ] \
-    || { miss "step 4: $g's charon logged ${GOT_FROM6[$g]} 'client got redirected from $VIP6' for $n redirected clients"; m4=$((m4 + 1)); }
-done
+redirected_wave 45 "step 4" GOT_FROM6 "$VIP6" "${V6[@]}" || m4=$?
 # The IPv6 redirects count like the IPv4 ones: in show gateways, and in the spread (the totals,
 # now with the IPv6 clients, still differ by at most 3, as in step 3).
 V6_SHARE=$(per_gateway "${V6[@]}")
@@ -748,7 +465,7 @@ log "step 4: ${V6_LINE% }; tunnel totals gw1 $U1, gw2 $U2, gw3 $U3; $V6_RED"
 # --- step 5: a down gateway gets no redirects ----------------------------------------------------
 log "step 5: SIGKILL to gw3's charon"
 kill -KILL "$(cat "$OUT/gw3/run/charon.pid")"
-wait_health gw3 down "$DOWN_LIMIT"
+wait_health gw3 down "$DOWN_LIMIT" || true
 down_ms=$WAITED_MS
 gateways_refresh || true
 red3_down=${GWF_RED[gw3]:--}
@@ -765,12 +482,7 @@ for name in "${REDIAL[@]+"${REDIAL[@]}"}"; do
   CL_STEP[$name]=vip+redial
 done
 STEP5=("${LATE[@]}" "${REDIAL[@]+"${REDIAL[@]}"}")
-start_clients "${STEP5[@]}"
-wait_up 45 "" "${STEP5[@]}"
-evidence "${STEP5[@]}"
-ping_clients "${STEP5[@]}"
-affinity_refresh
-gateway_sas
+wave 45 "" "${STEP5[@]}"
 m5=0
 [ "$down_ms" -le "$DOWN_LIMIT" ] || m5=$((m5 + 1))
 check_clients "step 5" redirect "${STEP5[@]}" || m5=$((m5 + $?))
@@ -788,12 +500,7 @@ LATE_SHARE=$(per_gateway "${LATE[@]}")
 redirect_refresh || true
 nors0=$RD_NORS
 log "step 6: ${#FB[@]} clients with follow_redirects = no dial the VIP (no-redirect-supported fallbacks so far: $nors0)"
-start_clients "${FB[@]}"
-wait_up 45 "" "${FB[@]}"
-evidence "${FB[@]}"
-ping_clients "${FB[@]}"
-affinity_refresh
-gateway_sas
+wave 45 "" "${FB[@]}"
 m6=0
 check_clients "step 6" fallback "${FB[@]}" || m6=$?
 for name in "${FB[@]}"; do
@@ -870,9 +577,6 @@ kinds=$(awk '{ printf "%s ", $2 }' "$OUT/bad.txt")
 log "step 7: malformed $mal0 -> $mal1 (sent $n_bad: ${kinds% }); well-formed requests redirected to ${probe_gw:--} and ${probe6_gw:--}; rejected reports $rej0 -> $rej1"
 
 # --- the captures: every client's packets at its gateway only ---------------------------------------
-log "captures: stopping tcpdump; which gateway saw which client"
-for i in 1 2 3; do peer_stop "$PCAPS" "gw$i"; done
-python3 "$E2E" pcap --out "$OUT/pcap-summary.json" gw1="$PCAPS/gw1.pcap" gw2="$PCAPS/gw2.pcap" gw3="$PCAPS/gw3.pcap"
 ALL=("${PRE[@]}" "${VIPC[@]}" "${V6[@]}" "${LATE[@]}" "${FB[@]}")
 : >"$OUT/expect.txt" && : >"$OUT/times.txt"
 for name in "${ALL[@]}"; do
@@ -881,18 +585,8 @@ for name in "${ALL[@]}"; do
     *) echo "${CL_ADDR[$name]} $name ${CL_GW[$name]:--}" ;;
   esac
 done >>"$OUT/expect.txt"
-m_pcap=0
-python3 "$E2E" pcap-check --summary "$OUT/pcap-summary.json" --expect "$OUT/expect.txt" \
-  --times "$OUT/times.txt" >"$OUT/evidence.txt" || m_pcap=1
-declare -A ROUTE=()
-while read -r a verdict route _; do
-  [ "$a" = MISS ] && continue
-  ROUTE[$a]="$route"
-  [ "$verdict" = ok ] || ROUTE[$a]="$route(!)"
-done <"$OUT/evidence.txt"
-if [ "$m_pcap" -ne 0 ]; then
-  while IFS= read -r line; do miss "captures: ${line#MISS }"; done < <(grep '^MISS' "$OUT/evidence.txt")
-fi
+captures_check
+m_pcap=$M_PCAP
 # Step 4's IPv6 clients without IKE fragmentation: their gateway's capture shows IP fragments of
 # theirs both ways (first and non-first ones, i.e. routed by the appliance one by one); the one
 # with IKE fragmentation shows RFC 7383 fragments instead.
@@ -915,7 +609,7 @@ for name in "${ALL[@]}"; do
   a=${CL_ADDR[$name]} rg=${RED_GW[$name]:--}
   [ "${RED_N[$name]:-0}" -gt 1 ] && rg="$rg(${RED_N[$name]}x)"
   aff="${AFF[$a]:--}"
-  [ "${AFF_DIRECT[$a]:-}" = yes ] && aff="$aff/direct"
+  [ "${AFF_DIRECT[$a]:-}" = true ] && aff="$aff/direct"
   printf '%-5s %-10s %-14s %-9s %-20s %-11s %-9s %-5s %-12s %s\n' "$name" "${CL_STEP[$name]}" "$a" "$rg" \
     "$(gw_of_addr "${SA_REMOTE[$name]:--}")(${SA_REMOTE[$name]:--})" "${SA_IKE[$name]:--}" "${SA_CHILD[$name]:--}" \
     "${PING[$name]:--}" "$aff" "${ROUTE[$a]:--}"
@@ -938,9 +632,4 @@ RESULTS+=("step 7 bad input: $(verdict "$m7"): $n_bad malformed IKE_SA_INITs (${
 RESULTS+=("captures (tcpdump on every gateway's eth0): $(verdict "$m_pcap"): $(grep -vc '^MISS' "$OUT/evidence.txt") client addresses, each one's packets at its gateway only; per client and class: $OUT/evidence.txt")
 printf '%s\n' "${RESULTS[@]}"
 log "done"
-if [ "$(misses)" -gt 0 ]; then
-  echo "redirect-test: $(misses) misses:" >&2
-  sed 's/^/  /' "$OUT/misses" >&2
-  exit 1
-fi
-echo "redirect-test: OK"
+lab_finish

@@ -32,22 +32,19 @@
 # must lie within [3 advert intervals, Master_Down_Interval + margin] after SIGKILL and within
 # Skew_Time + margin after SIGTERM (the old master's last advert has priority 0).
 #
-# Prints a table of every check and exits non-zero on any miss. Everything (daemons, capture,
-# the namespace, the lab) is torn down on exit, failure included. Bounded: every wait has a
+# Prints a table of every check and `vrrp-interop: OK`, or exits non-zero on any miss. Everything
+# (daemons, capture, the namespace, the lab) is torn down on exit, failure included. Bounded: every wait has a
 # limit, and the run after the build stops after VRRP_INTEROP_LIMIT_S (default 150 s; a pass
-# takes about 30 s).
+# takes about 30 s). VRRP_INTEROP_BIN_DIR=DIR (or LAB_BIN_DIR) runs DIR/vpnlbd and DIR/vpnlbctl
+# instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+# shellcheck source=scripts/lib/labtest.sh
+source scripts/lib/labtest.sh
 
-OUT=${OUT:-out/vrrp-interop}
-rm -rf "$OUT"
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+lab_begin vrrp-interop out/vrrp-interop
 chmod 755 "$OUT" # keepalived runs a notify script only from a path no other user can write
-readonly LIMIT_S=${VRRP_INTEROP_LIMIT_S:-150}
-readonly VPNLBD=target/release/vpnlbd VPNLBCTL=target/release/vpnlbctl
-readonly SOCK="$OUT/vpnlbd.sock" KNS=vlb-kad CLIENT_NS=vlb-c1 CLIENT_IP=198.18.0.11
+readonly KNS=vlb-kad CLIENT_NS=vlb-c1 CLIENT_IP=198.18.0.11
 readonly ADV_MS=100          # advert interval on both sides
 readonly WIRE_MARGIN_MS=250  # on the wire, beyond Master_Down_Interval / Skew_Time
 readonly REPORT_MARGIN_MS=600 # kill -> state reported: also process exit, notify fork, polling
@@ -55,17 +52,16 @@ readonly VMAC4=00:00:5e:00:01:33 VMAC6=00:00:5e:00:02:33
 readonly FLOAT4=198.18.0.1 FLOAT6=2001:2:0:1::1
 readonly KSTATS=/tmp/keepalived.stats # where keepalived 2.2 writes its SIGUSR2 statistics
 readonly KDIR="$OUT/kad" EVENTS="$OUT/events.txt" WINDOWS="$OUT/windows.txt"
+LAB_CTL_TIMEOUT=5
+LAB_SHOW=("show vrrp")
+LAB_DAEMON_WAIT_S=15
 
-VPID="" KPID="" TCPDUMP_PID="" WATCHDOG="" NROUTERS=0 LAB=0
+KPID="" TCPDUMP_PID="" NROUTERS=0 TABLE_SHOWN=0
 RESULTS=()
-FAILS=0
 : >"$EVENTS"
 : >"$WINDOWS"
 mkdir -p "$KDIR"
 
-log() { echo "vrrp-interop: $*"; }
-die() { echo "vrrp-interop: FAIL: $*" >&2; exit 1; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 since_ms() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
 # record NAME OK DETAIL: a row of the result table. OK: 1 pass, 0 miss, "warn" (reported only).
@@ -76,8 +72,7 @@ record() {
     warn) mark=warn ;;
     *)
       mark=FAIL
-      FAILS=$((FAILS + 1))
-      echo "vrrp-interop: MISS: $name: $detail" >&2
+      miss "$name: $detail"
       ;;
   esac
   RESULTS+=("$(printf '%-54s %-4s %s' "$name" "$mark" "$detail")")
@@ -86,6 +81,7 @@ record() {
 ok_if() { if "$@"; then echo 1; else echo 0; fi; }
 
 print_table() {
+  TABLE_SHOWN=1
   [ "${#RESULTS[@]}" -gt 0 ] || return 0
   echo
   printf '%-54s %-4s %s\n' "check" "" "detail"
@@ -103,18 +99,19 @@ signal_keepalived() {
   for p in "${pids[@]}"; do kill "-$1" "$p" 2>/dev/null || true; done
 }
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  if [ -n "$WATCHDOG" ]; then
-    kill $(pgrep -P "$WATCHDOG") "$WATCHDOG" 2>/dev/null
-    wait "$WATCHDOG" 2>/dev/null
-  fi
-  if [ -n "$VPID" ]; then
-    kill "$VPID" 2>/dev/null
-    wait "$VPID" 2>/dev/null
-  fi
+# The failure report, after the library's: vpnlbd's latest log, keepalived's.
+vrrp_report() {
+  echo "--- vpnlbd log (tail) ---"
+  tail -n 25 "$(ls -t "$OUT"/vpnlbd-*.log 2>/dev/null | head -n 1)" 2>/dev/null
+  echo "--- keepalived log (tail) ---"
+  tail -n 25 "$KDIR/keepalived.log" 2>/dev/null
+  echo "--- keepalived notify log (tail) ---"
+  tail -n 12 "$KDIR/notify.log" 2>/dev/null
+  return 0
+}
+lab_on_failure vrrp_report
+# On exit: keepalived, the capture, keepalived's namespace; the table of checks so far.
+vrrp_stop() {
   if [ -n "$KPID" ]; then
     signal_keepalived TERM
     for _ in $(seq 1 20); do kill -0 "$KPID" 2>/dev/null || break; sleep 0.1; done
@@ -126,44 +123,20 @@ cleanup() {
     wait "$TCPDUMP_PID" 2>/dev/null
   fi
   rm -f "$KSTATS"
-  if [ "$rc" -ne 0 ] || [ "$FAILS" -gt 0 ]; then
-    echo "--- vpnlbd log (tail) ---" >&2
-    tail -n 25 "$(ls -t "$OUT"/vpnlbd-*.log 2>/dev/null | head -n 1)" >&2 2>/dev/null
-    echo "--- keepalived log (tail) ---" >&2
-    tail -n 25 "$KDIR/keepalived.log" >&2 2>/dev/null
-    echo "--- keepalived notify log (tail) ---" >&2
-    tail -n 12 "$KDIR/notify.log" >&2 2>/dev/null
-  fi
-  if [ "$LAB" -eq 1 ]; then
-    timeout 10 ip netns del "$KNS" 2>/dev/null
-    timeout 60 scripts/lab.sh down >/dev/null 2>&1
-  fi
-  print_table
-  if [ "$rc" -eq 0 ] && [ "$FAILS" -gt 0 ]; then rc=1; fi
-  if [ "$rc" -eq 0 ]; then log "PASS"; else log "FAIL ($FAILS checks missed, exit $rc); files in $OUT"; fi
-  exit "$rc"
+  if [ "$LAB_IS_UP" -eq 1 ]; then timeout 10 ip netns del "$KNS" 2>/dev/null; fi
+  if [ "$TABLE_SHOWN" -eq 0 ]; then print_table; fi
+  return 0
 }
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
-for t in keepalived tcpdump ip python3 timeout pgrep; do
-  command -v "$t" >/dev/null || die "needs $t (scripts/setup.sh installs it)"
-done
-if pgrep -x vpnlbd >/dev/null; then die "another vpnlbd is running (one at a time in the lab)"; fi
-if pgrep -x keepalived >/dev/null; then die "a keepalived is running already (statistics go to $KSTATS)"; fi
-# From here on, everything this script starts is undone on exit.
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lab_on_exit vrrp_stop
 
+lab_need keepalived tcpdump ip python3 timeout pgrep
+# Checked before the lab exists: the teardown would remove another run's lab.
+if pgrep -x vpnlbd >/dev/null; then fail "another vpnlbd is running (one at a time in the lab)"; fi
+if pgrep -x keepalived >/dev/null; then fail "a keepalived is running already (statistics go to $KSTATS)"; fi
 
-timeout 1200 cargo build --release -q -p vpnlb-control
-
+lab_bins VRRP_INTEROP_BIN_DIR
 # The run after the build is bounded.
-(
-  sleep "$LIMIT_S"
-  echo "vrrp-interop: time limit of ${LIMIT_S}s reached" >&2
-  kill -TERM $$
-) &
-WATCHDOG=$!
+lab_limit "${VRRP_INTEROP_LIMIT_S:-150}"
 T_START=$(date +%s)
 
 # ---------------------------------------------------------------------------------------------
@@ -325,9 +298,7 @@ py() { python3 "$HELPER" "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 # The lab, with B's ports in a namespace of our own for keepalived.
-LAB=1
-if [ -e "/run/netns/$KNS" ]; then timeout 60 scripts/lab.sh down >/dev/null 2>&1 || true; fi
-timeout 60 scripts/lab.sh up --pair --clients 1 >/dev/null
+lab_up --pair --clients 1
 timeout 10 ip netns add "$KNS"
 nsx() { timeout 10 ip netns exec "$KNS" "$@"; }
 nsx sh -c 'for k in all default; do
@@ -355,7 +326,7 @@ while read -r _ role iface mac addrs; do
   nsx ip link set "$iface" up
 done < <(py ports conf/lab-pair-b.toml)
 VPN_ADDR=$(py ports conf/lab-pair-a.toml | awk '$2 == "client" { for (i = 5; i <= NF; i++) if ($i !~ /:/) { sub(/\/.*/, "", $i); print $i; exit } }')
-[ -n "$KAD_MAC" ] && [ -n "$KAD_ADDR" ] && [ -n "$VPN_ADDR" ] || die "no client port with an IPv4 address in conf/lab-pair-[ab].toml"
+[ -n "$KAD_MAC" ] && [ -n "$KAD_ADDR" ] && [ -n "$VPN_ADDR" ] || fail "no client port with an IPv4 address in conf/lab-pair-[ab].toml"
 for iface in "${KAD_IFACES[@]}"; do # keepalived's IPv6 adverts come from the link-local address
   for _ in $(seq 1 50); do
     if [ -n "$(nsx ip -6 -o addr show dev "$iface" scope link)" ]; then break; fi
@@ -375,45 +346,36 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # vpnlbd.
-ctl() { timeout 5 "$VPNLBCTL" --socket "$SOCK" "$@"; }
-vstate() { ctl --json show vrrp 2>/dev/null | sed -n 's/^  "state": "\(.*\)",$/\1/p'; }
+vstate() { ctl show vrrp 2>/dev/null | sed -n 's/^  "state": "\(.*\)",$/\1/p'; }
 # vsum: `show vrrp` as words (state=... master=... adverts_in=...); vget WORDS KEY.
-vsum() { ctl --json show vrrp >"$OUT/vrrp.json" && py vsum "$OUT/vrrp.json"; }
+vsum() { ctl show vrrp >"$OUT/vrrp.json" && py vsum "$OUT/vrrp.json"; }
 vget() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 zeros() { printf '0%.0s,' $(seq 1 "$NROUTERS") | sed 's/,$//'; }
 
 # start_vpnlbd TAG PRIORITY: conf/lab-pair-a.toml without peer and sync key, at PRIORITY.
 start_vpnlbd() {
   local tag=$1 prio=$2 cfg="$OUT/vpnlbd-$1.toml"
-  python3 - conf/lab-pair-a.toml "$cfg" "$SOCK" "$prio" <<'EOF'
+  lab_config conf/lab-pair-a.toml "$cfg"
+  python3 - "$cfg" "$prio" <<'EOF'
 import re, sys
-src, dst, sock, prio = sys.argv[1:]
-text = open(src).read()
+path, prio = sys.argv[1:]
+text = open(path).read()
 text, n = re.subn(r'(?m)^(peer|sync_key)\s*=.*\n', '', text)
 assert n == 2, "peer and sync_key lines"
-text, n = re.subn(r'(?m)^socket = ".*"$', f'socket = "{sock}"', text)
-assert n == 1, "socket line"
 head, ha = text.split("\n[ha]\n", 1)
 ha, n = re.subn(r'(?m)^priority = \d+$', f"priority = {prio}", ha, count=1)
 assert n == 1, "[ha] priority"
-open(dst, "w").write(head + "\n[ha]\n" + ha)
+open(path, "w").write(head + "\n[ha]\n" + ha)
 EOF
-  "$VPNLBD" --config "$cfg" --run-for-s $((LIMIT_S + 30)) >"$OUT/vpnlbd-$tag.json" 2>"$OUT/vpnlbd-$tag.log" &
-  VPID=$!
-  for _ in $(seq 1 150); do
-    if ctl ping >/dev/null 2>&1; then return 0; fi
-    kill -0 "$VPID" 2>/dev/null || die "vpnlbd ($tag) exited early"
-    sleep 0.1
-  done
-  die "vpnlbd ($tag) does not answer on $SOCK"
+  lab_daemon_start "$cfg" $((LIMIT_S + 30)) "$OUT/vpnlbd-$tag.json" "$OUT/vpnlbd-$tag.log"
 }
 
 # stop_vpnlbd SIGNAL
 stop_vpnlbd() {
   local rc=0
-  kill "-$1" "$VPID"
-  wait "$VPID" 2>/dev/null || rc=$?
-  VPID=""
+  kill "-$1" "$DAEMON_PID"
+  wait "$DAEMON_PID" 2>/dev/null || rc=$?
+  DAEMON_PID=""
   if [ "$1" = TERM ] && [ "$rc" -ne 0 ]; then record "vpnlbd exits cleanly on SIGTERM" 0 "exit status $rc"; fi
 }
 
@@ -441,10 +403,10 @@ start_keepalived() {
   KPID=$!
   for _ in $(seq 1 100); do
     if [ -n "$(kstate)" ] && [ -s "$KDIR/vrrp.pid" ]; then return 0; fi
-    kill -0 "$KPID" 2>/dev/null || die "keepalived ($tag) exited early"
+    kill -0 "$KPID" 2>/dev/null || fail "keepalived ($tag) exited early"
     sleep 0.05
   done
-  die "keepalived ($tag) did not start (no notify)"
+  fail "keepalived ($tag) did not start (no notify)"
 }
 
 # kill_keepalived SIGNAL: signals it. After SIGKILL the addresses it held stay on the
@@ -462,7 +424,7 @@ reap_keepalived() {
     kill -0 "$KPID" 2>/dev/null || break
     sleep 0.1
   done
-  if kill -0 "$KPID" 2>/dev/null; then die "keepalived still running 5 s after it was stopped"; fi
+  if kill -0 "$KPID" 2>/dev/null; then fail "keepalived still running 5 s after it was stopped"; fi
   wait "$KPID" 2>/dev/null || true
   KPID=""
   rm -f "$KDIR/state" "$KDIR/keepalived.pid" "$KDIR/vrrp.pid"
@@ -478,7 +440,7 @@ kstats() {
       && [ "$(wc -l <"$KSTATS")" -ge $((19 * NROUTERS)) ]; then break; fi
     sleep 0.05
   done
-  [ -f "$KSTATS" ] || die "keepalived wrote no statistics to $KSTATS"
+  [ -f "$KSTATS" ] || fail "keepalived wrote no statistics to $KSTATS"
   mv "$KSTATS" "$KDIR/stats-$tag.txt"
   py kstats "$KDIR/stats-$tag.txt"
 }
@@ -584,12 +546,23 @@ takeover() {
 }
 vpn_is_master() { [ "$(vstate)" = master ]; }
 
+# settles LABEL VPN_STATE KAD_STATE SINCE: the pair reaches these states within 3 s (a row, with
+# the time it took from SINCE, the moment the new one started).
+settles() {
+  local ms
+  if ms=$(wait_for 3000 is_pair "$2" "$3"); then
+    record "$1" 1 "keepalived $3 $ms ms after $4"
+  else
+    record "$1" 0 "show vrrp $(vstate), notify $(kstate) 3 s after start"
+  fi
+}
+
 # ---------------------------------------------------------------------------------------------
 log "round 1: vpnlbd priority 200, keepalived priority 100"
 start_vpnlbd r1 200
-wait_for 3000 is_pair master "" >/dev/null || die "vpnlbd alone did not become master"
-ctl --json show vrrp >"$OUT/routers.json"
-NROUTERS=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["routers"]))' "$OUT/routers.json")
+wait_for 3000 is_pair master "" >/dev/null || fail "vpnlbd alone did not become master"
+ctl show vrrp >"$OUT/routers.json"
+NROUTERS=$(json routers:len <"$OUT/routers.json")
 log "vpnlbd's routers (interface/family: virtual addresses): $(py routers "$OUT/routers.json")"
 start_keepalived r1 100
 wait_for 3000 is_pair master BACKUP >/dev/null || true
@@ -617,11 +590,7 @@ sleep 1
 
 log "round 1: vpnlbd again; it preempts"
 start_vpnlbd r1-restart 200
-if ms=$(wait_for 3000 is_pair master BACKUP); then
-  record "r1 vpnlbd restarted: it preempts" 1 "keepalived BACKUP $ms ms after vpnlbd's socket answered"
-else
-  record "r1 vpnlbd restarted: it preempts" 0 "show vrrp $(vstate), notify $(kstate) 3 s after start"
-fi
+settles "r1 vpnlbd restarted: it preempts" master BACKUP "vpnlbd's socket answered"
 s=$(vsum)
 ok=1
 for n in $(vget "$s" router_adverts_in | tr ',' ' '); do [ "$n" -gt 0 ] || ok=0; done
@@ -635,7 +604,7 @@ sleep 1
 
 log "round 1: SIGTERM vpnlbd (priority-0 advert)"
 t=$(date +%s%N)
-kill -TERM "$VPID"
+kill -TERM "$DAEMON_PID"
 takeover "r1 vpnlbd stopped: keepalived MASTER" "$t" $(($(skew 100) + REPORT_MARGIN_MS)) TERM notify kad_is MASTER
 event r1-term "$t" "$VPN_ADDR" "$KAD_ADDR" term 100
 stop_vpnlbd TERM
@@ -648,13 +617,9 @@ reap_keepalived
 # ---------------------------------------------------------------------------------------------
 log "round 2: vpnlbd priority 100, keepalived priority 200"
 start_vpnlbd r2 100
-wait_for 3000 is_pair master "" >/dev/null || die "vpnlbd alone did not become master (round 2)"
+wait_for 3000 is_pair master "" >/dev/null || fail "vpnlbd alone did not become master (round 2)"
 start_keepalived r2 200
-if ms=$(wait_for 3000 is_pair backup MASTER); then
-  record "r2 keepalived 200 preempts vpnlbd 100" 1 "$ms ms after keepalived's first notify"
-else
-  record "r2 keepalived 200 preempts vpnlbd 100" 0 "show vrrp $(vstate), notify $(kstate) 3 s after start"
-fi
+settles "r2 keepalived 200 preempts vpnlbd 100" backup MASTER "keepalived's first notify"
 agree "r2 start" backup MASTER
 s1=$(vsum)
 client "r2 start" keepalived "$KAD_MAC" "$KAD_MAC" cached
@@ -682,11 +647,7 @@ sleep 1
 
 log "round 2: keepalived again (preempts), then SIGTERM"
 start_keepalived r2-restart 200
-if ms=$(wait_for 3000 is_pair backup MASTER); then
-  record "r2 keepalived restarted: it preempts" 1 "$ms ms after keepalived's first notify"
-else
-  record "r2 keepalived restarted: it preempts" 0 "show vrrp $(vstate), notify $(kstate) 3 s after start"
-fi
+settles "r2 keepalived restarted: it preempts" backup MASTER "keepalived's first notify"
 agree "r2 after preemption" backup MASTER
 client "r2 after preemption" keepalived "$KAD_MAC" "$KAD_MAC" cached
 sleep 1
@@ -730,3 +691,5 @@ record "wire: vpnlbd's ARP replies to gratuitous ARP" "$(ok_if [ "$garp" -eq 0 ]
   "$garp (a host should not answer an announcement)"
 log "takeover on the wire: vpnlbd killed ${WIRE_MS[r1-kill]:-?} ms, vpnlbd stopped ${WIRE_MS[r1-term]:-?} ms," \
   "keepalived killed ${WIRE_MS[r2-kill]:-?} ms, keepalived stopped ${WIRE_MS[r2-term]:-?} ms; run took $(($(date +%s) - T_START)) s"
+print_table
+lab_finish
