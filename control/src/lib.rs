@@ -1,6 +1,8 @@
 //! vpnlb control plane: configuration, the replay driver, and the daemon (DPDK I/O, workers,
 //! control thread).
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod ctlsock;
 pub mod daemon;

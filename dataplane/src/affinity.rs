@@ -660,6 +660,7 @@ impl AffinityShard {
     /// Prefetches the home index bucket of `hash`, so that a burst can issue all its misses
     /// before the first lookup. A hint only: no effect on results.
     #[inline]
+    #[allow(unsafe_code)] // `_mm_prefetch`, a hint that cannot fault
     pub fn prefetch(&self, hash: u64) {
         #[cfg(target_arch = "x86_64")]
         if let Some(bucket) = self.buckets.get(self.home(hash_bits(hash))) {
@@ -680,6 +681,7 @@ impl AffinityShard {
     /// [`ABSENT_HINT`] when the key cannot be in the table, else [`NO_HINT`]: a hint for
     /// [`Self::live_hinted`].
     #[inline]
+    #[allow(unsafe_code)] // `_mm_prefetch`, a hint that cannot fault
     pub fn prefetch_entry(&self, hash: u64) -> u32 {
         let mut hint = NO_HINT;
         if let Some(bucket) = self.buckets.get(self.home(hash_bits(hash))) {

@@ -3,6 +3,10 @@
 //! Nothing in this crate knows about DPDK: the daemon's I/O layer hands bursts of frames to
 //! [`pipeline`], and `vpnlbd replay` hands it frames read from capture files. Both run exactly
 //! the same code.
+//!
+//! No `unsafe` but the two prefetch hints in [`affinity`], allowed where they stand.
+
+#![deny(unsafe_code)]
 
 /// An enum of reasons something is counted under a name: each variant with its counter name
 /// and a doc line. Gives `ALL` (declaration order, which is also the `as usize` index),

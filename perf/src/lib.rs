@@ -4,6 +4,8 @@
 //! TLS/DTLS VPN traffic as the appliance's two ports see it, for replay tests and benchmarks.
 //! [`bench`] writes the benchmark harness's captures (`vpnlb-benchgen`, `scripts/bench.sh`).
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 
 pub mod lab {

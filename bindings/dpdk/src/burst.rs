@@ -102,7 +102,7 @@ impl Burst {
         self.as_slice().iter()
     }
 
-    /// Iterates mutably over the mbufs (e.g. as [`dataplane::frame::Frame`]s).
+    /// Iterates mutably over the mbufs (e.g. as [`frame::Frame`]s).
     #[inline]
     pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Mbuf> {
         self.as_mut_slice().iter_mut()

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::ptr::NonNull;
 
-use dataplane::frame::Frame;
+use frame::Frame;
 use dpdk_sys::rte_mbuf;
 
 use crate::error::{DpdkError, Result};

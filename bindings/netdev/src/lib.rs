@@ -34,8 +34,7 @@
 //! # }
 //! ```
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
 
 pub mod ifconfig;
 mod name;

@@ -5,6 +5,8 @@
 //! Exit codes: 0 success, 1 the daemon answered with an error (or the command is malformed),
 //! 2 the daemon could not be reached or did not answer.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! `vpnlbd --config FILE` runs the appliance on DPDK; `vpnlbd replay` runs the same pipeline
 //! over capture files; `vpnlbd check` validates a configuration (see README.md).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;

@@ -7,6 +7,8 @@
 //!
 //! Writes `DIR/client.pcap` and `DIR/backend.pcap` and prints one JSON line: frames written.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

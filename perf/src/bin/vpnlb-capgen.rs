@@ -8,6 +8,8 @@
 //! Produces `DIR/client.pcap`, `DIR/backend.pcap` and `DIR/clients.csv`; gateways are
 //! predicted with the appliance's default Maglev table over gw1..gw3.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
