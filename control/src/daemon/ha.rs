@@ -112,7 +112,7 @@ impl Ha {
                     addresses,
                     primary,
                 };
-                cfg.check()?;
+                cfg.check().map_err(|e| e.to_string())?;
                 routers.push(Router {
                     interface: i,
                     port: itf.port,
@@ -130,7 +130,7 @@ impl Ha {
         if let Some(p) = routers.iter().position(|r| r.cfg.family() == Family::Ipv4) {
             routers.swap(0, p);
         }
-        let machine = Vrrp::new(routers[0].cfg.clone())?;
+        let machine = Vrrp::new(routers[0].cfg.clone()).map_err(|e| e.to_string())?;
         Ok(Ha {
             settings: settings.clone(),
             routers,

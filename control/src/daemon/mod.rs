@@ -508,7 +508,7 @@ pub fn run(
     }
     let (keep, checked) = health_policy(&cfg);
     ctl.set_health_policy(keep, &checked);
-    let mut checker = start_checker(&cfg).map_err(DaemonError::Config)?;
+    let mut checker = start_checker(&cfg).map_err(|e| DaemonError::Config(e.to_string()))?;
     let mut pair_sync = match (&cfg.ha, &sync_channels) {
         (Some(h), Some(c)) => {
             let netns = cfg
@@ -655,7 +655,7 @@ pub fn run(
 
 /// Starts the health checker for `cfg`'s checks (`None`: there are none). It runs in the
 /// exception path's namespace, so probes leave from the appliance's own addresses.
-pub fn start_checker(cfg: &Config) -> Result<Option<Checker>, String> {
+pub fn start_checker(cfg: &Config) -> Result<Option<Checker>, checker::CheckerError> {
     let plans = checker::plans(cfg);
     if plans.is_empty() {
         return Ok(None);

@@ -517,7 +517,7 @@ fn advance(stage: Stage, rtt: Duration) -> Step {
                             }
                             Err(e) => {
                                 close_tcp(stream);
-                                return dead(Failure::BadResponse(e));
+                                return dead(Failure::BadResponse(e.to_string()));
                             }
                             // The checker decides within the first few bytes; this bound is
                             // only a guard.
@@ -598,13 +598,13 @@ fn judge(expect: &Expect, data: &[u8]) -> Option<Result<String, Failure>> {
             Some(
                 message::check_ike_response(ike, spi)
                     .map(|a| a.name())
-                    .map_err(Failure::BadResponse),
+                    .map_err(|e| Failure::BadResponse(e.to_string())),
             )
         }
         Expect::Dtls => Some(
             message::check_dtls_response(data)
                 .map(|a| a.name())
-                .map_err(Failure::BadResponse),
+                .map_err(|e| Failure::BadResponse(e.to_string())),
         ),
         Expect::Icmp {
             v6,
