@@ -407,7 +407,7 @@ fn set_gateway(
 ) -> Reply {
     match ctx.ctl.change_gateways(name, change) {
         Ok(n) => Reply::Ok(json!({"gateway": name, "services": n})),
-        Err(e) => Reply::Error(e),
+        Err(e) => Reply::Error(e.to_string()),
     }
 }
 

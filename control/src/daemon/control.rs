@@ -28,6 +28,17 @@ use super::exception::{ExceptionCounters, ExceptionPath};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+/// Why the control thread refused a change.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The snapshot of the new appliance spec cannot be built (the dataplane says why).
+    #[error("{reason}")]
+    Snapshot { reason: String },
+    /// No gateway of any service has the name.
+    #[error("no gateway is called `{name}`")]
+    NoSuchGateway { name: String },
+}
+
 /// Counters of the control thread's dataplane work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ControlCounters {
@@ -202,11 +213,12 @@ impl Control {
         &mut self,
         spec: ApplianceSpec,
         map: IdMap,
-    ) -> Result<(Arc<Snapshot>, Vec<ReloadAnswer>), String> {
+    ) -> Result<(Arc<Snapshot>, Vec<ReloadAnswer>), ControlError> {
         let statics: Vec<(IpAddr, EthernetAddress)> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
         self.neighbors.set_statics(statics);
-        let mut snap = Snapshot::build(self.effective(&spec), self.generation + 1)?;
+        let mut snap = Snapshot::build(self.effective(&spec), self.generation + 1)
+            .map_err(|reason| ControlError::Snapshot { reason })?;
         // Loads carry over while the services and gateways keep their names and order.
         snap.share_loads(&self.snap.loads);
         let snap = Arc::new(snap);
@@ -235,7 +247,7 @@ impl Control {
         &mut self,
         name: &str,
         change: impl Fn(&mut dataplane::model::GatewaySpec),
-    ) -> Result<usize, String> {
+    ) -> Result<usize, ControlError> {
         let mut n = 0;
         for svc in &mut self.base.services {
             for gw in svc.gateways.iter_mut().filter(|g| g.name == name) {
@@ -244,7 +256,9 @@ impl Control {
             }
         }
         if n == 0 {
-            return Err(format!("no gateway is called `{name}`"));
+            return Err(ControlError::NoSuchGateway {
+                name: name.to_string(),
+            });
         }
         info!(
             gateway = name,

@@ -23,7 +23,26 @@ use tracing::{info, warn};
 
 use super::control::{Control, VrrpFrame};
 use crate::config::HaSettings;
-use crate::vrrp::{self, Action, State, Vrrp, VrrpConfig};
+use crate::vrrp::{self, Action, State, Vrrp, VrrpConfig, VrrpConfigError};
+
+/// Why the HA pair's routers cannot be set up from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    /// `ha.advert_interval` does not fit VRRP's centiseconds.
+    #[error("ha.advert_interval: too long")]
+    AdvertIntervalTooLong,
+    /// An interface with virtual IPv4 addresses has no IPv4 address of its own.
+    #[error(
+        "ha: interface {interface} carries virtual IPv4 addresses but has no IPv4 address of its own to advertise from"
+    )]
+    NoPrimary { interface: String },
+    /// No VIP and no floating address.
+    #[error("ha: no VIP or floating address to protect")]
+    NothingToProtect,
+    /// A router's VRRP configuration.
+    #[error(transparent)]
+    Vrrp(#[from] VrrpConfigError),
+}
 
 /// One virtual router of the group.
 struct Router {
@@ -61,10 +80,10 @@ pub struct Ha {
 
 impl Ha {
     /// The routers of `spec` (VIPs and floating addresses, by interface and family).
-    pub fn new(settings: &HaSettings, spec: &ApplianceSpec) -> Result<Ha, String> {
+    pub fn new(settings: &HaSettings, spec: &ApplianceSpec) -> Result<Ha, HaError> {
         let mut routers = Vec::new();
         let cs = u16::try_from(settings.advert_interval.as_millis() / 10)
-            .map_err(|_| "ha.advert_interval: too long".to_string())?;
+            .map_err(|_| HaError::AdvertIntervalTooLong)?;
         for (i, itf) in spec.interfaces.iter().enumerate() {
             let i = i as u16;
             let port = &spec.ports[usize::from(itf.port)];
@@ -98,10 +117,9 @@ impl Ha {
                     itf.addresses.iter().map(|c| c.addr).find(IpAddr::is_ipv4)
                 };
                 let Some(primary) = primary else {
-                    return Err(format!(
-                        "ha: interface {} carries virtual IPv4 addresses but has no IPv4 address of its own to advertise from",
-                        itf.name
-                    ));
+                    return Err(HaError::NoPrimary {
+                        interface: itf.name.clone(),
+                    });
                 };
                 let cfg = VrrpConfig {
                     vrid: settings.vrid,
@@ -112,7 +130,7 @@ impl Ha {
                     addresses,
                     primary,
                 };
-                cfg.check().map_err(|e| e.to_string())?;
+                cfg.check()?;
                 routers.push(Router {
                     interface: i,
                     port: itf.port,
@@ -124,13 +142,13 @@ impl Ha {
             }
         }
         if routers.is_empty() {
-            return Err("ha: no VIP or floating address to protect".into());
+            return Err(HaError::NothingToProtect);
         }
         // The client side's IPv4 router leads, if there is one.
         if let Some(p) = routers.iter().position(|r| r.cfg.family() == Family::Ipv4) {
             routers.swap(0, p);
         }
-        let machine = Vrrp::new(routers[0].cfg.clone()).map_err(|e| e.to_string())?;
+        let machine = Vrrp::new(routers[0].cfg.clone())?;
         Ok(Ha {
             settings: settings.clone(),
             routers,
