@@ -68,6 +68,21 @@ pub struct HaCounters {
     pub peer_dead_takeovers: u64,
 }
 
+/// VRRP's state and counters, for Prometheus.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VrrpMetrics {
+    /// Whether this appliance is the master.
+    pub master: bool,
+    /// State changes.
+    pub transitions: u64,
+    /// Valid adverts received (the leader's router).
+    pub adverts_in: u64,
+    /// Advert frames sent (all routers).
+    pub adverts_out: u64,
+    /// Messages rejected (all routers).
+    pub errors: u64,
+}
+
 pub struct Ha {
     settings: HaSettings,
     routers: Vec<Router>,
@@ -353,18 +368,17 @@ impl Ha {
         })
     }
 
-    /// `(state as 0 backup / 1 master, transitions, adverts in, adverts out, errors)` for
-    /// Prometheus.
-    pub fn metrics(&self) -> (u64, u64, u64, u64, u64) {
+    /// What Prometheus shows of VRRP.
+    pub fn metrics(&self) -> VrrpMetrics {
         let c = self.machine.counters();
         let errors = c.errors.total() + self.routers[1..].iter().map(|r| r.errors).sum::<u64>();
-        (
-            u64::from(self.is_master()),
-            c.transitions,
-            c.adverts_in,
-            self.counters.frames_out,
+        VrrpMetrics {
+            master: self.is_master(),
+            transitions: c.transitions,
+            adverts_in: c.adverts_in,
+            adverts_out: self.counters.frames_out,
             errors,
-        )
+        }
     }
 }
 

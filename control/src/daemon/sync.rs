@@ -79,6 +79,21 @@ pub struct PairCounters {
     pub peer_deaths: u64,
 }
 
+/// The sync's state and counters, for Prometheus.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncMetrics {
+    /// Whether the peer's heartbeat is heard.
+    pub peer_alive: bool,
+    /// Whether this appliance holds the master's whole table.
+    pub synced: bool,
+    /// Messages sent that the peer has not acknowledged yet.
+    pub lag: u64,
+    pub session: crate::sync::SyncCounters,
+    pub pair: PairCounters,
+    /// Entries in the mirror.
+    pub entries: usize,
+}
+
 /// The channels between the workers and the sync, made before the workers start.
 pub struct SyncChannels {
     pub from_workers: (Sender<AffinityChange>, Receiver<AffinityChange>),
@@ -495,27 +510,17 @@ impl PairSync {
         })
     }
 
-    /// For Prometheus: (peer alive, synced, lag, session counters, pair counters, entries).
-    pub fn metrics(
-        &self,
-        now: Instant,
-    ) -> (
-        bool,
-        bool,
-        u64,
-        crate::sync::SyncCounters,
-        PairCounters,
-        usize,
-    ) {
+    /// What Prometheus shows of the sync at `now`.
+    pub fn metrics(&self, now: Instant) -> SyncMetrics {
         let s = &self.session;
-        (
-            s.peer_alive(now),
-            s.synced(),
-            s.lag(),
-            s.counters(),
-            self.counters,
-            self.mirror.len(),
-        )
+        SyncMetrics {
+            peer_alive: s.peer_alive(now),
+            synced: s.synced(),
+            lag: s.lag(),
+            session: s.counters(),
+            pair: self.counters,
+            entries: self.mirror.len(),
+        }
     }
 }
 
