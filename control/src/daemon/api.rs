@@ -65,7 +65,7 @@ pub enum WorkerQueryError {
     /// The worker has not taken an earlier question yet.
     #[error("worker {worker} is busy; try again")]
     Busy { worker: usize },
-    /// The worker did not answer within [`QUERY_TIMEOUT`].
+    /// The worker did not answer within `QUERY_TIMEOUT` (500 ms).
     #[error("worker {worker} did not answer")]
     NoAnswer { worker: usize },
 }

@@ -1,13 +1,13 @@
 //! Start-up in named steps, so that a bad configuration never touches a device.
 //!
-//! [`Appliance::build`] runs, in order: [`check_resources`] (devices named, cores available),
-//! the first snapshot, [`bind_control_socket`] (a second daemon on the same socket stops
-//! here), [`open_exception_path`] and the HA routers (refused before any device when the
-//! namespace is missing or a TAP cannot be made), [`start_eal`] (the control core only),
-//! [`start_ports`] (one mbuf pool per NUMA socket, one RX and one TX queue per worker, RSS on
-//! the L3 source for client ports and destination for backend ports), [`Rings::create`] (the
-//! hand-off and control rings), [`spawn_workers`] (pinned, registered with the EAL), the
-//! control thread's [`Control`], [`wait_for_workers`] (before VRRP), then the health checker,
+//! [`Appliance::build`] runs, in order: `check_resources` (devices named, cores available),
+//! the first snapshot, `bind_control_socket` (a second daemon on the same socket stops
+//! here), `open_exception_path` and the HA routers (refused before any device when the
+//! namespace is missing or a TAP cannot be made), `start_eal` (the control core only),
+//! `start_ports` (one mbuf pool per NUMA socket, one RX and one TX queue per worker, RSS on
+//! the L3 source for client ports and destination for backend ports), `Rings::create` (the
+//! hand-off and control rings), `spawn_workers` (pinned, registered with the EAL), the
+//! control thread's [`Control`], `wait_for_workers` (before VRRP), then the health checker,
 //! the HA affinity sync and the redirect load reports. Each step is a function of its own and
 //! fails with a [`StartError`] that names it.
 

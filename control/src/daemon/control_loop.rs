@@ -2,7 +2,7 @@
 //! the workers handed over ([`Control::poll`]), runs VRRP and the HA sync, takes the health
 //! checker's transitions and the gateways' load reports, samples the gateway rates, answers
 //! the control socket, and checks the stop conditions; then it sleeps 200 µs. Each of these is
-//! a method of [`ControlLoop`], and each timer lives in [`Timers`].
+//! a method of [`ControlLoop`], and each timer lives in `Timers`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
