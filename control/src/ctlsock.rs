@@ -104,23 +104,22 @@ const USAGE: &str =
 ///
 /// Errors say what is wrong (`unknown command `shwo``, `weight must be 0-10000`,
 /// `` `x` is not an IP address``).
-pub fn parse_request(line: &str) -> Result<Request, String> {
+pub fn parse_request(line: &str) -> Result<Request, RequestError> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let Some((&command, rest)) = words.split_first() else {
-        return Err(format!("empty request (expected one of: {USAGE})"));
+        return Err(RequestError::Empty);
     };
     let no_more = |args: &[&str], what: &str, req: Request| match args.first() {
         None => Ok(req),
-        Some(extra) => Err(format!("unexpected argument `{extra}` after `{what}`")),
+        Some(extra) => Err(RequestError::UnexpectedArgument {
+            extra: extra.to_string(),
+            after: what.to_string(),
+        }),
     };
     match command {
         "show" => {
             let Some((&what, args)) = rest.split_first() else {
-                return Err(
-                    "`show` needs what to show: stats, ports, workers, gateways, health, vrrp, \
-                     sync, redirect, classes, drops, affinity [CLIENT] or neighbors"
-                        .into(),
-                );
+                return Err(RequestError::ShowWhat);
             };
             let req = match what {
                 "stats" => Request::ShowStats,
@@ -139,24 +138,21 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                     return Ok(Request::ShowAffinity { client });
                 }
                 other => {
-                    return Err(format!(
-                        "cannot show `{other}` (expected stats, ports, workers, gateways, \
-                         health, vrrp, sync, classes, drops, affinity or neighbors)"
-                    ))
+                    return Err(RequestError::CannotShow {
+                        what: other.to_string(),
+                    })
                 }
             };
             no_more(args, &format!("show {what}"), req)
         }
         "gateway" => {
             let Some((&name, args)) = rest.split_first() else {
-                return Err("`gateway` needs a gateway name and an action: gateway NAME \
-                            drain|enable|disable|weight N"
-                    .into());
+                return Err(RequestError::GatewayName);
             };
             let Some((&action, args)) = args.split_first() else {
-                return Err(format!(
-                    "`gateway {name}` needs an action: drain, enable, disable or weight N"
-                ));
+                return Err(RequestError::GatewayAction {
+                    name: name.to_string(),
+                });
             };
             let name = name.to_string();
             let what = format!("gateway {name} {action}");
@@ -166,17 +162,25 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 "disable" => no_more(args, &what, Request::GatewayDisable { name }),
                 "weight" => {
                     let Some((&n, args)) = args.split_first() else {
-                        return Err(format!("`gateway {name} weight` needs a weight (0-{MAX_WEIGHT})"));
+                        return Err(RequestError::WeightMissing { name });
                     };
                     let weight = match n.parse::<u32>() {
                         Ok(w) if w <= MAX_WEIGHT => w,
-                        _ => return Err(format!("weight must be 0-{MAX_WEIGHT}, not `{n}`")),
+                        _ => {
+                            return Err(RequestError::BadWeight {
+                                given: n.to_string(),
+                            })
+                        }
                     };
-                    no_more(args, &format!("{what} {n}"), Request::GatewayWeight { name, weight })
+                    no_more(
+                        args,
+                        &format!("{what} {n}"),
+                        Request::GatewayWeight { name, weight },
+                    )
                 }
-                other => Err(format!(
-                    "unknown gateway action `{other}` (expected drain, enable, disable or weight N)"
-                )),
+                other => Err(RequestError::UnknownGatewayAction {
+                    action: other.to_string(),
+                }),
             }
         }
         "affinity" => match rest.split_first() {
@@ -184,35 +188,84 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 let client = optional_ip(args, "affinity flush")?;
                 Ok(Request::AffinityFlush { client })
             }
-            Some((&other, _)) => Err(format!(
-                "unknown affinity action `{other}` (expected `affinity flush [CLIENT]`)"
-            )),
-            None => Err("`affinity` needs an action: affinity flush [CLIENT]".into()),
+            Some((&other, _)) => Err(RequestError::UnknownAffinityAction {
+                action: other.to_string(),
+            }),
+            None => Err(RequestError::AffinityAction),
         },
         "stats" => match rest.split_first() {
-            Some((&"prometheus", args)) => no_more(args, "stats prometheus", Request::StatsPrometheus),
-            Some((&other, _)) => Err(format!(
-                "unknown stats format `{other}` (expected `stats prometheus`; see also `show stats`)"
-            )),
-            None => Err("`stats` needs a format: stats prometheus (or use `show stats`)".into()),
+            Some((&"prometheus", args)) => {
+                no_more(args, "stats prometheus", Request::StatsPrometheus)
+            }
+            Some((&other, _)) => Err(RequestError::UnknownStatsFormat {
+                format: other.to_string(),
+            }),
+            None => Err(RequestError::StatsFormat),
         },
         "reload" => no_more(rest, "reload", Request::Reload),
         "ping" => no_more(rest, "ping", Request::Ping),
-        other => Err(format!("unknown command `{other}` (expected one of: {USAGE})")),
+        other => Err(RequestError::UnknownCommand {
+            command: other.to_string(),
+        }),
     }
 }
 
-fn optional_ip(args: &[&str], what: &str) -> Result<Option<IpAddr>, String> {
+fn optional_ip(args: &[&str], what: &str) -> Result<Option<IpAddr>, RequestError> {
     match args {
         [] => Ok(None),
-        [ip] => ip
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("`{ip}` is not an IP address")),
-        [_, extra, ..] => Err(format!(
-            "unexpected argument `{extra}` after `{what} CLIENT`"
-        )),
+        [ip] => ip.parse().map(Some).map_err(|_| RequestError::NotAnIp {
+            given: ip.to_string(),
+        }),
+        [_, extra, ..] => Err(RequestError::UnexpectedArgument {
+            extra: extra.to_string(),
+            after: format!("{what} CLIENT"),
+        }),
     }
+}
+
+/// Why a request line is not a request; the text says what is wrong and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("empty request (expected one of: {usage})", usage = USAGE)]
+    Empty,
+    #[error("unexpected argument `{extra}` after `{after}`")]
+    UnexpectedArgument { extra: String, after: String },
+    #[error(
+        "`show` needs what to show: stats, ports, workers, gateways, health, vrrp, sync, \
+         redirect, classes, drops, affinity [CLIENT] or neighbors"
+    )]
+    ShowWhat,
+    #[error(
+        "cannot show `{what}` (expected stats, ports, workers, gateways, health, vrrp, sync, \
+         classes, drops, affinity or neighbors)"
+    )]
+    CannotShow { what: String },
+    #[error(
+        "`gateway` needs a gateway name and an action: gateway NAME drain|enable|disable|weight N"
+    )]
+    GatewayName,
+    #[error("`gateway {name}` needs an action: drain, enable, disable or weight N")]
+    GatewayAction { name: String },
+    #[error("`gateway {name} weight` needs a weight (0-{max})", max = MAX_WEIGHT)]
+    WeightMissing { name: String },
+    #[error("weight must be 0-{max}, not `{given}`", max = MAX_WEIGHT)]
+    BadWeight { given: String },
+    #[error("unknown gateway action `{action}` (expected drain, enable, disable or weight N)")]
+    UnknownGatewayAction { action: String },
+    #[error("unknown affinity action `{action}` (expected `affinity flush [CLIENT]`)")]
+    UnknownAffinityAction { action: String },
+    #[error("`affinity` needs an action: affinity flush [CLIENT]")]
+    AffinityAction,
+    #[error(
+        "unknown stats format `{format}` (expected `stats prometheus`; see also `show stats`)"
+    )]
+    UnknownStatsFormat { format: String },
+    #[error("`stats` needs a format: stats prometheus (or use `show stats`)")]
+    StatsFormat,
+    #[error("unknown command `{command}` (expected one of: {usage})", usage = USAGE)]
+    UnknownCommand { command: String },
+    #[error("`{given}` is not an IP address")]
+    NotAnIp { given: String },
 }
 
 /// The canonical request line (without `\n`); [`parse_request`] reads it back.
@@ -269,9 +322,10 @@ impl Reply {
     }
 
     /// Reads a reply line back (what clients do).
-    pub fn from_line(line: &str) -> Result<Reply, String> {
-        let v: Value =
-            serde_json::from_str(line.trim_end()).map_err(|e| format!("malformed reply: {e}"))?;
+    pub fn from_line(line: &str) -> Result<Reply, ReplyError> {
+        let v: Value = serde_json::from_str(line.trim_end()).map_err(|e| ReplyError::NotJson {
+            reason: e.to_string(),
+        })?;
         match v.get("ok") {
             Some(Value::Bool(true)) => {
                 if let Some(data) = v.get("data") {
@@ -279,7 +333,7 @@ impl Reply {
                 } else if let Some(Value::String(text)) = v.get("text") {
                     Ok(Reply::Text(text.clone()))
                 } else {
-                    Err(format!("malformed reply (neither data nor text): {v}"))
+                    Err(ReplyError::NoPayload { reply: v })
                 }
             }
             Some(Value::Bool(false)) => match v.get("error") {
@@ -287,7 +341,7 @@ impl Reply {
                 Some(other) => Ok(Reply::Error(other.to_string())),
                 None => Ok(Reply::Error("unspecified error".into())),
             },
-            _ => Err(format!("malformed reply (no `ok`): {v}")),
+            _ => Err(ReplyError::NoOk { reply: v }),
         }
     }
 }
@@ -613,7 +667,7 @@ impl Client {
                 Ok(text) if text.trim().is_empty() => None,
                 Ok(text) => Some(match parse_request(text) {
                     Ok(request) => handler(request),
-                    Err(e) => Reply::Error(e),
+                    Err(e) => Reply::Error(e.to_string()),
                 }),
             };
             self.consumed += used;
@@ -665,38 +719,67 @@ impl Client {
     }
 }
 
+/// Why a line is not a reply.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ReplyError {
+    /// Not JSON (serde_json's reason).
+    #[error("malformed reply: {reason}")]
+    NotJson { reason: String },
+    /// `ok` is true but there is neither `data` nor `text`.
+    #[error("malformed reply (neither data nor text): {reply}")]
+    NoPayload { reply: Value },
+    /// No boolean `ok`.
+    #[error("malformed reply (no `ok`): {reply}")]
+    NoOk { reply: Value },
+}
+
 /// Why [`query`] got no reply.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// Nothing to connect to (no daemon, wrong path, no permission).
-    Connect(io::Error),
+    #[error("{0}")]
+    Connect(#[source] io::Error),
     /// The connection failed, timed out or closed before a whole reply line arrived, or the
     /// reply was not one.
-    Exchange(String),
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
 }
 
-impl fmt::Display for QueryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            QueryError::Connect(e) => write!(f, "{e}"),
-            QueryError::Exchange(e) => f.write_str(e),
-        }
-    }
+/// What went wrong once connected.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// No whole reply line within the timeout.
+    #[error("no reply within {timeout_s} s")]
+    NoReply { timeout_s: f64 },
+    /// Sending the request or reading the reply failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("the daemon closed the connection without replying")]
+    Closed,
+    #[error("the reply is not valid UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
 }
-
-impl std::error::Error for QueryError {}
 
 /// Sends one request line to the control socket at `path` and reads its reply, all within
 /// `timeout` (after connecting).
 pub fn query(path: &Path, request: &str, timeout: Duration) -> Result<Reply, QueryError> {
     let deadline = Instant::now() + timeout;
     let mut stream = UnixStream::connect(path).map_err(QueryError::Connect)?;
-    let exchange = |what: &str, e: io::Error| {
-        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-            QueryError::Exchange(format!("no reply within {} s", timeout.as_secs_f64()))
-        } else {
-            QueryError::Exchange(format!("{what}: {e}"))
-        }
+    let exchange = |what: &'static str, source: io::Error| {
+        QueryError::Exchange(
+            if matches!(source.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                ExchangeError::NoReply {
+                    timeout_s: timeout.as_secs_f64(),
+                }
+            } else {
+                ExchangeError::Io { what, source }
+            },
+        )
     };
     let remaining = || {
         deadline
@@ -722,11 +805,7 @@ pub fn query(path: &Path, request: &str, timeout: Duration) -> Result<Reply, Que
             .set_read_timeout(Some(remaining()))
             .map_err(|e| exchange("cannot read the reply", e))?;
         match stream.read(&mut buf) {
-            Ok(0) => {
-                return Err(QueryError::Exchange(
-                    "the daemon closed the connection without replying".into(),
-                ))
-            }
+            Ok(0) => return Err(ExchangeError::Closed.into()),
             Ok(n) => {
                 let had = reply.len();
                 reply.extend_from_slice(&buf[..n]);
@@ -739,7 +818,6 @@ pub fn query(path: &Path, request: &str, timeout: Duration) -> Result<Reply, Que
             Err(e) => return Err(exchange("cannot read the reply", e)),
         }
     }
-    let text = String::from_utf8(reply)
-        .map_err(|_| QueryError::Exchange("the reply is not valid UTF-8".into()))?;
-    Reply::from_line(&text).map_err(QueryError::Exchange)
+    let text = String::from_utf8(reply).map_err(|_| ExchangeError::NotUtf8)?;
+    Ok(Reply::from_line(&text).map_err(ExchangeError::from)?)
 }

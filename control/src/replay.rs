@@ -6,7 +6,6 @@
 //! to `<out-dir>/<port>.pcap` with the timestamp of the frame that caused it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use std::sync::Arc;
 use dataplane::counters::WorkerCounters;
 use dataplane::frame::{Frame, VecFrame, DEFAULT_HEADROOM};
 use dataplane::io::pcap::{PcapError, PcapReader, PcapWriter};
-use dataplane::model::{ApplianceSpec, Snapshot};
+use dataplane::model::{ApplianceSpec, Snapshot, SnapshotError};
 use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
 use serde::Serialize;
 
@@ -25,14 +24,22 @@ pub struct Input {
     pub path: PathBuf,
 }
 
+/// An `--in` argument that is not `PORT=CAPTURE`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{given}` is not PORT=CAPTURE")]
+pub struct InputError {
+    pub given: String,
+}
+
 impl std::str::FromStr for Input {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (port, path) = s
-            .split_once('=')
-            .ok_or_else(|| format!("`{s}` is not PORT=CAPTURE"))?;
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, InputError> {
+        let bad = || InputError {
+            given: s.to_string(),
+        };
+        let (port, path) = s.split_once('=').ok_or_else(bad)?;
         if port.is_empty() || path.is_empty() {
-            return Err(format!("`{s}` is not PORT=CAPTURE"));
+            return Err(bad());
         }
         Ok(Input {
             port: port.to_string(),
@@ -41,34 +48,30 @@ impl std::str::FromStr for Input {
     }
 }
 
-#[derive(Debug)]
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// `--in` names a port the configuration does not have.
+    #[error("--in names port `{0}`, which the config does not have")]
     UnknownPort(String),
+    /// A capture cannot be read or written.
+    #[error("{}: {error}", path.display())]
     Capture {
         path: PathBuf,
+        #[source]
         error: PcapError,
     },
+    /// The output directory cannot be made.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
-    Snapshot(String),
+    /// The configuration's snapshot cannot be built.
+    #[error("config: {0}")]
+    Snapshot(#[from] SnapshotError),
 }
-
-impl fmt::Display for ReplayError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReplayError::UnknownPort(p) => {
-                write!(f, "--in names port `{p}`, which the config does not have")
-            }
-            ReplayError::Capture { path, error } => write!(f, "{}: {error}", path.display()),
-            ReplayError::Io { path, error } => write!(f, "{}: {error}", path.display()),
-            ReplayError::Snapshot(e) => write!(f, "config: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ReplayError {}
 
 /// Per-port frame counts of a replay.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -142,8 +145,7 @@ pub fn run(
     out_dir: &Path,
     with_affinity: bool,
 ) -> Result<Report, ReplayError> {
-    let snap =
-        Arc::new(Snapshot::build(spec, 1).map_err(|e| ReplayError::Snapshot(e.to_string()))?);
+    let snap = Arc::new(Snapshot::build(spec, 1)?);
     let port_names: Vec<String> = snap.spec.ports.iter().map(|p| p.name.clone()).collect();
     let mut sources = Vec::new();
     for input in inputs {

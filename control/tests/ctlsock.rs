@@ -261,7 +261,7 @@ fn parse_bad_requests() {
         ("ping pong", "unexpected argument `pong` after `ping`"),
     ];
     for (line, want) in cases {
-        let err = ctlsock::parse_request(line).expect_err(line);
+        let err = ctlsock::parse_request(line).expect_err(line).to_string();
         assert!(err.contains(want), "{line:?}: {err:?} lacks {want:?}");
     }
 }

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::ptr::NonNull;
 
-use frame::Frame;
 use dpdk_sys::rte_mbuf;
+use frame::Frame;
 
 use crate::error::{DpdkError, Result};
 use crate::mempool::Mempool;

@@ -132,7 +132,7 @@ fn run_daemon(path: &std::path::Path, idle_ms: Option<u64>, run_for_s: Option<u6
         stop_after_idle: idle_ms.map(Duration::from_millis),
         run_for: run_for_s.map(Duration::from_secs),
     };
-    match daemon::run(cfg, path, opts, stop) {
+    match daemon::run(cfg, path, opts, &stop) {
         Ok(report) => print_report(&report),
         Err(e) => {
             tracing::error!(error = %e, "vpnlbd failed");

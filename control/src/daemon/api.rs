@@ -19,15 +19,16 @@ use serde_json::{json, Value};
 use dataplane::model::ApplianceSpec;
 
 use super::control::{Control, IdMap};
-use super::ha::Ha;
+use super::exception::ExceptionCounters;
+use super::ha::{Ha, VrrpMetrics};
 use super::loads::LoadReports;
 use super::rates::GatewayRates;
-use super::sync::PairSync;
+use super::sync::{PairSync, SyncMetrics};
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
 use crate::config::{self, Config};
 use crate::ctlsock::{Reply, Request};
-use crate::health::checker::{self, Checker};
+use crate::health::checker::{self, CheckStatus, Checker};
 
 /// A question the control thread asks a worker; answered between bursts.
 pub enum WorkerQuery {
@@ -58,6 +59,17 @@ pub struct AffinityRow {
     pub worker: usize,
 }
 
+/// Why the workers could not answer an operator's question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerQueryError {
+    /// The worker has not taken an earlier question yet.
+    #[error("worker {worker} is busy; try again")]
+    Busy { worker: usize },
+    /// The worker did not answer within `QUERY_TIMEOUT` (500 ms).
+    #[error("worker {worker} did not answer")]
+    NoAnswer { worker: usize },
+}
+
 /// How long the control thread waits for workers to answer a query.
 const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Most entries `show affinity` lists.
@@ -84,100 +96,34 @@ pub struct Ctx<'a> {
     pub loads: Option<&'a LoadReports>,
 }
 
+/// All workers' counters summed.
+#[derive(Default)]
+struct Totals {
+    counters: WorkerCounters,
+    io: IoCounters,
+}
+
 impl Ctx<'_> {
     fn workers(&self) -> Vec<WorkerReport> {
-        self.reports
-            .iter()
-            .map(|r| r.lock().map(|r| r.clone()).unwrap_or_default())
-            .collect()
+        super::appliance::collect_reports(self.reports)
     }
 
-    fn totals(&self) -> (WorkerCounters, IoCounters) {
-        let mut c = WorkerCounters::default();
-        let mut io = IoCounters::default();
+    fn totals(&self) -> Totals {
+        let mut t = Totals::default();
         for w in self.workers() {
-            c.add(&w.counters);
-            io.add(&w.io);
+            t.counters.add(&w.counters);
+            t.io.add(&w.io);
         }
-        (c, io)
+        t
     }
 }
 
 pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
     match req {
         Request::Ping => Reply::Ok(json!("pong")),
-        Request::ShowStats => {
-            let (c, io) = ctx.totals();
-            let workers = ctx.workers();
-            let mut hist = super::worker::burst_histogram();
-            for w in &workers {
-                let _ = hist.add(&w.burst_cycles);
-            }
-            let hz = dpdk::lcore::tsc_hz().max(1) as f64;
-            let us = |cycles: u64| (cycles as f64 * 1e6 / hz * 100.0).round() / 100.0;
-            let (confirmed, unconfirmed) = workers
-                .iter()
-                .fold((0, 0), |(a, b), w| (a + w.confirmed, b + w.unconfirmed));
-            let capacity: usize = workers.iter().map(|w| w.affinity_capacity).sum();
-            let bytes: usize = workers.iter().map(|w| w.affinity_bytes).sum();
-            Reply::Ok(json!({
-                "counters": c,
-                "io": io,
-                "utilisation": utilisation(&io),
-                "burst_latency_us": {
-                    "bursts": hist.len(),
-                    "p50": us(hist.value_at_quantile(0.5)),
-                    "p99": us(hist.value_at_quantile(0.99)),
-                    "p99_9": us(hist.value_at_quantile(0.999)),
-                    "max": us(hist.max()),
-                },
-                "affinity_occupancy": {
-                    "confirmed": confirmed,
-                    "unconfirmed": unconfirmed,
-                    "capacity": capacity,
-                    "bytes": bytes,
-                    "bytes_per_entry": if capacity == 0 { 0.0 } else {
-                        (bytes as f64 / capacity as f64 * 10.0).round() / 10.0
-                    },
-                },
-                "neighbors": ctx.ctl.neighbor_counters(),
-                "control": ctx.ctl.counters(),
-                "exception": ctx.ctl.exception_counters(),
-            }))
-        }
-        Request::ShowPorts => Reply::Ok(Value::Array(
-            ctx.port_reports
-                .iter()
-                .zip(ctx.ports)
-                .map(|(r, p)| {
-                    let s = p.stats().unwrap_or_default();
-                    let link = p.link().unwrap_or_default();
-                    json!({
-                        "name": r.name, "device": r.device, "link_up": link.up,
-                        "speed_mbps": link.speed_mbps, "rx_packets": s.ipackets,
-                        "tx_packets": s.opackets, "rx_missed": s.imissed,
-                        "rx_errors": s.ierrors, "tx_errors": s.oerrors,
-                        "rx_nombuf": s.rx_nombuf, "steering": r.steering,
-                    })
-                })
-                .collect(),
-        )),
-        Request::ShowWorkers => Reply::Ok(Value::Array(
-            ctx.workers()
-                .iter()
-                .enumerate()
-                .map(|(i, w)| {
-                    json!({
-                        "worker": i, "core": w.core, "utilisation": utilisation(&w.io),
-                        "bursts": w.io.rx_bursts, "rx_packets": w.counters.rx_packets,
-                        "tx_packets": w.counters.tx_packets, "drops": w.counters.total_drops(),
-                        "to_control": w.counters.to_control, "clients": w.affinity_entries,
-                        "handoff_out": w.io.handoff_out, "handoff_in": w.io.handoff_in,
-                        "handoff_dropped": w.io.handoff_dropped, "tx_dropped": w.io.tx_dropped,
-                    })
-                })
-                .collect(),
-        )),
+        Request::ShowStats => Reply::Ok(show_stats(ctx)),
+        Request::ShowPorts => Reply::Ok(show_ports(ctx)),
+        Request::ShowWorkers => Reply::Ok(show_workers(ctx)),
         Request::ShowGateways => Reply::Ok(Value::Array(gateways(ctx))),
         Request::ShowHealth => Reply::Ok(Value::Array(health_rows(ctx))),
         Request::ShowVrrp => match ctx.ha {
@@ -191,72 +137,176 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
             ),
         },
         Request::ShowRedirect => Reply::Ok(redirect_status(ctx)),
-        Request::ShowClasses => {
-            let (c, _) = ctx.totals();
-            Reply::Ok(Value::Array(
-                Class::ALL
-                    .iter()
-                    .map(|k| json!({"class": k.name(), "packets": c.class(*k)}))
-                    .collect(),
-            ))
+        Request::ShowClasses => Reply::Ok(show_classes(ctx)),
+        Request::ShowDrops => Reply::Ok(show_drops(ctx)),
+        Request::ShowNeighbors => Reply::Ok(show_neighbors(ctx)),
+        Request::ShowAffinity { client } => show_affinity(ctx, client),
+        Request::AffinityFlush { client } => affinity_flush(ctx, client),
+        Request::GatewayDrain { name } => {
+            set_gateway(ctx, &name, |g| g.state = GatewayState::Draining)
         }
-        Request::ShowDrops => {
-            let (c, io) = ctx.totals();
-            let mut rows: Vec<Value> = DropReason::ALL
-                .iter()
-                .map(|r| json!({"reason": r.name(), "packets": c.dropped(*r)}))
-                .collect();
-            for (name, n) in [
-                ("handoff-ring-full", io.handoff_dropped),
-                ("tx-ring-full", io.tx_dropped),
-                ("control-ring-full", io.to_control_dropped),
-                ("control-urgent-ring-full", io.to_control_urgent_dropped),
-                ("exception-policed", ctx.ctl.exception_counters().map_or(0, |x| x.policed)),
-            ] {
-                rows.push(json!({"reason": name, "packets": n}));
-            }
-            Reply::Ok(Value::Array(rows))
-        }
-        Request::ShowNeighbors => Reply::Ok(Value::Array(
-            ctx.ctl
-                .neighbor_view()
-                .iter()
-                .map(|n| {
-                    json!({"address": n.address, "mac": n.mac.map(|m| m.to_string()), "state": n.state})
-                })
-                .collect(),
-        )),
-        Request::ShowAffinity { client } => {
-            let answers = ask_workers(ctx.queries, Duration::ZERO, |reply| {
-                WorkerQuery::Affinity {
-                    client,
-                    limit: AFFINITY_LIMIT,
-                    reply,
-                }
-            });
-            let mut rows: Vec<AffinityRow> = match answers {
-                Ok(a) => a.into_iter().flatten().collect(),
-                Err(e) => return Reply::Error(e),
-            };
-            rows.sort_by(|a, b| (a.client, &a.service).cmp(&(b.client, &b.service)));
-            rows.truncate(AFFINITY_LIMIT);
-            Reply::Ok(serde_json::to_value(rows).unwrap_or(Value::Null))
-        }
-        Request::AffinityFlush { client } => {
-            match ask_workers(ctx.queries, Duration::ZERO, |reply| WorkerQuery::Flush {
-                client,
-                reply,
-            }) {
-                Ok(n) => Reply::Ok(json!({"removed": n.iter().sum::<usize>()})),
-                Err(e) => Reply::Error(e),
-            }
-        }
-        Request::GatewayDrain { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Draining),
         Request::GatewayEnable { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Up),
-        Request::GatewayDisable { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Down),
+        Request::GatewayDisable { name } => {
+            set_gateway(ctx, &name, |g| g.state = GatewayState::Down)
+        }
         Request::GatewayWeight { name, weight } => set_gateway(ctx, &name, |g| g.weight = weight),
         Request::StatsPrometheus => Reply::Text(prometheus(ctx)),
         Request::Reload => reload(ctx),
+    }
+}
+
+/// `show stats`: the summed counters, utilisation, burst latency and affinity occupancy.
+fn show_stats(ctx: &Ctx<'_>) -> Value {
+    let Totals { counters: c, io } = ctx.totals();
+    let workers = ctx.workers();
+    let mut hist = super::worker::burst_histogram();
+    for w in &workers {
+        let _ = hist.add(&w.burst_cycles);
+    }
+    let hz = dpdk::lcore::tsc_hz().max(1) as f64;
+    let us = |cycles: u64| (cycles as f64 * 1e6 / hz * 100.0).round() / 100.0;
+    let (confirmed, unconfirmed) = workers
+        .iter()
+        .fold((0, 0), |(a, b), w| (a + w.confirmed, b + w.unconfirmed));
+    let capacity: usize = workers.iter().map(|w| w.affinity_capacity).sum();
+    let bytes: usize = workers.iter().map(|w| w.affinity_bytes).sum();
+    json!({
+        "counters": c,
+        "io": io,
+        "utilisation": utilisation(&io),
+        "burst_latency_us": {
+            "bursts": hist.len(),
+            "p50": us(hist.value_at_quantile(0.5)),
+            "p99": us(hist.value_at_quantile(0.99)),
+            "p99_9": us(hist.value_at_quantile(0.999)),
+            "max": us(hist.max()),
+        },
+        "affinity_occupancy": {
+            "confirmed": confirmed,
+            "unconfirmed": unconfirmed,
+            "capacity": capacity,
+            "bytes": bytes,
+            "bytes_per_entry": if capacity == 0 { 0.0 } else {
+                (bytes as f64 / capacity as f64 * 10.0).round() / 10.0
+            },
+        },
+        "neighbors": ctx.ctl.neighbor_counters(),
+        "control": ctx.ctl.counters(),
+        "exception": ctx.ctl.exception_counters(),
+    })
+}
+
+/// `show ports`: link and statistics of each port.
+fn show_ports(ctx: &Ctx<'_>) -> Value {
+    Value::Array(
+        ctx.port_reports
+            .iter()
+            .zip(ctx.ports)
+            .map(|(r, p)| {
+                let s = p.stats().unwrap_or_default();
+                let link = p.link().unwrap_or_default();
+                json!({
+                    "name": r.name, "device": r.device, "link_up": link.up,
+                    "speed_mbps": link.speed_mbps, "rx_packets": s.ipackets,
+                    "tx_packets": s.opackets, "rx_missed": s.imissed,
+                    "rx_errors": s.ierrors, "tx_errors": s.oerrors,
+                    "rx_nombuf": s.rx_nombuf, "steering": r.steering,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `show workers`: one row per worker.
+fn show_workers(ctx: &Ctx<'_>) -> Value {
+    Value::Array(
+        ctx.workers()
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                json!({
+                    "worker": i, "core": w.core, "utilisation": utilisation(&w.io),
+                    "bursts": w.io.rx_bursts, "rx_packets": w.counters.rx_packets,
+                    "tx_packets": w.counters.tx_packets, "drops": w.counters.total_drops(),
+                    "to_control": w.counters.to_control, "clients": w.affinity_entries,
+                    "handoff_out": w.io.handoff_out, "handoff_in": w.io.handoff_in,
+                    "handoff_dropped": w.io.handoff_dropped, "tx_dropped": w.io.tx_dropped,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `show classes`: packets by traffic class.
+fn show_classes(ctx: &Ctx<'_>) -> Value {
+    let c = ctx.totals().counters;
+    Value::Array(
+        Class::ALL
+            .iter()
+            .map(|k| json!({"class": k.name(), "packets": c.class(*k)}))
+            .collect(),
+    )
+}
+
+/// `show drops`: the pipeline's drop reasons, then the workers' and exception path's own.
+fn show_drops(ctx: &Ctx<'_>) -> Value {
+    let Totals { counters: c, io } = ctx.totals();
+    let mut rows: Vec<Value> = DropReason::ALL
+        .iter()
+        .map(|r| json!({"reason": r.name(), "packets": c.dropped(*r)}))
+        .collect();
+    for (name, n) in [
+        ("handoff-ring-full", io.handoff_dropped),
+        ("tx-ring-full", io.tx_dropped),
+        ("control-ring-full", io.to_control_dropped),
+        ("control-urgent-ring-full", io.to_control_urgent_dropped),
+        (
+            "exception-policed",
+            ctx.ctl.exception_counters().map_or(0, |x| x.policed),
+        ),
+    ] {
+        rows.push(json!({"reason": name, "packets": n}));
+    }
+    Value::Array(rows)
+}
+
+/// `show neighbors`: the neighbor cache.
+fn show_neighbors(ctx: &Ctx<'_>) -> Value {
+    Value::Array(
+        ctx.ctl
+            .neighbor_view()
+            .iter()
+            .map(|n| {
+                json!({"address": n.address, "mac": n.mac.map(|m| m.to_string()), "state": n.state})
+            })
+            .collect(),
+    )
+}
+
+/// `show affinity [CLIENT]`: the workers' entries, sorted, at most [`AFFINITY_LIMIT`].
+fn show_affinity(ctx: &Ctx<'_>, client: Option<IpAddr>) -> Reply {
+    let answers = ask_workers(ctx.queries, Duration::ZERO, |reply| WorkerQuery::Affinity {
+        client,
+        limit: AFFINITY_LIMIT,
+        reply,
+    });
+    let mut rows: Vec<AffinityRow> = match answers {
+        Ok(a) => a.into_iter().flatten().collect(),
+        Err(e) => return Reply::Error(e.to_string()),
+    };
+    rows.sort_by(|a, b| (a.client, &a.service).cmp(&(b.client, &b.service)));
+    rows.truncate(AFFINITY_LIMIT);
+    Reply::Ok(serde_json::to_value(rows).unwrap_or(Value::Null))
+}
+
+/// `affinity flush [CLIENT]`: how many entries the workers removed.
+fn affinity_flush(ctx: &Ctx<'_>, client: Option<IpAddr>) -> Reply {
+    match ask_workers(ctx.queries, Duration::ZERO, |reply| WorkerQuery::Flush {
+        client,
+        reply,
+    }) {
+        Ok(n) => Reply::Ok(json!({"removed": n.iter().sum::<usize>()})),
+        Err(e) => Reply::Error(e.to_string()),
     }
 }
 
@@ -386,15 +436,15 @@ fn ask_workers<T>(
     queries: &[Sender<WorkerQuery>],
     send_wait: Duration,
     make: impl Fn(Sender<T>) -> WorkerQuery,
-) -> Result<Vec<T>, String> {
+) -> Result<Vec<T>, WorkerQueryError> {
     let mut answers = Vec::with_capacity(queries.len());
-    for (w, q) in queries.iter().enumerate() {
+    for (worker, q) in queries.iter().enumerate() {
         let (tx, rx) = bounded(1);
         q.send_timeout(make(tx), send_wait)
-            .map_err(|_| format!("worker {w} is busy; try again"))?;
+            .map_err(|_| WorkerQueryError::Busy { worker })?;
         answers.push(
             rx.recv_timeout(QUERY_TIMEOUT)
-                .map_err(|_| format!("worker {w} did not answer"))?,
+                .map_err(|_| WorkerQueryError::NoAnswer { worker })?,
         );
     }
     Ok(answers)
@@ -407,7 +457,7 @@ fn set_gateway(
 ) -> Reply {
     match ctx.ctl.change_gateways(name, change) {
         Ok(n) => Reply::Ok(json!({"gateway": name, "services": n})),
-        Err(e) => Reply::Error(e),
+        Err(e) => Reply::Error(e.to_string()),
     }
 }
 
@@ -477,7 +527,7 @@ fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
 /// `show redirect`: per service its mode, what was not redirected and why, and the load
 /// reports.
 fn redirect_status(ctx: &Ctx<'_>) -> Value {
-    let (c, _) = ctx.totals();
+    let c = ctx.totals().counters;
     let snap = ctx.ctl.snapshot();
     let services: Vec<Value> = snap
         .services
@@ -559,413 +609,428 @@ fn apply_health(ctx: &mut Ctx<'_>, new: &Config) -> String {
     outcome
 }
 
-/// The Prometheus text exposition of the counters.
-fn prometheus(ctx: &Ctx<'_>) -> String {
-    let (c, io) = ctx.totals();
-    let mut out = String::new();
-    let mut metric = |name: &str, help: &str, kind: &str, samples: &[(String, u64)]| {
+/// Prometheus samples of one metric: (labels, value).
+type Samples = Vec<(String, u64)>;
+
+/// The Prometheus text exposition being written; every name gets the `vpnlb_` prefix.
+#[derive(Default)]
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn metric(&mut self, name: &str, help: &str, kind: &str, samples: &[(String, u64)]) {
         let _ = writeln!(
-            out,
+            self.out,
             "# HELP vpnlb_{name} {help}\n# TYPE vpnlb_{name} {kind}"
         );
         for (labels, v) in samples {
-            let _ = writeln!(out, "vpnlb_{name}{labels} {v}");
+            let _ = writeln!(self.out, "vpnlb_{name}{labels} {v}");
         }
-    };
-    let one = |v: u64| vec![(String::new(), v)];
-    // A counter with a `direction` label: received, sent.
-    let in_out = |received: u64, sent: u64| {
-        vec![
-            ("{direction=\"in\"}".to_string(), received),
-            ("{direction=\"out\"}".to_string(), sent),
-        ]
-    };
-    metric(
+    }
+
+    fn counter(&mut self, name: &str, help: &str, samples: &[(String, u64)]) {
+        self.metric(name, help, "counter", samples);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, samples: &[(String, u64)]) {
+        self.metric(name, help, "gauge", samples);
+    }
+}
+
+/// One unlabelled sample.
+fn one(v: u64) -> Samples {
+    vec![(String::new(), v)]
+}
+
+/// A counter with a `direction` label: received, sent.
+fn in_out(received: u64, sent: u64) -> Samples {
+    vec![
+        ("{direction=\"in\"}".to_string(), received),
+        ("{direction=\"out\"}".to_string(), sent),
+    ]
+}
+
+/// The `{service=...,gateway=...}` labels of a `show gateways` row.
+fn gateway_label(r: &Value) -> String {
+    format!(
+        "{{service=\"{}\",gateway=\"{}\"}}",
+        r["service"].as_str().unwrap_or(""),
+        r["gateway"].as_str().unwrap_or("")
+    )
+}
+
+/// One sample per gateway row: the row's `key`.
+fn per_gateway(rows: &[Value], key: &str) -> Samples {
+    rows.iter()
+        .map(|r| (gateway_label(r), r[key].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// The Prometheus text exposition of the counters, family group by family group.
+fn prometheus(ctx: &Ctx<'_>) -> String {
+    let totals = ctx.totals();
+    let mut x = Exposition::default();
+    traffic_metrics(&mut x, &totals);
+    let rows = gateways(ctx);
+    gateway_metrics(&mut x, &rows);
+    if ctx.loads.is_some() {
+        redirect_metrics(&mut x, ctx, &rows, &totals.counters);
+    }
+    if let Some(l) = ctx.loads {
+        load_metrics(&mut x, l, &rows);
+    }
+    if let Some(status) = ctx.health.as_ref().map(Checker::status) {
+        health_metrics(&mut x, &status.checks);
+    }
+    if let Some(e) = ctx.ctl.exception_counters() {
+        exception_metrics(&mut x, &e);
+    }
+    if let Some(h) = ctx.ha {
+        vrrp_metrics(&mut x, &h.metrics());
+    }
+    if let Some(s) = ctx.sync.as_deref() {
+        sync_metrics(&mut x, &s.metrics(std::time::Instant::now()));
+    }
+    x.gauge(
+        "snapshot_generation",
+        "Generation of the configuration snapshot the workers run.",
+        &one(ctx.ctl.snapshot().generation),
+    );
+    x.out
+}
+
+/// Frames and bytes in and out, by class, drops by reason, hand-offs.
+fn traffic_metrics(x: &mut Exposition, t: &Totals) {
+    let c = &t.counters;
+    x.counter(
         "rx_packets_total",
         "Frames received by the workers.",
-        "counter",
         &one(c.rx_packets),
     );
-    metric(
+    x.counter(
         "tx_packets_total",
         "Frames transmitted by the workers.",
-        "counter",
         &one(c.tx_packets),
     );
-    metric(
+    x.counter(
         "rx_bytes_total",
         "Bytes received by the workers.",
-        "counter",
         &one(c.rx_bytes),
     );
-    metric(
+    x.counter(
         "tx_bytes_total",
         "Bytes transmitted by the workers.",
-        "counter",
         &one(c.tx_bytes),
     );
-    metric(
+    x.counter(
         "class_packets_total",
         "Packets by traffic class.",
-        "counter",
         &Class::ALL
             .iter()
             .map(|k| (format!("{{class=\"{}\"}}", k.name()), c.class(*k)))
             .collect::<Vec<_>>(),
     );
-    metric(
+    x.counter(
         "drops_total",
         "Frames dropped, by reason.",
-        "counter",
         &DropReason::ALL
             .iter()
             .map(|r| (format!("{{reason=\"{}\"}}", r.name()), c.dropped(*r)))
             .collect::<Vec<_>>(),
     );
-    metric(
+    x.counter(
         "handoffs_total",
         "Frames handed between workers (software steering).",
-        "counter",
-        &one(io.handoff_out),
+        &one(t.io.handoff_out),
     );
-    let snap = ctx.ctl.snapshot();
-    let rows = gateways(ctx);
-    let label = |r: &Value| {
-        format!(
-            "{{service=\"{}\",gateway=\"{}\"}}",
-            r["service"].as_str().unwrap_or(""),
-            r["gateway"].as_str().unwrap_or("")
-        )
-    };
-    let pick = |key: &str| -> Vec<(String, u64)> {
-        rows.iter()
-            .map(|r| (label(r), r[key].as_u64().unwrap_or(0)))
-            .collect()
-    };
-    metric(
+}
+
+/// Per gateway: clients, traffic, state and health.
+fn gateway_metrics(x: &mut Exposition, rows: &[Value]) {
+    x.gauge(
         "gateway_clients",
         "Clients whose affinity names the gateway.",
-        "gauge",
-        &pick("clients"),
+        &per_gateway(rows, "clients"),
     );
-    metric(
+    x.counter(
         "gateway_to_packets_total",
         "Client packets forwarded to the gateway.",
-        "counter",
-        &pick("to_gateway_packets"),
+        &per_gateway(rows, "to_gateway_packets"),
     );
-    metric(
+    x.counter(
         "gateway_from_packets_total",
         "Gateway packets forwarded to clients.",
-        "counter",
-        &pick("from_gateway_packets"),
+        &per_gateway(rows, "from_gateway_packets"),
     );
-    let up: Vec<(String, u64)> = rows
+    let up: Samples = rows
         .iter()
-        .map(|r| (label(r), u64::from(r["state"] == "up")))
+        .map(|r| (gateway_label(r), u64::from(r["state"] == "up")))
         .collect();
-    metric(
-        "gateway_up",
-        "1 when the gateway takes new clients.",
-        "gauge",
-        &up,
-    );
-    let healthy: Vec<(String, u64)> = rows
+    x.gauge("gateway_up", "1 when the gateway takes new clients.", &up);
+    let healthy: Samples = rows
         .iter()
         .filter(|r| r["health"] != "unchecked")
-        .map(|r| (label(r), u64::from(r["health"] == "up")))
+        .map(|r| (gateway_label(r), u64::from(r["health"] == "up")))
         .collect();
-    metric(
+    x.gauge(
         "gateway_healthy",
         "1 when every health check of the gateway passes (checked gateways only).",
-        "gauge",
         &healthy,
     );
-    metric(
+    x.counter(
         "gateway_health_transitions_total",
         "Up/down changes of the gateway's health.",
-        "counter",
-        &pick("health_transitions"),
+        &per_gateway(rows, "health_transitions"),
     );
-    metric(
+    x.counter(
         "gateway_new_clients_total",
         "Clients scheduled to the gateway.",
-        "counter",
-        &pick("new_clients"),
+        &per_gateway(rows, "new_clients"),
     );
-    metric(
+    x.counter(
         "gateway_to_bytes_total",
         "Client bytes forwarded to the gateway.",
-        "counter",
-        &pick("to_gateway_bytes"),
+        &per_gateway(rows, "to_gateway_bytes"),
     );
-    metric(
+    x.counter(
         "gateway_from_bytes_total",
         "Gateway bytes forwarded to clients.",
-        "counter",
-        &pick("from_gateway_bytes"),
+        &per_gateway(rows, "from_gateway_bytes"),
     );
-    if ctx.loads.is_some() {
-        metric(
-            "gateway_redirects_total",
-            "IKE_SA_INIT requests answered with a REDIRECT to the gateway.",
-            "counter",
-            &pick("redirects"),
-        );
-        let routed: Vec<(String, u64)> = rows
-            .iter()
-            .flat_map(|r| {
-                let l = label(r);
-                let l = &l[1..l.len() - 1];
-                [
-                    (
-                        format!("{{{l},direction=\"to-gateway\"}}"),
-                        r["routed_to_gateway_packets"].as_u64().unwrap_or(0),
-                    ),
-                    (
-                        format!("{{{l},direction=\"from-gateway\"}}"),
-                        r["routed_from_gateway_packets"].as_u64().unwrap_or(0),
-                    ),
-                ]
-            })
-            .collect();
-        metric(
-            "gateway_routed_packets_total",
-            "Redirected clients' packets routed (not translated) to and from the gateway.",
-            "counter",
-            &routed,
-        );
-        let reported: Vec<(String, u64)> = rows
-            .iter()
-            .filter_map(|r| Some((label(r), r["reported_tunnels"].as_u64()?)))
-            .collect();
-        metric(
-            "gateway_reported_tunnels",
-            "Tunnels in the gateway's last load report.",
-            "gauge",
-            &reported,
-        );
-        let mut fallbacks = Vec::new();
-        let mut malformed = Vec::new();
-        for (s, svc) in snap.services.iter().enumerate() {
-            let sc = c.services.get(s).copied().unwrap_or_default();
-            let name = &svc.spec.name;
-            for f in Fallback::ALL {
-                fallbacks.push((
-                    format!("{{service=\"{name}\",reason=\"{}\"}}", f.name()),
-                    sc.fallbacks(*f),
-                ));
-            }
-            malformed.push((format!("{{service=\"{name}\"}}"), sc.malformed_ike_sa_init));
-        }
-        metric(
-            "redirect_fallbacks_total",
-            "IKE traffic of a redirecting service handed to NAT mode, by reason.",
-            "counter",
-            &fallbacks,
-        );
-        metric(
-            "redirect_malformed_total",
-            "IKE_SA_INIT requests to a redirecting service dropped unanswered.",
-            "counter",
-            &malformed,
-        );
-    }
-    if let Some(l) = ctx.loads {
-        let rc = l.counters();
-        let mut results = vec![("{result=\"accepted\"}".to_string(), rc.accepted)];
-        for (r, n) in crate::loads::Reject::ALL.iter().zip(rc.rejected) {
-            results.push((format!("{{result=\"{}\"}}", r.name()), n));
-        }
-        metric(
-            "load_reports_total",
-            "Gateway load reports, accepted or refused by reason.",
-            "counter",
-            &results,
-        );
-        // Milli-tunnels: the load is fractional while redirects decay.
-        let loads: Vec<(String, u64)> = rows
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    label(r),
-                    (r["load"].as_f64()?.max(0.0) * 1000.0).round() as u64,
-                ))
-            })
-            .collect();
-        metric(
-            "gateway_load_millitunnels",
-            "The load redirects choose by (tunnels reported plus recent redirects, or decaying redirects), in thousandths of a tunnel.",
-            "gauge",
-            &loads,
-        );
-    }
-    if let Some(status) = ctx.health.as_ref().map(Checker::status) {
-        let check_label = |c: &crate::health::checker::CheckStatus| {
-            format!(
-                "service=\"{}\",gateway=\"{}\",check=\"{}\"",
-                c.service, c.gateway, c.check
-            )
-        };
-        metric(
-            "health_check_up",
-            "1 when the health check passes (after rise/fall).",
-            "gauge",
-            &status
-                .checks
-                .iter()
-                .map(|c| {
-                    (
-                        format!("{{{}}}", check_label(c)),
-                        u64::from(c.state == "up"),
-                    )
-                })
-                .collect::<Vec<_>>(),
-        );
-        let mut probes = Vec::new();
-        for c in &status.checks {
-            for (result, v) in [
-                ("alive", c.alive),
-                ("timeout", c.timeouts),
-                ("refused", c.refused),
-                ("unreachable", c.unreachable),
-                ("bad-response", c.bad_responses),
-                ("socket", c.socket_errors),
-            ] {
-                probes.push((format!("{{{},result=\"{result}\"}}", check_label(c)), v));
-            }
-        }
-        metric(
-            "health_probes_total",
-            "Health probes by result.",
-            "counter",
-            &probes,
-        );
-    }
-    if let Some(x) = ctx.ctl.exception_counters() {
-        metric(
-            "exception_frames_total",
-            "Frames on the exception path to and from the kernel.",
-            "counter",
-            &[
-                ("{direction=\"to-kernel\"}".to_string(), x.to_kernel),
-                ("{direction=\"from-kernel\"}".to_string(), x.from_kernel),
-            ],
-        );
-        metric(
-            "exception_dropped_total",
-            "Frames the exception path could not pass on.",
-            "counter",
-            &[
-                ("{direction=\"to-kernel\"}".to_string(), x.to_kernel_dropped),
+}
+
+/// Redirect mode: redirects and routed traffic per gateway, fallbacks and malformed
+/// requests per service.
+fn redirect_metrics(x: &mut Exposition, ctx: &Ctx<'_>, rows: &[Value], c: &WorkerCounters) {
+    x.counter(
+        "gateway_redirects_total",
+        "IKE_SA_INIT requests answered with a REDIRECT to the gateway.",
+        &per_gateway(rows, "redirects"),
+    );
+    let routed: Samples = rows
+        .iter()
+        .flat_map(|r| {
+            let l = gateway_label(r);
+            let l = &l[1..l.len() - 1];
+            [
                 (
-                    "{direction=\"from-kernel\"}".to_string(),
-                    x.from_kernel_dropped,
+                    format!("{{{l},direction=\"to-gateway\"}}"),
+                    r["routed_to_gateway_packets"].as_u64().unwrap_or(0),
                 ),
-            ],
-        );
-        metric(
-            "exception_policed_total",
-            "Frames for the kernel over [exception] rate_pps (never urgent ones).",
-            "counter",
-            &one(x.policed),
-        );
-    }
-    if let Some(h) = ctx.ha {
-        let (master, transitions, adverts_in, adverts_out, errors) = h.metrics();
-        metric(
-            "vrrp_master",
-            "1 while this appliance is the VRRP master.",
-            "gauge",
-            &one(master),
-        );
-        metric(
-            "vrrp_transitions_total",
-            "VRRP state changes.",
-            "counter",
-            &one(transitions),
-        );
-        metric(
-            "vrrp_adverts_total",
-            "VRRP adverts received (valid) and sent.",
-            "counter",
-            &in_out(adverts_in, adverts_out),
-        );
-        metric(
-            "vrrp_errors_total",
-            "VRRP messages rejected (bad TTL, version, checksum, VRID, addresses, ...).",
-            "counter",
-            &one(errors),
-        );
-    }
-    if let Some(s) = ctx.sync.as_deref() {
-        let (alive, synced, lag, sc, pc, entries) = s.metrics(std::time::Instant::now());
-        metric(
-            "sync_peer_alive",
-            "1 while the HA peer's sync heartbeat is heard.",
-            "gauge",
-            &one(u64::from(alive)),
-        );
-        metric(
-            "sync_synced",
-            "1 once this appliance holds the master's whole affinity table.",
-            "gauge",
-            &one(u64::from(synced)),
-        );
-        metric(
-            "sync_lag_messages",
-            "Sync messages sent that the peer has not acknowledged yet.",
-            "gauge",
-            &one(lag),
-        );
-        metric(
-            "sync_entries",
-            "Affinity entries in the sync mirror.",
-            "gauge",
-            &one(entries as u64),
-        );
-        metric(
-            "sync_messages_total",
-            "Sync messages sent and accepted.",
-            "counter",
-            &in_out(sc.messages_in, sc.messages_out),
-        );
-        metric(
-            "sync_entries_total",
-            "Affinity changes carried by sync messages.",
-            "counter",
-            &in_out(sc.entries_in, sc.entries_out),
-        );
-        metric(
-            "sync_resyncs_total",
-            "Bulk transfers of the whole table, sent and received.",
-            "counter",
-            &in_out(sc.bulks_received, sc.bulks_sent),
-        );
-        metric(
-            "sync_rejected_total",
-            "Sync datagrams rejected (bad tag, replayed, malformed, other layout, ...).",
-            "counter",
-            &one(sc.rejects.total()),
-        );
-        metric(
-            "sync_gaps_total",
-            "Losses seen in the peer's sequence numbers.",
-            "counter",
-            &one(sc.gaps),
-        );
-        metric(
-            "sync_peer_deaths_total",
-            "Times the peer's heartbeat stopped.",
-            "counter",
-            &one(pc.peer_deaths),
-        );
-    }
-    metric(
-        "snapshot_generation",
-        "Generation of the configuration snapshot the workers run.",
-        "gauge",
-        &one(snap.generation),
+                (
+                    format!("{{{l},direction=\"from-gateway\"}}"),
+                    r["routed_from_gateway_packets"].as_u64().unwrap_or(0),
+                ),
+            ]
+        })
+        .collect();
+    x.counter(
+        "gateway_routed_packets_total",
+        "Redirected clients' packets routed (not translated) to and from the gateway.",
+        &routed,
     );
-    out
+    let reported: Samples = rows
+        .iter()
+        .filter_map(|r| Some((gateway_label(r), r["reported_tunnels"].as_u64()?)))
+        .collect();
+    x.gauge(
+        "gateway_reported_tunnels",
+        "Tunnels in the gateway's last load report.",
+        &reported,
+    );
+    let mut fallbacks = Vec::new();
+    let mut malformed = Vec::new();
+    for (s, svc) in ctx.ctl.snapshot().services.iter().enumerate() {
+        let sc = c.services.get(s).copied().unwrap_or_default();
+        let name = &svc.spec.name;
+        for f in Fallback::ALL {
+            fallbacks.push((
+                format!("{{service=\"{name}\",reason=\"{}\"}}", f.name()),
+                sc.fallbacks(*f),
+            ));
+        }
+        malformed.push((format!("{{service=\"{name}\"}}"), sc.malformed_ike_sa_init));
+    }
+    x.counter(
+        "redirect_fallbacks_total",
+        "IKE traffic of a redirecting service handed to NAT mode, by reason.",
+        &fallbacks,
+    );
+    x.counter(
+        "redirect_malformed_total",
+        "IKE_SA_INIT requests to a redirecting service dropped unanswered.",
+        &malformed,
+    );
+}
+
+/// Redirect mode: the load reports and the loads redirects choose by.
+fn load_metrics(x: &mut Exposition, l: &LoadReports, rows: &[Value]) {
+    let rc = l.counters();
+    let mut results = vec![("{result=\"accepted\"}".to_string(), rc.accepted)];
+    for (r, n) in crate::loads::Reject::ALL.iter().zip(rc.rejected) {
+        results.push((format!("{{result=\"{}\"}}", r.name()), n));
+    }
+    x.counter(
+        "load_reports_total",
+        "Gateway load reports, accepted or refused by reason.",
+        &results,
+    );
+    // Milli-tunnels: the load is fractional while redirects decay.
+    let loads: Samples = rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                gateway_label(r),
+                (r["load"].as_f64()?.max(0.0) * 1000.0).round() as u64,
+            ))
+        })
+        .collect();
+    x.gauge(
+        "gateway_load_millitunnels",
+        "The load redirects choose by (tunnels reported plus recent redirects, or decaying redirects), in thousandths of a tunnel.",
+        &loads,
+    );
+}
+
+/// Per health check: its state and its probes by result.
+fn health_metrics(x: &mut Exposition, checks: &[CheckStatus]) {
+    let check_label = |c: &CheckStatus| {
+        format!(
+            "service=\"{}\",gateway=\"{}\",check=\"{}\"",
+            c.service, c.gateway, c.check
+        )
+    };
+    x.gauge(
+        "health_check_up",
+        "1 when the health check passes (after rise/fall).",
+        &checks
+            .iter()
+            .map(|c| {
+                (
+                    format!("{{{}}}", check_label(c)),
+                    u64::from(c.state == "up"),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let mut probes = Vec::new();
+    for c in checks {
+        for (result, v) in [
+            ("alive", c.alive),
+            ("timeout", c.timeouts),
+            ("refused", c.refused),
+            ("unreachable", c.unreachable),
+            ("bad-response", c.bad_responses),
+            ("socket", c.socket_errors),
+        ] {
+            probes.push((format!("{{{},result=\"{result}\"}}", check_label(c)), v));
+        }
+    }
+    x.counter("health_probes_total", "Health probes by result.", &probes);
+}
+
+/// The exception path's frames both ways, its drops and what it policed.
+fn exception_metrics(x: &mut Exposition, e: &ExceptionCounters) {
+    x.counter(
+        "exception_frames_total",
+        "Frames on the exception path to and from the kernel.",
+        &[
+            ("{direction=\"to-kernel\"}".to_string(), e.to_kernel),
+            ("{direction=\"from-kernel\"}".to_string(), e.from_kernel),
+        ],
+    );
+    x.counter(
+        "exception_dropped_total",
+        "Frames the exception path could not pass on.",
+        &[
+            ("{direction=\"to-kernel\"}".to_string(), e.to_kernel_dropped),
+            (
+                "{direction=\"from-kernel\"}".to_string(),
+                e.from_kernel_dropped,
+            ),
+        ],
+    );
+    x.counter(
+        "exception_policed_total",
+        "Frames for the kernel over [exception] rate_pps (never urgent ones).",
+        &one(e.policed),
+    );
+}
+
+fn vrrp_metrics(x: &mut Exposition, m: &VrrpMetrics) {
+    x.gauge(
+        "vrrp_master",
+        "1 while this appliance is the VRRP master.",
+        &one(u64::from(m.master)),
+    );
+    x.counter(
+        "vrrp_transitions_total",
+        "VRRP state changes.",
+        &one(m.transitions),
+    );
+    x.counter(
+        "vrrp_adverts_total",
+        "VRRP adverts received (valid) and sent.",
+        &in_out(m.adverts_in, m.adverts_out),
+    );
+    x.counter(
+        "vrrp_errors_total",
+        "VRRP messages rejected (bad TTL, version, checksum, VRID, addresses, ...).",
+        &one(m.errors),
+    );
+}
+
+fn sync_metrics(x: &mut Exposition, m: &SyncMetrics) {
+    let sc = &m.session;
+    x.gauge(
+        "sync_peer_alive",
+        "1 while the HA peer's sync heartbeat is heard.",
+        &one(u64::from(m.peer_alive)),
+    );
+    x.gauge(
+        "sync_synced",
+        "1 once this appliance holds the master's whole affinity table.",
+        &one(u64::from(m.synced)),
+    );
+    x.gauge(
+        "sync_lag_messages",
+        "Sync messages sent that the peer has not acknowledged yet.",
+        &one(m.lag),
+    );
+    x.gauge(
+        "sync_entries",
+        "Affinity entries in the sync mirror.",
+        &one(m.entries as u64),
+    );
+    x.counter(
+        "sync_messages_total",
+        "Sync messages sent and accepted.",
+        &in_out(sc.messages_in, sc.messages_out),
+    );
+    x.counter(
+        "sync_entries_total",
+        "Affinity changes carried by sync messages.",
+        &in_out(sc.entries_in, sc.entries_out),
+    );
+    x.counter(
+        "sync_resyncs_total",
+        "Bulk transfers of the whole table, sent and received.",
+        &in_out(sc.bulks_received, sc.bulks_sent),
+    );
+    x.counter(
+        "sync_rejected_total",
+        "Sync datagrams rejected (bad tag, replayed, malformed, other layout, ...).",
+        &one(sc.rejects.total()),
+    );
+    x.counter(
+        "sync_gaps_total",
+        "Losses seen in the peer's sequence numbers.",
+        &one(sc.gaps),
+    );
+    x.counter(
+        "sync_peer_deaths_total",
+        "Times the peer's heartbeat stopped.",
+        &one(m.pair.peer_deaths),
+    );
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use dataplane::craft::{self, L2};
 use dataplane::frame::Frame;
-use dataplane::model::{ApplianceSpec, NeighborSpec, Role, Snapshot};
+use dataplane::model::{ApplianceSpec, NeighborSpec, Role, Snapshot, SnapshotError};
 use dataplane::neighbor::{NeighborCache, NeighborCounters, NeighborTimers, Probe};
 use dataplane::schedule::GatewayState;
 use dataplane::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
@@ -27,6 +27,17 @@ use dpdk::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
 use super::exception::{ExceptionCounters, ExceptionPath};
 use serde::Serialize;
 use tracing::{debug, info, warn};
+
+/// Why the control thread refused a change.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The snapshot of the new appliance spec cannot be built (the dataplane says why).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// No gateway of any service has the name.
+    #[error("no gateway is called `{name}`")]
+    NoSuchGateway { name: String },
+}
 
 /// Counters of the control thread's dataplane work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -202,12 +213,11 @@ impl Control {
         &mut self,
         spec: ApplianceSpec,
         map: IdMap,
-    ) -> Result<(Arc<Snapshot>, Vec<ReloadAnswer>), String> {
+    ) -> Result<(Arc<Snapshot>, Vec<ReloadAnswer>), ControlError> {
         let statics: Vec<(IpAddr, EthernetAddress)> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
         self.neighbors.set_statics(statics);
-        let mut snap = Snapshot::build(self.effective(&spec), self.generation + 1)
-            .map_err(|e| e.to_string())?;
+        let mut snap = Snapshot::build(self.effective(&spec), self.generation + 1)?;
         // Loads carry over while the services and gateways keep their names and order.
         snap.share_loads(&self.snap.loads);
         let snap = Arc::new(snap);
@@ -236,7 +246,7 @@ impl Control {
         &mut self,
         name: &str,
         change: impl Fn(&mut dataplane::model::GatewaySpec),
-    ) -> Result<usize, String> {
+    ) -> Result<usize, ControlError> {
         let mut n = 0;
         for svc in &mut self.base.services {
             for gw in svc.gateways.iter_mut().filter(|g| g.name == name) {
@@ -245,7 +255,9 @@ impl Control {
             }
         }
         if n == 0 {
-            return Err(format!("no gateway is called `{name}`"));
+            return Err(ControlError::NoSuchGateway {
+                name: name.to_string(),
+            });
         }
         info!(
             gateway = name,

@@ -34,6 +34,17 @@ pub struct ExceptionCounters {
     pub policed: u64,
 }
 
+/// Why the exception path could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ExceptionError {
+    /// The configured network namespace cannot be entered.
+    #[error("exception path: network namespace `{netns}`: {source}")]
+    Netns { netns: String, source: io::Error },
+    /// A TAP cannot be created or configured.
+    #[error("exception path: TAP `{tap}`: {source}")]
+    Tap { tap: String, source: io::Error },
+}
+
 /// A token bucket in frames per second, refilled from a millisecond clock.
 struct Policer {
     rate_pps: u64,
@@ -91,19 +102,21 @@ impl ExceptionPath {
         settings: &ExceptionSettings,
         spec: &ApplianceSpec,
         mtu: u16,
-    ) -> Result<ExceptionPath, String> {
+    ) -> Result<ExceptionPath, ExceptionError> {
         let _netns = match &settings.netns {
-            Some(ns) => Some(
-                netns::enter(ns)
-                    .map_err(|e| format!("exception path: network namespace `{ns}`: {e}"))?,
-            ),
+            Some(ns) => Some(netns::enter(ns).map_err(|source| ExceptionError::Netns {
+                netns: ns.clone(),
+                source,
+            })?),
             None => None,
         };
         let mut taps = Vec::new();
         for itf in &spec.interfaces {
             let name = settings.tap_name(&itf.name);
-            let tap = configure(&name, itf, spec, mtu)
-                .map_err(|e| format!("exception path: TAP `{name}`: {e}"))?;
+            let tap = configure(&name, itf, spec, mtu).map_err(|source| ExceptionError::Tap {
+                tap: name.clone(),
+                source,
+            })?;
             taps.push(tap);
         }
         info!(

@@ -23,7 +23,26 @@ use tracing::{info, warn};
 
 use super::control::{Control, VrrpFrame};
 use crate::config::HaSettings;
-use crate::vrrp::{self, Action, State, Vrrp, VrrpConfig};
+use crate::vrrp::{self, Action, State, Vrrp, VrrpConfig, VrrpConfigError};
+
+/// Why the HA pair's routers cannot be set up from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    /// `ha.advert_interval` does not fit VRRP's centiseconds.
+    #[error("ha.advert_interval: too long")]
+    AdvertIntervalTooLong,
+    /// An interface with virtual IPv4 addresses has no IPv4 address of its own.
+    #[error(
+        "ha: interface {interface} carries virtual IPv4 addresses but has no IPv4 address of its own to advertise from"
+    )]
+    NoPrimary { interface: String },
+    /// No VIP and no floating address.
+    #[error("ha: no VIP or floating address to protect")]
+    NothingToProtect,
+    /// A router's VRRP configuration.
+    #[error(transparent)]
+    Vrrp(#[from] VrrpConfigError),
+}
 
 /// One virtual router of the group.
 struct Router {
@@ -49,6 +68,21 @@ pub struct HaCounters {
     pub peer_dead_takeovers: u64,
 }
 
+/// VRRP's state and counters, for Prometheus.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VrrpMetrics {
+    /// Whether this appliance is the master.
+    pub master: bool,
+    /// State changes.
+    pub transitions: u64,
+    /// Valid adverts received (the leader's router).
+    pub adverts_in: u64,
+    /// Advert frames sent (all routers).
+    pub adverts_out: u64,
+    /// Messages rejected (all routers).
+    pub errors: u64,
+}
+
 pub struct Ha {
     settings: HaSettings,
     routers: Vec<Router>,
@@ -61,10 +95,10 @@ pub struct Ha {
 
 impl Ha {
     /// The routers of `spec` (VIPs and floating addresses, by interface and family).
-    pub fn new(settings: &HaSettings, spec: &ApplianceSpec) -> Result<Ha, String> {
+    pub fn new(settings: &HaSettings, spec: &ApplianceSpec) -> Result<Ha, HaError> {
         let mut routers = Vec::new();
         let cs = u16::try_from(settings.advert_interval.as_millis() / 10)
-            .map_err(|_| "ha.advert_interval: too long".to_string())?;
+            .map_err(|_| HaError::AdvertIntervalTooLong)?;
         for (i, itf) in spec.interfaces.iter().enumerate() {
             let i = i as u16;
             let port = &spec.ports[usize::from(itf.port)];
@@ -98,10 +132,9 @@ impl Ha {
                     itf.addresses.iter().map(|c| c.addr).find(IpAddr::is_ipv4)
                 };
                 let Some(primary) = primary else {
-                    return Err(format!(
-                        "ha: interface {} carries virtual IPv4 addresses but has no IPv4 address of its own to advertise from",
-                        itf.name
-                    ));
+                    return Err(HaError::NoPrimary {
+                        interface: itf.name.clone(),
+                    });
                 };
                 let cfg = VrrpConfig {
                     vrid: settings.vrid,
@@ -124,7 +157,7 @@ impl Ha {
             }
         }
         if routers.is_empty() {
-            return Err("ha: no VIP or floating address to protect".into());
+            return Err(HaError::NothingToProtect);
         }
         // The client side's IPv4 router leads, if there is one.
         if let Some(p) = routers.iter().position(|r| r.cfg.family() == Family::Ipv4) {
@@ -335,18 +368,17 @@ impl Ha {
         })
     }
 
-    /// `(state as 0 backup / 1 master, transitions, adverts in, adverts out, errors)` for
-    /// Prometheus.
-    pub fn metrics(&self) -> (u64, u64, u64, u64, u64) {
+    /// What Prometheus shows of VRRP.
+    pub fn metrics(&self) -> VrrpMetrics {
         let c = self.machine.counters();
         let errors = c.errors.total() + self.routers[1..].iter().map(|r| r.errors).sum::<u64>();
-        (
-            u64::from(self.is_master()),
-            c.transitions,
-            c.adverts_in,
-            self.counters.frames_out,
+        VrrpMetrics {
+            master: self.is_master(),
+            transitions: c.transitions,
+            adverts_in: c.adverts_in,
+            adverts_out: self.counters.frames_out,
             errors,
-        )
+        }
     }
 }
 

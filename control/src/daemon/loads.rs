@@ -23,6 +23,20 @@ pub struct ReportCounters {
     pub rejected: [u64; Reject::COUNT],
 }
 
+/// Why the load report socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadReportsError {
+    /// The exception path's namespace cannot be entered.
+    #[error("redirect: cannot enter the exception namespace: {0}")]
+    Netns(#[source] std::io::Error),
+    /// The report socket cannot be bound.
+    #[error("redirect: load report socket on UDP {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    /// The report socket cannot be made non-blocking.
+    #[error("redirect: load report socket: {0}")]
+    Socket(#[source] std::io::Error),
+}
+
 pub struct LoadReports {
     socket: Option<UdpSocket>,
     key: Vec<u8>,
@@ -37,7 +51,7 @@ impl LoadReports {
         settings: &RedirectSettings,
         snap: &Snapshot,
         netns: Option<&str>,
-    ) -> Result<Option<LoadReports>, String> {
+    ) -> Result<Option<LoadReports>, LoadReportsError> {
         if !snap
             .services
             .iter()
@@ -50,12 +64,11 @@ impl LoadReports {
                 let _netns = netns
                     .map(netdev::netns::enter)
                     .transpose()
-                    .map_err(|e| format!("redirect: cannot enter the exception namespace: {e}"))?;
+                    .map_err(LoadReportsError::Netns)?;
                 // Dual-stack: IPv4 reports arrive as IPv4-mapped sources.
                 let s = UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
-                    .map_err(|e| format!("redirect: load report socket on UDP {port}: {e}"))?;
-                s.set_nonblocking(true)
-                    .map_err(|e| format!("redirect: load report socket: {e}"))?;
+                    .map_err(|source| LoadReportsError::Bind { port, source })?;
+                s.set_nonblocking(true).map_err(LoadReportsError::Socket)?;
                 info!(port, "listening for gateway load reports");
                 Some(s)
             }

@@ -31,7 +31,9 @@ use tracing::{info, warn};
 use super::control::IdMap;
 use super::worker::Clock;
 use crate::config::HaSettings;
-use crate::sync::{layout_fingerprint, Change, Entry, Received, SyncConfig, SyncSession};
+use crate::sync::{
+    layout_fingerprint, Change, Entry, Received, SyncConfig, SyncConfigError, SyncSession,
+};
 
 /// Changes the workers may queue for the control thread (all workers together).
 pub const FROM_WORKERS: usize = 1 << 16;
@@ -77,6 +79,21 @@ pub struct PairCounters {
     pub peer_deaths: u64,
 }
 
+/// The sync's state and counters, for Prometheus.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncMetrics {
+    /// Whether the peer's heartbeat is heard.
+    pub peer_alive: bool,
+    /// Whether this appliance holds the master's whole table.
+    pub synced: bool,
+    /// Messages sent that the peer has not acknowledged yet.
+    pub lag: u64,
+    pub session: crate::sync::SyncCounters,
+    pub pair: PairCounters,
+    /// Entries in the mirror.
+    pub entries: usize,
+}
+
 /// The channels between the workers and the sync, made before the workers start.
 pub struct SyncChannels {
     pub from_workers: (Sender<AffinityChange>, Receiver<AffinityChange>),
@@ -95,6 +112,26 @@ impl SyncChannels {
             lost: Arc::new(AtomicU64::new(0)),
         }
     }
+}
+
+/// Why the HA affinity sync could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PairSyncError {
+    /// `[ha]` names no peer.
+    #[error("ha: no peer to sync with")]
+    NoPeer,
+    /// The exception path's namespace cannot be entered.
+    #[error("ha: sync cannot enter the exception namespace: {0}")]
+    Netns(#[source] std::io::Error),
+    /// The sync socket cannot be bound.
+    #[error("ha: sync socket on UDP {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    /// The sync socket cannot be made non-blocking.
+    #[error("ha: sync socket: {0}")]
+    Socket(#[source] std::io::Error),
+    /// The session's settings are unusable.
+    #[error("ha: {0}")]
+    Config(#[from] SyncConfigError),
 }
 
 pub struct PairSync {
@@ -129,10 +166,8 @@ impl PairSync {
         netns: Option<&str>,
         channels: &SyncChannels,
         clock: Clock,
-    ) -> Result<PairSync, String> {
-        let peer_ip = settings
-            .peer
-            .ok_or_else(|| "ha: no peer to sync with".to_string())?;
+    ) -> Result<PairSync, PairSyncError> {
+        let peer_ip = settings.peer.ok_or(PairSyncError::NoPeer)?;
         let peer = SocketAddr::new(peer_ip, settings.sync_port);
         let any: IpAddr = match peer_ip {
             IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
@@ -144,13 +179,17 @@ impl PairSync {
             let _netns = netns
                 .map(netdev::netns::enter)
                 .transpose()
-                .map_err(|e| format!("ha: sync cannot enter the exception namespace: {e}"))?;
-            UdpSocket::bind(SocketAddr::new(any, settings.sync_port))
-                .map_err(|e| format!("ha: sync socket on UDP {}: {e}", settings.sync_port))?
+                .map_err(PairSyncError::Netns)?;
+            UdpSocket::bind(SocketAddr::new(any, settings.sync_port)).map_err(|source| {
+                PairSyncError::Bind {
+                    port: settings.sync_port,
+                    source,
+                }
+            })?
         };
         socket
             .set_nonblocking(true)
-            .map_err(|e| format!("ha: sync socket: {e}"))?;
+            .map_err(PairSyncError::Socket)?;
         let cfg = SyncConfig {
             key: settings.sync_key.clone(),
             heartbeat: settings.heartbeat,
@@ -158,7 +197,7 @@ impl PairSync {
             layout: layout(spec),
             batch_delay: std::time::Duration::from_millis(BATCH_DELAY_MS),
         };
-        cfg.validate().map_err(|e| format!("ha: {e}"))?;
+        cfg.validate()?;
         let id = session_id();
         info!(peer = %peer, session = id, "HA sync started");
         let workers = channels.to_workers.len();
@@ -471,27 +510,17 @@ impl PairSync {
         })
     }
 
-    /// For Prometheus: (peer alive, synced, lag, session counters, pair counters, entries).
-    pub fn metrics(
-        &self,
-        now: Instant,
-    ) -> (
-        bool,
-        bool,
-        u64,
-        crate::sync::SyncCounters,
-        PairCounters,
-        usize,
-    ) {
+    /// What Prometheus shows of the sync at `now`.
+    pub fn metrics(&self, now: Instant) -> SyncMetrics {
         let s = &self.session;
-        (
-            s.peer_alive(now),
-            s.synced(),
-            s.lag(),
-            s.counters(),
-            self.counters,
-            self.mirror.len(),
-        )
+        SyncMetrics {
+            peer_alive: s.peer_alive(now),
+            synced: s.synced(),
+            lag: s.lag(),
+            session: s.counters(),
+            pair: self.counters,
+            entries: self.mirror.len(),
+        }
     }
 }
 

@@ -1,31 +1,38 @@
 //! A poll-mode worker: one thread pinned to one core, owning one RX and one TX queue on every
 //! port, its affinity shard (inside [`Worker`]) and its counters.
 //!
-//! Each loop: adopt a new snapshot if the control thread published one; poll every port for a
-//! burst and run the pipeline on it (with software steering, its first pass picks out the frames
-//! whose client another worker owns, which go to that worker's ring) and on what other workers
-//! handed over; buffer transmissions per port and flush a buffer when it is full or, at the
-//! latest, after the TX flush budget (as l3fwd drains); hand frames for the appliance itself to
-//! the control thread. The packet path allocates nothing, takes no lock and makes no system
-//! call; every 100 ms the counters are published into the report's own buffers (`try_lock`,
-//! no allocation once their shapes are known); only answering an operator's query (e.g. `show
-//! affinity`) and adopting a new snapshot build anything.
+//! [`main`] starts the thread in steps (pin, register with the EAL, allocate the pipeline on its
+//! core, wait for every other worker); [`run`] is the loop. Each pass
+//! (`WorkerLoop::iteration`): adopt a new snapshot if the control thread published one; poll
+//! every port for a burst and run the pipeline on it (with software steering, its first pass
+//! picks out the frames whose client another worker owns, which go to that worker's ring) and on
+//! what other workers handed over; buffer transmissions per port and flush a buffer when it is
+//! full or, at the latest, after the TX flush budget (as l3fwd drains); hand frames for the
+//! appliance itself to the control thread. The packet path allocates nothing, takes no lock and
+//! makes no system call. Every 100 ms the counters are copied into the report (`try_lock`, never
+//! waiting) with `publish`, into the report's own buffers: nothing is allocated once their
+//! shapes are known (a new snapshot with more services or gateways grows them once). Only
+//! answering an operator's query (e.g. `show affinity`) and adopting a new snapshot build
+//! anything.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use dataplane::changes::AffinityChange;
 use dataplane::counters::WorkerCounters;
 use dataplane::exception::{exception_class, ExceptionClass};
 use dataplane::frame::Frame;
+use dataplane::model::Snapshot;
 use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
 use dataplane::steer::Steering;
 use dpdk::lcore::rdtsc;
 use dpdk::{Burst, FreeBatch, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue};
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tracing::{info, warn};
 
 use super::api::{AffinityRow, WorkerQuery};
 use super::control::Update;
@@ -189,28 +196,63 @@ pub struct PortQueues {
 
 /// Everything a worker thread needs; moved into the thread.
 pub struct WorkerSetup {
-    pub index: usize,
-    pub core: usize,
-    pub ports: Vec<PortQueues>,
+    pub identity: WorkerIdentity,
+    pub queues: WorkerQueues,
+    pub channels: WorkerChannels,
+    pub timing: WorkerTiming,
     /// `Some` when frames must be steered in software (see `dataplane::steer`).
     pub steering: Option<Steering>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Which worker this is, and where it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerIdentity {
+    pub index: usize,
+    pub core: usize,
+}
+
+/// The DPDK queues and rings a worker owns or feeds.
+pub struct WorkerQueues {
+    /// One RX and one TX queue per port, by port index.
+    pub ports: Vec<PortQueues>,
     /// Hand-off rings of all workers, by worker index (`None` for this one).
     pub handoff_out: Vec<Option<RingProducer>>,
     pub handoff_in: RingConsumer,
     /// Frames for the control thread: urgent ones (see `dataplane::exception`), then the rest.
     pub to_control: [RingProducer; 2],
+    /// Worker 0 only: frames the control thread wants sent (the mbuf's port says where).
+    pub from_control: Option<RingConsumer>,
+}
+
+/// The worker's channels to and from the control thread.
+pub struct WorkerChannels {
     pub updates: Receiver<Update>,
     /// Operator questions (show affinity, affinity flush), answered between bursts.
     pub queries: Receiver<WorkerQuery>,
-    /// Worker 0 only: frames the control thread wants sent (the mbuf's port says where).
-    pub from_control: Option<RingConsumer>,
     pub misses: Sender<IpAddr>,
     pub report: Arc<Mutex<WorkerReport>>,
-    pub stop: Arc<AtomicBool>,
-    pub clock: Clock,
-    pub tx_flush_us: u32,
     /// With an HA peer: this worker's affinity changes out, the master's changes in.
     pub sync: Option<WorkerSync>,
+}
+
+/// The worker's clock and its TX flush budget.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerTiming {
+    pub clock: Clock,
+    pub tx_flush_us: u32,
+}
+
+/// How a worker thread starts: on its core, with its shard allocated there, and not before
+/// every other worker has its shard too.
+pub struct WorkerStart {
+    pub snapshot: Arc<Snapshot>,
+    /// Workers that have allocated their shard and entered their loop (shared by all).
+    pub running: Arc<AtomicUsize>,
+    /// How many workers there are.
+    pub workers: usize,
+    /// Affinity changes to record between two drains (with an HA peer to sync with).
+    pub change_log: Option<usize>,
 }
 
 /// A worker's end of the HA affinity sync (see `daemon::sync`).
@@ -271,6 +313,15 @@ impl Io {
         self.counters.handoff_out += (n - buf.len()) as u64;
         self.counters.handoff_dropped += buf.len() as u64;
         buf.clear();
+    }
+
+    /// Every hand-off buffer that holds frames.
+    fn flush_handoffs(&mut self) {
+        for w in 0..self.handoff_bufs.len() {
+            if !self.handoff_bufs[w].is_empty() {
+                self.flush_handoff(w);
+            }
+        }
     }
 
     fn flush_control(&mut self, class: usize) {
@@ -380,168 +431,343 @@ fn process(
     io.drops.free();
 }
 
-/// The worker thread's body. Returns when `stop` is set, after flushing everything.
-pub fn run(setup: WorkerSetup, mut worker: Worker) {
-    let WorkerSetup {
-        index,
+/// The worker thread's body: pins the thread, registers it with the EAL, allocates the
+/// pipeline on its core, waits for every other worker, then runs the loop until `stop`.
+pub fn main(setup: WorkerSetup, start: WorkerStart) {
+    let WorkerIdentity { index, core } = setup.identity;
+    pin(setup.identity);
+    let _registration = register_with_eal(index);
+    let (worker, huge) = allocate(&start);
+    start.running.fetch_add(1, Ordering::Release);
+    wait_for_all(&start, &setup.stop);
+    info!(
+        worker = index,
         core,
-        ports,
-        steering,
-        handoff_out,
-        mut handoff_in,
-        to_control,
-        updates,
-        queries,
-        mut from_control,
-        misses,
-        report,
-        stop,
-        clock,
-        tx_flush_us,
-        sync,
-    } = setup;
-    // Software steering runs in the pipeline's first pass, from the parse that plans a frame.
-    worker.set_steering(steering, index as u16);
-    let n_ports = ports.len();
-    let n_workers = handoff_out.len();
-    let mut io = Io {
-        ports,
-        tx_bufs: (0..n_ports).map(|_| Burst::new()).collect(),
-        handoff_out,
-        handoff_bufs: (0..n_workers).map(|_| Burst::new()).collect(),
-        to_control,
-        control_bufs: [Burst::new(), Burst::new()],
-        drops: FreeBatch::new(),
-        counters: IoCounters::default(),
-        burst_cycles: burst_histogram(),
-    };
-    let mut rx = Burst::new();
-    let mut by_port: Vec<Burst> = (0..n_ports).map(|_| Burst::new()).collect();
-    let mut verdicts = [Verdict::ToControl; MAX_BURST];
-    let flush_cycles = clock.cycles(u64::from(tx_flush_us));
-    let report_cycles = clock.cycles(100_000);
-    let mut last_flush = rdtsc();
-    let mut last_report = last_flush;
+        huge_page_regions = huge,
+        "worker running"
+    );
+    run(setup, worker);
+}
 
-    let mut loop_start = rdtsc();
-    while !stop.load(Ordering::Relaxed) {
-        io.counters.polls += 1;
-        // Frames this iteration moved: processed here, or handed to their owner.
-        let moved_before = worker.rx_packets() + io.counters.handoff_out;
-        // In order: a reload re-keys the affinity entries for the layout of the snapshots
-        // that follow it.
-        while let Ok(u) = updates.try_recv() {
-            apply_update(&mut worker, u);
-            io.counters.snapshots_adopted += 1;
-        }
-        if let Ok(q) = queries.try_recv() {
-            answer(&mut worker, index, q);
-        }
-        let now = clock.now_s();
-        if let Some(s) = &sync {
-            for c in s.changes_in.try_iter().take(SYNC_APPLY_PER_LOOP) {
-                if worker.apply_synced(now, &c) {
-                    io.counters.sync_applied += 1;
-                } else {
-                    io.counters.sync_refused += 1;
-                }
-            }
-        }
-        for p in 0..n_ports {
-            if io.ports[p].rx.rx_burst(&mut rx) == 0 {
-                continue;
-            }
-            io.counters.rx_bursts += 1;
-            let port = p as u16;
-            process(
-                &mut worker,
-                &mut io,
-                &mut verdicts,
-                now,
-                port,
-                &mut rx,
-                false,
-            );
-        }
-        // Frames other workers received for clients of ours, grouped by their RX port.
-        if handoff_in.dequeue_burst(&mut rx) > 0 {
-            io.counters.handoff_in += rx.len() as u64;
-            for m in rx.drain() {
-                // A burst holds at most what the ring gave, so per-port bursts cannot overflow.
-                if let Some(b) = by_port.get_mut(usize::from(m.port())) {
-                    let _ = b.push(m);
-                }
-            }
-            for (p, b) in by_port.iter_mut().enumerate() {
-                process(&mut worker, &mut io, &mut verdicts, now, p as u16, b, true);
-            }
-        }
-        if let Some(ring) = &mut from_control {
-            if ring.dequeue_burst(&mut rx) > 0 {
-                for m in rx.drain() {
-                    let port = usize::from(m.port());
-                    io.transmit(port, m);
-                }
-            }
-        }
-        // What the hand-offs and the control thread's frames dropped (bursts free their own).
-        io.drops.free();
-        for w in 0..n_workers {
-            if !io.handoff_bufs[w].is_empty() {
-                io.flush_handoff(w);
-            }
-        }
-        io.flush_control(URGENT);
-        io.flush_control(OTHER);
-        let t = rdtsc();
-        let spent = t.wrapping_sub(loop_start);
-        loop_start = t;
-        if worker.rx_packets() + io.counters.handoff_out != moved_before {
-            io.counters.busy_cycles += spent;
-        } else {
-            io.counters.idle_cycles += spent;
-        }
-        if t.wrapping_sub(last_flush) >= flush_cycles {
-            io.flush_all_tx();
-            last_flush = t;
-        }
-        let lost = worker.drain_neighbor_misses(|a| {
-            if misses.try_send(a).is_err() {
-                io.counters.miss_reports_lost += 1;
-            }
-        });
-        io.counters.miss_reports_lost += lost;
-        if let Some(s) = &sync {
-            let mut failed = 0;
-            let lost = worker.drain_changes(|c| {
-                if s.changes_out.try_send(c).is_err() {
-                    failed += 1;
-                }
-            });
-            if lost + failed > 0 {
-                io.counters.sync_lost += lost + failed;
-                s.lost.fetch_add(lost + failed, Ordering::Relaxed);
-            }
-        }
-        if t.wrapping_sub(last_report) >= report_cycles {
-            if let Ok(mut r) = report.try_lock() {
-                publish(&mut r, core, &worker, &io);
-            }
-            last_report = t;
-        }
-    }
-    io.flush_all_tx();
-    for w in 0..n_workers {
-        io.flush_handoff(w);
-    }
-    io.flush_control(URGENT);
-    io.flush_control(OTHER);
-    let final_report = report.lock();
-    if let Ok(mut r) = final_report {
-        publish(&mut r, core, &worker, &io);
+fn pin(id: WorkerIdentity) {
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: id.core }) {
+        warn!(
+            worker = id.index,
+            core = id.core,
+            "cannot pin the worker thread"
+        );
     }
 }
 
+fn register_with_eal(index: usize) -> Option<dpdk::lcore::ThreadRegistration> {
+    match dpdk::lcore::register_thread() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(worker = index, error = %e, "cannot register with the EAL (no mempool cache)");
+            None
+        }
+    }
+}
+
+/// The pipeline, allocated here, on the worker's core, so its memory is local to it; huge
+/// pages for the shard (millions of entries looked up at random). Also returns how many
+/// regions got huge pages.
+fn allocate(start: &WorkerStart) -> (Worker, usize) {
+    let mut huge = 0;
+    let mut worker = Worker::new_advised(Arc::clone(&start.snapshot), &mut |addr, bytes| {
+        huge += usize::from(dpdk::memory::advise_huge_pages(addr, bytes));
+    });
+    if let Some(n) = start.change_log {
+        worker.record_changes(n);
+    }
+    (worker, huge)
+}
+
+/// No worker polls its queues before every worker does: under software steering a frame
+/// handed to a worker still allocating its shard would find that worker's ring full, and be
+/// lost.
+fn wait_for_all(start: &WorkerStart, stop: &AtomicBool) {
+    while start.running.load(Ordering::Acquire) < start.workers && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// What the loop receives besides its RX queues: other workers' hand-offs and, on worker 0,
+/// the control thread's frames; with the bursts they are read into.
+struct Inbound {
+    handoff_in: RingConsumer,
+    from_control: Option<RingConsumer>,
+    rx: Burst,
+    /// Handed-over frames regrouped by their RX port.
+    by_port: Vec<Burst>,
+}
+
+/// When the loop last flushed its TX buffers and published its report, in TSC cycles.
+struct LoopTimers {
+    flush_cycles: u64,
+    report_cycles: u64,
+    last_flush: u64,
+    last_report: u64,
+    loop_start: u64,
+}
+
+/// The worker loop's state: the pipeline, its I/O, and its links to the control thread.
+struct WorkerLoop {
+    identity: WorkerIdentity,
+    worker: Worker,
+    io: Io,
+    inbound: Inbound,
+    channels: WorkerChannels,
+    verdicts: [Verdict; MAX_BURST],
+    clock: Clock,
+    timers: LoopTimers,
+}
+
+/// The worker loop. Returns when `stop` is set, after flushing everything.
+pub fn run(setup: WorkerSetup, worker: Worker) {
+    let stop = Arc::clone(&setup.stop);
+    let mut l = WorkerLoop::new(setup, worker);
+    while !stop.load(Ordering::Relaxed) {
+        l.iteration();
+    }
+    l.finish();
+}
+
+impl WorkerLoop {
+    fn new(setup: WorkerSetup, mut worker: Worker) -> WorkerLoop {
+        let WorkerSetup {
+            identity,
+            queues,
+            channels,
+            timing,
+            steering,
+            stop: _,
+        } = setup;
+        // Software steering runs in the pipeline's first pass, from the parse that plans a
+        // frame.
+        worker.set_steering(steering, identity.index as u16);
+        let n_ports = queues.ports.len();
+        let n_workers = queues.handoff_out.len();
+        let io = Io {
+            ports: queues.ports,
+            tx_bufs: (0..n_ports).map(|_| Burst::new()).collect(),
+            handoff_out: queues.handoff_out,
+            handoff_bufs: (0..n_workers).map(|_| Burst::new()).collect(),
+            to_control: queues.to_control,
+            control_bufs: [Burst::new(), Burst::new()],
+            drops: FreeBatch::new(),
+            counters: IoCounters::default(),
+            burst_cycles: burst_histogram(),
+        };
+        let now = rdtsc();
+        WorkerLoop {
+            identity,
+            worker,
+            io,
+            inbound: Inbound {
+                handoff_in: queues.handoff_in,
+                from_control: queues.from_control,
+                rx: Burst::new(),
+                by_port: (0..n_ports).map(|_| Burst::new()).collect(),
+            },
+            channels,
+            verdicts: [Verdict::ToControl; MAX_BURST],
+            clock: timing.clock,
+            timers: LoopTimers {
+                flush_cycles: timing.clock.cycles(u64::from(timing.tx_flush_us)),
+                report_cycles: timing.clock.cycles(100_000),
+                last_flush: now,
+                last_report: now,
+                loop_start: now,
+            },
+        }
+    }
+
+    /// One pass: control-thread input, the ports, hand-offs, flushes, then what goes back.
+    #[inline]
+    fn iteration(&mut self) {
+        self.io.counters.polls += 1;
+        // Frames this iteration moved: processed here, or handed to their owner.
+        let moved_before = self.moved();
+        self.take_updates();
+        self.answer_query();
+        let now = self.clock.now_s();
+        self.apply_synced(now);
+        self.poll_ports(now);
+        self.poll_handoffs(now);
+        self.send_control_frames();
+        // What the hand-offs and the control thread's frames dropped (bursts free their own).
+        self.io.drops.free();
+        self.io.flush_handoffs();
+        self.io.flush_control(URGENT);
+        self.io.flush_control(OTHER);
+        let t = rdtsc();
+        self.account_cycles(t, moved_before);
+        if t.wrapping_sub(self.timers.last_flush) >= self.timers.flush_cycles {
+            self.io.flush_all_tx();
+            self.timers.last_flush = t;
+        }
+        self.report_misses();
+        self.report_changes();
+        if t.wrapping_sub(self.timers.last_report) >= self.timers.report_cycles {
+            if let Ok(mut r) = self.channels.report.try_lock() {
+                publish(&mut r, self.identity.core, &self.worker, &self.io);
+            }
+            self.timers.last_report = t;
+        }
+    }
+
+    #[inline]
+    fn moved(&self) -> u64 {
+        self.worker.rx_packets() + self.io.counters.handoff_out
+    }
+
+    /// New snapshots and reloads, in order: a reload re-keys the affinity entries for the
+    /// layout of the snapshots that follow it.
+    fn take_updates(&mut self) {
+        while let Ok(u) = self.channels.updates.try_recv() {
+            apply_update(&mut self.worker, u);
+            self.io.counters.snapshots_adopted += 1;
+        }
+    }
+
+    fn answer_query(&mut self) {
+        if let Ok(q) = self.channels.queries.try_recv() {
+            answer(&mut self.worker, self.identity.index, q);
+        }
+    }
+
+    /// The HA master's changes, a bounded number per pass.
+    fn apply_synced(&mut self, now: u32) {
+        let Some(s) = &self.channels.sync else {
+            return;
+        };
+        for c in s.changes_in.try_iter().take(SYNC_APPLY_PER_LOOP) {
+            if self.worker.apply_synced(now, &c) {
+                self.io.counters.sync_applied += 1;
+            } else {
+                self.io.counters.sync_refused += 1;
+            }
+        }
+    }
+
+    /// One RX burst from every port, through the pipeline.
+    #[inline]
+    fn poll_ports(&mut self, now: u32) {
+        for p in 0..self.io.ports.len() {
+            if self.io.ports[p].rx.rx_burst(&mut self.inbound.rx) == 0 {
+                continue;
+            }
+            self.io.counters.rx_bursts += 1;
+            process(
+                &mut self.worker,
+                &mut self.io,
+                &mut self.verdicts,
+                now,
+                p as u16,
+                &mut self.inbound.rx,
+                false,
+            );
+        }
+    }
+
+    /// Frames other workers received for clients of ours, grouped by their RX port.
+    #[inline]
+    fn poll_handoffs(&mut self, now: u32) {
+        let inbound = &mut self.inbound;
+        if inbound.handoff_in.dequeue_burst(&mut inbound.rx) == 0 {
+            return;
+        }
+        self.io.counters.handoff_in += inbound.rx.len() as u64;
+        for m in inbound.rx.drain() {
+            // A burst holds at most what the ring gave, so per-port bursts cannot overflow.
+            if let Some(b) = inbound.by_port.get_mut(usize::from(m.port())) {
+                let _ = b.push(m);
+            }
+        }
+        for (p, b) in inbound.by_port.iter_mut().enumerate() {
+            process(
+                &mut self.worker,
+                &mut self.io,
+                &mut self.verdicts,
+                now,
+                p as u16,
+                b,
+                true,
+            );
+        }
+    }
+
+    /// Worker 0: what the control thread wants sent.
+    fn send_control_frames(&mut self) {
+        let inbound = &mut self.inbound;
+        if let Some(ring) = &mut inbound.from_control {
+            if ring.dequeue_burst(&mut inbound.rx) > 0 {
+                for m in inbound.rx.drain() {
+                    let port = usize::from(m.port());
+                    self.io.transmit(port, m);
+                }
+            }
+        }
+    }
+
+    /// Adds the pass's cycles to busy (it moved a frame) or idle.
+    #[inline]
+    fn account_cycles(&mut self, t: u64, moved_before: u64) {
+        let spent = t.wrapping_sub(self.timers.loop_start);
+        self.timers.loop_start = t;
+        if self.moved() != moved_before {
+            self.io.counters.busy_cycles += spent;
+        } else {
+            self.io.counters.idle_cycles += spent;
+        }
+    }
+
+    /// Destinations without a neighbor entry, to the control thread (never waiting).
+    fn report_misses(&mut self) {
+        let (misses, counters) = (&self.channels.misses, &mut self.io.counters);
+        let lost = self.worker.drain_neighbor_misses(|a| {
+            if misses.try_send(a).is_err() {
+                counters.miss_reports_lost += 1;
+            }
+        });
+        counters.miss_reports_lost += lost;
+    }
+
+    /// With an HA peer: this worker's affinity changes, to the sync (never waiting).
+    fn report_changes(&mut self) {
+        let Some(s) = &self.channels.sync else {
+            return;
+        };
+        let mut failed = 0;
+        let lost = self.worker.drain_changes(|c| {
+            if s.changes_out.try_send(c).is_err() {
+                failed += 1;
+            }
+        });
+        if lost + failed > 0 {
+            self.io.counters.sync_lost += lost + failed;
+            s.lost.fetch_add(lost + failed, Ordering::Relaxed);
+        }
+    }
+
+    /// Flushes every buffer and publishes the report a last time (waiting for its lock).
+    fn finish(mut self) {
+        self.io.flush_all_tx();
+        for w in 0..self.io.handoff_bufs.len() {
+            self.io.flush_handoff(w);
+        }
+        self.io.flush_control(URGENT);
+        self.io.flush_control(OTHER);
+        let final_report = self.channels.report.lock();
+        if let Ok(mut r) = final_report {
+            publish(&mut r, self.identity.core, &self.worker, &self.io);
+        }
+    }
+}
+
+/// Copies the counters into the report's own buffers: no allocation once their shapes match
+/// (the histograms share bounds; `active_clients_into` reuses the report's vectors).
 fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &Io) {
     r.core = core;
     worker.counters_into(&mut r.counters);

@@ -150,6 +150,23 @@ enum Command {
     Stop,
 }
 
+/// Why the health checker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckerError {
+    /// The checker's thread cannot enter the exception path's namespace.
+    #[error("health checks cannot enter network namespace `{netns}`: {source}")]
+    Netns {
+        netns: String,
+        source: std::io::Error,
+    },
+    /// The thread cannot be spawned.
+    #[error("cannot start the health checker: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The thread ended before saying it was ready.
+    #[error("the health checker stopped while starting")]
+    Stopped,
+}
+
 /// The running checker thread. Dropping it stops the thread.
 pub struct Checker {
     thread: Option<JoinHandle<()>>,
@@ -163,7 +180,7 @@ const POLL: Duration = Duration::from_millis(1);
 
 impl Checker {
     /// Starts the thread in network namespace `netns` (`None`: this one) with `plans`.
-    pub fn start(netns: Option<String>, plans: Vec<CheckPlan>) -> Result<Checker, String> {
+    pub fn start(netns: Option<String>, plans: Vec<CheckPlan>) -> Result<Checker, CheckerError> {
         let (commands, command_rx) = unbounded();
         let (event_tx, events) = unbounded();
         let status = Arc::new(Mutex::new(HealthStatus::default()));
@@ -174,11 +191,11 @@ impl Checker {
             .spawn(move || {
                 let _netns = match netns.as_deref().map(netdev::netns::enter).transpose() {
                     Ok(g) => g,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!(
-                            "health checks cannot enter network namespace `{}`: {e}",
-                            netns.as_deref().unwrap_or_default()
-                        )));
+                    Err(source) => {
+                        let _ = ready_tx.send(Err(CheckerError::Netns {
+                            netns: netns.clone().unwrap_or_default(),
+                            source,
+                        }));
                         return;
                     }
                 };
@@ -187,7 +204,7 @@ impl Checker {
                 run.replace(plans, Instant::now());
                 run.main(command_rx);
             })
-            .map_err(|e| format!("cannot start the health checker: {e}"))?;
+            .map_err(CheckerError::Spawn)?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Checker {
                 thread: Some(thread),
@@ -201,7 +218,7 @@ impl Checker {
             }
             Err(_) => {
                 let _ = thread.join();
-                Err("the health checker stopped while starting".into())
+                Err(CheckerError::Stopped)
             }
         }
     }

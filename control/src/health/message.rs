@@ -24,6 +24,7 @@ use dataplane::wire::ike::{self, exchange, flags, notify_type, payload_type, Ike
 use dataplane::wire::ip_proto;
 use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::tls::{self, content_type, handshake_type, TlsRecord};
+use dataplane::wire::Error as WireError;
 
 /// IKEv2 SA payload numbers (RFC 7296 §3.3 and the IANA registry) the probe uses.
 pub mod ike_ids {
@@ -218,6 +219,38 @@ pub fn ike_sa_init_probe(initiator_spi: u64, nonce: &[u8; 32]) -> Vec<u8> {
     msg
 }
 
+/// Why a datagram is not the answer to an IKE probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IkeResponseError {
+    /// The IKE header does not parse.
+    #[error("not an IKE message: {0}")]
+    NotIke(WireError),
+    /// Not IKEv2.
+    #[error("IKE major version {0}")]
+    MajorVersion(u8),
+    /// Another exchange than IKE_SA_INIT.
+    #[error("exchange type {0}, not IKE_SA_INIT")]
+    ExchangeType(u8),
+    /// The Response flag is clear (our own request echoed back, say).
+    #[error("not a response")]
+    NotAResponse,
+    /// The answer to another probe.
+    #[error("initiator SPI {got:016x}, not ours ({ours:016x})")]
+    OtherSpi { got: u64, ours: u64 },
+    /// IKE_SA_INIT's message ID is 0.
+    #[error("message ID {0}, not 0")]
+    MessageId(u32),
+    /// The cleartext payload chain does not parse.
+    #[error("payload chain: {0}")]
+    PayloadChain(WireError),
+    /// A notify payload does not parse.
+    #[error("notify payload: {0}")]
+    Notify(WireError),
+    /// Neither accepted nor refused.
+    #[error("neither an SA payload nor a notify")]
+    NoSaNorNotify,
+}
+
 /// Checks an IKE datagram (the UDP payload, after any non-ESP marker) as the answer to the
 /// probe with `initiator_spi`.
 ///
@@ -225,38 +258,37 @@ pub fn ike_sa_init_probe(initiator_spi: u64, nonce: &[u8; 32]) -> Vec<u8> {
 /// whose cleartext payload chain parses: [`IkeAnswer::Notify`] with the first error notify if
 /// there is one, else with the first notify if there is no SA payload (COOKIE, REDIRECT), else
 /// [`IkeAnswer::Accepted`]. Err says what is wrong otherwise.
-pub fn check_ike_response(datagram: &[u8], initiator_spi: u64) -> Result<IkeAnswer, String> {
-    let h = IkeHeader::new_checked(datagram, datagram.len())
-        .map_err(|e| format!("not an IKE message: {e}"))?;
+pub fn check_ike_response(
+    datagram: &[u8],
+    initiator_spi: u64,
+) -> Result<IkeAnswer, IkeResponseError> {
+    let h = IkeHeader::new_checked(datagram, datagram.len()).map_err(IkeResponseError::NotIke)?;
     if h.major_version() != 2 {
-        return Err(format!("IKE major version {}", h.major_version()));
+        return Err(IkeResponseError::MajorVersion(h.major_version()));
     }
     if h.exchange_type() != exchange::IKE_SA_INIT {
-        return Err(format!(
-            "exchange type {}, not IKE_SA_INIT",
-            h.exchange_type()
-        ));
+        return Err(IkeResponseError::ExchangeType(h.exchange_type()));
     }
     if !h.is_response() {
-        return Err("not a response".to_string());
+        return Err(IkeResponseError::NotAResponse);
     }
     if h.initiator_spi() != initiator_spi {
-        return Err(format!(
-            "initiator SPI {:016x}, not ours ({initiator_spi:016x})",
-            h.initiator_spi()
-        ));
+        return Err(IkeResponseError::OtherSpi {
+            got: h.initiator_spi(),
+            ours: initiator_spi,
+        });
     }
     if h.message_id() != 0 {
-        return Err(format!("message ID {}, not 0", h.message_id()));
+        return Err(IkeResponseError::MessageId(h.message_id()));
     }
     let mut sa = false;
     let mut first_notify = None;
     for p in h.payloads() {
-        let p = p.map_err(|e| format!("payload chain: {e}"))?;
+        let p = p.map_err(IkeResponseError::PayloadChain)?;
         match p.payload_type {
             payload_type::SA => sa = true,
             payload_type::NOTIFY => {
-                let n = p.notify().map_err(|e| format!("notify payload: {e}"))?;
+                let n = p.notify().map_err(IkeResponseError::Notify)?;
                 if n.is_error() {
                     return Ok(IkeAnswer::Notify(n.notify_type()));
                 }
@@ -268,7 +300,7 @@ pub fn check_ike_response(datagram: &[u8], initiator_spi: u64) -> Result<IkeAnsw
     match (sa, first_notify) {
         (true, _) => Ok(IkeAnswer::Accepted),
         (false, Some(t)) => Ok(IkeAnswer::Notify(t)),
-        (false, None) => Err("neither an SA payload nor a notify".to_string()),
+        (false, None) => Err(IkeResponseError::NoSaNorNotify),
     }
 }
 
@@ -424,6 +456,35 @@ pub fn tls_client_hello_probe(
     record
 }
 
+/// Why bytes from a (D)TLS server are not the answer to a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsResponseError {
+    /// The TLS record header does not parse.
+    #[error("not a TLS record: {0}")]
+    NotTls(WireError),
+    /// The DTLS record header does not parse.
+    #[error("not a DTLS record: {0}")]
+    NotDtls(WireError),
+    /// Neither a handshake nor an alert record.
+    #[error("record content type {0}, not handshake or alert")]
+    ContentType(u8),
+    /// A record version whose major is not 3.
+    #[error("record version {0}.x, not TLS")]
+    Version(u8),
+    /// An alert record too short for an alert.
+    #[error("alert record of {0} bytes")]
+    ShortAlert(usize),
+    /// A handshake record with no message.
+    #[error("empty handshake record")]
+    EmptyHandshake,
+    /// A handshake message other than the server's hello.
+    #[error("handshake message type {0}, not a server hello")]
+    HandshakeType(u8),
+    /// A datagram that ends inside its record's first message.
+    #[error("DTLS record cut short")]
+    CutShort,
+}
+
 /// The answer in the first record: `content` is its content type, `length` its declared
 /// fragment length and `fragment` the fragment bytes present. Shared by TLS and DTLS (their
 /// alert and handshake messages start alike); `Ok(None)` when more bytes are needed.
@@ -432,11 +493,11 @@ fn first_record_answer(
     length: usize,
     fragment: &[u8],
     dtls: bool,
-) -> Result<Option<TlsAnswer>, String> {
+) -> Result<Option<TlsAnswer>, TlsResponseError> {
     match content {
         content_type::ALERT => {
             if length < 2 {
-                return Err(format!("alert record of {length} bytes"));
+                return Err(TlsResponseError::ShortAlert(length));
             }
             match fragment {
                 [level, description, ..] => Ok(Some(TlsAnswer::Alert {
@@ -448,16 +509,16 @@ fn first_record_answer(
         }
         content_type::HANDSHAKE => {
             if length == 0 {
-                return Err("empty handshake record".to_string());
+                return Err(TlsResponseError::EmptyHandshake);
             }
             match fragment.first() {
                 None => Ok(None),
                 Some(&handshake_type::SERVER_HELLO) => Ok(Some(TlsAnswer::ServerHello)),
                 Some(&HELLO_VERIFY_REQUEST) if dtls => Ok(Some(TlsAnswer::HelloVerifyRequest)),
-                Some(t) => Err(format!("handshake message type {t}, not a server hello")),
+                Some(&t) => Err(TlsResponseError::HandshakeType(t)),
             }
         }
-        t => Err(format!("record content type {t}, not handshake or alert")),
+        t => Err(TlsResponseError::ContentType(t)),
     }
 }
 
@@ -466,19 +527,18 @@ fn first_record_answer(
 /// `Ok(None)`: not enough bytes yet to tell (fewer than the record header and the first byte or
 /// two of its body). `Ok(Some(_))`: a handshake record whose first message is a ServerHello, or
 /// an alert record. Err: anything else (not TLS, another record or message type).
-pub fn check_tls_response(stream_prefix: &[u8]) -> Result<Option<TlsAnswer>, String> {
+pub fn check_tls_response(stream_prefix: &[u8]) -> Result<Option<TlsAnswer>, TlsResponseError> {
     if stream_prefix.len() < tls::HEADER_LEN {
         // Refuse early what cannot become a TLS record header (an HTTP or SSH banner...).
         return match stream_prefix {
             [ct, ..] if !matches!(*ct, content_type::ALERT | content_type::HANDSHAKE) => {
-                Err(format!("record content type {ct}, not handshake or alert"))
+                Err(TlsResponseError::ContentType(*ct))
             }
-            [_, major, ..] if *major != 3 => Err(format!("record version {major}.x, not TLS")),
+            [_, major, ..] if *major != 3 => Err(TlsResponseError::Version(*major)),
             _ => Ok(None),
         };
     }
-    let record =
-        TlsRecord::new_checked(stream_prefix).map_err(|e| format!("not a TLS record: {e}"))?;
+    let record = TlsRecord::new_checked(stream_prefix).map_err(TlsResponseError::NotTls)?;
     first_record_answer(
         record.content_type(),
         usize::from(record.length()),
@@ -533,9 +593,8 @@ pub fn dtls_user_canceled() -> Vec<u8> {
 
 /// Checks a datagram from a DTLS server as the answer to the probe: its first record must be a
 /// handshake record starting with a HelloVerifyRequest or a ServerHello, or an alert.
-pub fn check_dtls_response(datagram: &[u8]) -> Result<TlsAnswer, String> {
-    let record =
-        DtlsRecord::new_checked(datagram).map_err(|e| format!("not a DTLS record: {e}"))?;
+pub fn check_dtls_response(datagram: &[u8]) -> Result<TlsAnswer, TlsResponseError> {
+    let record = DtlsRecord::new_checked(datagram).map_err(TlsResponseError::NotDtls)?;
     match first_record_answer(
         record.content_type(),
         usize::from(record.length()),
@@ -543,7 +602,7 @@ pub fn check_dtls_response(datagram: &[u8]) -> Result<TlsAnswer, String> {
         true,
     )? {
         Some(answer) => Ok(answer),
-        None => Err("DTLS record cut short".to_string()),
+        None => Err(TlsResponseError::CutShort),
     }
 }
 
@@ -607,6 +666,19 @@ pub fn is_echo_reply(data: &[u8], v6: bool, ident: u16, seq: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The checkers as a prober reports them: the error's text, which the assertions read.
+    fn check_ike_response(datagram: &[u8], spi: u64) -> Result<IkeAnswer, String> {
+        super::check_ike_response(datagram, spi).map_err(|e| e.to_string())
+    }
+
+    fn check_tls_response(prefix: &[u8]) -> Result<Option<TlsAnswer>, String> {
+        super::check_tls_response(prefix).map_err(|e| e.to_string())
+    }
+
+    fn check_dtls_response(datagram: &[u8]) -> Result<TlsAnswer, String> {
+        super::check_dtls_response(datagram).map_err(|e| e.to_string())
+    }
     use dataplane::craft;
     use proptest::prelude::*;
 

@@ -435,147 +435,179 @@ fn failure(what: &str, e: &io::Error) -> Failure {
     }
 }
 
+/// What a stage's work came to: the next stage, entered in the same poll, or where the probe
+/// stands now.
+enum Advance {
+    Next(Stage),
+    Stop(Step),
+}
+
+fn alive(rtt: Duration, answer: String) -> Advance {
+    Advance::Stop(Step::Finished(Outcome::Alive { rtt, answer }))
+}
+
+fn dead(f: Failure) -> Advance {
+    Advance::Stop(Step::Finished(Outcome::Dead(f)))
+}
+
+fn pending(stage: Stage) -> Advance {
+    Advance::Stop(Step::Pending(stage))
+}
+
 /// Moves the probe on as far as it can without blocking.
 fn advance(stage: Stage, rtt: Duration) -> Step {
-    let alive = |answer: String| Step::Finished(Outcome::Alive { rtt, answer });
-    let dead = |f: Failure| Step::Finished(Outcome::Dead(f));
     let mut stage = stage;
     // Each stage either finishes, waits, or hands over to the next one in the same poll.
     loop {
-        stage = match stage {
+        let next = match stage {
             Stage::Done => return Step::Pending(Stage::Done),
-            Stage::Failed(f) => return dead(f),
-            Stage::Connecting { sock, hello } => {
-                match sock.take_error() {
-                    Ok(Some(e)) | Err(e) => return dead(failure("connect", &e)),
-                    Ok(None) => {}
-                }
-                match sock.peer_addr() {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::NotConnected => {
-                        return Step::Pending(Stage::Connecting { sock, hello })
-                    }
-                    Err(e) => return dead(failure("connect", &e)),
-                }
-                // std's stream sends with MSG_NOSIGNAL: a reset peer cannot raise SIGPIPE.
-                let stream = TcpStream::from(sock);
-                match hello {
-                    None => {
-                        close_tcp(stream);
-                        return alive("connected".to_string());
-                    }
-                    Some(hello) => Stage::Sending {
-                        stream,
-                        hello,
-                        sent: 0,
-                    },
-                }
-            }
+            Stage::Failed(f) => return Step::Finished(Outcome::Dead(f)),
+            Stage::Connecting { sock, hello } => connecting(sock, hello, rtt),
             Stage::Sending {
-                mut stream,
+                stream,
                 hello,
                 sent,
-            } => match stream.write(hello.get(sent..).unwrap_or_default()) {
-                Ok(n) if sent + n >= hello.len() => Stage::Reading {
-                    stream,
-                    received: Vec::new(),
-                },
-                Ok(n) => {
-                    return Step::Pending(Stage::Sending {
-                        stream,
-                        hello,
-                        sent: sent + n,
-                    })
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                    return Step::Pending(Stage::Sending {
-                        stream,
-                        hello,
-                        sent,
-                    })
-                }
-                Err(e) => return dead(failure("send", &e)),
-            },
-            Stage::Reading {
-                mut stream,
-                mut received,
-            } => {
-                let mut chunk = [0u8; 512];
-                match stream.read(&mut chunk) {
-                    Ok(0) => {
-                        return dead(Failure::BadResponse(format!(
-                            "connection closed after {} bytes, before an answer",
-                            received.len()
-                        )))
-                    }
-                    Ok(n) => {
-                        received.extend_from_slice(&chunk[..n]);
-                        match message::check_tls_response(&received) {
-                            Ok(Some(answer)) => {
-                                close_tcp(stream);
-                                return alive(answer.name());
-                            }
-                            Err(e) => {
-                                close_tcp(stream);
-                                return dead(Failure::BadResponse(e));
-                            }
-                            // The checker decides within the first few bytes; this bound is
-                            // only a guard.
-                            Ok(None) if received.len() >= TLS_READ_MAX => {
-                                close_tcp(stream);
-                                return dead(Failure::BadResponse(
-                                    "no answer in the first bytes".to_string(),
-                                ));
-                            }
-                            Ok(None) => Stage::Reading { stream, received },
-                        }
-                    }
-                    Err(e)
-                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) =>
-                    {
-                        return Step::Pending(Stage::Reading { stream, received })
-                    }
-                    Err(e) => return dead(failure("receive", &e)),
-                }
-            }
+            } => sending(stream, hello, sent),
+            Stage::Reading { stream, received } => reading(stream, received, rtt),
             Stage::Datagram {
                 sock,
                 expect,
-                mut unsent,
-                mut buf,
-            } => {
-                if let Err(f) = send_datagram(&sock, &mut unsent) {
-                    return dead(f);
-                }
-                if unsent.is_none() {
-                    for _ in 0..DATAGRAMS_PER_POLL {
-                        let n = match (&sock).read(&mut buf) {
-                            Ok(n) => n,
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                            Err(e) => return dead(failure("receive", &e)),
-                        };
-                        if let Some(outcome) = judge(&expect, &buf[..n.min(buf.len())]) {
-                            if matches!(expect, Expect::Dtls) {
-                                // Best effort: the answer is in already.
-                                let _ = (&sock).write(&message::dtls_user_canceled());
-                            }
-                            return match outcome {
-                                Ok(answer) => alive(answer),
-                                Err(f) => dead(f),
-                            };
-                        }
-                    }
-                }
-                return Step::Pending(Stage::Datagram {
-                    sock,
-                    expect,
-                    unsent,
-                    buf,
-                });
-            }
+                unsent,
+                buf,
+            } => receive_datagrams(sock, expect, unsent, buf, rtt),
         };
+        match next {
+            Advance::Next(s) => stage = s,
+            Advance::Stop(step) => return step,
+        }
     }
+}
+
+/// A TCP connect in progress: alive once connected (no hello), or on to sending the hello.
+fn connecting(sock: Socket, hello: Option<Vec<u8>>, rtt: Duration) -> Advance {
+    match sock.take_error() {
+        Ok(Some(e)) | Err(e) => return dead(failure("connect", &e)),
+        Ok(None) => {}
+    }
+    match sock.peer_addr() {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotConnected => {
+            return pending(Stage::Connecting { sock, hello })
+        }
+        Err(e) => return dead(failure("connect", &e)),
+    }
+    // std's stream sends with MSG_NOSIGNAL: a reset peer cannot raise SIGPIPE.
+    let stream = TcpStream::from(sock);
+    match hello {
+        None => {
+            close_tcp(stream);
+            alive(rtt, "connected".to_string())
+        }
+        Some(hello) => Advance::Next(Stage::Sending {
+            stream,
+            hello,
+            sent: 0,
+        }),
+    }
+}
+
+/// Writes the rest of the hello; on to reading the answer once it is all out.
+fn sending(mut stream: TcpStream, hello: Vec<u8>, sent: usize) -> Advance {
+    match stream.write(hello.get(sent..).unwrap_or_default()) {
+        Ok(n) if sent + n >= hello.len() => Advance::Next(Stage::Reading {
+            stream,
+            received: Vec::new(),
+        }),
+        Ok(n) => pending(Stage::Sending {
+            stream,
+            hello,
+            sent: sent + n,
+        }),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+            pending(Stage::Sending {
+                stream,
+                hello,
+                sent,
+            })
+        }
+        Err(e) => dead(failure("send", &e)),
+    }
+}
+
+/// Reads the TLS answer until the checker can judge it.
+fn reading(mut stream: TcpStream, mut received: Vec<u8>, rtt: Duration) -> Advance {
+    let mut chunk = [0u8; 512];
+    match stream.read(&mut chunk) {
+        Ok(0) => dead(Failure::BadResponse(format!(
+            "connection closed after {} bytes, before an answer",
+            received.len()
+        ))),
+        Ok(n) => {
+            received.extend_from_slice(&chunk[..n]);
+            match message::check_tls_response(&received) {
+                Ok(Some(answer)) => {
+                    close_tcp(stream);
+                    alive(rtt, answer.name())
+                }
+                Err(e) => {
+                    close_tcp(stream);
+                    dead(Failure::BadResponse(e.to_string()))
+                }
+                // The checker decides within the first few bytes; this bound is only a guard.
+                Ok(None) if received.len() >= TLS_READ_MAX => {
+                    close_tcp(stream);
+                    dead(Failure::BadResponse(
+                        "no answer in the first bytes".to_string(),
+                    ))
+                }
+                Ok(None) => Advance::Next(Stage::Reading { stream, received }),
+            }
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+            pending(Stage::Reading { stream, received })
+        }
+        Err(e) => dead(failure("receive", &e)),
+    }
+}
+
+/// Sends the request if it is still unsent, then judges what arrived, a bounded number of
+/// datagrams per poll.
+fn receive_datagrams(
+    sock: Socket,
+    expect: Expect,
+    mut unsent: Option<Vec<u8>>,
+    mut buf: Vec<u8>,
+    rtt: Duration,
+) -> Advance {
+    if let Err(f) = send_datagram(&sock, &mut unsent) {
+        return dead(f);
+    }
+    if unsent.is_none() {
+        for _ in 0..DATAGRAMS_PER_POLL {
+            let n = match (&sock).read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return dead(failure("receive", &e)),
+            };
+            if let Some(outcome) = judge(&expect, &buf[..n.min(buf.len())]) {
+                if matches!(expect, Expect::Dtls) {
+                    // Best effort: the answer is in already.
+                    let _ = (&sock).write(&message::dtls_user_canceled());
+                }
+                return match outcome {
+                    Ok(answer) => alive(rtt, answer),
+                    Err(f) => dead(f),
+                };
+            }
+        }
+    }
+    pending(Stage::Datagram {
+        sock,
+        expect,
+        unsent,
+        buf,
+    })
 }
 
 /// Judges one received datagram: `None` to ignore it (ICMP traffic not ours), else the answer
@@ -598,13 +630,13 @@ fn judge(expect: &Expect, data: &[u8]) -> Option<Result<String, Failure>> {
             Some(
                 message::check_ike_response(ike, spi)
                     .map(|a| a.name())
-                    .map_err(Failure::BadResponse),
+                    .map_err(|e| Failure::BadResponse(e.to_string())),
             )
         }
         Expect::Dtls => Some(
             message::check_dtls_response(data)
                 .map(|a| a.name())
-                .map_err(Failure::BadResponse),
+                .map_err(|e| Failure::BadResponse(e.to_string())),
         ),
         Expect::Icmp {
             v6,

@@ -227,6 +227,17 @@ impl fmt::Display for RejectReason {
 
 impl std::error::Error for RejectReason {}
 
+/// Why a key cannot be the pair's shared key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SyncKeyError {
+    /// Shorter than [`MIN_KEY_LEN`].
+    #[error("sync key is {len} bytes, at least {MIN_KEY_LEN} are needed")]
+    TooShort { len: usize },
+    /// Refused by HMAC-SHA256.
+    #[error("sync key: {0}")]
+    Hmac(#[from] hmac::digest::InvalidLength),
+}
+
 /// The pair's shared key, ready to tag and verify messages.
 #[derive(Clone)]
 pub struct SyncKey {
@@ -237,14 +248,11 @@ pub struct SyncKey {
 
 impl SyncKey {
     /// A key of at least [`MIN_KEY_LEN`] bytes.
-    pub fn new(key: &[u8]) -> Result<SyncKey, String> {
+    pub fn new(key: &[u8]) -> Result<SyncKey, SyncKeyError> {
         if key.len() < MIN_KEY_LEN {
-            return Err(format!(
-                "sync key is {} bytes, at least {MIN_KEY_LEN} are needed",
-                key.len()
-            ));
+            return Err(SyncKeyError::TooShort { len: key.len() });
         }
-        let mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| e.to_string())?;
+        let mac = Hmac::<Sha256>::new_from_slice(key)?;
         Ok(SyncKey { mac })
     }
 

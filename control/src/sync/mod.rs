@@ -93,5 +93,7 @@
 pub mod message;
 pub mod session;
 
-pub use message::{layout_fingerprint, Change, Entry, RejectReason};
-pub use session::{Received, RejectCounters, SyncConfig, SyncCounters, SyncSession};
+pub use message::{layout_fingerprint, Change, Entry, RejectReason, SyncKeyError};
+pub use session::{
+    Received, RejectCounters, SyncConfig, SyncConfigError, SyncCounters, SyncSession,
+};

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::message::{self, Header, Kind, Message, SyncKey, FLAG_MASTER, MAX_ENTRIES, MIN_KEY_LEN};
+use super::message::{
+    self, Header, Kind, Message, SyncKey, SyncKeyError, FLAG_MASTER, MAX_ENTRIES, MIN_KEY_LEN,
+};
 pub use super::message::{Change, Entry, RejectReason};
 
 /// The most bulk chunks one [`SyncSession::poll`] sends (47 entries, 1386 bytes each): about
@@ -26,6 +28,20 @@ pub const MAX_PENDING_CHANGES: usize = 65_536;
 /// How many sender ids keep their own replay window: the current peer and its previous
 /// incarnations, so that an old incarnation's captured messages stay replays.
 const SENDER_WINDOWS: usize = 8;
+
+/// Why session settings are unusable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SyncConfigError {
+    /// The shared key.
+    #[error(transparent)]
+    Key(#[from] SyncKeyError),
+    /// A zero heartbeat interval.
+    #[error("sync heartbeat must be above zero")]
+    ZeroHeartbeat,
+    /// A zero `dead_after`.
+    #[error("sync dead_after must be at least 1")]
+    ZeroDeadAfter,
+}
 
 /// Settings of a session; the same on both appliances.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,18 +60,18 @@ pub struct SyncConfig {
 
 impl SyncConfig {
     /// Checks the settings [`SyncSession::new`] relies on, for config loaders to report.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SyncConfigError> {
         if self.key.len() < MIN_KEY_LEN {
-            return Err(format!(
-                "sync key is {} bytes, at least {MIN_KEY_LEN} are needed",
-                self.key.len()
-            ));
+            return Err(SyncKeyError::TooShort {
+                len: self.key.len(),
+            }
+            .into());
         }
         if self.heartbeat.is_zero() {
-            return Err("sync heartbeat must be above zero".into());
+            return Err(SyncConfigError::ZeroHeartbeat);
         }
         if self.dead_after == 0 {
-            return Err("sync dead_after must be at least 1".into());
+            return Err(SyncConfigError::ZeroDeadAfter);
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{
     centiseconds, master_down_interval, same_addresses, skew_time, validate, Advert, AdvertError,
-    VrrpConfig,
+    VrrpConfig, VrrpConfigError,
 };
 
 /// Where the router stands (RFC 5798 §6.4).
@@ -155,7 +155,7 @@ pub struct Vrrp {
 
 impl Vrrp {
     /// A router in Initialize; `cfg` must pass [`VrrpConfig::check`].
-    pub fn new(cfg: VrrpConfig) -> Result<Vrrp, String> {
+    pub fn new(cfg: VrrpConfig) -> Result<Vrrp, VrrpConfigError> {
         cfg.check()?;
         Ok(Vrrp {
             priority: cfg.priority,

@@ -60,49 +60,69 @@ impl VrrpConfig {
     }
 
     /// Checks what the protocol and keepalived require of a configuration.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), VrrpConfigError> {
         if self.vrid == 0 {
-            return Err("vrrp: vrid must be 1..=255".into());
+            return Err(VrrpConfigError::ZeroVrid);
         }
         if self.priority == 0 {
-            return Err("vrrp: priority must be 1..=255 (0 is what a leaving master sends)".into());
+            return Err(VrrpConfigError::ZeroPriority);
         }
         if self.advert_interval_cs == 0 || self.advert_interval_cs > wire::MAX_ADVER_INT {
-            return Err(format!(
-                "vrrp: advert interval must be 1..={} centiseconds, not {}",
-                wire::MAX_ADVER_INT,
-                self.advert_interval_cs
-            ));
+            return Err(VrrpConfigError::AdvertInterval {
+                centiseconds: self.advert_interval_cs,
+            });
         }
         if self.addresses.is_empty() {
-            return Err("vrrp: at least one virtual address is required (RFC 5798 §5.2.5)".into());
+            return Err(VrrpConfigError::NoAddress);
         }
         if self.addresses.len() > usize::from(u8::MAX) {
-            return Err(format!(
-                "vrrp: at most 255 virtual addresses fit an advert, not {}",
-                self.addresses.len()
-            ));
+            return Err(VrrpConfigError::TooManyAddresses {
+                count: self.addresses.len(),
+            });
         }
         let family = self.family();
         if let Some(a) = self.addresses.iter().find(|a| Family::of(a) != family) {
-            return Err(format!(
-                "vrrp: virtual address {a} is not of the family of primary {}",
-                self.primary
-            ));
+            return Err(VrrpConfigError::OtherFamily {
+                address: *a,
+                primary: self.primary,
+            });
         }
         for (i, a) in self.addresses.iter().enumerate() {
             if self.addresses[..i].contains(a) {
-                return Err(format!("vrrp: virtual address {a} is listed twice"));
+                return Err(VrrpConfigError::Duplicate { address: *a });
             }
         }
         if self.primary.is_unspecified() || self.primary.is_multicast() {
-            return Err(format!(
-                "vrrp: primary {} cannot be an advert's source",
-                self.primary
-            ));
+            return Err(VrrpConfigError::BadPrimary {
+                primary: self.primary,
+            });
         }
         Ok(())
     }
+}
+
+/// What [`VrrpConfig::check`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VrrpConfigError {
+    #[error("vrrp: vrid must be 1..=255")]
+    ZeroVrid,
+    #[error("vrrp: priority must be 1..=255 (0 is what a leaving master sends)")]
+    ZeroPriority,
+    #[error(
+        "vrrp: advert interval must be 1..={max} centiseconds, not {centiseconds}",
+        max = wire::MAX_ADVER_INT
+    )]
+    AdvertInterval { centiseconds: u16 },
+    #[error("vrrp: at least one virtual address is required (RFC 5798 §5.2.5)")]
+    NoAddress,
+    #[error("vrrp: at most 255 virtual addresses fit an advert, not {count}")]
+    TooManyAddresses { count: usize },
+    #[error("vrrp: virtual address {address} is not of the family of primary {primary}")]
+    OtherFamily { address: IpAddr, primary: IpAddr },
+    #[error("vrrp: virtual address {address} is listed twice")]
+    Duplicate { address: IpAddr },
+    #[error("vrrp: primary {primary} cannot be an advert's source")]
+    BadPrimary { primary: IpAddr },
 }
 
 /// A received advertisement that passed [`validate`].
@@ -460,7 +480,7 @@ mod tests {
             ),
         ];
         for (c, what) in bad {
-            let e = c.check().unwrap_err();
+            let e = c.check().unwrap_err().to_string();
             assert!(e.contains(what), "{e} lacks {what}");
         }
         // 255 addresses and the extreme values are fine.

@@ -1,0 +1,277 @@
+//! The control thread's loop, once the [`Appliance`] is built: each round drains the frames
+//! the workers handed over ([`Control::poll`]), runs VRRP and the HA sync, takes the health
+//! checker's transitions and the gateways' load reports, samples the gateway rates, answers
+//! the control socket, and checks the stop conditions; then it sleeps 200 µs. Each of these is
+//! a method of [`ControlLoop`], and each timer lives in `Timers`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dataplane::counters::WorkerCounters;
+use tracing::info;
+
+use super::api;
+use super::appliance::{Appliance, Ports, Services, Workers};
+use super::control::Control;
+use super::rates::GatewayRates;
+use super::worker::IoCounters;
+use super::{DaemonReport, RunOptions};
+use crate::config::Config;
+use crate::ctlsock::ControlSocket;
+
+/// How often the gateway rates are sampled.
+const RATES_EVERY: Duration = Duration::from_secs(1);
+/// How often the stop conditions (traffic idle, run time) are checked.
+const STOP_CHECK_EVERY: Duration = Duration::from_millis(20);
+/// The pause between two rounds.
+const ROUND_PAUSE: Duration = Duration::from_micros(200);
+
+/// The control loop's clocks.
+struct Timers {
+    /// When start-up began: the millisecond clock of [`Control::poll`] and `run_for`.
+    started: Instant,
+    last_rates: Instant,
+    last_stop_check: Instant,
+    /// Frames the ports had received at the last stop check, and since when that has not
+    /// changed.
+    last_rx: u64,
+    idle_since: Instant,
+}
+
+impl Timers {
+    fn new(started: Instant) -> Timers {
+        let now = Instant::now();
+        Timers {
+            started,
+            last_rates: now,
+            last_stop_check: now,
+            last_rx: 0,
+            idle_since: now,
+        }
+    }
+
+    /// Milliseconds since start-up.
+    fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// The running configuration and the file a reload re-reads.
+struct Running {
+    cfg: Config,
+    path: PathBuf,
+}
+
+/// The control thread's state between start and shutdown.
+pub struct ControlLoop {
+    ctl: Control,
+    sock: ControlSocket,
+    running: Running,
+    ports: Ports,
+    workers: Workers,
+    services: Services,
+    rates: GatewayRates,
+    timers: Timers,
+    opts: RunOptions,
+}
+
+impl ControlLoop {
+    /// Starts the control thread's work on a built appliance: announcements, VRRP, the health
+    /// policy.
+    pub fn start(mut appliance: Appliance, config_path: &Path, opts: RunOptions) -> ControlLoop {
+        appliance.start();
+        let Appliance {
+            cfg,
+            started,
+            first: _,
+            sock,
+            ports,
+            workers,
+            ctl,
+            services,
+        } = appliance;
+        ControlLoop {
+            ctl,
+            sock,
+            running: Running {
+                cfg,
+                path: config_path.to_path_buf(),
+            },
+            ports,
+            workers,
+            services,
+            rates: GatewayRates::default(),
+            timers: Timers::new(started),
+            opts,
+        }
+    }
+
+    /// Runs rounds until `stop` is set or a stop condition of [`RunOptions`] holds.
+    pub fn run_until(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if !self.round() {
+                break;
+            }
+            std::thread::sleep(ROUND_PAUSE);
+        }
+    }
+
+    /// One round; false when a stop condition says to stop.
+    fn round(&mut self) -> bool {
+        self.ctl.poll(self.timers.clock_ms());
+        self.poll_ha();
+        self.poll_health();
+        self.poll_loads();
+        if self.timers.last_rates.elapsed() >= RATES_EVERY {
+            self.sample_rates();
+        }
+        self.serve_control_socket();
+        if self.timers.last_stop_check.elapsed() >= STOP_CHECK_EVERY {
+            return !self.should_stop();
+        }
+        true
+    }
+
+    /// VRRP's adverts and timers; the pair sync, whose heartbeat may declare the master dead
+    /// and holds preemption while this appliance pulls the master's table.
+    fn poll_ha(&mut self) {
+        let Some(h) = &mut self.services.ha else {
+            return;
+        };
+        h.poll(&mut self.ctl, Instant::now());
+        if let Some(s) = &mut self.services.sync {
+            let now = Instant::now();
+            s.poll(now, h.is_master());
+            if s.master_silent_since().is_some() {
+                h.peer_dead(&mut self.ctl, now);
+            }
+            h.hold_preemption(s.hold_preemption(now));
+        }
+    }
+
+    /// The health checker's gateway transitions, into the snapshots.
+    fn poll_health(&mut self) {
+        if let Some(c) = &self.services.health {
+            while let Ok(ev) = c.events().try_recv() {
+                self.ctl.set_health(&ev.service, &ev.gateway, ev.up);
+            }
+        }
+    }
+
+    /// Redirect mode: the gateways' load reports.
+    fn poll_loads(&mut self) {
+        if let Some(l) = &mut self.services.loads {
+            l.poll(self.ctl.snapshot(), Instant::now());
+        }
+    }
+
+    /// New clients per second per gateway, from the workers' reports.
+    fn sample_rates(&mut self) {
+        self.timers.last_rates = Instant::now();
+        let workers = self.workers.snapshot_reports();
+        self.rates
+            .sample(self.ctl.snapshot(), &workers, self.timers.last_rates);
+    }
+
+    /// Answers what the control socket's clients asked.
+    fn serve_control_socket(&mut self) {
+        let mut ctx = api::Ctx {
+            ctl: &mut self.ctl,
+            reports: &self.workers.reports,
+            queries: &self.workers.queries,
+            ports: &self.ports.ports,
+            port_reports: &self.ports.reports,
+            config_path: &self.running.path,
+            running: &mut self.running.cfg,
+            health: &mut self.services.health,
+            rates: &self.rates,
+            ha: self.services.ha.as_ref(),
+            sync: self.services.sync.as_mut(),
+            loads: self.services.loads.as_ref(),
+        };
+        self.sock.poll(&mut |req| api::handle(req, &mut ctx));
+    }
+
+    /// Whether traffic stopped for `stop_after_idle` (after some arrived) or `run_for` is
+    /// over.
+    fn should_stop(&mut self) -> bool {
+        let t = &mut self.timers;
+        t.last_stop_check = Instant::now();
+        let rx: u64 = self
+            .ports
+            .ports
+            .iter()
+            .filter_map(|p| p.stats().ok())
+            .map(|s| s.ipackets)
+            .sum();
+        if rx != t.last_rx {
+            t.last_rx = rx;
+            t.idle_since = Instant::now();
+        }
+        if let Some(idle) = self.opts.stop_after_idle {
+            if t.last_rx > 0 && t.idle_since.elapsed() >= idle {
+                info!(idle_ms = idle.as_millis() as u64, "no traffic: stopping");
+                return true;
+            }
+        }
+        if self.opts.run_for.is_some_and(|d| t.started.elapsed() >= d) {
+            info!("run time elapsed: stopping");
+            return true;
+        }
+        false
+    }
+
+    /// Leaves the HA pair, stops the workers, takes what they handed over last, stops the
+    /// ports, and reports the final counters.
+    pub fn shutdown(mut self) -> DaemonReport {
+        if let Some(h) = &mut self.services.ha {
+            // A master leaves with a priority-0 advert, so the backup takes over at once; give
+            // worker 0 a moment to send it.
+            h.shutdown(&mut self.ctl);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        info!("stopping workers");
+        self.workers.stop_and_join();
+        // Frames the workers handed over last.
+        self.ctl.poll(self.timers.clock_ms());
+        self.stop_ports();
+        let workers = self.workers.snapshot_reports();
+        let mut counters = WorkerCounters::default();
+        let mut io = IoCounters::default();
+        for w in &workers {
+            counters.add(&w.counters);
+            io.add(&w.io);
+        }
+        let by_port: BTreeMap<&str, u64> = self
+            .ports
+            .reports
+            .iter()
+            .map(|p| (p.name.as_str(), p.rx_packets))
+            .collect();
+        info!(rx = ?by_port, tx = counters.tx_packets, drops = counters.total_drops(), "stopped");
+        DaemonReport {
+            ports: self.ports.reports,
+            workers,
+            counters,
+            io,
+            neighbors: self.ctl.neighbor_counters(),
+            control: self.ctl.counters(),
+        }
+    }
+
+    /// The ports' final statistics into their reports, then each port stopped.
+    fn stop_ports(&mut self) {
+        for (r, port) in self.ports.reports.iter_mut().zip(&self.ports.ports) {
+            if let Ok(s) = port.stats() {
+                r.rx_packets = s.ipackets;
+                r.tx_packets = s.opackets;
+                r.rx_missed = s.imissed;
+                r.rx_errors = s.ierrors;
+                r.tx_errors = s.oerrors;
+            }
+            let _ = port.stop();
+        }
+    }
+}
