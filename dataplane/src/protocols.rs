@@ -238,6 +238,10 @@ impl Listeners {
 
     /// Whether a carried protocol for which `keep` holds matches this IP protocol and port
     /// (`None`: any port, for non-first fragments).
+    ///
+    /// Per packet: the match on `protocol` makes the transport a constant in each arm, so the
+    /// unrolled loops over the constant table keep only that transport's rows, one port compare
+    /// each.
     #[inline(always)]
     pub fn accepts_if(
         &self,
@@ -245,11 +249,41 @@ impl Listeners {
         port: Option<u16>,
         keep: impl Fn(&ProtocolDef) -> bool,
     ) -> bool {
+        match protocol {
+            ip_proto::UDP => self.on_transport(Transport::Udp, port, keep),
+            ip_proto::TCP => self.on_transport(Transport::Tcp, port, keep),
+            _ => self.on_ip(protocol, keep),
+        }
+    }
+
+    #[inline(always)]
+    fn on_transport(
+        &self,
+        transport: Transport,
+        port: Option<u16>,
+        keep: impl Fn(&ProtocolDef) -> bool,
+    ) -> bool {
         let mut any = false;
-        // Unrolled over the constant table; `|` and `&` keep it branch-free.
         for (d, p) in PROTOCOLS.iter().zip(self.ports) {
-            let port_matches = !d.transport.has_ports() || port.is_none() || p == port;
-            any |= (d.transport.ip_protocol() == protocol) & p.is_some() & port_matches & keep(d);
+            if d.transport == transport && keep(d) {
+                any |= match port {
+                    Some(_) => p == port,
+                    None => p.is_some(),
+                };
+            }
+        }
+        any
+    }
+
+    #[inline(always)]
+    fn on_ip(&self, protocol: u8, keep: impl Fn(&ProtocolDef) -> bool) -> bool {
+        let mut any = false;
+        for (d, p) in PROTOCOLS.iter().zip(self.ports) {
+            if let Transport::Ip(number) = d.transport {
+                if keep(d) {
+                    any |= (number == protocol) & p.is_some();
+                }
+            }
         }
         any
     }
