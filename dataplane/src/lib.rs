@@ -38,6 +38,7 @@ pub mod changes;
 pub mod classify;
 pub mod counters;
 pub mod craft;
+pub mod emit;
 pub mod exception;
 pub mod frame;
 pub mod io;
