@@ -216,7 +216,9 @@ impl Vlan {
     }
 }
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     pub const DST: core::ops::Range<usize> = 0..6;
     pub const SRC: core::ops::Range<usize> = 6..12;
     /// EtherType of an untagged frame, or the TPID of the outer tag.

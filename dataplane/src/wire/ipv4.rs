@@ -23,7 +23,9 @@ use super::{be16, set_be16, Error, Result};
 /// Length of an IPv4 header without options.
 pub const IPV4_HEADER_LEN: usize = 20;
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     use core::ops::Range;
     pub const VER_IHL: usize = 0;
     pub const DSCP_ECN: usize = 1;

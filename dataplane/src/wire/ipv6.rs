@@ -22,7 +22,9 @@ pub const IPV6_HEADER_LEN: usize = 40;
 /// The most extension headers [`Ipv6Packet::upper_layer`] walks before giving up.
 pub const MAX_EXTENSION_HEADERS: usize = 8;
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     use core::ops::Range;
     pub const VER_TC_FLOW: usize = 0;
     pub const PAYLOAD_LEN: usize = 4;

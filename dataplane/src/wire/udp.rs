@@ -17,7 +17,9 @@ use super::{be16, ip_proto, set_be16, Error, Result};
 /// Length of the UDP header.
 pub const UDP_HEADER_LEN: usize = 8;
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const LENGTH: usize = 4;
