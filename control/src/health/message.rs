@@ -16,7 +16,7 @@
 //!
 //! The checkers never panic, whatever the input; they parse with the dataplane's wire views.
 
-use dataplane::craft::SplitMix64;
+use dataplane::rng::SplitMix64;
 use dataplane::wire::dtls::{self, DtlsRecord};
 use dataplane::wire::icmp::{icmpv4_type, Icmpv4Packet};
 use dataplane::wire::icmpv6::{icmpv6_type, Icmpv6Packet};
@@ -584,7 +584,6 @@ pub fn is_echo_reply(data: &[u8], v6: bool, ident: u16, seq: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::craft;
     use proptest::prelude::*;
 
     const SPI: u64 = 0x0123_4567_89ab_cdef;
@@ -733,7 +732,7 @@ mod tests {
         );
         assert_eq!(check_ike_response(&r, SPI), Ok(IkeAnswer::Notify(17)));
         // A full response (the dataplane's builder): accepted.
-        let full = craft::ike_sa_init_response(SPI, 9, &NONCE, 19, 64, &[]);
+        let full = testkit::ike_sa_init_response(SPI, 9, &NONCE, 19, 64, &[]);
         assert_eq!(check_ike_response(&full, SPI), Ok(IkeAnswer::Accepted));
         assert_eq!(IkeAnswer::Accepted.name(), "accepted");
     }
@@ -864,7 +863,7 @@ mod tests {
 
     #[test]
     fn tls_answers() {
-        let sh = craft::tls_server_hello();
+        let sh = testkit::tls_server_hello();
         assert_eq!(check_tls_response(&sh), Ok(Some(TlsAnswer::ServerHello)));
         // A prefix of it: undecided until the handshake type is there.
         for len in 0..=5 {
@@ -982,7 +981,7 @@ mod tests {
 
     #[test]
     fn dtls_answers() {
-        let hvr = craft::dtls_hello_verify_request(&[0xc0; 20]);
+        let hvr = testkit::dtls_hello_verify_request(&[0xc0; 20]);
         assert_eq!(check_dtls_response(&hvr), Ok(TlsAnswer::HelloVerifyRequest));
         assert_eq!(TlsAnswer::HelloVerifyRequest.name(), "HelloVerifyRequest");
         let mut sh = hvr.clone();
@@ -1002,10 +1001,10 @@ mod tests {
         assert!(check_dtls_response(&alert[..14]).is_err());
         let probe = dtls_client_hello_probe(&[0; 32]);
         assert!(check_dtls_response(&probe).is_err());
-        let data = craft::dtls_application_data(1, 1, 40);
+        let data = testkit::dtls_application_data(1, 1, 40);
         assert!(check_dtls_response(&data).is_err());
         // A TLS record is not DTLS.
-        assert!(check_dtls_response(&craft::tls_server_hello()).is_err());
+        assert!(check_dtls_response(&testkit::tls_server_hello()).is_err());
         assert!(check_dtls_response(b"garbage that is no record").is_err());
     }
 
