@@ -8,6 +8,7 @@
 // (`testkit/src/lib.rs`) is compiled into the unit tests below, where its builders must make
 // this compilation's types (a dev-dependency on `vpnlb-testkit` would bring a second, distinct
 // copy of the crate).
+#[cfg(test)]
 extern crate self as dataplane;
 
 /// An enum of reasons something is counted under a name: each variant with its counter name
