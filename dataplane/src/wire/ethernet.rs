@@ -464,13 +464,8 @@ impl EthernetRepr {
     }
 
     /// The header's length: 14, 18 or 22.
-    pub const fn buffer_len(&self) -> usize {
-        ETHERNET_HEADER_LEN
-            + match self.vlan {
-                Vlan::Untagged => 0,
-                Vlan::Single { .. } => VLAN_TAG_LEN,
-                Vlan::Double { .. } => 2 * VLAN_TAG_LEN,
-            }
+    pub fn buffer_len(&self) -> usize {
+        self.vlan.header_len()
     }
 
     /// Writes the header through the view's setters. The buffer must be at least
