@@ -1712,7 +1712,7 @@ mod tests {
     #[test]
     fn lab_toml_matches_the_built_in_lab_spec() {
         let spec = load_str(LAB, "conf/lab.toml").unwrap();
-        let built_in = dataplane::craft::lab::appliance_spec(spec.affinity);
+        let built_in = testkit::lab::appliance_spec(spec.affinity);
         assert_eq!(spec.interfaces, built_in.interfaces);
         assert_eq!(spec.routes, built_in.routes);
         assert_eq!(spec.services, built_in.services);

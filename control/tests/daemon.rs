@@ -273,7 +273,7 @@ fn check_against_replay(workers: usize) {
         eth.ethertype() == ethertype::ARP
             && eth.dst().is_broadcast()
             && ArpPacket::new_checked(eth.payload()).is_ok_and(|a| {
-                a.sender_ip() == dataplane::craft::lab::VIP_V4 && a.target_ip() == a.sender_ip()
+                a.sender_ip() == testkit::lab::VIP_V4 && a.target_ip() == a.sender_ip()
             })
     });
     assert!(garp_for_vip, "no gratuitous ARP for the VIP");
@@ -596,8 +596,8 @@ fn udp_from_router(
     port: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    use dataplane::craft::{self, lab as labnet, Ipv4Opts, L2, L4};
-    craft::ipv4(
+    use testkit::{lab as labnet, Ipv4Opts, L2, L4};
+    testkit::ipv4(
         &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
         src,
         dst,
@@ -631,8 +631,8 @@ fn write_client_input(dir: &Path, frames: &[Vec<u8>]) {
 /// gateways' own addresses is routed.
 #[test]
 fn redirect_mode_answers_and_routes_as_replay_does() {
-    use dataplane::craft::{self, lab as labnet};
     use dataplane::wire::ike::{exchange, flags, notify_type};
+    use testkit::lab as labnet;
     let _one = one_daemon_at_a_time();
     let dir = tmpdir("redirect");
     // Redirects decay on the daemon's clock, not replay's: with a day's half-life the loads
@@ -651,10 +651,10 @@ fn redirect_mode_answers_and_routes_as_replay_does() {
         } else {
             &[]
         };
-        let ike = craft::ike_sa_init_request(u64::from(i) + 1, &[i as u8; 32], 19, 64, notifies);
+        let ike = testkit::ike_sa_init_request(u64::from(i) + 1, &[i as u8; 32], 19, 64, notifies);
         input.push(udp_from_router(client(i), labnet::VIP_V4, 500, &ike));
     }
-    let natt = craft::non_esp_marker(&craft::ike_message(
+    let natt = testkit::non_esp_marker(&testkit::ike_message(
         1,
         2,
         exchange::IKE_AUTH,
@@ -723,10 +723,10 @@ fn redirect_mode_answers_and_routes_as_replay_does() {
 /// echoes its own nonce, and the 60 spread over the gateways within 2 of each other.
 #[test]
 fn two_workers_redirect_every_request() {
-    use dataplane::craft::{self, lab as labnet};
     use dataplane::wire::ike::{notify_type, IkeHeader};
     use dataplane::wire::ipv4::Ipv4Packet;
     use dataplane::wire::udp::UdpPacket;
+    use testkit::lab as labnet;
     let _one = one_daemon_at_a_time();
     let dir = tmpdir("redirect-w2");
     let conf = conf_without_lab("lab-redirect.toml");
@@ -734,7 +734,7 @@ fn two_workers_redirect_every_request() {
     let nonce = |i: u32| [i as u8 ^ 0x5a; 32];
     let requests: Vec<Vec<u8>> = (0..60u32)
         .map(|i| {
-            let ike = craft::ike_sa_init_request(
+            let ike = testkit::ike_sa_init_request(
                 u64::from(i) + 100,
                 &nonce(i),
                 19,

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use control::health::message::{ike_sa_init_probe, IkeAnswer};
 use control::health::probe::{Failure, InFlight, Outcome, ProbeKind, ProbeSpec};
-use dataplane::craft;
 use dataplane::wire::ike::{exchange, payload_type, IkeHeader, NON_ESP_MARKER};
 use dataplane::wire::{dtls, tls};
 
@@ -410,7 +409,7 @@ fn tls_server_hello_alert_and_bad_answers() {
     let Some(ns) = Netns::new("tls") else {
         return;
     };
-    let server_hello: &'static [u8] = craft::tls_server_hello().leak();
+    let server_hello: &'static [u8] = testkit::tls_server_hello().leak();
     let server = tls_server(&ns, server_hello);
     let (o, rtt) = ns.probe(&spec(tls_sni(), "198.19.0.11:8443", 3000));
     assert_eq!(alive(&o), "ServerHello");
@@ -457,7 +456,7 @@ fn dtls_hello_verify_request_and_refused() {
         let server = udp_responder(&ns, addr, false, |req| {
             let ch = dtls::parse_client_hello(req).expect("a DTLS ClientHello");
             assert_eq!(ch.legacy_version, dtls::version::DTLS_1_2);
-            craft::dtls_hello_verify_request(&[0xc0; 20])
+            testkit::dtls_hello_verify_request(&[0xc0; 20])
         });
         let (o, rtt) = ns.probe(&spec(ProbeKind::Dtls, gw, 3000));
         assert_eq!(alive(&o), "HelloVerifyRequest");
@@ -468,7 +467,7 @@ fn dtls_hello_verify_request_and_refused() {
     assert_eq!(o, Outcome::Dead(Failure::Refused));
     // A TLS record is no DTLS answer.
     let addr: SocketAddr = "198.19.0.11:4443".parse().unwrap();
-    let server = udp_responder(&ns, addr, false, |_| craft::tls_server_hello());
+    let server = udp_responder(&ns, addr, false, |_| testkit::tls_server_hello());
     let (o, _) = ns.probe(&spec(ProbeKind::Dtls, "198.19.0.11:4443", 3000));
     assert!(matches!(o, Outcome::Dead(Failure::BadResponse(_))), "{o:?}");
     server.join().unwrap();

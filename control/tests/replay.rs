@@ -9,7 +9,6 @@ use std::process::Command;
 
 use control::config;
 use control::replay::{self, Input};
-use dataplane::craft::lab as labnet;
 use dataplane::io::pcap::{PcapReader, PcapWriter};
 use dataplane::wire::checksum;
 use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
@@ -18,6 +17,7 @@ use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::ipv6::Ipv6Packet;
 use dataplane::wire::tcp::TcpPacket;
 use dataplane::wire::udp::UdpPacket;
+use testkit::lab as labnet;
 use vpnlb_perf::lab::{self, LabConfig};
 
 fn lab_conf() -> PathBuf {
@@ -327,14 +327,14 @@ fn write_capture(path: &Path, frames: &[(u64, Vec<u8>)]) {
 fn ike_from(client: std::net::Ipv4Addr) -> Vec<u8> {
     ike_to_vip(
         client,
-        &dataplane::craft::ike_sa_init_request(7, &[1; 32], 19, 64, &[]),
+        &testkit::ike_sa_init_request(7, &[1; 32], 19, 64, &[]),
     )
 }
 
 /// An IKE message from a client behind the lab's router to the VIP, UDP 500 → 500.
 fn ike_to_vip(client: std::net::Ipv4Addr, ike: &[u8]) -> Vec<u8> {
-    use dataplane::craft::{self, Ipv4Opts, L2, L4};
-    craft::ipv4(
+    use testkit::{Ipv4Opts, L2, L4};
+    testkit::ipv4(
         &L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC),
         client,
         labnet::VIP_V4,
@@ -387,9 +387,9 @@ fn captures_are_merged_by_timestamp() {
     let gw_for = lab::maglev_gateway_for().unwrap();
     let gw = gw_for(IpAddr::V4(client));
     let answer = {
-        use dataplane::craft::{self, Ipv4Opts, L2, L4};
-        let ike = craft::ike_sa_init_response(7, 9, &[2; 32], 19, 64, &[]);
-        craft::ipv4(
+        use testkit::{Ipv4Opts, L2, L4};
+        let ike = testkit::ike_sa_init_response(7, 9, &[2; 32], 19, 64, &[]);
+        testkit::ipv4(
             &L2::new(labnet::GATEWAY_MACS[gw], labnet::BACKEND_PORT_MAC),
             labnet::GATEWAYS_V4[gw],
             client,
@@ -500,7 +500,6 @@ fn vpnlbd_replay_cli_prints_one_json_object_and_config_errors_exit_2() {
 /// REDIRECT_SUPPORTED goes to a gateway in NAT mode, a truncated one is dropped unanswered.
 #[test]
 fn redirect_mode_answers_with_rfc5685_bytes_on_the_client_port() {
-    use dataplane::craft;
     use dataplane::wire::ike::notify_type;
     let dir = tmpdir("redirect");
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab-redirect.toml");
@@ -508,14 +507,14 @@ fn redirect_mode_answers_with_rfc5685_bytes_on_the_client_port() {
     let nonce = [0x6e; 32];
     let to_vip = |ike: &[u8]| ike_to_vip(client, ike);
     let spi = 0x0123_4567_89ab_cdefu64;
-    let supported = craft::ike_sa_init_request(
+    let supported = testkit::ike_sa_init_request(
         spi,
         &nonce,
         31,
         32,
         &[(notify_type::REDIRECT_SUPPORTED, &[])],
     );
-    let plain = craft::ike_sa_init_request(spi + 1, &nonce, 31, 32, &[]);
+    let plain = testkit::ike_sa_init_request(spi + 1, &nonce, 31, 32, &[]);
     let s = 1_000_000_000u64;
     let t0 = 1_700_000_000 * s;
     write_capture(

@@ -59,8 +59,8 @@ fn from_gateway(snap: &Snapshot, src: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::craft::{self, lab, Ipv4Opts, L2, L4};
     use crate::model::AffinitySpec;
+    use crate::testkit::{self, lab, Ipv4Opts, L2, L4};
     use crate::wire::arp::ARP_REPLY;
     use crate::wire::ethernet::EthernetAddress;
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -81,19 +81,19 @@ mod tests {
             dst: 40000,
             payload: b"answer",
         };
-        craft::ipv4(&L2_BACKEND, src, dst, &Ipv4Opts::default(), &l4)
+        testkit::ipv4(&L2_BACKEND, src, dst, &Ipv4Opts::default(), &l4)
     }
 
     fn v6(src: Ipv6Addr, l4: &L4) -> Vec<u8> {
         let dst = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1);
-        craft::ipv6(&L2_BACKEND, &src, &dst, 255, &[], l4)
+        testkit::ipv6(&L2_BACKEND, &src, &dst, 255, &[], l4)
     }
 
     #[test]
     fn neighbors_gateways_and_vrrp_are_urgent_the_rest_is_not() {
         let s = snap();
         let own = Ipv4Addr::new(198, 19, 0, 1);
-        let arp = craft::arp(
+        let arp = testkit::arp(
             &L2_BACKEND,
             ARP_REPLY,
             lab::GATEWAY_MACS[0],
@@ -139,7 +139,7 @@ mod tests {
             },
         );
         assert_eq!(exception_class(&s, &echo), ExceptionClass::Other);
-        let vrrp = craft::ipv4(
+        let vrrp = testkit::ipv4(
             &L2_BACKEND,
             Ipv4Addr::new(198, 19, 0, 3),
             Ipv4Addr::new(224, 0, 0, 18),

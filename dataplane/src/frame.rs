@@ -23,9 +23,9 @@ mod tests {
 
     #[test]
     fn software_frames_claim_no_checked_checksum() {
-        use crate::craft::{self, lab, Ipv4Opts, L2, L4};
+        use crate::testkit::{self, lab, Ipv4Opts, L2, L4};
         // A valid header still says false: nothing verified it on receive.
-        let f = VecFrame::new(&craft::ipv4(
+        let f = VecFrame::new(&testkit::ipv4(
             &L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC),
             std::net::Ipv4Addr::new(198, 18, 1, 1),
             lab::VIP_V4,

@@ -8,6 +8,13 @@
 
 #![deny(unsafe_code)]
 
+// So that `dataplane::...` paths name this crate from inside it too: the test kit's source
+// (`testkit/src/lib.rs`) is compiled into the unit tests below, where its builders must make
+// this compilation's types (a dev-dependency on `vpnlb-testkit` would bring a second, distinct
+// copy of the crate).
+#[cfg(test)]
+extern crate self as dataplane;
+
 /// An enum of reasons something is counted under a name: each variant with its counter name
 /// and a doc line. Gives `ALL` (declaration order, which is also the `as usize` index),
 /// `COUNT` and `name()`. Drop reasons, redirect fallbacks and load-report refusals use it.
@@ -41,7 +48,7 @@ pub mod affinity;
 pub mod changes;
 pub mod classify;
 pub mod counters;
-pub mod craft;
+pub mod emit;
 pub mod exception;
 pub mod frame;
 pub mod io;
@@ -51,6 +58,14 @@ pub mod neighbor;
 pub mod pipeline;
 pub mod protocols;
 pub mod redirect;
+pub mod rng;
 pub mod schedule;
 pub mod steer;
 pub mod wire;
+
+/// `vpnlb-testkit`, compiled as a module of this crate for its own unit tests only (see the
+/// `extern crate self` above); the shipped crate has no test builders or lab constants.
+#[cfg(test)]
+#[doc(hidden)]
+#[path = "../../testkit/src/lib.rs"]
+pub mod testkit;

@@ -1161,7 +1161,7 @@ fn load_layout(spec: &ApplianceSpec) -> Vec<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::craft::lab::{self, appliance_spec};
+    use crate::testkit::lab::{self, appliance_spec};
     use proptest::prelude::*;
 
     fn lab() -> Snapshot {
@@ -1191,7 +1191,7 @@ mod tests {
         }
         let scan4 = |a: u32| v4.local.iter().find(|(l, _)| *l == a).map(|(_, k)| *k);
         let scan6 = |a: u128| v6.local.iter().find(|(l, _)| *l == a).map(|(_, k)| *k);
-        let mut rng = crate::craft::SplitMix64(0x1234_5678_9abc_def0);
+        let mut rng = crate::rng::SplitMix64(0x1234_5678_9abc_def0);
         for n in 0..20_000u32 {
             let x = rng.next_u64();
             // Half the probes near the local addresses, half anywhere.
@@ -1487,7 +1487,7 @@ mod tests {
     #[test]
     fn resolution_targets_follow_connected_subnets_then_routes() {
         let snap = Snapshot::build(
-            crate::craft::lab::appliance_spec(AffinitySpec::default()),
+            crate::testkit::lab::appliance_spec(AffinitySpec::default()),
             1,
         )
         .unwrap();

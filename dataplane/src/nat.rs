@@ -10,7 +10,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::wire::checksum;
-use crate::wire::ip_proto;
+use crate::wire::ipv4::{self, IPV4_HEADER_LEN};
+use crate::wire::ipv6::{self, IPV6_HEADER_LEN};
+use crate::wire::{icmp, icmpv6, ip_proto, tcp, udp};
 
 /// Which address of the packet changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,21 +39,29 @@ impl L4Checksum {
     /// `protocol`, when `available` bytes of it are present.
     pub fn locate(protocol: u8, l4: usize, available: usize) -> L4Checksum {
         match protocol {
-            ip_proto::UDP if available >= 8 => L4Checksum::Udp(l4 + 6),
-            ip_proto::TCP if available >= 18 => L4Checksum::Other(l4 + 16),
-            ip_proto::ICMPV6 if available >= 4 => L4Checksum::Other(l4 + 2),
+            ip_proto::UDP if available >= udp::UDP_HEADER_LEN => {
+                L4Checksum::Udp(l4 + udp::field::CHECKSUM)
+            }
+            ip_proto::TCP if available >= tcp::field::CHECKSUM + 2 => {
+                L4Checksum::Other(l4 + tcp::field::CHECKSUM)
+            }
+            ip_proto::ICMPV6 if available >= icmpv6::field::CHECKSUM + 2 => {
+                L4Checksum::Other(l4 + icmpv6::field::CHECKSUM)
+            }
             _ => L4Checksum::None,
         }
     }
 }
 
-const V4_SRC: usize = 12;
-const V4_DST: usize = 16;
-const V4_CSUM: usize = 10;
-const V4_TTL: usize = 8;
-const V6_SRC: usize = 8;
-const V6_DST: usize = 24;
-const V6_HOP_LIMIT: usize = 7;
+// The header offsets, from the wire views (constants: no cost on the fast path).
+const V4_SRC: usize = ipv4::field::SRC.start;
+const V4_DST: usize = ipv4::field::DST.start;
+const V4_CSUM: usize = ipv4::field::CHECKSUM;
+const V4_TTL: usize = ipv4::field::TTL;
+const V4_PROTOCOL: usize = ipv4::field::PROTOCOL;
+const V6_SRC: usize = ipv6::field::SRC.start;
+const V6_DST: usize = ipv6::field::DST.start;
+const V6_HOP_LIMIT: usize = ipv6::field::HOP_LIMIT;
 
 fn fix_l4(ip: &mut [u8], l4: L4Checksum, old: &[u8], new: &[u8], v4: bool) {
     let (at, udp) = match l4 {
@@ -112,7 +122,7 @@ pub fn decrement_ttl_v4(ip: &mut [u8]) -> bool {
     if ttl <= 1 {
         return false;
     }
-    let proto = ip[V4_TTL + 1];
+    let proto = ip[V4_PROTOCOL];
     let csum = u16::from_be_bytes([ip[V4_CSUM], ip[V4_CSUM + 1]]);
     let old = u16::from_be_bytes([ttl, proto]);
     let new = u16::from_be_bytes([ttl - 1, proto]);
@@ -176,7 +186,7 @@ fn apply_l4(ip: &mut [u8], l4: L4Checksum, delta: u32, v4: bool) {
 /// Returns false, changing nothing, when the TTL is 0 or 1 or `ip` is shorter than 20 bytes.
 #[inline]
 pub fn forward_v4(ip: &mut [u8], side: Side, new: Ipv4Addr, l4: L4Checksum) -> bool {
-    let Some(hdr) = ip.first_chunk_mut::<20>() else {
+    let Some(hdr) = ip.first_chunk_mut::<IPV4_HEADER_LEN>() else {
         return false;
     };
     let ttl = hdr[V4_TTL];
@@ -207,7 +217,7 @@ pub fn forward_v4(ip: &mut [u8], side: Side, new: Ipv4Addr, l4: L4Checksum) -> b
 /// than 40 bytes.
 #[inline]
 pub fn forward_v6(ip: &mut [u8], side: Side, new: &Ipv6Addr, l4: L4Checksum) -> bool {
-    let Some(hdr) = ip.first_chunk_mut::<40>() else {
+    let Some(hdr) = ip.first_chunk_mut::<IPV6_HEADER_LEN>() else {
         return false;
     };
     let hl = hdr[V6_HOP_LIMIT];
@@ -233,28 +243,28 @@ pub fn forward_v6(ip: &mut [u8], side: Side, new: &Ipv6Addr, l4: L4Checksum) -> 
 /// quoted header of an ICMP error changed: the quote is short, and a recompute is simpler to
 /// trust than chaining several incremental updates.
 pub fn refill_icmpv4_checksum(icmp: &mut [u8]) {
-    if icmp.len() < 4 {
+    const AT: usize = icmp::field::CHECKSUM;
+    if icmp.len() < AT + 2 {
         return;
     }
-    icmp[2] = 0;
-    icmp[3] = 0;
+    icmp[AT..AT + 2].fill(0);
     let c = checksum::checksum(icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    icmp[AT..AT + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Recomputes an ICMPv6 message's checksum (pseudo-header with the packet's final addresses).
 pub fn refill_icmpv6_checksum(icmp: &mut [u8], src: &Ipv6Addr, dst: &Ipv6Addr) {
-    if icmp.len() < 4 {
+    const AT: usize = icmpv6::field::CHECKSUM;
+    if icmp.len() < AT + 2 {
         return;
     }
-    icmp[2] = 0;
-    icmp[3] = 0;
+    icmp[AT..AT + 2].fill(0);
     let Ok(len) = u32::try_from(icmp.len()) else {
         return;
     };
     let acc = checksum::pseudo_header_v6(src, dst, ip_proto::ICMPV6, len);
     let c = !checksum::fold(checksum::sum(acc, icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    icmp[AT..AT + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crate::wire::ike::{self, exchange, notify_type, payload_type, IkeHeader, Notify};
+use crate::wire::ike::{
+    self, exchange, notify_type, payload_type, IkeHeader, IkeHeaderRepr, Notify, NotifyRepr,
+    PayloadHeader, PayloadHeaderRepr,
+};
 
 /// Nonce sizes RFC 7296 §3.9 allows.
 pub const MIN_NONCE: usize = 16;
@@ -150,33 +153,45 @@ pub fn write_response(ike: &mut [u8], req: &SaInitRequest, gateway: IpAddr) -> O
     if len > usize::from(req.len) || nonce_at + nonce_len > ike.len() || len > ike.len() {
         return None;
     }
+    let initiator_spi = IkeHeader::new_unchecked(&*ike).initiator_spi();
     // The nonce first: the header written next may cover where it was.
     ike.copy_within(nonce_at..nonce_at + nonce_len, nonce_to);
-    // HDR(SPIi, 0): the initiator's SPI stays where it is.
-    ike[8..16].fill(0);
-    ike[16] = payload_type::NOTIFY;
-    ike[17] = 0x20; // IKEv2.0
-    ike[18] = exchange::IKE_SA_INIT;
-    ike[19] = ike::flags::RESPONSE;
-    ike[20..24].fill(0);
-    ike[24..28].copy_from_slice(&(len as u32).to_be_bytes());
-    let n = &mut ike[ike::HEADER_LEN..nonce_to];
-    n[0] = payload_type::NONE;
-    n[1] = 0;
-    n[2..4].copy_from_slice(&((len - ike::HEADER_LEN) as u16).to_be_bytes());
-    n[4] = 0; // protocol ID: the IKE SA
-    n[5] = 0; // no SPI
-    n[6..8].copy_from_slice(&notify_type::REDIRECT.to_be_bytes());
+    // HDR(SPIi, 0), then N(REDIRECT, New_GW_ID, Ni_data), the last payload.
+    let header = IkeHeaderRepr {
+        initiator_spi,
+        responder_spi: 0,
+        next_payload: payload_type::NOTIFY,
+        exchange_type: exchange::IKE_SA_INIT,
+        flags: ike::flags::RESPONSE,
+        message_id: 0,
+        length: len as u32,
+    };
+    header.emit(&mut IkeHeader::new_unchecked(&mut *ike));
+    let payload = &mut ike[ike::HEADER_LEN..nonce_to];
+    let payload_header = PayloadHeaderRepr::new(
+        payload_type::NONE,
+        len - ike::HEADER_LEN - ike::PAYLOAD_HEADER_LEN,
+    );
+    payload_header.emit(&mut PayloadHeader::new_unchecked(&mut *payload));
+    let body = &mut payload[ike::PAYLOAD_HEADER_LEN..];
+    // Protocol ID 0: the IKE SA; no SPI.
+    let notify = NotifyRepr {
+        protocol_id: 0,
+        notify_type: notify_type::REDIRECT,
+    };
+    notify.emit(body);
+    // New Responder GW Identity: type, length, address (RFC 5685 §8.1).
+    let id = &mut body[notify.buffer_len()..];
     match gateway {
         IpAddr::V4(a) => {
-            n[8] = gw_identity::IPV4;
-            n[9] = 4;
-            n[10..14].copy_from_slice(&a.octets());
+            id[0] = gw_identity::IPV4;
+            id[1] = 4;
+            id[2..6].copy_from_slice(&a.octets());
         }
         IpAddr::V6(a) => {
-            n[8] = gw_identity::IPV6;
-            n[9] = 16;
-            n[10..26].copy_from_slice(&a.octets());
+            id[0] = gw_identity::IPV6;
+            id[1] = 16;
+            id[2..18].copy_from_slice(&a.octets());
         }
     }
     Some(len)

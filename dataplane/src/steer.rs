@@ -219,7 +219,7 @@ pub fn client_address(frame: &[u8], role: Role, out: &mut [u8; 16]) -> Option<us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::craft::{self, lab, Ipv4Opts, L2, L4};
+    use crate::testkit::{self, lab, Ipv4Opts, L2, L4};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// Microsoft's RSS verification vectors (as in DPDK's test_thash.c), IPv4 addresses only.
@@ -314,7 +314,7 @@ mod tests {
     }
 
     fn udp4(l2: L2, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-        craft::ipv4(
+        testkit::ipv4(
             &l2,
             src,
             dst,
@@ -365,7 +365,7 @@ mod tests {
             client,
         );
         let quote = &sent[14..14 + 28];
-        let err = craft::ipv4(
+        let err = testkit::ipv4(
             &L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC),
             Ipv4Addr::new(198, 18, 0, 254),
             lab::VIP_V4,
@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn link_traffic_has_no_owner() {
         let s = Steering::new(2);
-        let arp = craft::arp(
+        let arp = testkit::arp(
             &L2::new(
                 lab::ROUTER_MAC,
                 crate::wire::ethernet::EthernetAddress::BROADCAST,
@@ -398,7 +398,7 @@ mod tests {
             lab::VIP_V4,
         );
         assert_eq!(s.owner(&arp, Role::Client), None);
-        let ns = craft::neighbor_solicit(
+        let ns = testkit::neighbor_solicit(
             &L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC),
             &"2001:2:0:1::fe".parse().unwrap(),
             &lab::VIP_V6,

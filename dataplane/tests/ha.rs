@@ -7,11 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::*;
 use dataplane::counters::DropReason;
-use dataplane::craft::{self, lab, L2, L4};
 use dataplane::model::{ApplianceSpec, HaSpec, IpCidr};
 use dataplane::pipeline::{Verdict, Worker};
 use dataplane::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
 use dataplane::wire::ethernet::{EthernetAddress, EthernetFrame};
+use testkit::{lab, L2, L4};
 
 const VMAC4: EthernetAddress = EthernetAddress([0, 0, 0x5e, 0, 1, 51]);
 const VMAC6: EthernetAddress = EthernetAddress([0, 0, 0x5e, 0, 2, 51]);
@@ -32,7 +32,7 @@ fn pair_spec(master: bool) -> ApplianceSpec {
 }
 
 fn arp_request(l2: L2, sender_mac: EthernetAddress, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    craft::arp(
+    testkit::arp(
         &l2,
         ARP_REQUEST,
         sender_mac,
@@ -166,7 +166,7 @@ fn client_ike4_l2(l2: L2, client: Ipv4Addr) -> Vec<u8> {
         dst: 500,
         payload: &ike_sa_init(spi_of(IpAddr::V4(client))),
     };
-    craft::ipv4(&l2, client, lab::VIP_V4, &Default::default(), &l4)
+    testkit::ipv4(&l2, client, lab::VIP_V4, &Default::default(), &l4)
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Behaviour of the whole pipeline on the lab appliance (`conf/lab.toml`, `../shared/LAB.md`):
-//! frames built with `craft` go in through `Worker::process`, and what comes out is checked with
+//! frames built with `testkit` go in through `Worker::process`, and what comes out is checked with
 //! the `wire` views and against expectations computed independently (Maglev tables built here,
 //! checksums verified from scratch).
 
@@ -12,7 +12,6 @@ use common::*;
 use dataplane::affinity::AffinityValue;
 use dataplane::classify::Class;
 use dataplane::counters::DropReason;
-use dataplane::craft::{self, lab, tcp_flags, Ipv4Opts, Ipv6Ext, SplitMix64, L2, L4};
 use dataplane::frame::VecFrame;
 use dataplane::model::{ApplianceSpec, GatewaySpec, InterfaceSpec, NeighborSpec, Role, Snapshot};
 use dataplane::pipeline::{Verdict, Worker};
@@ -31,6 +30,7 @@ use dataplane::wire::ipv6::Ipv6Packet;
 use dataplane::wire::tcp::TcpPacket;
 use dataplane::wire::udp::UdpPacket;
 use proptest::prelude::*;
+use testkit::{lab, tcp_flags, Ipv4Opts, Ipv6Ext, SplitMix64, L2, L4};
 
 // ---- fixtures ----------------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ fn entry_of(w: &Worker, client: IpAddr) -> Option<AffinityValue> {
 fn ike_auth_natt(spi: u64, len: usize) -> Vec<u8> {
     // Marker (4) + IKE header (28) + SK payload header (4) + body.
     let body = vec![0x3c; len - 36];
-    let ike = craft::ike_message(
+    let ike = testkit::ike_message(
         spi,
         spi ^ 0xffff,
         exchange::IKE_AUTH,
@@ -54,7 +54,7 @@ fn ike_auth_natt(spi: u64, len: usize) -> Vec<u8> {
         1,
         &body,
     );
-    let p = craft::non_esp_marker(&ike);
+    let p = testkit::non_esp_marker(&ike);
     assert_eq!(p.len(), len);
     p
 }
@@ -65,7 +65,7 @@ fn client_flows4(c: Ipv4Addr) -> Vec<(&'static str, Vec<u8>)> {
     let r = from_router();
     let vip = lab::VIP_V4;
     let o = Ipv4Opts::default();
-    let hello = craft::tls_client_hello(Some("vpn.lab.example"));
+    let hello = testkit::tls_client_hello(Some("vpn.lab.example"));
     vec![
         ("IKE on 500", udp4(r, c, vip, 500, 500, &ike_sa_init(spi))),
         (
@@ -80,16 +80,16 @@ fn client_flows4(c: Ipv4Addr) -> Vec<(&'static str, Vec<u8>)> {
                 vip,
                 4500,
                 4500,
-                &craft::esp_payload(0xc000_0001, 7, 120),
+                &testkit::esp_payload(0xc000_0001, 7, 120),
             ),
         ),
         (
             "NAT-T keepalive",
-            udp4(r, c, vip, 4500, 4500, &craft::NATT_KEEPALIVE),
+            udp4(r, c, vip, 4500, 4500, &testkit::NATT_KEEPALIVE),
         ),
         (
             "ESP",
-            craft::ipv4(
+            testkit::ipv4(
                 &r,
                 c,
                 vip,
@@ -103,7 +103,7 @@ fn client_flows4(c: Ipv4Addr) -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "TLS ClientHello",
-            craft::ipv4(
+            testkit::ipv4(
                 &r,
                 c,
                 vip,
@@ -126,7 +126,7 @@ fn client_flows4(c: Ipv4Addr) -> Vec<(&'static str, Vec<u8>)> {
                 vip,
                 50_444,
                 443,
-                &craft::dtls_client_hello(&[], Some("vpn.lab.example")),
+                &testkit::dtls_client_hello(&[], Some("vpn.lab.example")),
             ),
         ),
     ]
@@ -137,7 +137,7 @@ fn client_flows6(c: Ipv6Addr) -> Vec<(&'static str, Vec<u8>)> {
     let spi = spi_of(c.into());
     let r = from_router();
     let vip = lab::VIP_V6;
-    let hello = craft::tls_client_hello(Some("vpn.lab.example"));
+    let hello = testkit::tls_client_hello(Some("vpn.lab.example"));
     vec![
         ("IKE on 500", udp6(r, c, vip, 500, 500, &ike_sa_init(spi))),
         (
@@ -152,16 +152,16 @@ fn client_flows6(c: Ipv6Addr) -> Vec<(&'static str, Vec<u8>)> {
                 vip,
                 4500,
                 4500,
-                &craft::esp_payload(0xc000_0003, 7, 120),
+                &testkit::esp_payload(0xc000_0003, 7, 120),
             ),
         ),
         (
             "NAT-T keepalive",
-            udp6(r, c, vip, 4500, 4500, &craft::NATT_KEEPALIVE),
+            udp6(r, c, vip, 4500, 4500, &testkit::NATT_KEEPALIVE),
         ),
         (
             "ESP",
-            craft::ipv6(
+            testkit::ipv6(
                 &r,
                 &c,
                 &vip,
@@ -176,7 +176,7 @@ fn client_flows6(c: Ipv6Addr) -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "TLS ClientHello",
-            craft::ipv6(
+            testkit::ipv6(
                 &r,
                 &c,
                 &vip,
@@ -200,7 +200,7 @@ fn client_flows6(c: Ipv6Addr) -> Vec<(&'static str, Vec<u8>)> {
                 vip,
                 50_444,
                 443,
-                &craft::dtls_client_hello(&[], Some("vpn.lab.example")),
+                &testkit::dtls_client_hello(&[], Some("vpn.lab.example")),
             ),
         ),
     ]
@@ -388,7 +388,7 @@ fn gateway_traffic_to_an_unknown_client_is_learned_and_kept() {
     // A client Maglev would give gw1, heard first from gw3 (e.g. after a failover to this
     // appliance): the client stays with gw3.
     let c = client_on(0, 0);
-    let esp = craft::esp_payload(0xc100_0001, 1, 80);
+    let esp = testkit::esp_payload(0xc100_0001, 1, 80);
     let from_gw3 = udp4(from_gateway(2), lab::GATEWAYS_V4[2], c, 4500, 4500, &esp);
     let out = tx(&mut w, BACKEND_PORT, &from_gw3, CLIENT_PORT);
     assert_eq!(out4(&out).ip.src_addr(), lab::VIP_V4);
@@ -434,7 +434,7 @@ fn return_traffic_without_a_udp_checksum_keeps_none() {
         udp_checksum: false,
         ..Ipv4Opts::default()
     };
-    let esp = craft::esp_payload(0xc100_0002, 9, 96);
+    let esp = testkit::esp_payload(0xc100_0002, 9, 96);
     let input = udp4_opts(
         from_gateway(g),
         lab::GATEWAYS_V4[g],
@@ -792,7 +792,7 @@ fn ttl_1_and_hop_limit_1_are_not_forwarded() {
 // ---- 9. ARP and neighbor discovery -------------------------------------------------------
 
 fn arp_request(l2: L2, sender_mac: EthernetAddress, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    craft::arp(
+    testkit::arp(
         &l2,
         ARP_REQUEST,
         sender_mac,
@@ -858,7 +858,7 @@ fn arp_requests_for_the_vip_and_our_addresses_are_answered_in_place() {
     assert_eq!(w.counters().dropped(DropReason::ArpUnhandled), 2);
     // Replies and gratuitous ARP are not answered: they go to the control plane's neighbor
     // cache.
-    let reply = craft::arp(
+    let reply = testkit::arp(
         &bcast,
         ARP_REPLY,
         lab::ROUTER_MAC,
@@ -867,7 +867,7 @@ fn arp_requests_for_the_vip_and_our_addresses_are_answered_in_place() {
         CLIENT_ITF_V4,
     );
     assert_eq!(run(&mut w, CLIENT_PORT, &reply).0, Verdict::ToControl);
-    let gratuitous = craft::arp(
+    let gratuitous = testkit::arp(
         &bcast,
         ARP_REQUEST,
         lab::ROUTER_MAC,
@@ -926,9 +926,9 @@ fn unresolved_next_hops_are_reported_once_for_the_control_plane() {
 fn neighbor_solicit(target: Ipv6Addr) -> Vec<u8> {
     let l2 = L2::new(
         lab::ROUTER_MAC,
-        EthernetAddress::ipv6_multicast(&craft::solicited_node(&target)),
+        EthernetAddress::ipv6_multicast(&testkit::solicited_node(&target)),
     );
-    craft::neighbor_solicit(&l2, &ROUTER_V6, &target, Some(lab::ROUTER_MAC))
+    testkit::neighbor_solicit(&l2, &ROUTER_V6, &target, Some(lab::ROUTER_MAC))
 }
 
 #[test]
@@ -977,9 +977,9 @@ fn neighbor_solicitations_for_the_vip_and_our_addresses_get_advertisements() {
     // The VIP is not answered on the backend side.
     let l2 = L2::new(
         lab::GATEWAY_MACS[0],
-        EthernetAddress::ipv6_multicast(&craft::solicited_node(&lab::VIP_V6)),
+        EthernetAddress::ipv6_multicast(&testkit::solicited_node(&lab::VIP_V6)),
     );
-    let ns = craft::neighbor_solicit(
+    let ns = testkit::neighbor_solicit(
         &l2,
         &lab::GATEWAYS_V6[0],
         &lab::VIP_V6,
@@ -1015,7 +1015,7 @@ fn echo_requests_to_the_vip_and_our_addresses_are_answered() {
             rest: 0x1234_0007,
             payload: &payload,
         };
-        let req = craft::ipv4(&from_router(), c, dst, &Ipv4Opts::default(), &l4);
+        let req = testkit::ipv4(&from_router(), c, dst, &Ipv4Opts::default(), &l4);
         let out = tx(&mut w, CLIENT_PORT, &req, CLIENT_PORT);
         let o = out4(&out);
         assert_eq!(
@@ -1037,7 +1037,7 @@ fn echo_requests_to_the_vip_and_our_addresses_are_answered() {
             rest: 0x4321_0009,
             payload: &payload,
         };
-        let req = craft::ipv6(&from_router(), &c6, &dst, 64, &[], &l4);
+        let req = testkit::ipv6(&from_router(), &c6, &dst, 64, &[], &l4);
         let out = tx(&mut w, CLIENT_PORT, &req, CLIENT_PORT);
         let o = out6(&out);
         assert_eq!(o.eth.dst(), lab::ROUTER_MAC);
@@ -1055,7 +1055,7 @@ fn echo_requests_to_the_vip_and_our_addresses_are_answered() {
         rest: 1,
         payload: b"gw",
     };
-    let req = craft::ipv4(
+    let req = testkit::ipv4(
         &from_gateway(2),
         lab::GATEWAYS_V4[2],
         BACKEND_ITF_V4,
@@ -1105,7 +1105,7 @@ fn ipv4_fragments_of_a_large_ike_auth_all_reach_the_clients_gateway() {
     let before = w.counters();
     let auth = ike_auth_natt(spi_of(c.into()), 3000);
     let whole = udp4(from_router(), c, lab::VIP_V4, 4500, 4500, &auth);
-    let frags = craft::fragment_ipv4(&whole, 1500);
+    let frags = testkit::fragment_ipv4(&whole, 1500);
     assert_eq!(frags.len(), 3);
     let mut outs = Vec::new();
     for f in &frags {
@@ -1138,7 +1138,7 @@ fn ipv6_fragments_of_a_large_ike_auth_all_reach_the_clients_gateway() {
     let g = gateway_of6(&tx(&mut w, CLIENT_PORT, &client_ike6(c), BACKEND_PORT));
     let auth = ike_auth_natt(spi_of(c.into()), 3000);
     let whole = udp6(from_router(), c, lab::VIP_V6, 4500, 4500, &auth);
-    let frags = craft::fragment_ipv6(&whole, 1500, 0x0bad_cafe);
+    let frags = testkit::fragment_ipv6(&whole, 1500, 0x0bad_cafe);
     assert_eq!(frags.len(), 3);
     let outs: Vec<Vec<u8>> = frags
         .iter()
@@ -1172,7 +1172,7 @@ fn a_non_first_fragment_from_an_unknown_client_goes_to_its_maglev_gateway() {
             4500,
             &ike_auth_natt(1, 3000),
         );
-        let frags = craft::fragment_ipv4(&whole, 1500);
+        let frags = testkit::fragment_ipv4(&whole, 1500);
         let out = tx(&mut w, CLIENT_PORT, &frags[1], BACKEND_PORT);
         assert_eq!(gateway_of4(&out), lab_gateway(c.into()), "{c}");
         let c6 = client_v6(100 + i);
@@ -1184,7 +1184,7 @@ fn a_non_first_fragment_from_an_unknown_client_goes_to_its_maglev_gateway() {
             4500,
             &ike_auth_natt(1, 3000),
         );
-        let frags = craft::fragment_ipv6(&whole, 1500, 7);
+        let frags = testkit::fragment_ipv6(&whole, 1500, 7);
         let out = tx(&mut w, CLIENT_PORT, &frags[2], BACKEND_PORT);
         assert_eq!(gateway_of6(&out), lab_gateway(c6.into()), "{c6}");
     }
@@ -1199,7 +1199,7 @@ fn fragmentation_needed_from_the_router_reaches_the_clients_gateway_translated()
     let c = client_v4(31);
     let g = confirm4(&mut w, NOW, c);
     // What the router got from us: VIP -> client, ESP in UDP 4500, too big for its next hop.
-    let esp = craft::esp_payload(0xc200_0001, 5, 64);
+    let esp = testkit::esp_payload(0xc200_0001, 5, 64);
     let sent = ip_part(&udp4(from_router(), lab::VIP_V4, c, 4500, 4500, &esp));
     let l4 = L4::Icmpv4 {
         msg_type: 3,
@@ -1207,7 +1207,7 @@ fn fragmentation_needed_from_the_router_reaches_the_clients_gateway_translated()
         rest: 1400,
         payload: &sent,
     };
-    let err = craft::ipv4(
+    let err = testkit::ipv4(
         &from_router(),
         ROUTER_V4,
         lab::VIP_V4,
@@ -1265,7 +1265,7 @@ fn port_unreachable_from_a_gateway_reaches_the_client_from_the_vip() {
             rest: 0,
             payload: quote,
         };
-        let err = craft::ipv4(
+        let err = testkit::ipv4(
             &from_gateway(g),
             lab::GATEWAYS_V4[g],
             c,
@@ -1312,7 +1312,7 @@ fn icmpv6_packet_too_big_is_translated_both_ways() {
     let gw = lab::GATEWAYS_V6[g];
 
     // Router -> VIP about a VIP -> client packet: on to the gateway.
-    let esp = craft::esp_payload(0xc200_0002, 5, 64);
+    let esp = testkit::esp_payload(0xc200_0002, 5, 64);
     let sent = ip_part(&udp6(from_router(), lab::VIP_V6, c, 4500, 4500, &esp));
     let l4 = L4::Icmpv6 {
         msg_type: icmpv6_type::PACKET_TOO_BIG,
@@ -1320,7 +1320,7 @@ fn icmpv6_packet_too_big_is_translated_both_ways() {
         rest: 1280,
         payload: &sent,
     };
-    let err = craft::ipv6(&from_router(), &ROUTER_V6, &lab::VIP_V6, 64, &[], &l4);
+    let err = testkit::ipv6(&from_router(), &ROUTER_V6, &lab::VIP_V6, 64, &[], &l4);
     let out = tx(&mut w, CLIENT_PORT, &err, BACKEND_PORT);
     let o = out6(&out);
     assert_eq!(o.eth.dst(), lab::GATEWAY_MACS[g]);
@@ -1344,7 +1344,7 @@ fn icmpv6_packet_too_big_is_translated_both_ways() {
         rest: 1400,
         payload: &sent,
     };
-    let err = craft::ipv6(&from_gateway(g), &gw, &c, 64, &[], &l4);
+    let err = testkit::ipv6(&from_gateway(g), &gw, &c, 64, &[], &l4);
     let out = tx(&mut w, BACKEND_PORT, &err, CLIENT_PORT);
     let o = out6(&out);
     assert_eq!(o.eth.dst(), lab::ROUTER_MAC);
@@ -1365,7 +1365,7 @@ fn icmpv6_packet_too_big_is_translated_both_ways() {
 fn icmp_errors_about_unknown_flows_are_dropped() {
     let mut w = test_worker();
     let stranger = client_v4(34);
-    let esp = craft::esp_payload(0xc200_0003, 5, 64);
+    let esp = testkit::esp_payload(0xc200_0003, 5, 64);
     let error_to_vip = |quoted: &[u8]| {
         let l4 = L4::Icmpv4 {
             msg_type: 3,
@@ -1373,7 +1373,7 @@ fn icmp_errors_about_unknown_flows_are_dropped() {
             rest: 1400,
             payload: quoted,
         };
-        craft::ipv4(
+        testkit::ipv4(
             &from_router(),
             ROUTER_V4,
             lab::VIP_V4,
@@ -1415,7 +1415,7 @@ fn icmp_errors_about_unknown_flows_are_dropped() {
         rest: 0,
         payload: &sent,
     };
-    let err = craft::ipv4(
+    let err = testkit::ipv4(
         &from_gateway(0),
         lab::GATEWAYS_V4[0],
         stranger,
@@ -1753,7 +1753,7 @@ fn fixtures() -> Vec<Fixture> {
     };
     f.push((
         CLIENT_PORT,
-        craft::ipv4(&from_router(), c, lab::VIP_V4, &Ipv4Opts::default(), &echo),
+        testkit::ipv4(&from_router(), c, lab::VIP_V4, &Ipv4Opts::default(), &echo),
     ));
     let echo6 = L4::Icmpv6 {
         msg_type: icmpv6_type::ECHO_REQUEST,
@@ -1763,7 +1763,7 @@ fn fixtures() -> Vec<Fixture> {
     };
     f.push((
         CLIENT_PORT,
-        craft::ipv6(&from_router(), &c6, &lab::VIP_V6, 64, &[], &echo6),
+        testkit::ipv6(&from_router(), &c6, &lab::VIP_V6, 64, &[], &echo6),
     ));
     let sent = ip_part(&udp4(
         from_router(),
@@ -1781,7 +1781,7 @@ fn fixtures() -> Vec<Fixture> {
     };
     f.push((
         CLIENT_PORT,
-        craft::ipv4(
+        testkit::ipv4(
             &from_router(),
             ROUTER_V4,
             lab::VIP_V4,
@@ -1805,7 +1805,7 @@ fn fixtures() -> Vec<Fixture> {
     };
     f.push((
         BACKEND_PORT,
-        craft::ipv4(
+        testkit::ipv4(
             &from_gateway(0),
             lab::GATEWAYS_V4[0],
             c,
@@ -1829,7 +1829,7 @@ fn fixtures() -> Vec<Fixture> {
     };
     f.push((
         CLIENT_PORT,
-        craft::ipv6(&from_router(), &ROUTER_V6, &lab::VIP_V6, 64, &[], &err),
+        testkit::ipv6(&from_router(), &ROUTER_V6, &lab::VIP_V6, 64, &[], &err),
     ));
     let big = udp4(
         from_router(),
@@ -1840,7 +1840,7 @@ fn fixtures() -> Vec<Fixture> {
         &ike_auth_natt(61, 2000),
     );
     f.extend(
-        craft::fragment_ipv4(&big, 600)
+        testkit::fragment_ipv4(&big, 600)
             .into_iter()
             .map(|x| (CLIENT_PORT, x)),
     );
@@ -1853,7 +1853,7 @@ fn fixtures() -> Vec<Fixture> {
         &ike_auth_natt(61, 2000),
     );
     f.extend(
-        craft::fragment_ipv6(&big6, 600, 61)
+        testkit::fragment_ipv6(&big6, 600, 61)
             .into_iter()
             .map(|x| (CLIENT_PORT, x)),
     );
@@ -1880,7 +1880,7 @@ fn fixtures() -> Vec<Fixture> {
     };
     f.push((
         CLIENT_PORT,
-        craft::ipv4(&from_router(), c, CLIENT_ITF_V4, &Ipv4Opts::default(), &ssh),
+        testkit::ipv4(&from_router(), c, CLIENT_ITF_V4, &Ipv4Opts::default(), &ssh),
     ));
     f
 }
@@ -2193,13 +2193,13 @@ fn ethernet_padding_is_carried_but_never_parsed() {
         lab::VIP_V4,
         4500,
         4500,
-        &craft::NATT_KEEPALIVE,
+        &testkit::NATT_KEEPALIVE,
     );
-    craft::pad_to_min_frame(&mut ka);
+    testkit::pad_to_min_frame(&mut ka);
     assert_eq!(ka.len(), 60);
     let out = tx(&mut w, CLIENT_PORT, &ka, BACKEND_PORT);
     assert_eq!(gateway_of4(&out), g);
-    assert_eq!(out4(&out).udp().payload(), &craft::NATT_KEEPALIVE);
+    assert_eq!(out4(&out).udp().payload(), &testkit::NATT_KEEPALIVE);
     assert_eq!(w.counters().class(Class::NattKeepalive), 1);
     // A bare TCP SYN (54 bytes) likewise.
     let syn = L4::Tcp {
@@ -2210,8 +2210,8 @@ fn ethernet_padding_is_carried_but_never_parsed() {
         flags: tcp_flags::SYN,
         payload: &[],
     };
-    let mut f = craft::ipv4(&from_router(), c, lab::VIP_V4, &Ipv4Opts::default(), &syn);
-    craft::pad_to_min_frame(&mut f);
+    let mut f = testkit::ipv4(&from_router(), c, lab::VIP_V4, &Ipv4Opts::default(), &syn);
+    testkit::pad_to_min_frame(&mut f);
     let out = tx(&mut w, CLIENT_PORT, &f, BACKEND_PORT);
     let o = out4(&out);
     let tcp = TcpPacket::new_checked(o.l4).expect("TCP");
@@ -2223,7 +2223,7 @@ fn ethernet_padding_is_carried_but_never_parsed() {
         ROUTER_V4,
         lab::VIP_V4,
     );
-    craft::pad_to_min_frame(&mut req);
+    testkit::pad_to_min_frame(&mut req);
     let out = tx(&mut w, CLIENT_PORT, &req, CLIENT_PORT);
     assert_eq!(
         ArpPacket::new_checked(&out[14..]).unwrap().operation(),
@@ -2239,7 +2239,7 @@ fn fragments_from_a_gateway_all_reach_the_client_from_the_vip() {
     let g = confirm4(&mut w, NOW, c);
     let auth = ike_auth_natt(spi_of(c.into()), 2500);
     let whole = udp4(from_gateway(g), lab::GATEWAYS_V4[g], c, 4500, 4500, &auth);
-    let outs: Vec<Vec<u8>> = craft::fragment_ipv4(&whole, 1500)
+    let outs: Vec<Vec<u8>> = testkit::fragment_ipv4(&whole, 1500)
         .iter()
         .map(|f| {
             let out = tx(&mut w, BACKEND_PORT, f, CLIENT_PORT);
@@ -2263,7 +2263,7 @@ fn fragments_from_a_gateway_all_reach_the_client_from_the_vip() {
     let c6 = client_v6(91);
     let g = gateway_of6(&tx(&mut w, CLIENT_PORT, &client_ike6(c6), BACKEND_PORT));
     let whole = udp6(from_gateway(g), lab::GATEWAYS_V6[g], c6, 4500, 4500, &auth);
-    let outs: Vec<Vec<u8>> = craft::fragment_ipv6(&whole, 1500, 91)
+    let outs: Vec<Vec<u8>> = testkit::fragment_ipv6(&whole, 1500, 91)
         .iter()
         .map(|f| {
             let out = tx(&mut w, BACKEND_PORT, f, CLIENT_PORT);
@@ -2369,14 +2369,14 @@ fn the_first_fragment_of_a_large_echo_request_is_not_answered_alone() {
         rest: 0x1234_0001,
         payload: &payload,
     };
-    let req = craft::ipv4(
+    let req = testkit::ipv4(
         &from_router(),
         client_v4(95),
         lab::VIP_V4,
         &Ipv4Opts::default(),
         &l4,
     );
-    let frags = craft::fragment_ipv4(&req, 1500);
+    let frags = testkit::fragment_ipv4(&req, 1500);
     let (v, out) = run(&mut w, CLIENT_PORT, &frags[0]);
     assert!(
         !matches!(v, Verdict::Tx { .. }),
@@ -2400,7 +2400,7 @@ fn an_icmp_error_that_finds_an_expired_entry_releases_its_client() {
         rest: 1400,
         payload: &sent,
     };
-    let err = craft::ipv4(
+    let err = testkit::ipv4(
         &from_router(),
         ROUTER_V4,
         lab::VIP_V4,

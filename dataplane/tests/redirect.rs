@@ -8,12 +8,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use common::*;
 use dataplane::counters::DropReason;
-use dataplane::craft::{self, lab, tcp_flags, Ipv4Opts, L4};
 use dataplane::model::{ApplianceSpec, ServiceMode};
 use dataplane::pipeline::{Verdict, Worker};
 use dataplane::redirect::{Fallback, LOAD_SCALE};
 use dataplane::schedule::{client_hash, GatewayState};
 use dataplane::wire::ike::{exchange, flags, notify_type};
+use testkit::{lab, tcp_flags, Ipv4Opts, L4};
 
 const NONCE: [u8; 32] = [0x4e; 32];
 
@@ -26,7 +26,7 @@ fn redirect_spec(route: bool) -> ApplianceSpec {
 
 /// An IKE_SA_INIT request as a redirect-capable initiator sends it.
 fn supporting_request(spi: u64) -> Vec<u8> {
-    craft::ike_sa_init_request(
+    testkit::ike_sa_init_request(
         spi,
         &NONCE,
         19,
@@ -205,8 +205,8 @@ fn a_client_keeps_its_gateway() {
 
     // A client that reached a gateway through the VIP first (TLS) is redirected there too.
     let other = client_v4(22);
-    let hello = craft::tls_client_hello(Some("vpn.example"));
-    let syn = craft::ipv4(
+    let hello = testkit::tls_client_hello(Some("vpn.example"));
+    let syn = testkit::ipv4(
         &from_router(),
         other,
         lab::VIP_V4,
@@ -232,7 +232,7 @@ fn fallbacks_to_nat_are_counted_by_reason() {
     let mut w = worker(redirect_spec(true));
     let client = client_v4(31);
     // No REDIRECT_SUPPORTED: forwarded to the scheduler's gateway, translated.
-    let plain = craft::ike_sa_init_request(5, &NONCE, 19, 64, &[]);
+    let plain = testkit::ike_sa_init_request(5, &NONCE, 19, 64, &[]);
     let out = tx(
         &mut w,
         CLIENT_PORT,
@@ -241,7 +241,7 @@ fn fallbacks_to_nat_are_counted_by_reason() {
     );
     assert_eq!(gateway_of4(&out), lab_gateway(client.into()));
     // A later exchange on 500.
-    let auth = craft::ike_message(5, 6, exchange::IKE_AUTH, flags::INITIATOR, 1, &[0; 64]);
+    let auth = testkit::ike_message(5, 6, exchange::IKE_AUTH, flags::INITIATOR, 1, &[0; 64]);
     tx(
         &mut w,
         CLIENT_PORT,
@@ -249,14 +249,14 @@ fn fallbacks_to_nat_are_counted_by_reason() {
         BACKEND_PORT,
     );
     // A fragmented request (a large KE): the first fragment cannot be read whole.
-    let big = craft::ike_sa_init_request(
+    let big = testkit::ike_sa_init_request(
         7,
         &NONCE,
         19,
         1600,
         &[(notify_type::REDIRECT_SUPPORTED, &[])],
     );
-    let frags = craft::fragment_ipv4(&ike4_to_vip(client_v4(32), &big), 1500);
+    let frags = testkit::fragment_ipv4(&ike4_to_vip(client_v4(32), &big), 1500);
     assert!(frags.len() > 1);
     for f in &frags {
         tx(&mut w, CLIENT_PORT, f, BACKEND_PORT);
@@ -330,7 +330,7 @@ fn redirected_clients_are_routed_both_ways_nat_clients_still_translated() {
     let g = redirected_to4(&mut w, client);
     let gw = lab::GATEWAYS_V4[g];
     // NAT-T to the gateway's own address: routed, not translated.
-    let ike = craft::non_esp_marker(&craft::ike_message(
+    let ike = testkit::non_esp_marker(&testkit::ike_message(
         1,
         2,
         exchange::IKE_AUTH,
@@ -360,7 +360,7 @@ fn redirected_clients_are_routed_both_ways_nat_clients_still_translated() {
         .map(client_v4)
         .find(|c| lab_gateway((*c).into()) == g)
         .unwrap();
-    let plain = craft::ike_sa_init_request(8, &NONCE, 19, 64, &[]);
+    let plain = testkit::ike_sa_init_request(8, &NONCE, 19, 64, &[]);
     tx(
         &mut w,
         CLIENT_PORT,
@@ -420,7 +420,7 @@ fn ip_fragments_of_redirected_clients_are_routed_both_ways() {
         .iter()
         .position(|a| *a == gw_addr)
         .expect("a lab gateway");
-    let auth = craft::non_esp_marker(&craft::ike_message(
+    let auth = testkit::non_esp_marker(&testkit::ike_message(
         1,
         2,
         exchange::IKE_AUTH,
@@ -429,7 +429,7 @@ fn ip_fragments_of_redirected_clients_are_routed_both_ways() {
         &[0x33; 3000],
     ));
     let whole = udp6(from_router(), client, gw_addr, 4500, 4500, &auth);
-    let frags = craft::fragment_ipv6(&whole, 1280, 9);
+    let frags = testkit::fragment_ipv6(&whole, 1280, 9);
     assert!(frags.len() > 2);
     for f in &frags {
         let out = tx(&mut w, CLIENT_PORT, f, BACKEND_PORT);
@@ -437,7 +437,7 @@ fn ip_fragments_of_redirected_clients_are_routed_both_ways() {
         assert_eq!(out6(&out).ip.hop_limit(), 63);
     }
     let back = udp6(from_gateway(g), gw_addr, client, 4500, 4500, &auth);
-    for f in &craft::fragment_ipv6(&back, 1280, 10) {
+    for f in &testkit::fragment_ipv6(&back, 1280, 10) {
         let out = tx(&mut w, BACKEND_PORT, f, CLIENT_PORT);
         let o = out6(&out);
         assert_eq!((o.ip.src_addr(), o.ip.dst_addr()), (gw_addr, client));
@@ -449,14 +449,14 @@ fn ip_fragments_of_redirected_clients_are_routed_both_ways() {
 }
 
 fn icmp4(
-    l2: craft::L2,
+    l2: testkit::L2,
     src: Ipv4Addr,
     dst: Ipv4Addr,
     msg_type: u8,
     code: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    craft::ipv4(
+    testkit::ipv4(
         &l2,
         src,
         dst,
@@ -511,7 +511,7 @@ fn icmp_of_redirected_clients_is_routed_untouched() {
         run(&mut w, BACKEND_PORT, &pong).0,
         Verdict::Drop(DropReason::NoService)
     );
-    let plain = craft::ike_sa_init_request(8, &NONCE, 19, 64, &[]);
+    let plain = testkit::ike_sa_init_request(8, &NONCE, 19, 64, &[]);
     tx(
         &mut w,
         CLIENT_PORT,

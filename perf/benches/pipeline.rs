@@ -16,13 +16,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dataplane::craft::lab::{self, appliance_spec};
-use dataplane::craft::{self, Ipv4Opts, SplitMix64, L2, L4};
 use dataplane::frame::{VecFrame, DEFAULT_HEADROOM};
 use dataplane::model::{AffinitySpec, Snapshot};
 use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
 use dataplane::wire::checksum;
 use hdrhistogram::Histogram;
+use testkit::lab::{self, appliance_spec};
+use testkit::{Ipv4Opts, SplitMix64, L2, L4};
 use vpnlb_perf::lab::maglev_gateway_for;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -88,8 +88,8 @@ fn frame(family: Family, inbound: bool, gw: usize, l4: &L4<'_>) -> Template {
         )
     };
     let frame = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => craft::ipv4(&l2, s, d, &Ipv4Opts::default(), l4),
-        (IpAddr::V6(s), IpAddr::V6(d)) => craft::ipv6(&l2, &s, &d, 64, &[], l4),
+        (IpAddr::V4(s), IpAddr::V4(d)) => testkit::ipv4(&l2, s, d, &Ipv4Opts::default(), l4),
+        (IpAddr::V6(s), IpAddr::V6(d)) => testkit::ipv6(&l2, &s, &d, 64, &[], l4),
         _ => unreachable!("one family per template"),
     };
     let client_at = match (family, inbound) {
@@ -133,17 +133,17 @@ struct Mix {
 }
 
 fn mix(family: Family) -> Mix {
-    let esp = craft::esp_payload(0x1234_5678, 1, 180);
-    let ike = craft::ike_sa_init_request(0x1122_3344_5566_7788, &[7; 32], 19, 64, &[]);
-    let ike_answer = craft::ike_sa_init_response(0x1122_3344_5566_7788, 9, &[8; 32], 19, 64, &[]);
-    let ike4500 = craft::non_esp_marker(&craft::ike_message(1, 2, 37, 0x08, 2, &[0; 80]));
-    let hello = craft::tls_client_hello(Some("vpn.example.net"));
-    let dtls = craft::dtls_client_hello(&[1; 16], None);
+    let esp = testkit::esp_payload(0x1234_5678, 1, 180);
+    let ike = testkit::ike_sa_init_request(0x1122_3344_5566_7788, &[7; 32], 19, 64, &[]);
+    let ike_answer = testkit::ike_sa_init_response(0x1122_3344_5566_7788, 9, &[8; 32], 19, 64, &[]);
+    let ike4500 = testkit::non_esp_marker(&testkit::ike_message(1, 2, 37, 0x08, 2, &[0; 80]));
+    let hello = testkit::tls_client_hello(Some("vpn.example.net"));
+    let dtls = testkit::dtls_client_hello(&[1; 16], None);
     let udp = |src, dst, payload: &[u8]| frame(family, true, 0, &L4::Udp { src, dst, payload });
     let inbound = vec![
         (udp(4500, 4500, &esp), 80),
         (udp(4500, 4500, &ike4500), 5),
-        (udp(4500, 4500, &craft::NATT_KEEPALIVE), 5),
+        (udp(4500, 4500, &testkit::NATT_KEEPALIVE), 5),
         (
             frame(
                 family,
@@ -154,7 +154,7 @@ fn mix(family: Family) -> Mix {
                     dst: 443,
                     seq: 1,
                     ack: 1,
-                    flags: craft::tcp_flags::ACK | craft::tcp_flags::PSH,
+                    flags: testkit::tcp_flags::ACK | testkit::tcp_flags::PSH,
                     payload: &hello,
                 },
             ),

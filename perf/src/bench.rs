@@ -31,9 +31,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use dataplane::craft::{self, lab, Ipv4Opts, SplitMix64, L2, L4};
 use dataplane::io::pcap::{PcapError, PcapWriter};
 use dataplane::wire::ike::notify_type;
+use testkit::{lab, Ipv4Opts, SplitMix64, L2, L4};
 
 use crate::lab::maglev_gateway_for;
 
@@ -232,7 +232,7 @@ pub fn write(dir: &Path, t: &BenchTraffic) -> Result<(u64, u64), BenchError> {
         let g = gateway_for(c) % lab::GATEWAY_MACS.len();
         let len = t.size.pick(&mut rng);
         let l2 = L2::new(lab::GATEWAY_MACS[g], lab::BACKEND_PORT_MAC);
-        let esp = craft::esp_payload(0x1000_0000 | g as u32, n as u32, 8);
+        let esp = testkit::esp_payload(0x1000_0000 | g as u32, n as u32, 8);
         let esp = fill_to(&esp, len, header_len(c, 8));
         let frame = ip_frame(
             &l2,
@@ -281,11 +281,11 @@ fn fill_to(payload: &[u8], frame_len: usize, headers: usize) -> Vec<u8> {
 
 fn ip_frame(l2: &L2, src: IpAddr, dst: IpAddr, l4: &L4) -> Vec<u8> {
     let mut f = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => craft::ipv4(l2, s, d, &Ipv4Opts::default(), l4),
-        (IpAddr::V6(s), IpAddr::V6(d)) => craft::ipv6(l2, &s, &d, 64, &[], l4),
+        (IpAddr::V4(s), IpAddr::V4(d)) => testkit::ipv4(l2, s, d, &Ipv4Opts::default(), l4),
+        (IpAddr::V6(s), IpAddr::V6(d)) => testkit::ipv6(l2, &s, &d, 64, &[], l4),
         _ => unreachable!("one family per frame"),
     };
-    craft::pad_to_min_frame(&mut f);
+    testkit::pad_to_min_frame(&mut f);
     f
 }
 
@@ -315,12 +315,16 @@ fn client_frame(t: &BenchTraffic, rng: &mut SplitMix64, c: IpAddr, n: u64) -> Ve
         } else {
             &[]
         };
-        craft::ike_sa_init_request(u64::from(spi) << 32 | 7, &nonce, 14, 64, notifies)
+        testkit::ike_sa_init_request(u64::from(spi) << 32 | 7, &nonce, 14, 64, notifies)
     };
     let dst = vip(c);
     match kind {
         Kind::EspInUdp => {
-            let p = fill_to(&craft::esp_payload(spi, n as u32, 8), len, header_len(c, 8));
+            let p = fill_to(
+                &testkit::esp_payload(spi, n as u32, 8),
+                len,
+                header_len(c, 8),
+            );
             ip_frame(
                 &l2,
                 c,
@@ -362,11 +366,11 @@ fn client_frame(t: &BenchTraffic, rng: &mut SplitMix64, c: IpAddr, n: u64) -> Ve
             &L4::Udp {
                 src: 4500,
                 dst: 4500,
-                payload: &craft::non_esp_marker(&ike()),
+                payload: &testkit::non_esp_marker(&ike()),
             },
         ),
         Kind::Tls => {
-            let p = craft::tls_application_data(n, len.saturating_sub(header_len(c, 20) + 5));
+            let p = testkit::tls_application_data(n, len.saturating_sub(header_len(c, 20) + 5));
             ip_frame(
                 &l2,
                 c,
@@ -376,13 +380,13 @@ fn client_frame(t: &BenchTraffic, rng: &mut SplitMix64, c: IpAddr, n: u64) -> Ve
                     dst: 443,
                     seq: n as u32,
                     ack: 1,
-                    flags: craft::tcp_flags::ACK | craft::tcp_flags::PSH,
+                    flags: testkit::tcp_flags::ACK | testkit::tcp_flags::PSH,
                     payload: &p,
                 },
             )
         }
         Kind::Dtls => {
-            let p = craft::dtls_application_data(1, n, len.saturating_sub(header_len(c, 8) + 13));
+            let p = testkit::dtls_application_data(1, n, len.saturating_sub(header_len(c, 8) + 13));
             ip_frame(
                 &l2,
                 c,

@@ -13,7 +13,7 @@ pub mod lab {
     //!
     //! It writes what the appliance receives on each port:
     //!
-    //! * `client.pcap`: frames from the upstream router ([`craft::lab::ROUTER_MAC`]) to the
+    //! * `client.pcap`: frames from the upstream router ([`testkit::lab::ROUTER_MAC`]) to the
     //!   client port, from clients in 198.18.64.0/18 and 2001:2:0:64::/64 to the VIP;
     //! * `backend.pcap`: the gateways' replies, from the gateway's MAC to the backend port,
     //!   from the gateway's address to the client's, ports mirrored (the balancer translates
@@ -34,12 +34,12 @@ pub mod lab {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::path::Path;
 
-    use dataplane::craft::{self, tcp_flags, Ipv4Opts, SplitMix64, L2, L4};
     use dataplane::io::pcap::{PcapError, PcapWriter};
     use dataplane::schedule::client_hash;
     use dataplane::schedule::maglev::{MaglevError, MaglevMember, MaglevTable};
     use dataplane::wire::ethernet::EthernetAddress;
     use dataplane::wire::ike::{exchange, flags as ike_flags, notify_type};
+    use testkit::{tcp_flags, Ipv4Opts, SplitMix64, L2, L4};
 
     /// Names of gw1..gw3, as configured on the appliance (they seed the Maglev permutations).
     pub const GATEWAY_NAMES: [&str; 3] = ["gw1", "gw2", "gw3"];
@@ -234,8 +234,8 @@ pub mod lab {
     fn gateway_addr(client: IpAddr, gw: usize) -> IpAddr {
         let gw = gw % GATEWAY_NAMES.len();
         match client {
-            IpAddr::V4(_) => IpAddr::V4(craft::lab::GATEWAYS_V4[gw]),
-            IpAddr::V6(_) => IpAddr::V6(craft::lab::GATEWAYS_V6[gw]),
+            IpAddr::V4(_) => IpAddr::V4(testkit::lab::GATEWAYS_V4[gw]),
+            IpAddr::V6(_) => IpAddr::V6(testkit::lab::GATEWAYS_V6[gw]),
         }
     }
 
@@ -421,7 +421,7 @@ pub mod lab {
                 if ts_ns > end_ns {
                     return;
                 }
-                craft::pad_to_min_frame(&mut data);
+                testkit::pad_to_min_frame(&mut data);
                 port.push(Frame { ts_ns, data });
             }
         }
@@ -440,14 +440,14 @@ pub mod lab {
     impl Peer {
         fn new(c: &LabClient, rng: &mut SplitMix64) -> Self {
             let vip = match c.addr {
-                IpAddr::V4(_) => IpAddr::V4(craft::lab::VIP_V4),
-                IpAddr::V6(_) => IpAddr::V6(craft::lab::VIP_V6),
+                IpAddr::V4(_) => IpAddr::V4(testkit::lab::VIP_V4),
+                IpAddr::V6(_) => IpAddr::V6(testkit::lab::VIP_V6),
             };
             Peer {
                 client: c.addr,
                 vip,
                 gw: c.gateway_addr(),
-                gw_mac: craft::lab::GATEWAY_MACS[c.gateway % 3],
+                gw_mac: testkit::lab::GATEWAY_MACS[c.gateway % 3],
                 client_ident: rng.next_u64() as u16,
                 gw_ident: rng.next_u64() as u16,
             }
@@ -470,7 +470,7 @@ pub mod lab {
         /// MTU (IPv6 with a Fragment header of `frag` ident).
         fn up(&mut self, l4: &L4, udp_checksum: bool, frag: Option<u32>) -> Vec<Vec<u8>> {
             self.client_ident = self.client_ident.wrapping_add(1);
-            let l2 = L2::new(craft::lab::ROUTER_MAC, craft::lab::CLIENT_PORT_MAC);
+            let l2 = L2::new(testkit::lab::ROUTER_MAC, testkit::lab::CLIENT_PORT_MAC);
             // Clients are some hops away; the router has already decremented the TTL.
             let frame = ip_frame(
                 &l2,
@@ -487,7 +487,7 @@ pub mod lab {
         /// Gateway to client, as the gateway hands it to the backend port.
         fn down(&mut self, l4: &L4, udp_checksum: bool, frag: Option<u32>) -> Vec<Vec<u8>> {
             self.gw_ident = self.gw_ident.wrapping_add(1);
-            let l2 = L2::new(self.gw_mac, craft::lab::BACKEND_PORT_MAC);
+            let l2 = L2::new(self.gw_mac, testkit::lab::BACKEND_PORT_MAC);
             let frame = ip_frame(
                 &l2,
                 self.gw,
@@ -520,9 +520,9 @@ pub mod lab {
                     options: Vec::new(),
                     udp_checksum,
                 };
-                craft::ipv4(l2, s, d, &opts, l4)
+                testkit::ipv4(l2, s, d, &opts, l4)
             }
-            (IpAddr::V6(s), IpAddr::V6(d)) => craft::ipv6(l2, &s, &d, ttl, &[], l4),
+            (IpAddr::V6(s), IpAddr::V6(d)) => testkit::ipv6(l2, &s, &d, ttl, &[], l4),
             // Peers are built from one family; mixed families cannot occur.
             _ => Vec::new(),
         }
@@ -531,9 +531,9 @@ pub mod lab {
     fn fragment(frame: Vec<u8>, frag: Option<u32>) -> Vec<Vec<u8>> {
         match frag {
             Some(ident) if frame.get(12..14) == Some(&[0x86, 0xdd]) => {
-                craft::fragment_ipv6(&frame, MTU, ident)
+                testkit::fragment_ipv6(&frame, MTU, ident)
             }
-            Some(_) => craft::fragment_ipv4(&frame, MTU),
+            Some(_) => testkit::fragment_ipv4(&frame, MTU),
             None => vec![frame],
         }
     }
@@ -584,7 +584,7 @@ pub mod lab {
         // IKE_SA_INIT on UDP 500, strongSwan's usual notifies.
         rng.fill(&mut nonce);
         let sig_hash: &[u8] = &[0, 2, 0, 3, 0, 4]; // SHA2-256/384/512
-        let init = craft::ike_sa_init_request(
+        let init = testkit::ike_sa_init_request(
             spi_i,
             &nonce,
             group,
@@ -608,7 +608,7 @@ pub mod lab {
         };
         let mut gw_notifies = frag_supported.to_vec();
         gw_notifies.push((notify_type::SIGNATURE_HASH_ALGORITHMS, sig_hash));
-        let resp = craft::ike_sa_init_response(spi_i, spi_r, &nonce, group, ke_len, &gw_notifies);
+        let resp = testkit::ike_sa_init_response(spi_i, spi_r, &nonce, group, ke_len, &gw_notifies);
         sink.down(t, peer.down(&udp(IKE_PORT, IKE_PORT, &resp), true, None));
 
         // IKE_AUTH on 4500 behind the non-ESP marker. With certificates the messages exceed
@@ -619,7 +619,7 @@ pub mod lab {
         } else {
             320 + rng.below(300) as usize
         };
-        let auth = craft::ike_message(
+        let auth = testkit::ike_message(
             spi_i,
             spi_r,
             exchange::IKE_AUTH,
@@ -627,7 +627,7 @@ pub mod lab {
             1,
             &rng.bytes(body_len),
         );
-        let auth = craft::non_esp_marker(&auth);
+        let auth = testkit::non_esp_marker(&auth);
         sink.up(
             t,
             peer.up(&udp(NATT_PORT, NATT_PORT, &auth), true, frag(big)),
@@ -638,7 +638,7 @@ pub mod lab {
         } else {
             250 + rng.below(300) as usize
         };
-        let auth = craft::ike_message(
+        let auth = testkit::ike_message(
             spi_i,
             spi_r,
             exchange::IKE_AUTH,
@@ -646,7 +646,7 @@ pub mod lab {
             1,
             &rng.bytes(body_len),
         );
-        let auth = craft::non_esp_marker(&auth);
+        let auth = testkit::non_esp_marker(&auth);
         sink.down(
             t,
             peer.down(&udp(NATT_PORT, NATT_PORT, &auth), true, frag(big)),
@@ -665,7 +665,7 @@ pub mod lab {
         while t <= sink.end_ns {
             if !raw && t >= next_keepalive {
                 // NAT-T keepalive every 20 s (strongSwan's default), one 0xFF byte.
-                let ka = udp(NATT_PORT, NATT_PORT, &craft::NATT_KEEPALIVE);
+                let ka = udp(NATT_PORT, NATT_PORT, &testkit::NATT_KEEPALIVE);
                 sink.up(next_keepalive, peer.up(&ka, true, None));
                 next_keepalive += 20 * NS_PER_S;
             }
@@ -678,7 +678,7 @@ pub mod lab {
                 seq_up = seq_up.wrapping_add(1);
                 (spi_up, seq_up)
             };
-            let esp = craft::esp_payload(spi, seq, len);
+            let esp = testkit::esp_payload(spi, seq, len);
             // The kernel sends ESP-in-UDP over IPv4 without a UDP checksum.
             let l4 = if raw {
                 L4::Raw {
@@ -765,29 +765,29 @@ pub mod lab {
         // Client and server hello flights.
         let sni = format!("vpn{}.example.net", 1 + rng.below(3));
         t += ms(rng, 0, 2);
-        tcp.client(sink, peer, t, &craft::tls_client_hello(Some(&sni)));
+        tcp.client(sink, peer, t, &testkit::tls_client_hello(Some(&sni)));
         t += ms(rng, 2, 10);
-        let mut flight = craft::tls_server_hello();
+        let mut flight = testkit::tls_server_hello();
         flight.extend_from_slice(&[20, 3, 3, 0, 1, 1]); // ChangeCipherSpec (middlebox compat)
         tcp.server(sink, peer, t, &flight);
         // EncryptedExtensions, Certificate, CertificateVerify, Finished.
         for _ in 0..2 {
             t += 30 * NS_PER_US;
-            let rec = craft::tls_application_data(rng.next_u64(), 900 + rng.below(400) as usize);
+            let rec = testkit::tls_application_data(rng.next_u64(), 900 + rng.below(400) as usize);
             tcp.server(sink, peer, t, &rec);
         }
         t += rtt;
-        let finished = craft::tls_application_data(rng.next_u64(), 53);
+        let finished = testkit::tls_application_data(rng.next_u64(), 53);
         tcp.client(sink, peer, t, &finished);
         // The tunnel's control session: a few requests and responses.
         for _ in 0..3 + rng.below(5) {
             t += ms(rng, 5, 300);
-            let req = craft::tls_application_data(rng.next_u64(), 100 + rng.below(500) as usize);
+            let req = testkit::tls_application_data(rng.next_u64(), 100 + rng.below(500) as usize);
             tcp.client(sink, peer, t, &req);
             t += ms(rng, 3, 30);
             for _ in 0..1 + rng.below(3) {
                 let rec =
-                    craft::tls_application_data(rng.next_u64(), 1000 + rng.below(380) as usize);
+                    testkit::tls_application_data(rng.next_u64(), 1000 + rng.below(380) as usize);
                 tcp.server(sink, peer, t, &rec);
                 t += 40 * NS_PER_US;
             }
@@ -803,14 +803,14 @@ pub mod lab {
             }
         };
         t += ms(rng, 10, 100);
-        let hello = craft::dtls_client_hello(&[], Some(&sni));
+        let hello = testkit::dtls_client_hello(&[], Some(&sni));
         sink.up(t, peer.up(&udp(dport, 443, &hello), true, None));
         t += ms(rng, 1, 3);
         let cookie = rng.bytes(32);
-        let hvr = craft::dtls_hello_verify_request(&cookie);
+        let hvr = testkit::dtls_hello_verify_request(&cookie);
         sink.down(t, peer.down(&udp(443, dport, &hvr), true, None));
         t += rtt;
-        let hello = craft::dtls_client_hello(&cookie, Some(&sni));
+        let hello = testkit::dtls_client_hello(&cookie, Some(&sni));
         sink.up(t, peer.up(&udp(dport, 443, &hello), true, None));
         t += rtt;
         // A DTLS record has a 13-byte header; keep the datagram within the MTU.
@@ -821,11 +821,11 @@ pub mod lab {
             let len = data_len(rng, max, down);
             if down {
                 seq_down = seq_down.wrapping_add(1);
-                let rec = craft::dtls_application_data(1, seq_down, len);
+                let rec = testkit::dtls_application_data(1, seq_down, len);
                 sink.down(t, peer.down(&udp(443, dport, &rec), true, None));
             } else {
                 seq_up = seq_up.wrapping_add(1);
-                let rec = craft::dtls_application_data(1, seq_up, len);
+                let rec = testkit::dtls_application_data(1, seq_up, len);
                 sink.up(t, peer.up(&udp(dport, 443, &rec), true, None));
             }
             t += ms(rng, 1, 500);

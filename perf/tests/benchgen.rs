@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use dataplane::classify::Class;
-use dataplane::craft::lab::appliance_spec;
 use dataplane::frame::VecFrame;
 use dataplane::io::pcap::PcapReader;
 use dataplane::model::AffinitySpec;
 use dataplane::model::Snapshot;
 use dataplane::pipeline::{Verdict, Worker};
+use testkit::lab::appliance_spec;
 use vpnlb_perf::bench::{self, BenchTraffic, Mix, Size};
 
 struct TempDir(PathBuf);

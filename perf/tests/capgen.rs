@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use dataplane::craft;
 use dataplane::io::pcap::PcapReader;
 use dataplane::wire::ethernet::{ethertype, EthernetFrame};
 use dataplane::wire::ip_proto;
@@ -233,8 +232,8 @@ fn captures_read_back_and_parse() {
 
     let start = cfg.start_ns;
     let end = start + cfg.duration_s * 1_000_000_000;
-    let vip4 = IpAddr::V4(craft::lab::VIP_V4);
-    let vip6 = IpAddr::V6(craft::lab::VIP_V6);
+    let vip4 = IpAddr::V4(testkit::lab::VIP_V4);
+    let vip6 = IpAddr::V6(testkit::lab::VIP_V6);
 
     // Client port: router -> appliance, client -> VIP.
     let mut up = Vec::new();
@@ -263,7 +262,7 @@ fn captures_read_back_and_parse() {
         let p = parse(f);
         let c = by_addr.get(&p.dst).expect("destination is a client");
         assert_eq!(&f[..6], &[2, 0, 0, 0, 2, 1]);
-        assert_eq!(&f[6..12], &craft::lab::GATEWAY_MACS[c.gateway].0);
+        assert_eq!(&f[6..12], &testkit::lab::GATEWAY_MACS[c.gateway].0);
         assert_eq!(p.src, c.gateway_addr());
         down.push((c.kind, p));
     }
@@ -444,8 +443,8 @@ fn gateway_choice_is_a_parameter() {
         .map(|f| parse(&f.data).src)
         .collect();
     let expected: HashSet<IpAddr> = [
-        IpAddr::V4(craft::lab::GATEWAYS_V4[1]),
-        IpAddr::V6(craft::lab::GATEWAYS_V6[1]),
+        IpAddr::V4(testkit::lab::GATEWAYS_V4[1]),
+        IpAddr::V6(testkit::lab::GATEWAYS_V6[1]),
     ]
     .into();
     assert_eq!(srcs, expected);

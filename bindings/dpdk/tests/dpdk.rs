@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use dataplane::craft::{self, lab, Ipv4Opts, L2, L4};
 use dataplane::frame::Frame;
 use dataplane::io::pcap::{PcapReader, PcapWriter};
 use dpdk::{
@@ -19,6 +18,7 @@ use dpdk::{
     Ring, RssMode, RssStatus, RssUnavailable, RxChecksum, TxChecksum, BURST_SIZE,
     DEFAULT_DATA_ROOM, MBUF_HEADROOM, SOCKET_ANY,
 };
+use testkit::{lab, Ipv4Opts, L2, L4};
 
 struct Env {
     dir: PathBuf,
@@ -65,10 +65,10 @@ fn env() -> &'static Env {
 fn lab_frames() -> Vec<Vec<u8>> {
     let l2 = L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC);
     let opts = Ipv4Opts::default();
-    let ike = craft::ike_sa_init_request(0x0102_0304_0506_0708, &[7; 32], 19, 32, &[]);
+    let ike = testkit::ike_sa_init_request(0x0102_0304_0506_0708, &[7; 32], 19, 32, &[]);
     let client = |n: u8| Ipv4Addr::new(198, 18, 1, n);
     let mut frames = vec![
-        craft::ipv4(
+        testkit::ipv4(
             &l2,
             client(1),
             lab::VIP_V4,
@@ -79,7 +79,7 @@ fn lab_frames() -> Vec<Vec<u8>> {
                 payload: &ike,
             },
         ),
-        craft::ipv4(
+        testkit::ipv4(
             &l2,
             client(2),
             lab::VIP_V4,
@@ -87,10 +87,10 @@ fn lab_frames() -> Vec<Vec<u8>> {
             &L4::Udp {
                 src: 4500,
                 dst: 4500,
-                payload: &craft::NATT_KEEPALIVE,
+                payload: &testkit::NATT_KEEPALIVE,
             },
         ),
-        craft::ipv4(
+        testkit::ipv4(
             &l2,
             client(3),
             lab::VIP_V4,
@@ -101,7 +101,7 @@ fn lab_frames() -> Vec<Vec<u8>> {
                 payload: &[0xab; 64],
             },
         ),
-        craft::ipv6(
+        testkit::ipv6(
             &l2,
             &Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x42),
             &lab::VIP_V6,
@@ -113,7 +113,7 @@ fn lab_frames() -> Vec<Vec<u8>> {
                 payload: &ike,
             },
         ),
-        craft::ipv4(
+        testkit::ipv4(
             &l2,
             client(4),
             lab::VIP_V4,
@@ -126,7 +126,7 @@ fn lab_frames() -> Vec<Vec<u8>> {
         ),
     ];
     for f in &mut frames {
-        craft::pad_to_min_frame(f);
+        testkit::pad_to_min_frame(f);
     }
     assert_eq!(frames[4].len(), 1514);
     frames

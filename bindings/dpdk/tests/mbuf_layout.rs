@@ -9,8 +9,8 @@
 
 use std::sync::OnceLock;
 
-use dataplane::craft::SplitMix64;
 use dataplane::frame::Frame;
+use dataplane::rng::SplitMix64;
 use dpdk::{Eal, EalArgs, Mbuf, Mempool, DEFAULT_DATA_ROOM, MBUF_HEADROOM, SOCKET_ANY};
 use dpdk_sys as sys;
 

@@ -12,16 +12,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use dataplane::craft::{self, L2};
+use dataplane::emit::{self, L2};
 use dataplane::frame::Frame;
 use dataplane::model::{ApplianceSpec, NeighborSpec, Role, Snapshot, SnapshotError};
 use dataplane::neighbor::{NeighborCache, NeighborCounters, NeighborTimers, Probe};
 use dataplane::schedule::GatewayState;
-use dataplane::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
+use dataplane::wire::arp::{ArpPacket, ArpRepr, ARP_REPLY, ARP_REQUEST};
 use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
-use dataplane::wire::icmpv6::{self, icmpv6_type, NdpNeighbor};
+use dataplane::wire::icmpv6::{self, icmpv6_type, NdpNeighbor, NdpRepr};
 use dataplane::wire::ip_proto;
-use dataplane::wire::ipv6::Ipv6Packet;
+use dataplane::wire::ipv6::{solicited_node, Ipv6Packet};
 use dpdk::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
 
 use super::exception::{ExceptionCounters, ExceptionPath};
@@ -298,21 +298,23 @@ impl Control {
             }
             for (a, mac) in addrs {
                 let frame = match a {
-                    IpAddr::V4(v4) => craft::arp(
+                    IpAddr::V4(v4) => emit::arp_frame(
                         &L2 {
                             src: mac,
                             dst: EthernetAddress::BROADCAST,
                             vlan: view.vlan,
                         },
-                        ARP_REQUEST,
-                        mac,
-                        v4,
-                        EthernetAddress::default(),
-                        v4,
+                        &ArpRepr {
+                            operation: ARP_REQUEST,
+                            sender_hw: mac,
+                            sender_ip: v4,
+                            target_hw: EthernetAddress::default(),
+                            target_ip: v4,
+                        },
                     ),
                     IpAddr::V6(v6) => {
                         let all_nodes = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-                        craft::neighbor_advert(
+                        emit::ndp_frame(
                             &L2 {
                                 src: mac,
                                 dst: EthernetAddress::ipv6_multicast(&all_nodes),
@@ -320,10 +322,11 @@ impl Control {
                             },
                             &v6,
                             &all_nodes,
-                            &v6,
-                            mac,
-                            false,
-                            true,
+                            &NdpRepr::NeighborAdvert {
+                                flags: icmpv6::NDP_FLAG_OVERRIDE,
+                                target: v6,
+                                target_lladdr: Some(mac),
+                            },
                         )
                     }
                 };
@@ -446,21 +449,23 @@ impl Control {
         };
         let view = *self.snap.interface_view(itf);
         let frame = match (src, p.address) {
-            (IpAddr::V4(src), IpAddr::V4(target)) => craft::arp(
+            (IpAddr::V4(src), IpAddr::V4(target)) => emit::arp_frame(
                 &L2 {
                     src: view.mac,
                     dst: p.unicast.unwrap_or(EthernetAddress::BROADCAST),
                     vlan: view.vlan,
                 },
-                ARP_REQUEST,
-                view.mac,
-                src,
-                EthernetAddress::default(),
-                target,
+                &ArpRepr {
+                    operation: ARP_REQUEST,
+                    sender_hw: view.mac,
+                    sender_ip: src,
+                    target_hw: EthernetAddress::default(),
+                    target_ip: target,
+                },
             ),
             (IpAddr::V6(src), IpAddr::V6(target)) => {
-                let group = craft::solicited_node(&target);
-                craft::neighbor_solicit(
+                let group = solicited_node(&target);
+                emit::ndp_frame(
                     &L2 {
                         src: view.mac,
                         dst: p
@@ -469,8 +474,11 @@ impl Control {
                         vlan: view.vlan,
                     },
                     &src,
-                    &target,
-                    Some(view.mac),
+                    &group,
+                    &NdpRepr::NeighborSolicit {
+                        target,
+                        source_lladdr: Some(view.mac),
+                    },
                 )
             }
             _ => return,

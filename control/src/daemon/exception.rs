@@ -11,6 +11,7 @@
 
 use std::io;
 
+use dataplane::emit::{self, L2};
 use dataplane::model::{ApplianceSpec, InterfaceSpec};
 use dataplane::wire::ethernet::{EthernetFrame, Vlan};
 use netdev::{ifconfig, netns, Tap};
@@ -227,30 +228,31 @@ fn untagged(frame: &[u8]) -> Option<Untagged> {
     if eth.vlan() == Vlan::Untagged {
         return Some(Untagged::Same);
     }
-    let mut out = Vec::with_capacity(frame.len());
-    out.extend_from_slice(&frame[..12]);
-    out.extend_from_slice(&eth.ethertype().to_be_bytes());
-    out.extend_from_slice(eth.payload());
-    Some(Untagged::Rebuilt(out))
+    Some(Untagged::Rebuilt(retagged(&eth, Vlan::Untagged)))
 }
 
-/// `frame` (untagged) with `vlan`'s tags.
+/// `frame` (untagged) with `vlan`'s tags; unchanged if it is not Ethernet or a VID does not fit
+/// 12 bits.
 fn tagged(frame: &[u8], vlan: Vlan) -> Vec<u8> {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return frame.to_vec();
+    let vid_ok = |vid: u16| vid <= 0x0fff;
+    let fits = match vlan {
+        Vlan::Untagged => true,
+        Vlan::Single { vid } => vid_ok(vid),
+        Vlan::Double { outer, inner } => vid_ok(outer) && vid_ok(inner),
     };
-    let mut out = vec![0u8; vlan.header_len() + eth.payload().len()];
-    let Ok(h) = dataplane::wire::ethernet::emit_header(
-        &mut out,
-        eth.dst(),
-        eth.src(),
-        vlan,
-        eth.ethertype(),
-    ) else {
-        return frame.to_vec();
-    };
-    out[h..].copy_from_slice(eth.payload());
-    out
+    match EthernetFrame::new_checked(frame) {
+        Ok(eth) if fits => retagged(&eth, vlan),
+        _ => frame.to_vec(),
+    }
+}
+
+/// The frame of `eth` with its header re-emitted with `vlan`'s tags.
+fn retagged(eth: &EthernetFrame<&[u8]>, vlan: Vlan) -> Vec<u8> {
+    let l2 = L2::new(eth.src(), eth.dst()).with_vlan(vlan);
+    let payload = eth.payload();
+    emit::ethernet_frame(&l2, eth.ethertype(), payload.len(), |p| {
+        p.copy_from_slice(payload)
+    })
 }
 
 #[cfg(test)]

@@ -12,11 +12,10 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use dataplane::craft::{self, Ipv4Opts, L2, L4};
+use dataplane::emit::{self, L2};
 use dataplane::model::{ApplianceSpec, Role};
 use dataplane::wire::ethernet::EthernetAddress;
-use dataplane::wire::ip_proto;
-use dataplane::wire::vrrp::{self as wire, Family};
+use dataplane::wire::vrrp::{self as wire, Family, VrrpRepr};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
@@ -289,40 +288,20 @@ impl Ha {
     fn advertise(&mut self, ctl: &mut Control, priority: u8) {
         for r in &self.routers {
             let v6 = r.cfg.family() == Family::Ipv6;
-            let Ok(vrrp) = wire::emit_advert(
-                r.cfg.vrid,
+            let advert = VrrpRepr {
+                vrid: r.cfg.vrid,
                 priority,
-                r.cfg.advert_interval_cs,
-                &r.cfg.addresses,
-                r.cfg.primary,
-                r.cfg.family().group(),
-            ) else {
-                continue;
+                max_adver_int: r.cfg.advert_interval_cs,
+                addresses: r.cfg.addresses.clone(),
             };
             let l2 = L2 {
                 src: wire::virtual_mac(r.cfg.vrid, v6),
                 dst: multicast_mac(r.cfg.family().group()),
                 vlan: r.vlan,
             };
-            let l4 = L4::Raw {
-                protocol: ip_proto::VRRP,
-                payload: &vrrp,
-            };
-            let frame = match (r.cfg.primary, r.cfg.family().group()) {
-                (IpAddr::V4(src), IpAddr::V4(dst)) => craft::ipv4(
-                    &l2,
-                    src,
-                    dst,
-                    &Ipv4Opts {
-                        ttl: wire::TTL,
-                        ..Ipv4Opts::default()
-                    },
-                    &l4,
-                ),
-                (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                    craft::ipv6(&l2, &src, &dst, wire::TTL, &[], &l4)
-                }
-                _ => continue,
+            let Ok(frame) = emit::vrrp_frame(&l2, &advert, r.cfg.primary, r.cfg.family().group())
+            else {
+                continue;
             };
             if ctl.send_frame(r.port, &frame) {
                 self.counters.frames_out += 1;

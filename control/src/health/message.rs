@@ -16,11 +16,14 @@
 //!
 //! The checkers never panic, whatever the input; they parse with the dataplane's wire views.
 
-use dataplane::craft::SplitMix64;
+use dataplane::rng::SplitMix64;
 use dataplane::wire::dtls::{self, DtlsRecord};
 use dataplane::wire::icmp::{icmpv4_type, Icmpv4Packet};
 use dataplane::wire::icmpv6::{icmpv6_type, Icmpv6Packet};
-use dataplane::wire::ike::{self, exchange, flags, notify_type, payload_type, IkeHeader};
+use dataplane::wire::ike::{
+    self, exchange, flags, notify_type, payload_type, IkeHeader, IkeHeaderRepr, PayloadHeader,
+    PayloadHeaderRepr, ProposalRepr, SaRepr, TransformRepr,
+};
 use dataplane::wire::ip_proto;
 use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::tls::{self, content_type, handshake_type, TlsRecord};
@@ -100,44 +103,6 @@ impl IkeAnswer {
     }
 }
 
-/// Appends one transform substructure (RFC 7296 §3.3.2), with an optional key length.
-fn transform(out: &mut Vec<u8>, last: bool, ttype: u8, id: u16, key_len: Option<u16>) {
-    let len: u16 = if key_len.is_some() { 12 } else { 8 };
-    let marker = if last {
-        ike_ids::LAST
-    } else {
-        ike_ids::MORE_TRANSFORMS
-    };
-    out.extend_from_slice(&[marker, 0]);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&[ttype, 0]);
-    out.extend_from_slice(&id.to_be_bytes());
-    if let Some(bits) = key_len {
-        out.extend_from_slice(&ike_ids::ATTR_KEY_LENGTH.to_be_bytes());
-        out.extend_from_slice(&bits.to_be_bytes());
-    }
-}
-
-/// Appends one IKE proposal substructure (RFC 7296 §3.3.1) of `transforms` (type, ID, key
-/// length), SPI size 0 as in IKE_SA_INIT.
-fn proposal(out: &mut Vec<u8>, last: bool, number: u8, transforms: &[(u8, u16, Option<u16>)]) {
-    let mut body = Vec::with_capacity(12 * transforms.len());
-    for (i, &(ttype, id, key_len)) in transforms.iter().enumerate() {
-        transform(&mut body, i + 1 == transforms.len(), ttype, id, key_len);
-    }
-    let marker = if last {
-        ike_ids::LAST
-    } else {
-        ike_ids::MORE_PROPOSALS
-    };
-    // A handful of transforms: the length and count fit easily.
-    let len = (8 + body.len()) as u16;
-    out.extend_from_slice(&[marker, 0]);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&[number, ike_ids::PROTO_IKE, 0, transforms.len() as u8]);
-    out.extend_from_slice(&body);
-}
-
 /// The probe's SA payload body: two proposals of common transforms and the D-H groups
 /// [`ike_ids::OFFERED_GROUPS`].
 ///
@@ -146,39 +111,52 @@ fn proposal(out: &mut Vec<u8>, last: bool, number: u8, transforms: &[(u8, u16, O
 /// AES-GCM-16 (128, 256) without; both offer PRF HMAC-SHA2-256/384/512 and the same groups.
 fn probe_sa_body() -> Vec<u8> {
     use ike_ids::*;
-    let prfs = [PRF_HMAC_SHA2_256, PRF_HMAC_SHA2_384, PRF_HMAC_SHA2_512].map(|id| (PRF, id, None));
+    let t = |transform_type, transform_id, key_length| TransformRepr {
+        transform_type,
+        transform_id,
+        key_length,
+    };
+    let prfs = [PRF_HMAC_SHA2_256, PRF_HMAC_SHA2_384, PRF_HMAC_SHA2_512].map(|id| t(PRF, id, None));
     let integs = [
         AUTH_HMAC_SHA2_256_128,
         AUTH_HMAC_SHA2_384_192,
         AUTH_HMAC_SHA2_512_256,
     ]
-    .map(|id| (INTEG, id, None));
-    let groups = OFFERED_GROUPS.map(|g| (DH, g, None));
+    .map(|id| t(INTEG, id, None));
+    let groups = OFFERED_GROUPS.map(|g| t(DH, g, None));
     let mut cbc = vec![
-        (ENCR, ENCR_AES_CBC, Some(128)),
-        (ENCR, ENCR_AES_CBC, Some(256)),
+        t(ENCR, ENCR_AES_CBC, Some(128)),
+        t(ENCR, ENCR_AES_CBC, Some(256)),
     ];
     cbc.extend(prfs);
     cbc.extend(integs);
     cbc.extend(groups);
     let mut gcm = vec![
-        (ENCR, ENCR_AES_GCM_16, Some(128)),
-        (ENCR, ENCR_AES_GCM_16, Some(256)),
+        t(ENCR, ENCR_AES_GCM_16, Some(128)),
+        t(ENCR, ENCR_AES_GCM_16, Some(256)),
     ];
     gcm.extend(prfs);
     gcm.extend(groups);
-    let mut sa = Vec::with_capacity(256);
-    proposal(&mut sa, false, 1, &cbc);
-    proposal(&mut sa, true, 2, &gcm);
-    sa
+    let proposal = |number, transforms| ProposalRepr {
+        number,
+        protocol_id: PROTO_IKE,
+        transforms,
+    };
+    let sa = SaRepr {
+        proposals: vec![proposal(1, cbc), proposal(2, gcm)],
+    };
+    let mut body = vec![0; sa.buffer_len()];
+    sa.emit(&mut body);
+    body
 }
 
 /// Appends a generic payload header and `body` (RFC 7296 §3.2), not critical.
 fn ike_payload(out: &mut Vec<u8>, next: u8, body: &[u8]) {
     // The probe's payloads are a few hundred bytes at most.
-    let len = (ike::PAYLOAD_HEADER_LEN + body.len()) as u16;
-    out.extend_from_slice(&[next, 0]);
-    out.extend_from_slice(&len.to_be_bytes());
+    let header = PayloadHeaderRepr::new(next, body.len());
+    let at = out.len();
+    out.resize(at + header.buffer_len(), 0);
+    header.emit(&mut PayloadHeader::new_unchecked(&mut out[at..]));
     out.extend_from_slice(body);
 }
 
@@ -201,21 +179,20 @@ pub fn ike_sa_init_probe(initiator_spi: u64, nonce: &[u8; 32]) -> Vec<u8> {
     ke.extend(SplitMix64(seed).bytes(ike_ids::DH_MODP_768_LEN));
 
     let mut msg = Vec::with_capacity(400);
-    msg.extend_from_slice(&initiator_spi.to_be_bytes());
-    msg.extend_from_slice(&[0; 8]);
-    msg.extend_from_slice(&[
-        payload_type::SA,
-        0x20, // major 2, minor 0
-        exchange::IKE_SA_INIT,
-        flags::INITIATOR,
-    ]);
-    msg.extend_from_slice(&[0; 4]); // message ID
-    msg.extend_from_slice(&[0; 4]); // length, below
+    msg.resize(ike::HEADER_LEN, 0); // written last, with the length
     ike_payload(&mut msg, payload_type::KE, &probe_sa_body());
     ike_payload(&mut msg, payload_type::NONCE, &ke);
     ike_payload(&mut msg, payload_type::NONE, nonce);
-    let len = msg.len() as u32;
-    msg[24..28].copy_from_slice(&len.to_be_bytes());
+    let header = IkeHeaderRepr {
+        initiator_spi,
+        responder_spi: 0,
+        next_payload: payload_type::SA,
+        exchange_type: exchange::IKE_SA_INIT,
+        flags: flags::INITIATOR,
+        message_id: 0,
+        length: msg.len() as u32,
+    };
+    header.emit(&mut IkeHeader::new_unchecked(&mut msg[..]));
     msg
 }
 
@@ -679,7 +656,6 @@ mod tests {
     fn check_dtls_response(datagram: &[u8]) -> Result<TlsAnswer, String> {
         super::check_dtls_response(datagram).map_err(|e| e.to_string())
     }
-    use dataplane::craft;
     use proptest::prelude::*;
 
     const SPI: u64 = 0x0123_4567_89ab_cdef;
@@ -828,7 +804,7 @@ mod tests {
         );
         assert_eq!(check_ike_response(&r, SPI), Ok(IkeAnswer::Notify(17)));
         // A full response (the dataplane's builder): accepted.
-        let full = craft::ike_sa_init_response(SPI, 9, &NONCE, 19, 64, &[]);
+        let full = testkit::ike_sa_init_response(SPI, 9, &NONCE, 19, 64, &[]);
         assert_eq!(check_ike_response(&full, SPI), Ok(IkeAnswer::Accepted));
         assert_eq!(IkeAnswer::Accepted.name(), "accepted");
     }
@@ -959,7 +935,7 @@ mod tests {
 
     #[test]
     fn tls_answers() {
-        let sh = craft::tls_server_hello();
+        let sh = testkit::tls_server_hello();
         assert_eq!(check_tls_response(&sh), Ok(Some(TlsAnswer::ServerHello)));
         // A prefix of it: undecided until the handshake type is there.
         for len in 0..=5 {
@@ -1077,7 +1053,7 @@ mod tests {
 
     #[test]
     fn dtls_answers() {
-        let hvr = craft::dtls_hello_verify_request(&[0xc0; 20]);
+        let hvr = testkit::dtls_hello_verify_request(&[0xc0; 20]);
         assert_eq!(check_dtls_response(&hvr), Ok(TlsAnswer::HelloVerifyRequest));
         assert_eq!(TlsAnswer::HelloVerifyRequest.name(), "HelloVerifyRequest");
         let mut sh = hvr.clone();
@@ -1097,10 +1073,10 @@ mod tests {
         assert!(check_dtls_response(&alert[..14]).is_err());
         let probe = dtls_client_hello_probe(&[0; 32]);
         assert!(check_dtls_response(&probe).is_err());
-        let data = craft::dtls_application_data(1, 1, 40);
+        let data = testkit::dtls_application_data(1, 1, 40);
         assert!(check_dtls_response(&data).is_err());
         // A TLS record is not DTLS.
-        assert!(check_dtls_response(&craft::tls_server_hello()).is_err());
+        assert!(check_dtls_response(&testkit::tls_server_hello()).is_err());
         assert!(check_dtls_response(b"garbage that is no record").is_err());
     }
 

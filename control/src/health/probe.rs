@@ -30,7 +30,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dataplane::craft::SplitMix64;
+use dataplane::rng::SplitMix64;
 use dataplane::wire::ike::NON_ESP_MARKER;
 use dataplane::wire::ipv4::Ipv4Packet;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use dataplane::affinity::{AffinityKey, AffinityValue};
 use dataplane::changes::AffinityChange;
-use dataplane::craft::lab::appliance_spec;
+use testkit::lab::appliance_spec;
 use dataplane::frame::{Frame, VecFrame};
 use dataplane::model::{AffinitySpec, ServiceMode, Snapshot};
 use dataplane::pipeline::{Verdict, Worker};

@@ -12,7 +12,9 @@ use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::model::{NextHop, Role, Snapshot, Unreachable};
 use crate::nat::{self, Side};
-use crate::wire::ethernet::{emit_header, ethertype, EthernetAddress, Vlan};
+use crate::wire::ethernet::{
+    self, emit_header, ethertype, EthernetAddress, Vlan, ETHERNET_HEADER_LEN,
+};
 
 /// Whether a flow's packet may be forwarded: its TTL or hop limit does not reach zero here.
 #[inline(always)]
@@ -64,10 +66,15 @@ fn ethertype_of(v6: bool) -> u16 {
 
 /// Writes an untagged Ethernet header for an IP packet of family `v6`.
 #[inline(always)]
-fn untagged_header(hdr: &mut [u8; 14], dst: EthernetAddress, src: EthernetAddress, v6: bool) {
-    hdr[..6].copy_from_slice(&dst.0);
-    hdr[6..12].copy_from_slice(&src.0);
-    hdr[12..].copy_from_slice(&ethertype_of(v6).to_be_bytes());
+fn untagged_header(
+    hdr: &mut [u8; ETHERNET_HEADER_LEN],
+    dst: EthernetAddress,
+    src: EthernetAddress,
+    v6: bool,
+) {
+    hdr[ethernet::field::DST].copy_from_slice(&dst.0);
+    hdr[ethernet::field::SRC].copy_from_slice(&src.0);
+    hdr[ethernet::field::TYPE0..].copy_from_slice(&ethertype_of(v6).to_be_bytes());
 }
 
 /// Next hop for traffic to a client: it must leave through a client-facing interface.
@@ -103,7 +110,8 @@ pub(super) fn emit_l2<F: Frame>(
     // virtual MAC of an HA master, so switches keep it on the master's port.
     let src = itf.forward_mac(v6);
     let bytes = frame.bytes_mut();
-    if let (Vlan::Untagged, Some(hdr)) = (itf.vlan, bytes.first_chunk_mut::<14>()) {
+    if let (Vlan::Untagged, Some(hdr)) = (itf.vlan, bytes.first_chunk_mut::<ETHERNET_HEADER_LEN>())
+    {
         // The common case, written straight (what `emit_header` writes for no tags).
         untagged_header(hdr, hop.mac, src, v6);
     } else if emit_header(bytes, hop.mac, src, itf.vlan, ethertype_of(v6)).is_err() {

@@ -665,11 +665,11 @@ fn ipv6_at(b: &[u8], at: usize) -> Ipv6Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::craft::lab::{self, appliance_spec};
-    use crate::craft::{self, Ipv4Opts, L2, L4};
     use crate::frame::VecFrame;
     use crate::model::AffinitySpec;
     use crate::nat::L4Checksum;
+    use crate::testkit::lab::{self, appliance_spec};
+    use crate::testkit::{self, Ipv4Opts, L2, L4};
     use parse::Flow;
     use proptest::prelude::*;
 
@@ -697,50 +697,50 @@ mod tests {
     /// Client-side (port 0) frames: every kind of plan, and flows of both families.
     fn from_clients() -> Vec<Vec<u8>> {
         let l2 = L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC);
-        let esp = craft::esp_payload(0x1234, 1, 60);
+        let esp = testkit::esp_payload(0x1234, 1, 60);
         fn udp(src: u16, dst: u16, payload: &[u8]) -> L4<'_> {
             L4::Udp { src, dst, payload }
         }
         let mut v = Vec::new();
         for i in 1..6 {
             let l4 = udp(4500, 4500, &esp);
-            v.push(craft::ipv4(
+            v.push(testkit::ipv4(
                 &l2,
                 client4(i),
                 lab::VIP_V4,
                 &Ipv4Opts::default(),
                 &l4,
             ));
-            v.push(craft::ipv6(&l2, &client6(i), &lab::VIP_V6, 64, &[], &l4));
+            v.push(testkit::ipv6(&l2, &client6(i), &lab::VIP_V6, 64, &[], &l4));
         }
         let ttl1 = Ipv4Opts {
             ttl: 1,
             ..Ipv4Opts::default()
         };
-        let hello = craft::tls_client_hello(Some("vpn.example.net"));
+        let hello = testkit::tls_client_hello(Some("vpn.example.net"));
         let tcp = L4::Tcp {
             src: 50_000,
             dst: 443,
             seq: 1,
             ack: 0,
-            flags: craft::tcp_flags::ACK,
+            flags: testkit::tcp_flags::ACK,
             payload: &hello,
         };
-        v.push(craft::ipv4(
+        v.push(testkit::ipv4(
             &l2,
             client4(7),
             lab::VIP_V4,
             &ttl1,
             &udp(4500, 4500, &esp),
         ));
-        v.push(craft::ipv4(
+        v.push(testkit::ipv4(
             &l2,
             client4(8),
             lab::VIP_V4,
             &Ipv4Opts::default(),
             &tcp,
         ));
-        v.push(craft::ipv4(
+        v.push(testkit::ipv4(
             &l2,
             client4(9),
             lab::VIP_V4,
@@ -753,7 +753,7 @@ mod tests {
             rest: 0x0001_0001,
             payload: b"ping",
         };
-        v.push(craft::ipv4(
+        v.push(testkit::ipv4(
             &l2,
             client4(10),
             lab::VIP_V4,
@@ -764,7 +764,7 @@ mod tests {
             lab::ROUTER_MAC,
             crate::wire::ethernet::EthernetAddress::BROADCAST,
         );
-        v.push(craft::arp(
+        v.push(testkit::arp(
             &arp_l2,
             1,
             lab::ROUTER_MAC,
@@ -773,14 +773,14 @@ mod tests {
             lab::VIP_V4,
         ));
         // Spoofed source, not a VIP, garbage.
-        v.push(craft::ipv4(
+        v.push(testkit::ipv4(
             &l2,
             lab::VIP_V4,
             lab::VIP_V4,
             &Ipv4Opts::default(),
             &udp(4500, 4500, &esp),
         ));
-        v.push(craft::ipv4(
+        v.push(testkit::ipv4(
             &l2,
             client4(11),
             client4(12),
@@ -793,7 +793,7 @@ mod tests {
 
     /// Gateway-side (port 1) frames: replies to some of the clients above, and strays.
     fn from_gateways() -> Vec<Vec<u8>> {
-        let esp = craft::esp_payload(0x5678, 1, 60);
+        let esp = testkit::esp_payload(0x5678, 1, 60);
         let l4 = L4::Udp {
             src: 4500,
             dst: 4500,
@@ -804,14 +804,14 @@ mod tests {
             let l2 = L2::new(lab::GATEWAY_MACS[g], lab::BACKEND_PORT_MAC);
             for i in 1..4 {
                 let c = client4(i);
-                v.push(craft::ipv4(
+                v.push(testkit::ipv4(
                     &l2,
                     lab::GATEWAYS_V4[g],
                     c,
                     &Ipv4Opts::default(),
                     &l4,
                 ));
-                v.push(craft::ipv6(
+                v.push(testkit::ipv6(
                     &l2,
                     &lab::GATEWAYS_V6[g],
                     &client6(i),
@@ -823,7 +823,7 @@ mod tests {
         }
         let l2 = L2::new(lab::GATEWAY_MACS[0], lab::BACKEND_PORT_MAC);
         let stranger = Ipv4Addr::new(198, 19, 0, 99);
-        v.push(craft::ipv4(
+        v.push(testkit::ipv4(
             &l2,
             stranger,
             client4(1),

@@ -136,6 +136,56 @@ fn ip(b: &[u8]) -> Ipv4Addr {
     Ipv4Addr::new(b[0], b[1], b[2], b[3])
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
+    /// Writes the fixed fields of Ethernet/IPv4 ARP: htype 1, ptype 0x0800, hlen 6, plen 4.
+    pub fn set_ethernet_ipv4(&mut self) {
+        let b = self.buffer.as_mut();
+        set_be16(b, field::HTYPE, HTYPE_ETHERNET);
+        set_be16(b, field::PTYPE, ethertype::IPV4);
+        b[field::HLEN] = 6;
+        b[field::PLEN] = 4;
+    }
+}
+
+/// The high-level form of an Ethernet/IPv4 ARP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArpRepr {
+    /// [`ARP_REQUEST`], [`ARP_REPLY`] or another value.
+    pub operation: u16,
+    pub sender_hw: EthernetAddress,
+    pub sender_ip: Ipv4Addr,
+    pub target_hw: EthernetAddress,
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpRepr {
+    /// Reads a checked packet.
+    pub fn parse<T: AsRef<[u8]>>(packet: &ArpPacket<T>) -> Result<ArpRepr> {
+        Ok(ArpRepr {
+            operation: packet.operation(),
+            sender_hw: packet.sender_hw(),
+            sender_ip: packet.sender_ip(),
+            target_hw: packet.target_hw(),
+            target_ip: packet.target_ip(),
+        })
+    }
+
+    /// [`ARP_LEN`].
+    pub const fn buffer_len(&self) -> usize {
+        ARP_LEN
+    }
+
+    /// Writes the packet through the view's setters; the buffer must hold [`ARP_LEN`] bytes.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut ArpPacket<T>) {
+        packet.set_ethernet_ipv4();
+        packet.set_operation(self.operation);
+        packet.set_sender_hw(self.sender_hw);
+        packet.set_sender_ip(self.sender_ip);
+        packet.set_target_hw(self.target_hw);
+        packet.set_target_ip(self.target_ip);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +301,48 @@ mod tests {
             prop_assert_eq!(p.sender_ip(), Ipv4Addr::from(spa));
             prop_assert_eq!(p.target_hw(), EthernetAddress(tha));
             prop_assert_eq!(p.target_ip(), Ipv4Addr::from(tpa));
+        }
+    }
+}
+
+#[cfg(test)]
+mod repr_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn emits_known_bytes() {
+        let repr = ArpRepr {
+            operation: ARP_REQUEST,
+            sender_hw: EthernetAddress([0x02, 0, 0, 0, 0x01, 0x01]),
+            sender_ip: Ipv4Addr::new(198, 18, 0, 1),
+            target_hw: EthernetAddress::default(),
+            target_ip: Ipv4Addr::new(198, 18, 0, 254),
+        };
+        let mut buf = [0xaa; ARP_LEN];
+        repr.emit(&mut ArpPacket::new_unchecked(&mut buf[..]));
+        #[rustfmt::skip]
+        let expected = [
+            0, 1, 0x08, 0x00, 6, 4, 0, 1,
+            2, 0, 0, 0, 1, 1, 198, 18, 0, 1,
+            0, 0, 0, 0, 0, 0, 198, 18, 0, 254,
+        ];
+        assert_eq!(buf, expected);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(op in any::<u16>(), sha in any::<[u8; 6]>(), spa in any::<u32>(), tha in any::<[u8; 6]>(), tpa in any::<u32>()) {
+            let repr = ArpRepr {
+                operation: op,
+                sender_hw: EthernetAddress(sha),
+                sender_ip: Ipv4Addr::from(spa),
+                target_hw: EthernetAddress(tha),
+                target_ip: Ipv4Addr::from(tpa),
+            };
+            let mut buf = vec![0u8; repr.buffer_len()];
+            repr.emit(&mut ArpPacket::new_unchecked(&mut buf[..]));
+            prop_assert_eq!(ArpRepr::parse(&ArpPacket::new_checked(&buf[..]).unwrap()).unwrap(), repr);
         }
     }
 }

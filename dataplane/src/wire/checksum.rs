@@ -74,6 +74,25 @@ pub fn pseudo_header_v6(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, l4_len:
     acc + u32::from(next_header)
 }
 
+/// The addresses of an upper-layer checksum's pseudo-header, for the Reprs' `emit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PseudoHeader {
+    V4 { src: Ipv4Addr, dst: Ipv4Addr },
+    V6 { src: Ipv6Addr, dst: Ipv6Addr },
+}
+
+impl PseudoHeader {
+    /// The pseudo-header sum for `protocol` (the next header) and an upper-layer length `len`
+    /// ([`pseudo_header_v4`] keeps the low 16 bits, as the IPv4 pseudo-header does).
+    #[inline]
+    pub fn sum(&self, protocol: u8, len: usize) -> u32 {
+        match self {
+            PseudoHeader::V4 { src, dst } => pseudo_header_v4(*src, *dst, protocol, len as u16),
+            PseudoHeader::V6 { src, dst } => pseudo_header_v6(src, dst, protocol, len as u32),
+        }
+    }
+}
+
 /// RFC 1624 eqn. 3: the new checksum field after one 16-bit word changes from `old` to `new`.
 /// `HC' = ~(~HC + ~m + m')`
 #[inline]

@@ -216,7 +216,9 @@ impl Vlan {
     }
 }
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     pub const DST: core::ops::Range<usize> = 0..6;
     pub const SRC: core::ops::Range<usize> = 6..12;
     /// EtherType of an untagged frame, or the TPID of the outer tag.
@@ -414,6 +416,66 @@ pub fn emit_header(
     }
     set_be16(hdr, at, ethertype);
     Ok(len)
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    /// Writes the VLAN tags (TPID 0x88a8 outside and 0x8100 inside for a double tag, PCP and DEI
+    /// 0; VIDs keep their low 12 bits) and clears the EtherType field after them: call
+    /// [`set_ethertype`](Self::set_ethertype) next. The buffer must hold the header with these
+    /// tags ([`Vlan::header_len`]).
+    pub fn set_vlan(&mut self, vlan: Vlan) {
+        let b = self.buffer.as_mut();
+        let mut at = field::TYPE0;
+        let tags: [(u16, u16); 2] = match vlan {
+            Vlan::Untagged => [(0, 0); 2],
+            Vlan::Single { vid } => [(ethertype::VLAN, vid), (0, 0)],
+            Vlan::Double { outer, inner } => [(ethertype::QINQ, outer), (ethertype::VLAN, inner)],
+        };
+        for (tpid, vid) in tags.into_iter().take(vlan.tag_len() / VLAN_TAG_LEN) {
+            set_be16(b, at, tpid);
+            set_be16(b, at + 2, vid & VID_MASK);
+            at += VLAN_TAG_LEN;
+        }
+        set_be16(b, at, 0);
+    }
+}
+
+/// The high-level form of an Ethernet II header (smoltcp's `EthernetRepr`): addresses, VLAN
+/// tags and the payload's EtherType.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EthernetRepr {
+    pub src: EthernetAddress,
+    pub dst: EthernetAddress,
+    /// The tags; VIDs above 4095 are written with their low 12 bits.
+    pub vlan: Vlan,
+    /// The payload's EtherType (after any tags).
+    pub ethertype: u16,
+}
+
+impl EthernetRepr {
+    /// Reads the header of a checked frame.
+    pub fn parse<T: AsRef<[u8]>>(frame: &EthernetFrame<T>) -> Result<EthernetRepr> {
+        Ok(EthernetRepr {
+            src: frame.src(),
+            dst: frame.dst(),
+            vlan: frame.vlan(),
+            ethertype: frame.ethertype(),
+        })
+    }
+
+    /// The header's length: 14, 18 or 22.
+    pub fn buffer_len(&self) -> usize {
+        self.vlan.header_len()
+    }
+
+    /// Writes the header through the view's setters. The buffer must be at least
+    /// [`buffer_len`](Self::buffer_len) bytes long.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, frame: &mut EthernetFrame<T>) {
+        frame.set_dst(self.dst);
+        frame.set_src(self.src);
+        frame.set_vlan(self.vlan);
+        frame.set_ethertype(self.ethertype);
+    }
 }
 
 #[cfg(test)]
@@ -935,6 +997,108 @@ mod tests {
         #[test]
         fn mac_parse_never_panics(s in ".{0,20}") {
             let _ = s.parse::<EthernetAddress>();
+        }
+    }
+}
+
+#[cfg(test)]
+mod repr_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const A: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0x01, 0x01]);
+    const B: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0x01, 0xfe]);
+
+    fn emit(repr: &EthernetRepr, garbage: u8) -> Vec<u8> {
+        let mut buf = vec![garbage; repr.buffer_len()];
+        repr.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+        buf
+    }
+
+    #[test]
+    fn emits_known_bytes() {
+        let repr = EthernetRepr {
+            src: B,
+            dst: EthernetAddress::BROADCAST,
+            vlan: Vlan::Double {
+                outer: 200,
+                inner: 4095,
+            },
+            ethertype: ethertype::ARP,
+        };
+        #[rustfmt::skip]
+        let expected = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0x01, 0xfe,
+            0x88, 0xa8, 0x00, 0xc8, 0x81, 0x00, 0x0f, 0xff, 0x08, 0x06,
+        ];
+        // Whatever the buffer held before (here 0x81 bytes that look like tags).
+        assert_eq!(emit(&repr, 0x81), expected);
+        let single = EthernetRepr {
+            vlan: Vlan::Single { vid: 100 },
+            ..repr
+        };
+        assert_eq!(
+            emit(&single, 0x81)[12..],
+            [0x81, 0x00, 0x00, 0x64, 0x08, 0x06]
+        );
+        let untagged = EthernetRepr {
+            vlan: Vlan::Untagged,
+            ethertype: ethertype::IPV4,
+            src: A,
+            dst: B,
+        };
+        assert_eq!(
+            emit(&untagged, 0x81),
+            [2, 0, 0, 0, 1, 0xfe, 2, 0, 0, 0, 1, 1, 8, 0]
+        );
+    }
+
+    #[test]
+    fn emit_agrees_with_emit_header() {
+        for vlan in [
+            Vlan::Untagged,
+            Vlan::Single { vid: 7 },
+            Vlan::Double { outer: 1, inner: 2 },
+        ] {
+            let repr = EthernetRepr {
+                src: A,
+                dst: B,
+                vlan,
+                ethertype: ethertype::IPV6,
+            };
+            let mut other = [0u8; 22];
+            let n = emit_header(&mut other, B, A, vlan, ethertype::IPV6).unwrap();
+            assert_eq!(emit(&repr, 0), other[..n]);
+        }
+    }
+
+    fn vlan() -> impl Strategy<Value = Vlan> {
+        prop_oneof![
+            Just(Vlan::Untagged),
+            (0u16..4096).prop_map(|vid| Vlan::Single { vid }),
+            (0u16..4096, 0u16..4096).prop_map(|(outer, inner)| Vlan::Double { outer, inner }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(
+            src in any::<[u8; 6]>(),
+            dst in any::<[u8; 6]>(),
+            vlan in vlan(),
+            et in prop_oneof![Just(ethertype::IPV4), Just(ethertype::IPV6), Just(ethertype::ARP), 0u16..0x8000],
+            garbage in any::<u8>(),
+        ) {
+            let repr = EthernetRepr {
+                src: EthernetAddress(src),
+                dst: EthernetAddress(dst),
+                vlan,
+                ethertype: et,
+            };
+            let buf = emit(&repr, garbage);
+            let frame = EthernetFrame::new_checked(&buf[..]).unwrap();
+            prop_assert_eq!(frame.header_len(), repr.buffer_len());
+            prop_assert_eq!(EthernetRepr::parse(&frame).unwrap(), repr);
         }
     }
 }

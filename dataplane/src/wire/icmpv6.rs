@@ -49,7 +49,9 @@ pub fn is_error(msg_type: u8) -> bool {
     (1..=4).contains(&msg_type)
 }
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     pub const TYPE: usize = 0;
     pub const CODE: usize = 1;
     pub const CHECKSUM: usize = 2;
@@ -291,6 +293,162 @@ pub fn ndp_lladdr_option(options: &[u8], option_type: u8) -> Result<Option<Ether
     Ok(found)
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> NdpNeighbor<T> {
+    /// Writes a link-layer address option ([`NDP_OPT_SOURCE_LLADDR`] or
+    /// [`NDP_OPT_TARGET_LLADDR`], length 1 unit) at the start of the options; they must hold 8
+    /// bytes.
+    pub fn set_lladdr_option(&mut self, option_type: u8, addr: EthernetAddress) {
+        let opt = &mut self.options_mut()[..NDP_LLADDR_OPTION_LEN];
+        opt[0] = option_type;
+        opt[1] = 1;
+        opt[2..].copy_from_slice(&addr.0);
+    }
+}
+
+/// Length of a link-layer address option for Ethernet.
+pub const NDP_LLADDR_OPTION_LEN: usize = 8;
+
+/// The high-level form of an ICMPv6 header: type, code and the 4-byte rest of header. The data
+/// follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Icmpv6Repr {
+    pub msg_type: u8,
+    pub code: u8,
+    pub rest_of_header: u32,
+}
+
+impl Icmpv6Repr {
+    /// Reads the header of a checked message (the checksum is the caller's to verify, with
+    /// [`Icmpv6Packet::verify_checksum`]: it needs the IPv6 addresses).
+    pub fn parse<T: AsRef<[u8]>>(packet: &Icmpv6Packet<T>) -> Result<Icmpv6Repr> {
+        Ok(Icmpv6Repr {
+            msg_type: packet.msg_type(),
+            code: packet.code(),
+            rest_of_header: packet.rest_of_header(),
+        })
+    }
+
+    /// The header's length: [`ICMPV6_HEADER_LEN`].
+    pub const fn buffer_len(&self) -> usize {
+        ICMPV6_HEADER_LEN
+    }
+
+    /// Writes a whole message over the view's buffer, which must be exactly the message: the
+    /// header, the data by `emit_data`, then the checksum over the pseudo-header of `src` and
+    /// `dst`.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut Icmpv6Packet<T>,
+        src: &Ipv6Addr,
+        dst: &Ipv6Addr,
+        emit_data: impl FnOnce(&mut [u8]),
+    ) {
+        packet.set_msg_type(self.msg_type);
+        packet.set_code(self.code);
+        packet.set_rest_of_header(self.rest_of_header);
+        emit_data(packet.data_mut());
+        packet.fill_checksum(src, dst);
+    }
+}
+
+/// The high-level form of a neighbor solicitation or advertisement (RFC 4861 §4.3, §4.4) with
+/// at most one Ethernet link-layer address option, the only kind the appliance sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NdpRepr {
+    NeighborSolicit {
+        target: Ipv6Addr,
+        /// The Source Link-Layer Address option; none when the source is `::` (DAD).
+        source_lladdr: Option<EthernetAddress>,
+    },
+    NeighborAdvert {
+        /// [`NDP_FLAG_ROUTER`], [`NDP_FLAG_SOLICITED`], [`NDP_FLAG_OVERRIDE`].
+        flags: u8,
+        target: Ipv6Addr,
+        /// The Target Link-Layer Address option.
+        target_lladdr: Option<EthernetAddress>,
+    },
+}
+
+impl NdpRepr {
+    /// Reads a checked ICMPv6 message that is a neighbor solicitation or advertisement:
+    /// `BadHeader` for another type, a non-zero code or a malformed option list (the first
+    /// link-layer address option of the message's kind is kept, others are ignored).
+    pub fn parse<T: AsRef<[u8]>>(packet: &Icmpv6Packet<T>) -> Result<NdpRepr> {
+        if packet.code() != 0 {
+            return Err(Error::BadHeader);
+        }
+        let ndp = NdpNeighbor::new_checked(packet.buffer.as_ref())?;
+        match packet.msg_type() {
+            icmpv6_type::NEIGHBOR_SOLICIT => Ok(NdpRepr::NeighborSolicit {
+                target: ndp.target(),
+                source_lladdr: ndp_lladdr_option(ndp.options(), NDP_OPT_SOURCE_LLADDR)?,
+            }),
+            icmpv6_type::NEIGHBOR_ADVERT => Ok(NdpRepr::NeighborAdvert {
+                flags: ndp.flags(),
+                target: ndp.target(),
+                target_lladdr: ndp_lladdr_option(ndp.options(), NDP_OPT_TARGET_LLADDR)?,
+            }),
+            _ => Err(Error::BadHeader),
+        }
+    }
+
+    /// The message's length: 24, or 32 with the option.
+    pub const fn buffer_len(&self) -> usize {
+        match self {
+            NdpRepr::NeighborSolicit {
+                source_lladdr: Some(_),
+                ..
+            }
+            | NdpRepr::NeighborAdvert {
+                target_lladdr: Some(_),
+                ..
+            } => NDP_NEIGHBOR_LEN + NDP_LLADDR_OPTION_LEN,
+            _ => NDP_NEIGHBOR_LEN,
+        }
+    }
+
+    /// Writes the whole message over the view's buffer, which must be exactly
+    /// [`buffer_len`](Self::buffer_len) bytes, checksum (over `src` and `dst`) included.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut Icmpv6Packet<T>,
+        src: &Ipv6Addr,
+        dst: &Ipv6Addr,
+    ) {
+        let (msg_type, flags, target, option) = match *self {
+            NdpRepr::NeighborSolicit {
+                target,
+                source_lladdr,
+            } => (
+                icmpv6_type::NEIGHBOR_SOLICIT,
+                0,
+                target,
+                source_lladdr.map(|a| (NDP_OPT_SOURCE_LLADDR, a)),
+            ),
+            NdpRepr::NeighborAdvert {
+                flags,
+                target,
+                target_lladdr,
+            } => (
+                icmpv6_type::NEIGHBOR_ADVERT,
+                flags,
+                target,
+                target_lladdr.map(|a| (NDP_OPT_TARGET_LLADDR, a)),
+            ),
+        };
+        packet.set_msg_type(msg_type);
+        packet.set_code(0);
+        packet.set_rest_of_header(0);
+        let mut ndp = NdpNeighbor::new_unchecked(packet.buffer.as_mut());
+        ndp.set_flags(flags);
+        ndp.set_target(&target);
+        if let Some((option_type, addr)) = option {
+            ndp.set_lladdr_option(option_type, addr);
+        }
+        packet.fill_checksum(src, dst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,6 +688,93 @@ mod tests {
                 ndp_lladdr_option(&opts, NDP_OPT_SOURCE_LLADDR),
                 Ok(Some(EthernetAddress(mac)))
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod repr_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SRC: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
+    const DST: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0xfe);
+    const MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0x01, 0x01]);
+
+    fn emit(repr: &NdpRepr) -> Vec<u8> {
+        let mut buf = vec![0xee; repr.buffer_len()];
+        repr.emit(&mut Icmpv6Packet::new_unchecked(&mut buf[..]), &SRC, &DST);
+        buf
+    }
+
+    #[test]
+    fn emits_known_bytes() {
+        let ns = NdpRepr::NeighborSolicit {
+            target: Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0xfe),
+            source_lladdr: Some(MAC),
+        };
+        let buf = emit(&ns);
+        let mut expected = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        expected.extend_from_slice(&Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0xfe).octets());
+        expected.extend_from_slice(&[1, 1, 0x02, 0, 0, 0, 0x01, 0x01]);
+        let c = !checksum::fold(checksum::sum(pseudo_header(&SRC, &DST, 32), &expected));
+        expected[2..4].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(buf, expected);
+
+        let na = NdpRepr::NeighborAdvert {
+            flags: NDP_FLAG_OVERRIDE,
+            target: SRC,
+            target_lladdr: None,
+        };
+        let buf = emit(&na);
+        assert_eq!(buf.len(), 24);
+        assert_eq!(buf[..2], [136, 0]);
+        assert_eq!(buf[4..8], [0x20, 0, 0, 0]);
+        assert!(Icmpv6Packet::new_checked(&buf[..])
+            .unwrap()
+            .verify_checksum(&SRC, &DST));
+    }
+
+    #[test]
+    fn icmpv6_echo_known_bytes() {
+        let repr = Icmpv6Repr {
+            msg_type: icmpv6_type::ECHO_REPLY,
+            code: 0,
+            rest_of_header: 0x0001_0002,
+        };
+        let mut buf = [0xee; 10];
+        repr.emit(
+            &mut Icmpv6Packet::new_unchecked(&mut buf[..]),
+            &SRC,
+            &DST,
+            |d| d.copy_from_slice(b"hi"),
+        );
+        let mut expected = [129, 0, 0, 0, 0, 1, 0, 2, b'h', b'i'];
+        let c = !checksum::fold(checksum::sum(pseudo_header(&SRC, &DST, 10), &expected));
+        expected[2..4].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(buf, expected);
+        let p = Icmpv6Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(Icmpv6Repr::parse(&p).unwrap(), repr);
+        assert!(NdpRepr::parse(&p).is_err());
+    }
+
+    fn mac() -> impl Strategy<Value = Option<EthernetAddress>> {
+        proptest::option::of(any::<[u8; 6]>().prop_map(EthernetAddress))
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(solicit in any::<bool>(), flags in prop_oneof![Just(0u8), Just(0x20), Just(0x60), Just(0xe0)], target in any::<[u8; 16]>(), lladdr in mac()) {
+            let target = Ipv6Addr::from(target);
+            let repr = if solicit {
+                NdpRepr::NeighborSolicit { target, source_lladdr: lladdr }
+            } else {
+                NdpRepr::NeighborAdvert { flags, target, target_lladdr: lladdr }
+            };
+            let buf = emit(&repr);
+            let p = Icmpv6Packet::new_checked(&buf[..]).unwrap();
+            prop_assert!(p.verify_checksum(&SRC, &DST));
+            prop_assert_eq!(NdpRepr::parse(&p).unwrap(), repr);
         }
     }
 }

@@ -23,7 +23,9 @@ use super::{be16, set_be16, Error, Result};
 /// Length of an IPv4 header without options.
 pub const IPV4_HEADER_LEN: usize = 20;
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     use core::ops::Range;
     pub const VER_IHL: usize = 0;
     pub const DSCP_ECN: usize = 1;
@@ -257,6 +259,125 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (start, end) = (self.header_len(), self.payload_end());
         &mut self.buffer.as_mut()[start..end]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// Sets version 4 and the header length in bytes (`len / 4` words, at most 60; checksum not
+    /// updated). Options are the caller's to write, before [`fill_checksum`](Self::fill_checksum).
+    pub fn set_header_len(&mut self, len: usize) {
+        // len <= 60, so len / 4 fits the nibble.
+        self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((len / 4) as u8 & 0x0f);
+    }
+
+    /// Sets the flags and the fragment offset (in bytes; its low 3 bits are dropped, and it
+    /// keeps 13 bits of 8-byte units). Checksum not updated.
+    pub fn set_frag(&mut self, dont_frag: bool, more_frags: bool, offset: u16) {
+        let mut v = (offset / 8) & FRAG_OFFSET_MASK;
+        if dont_frag {
+            v |= FLAG_DF;
+        }
+        if more_frags {
+            v |= FLAG_MF;
+        }
+        set_be16(self.buffer.as_mut(), field::FLAGS_FRAG, v);
+    }
+
+    /// Options (bytes 20..IHL*4), writable.
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let end = self.header_len();
+        &mut self.buffer.as_mut()[IPV4_HEADER_LEN..end]
+    }
+}
+
+/// The high-level form of an IPv4 header without options (smoltcp's `Ipv4Repr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Repr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// Protocol of the payload (see [`ip_proto`](super::ip_proto)).
+    pub protocol: u8,
+    /// Bytes after the header (total length less the header's).
+    pub payload_len: usize,
+    pub ttl: u8,
+    pub ident: u16,
+    pub dscp_ecn: u8,
+    pub dont_frag: bool,
+    pub more_frags: bool,
+    /// Fragment offset in bytes (a multiple of 8).
+    pub frag_offset: u16,
+}
+
+impl Ipv4Repr {
+    /// An unfragmented packet with TTL `ttl`, ident 0, DSCP/ECN 0 and DF clear.
+    pub const fn new(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        payload_len: usize,
+        ttl: u8,
+    ) -> Self {
+        Ipv4Repr {
+            src,
+            dst,
+            protocol,
+            payload_len,
+            ttl,
+            ident: 0,
+            dscp_ecn: 0,
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+        }
+    }
+
+    /// Reads a checked packet; `BadHeader` when the header checksum is wrong. Options are
+    /// skipped (`payload_len` starts after them).
+    pub fn parse<T: AsRef<[u8]>>(packet: &Ipv4Packet<T>) -> Result<Ipv4Repr> {
+        if !packet.verify_checksum() {
+            return Err(Error::BadHeader);
+        }
+        Ok(Ipv4Repr {
+            src: packet.src_addr(),
+            dst: packet.dst_addr(),
+            protocol: packet.protocol(),
+            payload_len: usize::from(packet.total_len()) - packet.header_len(),
+            ttl: packet.ttl(),
+            ident: packet.ident(),
+            dscp_ecn: packet.dscp_ecn(),
+            dont_frag: packet.dont_frag(),
+            more_frags: packet.more_frags(),
+            frag_offset: packet.frag_offset(),
+        })
+    }
+
+    /// The header's length: [`IPV4_HEADER_LEN`].
+    pub const fn buffer_len(&self) -> usize {
+        IPV4_HEADER_LEN
+    }
+
+    /// Writes the header (20 bytes, no options) through the view's setters, header checksum
+    /// included. The total length is saturated at 65535.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Ipv4Packet<T>) {
+        packet.set_header_len(IPV4_HEADER_LEN);
+        packet.set_dscp_ecn(self.dscp_ecn);
+        let total = (IPV4_HEADER_LEN + self.payload_len).min(usize::from(u16::MAX));
+        packet.set_total_len(total as u16);
+        packet.set_ident(self.ident);
+        packet.set_frag(self.dont_frag, self.more_frags, self.frag_offset);
+        packet.set_ttl(self.ttl);
+        packet.set_protocol(self.protocol);
+        packet.set_src_addr(self.src);
+        packet.set_dst_addr(self.dst);
+        packet.fill_checksum();
+    }
+
+    /// The pseudo-header of the payload's checksum.
+    pub const fn pseudo_header(&self) -> checksum::PseudoHeader {
+        checksum::PseudoHeader::V4 {
+            src: self.src,
+            dst: self.dst,
+        }
     }
 }
 
@@ -538,6 +659,61 @@ mod tests {
             prop_assert_eq!(p.checksum(), cksum);
             p.fill_checksum();
             prop_assert!(p.verify_checksum());
+        }
+    }
+}
+
+#[cfg(test)]
+mod repr_tests {
+    use super::*;
+    use crate::wire::ip_proto;
+    use proptest::prelude::*;
+
+    #[test]
+    fn emits_known_bytes() {
+        // The VRRP advert header of vrrp.rs's scapy sample: 198.19.0.2 -> 224.0.0.18, TTL 255,
+        // 16 bytes of VRRP.
+        let repr = Ipv4Repr::new(
+            Ipv4Addr::new(198, 19, 0, 2),
+            Ipv4Addr::new(224, 0, 0, 18),
+            ip_proto::VRRP,
+            16,
+            255,
+        );
+        let mut buf = [0xee; IPV4_HEADER_LEN];
+        repr.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]));
+        let mut expected = [
+            0x45, 0, 0, 36, 0, 0, 0, 0, 255, 112, 0, 0, 198, 19, 0, 2, 224, 0, 0, 18,
+        ];
+        let c = checksum::checksum(&expected);
+        expected[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(buf, expected);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(
+            src in any::<u32>(), dst in any::<u32>(), protocol in any::<u8>(),
+            payload_len in 0usize..2000, ttl in any::<u8>(), ident in any::<u16>(),
+            dscp_ecn in any::<u8>(), dont_frag in any::<bool>(), more_frags in any::<bool>(),
+            frag_units in 0u16..0x2000,
+        ) {
+            let repr = Ipv4Repr {
+                src: Ipv4Addr::from(src),
+                dst: Ipv4Addr::from(dst),
+                protocol,
+                payload_len,
+                ttl,
+                ident,
+                dscp_ecn,
+                dont_frag,
+                more_frags,
+                frag_offset: frag_units * 8,
+            };
+            let mut buf = vec![0x5au8; repr.buffer_len() + payload_len];
+            repr.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]));
+            let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+            prop_assert_eq!(Ipv4Repr::parse(&p).unwrap(), repr);
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{be16, be32, ip_proto, Error, Result};
+use super::{be16, be32, ip_proto, set_be16, set_be32, Error, Result};
 
 /// Length of the fixed IPv6 header.
 pub const IPV6_HEADER_LEN: usize = 40;
@@ -22,7 +22,9 @@ pub const IPV6_HEADER_LEN: usize = 40;
 /// The most extension headers [`Ipv6Packet::upper_layer`] walks before giving up.
 pub const MAX_EXTENSION_HEADERS: usize = 8;
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     use core::ops::Range;
     pub const VER_TC_FLOW: usize = 0;
     pub const PAYLOAD_LEN: usize = 4;
@@ -264,6 +266,107 @@ fn addr(b: &[u8]) -> Ipv6Addr {
     let mut a = [0u8; 16];
     a.copy_from_slice(b);
     Ipv6Addr::from(a)
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    /// Writes the first word: version 6, `traffic_class` and the low 20 bits of `flow_label`.
+    pub fn set_version_class_flow(&mut self, traffic_class: u8, flow_label: u32) {
+        let word = (6 << 28) | (u32::from(traffic_class) << 20) | (flow_label & 0x000f_ffff);
+        set_be32(self.buffer.as_mut(), field::VER_TC_FLOW, word);
+    }
+
+    /// Sets the payload length. [`payload`](Ipv6Packet::payload) is clamped to the buffer if
+    /// the value exceeds it.
+    pub fn set_payload_len(&mut self, value: u16) {
+        set_be16(self.buffer.as_mut(), field::PAYLOAD_LEN, value);
+    }
+
+    /// Sets the Next Header field of the fixed header.
+    pub fn set_next_header(&mut self, value: u8) {
+        self.buffer.as_mut()[field::NEXT_HEADER] = value;
+    }
+}
+
+/// The high-level form of the fixed IPv6 header (smoltcp's `Ipv6Repr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Repr {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The Next Header field: the first extension header or the upper layer.
+    pub next_header: u8,
+    /// Bytes after the fixed header, extension headers included.
+    pub payload_len: usize,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    /// 20 bits.
+    pub flow_label: u32,
+}
+
+impl Ipv6Repr {
+    /// A header with traffic class and flow label 0.
+    pub const fn new(
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        next_header: u8,
+        payload_len: usize,
+        hop_limit: u8,
+    ) -> Self {
+        Ipv6Repr {
+            src,
+            dst,
+            next_header,
+            payload_len,
+            hop_limit,
+            traffic_class: 0,
+            flow_label: 0,
+        }
+    }
+
+    /// Reads the fixed header of a checked packet.
+    pub fn parse<T: AsRef<[u8]>>(packet: &Ipv6Packet<T>) -> Result<Ipv6Repr> {
+        Ok(Ipv6Repr {
+            src: packet.src_addr(),
+            dst: packet.dst_addr(),
+            next_header: packet.next_header(),
+            payload_len: usize::from(packet.payload_len()),
+            hop_limit: packet.hop_limit(),
+            traffic_class: packet.traffic_class(),
+            flow_label: packet.flow_label(),
+        })
+    }
+
+    /// [`IPV6_HEADER_LEN`].
+    pub const fn buffer_len(&self) -> usize {
+        IPV6_HEADER_LEN
+    }
+
+    /// Writes the fixed header through the view's setters; the payload length is saturated at
+    /// 65535 (no jumbograms).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Ipv6Packet<T>) {
+        packet.set_version_class_flow(self.traffic_class, self.flow_label);
+        packet.set_payload_len(self.payload_len.min(usize::from(u16::MAX)) as u16);
+        packet.set_next_header(self.next_header);
+        packet.set_hop_limit(self.hop_limit);
+        packet.set_src_addr(&self.src);
+        packet.set_dst_addr(&self.dst);
+    }
+
+    /// The pseudo-header of an upper-layer checksum (with a Routing header, the final
+    /// destination belongs there instead of `dst`).
+    pub const fn pseudo_header(&self) -> super::checksum::PseudoHeader {
+        super::checksum::PseudoHeader::V6 {
+            src: self.src,
+            dst: self.dst,
+        }
+    }
+}
+
+/// The solicited-node multicast address of `addr` (RFC 4291 §2.7.1): `ff02::1:ffXX:XXXX`.
+pub fn solicited_node(addr: &Ipv6Addr) -> Ipv6Addr {
+    let o = addr.octets();
+    Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+    ])
 }
 
 #[cfg(test)]
@@ -595,6 +698,55 @@ mod tests {
             prop_assert_eq!(p.dst_addr(), Ipv6Addr::from(dst));
             prop_assert_eq!(p.hop_limit(), hop);
             prop_assert_eq!(p.payload(), &ECHO[40..52]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod repr_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn emits_known_bytes() {
+        let repr = Ipv6Repr::new(
+            "fe80::200:ff:fe00:202".parse().unwrap(),
+            "ff02::12".parse().unwrap(),
+            ip_proto::VRRP,
+            40,
+            255,
+        );
+        let mut buf = [0xee; IPV6_HEADER_LEN];
+        repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+        #[rustfmt::skip]
+        let expected = [
+            0x60, 0, 0, 0, 0, 40, 112, 255,
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x02, 0x00, 0x00, 0xff, 0xfe, 0x00, 0x02, 0x02,
+            0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12,
+        ];
+        assert_eq!(buf, expected);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(
+            src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(), next_header in any::<u8>(),
+            payload_len in 0usize..2000, hop_limit in any::<u8>(), traffic_class in any::<u8>(),
+            flow_label in 0u32..0x10_0000,
+        ) {
+            let repr = Ipv6Repr {
+                src: Ipv6Addr::from(src),
+                dst: Ipv6Addr::from(dst),
+                next_header,
+                payload_len,
+                hop_limit,
+                traffic_class,
+                flow_label,
+            };
+            let mut buf = vec![0xa5u8; repr.buffer_len() + payload_len];
+            repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+            let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
+            prop_assert_eq!(Ipv6Repr::parse(&p).unwrap(), repr);
         }
     }
 }

@@ -43,7 +43,9 @@ pub const CWR: u16 = 0x080;
 /// Historic ECN nonce-sum flag (RFC 3540, obsoleted); reported by [`TcpPacket::flags`].
 pub const NS: u16 = 0x100;
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const SEQ: usize = 4;

@@ -17,7 +17,9 @@ use super::{be16, ip_proto, set_be16, Error, Result};
 /// Length of the UDP header.
 pub const UDP_HEADER_LEN: usize = 8;
 
-mod field {
+/// Offsets of the header's fields, for code that rewrites them in place where a view would
+/// cost (the NAT fast path).
+pub mod field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const LENGTH: usize = 4;
@@ -187,6 +189,50 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = self.end();
         &mut self.buffer.as_mut()[UDP_HEADER_LEN..end]
+    }
+}
+
+/// The high-level form of a UDP header (smoltcp's `UdpRepr`): the ports. The length and the
+/// checksum follow from the datagram `emit` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpRepr {
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl UdpRepr {
+    /// Reads the ports of a checked (or partial) datagram.
+    pub fn parse<T: AsRef<[u8]>>(packet: &UdpPacket<T>) -> Result<UdpRepr> {
+        Ok(UdpRepr {
+            src_port: packet.src_port(),
+            dst_port: packet.dst_port(),
+        })
+    }
+
+    /// The header's length: [`UDP_HEADER_LEN`].
+    pub const fn buffer_len(&self) -> usize {
+        UDP_HEADER_LEN
+    }
+
+    /// Writes a whole datagram over the view's buffer, which must be exactly header + payload
+    /// (at most 65535 bytes): the ports, the length, the payload by `emit_payload`, then the
+    /// checksum over `pseudo` (a computed 0 is sent as 0xffff), or 0 ("none", IPv4 only) when
+    /// `pseudo` is `None`.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut UdpPacket<T>,
+        pseudo: Option<&checksum::PseudoHeader>,
+        emit_payload: impl FnOnce(&mut [u8]),
+    ) {
+        let len = packet.buffer.as_ref().len().min(usize::from(u16::MAX)) as u16;
+        packet.set_src_port(self.src_port);
+        packet.set_dst_port(self.dst_port);
+        packet.set_len(len);
+        packet.set_checksum(0);
+        emit_payload(packet.payload_mut());
+        if let Some(pseudo) = pseudo {
+            packet.store_checksum(pseudo.sum(ip_proto::UDP, usize::from(len)));
+        }
     }
 }
 
@@ -411,6 +457,75 @@ mod tests {
             p.set_checksum(ck);
             prop_assert_eq!((p.src_port(), p.dst_port(), p.checksum()), (sp, dp, ck));
             prop_assert_eq!(p.payload(), &[0xde, 0xad, 0xbe, 0xef]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod repr_tests {
+    use super::*;
+    use crate::wire::checksum::PseudoHeader;
+    use proptest::prelude::*;
+
+    #[test]
+    fn emits_known_bytes() {
+        let repr = UdpRepr {
+            src_port: 500,
+            dst_port: 500,
+        };
+        let pseudo = PseudoHeader::V4 {
+            src: Ipv4Addr::new(198, 18, 1, 10),
+            dst: Ipv4Addr::new(198, 18, 0, 100),
+        };
+        let mut buf = [0xee; 12];
+        repr.emit(
+            &mut UdpPacket::new_unchecked(&mut buf[..]),
+            Some(&pseudo),
+            |p| p.copy_from_slice(b"ping"),
+        );
+        // Checksum by hand: pseudo-header words + header words + payload words.
+        let words: [u32; 14] = [
+            0xc612, 0x010a, 0xc612, 0x0064, 17, 12, 500, 500, 12, 0, 0x7069, 0x6e67, 0, 0,
+        ];
+        let mut s: u32 = words.iter().sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        let c = !(s as u16);
+        let mut expected = vec![0x01, 0xf4, 0x01, 0xf4, 0, 12];
+        expected.extend_from_slice(&c.to_be_bytes());
+        expected.extend_from_slice(b"ping");
+        assert_eq!(buf[..], expected[..]);
+        let p = UdpPacket::new_checked(&buf[..]).unwrap();
+        assert!(p.verify_checksum_v4(
+            Ipv4Addr::new(198, 18, 1, 10),
+            Ipv4Addr::new(198, 18, 0, 100)
+        ));
+
+        let mut none = [0xee; 8];
+        repr.emit(&mut UdpPacket::new_unchecked(&mut none[..]), None, |_| {});
+        assert_eq!(none, [0x01, 0xf4, 0x01, 0xf4, 0, 8, 0, 0]);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_and_checksum(
+            src_port in any::<u16>(), dst_port in any::<u16>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(),
+        ) {
+            let repr = UdpRepr { src_port, dst_port };
+            let (src, dst) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
+            let mut buf = vec![0u8; repr.buffer_len() + payload.len()];
+            repr.emit(
+                &mut UdpPacket::new_unchecked(&mut buf[..]),
+                Some(&PseudoHeader::V6 { src, dst }),
+                |p| p.copy_from_slice(&payload),
+            );
+            let p = UdpPacket::new_checked(&buf[..]).unwrap();
+            prop_assert_eq!(UdpRepr::parse(&p).unwrap(), repr);
+            prop_assert_eq!(p.payload(), &payload[..]);
+            prop_assert!(p.verify_checksum_v6(&src, &dst));
         }
     }
 }

@@ -317,31 +317,133 @@ pub fn emit_advert(
     src: IpAddr,
     dst: IpAddr,
 ) -> Result<Vec<u8>> {
-    let family = Family::of(&src);
-    if Family::of(&dst) != family || addrs.iter().any(|a| Family::of(a) != family) {
-        return Err(Error::BadHeader);
-    }
-    if interval_cs > MAX_ADVER_INT {
-        return Err(Error::BadHeader);
-    }
-    let count = u8::try_from(addrs.len()).map_err(|_| Error::BadLength)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + addrs.len() * family.addr_len());
-    out.push((VERSION << 4) | TYPE_ADVERTISEMENT);
-    out.push(vrid);
-    out.push(priority);
-    out.push(count);
-    // The reserved nibble is zero: interval_cs <= 0x0fff.
-    out.extend_from_slice(&interval_cs.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    for a in addrs {
-        match a {
-            IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
-            IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
-        }
-    }
-    let mut p = VrrpPacket::new_checked(&mut out[..], family)?;
-    p.fill_checksum(src, dst)?;
+    let repr = VrrpRepr {
+        vrid,
+        priority,
+        max_adver_int: interval_cs,
+        addresses: addrs.to_vec(),
+    };
+    let family = repr.check(src, dst)?;
+    let mut out = vec![0; repr.buffer_len(family)];
+    repr.emit(
+        &mut VrrpPacket::new_unchecked(&mut out[..], family),
+        src,
+        dst,
+    )?;
     Ok(out)
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> VrrpPacket<T> {
+    /// Sets version 3 and the message type.
+    pub fn set_version_type(&mut self, msg_type: u8) {
+        self.buffer.as_mut()[field::VER_TYPE] = (VERSION << 4) | (msg_type & 0x0f);
+    }
+
+    /// Sets the virtual router identifier (checksum not updated).
+    pub fn set_vrid(&mut self, vrid: u8) {
+        self.buffer.as_mut()[field::VRID] = vrid;
+    }
+
+    /// Sets the address count (checksum not updated).
+    pub fn set_count(&mut self, count: u8) {
+        self.buffer.as_mut()[field::COUNT] = count;
+    }
+
+    /// Sets Max Adver Int (its low 12 bits) with the reserved bits 0 (checksum not updated).
+    pub fn set_max_adver_int(&mut self, interval_cs: u16) {
+        set_be16(
+            self.buffer.as_mut(),
+            field::RSVD_INTERVAL,
+            interval_cs & MAX_ADVER_INT,
+        );
+    }
+
+    /// The raw address bytes, writable.
+    pub fn address_bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[field::ADDRS..]
+    }
+}
+
+/// The high-level form of a VRRPv3 advertisement (RFC 5798 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VrrpRepr {
+    pub vrid: u8,
+    pub priority: u8,
+    /// Max Adver Int in centiseconds (at most [`MAX_ADVER_INT`]).
+    pub max_adver_int: u16,
+    /// The virtual addresses, all of one family (at most 255).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl VrrpRepr {
+    /// Reads a checked advertisement (`BadHeader` for another message type; the checksum is the
+    /// caller's, with [`VrrpPacket::verify_checksum`]).
+    pub fn parse<T: AsRef<[u8]>>(packet: &VrrpPacket<T>) -> Result<VrrpRepr> {
+        if packet.msg_type() != TYPE_ADVERTISEMENT {
+            return Err(Error::BadHeader);
+        }
+        Ok(VrrpRepr {
+            vrid: packet.vrid(),
+            priority: packet.priority(),
+            max_adver_int: packet.max_adver_int(),
+            addresses: packet.addresses().collect(),
+        })
+    }
+
+    /// The message's length for `family`: 8 bytes and the addresses.
+    pub fn buffer_len(&self, family: Family) -> usize {
+        HEADER_LEN + self.addresses.len() * family.addr_len()
+    }
+
+    /// The family of a message from `src` to `dst`: `BadHeader` when the addresses' families
+    /// disagree or the interval does not fit 12 bits, `BadLength` for more than 255 addresses.
+    /// The message could not say what was asked, and sending something else would make peers
+    /// disagree silently.
+    pub fn check(&self, src: IpAddr, dst: IpAddr) -> Result<Family> {
+        let family = Family::of(&src);
+        if Family::of(&dst) != family || self.addresses.iter().any(|a| Family::of(a) != family) {
+            return Err(Error::BadHeader);
+        }
+        if self.max_adver_int > MAX_ADVER_INT {
+            return Err(Error::BadHeader);
+        }
+        if self.addresses.len() > usize::from(u8::MAX) {
+            return Err(Error::BadLength);
+        }
+        Ok(family)
+    }
+
+    /// Writes the advertisement from `src` to `dst` through the view's setters, checksum
+    /// included. The view's buffer must be exactly [`buffer_len`](Self::buffer_len) bytes of
+    /// the view's family. Errors as [`check`](Self::check), with nothing written.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut VrrpPacket<T>,
+        src: IpAddr,
+        dst: IpAddr,
+    ) -> Result<()> {
+        let family = self.check(src, dst)?;
+        if family != packet.family() {
+            return Err(Error::BadHeader);
+        }
+        packet.set_version_type(TYPE_ADVERTISEMENT);
+        packet.set_vrid(self.vrid);
+        packet.set_priority(self.priority);
+        // check() keeps the count below 256.
+        packet.set_count(self.addresses.len() as u8);
+        packet.set_max_adver_int(self.max_adver_int);
+        let bytes = packet.address_bytes_mut();
+        for (slot, a) in bytes
+            .chunks_exact_mut(family.addr_len())
+            .zip(&self.addresses)
+        {
+            match a {
+                IpAddr::V4(a) => slot.copy_from_slice(&a.octets()),
+                IpAddr::V6(a) => slot.copy_from_slice(&a.octets()),
+            }
+        }
+        packet.fill_checksum(src, dst)
+    }
 }
 
 #[cfg(test)]
@@ -787,6 +889,35 @@ mod tests {
                 _ => unreachable!(),
             };
             prop_assert_eq!(p.checksum(), reference_checksum(&s, &d, &m));
+        }
+    }
+}
+
+#[cfg(test)]
+mod repr_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(
+            vrid in any::<u8>(), priority in any::<u8>(), interval in 0u16..=MAX_ADVER_INT,
+            v4 in proptest::collection::vec(any::<u32>(), 0..8),
+            v6 in proptest::collection::vec(any::<[u8; 16]>(), 0..8),
+            six in any::<bool>(),
+        ) {
+            let (addresses, src, dst): (Vec<IpAddr>, IpAddr, IpAddr) = if six {
+                (v6.into_iter().map(|a| IpAddr::V6(a.into())).collect(), "fe80::1".parse().unwrap(), IpAddr::V6(VRRP_V6_GROUP))
+            } else {
+                (v4.into_iter().map(|a| IpAddr::V4(a.into())).collect(), "198.19.0.2".parse().unwrap(), IpAddr::V4(VRRP_V4_GROUP))
+            };
+            let repr = VrrpRepr { vrid, priority, max_adver_int: interval, addresses };
+            let family = Family::of(&src);
+            let mut buf = vec![0xee; repr.buffer_len(family)];
+            repr.emit(&mut VrrpPacket::new_unchecked(&mut buf[..], family), src, dst).unwrap();
+            let p = VrrpPacket::new_checked(&buf[..], family).unwrap();
+            prop_assert!(p.verify_checksum(src, dst));
+            prop_assert_eq!(VrrpRepr::parse(&p).unwrap(), repr);
         }
     }
 }

@@ -10,7 +10,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, OnceLock};
 
-use dataplane::craft::{self, lab, Ipv4Opts, Ipv6Ext, L2, L4};
 use dataplane::frame::{Frame, VecFrame};
 use dataplane::model::{AffinitySpec, ApplianceSpec, GatewaySpec, Snapshot};
 use dataplane::pipeline::{Verdict, Worker};
@@ -21,6 +20,7 @@ use dataplane::wire::ethernet::{ethertype, EthernetFrame};
 use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::ipv6::{Ipv6Packet, Ipv6Upper};
 use dataplane::wire::udp::UdpPacket;
+use testkit::{lab, Ipv4Opts, Ipv6Ext, L2, L4};
 
 /// DPDK port ids of the lab appliance.
 pub const CLIENT_PORT: u16 = 0;
@@ -174,12 +174,12 @@ pub fn from_gateway(g: usize) -> L2 {
 
 /// A first IKE_SA_INIT request (KE group 19, 64 bytes of key data).
 pub fn ike_sa_init(spi: u64) -> Vec<u8> {
-    craft::ike_sa_init_request(spi, &[0x5a; 32], 19, 64, &[])
+    testkit::ike_sa_init_request(spi, &[0x5a; 32], 19, 64, &[])
 }
 
 /// The gateway's IKE_SA_INIT response.
 pub fn ike_sa_init_reply(spi: u64) -> Vec<u8> {
-    craft::ike_sa_init_response(spi, spi ^ 0xffff, &[0xa5; 32], 19, 64, &[])
+    testkit::ike_sa_init_response(spi, spi ^ 0xffff, &[0xa5; 32], 19, 64, &[])
 }
 
 pub fn udp4(
@@ -207,7 +207,7 @@ pub fn udp4_opts(
         dst: dport,
         payload,
     };
-    craft::ipv4(&l2, src, dst, opts, &l4)
+    testkit::ipv4(&l2, src, dst, opts, &l4)
 }
 
 pub fn udp6(
@@ -237,7 +237,7 @@ pub fn udp6_ext(
         dst: dport,
         payload,
     };
-    craft::ipv6(&l2, &src, &dst, hop_limit, ext, &l4)
+    testkit::ipv6(&l2, &src, &dst, hop_limit, ext, &l4)
 }
 
 /// IKE_SA_INIT from an IPv4 client (via the router) to the VIP, UDP 500 → 500.

@@ -6,14 +6,19 @@ use crate::pipeline::Verdict;
 use std::net::IpAddr;
 
 use crate::counters::DropReason;
+use crate::emit;
 use crate::frame::Frame;
 use crate::model::{LocalKind, Role, Snapshot};
 use crate::nat::{self};
 use crate::wire::arp::{ArpPacket, ARP_REPLY};
 use crate::wire::ethernet::EthernetAddress;
-use crate::wire::icmp::icmpv4_type;
-use crate::wire::icmpv6::{self, icmpv6_type, NdpNeighbor};
-use crate::wire::{self};
+use crate::wire::icmp::{icmpv4_type, Icmpv4Packet};
+use crate::wire::icmpv6::{self, icmpv6_type, Icmpv6Packet, NdpNeighbor};
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::Ipv6Packet;
+
+/// The TTL or hop limit of echo replies.
+const ECHO_REPLY_TTL: u8 = 64;
 
 /// Whether `addr` is answered on `interface`: `Some(true)` for the appliance's own addresses
 /// (anywhere), `Some(false)` for VIPs (client-facing interfaces only).
@@ -96,21 +101,25 @@ pub(in crate::pipeline) fn nd_advert<F: Frame>(
     let mac = answer_mac(snap, interface, IpAddr::V6(target));
     // Solicited and Override always; Router on the appliance's own addresses (it routes for
     // the gateways), not on VIPs.
-    na.set_flags(0x60 | if router { 0x80 } else { 0 });
+    let router = if router { icmpv6::NDP_FLAG_ROUTER } else { 0 };
+    na.set_flags(icmpv6::NDP_FLAG_SOLICITED | icmpv6::NDP_FLAG_OVERRIDE | router);
     // The solicitation's source link-layer option becomes our target link-layer option: same
     // size, so the advertisement fits in place.
-    let opts = &mut icmp[24..];
-    if opts.len() >= 8 && opts[0] == icmpv6::NDP_OPT_SOURCE_LLADDR && opts[1] == 1 {
-        opts[0] = icmpv6::NDP_OPT_TARGET_LLADDR;
-        opts[2..8].copy_from_slice(&mac.0);
+    let opts = na.options();
+    if opts.len() >= icmpv6::NDP_LLADDR_OPTION_LEN
+        && opts[0] == icmpv6::NDP_OPT_SOURCE_LLADDR
+        && opts[1] == 1
+    {
+        na.set_lladdr_option(icmpv6::NDP_OPT_TARGET_LLADDR, mac);
     }
-    icmp[0] = icmpv6_type::NEIGHBOR_ADVERT;
-    icmp[1] = 0;
-    let ip = &mut bytes[l3.at..l3.end];
-    ip[7] = 255;
-    ip[8..24].copy_from_slice(&target.octets());
-    ip[24..40].copy_from_slice(&peer.octets());
-    nat::refill_icmpv6_checksum(&mut ip[l4 - l3.at..], &target, &peer);
+    let mut msg = Icmpv6Packet::new_unchecked(&mut *icmp);
+    msg.set_msg_type(icmpv6_type::NEIGHBOR_ADVERT);
+    msg.set_code(0);
+    let mut ip = Ipv6Packet::new_unchecked(&mut bytes[l3.at..l3.end]);
+    ip.set_hop_limit(emit::NDP_HOP_LIMIT);
+    ip.set_src_addr(&target);
+    ip.set_dst_addr(&peer);
+    nat::refill_icmpv6_checksum(&mut bytes[l4..l3.end], &target, &peer);
     reply_l2(snap, frame, interface, mac)
 }
 
@@ -127,21 +136,20 @@ pub(in crate::pipeline) fn echo_reply<F: Frame>(
     let icmp_at = l4 - l3.at;
     match (l3.src, l3.dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            ip[8] = 64;
-            ip[12..16].copy_from_slice(&dst.octets());
-            ip[16..20].copy_from_slice(&src.octets());
-            ip[10] = 0;
-            ip[11] = 0;
-            let c = wire::checksum::checksum(&ip[..icmp_at]);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            ip[icmp_at] = icmpv4_type::ECHO_REPLY;
+            let mut header = Ipv4Packet::new_unchecked(&mut ip[..icmp_at]);
+            header.set_ttl(ECHO_REPLY_TTL);
+            header.set_src_addr(dst);
+            header.set_dst_addr(src);
+            header.fill_checksum();
+            Icmpv4Packet::new_unchecked(&mut ip[icmp_at..]).set_msg_type(icmpv4_type::ECHO_REPLY);
             nat::refill_icmpv4_checksum(&mut ip[icmp_at..]);
         }
         (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&dst.octets());
-            ip[24..40].copy_from_slice(&src.octets());
-            ip[icmp_at] = icmpv6_type::ECHO_REPLY;
+            let mut header = Ipv6Packet::new_unchecked(&mut ip[..]);
+            header.set_hop_limit(ECHO_REPLY_TTL);
+            header.set_src_addr(&dst);
+            header.set_dst_addr(&src);
+            Icmpv6Packet::new_unchecked(&mut ip[icmp_at..]).set_msg_type(icmpv6_type::ECHO_REPLY);
             nat::refill_icmpv6_checksum(&mut ip[icmp_at..], &dst, &src);
         }
         _ => return Verdict::Drop(DropReason::IcmpUnhandled),

@@ -17,7 +17,13 @@ use crate::frame::Frame;
 use crate::model::Snapshot;
 use crate::redirect::{self, Choice, Fallback};
 use crate::schedule::GatewayState;
+use crate::wire::ipv4::{Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN};
+use crate::wire::ipv6::{Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN};
+use crate::wire::udp::{UdpPacket, UdpRepr, UDP_HEADER_LEN};
 use crate::wire::{self, ip_proto};
+
+/// The TTL or hop limit of the answer.
+const ANSWER_TTL: u8 = 64;
 
 /// Writes the REDIRECT answer to the request `r` over it: IP (without options or extension
 /// headers) and UDP headers back to the client, from the VIP and the IKE port, and the IKE
@@ -63,46 +69,37 @@ pub(in crate::pipeline) fn answer_redirect<F: Frame>(
     );
     let n = redirect::write_response(&mut bytes[ike_at..udp_end], &r.request, gateway)
         .ok_or(DropReason::MalformedIkeSaInit)?;
-    let ip_len = if f.v6 { 40 } else { 20 };
+    let ip_len = if f.v6 {
+        IPV6_HEADER_LEN
+    } else {
+        IPV4_HEADER_LEN
+    };
     let new_udp_at = at + ip_len;
     bytes.copy_within(ike_at..ike_at + n, new_udp_at + 8);
-    let udp_len = (8 + n) as u16;
-    let ip = &mut bytes[at..new_udp_at];
-    match (vip, client) {
+    let (ip, udp) = bytes[at..new_udp_at + UDP_HEADER_LEN + n].split_at_mut(ip_len);
+    let udp_len = UDP_HEADER_LEN + n;
+    let pseudo = match (vip, client) {
         (IpAddr::V4(vip), IpAddr::V4(client)) => {
-            ip[0] = 0x45;
-            ip[1] = 0;
-            ip[2..4].copy_from_slice(&(ip_len as u16 + udp_len).to_be_bytes());
-            ip[4..6].fill(0); // identification: not fragmented
-            ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
-            ip[8] = 64;
-            ip[9] = ip_proto::UDP;
-            ip[10..12].fill(0);
-            ip[12..16].copy_from_slice(&vip.octets());
-            ip[16..20].copy_from_slice(&client.octets());
-            let c = wire::checksum::checksum(ip);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let repr = Ipv4Repr {
+                dont_frag: true,
+                ..Ipv4Repr::new(vip, client, ip_proto::UDP, udp_len, ANSWER_TTL)
+            };
+            repr.emit(&mut Ipv4Packet::new_unchecked(ip));
+            repr.pseudo_header()
         }
         (IpAddr::V6(vip), IpAddr::V6(client)) => {
-            ip[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
-            ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
-            ip[6] = ip_proto::UDP;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&vip.octets());
-            ip[24..40].copy_from_slice(&client.octets());
+            let repr = Ipv6Repr::new(vip, client, ip_proto::UDP, udp_len, ANSWER_TTL);
+            repr.emit(&mut Ipv6Packet::new_unchecked(ip));
+            repr.pseudo_header()
         }
         _ => return Err(DropReason::BadHeader),
-    }
-    let udp = &mut bytes[new_udp_at..new_udp_at + 8 + n];
-    udp[0..2].copy_from_slice(&vip_port.to_be_bytes());
-    udp[2..4].copy_from_slice(&client_port.to_be_bytes());
-    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-    udp[6..8].fill(0);
-    let c = !wire::checksum::fold(wire::checksum::sum(
-        pseudo_header(vip, client, udp_len),
-        udp,
-    ));
-    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    };
+    let repr = UdpRepr {
+        src_port: vip_port,
+        dst_port: client_port,
+    };
+    // The IKE response is in place already.
+    repr.emit(&mut UdpPacket::new_unchecked(udp), Some(&pseudo), |_| {});
     if frame.truncate(new_udp_at + 8 + n) {
         Ok(())
     } else {
