@@ -160,6 +160,12 @@ pub struct ClientCounters {
     pub gateway_mismatch: u64,
     /// Gateway traffic that could not be recorded because the shard was full (forwarded anyway).
     pub learn_failed_table_full: u64,
+    /// Clients established: a packet echoed what only its gateway's answer showed (an IKE
+    /// responder SPI, a TCP sequence number). Until then an entry is evictable.
+    pub established: u64,
+    /// Client packets whose echo did not match their entry's pending proof (blind spoofing
+    /// looks like this); the entry stays unconfirmed.
+    pub proof_mismatch: u64,
 }
 
 impl ClientCounters {
@@ -169,6 +175,8 @@ impl ClientCounters {
         self.learned_from_gateway += o.learned_from_gateway;
         self.gateway_mismatch += o.gateway_mismatch;
         self.learn_failed_table_full += o.learn_failed_table_full;
+        self.established += o.established;
+        self.proof_mismatch += o.proof_mismatch;
     }
 }
 

@@ -219,6 +219,14 @@ fn confirm4(w: &mut Worker, now: u32, c: Ipv4Addr) -> usize {
         &ike_sa_init_reply(1),
     );
     tx_at(w, now, BACKEND_PORT, &reply, CLIENT_PORT);
+    // The client's IKE_AUTH carries the responder SPI: it saw the answer, it is established.
+    tx_at(
+        w,
+        now,
+        CLIENT_PORT,
+        &client_ike_auth(c.into(), 1),
+        BACKEND_PORT,
+    );
     g
 }
 
@@ -367,6 +375,15 @@ fn return_traffic_leaves_from_the_vip_and_confirms_the_client() {
             .all(|i| matches!(i, 0..=11 | 22 | 24 | 25 | 26..=29 | 40 | 41)),
         "unexpected changes at {changed:?}"
     );
+    // The answer alone establishes nothing (gateways answer spoofed traffic too); the
+    // client's IKE_AUTH, carrying the responder SPI only the answer showed, does.
+    assert!(!entry_of(&w, c.into()).expect("entry").confirmed);
+    tx(
+        &mut w,
+        CLIENT_PORT,
+        &client_ike_auth(c.into(), spi_of(c.into())),
+        BACKEND_PORT,
+    );
 
     let e = entry_of(&w, c.into()).expect("entry");
     assert_eq!((usize::from(e.gateway), e.confirmed), (g, true));
@@ -394,8 +411,9 @@ fn gateway_traffic_to_an_unknown_client_is_learned_and_kept() {
     assert_eq!(out4(&out).ip.src_addr(), lab::VIP_V4);
     out4(&out).udp();
 
+    // Learned like any new client: unconfirmed until the client proves it sees the gateway.
     let e = entry_of(&w, c.into()).expect("learned entry");
-    assert_eq!((e.gateway, e.confirmed), (2, true));
+    assert_eq!((e.gateway, e.confirmed), (2, false));
     let cnt = w.counters();
     assert_eq!(cnt.clients.learned_from_gateway, 1);
     assert_eq!(cnt.clients.scheduled, 0);
@@ -2108,6 +2126,12 @@ fn an_ipv6_client_reaches_the_ipv6_address_of_its_gateway() {
         (lab::ROUTER_MAC, lab::VIP_V6, c)
     );
     assert_eq!(o.udp().payload(), &reply[..]);
+    tx(
+        &mut w,
+        CLIENT_PORT,
+        &client_ike_auth(c.into(), 17),
+        BACKEND_PORT,
+    );
     let e = entry_of(&w, c.into()).unwrap();
     assert_eq!((usize::from(e.gateway), e.confirmed), (g, true));
 }
@@ -2279,6 +2303,9 @@ fn fragments_from_a_gateway_all_reach_the_client_from_the_vip() {
         "UDP checksum for VIP -> client"
     );
     assert_eq!(w.counters().class(Class::Fragment), 2);
+    // The first fragment carried the IKE header: the client echoes its responder SPI.
+    let echo = client_ike_auth(c6.into(), spi_of(c.into()));
+    tx(&mut w, CLIENT_PORT, &echo, BACKEND_PORT);
     assert!(entry_of(&w, c6.into()).unwrap().confirmed);
 }
 

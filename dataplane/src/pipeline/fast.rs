@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::pipeline::flow::{apply_touch, Touch};
-use crate::pipeline::parse::Flow;
+use crate::pipeline::parse::{Flow, Proof};
 use crate::pipeline::{State, Verdict};
 use crate::schedule::GatewayState;
 
@@ -159,6 +159,10 @@ impl State {
         let fam = svc.family(f.v6);
         let mut entry = self.shard.live_hinted(&f.key, f.hash, now, hint)?;
         let value = entry.value();
+        // A client not established yet is still proving itself: the general path's rules.
+        if !value.confirmed {
+            return None;
+        }
         let (gateway, new_addr, side, hop) = if f.inbound {
             let gateway = value.gateway;
             let up = fam
@@ -192,22 +196,25 @@ impl State {
         if !nat::ttl_allows_forwarding(ip, f.v6) {
             return None;
         }
-        // Committed: the entry is refreshed (confirmed by its gateway's traffic) by the rules
-        // every other packet of the client follows.
-        // (A literal rule per call, so that each inlines to just its own arm.)
-        let (changes, key) = (&mut self.changes, &f.key);
+        // Committed: the entry is refreshed by the rules every other packet of the client
+        // follows. (A literal rule per call, so that each inlines to just its own arm; the
+        // entry is established, so no proof is looked at.)
+        let (changes, clients, key) = (&mut self.changes, &mut self.counters.clients, &f.key);
         if f.inbound {
             let refresh = Touch::Refresh {
                 confirmed_s: spec.persistence_timeout_s,
                 unconfirmed_s: spec.unconfirmed_timeout_s,
+                echo: Proof::None,
             };
-            apply_touch(&mut entry, changes, key, value, now, refresh);
+            apply_touch(&mut entry, changes, clients, key, value, now, refresh);
         } else {
-            let confirm = Touch::Confirm {
+            let answer = Touch::Answer {
                 gateway,
-                timeout_s: spec.persistence_timeout_s,
+                confirmed_s: spec.persistence_timeout_s,
+                unconfirmed_s: spec.unconfirmed_timeout_s,
+                challenge: Proof::None,
             };
-            apply_touch(&mut entry, changes, key, value, now, confirm);
+            apply_touch(&mut entry, changes, clients, key, value, now, answer);
         }
         if !forward_ip(ip, side, new_addr, f.l4_csum) {
             return Some(Verdict::Drop(DropReason::TtlExpired));

@@ -2,13 +2,13 @@
 //! forgotten, with the active-client counts and the HA change log kept in step.
 
 use crate::pipeline::hash_client;
-use crate::pipeline::parse::Flow;
+use crate::pipeline::parse::{Flow, Proof};
 use crate::pipeline::ServiceState;
 use crate::pipeline::State;
 
 use crate::affinity::{AffinityKey, AffinityValue, EntryMut, InsertOutcome, Lookup, Removed};
 use crate::changes::{refresh_is_news, ChangeLog};
-use crate::counters::DropReason;
+use crate::counters::{ClientCounters, DropReason};
 use crate::model::{ServiceView, Snapshot};
 use crate::schedule::GatewayState;
 
@@ -18,21 +18,82 @@ pub(super) enum Touch {
     /// Reads it only.
     Peek,
     /// The client's own packet: seen now, and live for the service's timeout for its state
-    /// (confirmed or not).
+    /// (established or not). An unconfirmed entry whose pending proof `echo` matches is
+    /// established (confirmed) by it.
     Refresh {
         confirmed_s: u32,
         unconfirmed_s: u32,
+        echo: Proof,
     },
-    /// A packet from `gateway` to the client: if the entry names that gateway, it is confirmed
-    /// and live for `timeout_s`; an entry naming another gateway is left as it is.
-    Confirm { gateway: u16, timeout_s: u32 },
+    /// A packet from `gateway` to the client. If the entry names another gateway it is left as
+    /// it is. An established entry is refreshed for `confirmed_s`; an unconfirmed one only for
+    /// `unconfirmed_s`, and `challenge` becomes its pending proof: a gateway answers spoofed
+    /// traffic too, so its answer alone establishes nothing.
+    Answer {
+        gateway: u16,
+        confirmed_s: u32,
+        unconfirmed_s: u32,
+        challenge: Proof,
+    },
     /// A redirected client talks to `gateway` directly: the entry is pointed at it, then
     /// refreshed as by `Refresh`.
     Point {
         gateway: u16,
         confirmed_s: u32,
         unconfirmed_s: u32,
+        echo: Proof,
     },
+}
+
+/// How far past the gateway's proof a client's TCP acknowledgment may be (it acknowledges
+/// later data too): a blind attacker guesses it with odds of 2^16 in 2^32.
+const TCP_ACK_WINDOW: u32 = 1 << 16;
+
+/// Whether a client's `echo` answers the entry's pending proof `pending` (0: none).
+#[inline]
+fn echo_matches(pending: u32, echo: Proof) -> bool {
+    pending != 0
+        && match echo {
+            Proof::None => false,
+            Proof::Ike(spi) => spi == pending,
+            Proof::Tcp(ack) => ack.wrapping_sub(pending) < TCP_ACK_WINDOW,
+        }
+}
+
+/// The client's `echo` on an unconfirmed entry: establishes it when it matches the pending
+/// proof, counts a wrong one. True when established.
+#[inline]
+fn check_echo(e: &mut EntryMut<'_>, clients: &mut ClientCounters, echo: Proof) -> bool {
+    if echo == Proof::None {
+        return false;
+    }
+    let pending = e.proof();
+    if echo_matches(pending, echo) {
+        e.set_proof(0);
+        e.confirm();
+        clients.established += 1;
+        return true;
+    }
+    if pending != 0 {
+        clients.proof_mismatch += 1;
+    }
+    false
+}
+
+/// The gateway's `challenge` as the entry's pending proof: an IKE responder SPI replaces any
+/// earlier one (a new IKE SA); a TCP proof is kept from the first answer (the SYN-ACK), which
+/// the client's acknowledgments count from.
+#[inline]
+fn record_challenge(e: &mut EntryMut<'_>, challenge: Proof) {
+    match challenge {
+        Proof::None => {}
+        Proof::Ike(spi) => e.set_proof(spi),
+        Proof::Tcp(next) => {
+            if e.proof() == 0 {
+                e.set_proof(next);
+            }
+        }
+    }
 }
 
 /// What [`State::touch`] found.
@@ -47,59 +108,77 @@ pub(super) enum Touched {
 }
 
 /// Applies `how` to the live entry `e` of `key` (value `v`), recording for an HA peer what a
-/// peer must know: a new gateway, a confirmation, or an expiry moved by a whole sync step.
+/// peer must know: a new gateway, an establishment, or an expiry moved by a whole sync step.
 /// The one place the rules live: [`State::touch`] and the fast path both call it.
 #[inline(always)]
 pub(super) fn apply_touch(
     e: &mut EntryMut<'_>,
     changes: &mut ChangeLog,
+    clients: &mut ClientCounters,
     key: &AffinityKey,
     v: AffinityValue,
     now: u32,
     how: Touch,
 ) -> Touched {
-    let by_state = |confirmed_s: u32, unconfirmed_s: u32| {
-        now.saturating_add(if v.confirmed {
-            confirmed_s
-        } else {
-            unconfirmed_s
-        })
-    };
     match how {
         Touch::Peek => {}
         Touch::Refresh {
             confirmed_s,
             unconfirmed_s,
+            echo,
         } => {
-            let expires_at = by_state(confirmed_s, unconfirmed_s);
+            let confirmed = v.confirmed || check_echo(e, clients, echo);
+            let expires_at = now.saturating_add(if confirmed {
+                confirmed_s
+            } else {
+                unconfirmed_s
+            });
             e.refresh(now, expires_at);
-            if refresh_is_news(v.expires_at, expires_at) {
-                changes.upsert(*key, v.gateway, v.confirmed, expires_at);
+            if confirmed != v.confirmed || refresh_is_news(v.expires_at, expires_at) {
+                changes.upsert(*key, v.gateway, confirmed, expires_at);
             }
         }
-        Touch::Confirm { gateway, timeout_s } => {
+        Touch::Answer {
+            gateway,
+            confirmed_s,
+            unconfirmed_s,
+            challenge,
+        } => {
             if v.gateway != gateway {
                 return Touched::Mismatch;
             }
-            let expires_at = now.saturating_add(timeout_s);
-            let confirmed = e.confirm();
+            let expires_at = if v.confirmed {
+                now.saturating_add(confirmed_s)
+            } else {
+                record_challenge(e, challenge);
+                now.saturating_add(unconfirmed_s)
+            };
             e.refresh(now, expires_at);
-            if confirmed || refresh_is_news(v.expires_at, expires_at) {
-                changes.upsert(*key, gateway, true, expires_at);
+            if refresh_is_news(v.expires_at, expires_at) {
+                changes.upsert(*key, gateway, v.confirmed, expires_at);
             }
         }
         Touch::Point {
             gateway,
             confirmed_s,
             unconfirmed_s,
+            echo,
         } => {
-            let expires_at = by_state(confirmed_s, unconfirmed_s);
+            let confirmed = v.confirmed || (v.gateway == gateway && check_echo(e, clients, echo));
+            let expires_at = now.saturating_add(if confirmed {
+                confirmed_s
+            } else {
+                unconfirmed_s
+            });
             if v.gateway != gateway {
                 e.set_gateway(gateway);
             }
             e.refresh(now, expires_at);
-            if v.gateway != gateway || refresh_is_news(v.expires_at, expires_at) {
-                changes.upsert(*key, gateway, v.confirmed, expires_at);
+            if v.gateway != gateway
+                || confirmed != v.confirmed
+                || refresh_is_news(v.expires_at, expires_at)
+            {
+                changes.upsert(*key, gateway, confirmed, expires_at);
             }
         }
     }
@@ -143,7 +222,8 @@ impl State {
         match self.shard.lookup(key, hash, now) {
             Lookup::Hit(mut e) => {
                 let v = e.value();
-                apply_touch(&mut e, &mut self.changes, key, v, now, how)
+                let clients = &mut self.counters.clients;
+                apply_touch(&mut e, &mut self.changes, clients, key, v, now, how)
             }
             Lookup::Expired(r) => {
                 forget(&mut self.services, &mut self.changes, &r);
@@ -196,6 +276,7 @@ impl State {
         let refresh = Touch::Refresh {
             confirmed_s: svc.spec.persistence_timeout_s,
             unconfirmed_s: svc.spec.unconfirmed_timeout_s,
+            echo: f.proof,
         };
         let fam = svc.family(f.v6);
         let current = match self.touch(&f.key, f.hash, now, refresh) {
@@ -250,12 +331,18 @@ impl State {
         Ok(gateway)
     }
 
-    /// Return traffic from `gateway` to a client: confirms the client's entry, or learns one.
+    /// Return traffic from `gateway` to a client: refreshes the client's entry and sets its
+    /// pending proof, or learns an (unconfirmed) entry.
     pub(super) fn gateway_seen(&mut self, snap: &Snapshot, now: u32, f: &Flow, gateway: u16) {
         let svc = &snap.services[usize::from(f.service)];
-        let timeout_s = svc.spec.persistence_timeout_s;
-        let confirm = Touch::Confirm { gateway, timeout_s };
-        match self.touch(&f.key, f.hash, now, confirm) {
+        let unconfirmed_s = svc.spec.unconfirmed_timeout_s;
+        let answer = Touch::Answer {
+            gateway,
+            confirmed_s: svc.spec.persistence_timeout_s,
+            unconfirmed_s,
+            challenge: f.proof,
+        };
+        match self.touch(&f.key, f.hash, now, answer) {
             Touched::Live(_) => return,
             Touched::Mismatch => {
                 self.counters.clients.gateway_mismatch += 1;
@@ -263,15 +350,19 @@ impl State {
             }
             Touched::Absent => {}
         }
+        // Learned unconfirmed, like any new client: the client establishes it by echoing.
         let value = AffinityValue {
             gateway,
             last_seen: now,
-            expires_at: now.saturating_add(timeout_s),
-            confirmed: true,
+            expires_at: now.saturating_add(unconfirmed_s),
+            confirmed: false,
         };
         if !self.admit(f.key, f.hash, value, now) {
             self.counters.clients.learn_failed_table_full += 1;
             return;
+        }
+        if let Lookup::Hit(mut e) = self.shard.lookup(&f.key, f.hash, now) {
+            record_challenge(&mut e, f.proof);
         }
         if let Some(c) = self.services[usize::from(f.service)]
             .active
@@ -288,14 +379,15 @@ impl State {
         &mut self,
         svc: &ServiceView,
         now: u32,
-        key: AffinityKey,
-        hash: u64,
+        (key, hash): (AffinityKey, u64),
         gateway: u16,
+        echo: Proof,
     ) {
         let point = Touch::Point {
             gateway,
             confirmed_s: svc.spec.persistence_timeout_s,
             unconfirmed_s: svc.spec.unconfirmed_timeout_s,
+            echo,
         };
         if let Touched::Live(_) = self.touch(&key, hash, now, point) {
             return;

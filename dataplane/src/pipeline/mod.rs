@@ -671,6 +671,7 @@ mod tests {
     use crate::testkit::lab::{self, appliance_spec};
     use crate::testkit::{self, Ipv4Opts, L2, L4};
     use parse::Flow;
+    use parse::Proof;
     use proptest::prelude::*;
 
     fn worker() -> Worker {
@@ -833,6 +834,60 @@ mod tests {
         v
     }
 
+    /// The responder SPI every gateway picks for client `i`'s IKE SA in these tests.
+    fn spi_r(i: u8) -> u64 {
+        0x5151_0000_0000_0000 | u64::from(i)
+    }
+
+    /// Gateway-side IKE_SA_INIT responses from every gateway to clients 1-3 (IPv4): only the
+    /// client's own gateway's counts.
+    fn ike_answers() -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        for g in 0..3 {
+            let l2 = L2::new(lab::GATEWAY_MACS[g], lab::BACKEND_PORT_MAC);
+            for i in 1..4 {
+                let resp =
+                    testkit::ike_sa_init_response(u64::from(i), spi_r(i), &[7; 32], 19, 64, &[]);
+                let l4 = L4::Udp {
+                    src: 500,
+                    dst: 500,
+                    payload: &resp,
+                };
+                v.push(testkit::ipv4(
+                    &l2,
+                    lab::GATEWAYS_V4[g],
+                    client4(i),
+                    &Ipv4Opts::default(),
+                    &l4,
+                ));
+            }
+        }
+        v
+    }
+
+    /// Client-side IKE_AUTH requests of clients 1-3, carrying their responder SPIs.
+    fn ike_echoes() -> Vec<Vec<u8>> {
+        let l2 = L2::new(lab::ROUTER_MAC, lab::CLIENT_PORT_MAC);
+        (1..4)
+            .map(|i| {
+                let auth = testkit::ike_message(
+                    u64::from(i),
+                    spi_r(i),
+                    crate::wire::ike::exchange::IKE_AUTH,
+                    crate::wire::ike::flags::INITIATOR,
+                    1,
+                    &[0x42; 80],
+                );
+                let l4 = L4::Udp {
+                    src: 500,
+                    dst: 500,
+                    payload: &auth,
+                };
+                testkit::ipv4(&l2, client4(i), lab::VIP_V4, &Ipv4Opts::default(), &l4)
+            })
+            .collect()
+    }
+
     /// Runs `frames` through `w` as bursts on `port`, returning verdicts and output bytes.
     fn run_burst(w: &mut Worker, port: u16, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
         let mut out = Vec::new();
@@ -918,8 +973,17 @@ mod tests {
         run_burst(&mut master, 0, &from_clients());
         assert!(ship(&mut master, &mut backup) > 0);
         assert_eq!(table(&backup), table(&master));
-        // Gateways answer: confirmations travel.
+        // Gateways answer (their answers alone establish no one), clients echo what only the
+        // answers showed: establishments travel.
         run_burst(&mut master, 1, &from_gateways());
+        assert_eq!(
+            ship(&mut master, &mut backup),
+            0,
+            "answers alone are no news"
+        );
+        assert!(!table(&master).iter().any(|(_, _, confirmed)| *confirmed));
+        run_burst(&mut master, 1, &ike_answers());
+        run_burst(&mut master, 0, &ike_echoes());
         assert!(ship(&mut master, &mut backup) > 0);
         assert_eq!(table(&backup), table(&master));
         assert!(table(&backup).iter().any(|(_, _, confirmed)| *confirmed));
@@ -953,6 +1017,7 @@ mod tests {
             inbound: true,
             direct: false,
             v6: false,
+            proof: Proof::None,
         };
         assert_eq!(f.client(), IpAddr::V4(client4(7)));
         let key = AffinityKey::from_v6(&client6(7), 3);

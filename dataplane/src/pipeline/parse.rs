@@ -67,6 +67,60 @@ pub(super) struct Flow {
     /// pass 2 routes it if the client's direct entry names this gateway, else translates it.
     pub(super) direct: bool,
     pub(super) v6: bool,
+    /// What the packet says about the client having seen its gateway's answer.
+    pub(super) proof: Proof,
+}
+
+/// A value only a client that saw its gateway's answer can send (conntrack's ASSURED, made
+/// spoof-proof): from a gateway, what the client must echo; from a client, what it echoes.
+/// `flow.rs` establishes a client's entry when the echo matches (see `apply_touch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Proof {
+    #[default]
+    None,
+    /// The low 32 bits of a non-zero IKE responder SPI: the responder picks it in its
+    /// IKE_SA_INIT response, and the initiator's next messages (IKE_AUTH, on 4500 after NAT
+    /// detection) carry it.
+    Ike(u32),
+    /// TCP: from the gateway, the sequence number after its segment (the SYN-ACK's ISN + 1);
+    /// from the client, its acknowledgment number.
+    Tcp(u32),
+}
+
+impl Proof {
+    /// From a classified IKE message's header: its responder SPI, when set.
+    #[inline]
+    pub(super) fn of_ike(responder_spi: u64) -> Proof {
+        #[allow(clippy::cast_possible_truncation)] // the low 32 bits, on purpose
+        match responder_spi as u32 {
+            0 => Proof::None,
+            low => Proof::Ike(low),
+        }
+    }
+
+    /// From a TCP segment (`seg`: header and payload): a gateway's next sequence number, a
+    /// client's acknowledgment (only with ACK set and SYN clear).
+    #[inline]
+    pub(super) fn of_tcp(seg: &[u8], payload_len: usize, from_client: bool) -> Proof {
+        let Some(h) = seg.first_chunk::<14>() else {
+            return Proof::None;
+        };
+        let flags = h[13];
+        let (syn, ack, fin) = (flags & 0x02 != 0, flags & 0x10 != 0, flags & 0x01 != 0);
+        if from_client {
+            if !ack || syn {
+                return Proof::None;
+            }
+            return Proof::Tcp(u32::from_be_bytes([h[8], h[9], h[10], h[11]]));
+        }
+        let seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        #[allow(clippy::cast_possible_truncation)] // sequence space is modulo 2^32
+        let next = seq
+            .wrapping_add(payload_len as u32)
+            .wrapping_add(u32::from(syn))
+            .wrapping_add(u32::from(fin));
+        Proof::Tcp(next)
+    }
 }
 
 impl Flow {
@@ -748,7 +802,8 @@ impl State {
             (service, gateway, l3.dst)
         };
         // Committed: nothing below declines the frame.
-        self.count_class(snap, service, &view);
+        let proof = self.count_class(snap, service, &view);
+        let proof = tcp_proof(bytes, &l3, &view, inbound).unwrap_or(proof);
         let key = affinity_key(client, service);
         let hash = key.hash();
         *out = Plan::Flow(Flow {
@@ -762,6 +817,7 @@ impl State {
             inbound,
             direct: false,
             v6: l3.v6,
+            proof,
         });
         Some(Some(hash))
     }
@@ -915,7 +971,8 @@ impl State {
         let Some(service) = snap.service_for(l3.dst, l3.protocol, port) else {
             return store(out, Plan::Drop(DropReason::NoService));
         };
-        self.count_class(snap, service, &view);
+        let proof = self.count_class(snap, service, &view);
+        let proof = tcp_proof(bytes, &l3, &view, true).unwrap_or(proof);
         let key = affinity_key(l3.src, service);
         let hash = key.hash();
         let flow = Flow {
@@ -929,6 +986,7 @@ impl State {
             inbound: true,
             direct: false,
             v6: l3.v6,
+            proof,
         };
         let svc = &snap.services[usize::from(service)];
         if svc.spec.mode == ServiceMode::Redirect
@@ -1000,7 +1058,8 @@ impl State {
         let Some(&(service, gateway)) = found else {
             return store(out, Plan::Drop(DropReason::NoService));
         };
-        self.count_class(snap, service, &view);
+        let proof = self.count_class(snap, service, &view);
+        let proof = tcp_proof(bytes, &l3, &view, true).unwrap_or(proof);
         let key = affinity_key(l3.src, service).direct();
         let hash = key.hash();
         *out = Plan::Flow(Flow {
@@ -1014,6 +1073,7 @@ impl State {
             inbound: true,
             direct: true,
             v6: l3.v6,
+            proof,
         });
         Some(hash)
     }
@@ -1056,7 +1116,8 @@ impl State {
         let Some((service, gateway)) = found else {
             return store(out, Plan::Drop(DropReason::NoService));
         };
-        self.count_class(snap, service, &view);
+        let proof = self.count_class(snap, service, &view);
+        let proof = tcp_proof(bytes, &l3, &view, false).unwrap_or(proof);
         let svc = &snap.services[usize::from(service)];
         let direct = svc.spec.route_to_gateways && routable(svc, l3.protocol, port);
         let key = affinity_key(l3.dst, service);
@@ -1073,19 +1134,27 @@ impl State {
             inbound: false,
             direct,
             v6: l3.v6,
+            proof,
         });
         Some(hash)
     }
 
-    pub(super) fn count_class(&mut self, snap: &Snapshot, service: u16, view: &L4View<'_>) {
+    /// Counts the packet's class; returns the proof an IKE message carries (see [`Proof`]).
+    pub(super) fn count_class(
+        &mut self,
+        snap: &Snapshot,
+        service: u16,
+        view: &L4View<'_>,
+    ) -> Proof {
         let plan = snap.services[usize::from(service)].port_plan;
         if let Some(class) = classify::common_class(view, &plan) {
             self.counters.classes[class.index()] += 1;
-            return;
+            return Proof::None;
         }
         let c = classify::classify(view, &plan);
         self.counters.classes[c.class.index()] += 1;
         match c.detail {
+            Detail::Ike { responder_spi, .. } => return Proof::of_ike(responder_spi),
             Detail::Tls {
                 client_hello: true,
                 sni,
@@ -1098,5 +1167,16 @@ impl State {
             Detail::Dtls { client_hello: true } => self.counters.dtls_client_hellos += 1,
             _ => {}
         }
+        Proof::None
     }
+}
+
+/// The TCP proof of a whole (unfragmented) TCP segment; `None` for anything else.
+#[inline]
+fn tcp_proof(bytes: &[u8], l3: &L3, view: &L4View<'_>, from_client: bool) -> Option<Proof> {
+    if l3.protocol != ip_proto::TCP || l3.fragment {
+        return None;
+    }
+    let seg = bytes.get(l3.l4?..l3.end)?;
+    Some(Proof::of_tcp(seg, view.payload.len(), from_client))
 }

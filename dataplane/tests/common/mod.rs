@@ -265,6 +265,23 @@ pub fn client_ike6(client: Ipv6Addr) -> Vec<u8> {
 }
 
 /// An initiator SPI derived from the client, so fixtures differ per client.
+/// IKE_AUTH from `client` to the VIP (UDP 500) in the IKE SA that `ike_sa_init_reply(spi)`
+/// answered: it carries that reply's responder SPI, the echo that establishes a client.
+pub fn client_ike_auth(client: IpAddr, spi: u64) -> Vec<u8> {
+    let auth = testkit::ike_message(
+        spi,
+        spi ^ 0xffff,
+        dataplane::wire::ike::exchange::IKE_AUTH,
+        dataplane::wire::ike::flags::INITIATOR,
+        1,
+        &[0x5a; 96],
+    );
+    match client {
+        IpAddr::V4(c) => udp4(from_router(), c, lab::VIP_V4, 500, 500, &auth),
+        IpAddr::V6(c) => udp6(from_router(), c, lab::VIP_V6, 500, 500, &auth),
+    }
+}
+
 pub fn spi_of(client: IpAddr) -> u64 {
     match client {
         IpAddr::V4(a) => 0x1000_0000_0000_0000 | u64::from(u32::from(a)),

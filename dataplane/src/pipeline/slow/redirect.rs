@@ -3,8 +3,8 @@
 use crate::pipeline::hash_client;
 use crate::pipeline::ipv4_at;
 use crate::pipeline::ipv6_at;
-use crate::pipeline::parse::Flow;
 use crate::pipeline::parse::Redirect;
+use crate::pipeline::parse::{Flow, Proof};
 use crate::pipeline::slow::answer::answer_mac;
 use crate::pipeline::slow::answer::reply_l2;
 use crate::pipeline::State;
@@ -153,7 +153,7 @@ impl State {
             return Verdict::Drop(reason);
         }
         let key = f.key.direct();
-        self.remember_direct(svc, now, key, key.hash(), gateway);
+        self.remember_direct(svc, now, (key, key.hash()), gateway, Proof::None);
         snap.loads.count_redirect(f.service, gateway);
         self.counters.gateways[usize::from(f.service)][usize::from(gateway)].redirects += 1;
         let mac = answer_mac(snap, r.interface, vip);

@@ -38,17 +38,19 @@ impl State {
             return Verdict::Drop(DropReason::NoGateway);
         };
         let (side, hop) = if f.inbound {
-            self.remember_direct(svc, now, f.key, f.hash, f.gateway);
+            self.remember_direct(svc, now, (f.key, f.hash), f.gateway, f.proof);
             let Some(hop) = gateway_hop else {
                 return self.neighbor_miss(gateway_addr);
             };
             (Side::Dst, hop)
         } else {
-            let confirm = Touch::Confirm {
+            let answer = Touch::Answer {
                 gateway: f.gateway,
-                timeout_s: svc.spec.persistence_timeout_s,
+                confirmed_s: svc.spec.persistence_timeout_s,
+                unconfirmed_s: svc.spec.unconfirmed_timeout_s,
+                challenge: f.proof,
             };
-            match self.touch(&f.key, f.hash, now, confirm) {
+            match self.touch(&f.key, f.hash, now, answer) {
                 Touched::Live(_) => {}
                 // Not a redirected client of this gateway: a NAT-mode client's traffic.
                 Touched::Absent | Touched::Mismatch => {
