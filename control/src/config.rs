@@ -1133,7 +1133,7 @@ impl Validator<'_> {
         let timeout = self.millis(
             &format!("{ckey}.timeout"),
             c.timeout.as_ref(),
-            (interval.as_millis() as u64 / 2).clamp(10, 2000),
+            (crate::units::millis(interval) / 2).clamp(10, 2000),
             10..=3_600_000,
         )?;
         if timeout > interval {
@@ -1327,7 +1327,7 @@ impl Validator<'_> {
         let Some(r) = r else {
             return Ok(d);
         };
-        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let ms = crate::units::millis;
         let report_key = r.report_key.unwrap_or_default().into_bytes();
         if r.report_port == Some(0) {
             return self.err("redirect.report_port", "0 is not a port");

@@ -10,4 +10,5 @@ pub mod health;
 pub mod loads;
 pub mod replay;
 pub mod sync;
+mod units;
 pub mod vrrp;

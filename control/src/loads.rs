@@ -330,7 +330,7 @@ impl LoadModel {
         let age = m.report.map(|(_, at)| now.duration_since(at));
         LoadView {
             reported_tunnels: m.report.map(|(n, _)| n),
-            report_age_ms: age.map(|a| a.as_millis() as u64),
+            report_age_ms: age.map(crate::units::millis),
             load,
             from_report: age.is_some_and(|a| a <= self.settings.report_max_age),
         }
