@@ -132,6 +132,9 @@ pub enum PairSyncError {
     /// The session's settings are unusable.
     #[error("ha: {0}")]
     Config(#[from] SyncConfigError),
+    /// More workers than steering counts (the configuration allows far fewer).
+    #[error("ha: sync cannot steer entries to {0} workers")]
+    TooManyWorkers(usize),
 }
 
 pub struct PairSync {
@@ -201,6 +204,9 @@ impl PairSync {
         let id = session_id();
         info!(peer = %peer, session = id, "HA sync started");
         let workers = channels.to_workers.len();
+        let steering = u16::try_from(workers.max(1))
+            .map(Steering::new)
+            .map_err(|_| PairSyncError::TooManyWorkers(workers))?;
         Ok(PairSync {
             session: SyncSession::new(cfg, id),
             socket,
@@ -217,7 +223,7 @@ impl PairSync {
             backlog: (0..workers).map(|_| VecDeque::new()).collect(),
             lost: Arc::clone(&channels.lost),
             lost_seen: 0,
-            steering: Steering::new(workers.max(1) as u16),
+            steering,
             clock,
             peer_alive: false,
             master_silent_since: None,
