@@ -99,8 +99,8 @@ impl Ha {
         let mut routers = Vec::new();
         let cs = u16::try_from(settings.advert_interval.as_millis() / 10)
             .map_err(|_| HaError::AdvertIntervalTooLong)?;
-        for (i, itf) in spec.interfaces.iter().enumerate() {
-            let i = i as u16;
+        // Interface ids are u16: the configuration refuses more interfaces.
+        for (itf, i) in spec.interfaces.iter().zip(0..=u16::MAX) {
             let port = &spec.ports[usize::from(itf.port)];
             for v6 in [false, true] {
                 let mut addresses: Vec<IpAddr> = Vec::new();

@@ -655,7 +655,8 @@ impl WorkerLoop {
     /// One RX burst from every port, through the pipeline.
     #[inline]
     fn poll_ports(&mut self, now: u32) {
-        for p in 0..self.io.ports.len() {
+        // Port indices are u16, as DPDK's port ids (a bounded range: no wrap, no cast).
+        for (p, port) in (0..self.io.ports.len()).zip(0..=u16::MAX) {
             if self.io.ports[p].rx.rx_burst(&mut self.inbound.rx) == 0 {
                 continue;
             }
@@ -665,7 +666,7 @@ impl WorkerLoop {
                 &mut self.io,
                 &mut self.verdicts,
                 now,
-                p as u16,
+                port,
                 &mut self.inbound.rx,
                 false,
             );
@@ -686,13 +687,13 @@ impl WorkerLoop {
                 let _ = b.push(m);
             }
         }
-        for (p, b) in inbound.by_port.iter_mut().enumerate() {
+        for (b, p) in inbound.by_port.iter_mut().zip(0..=u16::MAX) {
             process(
                 &mut self.worker,
                 &mut self.io,
                 &mut self.verdicts,
                 now,
-                p as u16,
+                p,
                 b,
                 true,
             );
