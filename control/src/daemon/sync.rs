@@ -246,7 +246,8 @@ impl PairSync {
                 keys.extend(mirror.keys().copied());
             }
             while out.len() < max {
-                let Some(k) = keys.get(*cursor as usize) else {
+                // A cursor past usize::MAX is past the end of the keys.
+                let Some(k) = usize::try_from(*cursor).ok().and_then(|c| keys.get(c)) else {
                     return false;
                 };
                 *cursor += 1;
@@ -254,7 +255,7 @@ impl PairSync {
                     out.push(entry(k, m, now_s));
                 }
             }
-            (*cursor as usize) < keys.len()
+            usize::try_from(*cursor).is_ok_and(|c| c < keys.len())
         };
         for d in self.session.poll(now, &mut read) {
             match self.socket.send_to(&d, self.peer) {
@@ -564,5 +565,7 @@ fn session_id() -> u32 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.write_u32(std::process::id());
-    (h.finish() as u32).max(1)
+    // The hash's low 32 bits.
+    let [a, b, c, d, ..] = h.finish().to_le_bytes();
+    u32::from_le_bytes([a, b, c, d]).max(1)
 }

@@ -130,11 +130,13 @@ fn proposal(out: &mut Vec<u8>, last: bool, number: u8, transforms: &[(u8, u16, O
     } else {
         ike_ids::MORE_PROPOSALS
     };
-    // A handful of transforms: the length and count fit easily.
-    let len = (8 + body.len()) as u16;
+    // The probe's fixed proposals hold a handful of transforms (probe_sa_body): at most a
+    // few dozen bytes and transforms, so the length fits 16 bits and the count 8.
+    #[allow(clippy::cast_possible_truncation)]
+    let (len, count) = ((8 + body.len()) as u16, transforms.len() as u8);
     out.extend_from_slice(&[marker, 0]);
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&[number, ike_ids::PROTO_IKE, 0, transforms.len() as u8]);
+    out.extend_from_slice(&[number, ike_ids::PROTO_IKE, 0, count]);
     out.extend_from_slice(&body);
 }
 
@@ -175,7 +177,8 @@ fn probe_sa_body() -> Vec<u8> {
 
 /// Appends a generic payload header and `body` (RFC 7296 §3.2), not critical.
 fn ike_payload(out: &mut Vec<u8>, next: u8, body: &[u8]) {
-    // The probe's payloads are a few hundred bytes at most.
+    // The probe's payloads (fixed SA, KE and nonce) are a few hundred bytes at most.
+    #[allow(clippy::cast_possible_truncation)]
     let len = (ike::PAYLOAD_HEADER_LEN + body.len()) as u16;
     out.extend_from_slice(&[next, 0]);
     out.extend_from_slice(&len.to_be_bytes());
@@ -214,6 +217,8 @@ pub fn ike_sa_init_probe(initiator_spi: u64, nonce: &[u8; 32]) -> Vec<u8> {
     ike_payload(&mut msg, payload_type::KE, &probe_sa_body());
     ike_payload(&mut msg, payload_type::NONCE, &ke);
     ike_payload(&mut msg, payload_type::NONE, nonce);
+    // Header and three fixed-size payloads: a few hundred bytes.
+    #[allow(clippy::cast_possible_truncation)]
     let len = msg.len() as u32;
     msg[24..28].copy_from_slice(&len.to_be_bytes());
     msg
@@ -368,13 +373,19 @@ fn put16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
+// Hello bodies are a few hundred bytes (fixed lists, the SNI cut to MAX_SNI_LEN): far below
+// 2^24, so the u32 holds v whole and its low three bytes are all of it.
+#[allow(clippy::cast_possible_truncation)]
 fn put24(out: &mut Vec<u8>, v: usize) {
-    // Hello bodies are a few hundred bytes: far below 2^24.
+    debug_assert!(v < 1 << 24);
     out.extend_from_slice(&(v as u32).to_be_bytes()[1..]);
 }
 
-/// Appends `data` behind a 16-bit length (every caller's data is far below 64 KiB).
+/// Appends `data` behind a 16-bit length (every caller's data is far below 64 KiB: fixed
+/// lists and records of them, the SNI cut to [`MAX_SNI_LEN`]).
+#[allow(clippy::cast_possible_truncation)]
 fn vec16(out: &mut Vec<u8>, data: &[u8]) {
+    debug_assert!(data.len() <= usize::from(u16::MAX));
     put16(out, data.len() as u16);
     out.extend_from_slice(data);
 }
