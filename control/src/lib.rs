@@ -2,6 +2,7 @@
 //! control thread).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
 pub mod config;
 pub mod ctlsock;

@@ -320,6 +320,8 @@ impl LoadModel {
                             .set_load(s16, g16, i64::from(tunnels) * LOAD_SCALE, counted);
                     }
                     None => {
+                        // Rounded first; `as` saturates (NaN: 0), the clamp wanted here.
+                        #[allow(clippy::cast_possible_truncation)]
                         let load = (m.decayed * LOAD_SCALE as f64).round() as i64;
                         self.board.set_load(s16, g16, load, total);
                     }
