@@ -736,6 +736,13 @@ impl Validator<'_> {
                 interfaces.push(itf);
             }
         }
+        // Interfaces are numbered in 16 bits, as ports are.
+        if interfaces.len() > usize::from(u16::MAX) + 1 {
+            return self.err(
+                "port",
+                "more interfaces (ports and VLANs) than 16-bit ids count",
+            );
+        }
         for role in [Role::Client, Role::Backend] {
             if !interfaces.iter().any(|i| i.role == role) {
                 let r = if role == Role::Client {
@@ -1133,7 +1140,7 @@ impl Validator<'_> {
         let timeout = self.millis(
             &format!("{ckey}.timeout"),
             c.timeout.as_ref(),
-            (interval.as_millis() as u64 / 2).clamp(10, 2000),
+            (crate::units::millis(interval) / 2).clamp(10, 2000),
             10..=3_600_000,
         )?;
         if timeout > interval {
@@ -1256,28 +1263,27 @@ impl Validator<'_> {
         let mut floating = Vec::new();
         for f in &h.floating {
             let a = self.ip("ha.floating", f)?;
-            let on = spec
-                .interfaces
-                .iter()
-                .position(|i| i.addresses.iter().any(|c| c.contains(a)));
-            let Some(i) = on else {
+            let on = (0..=u16::MAX)
+                .zip(&spec.interfaces)
+                .find(|(_, itf)| itf.addresses.iter().any(|c| c.contains(a)));
+            let Some((i, itf)) = on else {
                 return self.err("ha.floating", format!("{a} is on no interface's subnet"));
             };
-            if spec.interfaces[i].addresses.iter().any(|c| c.addr == a) {
+            if itf.addresses.iter().any(|c| c.addr == a) {
                 return self.err(
                     "ha.floating",
                     format!("{a} is also an interface's own address"),
                 );
             }
-            floating.push((i as u16, a));
+            floating.push((i, a));
         }
         // RFC 5798 §5.2.9: an IPv6 virtual router's first address is its link-local one. Every
         // interface with IPv6 virtual addresses gets the one of the virtual MAC, which floats
         // like the rest (answered by the master only).
         let link_local = IpAddr::V6(dataplane::wire::vrrp::virtual_link_local(h.vrid));
         let has_vip6 = spec.services.iter().any(|s| s.vip6.is_some());
-        for (i, itf) in spec.interfaces.iter().enumerate() {
-            let i = i as u16;
+        // Interface ids are u16 (ports() refuses more interfaces).
+        for (i, itf) in (0..=u16::MAX).zip(&spec.interfaces) {
             let floats6 = floating.iter().any(|(f, a)| *f == i && a.is_ipv6());
             if floats6 || (itf.role == Role::Client && has_vip6) {
                 floating.push((i, link_local));
@@ -1327,7 +1333,7 @@ impl Validator<'_> {
         let Some(r) = r else {
             return Ok(d);
         };
-        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let ms = crate::units::millis;
         let report_key = r.report_key.unwrap_or_default().into_bytes();
         if r.report_port == Some(0) {
             return self.err("redirect.report_port", "0 is not a port");

@@ -2,6 +2,7 @@
 //! control thread).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
 pub mod config;
 pub mod ctlsock;
@@ -10,4 +11,5 @@ pub mod health;
 pub mod loads;
 pub mod replay;
 pub mod sync;
+mod units;
 pub mod vrrp;

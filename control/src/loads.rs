@@ -192,10 +192,17 @@ impl LoadModel {
 
     fn rebuild(&mut self, now: Instant) {
         let board = &self.board;
-        self.gateways = (0..board.layout().len())
-            .map(|s| {
-                (0..board.layout()[s].1.len())
-                    .map(|g| GatewayModel::new(now, board.redirects(s as u16, g as u16)))
+        // The board is indexed in u16: services or gateways past u16::MAX get no model rather
+        // than one aliasing another's counts.
+        self.gateways = board
+            .layout()
+            .iter()
+            .zip(0..=u16::MAX)
+            .map(|((_, gateways), s)| {
+                gateways
+                    .iter()
+                    .zip(0..=u16::MAX)
+                    .map(|(_, g)| GatewayModel::new(now, board.redirects(s, g)))
                     .collect()
             })
             .collect();
@@ -274,10 +281,10 @@ impl LoadModel {
         }
         self.last_sample = Some(now);
         let keep = self.settings.establish_time + self.settings.report_max_age + SAMPLE_EVERY;
-        for (s, gws) in self.gateways.iter_mut().enumerate() {
-            for (g, m) in gws.iter_mut().enumerate() {
-                m.history
-                    .push_back((now, self.board.redirects(s as u16, g as u16)));
+        // The models are at most u16::MAX + 1 per level (rebuild).
+        for (gws, s) in self.gateways.iter_mut().zip(0..=u16::MAX) {
+            for (m, g) in gws.iter_mut().zip(0..=u16::MAX) {
+                m.history.push_back((now, self.board.redirects(s, g)));
                 while m.history.len() > 1
                     && m.history
                         .get(1)
@@ -293,9 +300,9 @@ impl LoadModel {
     /// Decays the redirect counts and writes every gateway's load to the board.
     fn recompute(&mut self, now: Instant) {
         let half_life = self.settings.redirect_half_life.as_secs_f64();
-        for (s, gws) in self.gateways.iter_mut().enumerate() {
-            for (g, m) in gws.iter_mut().enumerate() {
-                let (s16, g16) = (s as u16, g as u16);
+        // The models are at most u16::MAX + 1 per level (rebuild).
+        for (gws, s16) in self.gateways.iter_mut().zip(0..=u16::MAX) {
+            for (m, g16) in gws.iter_mut().zip(0..=u16::MAX) {
                 let total = self.board.redirects(s16, g16);
                 let dt = now.duration_since(m.decayed_at).as_secs_f64();
                 m.decayed = m.decayed * (-dt / half_life).exp2()
@@ -313,6 +320,8 @@ impl LoadModel {
                             .set_load(s16, g16, i64::from(tunnels) * LOAD_SCALE, counted);
                     }
                     None => {
+                        // Rounded first; `as` saturates (NaN: 0), the clamp wanted here.
+                        #[allow(clippy::cast_possible_truncation)]
                         let load = (m.decayed * LOAD_SCALE as f64).round() as i64;
                         self.board.set_load(s16, g16, load, total);
                     }
@@ -326,11 +335,15 @@ impl LoadModel {
         let Some(m) = self.gateways.get(service).and_then(|v| v.get(gateway)) else {
             return LoadView::default();
         };
-        let load = self.board.load(service as u16, gateway as u16) as f64 / LOAD_SCALE as f64;
+        // A model exists only at u16 indices (rebuild).
+        let (Ok(s), Ok(g)) = (u16::try_from(service), u16::try_from(gateway)) else {
+            return LoadView::default();
+        };
+        let load = self.board.load(s, g) as f64 / LOAD_SCALE as f64;
         let age = m.report.map(|(_, at)| now.duration_since(at));
         LoadView {
             reported_tunnels: m.report.map(|(n, _)| n),
-            report_age_ms: age.map(|a| a.as_millis() as u64),
+            report_age_ms: age.map(crate::units::millis),
             load,
             from_report: age.is_some_and(|a| a <= self.settings.report_max_age),
         }

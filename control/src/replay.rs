@@ -149,16 +149,17 @@ pub fn run(
     let port_names: Vec<String> = snap.spec.ports.iter().map(|p| p.name.clone()).collect();
     let mut sources = Vec::new();
     for input in inputs {
-        let port = port_names
-            .iter()
-            .position(|n| *n == input.port)
+        // Port ids are u16 (the configuration refuses more ports).
+        let port = (0..=u16::MAX)
+            .zip(&port_names)
+            .find_map(|(id, n)| (*n == input.port).then_some(id))
             .ok_or_else(|| ReplayError::UnknownPort(input.port.clone()))?;
         let reader = PcapReader::open(&input.path).map_err(|error| ReplayError::Capture {
             path: input.path.clone(),
             error,
         })?;
         let mut src = Source {
-            port: port as u16,
+            port,
             reader,
             path: input.path.clone(),
             next: None,

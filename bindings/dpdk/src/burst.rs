@@ -26,6 +26,19 @@ pub struct Burst {
 // Mbuf is pointer-sized and transparent, so the array is exactly DPDK's `struct rte_mbuf *[]`.
 const _: () = assert!(std::mem::size_of::<Mbuf>() == std::mem::size_of::<*mut rte_mbuf>());
 
+// DPDK's burst calls count mbufs in a u16 (ethdev) or an unsigned int (mempool, ring).
+const _: () = assert!(BURST_SIZE <= u16::MAX as usize);
+
+/// A count of mbufs of one burst (at most [`BURST_SIZE`]) as DPDK's burst calls take it.
+///
+/// Per-packet path: no check in release builds, the bound being the callers' invariant.
+#[inline]
+#[allow(clippy::cast_possible_truncation)] // n <= BURST_SIZE <= u16::MAX (asserted above)
+pub(crate) fn burst_count(n: usize) -> u16 {
+    debug_assert!(n <= BURST_SIZE, "{n} mbufs in a burst of {BURST_SIZE}");
+    n as u16
+}
+
 impl Burst {
     /// An empty burst.
     pub const fn new() -> Self {
@@ -156,8 +169,8 @@ impl Burst {
         self.len = 0;
         // SAFETY: the first n slots held owned mbufs, now outside the initialised prefix, so
         // they are freed exactly once; the cast matches layouts (Mbuf is a transparent
-        // pointer). n <= 32 fits u32.
-        unsafe { dpdk_sys::vpnlb_pktmbuf_free_bulk(self.raw_base(), n as u32) }
+        // pointer). n = len <= BURST_SIZE.
+        unsafe { dpdk_sys::vpnlb_pktmbuf_free_bulk(self.raw_base(), u32::from(burst_count(n))) }
     }
 
     /// Fills the burst with `n` new empty mbufs from `pool`, all or none: false (and nothing
@@ -170,9 +183,13 @@ impl Burst {
             return true;
         }
         // SAFETY: the n slots from len on are spare; alloc_bulk fills all n or none (returns
-        // non-zero then). n <= 32 fits u32.
+        // non-zero then). n <= spare <= BURST_SIZE.
         let ret = unsafe {
-            dpdk_sys::vpnlb_pktmbuf_alloc_bulk(pool.as_ptr(), self.raw_spare(), n as u32)
+            dpdk_sys::vpnlb_pktmbuf_alloc_bulk(
+                pool.as_ptr(),
+                self.raw_spare(),
+                u32::from(burst_count(n)),
+            )
         };
         if ret != 0 {
             return false;

@@ -15,6 +15,7 @@
 //! a partial TX or ring enqueue leaves the mbufs not taken in the caller's [`Burst`].
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
 mod burst;
 mod eal;

@@ -395,7 +395,9 @@ impl Frame for Mbuf {
             return false;
         }
         // With one segment, the last segment is this one: rte_pktmbuf_trim's two updates.
-        // len < data_len, a u16.
+        // Per-packet path: the check above bounds len by data_len, a u16, so it fits one.
+        debug_assert!(len <= usize::from(h.data_len));
+        #[allow(clippy::cast_possible_truncation)] // len <= data_len <= u16::MAX (checked above)
         let cut = h.data_len - len as u16;
         h.data_len -= cut;
         h.pkt_len = h.pkt_len.wrapping_sub(u32::from(cut));

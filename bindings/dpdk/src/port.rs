@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use dpdk_sys as sys;
 
-use crate::burst::Burst;
+use crate::burst::{burst_count, Burst};
 use crate::eal::Eal;
 use crate::error::{DpdkError, Result};
 use crate::mempool::{Mempool, MBUF_HEADROOM};
@@ -20,7 +20,10 @@ const MAX_QUEUES: usize = sys::VPNLB_MAX_QUEUES_PER_PORT as usize;
 const QUEUE_WORDS: usize = MAX_QUEUES.div_ceil(64);
 
 /// Length of the RSS hash key [`PortConfig`] takes (the Toeplitz key size most NICs use).
-pub const RSS_KEY_LEN: usize = 40;
+pub const RSS_KEY_LEN: usize = RSS_KEY_LEN_U8 as usize;
+
+/// [`RSS_KEY_LEN`] as `rte_eth_rss_conf::rss_key_len` takes it.
+const RSS_KEY_LEN_U8: u8 = 40;
 
 /// Microsoft's default Toeplitz key (the one DPDK's testpmd and most NICs use).
 pub const DEFAULT_RSS_KEY: [u8; RSS_KEY_LEN] = [
@@ -427,7 +430,7 @@ impl Port {
         if Eal::get().is_none() {
             return Vec::new();
         }
-        (0..MAX_PORTS as u16)
+        (0..sys::VPNLB_MAX_ETHPORTS)
             // SAFETY: the EAL is initialised; any id is accepted.
             .filter(|&id| unsafe { sys::rte_eth_dev_is_valid_port(id) } != 0)
             .map(|id| Port { id })
@@ -588,7 +591,7 @@ impl Port {
             Ok(Some(hf)) => {
                 conf.rxmode.mq_mode = sys::VPNLB_ETH_MQ_RX_RSS;
                 conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
-                conf.rx_adv_conf.rss_conf.rss_key_len = RSS_KEY_LEN as u8;
+                conf.rx_adv_conf.rss_conf.rss_key_len = RSS_KEY_LEN_U8;
                 conf.rx_adv_conf.rss_conf.rss_hf = hf;
                 RssStatus::Enabled {
                     hash_functions: hf,
@@ -742,11 +745,13 @@ impl Port {
             return false;
         }
         let mut reta = vec![sys::rte_eth_rss_reta_entry64::default(); size.div_ceil(group)];
-        for (e, entry) in reta.iter_mut().enumerate() {
+        // Slot j of entry e (an entry holds `group` slots) is table index e * group + j; the
+        // slots, in that order, take queues 0, 1, .., n - 1, 0, 1, ..: index % n.
+        let mut queues = (0..n).cycle();
+        for entry in &mut reta {
             entry.mask = u64::MAX;
-            for (j, slot) in entry.reta.iter_mut().enumerate() {
-                // (e * group + j) % n < n <= u16::MAX.
-                *slot = ((e * group + j) % usize::from(n)) as u16;
+            for slot in &mut entry.reta {
+                *slot = queues.next().unwrap_or(0); // n > 0: the cycle never ends
             }
         }
         // SAFETY: reta holds reta_size / 64 (rounded up) entries, as the call reads; the port
@@ -977,7 +982,7 @@ impl RxQueue {
     /// that is not started returns 0.
     #[inline]
     pub fn rx_burst(&mut self, burst: &mut Burst) -> usize {
-        let spare = burst.spare() as u16; // <= BURST_SIZE
+        let spare = burst_count(burst.spare());
         if spare == 0 {
             return 0;
         }
@@ -1022,7 +1027,7 @@ impl TxQueue {
     /// taken (a full TX ring) stay in `burst`, in order and still owned: retry or drop them.
     #[inline]
     pub fn tx_burst(&mut self, burst: &mut Burst) -> usize {
-        let len = burst.len() as u16; // <= BURST_SIZE
+        let len = burst_count(burst.len());
         if len == 0 {
             return 0;
         }

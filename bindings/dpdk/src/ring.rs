@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use dpdk_sys::rte_ring;
 
-use crate::burst::{Burst, BURST_SIZE};
+use crate::burst::{burst_count, Burst, BURST_SIZE};
 use crate::eal::Eal;
 use crate::error::{DpdkError, Result};
 use crate::mbuf::Mbuf;
@@ -52,7 +52,7 @@ impl RingInner {
             let done = dpdk_sys::vpnlb_ring_enqueue_burst(
                 self.ptr.as_ptr(),
                 table,
-                n as c_uint,
+                c_uint::from(burst_count(n)),
                 std::ptr::null_mut(),
             );
             let done = (done as usize).min(n);
@@ -76,7 +76,7 @@ impl RingInner {
             let got = dpdk_sys::vpnlb_ring_dequeue_burst(
                 self.ptr.as_ptr(),
                 table,
-                spare as c_uint,
+                c_uint::from(burst_count(spare)),
                 std::ptr::null_mut(),
             );
             let got = (got as usize).min(spare);

@@ -59,7 +59,10 @@ pub fn set_up(ifname: &str) -> io::Result<()> {
     // SAFETY: SIOCGIFFLAGS has set the union's flags member, a short (any bit pattern of the
     // zeroed union is a valid short anyway).
     let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // IFF_UP is 0x1, an `int` in libc for a `short` field.
+    #[allow(clippy::cast_possible_truncation)]
+    const IFF_UP: libc::c_short = libc::IFF_UP as libc::c_short;
+    req.ifr_ifru.ifru_flags = flags | IFF_UP;
     // SAFETY: SIOCSIFFLAGS takes a struct ifreq.
     unsafe { ioctl(sock.as_fd(), libc::SIOCSIFFLAGS, &mut req) }
         .map_err(context(format_args!("SIOCSIFFLAGS {ifname}")))?;
@@ -341,6 +344,10 @@ fn ipv6_mask(prefix_len: u8) -> u128 {
     }
 }
 
+/// `AF_INET` (2, an `int` in libc) as a `sa_family_t`.
+#[allow(clippy::cast_possible_truncation)]
+const SA_FAMILY_INET: libc::sa_family_t = libc::AF_INET as libc::sa_family_t;
+
 /// `struct sockaddr_in` (port 0) in the clothes of a `struct sockaddr`: both are 16 bytes,
 /// family first, then the port and the address in network order.
 fn ipv4_sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
@@ -349,7 +356,7 @@ fn ipv4_sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
         *dst = byte as c_char;
     }
     libc::sockaddr {
-        sa_family: libc::AF_INET as libc::sa_family_t,
+        sa_family: SA_FAMILY_INET,
         sa_data,
     }
 }

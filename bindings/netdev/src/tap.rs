@@ -45,7 +45,10 @@ impl Tap {
             .open(CLONE_DEVICE)
             .map_err(context(CLONE_DEVICE))?;
         let mut req = ifreq(name);
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        // IFF_TAP | IFF_NO_PI is 0x1002, an `int` in libc for a `short` field.
+        #[allow(clippy::cast_possible_truncation)]
+        const FLAGS: libc::c_short = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        req.ifr_ifru.ifru_flags = FLAGS;
         // SAFETY: TUNSETIFF takes a struct ifreq (name and flags in, actual name out).
         unsafe { ioctl(file.as_fd(), libc::TUNSETIFF, &mut req) }
             .map_err(context(format_args!("TUNSETIFF {name}")))?;

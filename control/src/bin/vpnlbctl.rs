@@ -6,6 +6,7 @@
 //! 2 the daemon could not be reached or did not answer.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -4,6 +4,7 @@
 //! over capture files; `vpnlbd check` validates a configuration (see README.md).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

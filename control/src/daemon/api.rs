@@ -880,10 +880,11 @@ fn load_metrics(x: &mut Exposition, l: &LoadReports, rows: &[Value]) {
     let loads: Samples = rows
         .iter()
         .filter_map(|r| {
-            Some((
-                gateway_label(r),
-                (r["load"].as_f64()?.max(0.0) * 1000.0).round() as u64,
-            ))
+            let load = r["load"].as_f64()?.max(0.0) * 1000.0;
+            // Rounded first; `as` saturates (NaN: 0), the clamp wanted here.
+            #[allow(clippy::cast_possible_truncation)]
+            let millitunnels = load.round() as u64;
+            Some((gateway_label(r), millitunnels))
         })
         .collect();
     x.gauge(

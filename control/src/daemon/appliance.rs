@@ -62,6 +62,9 @@ pub enum StartError {
     /// A configured core is not in this process's affinity mask.
     #[error("dataplane: core {core} is not available to this process ({available} cores)")]
     CoreUnavailable { core: usize, available: usize },
+    /// More workers than DPDK's 16-bit queue ids count (the configuration allows far fewer).
+    #[error("dataplane.workers: {workers} workers, more than a port's queue ids can number")]
+    TooManyWorkers { workers: usize },
     /// The first snapshot cannot be built from the configuration.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -314,13 +317,17 @@ impl Pools {
     /// Sized from `[dataplane]`: every descriptor, ring and buffer full at once, with room.
     fn new(cfg: &Config) -> Pools {
         let d = &cfg.dataplane;
-        let n_workers = d.workers.len() as u32;
-        let n_ports = cfg.spec.ports.len() as u32;
+        // Counted in u64: a count past u32::MAX (which no machine holds) becomes u32::MAX,
+        // which the pool's creation then refuses, rather than a wrapped small one.
+        let n_workers = d.workers.len() as u64;
+        let n_ports = cfg.spec.ports.len() as u64;
         let mbufs = d.mbufs.unwrap_or_else(|| {
             let per_port =
-                n_workers * (u32::from(d.rx_desc) + u32::from(d.tx_desc)) + u32::from(d.tx_desc);
+                n_workers * (u64::from(d.rx_desc) + u64::from(d.tx_desc)) + u64::from(d.tx_desc);
             let buffers = n_workers * (n_ports + n_workers + 2) * 32;
-            n_ports * per_port + (n_workers + 1) * RING_SIZE + buffers + 4096
+            let total =
+                n_ports * per_port + (n_workers + 1) * u64::from(RING_SIZE) + buffers + 4096;
+            u32::try_from(total).unwrap_or(u32::MAX)
         });
         let data_room = (d.mtu + 14 + 8 + 4 + dpdk::MBUF_HEADROOM).max(dpdk::DEFAULT_DATA_ROOM);
         Pools {
@@ -366,6 +373,7 @@ impl Pools {
 /// them) tie RX and TX queues in pairs and an RX queue nobody polls would lose frames.
 fn start_ports(cfg: &Config) -> Result<Ports, StartError> {
     let n_workers = cfg.dataplane.workers.len();
+    let queues = worker_count(cfg)?;
     let mut pools = Pools::new(cfg);
     let mut ports = Vec::new();
     let mut hardware_steering = n_workers.is_power_of_two();
@@ -385,7 +393,7 @@ fn start_ports(cfg: &Config) -> Result<Ports, StartError> {
         notes.push(format!("{rss:?}"));
         ports.push(port);
     }
-    let steering = (n_workers > 1 && !hardware_steering).then(|| Steering::new(n_workers as u16));
+    let steering = (n_workers > 1 && !hardware_steering).then(|| Steering::new(queues));
     let reports = cfg
         .spec
         .ports
@@ -420,6 +428,12 @@ fn start_ports(cfg: &Config) -> Result<Ports, StartError> {
     })
 }
 
+/// The number of workers, which is every port's RX and TX queue count.
+fn worker_count(cfg: &Config) -> Result<u16, StartError> {
+    let workers = cfg.dataplane.workers.len();
+    u16::try_from(workers).map_err(|_| StartError::TooManyWorkers { workers })
+}
+
 /// Port `i` of the configuration, configured and started; with what RSS came to.
 fn start_port(cfg: &Config, i: usize, pools: &mut Pools) -> Result<(Port, RssStatus), StartError> {
     let d = &cfg.dataplane;
@@ -432,8 +446,9 @@ fn start_port(cfg: &Config, i: usize, pools: &mut Pools) -> Result<(Port, RssSta
     }
     let pool = pools.socket_pool(port.socket_id())?;
     let mut pc = PortConfig::new(pool);
-    pc.rx_queues = n_workers as u16;
-    pc.tx_queues = n_workers as u16;
+    let queues = worker_count(cfg)?;
+    pc.rx_queues = queues;
+    pc.tx_queues = queues;
     pc.rx_desc = d.rx_desc;
     pc.tx_desc = d.tx_desc;
     pc.rss = if n_workers > 1 {
@@ -587,8 +602,10 @@ fn spawn_workers(
     let mut updates = Vec::new();
     let mut from_control = Some(rings.from_control);
     for (w, &core) in d.workers.iter().enumerate() {
+        let index =
+            u16::try_from(w).map_err(|_| StartError::TooManyWorkers { workers: n_workers })?;
         let queues = WorkerQueues {
-            ports: worker_port_queues(&ports.ports, w)?,
+            ports: worker_port_queues(&ports.ports, index)?,
             handoff_out: (0..n_workers)
                 .map(|o| {
                     if o == w {
@@ -612,7 +629,7 @@ fn spawn_workers(
         let report = Arc::new(Mutex::new(WorkerReport::default()));
         workers.reports.push(Arc::clone(&report));
         let setup = WorkerSetup {
-            identity: WorkerIdentity { index: w, core },
+            identity: WorkerIdentity { index, core },
             queues,
             channels: WorkerChannels {
                 updates: update_rx,
@@ -654,14 +671,14 @@ fn spawn_workers(
 }
 
 /// Worker `w`'s RX and TX queue on every port.
-fn worker_port_queues(ports: &[Port], w: usize) -> Result<Vec<PortQueues>, StartError> {
+fn worker_port_queues(ports: &[Port], w: u16) -> Result<Vec<PortQueues>, StartError> {
     ports
         .iter()
         .enumerate()
         .map(|(p, port)| {
             Ok(PortQueues {
-                rx: dpdk(format!("RX queue {w} of port {p}"), port.rx_queue(w as u16))?,
-                tx: dpdk(format!("TX queue {w} of port {p}"), port.tx_queue(w as u16))?,
+                rx: dpdk(format!("RX queue {w} of port {p}"), port.rx_queue(w))?,
+                tx: dpdk(format!("TX queue {w} of port {p}"), port.tx_queue(w))?,
             })
         })
         .collect()

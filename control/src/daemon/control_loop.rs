@@ -54,7 +54,7 @@ impl Timers {
 
     /// Milliseconds since start-up.
     fn clock_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        crate::units::millis(self.started.elapsed())
     }
 }
 
@@ -212,7 +212,7 @@ impl ControlLoop {
         }
         if let Some(idle) = self.opts.stop_after_idle {
             if t.last_rx > 0 && t.idle_since.elapsed() >= idle {
-                info!(idle_ms = idle.as_millis() as u64, "no traffic: stopping");
+                info!(idle_ms = crate::units::millis(idle), "no traffic: stopping");
                 return true;
             }
         }

@@ -166,7 +166,8 @@ impl ExceptionPath {
     pub fn from_kernel(&mut self, mut send: impl FnMut(u16, &[u8]) -> bool) {
         for _ in 0..self.budget {
             let mut any = false;
-            for i in 0..self.taps.len() {
+            // Interface ids are u16 (the configuration's interfaces, one TAP each).
+            for (i, interface) in (0..self.taps.len()).zip(0..=u16::MAX) {
                 let n = match self.taps[i].recv(&mut self.buf) {
                     Ok(Some(n)) => n,
                     Ok(None) => continue,
@@ -177,7 +178,6 @@ impl ExceptionPath {
                 };
                 any = true;
                 self.counters.from_kernel += 1;
-                let interface = i as u16;
                 let ok = match self.vlans[i] {
                     Vlan::Untagged => send(interface, &self.buf[..n]),
                     vlan => send(interface, &tagged(&self.buf[..n], vlan)),

@@ -98,8 +98,8 @@ impl Ha {
         let mut routers = Vec::new();
         let cs = u16::try_from(settings.advert_interval.as_millis() / 10)
             .map_err(|_| HaError::AdvertIntervalTooLong)?;
-        for (i, itf) in spec.interfaces.iter().enumerate() {
-            let i = i as u16;
+        // Interface ids are u16: the configuration refuses more interfaces.
+        for (itf, i) in spec.interfaces.iter().zip(0..=u16::MAX) {
             let port = &spec.ports[usize::from(itf.port)];
             for v6 in [false, true] {
                 let mut addresses: Vec<IpAddr> = Vec::new();
@@ -322,9 +322,9 @@ impl Ha {
             },
             "vrid": self.settings.vrid,
             "priority": self.machine.priority(),
-            "advert_interval_ms": self.settings.advert_interval.as_millis() as u64,
+            "advert_interval_ms": crate::units::millis(self.settings.advert_interval),
             "master": self.machine.master(),
-            "master_adver_interval_ms": self.machine.master_adver_interval().as_millis() as u64,
+            "master_adver_interval_ms": crate::units::millis(self.machine.master_adver_interval()),
             "transitions": c.transitions,
             "became_master": c.became_master,
             "became_backup": c.became_backup,

@@ -99,7 +99,7 @@ impl LoadReports {
             let from = from.ip().to_canonical();
             let now_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+                .map_or(0, crate::units::millis);
             let outcome = loads::parse(&buf[..n], &self.key).and_then(|r| {
                 let addresses = |s: usize, g: usize| {
                     snap.services

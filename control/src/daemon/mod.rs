@@ -78,7 +78,9 @@ pub fn eal_args(cfg: &Config) -> Vec<String> {
     let d = &cfg.dataplane;
     let mut a = EalArgs::new()
         .cores(&d.control_core.to_string())
-        .main_lcore(d.control_core as u32)
+        // A core id past u32::MAX (no such core: check_resources refuses it first) stays out
+        // of range for the EAL, which refuses it too.
+        .main_lcore(u32::try_from(d.control_core).unwrap_or(u32::MAX))
         .memory_mb(d.memory_mb)
         .no_huge(!d.hugepages)
         .no_telemetry(true)

@@ -132,6 +132,9 @@ pub enum PairSyncError {
     /// The session's settings are unusable.
     #[error("ha: {0}")]
     Config(#[from] SyncConfigError),
+    /// More workers than steering counts (the configuration allows far fewer).
+    #[error("ha: sync cannot steer entries to {0} workers")]
+    TooManyWorkers(usize),
 }
 
 pub struct PairSync {
@@ -201,6 +204,9 @@ impl PairSync {
         let id = session_id();
         info!(peer = %peer, session = id, "HA sync started");
         let workers = channels.to_workers.len();
+        let steering = u16::try_from(workers.max(1))
+            .map(Steering::new)
+            .map_err(|_| PairSyncError::TooManyWorkers(workers))?;
         Ok(PairSync {
             session: SyncSession::new(cfg, id),
             socket,
@@ -217,7 +223,7 @@ impl PairSync {
             backlog: (0..workers).map(|_| VecDeque::new()).collect(),
             lost: Arc::clone(&channels.lost),
             lost_seen: 0,
-            steering: Steering::new(workers.max(1) as u16),
+            steering,
             clock,
             peer_alive: false,
             master_silent_since: None,
@@ -240,7 +246,8 @@ impl PairSync {
                 keys.extend(mirror.keys().copied());
             }
             while out.len() < max {
-                let Some(k) = keys.get(*cursor as usize) else {
+                // A cursor past usize::MAX is past the end of the keys.
+                let Some(k) = usize::try_from(*cursor).ok().and_then(|c| keys.get(c)) else {
                     return false;
                 };
                 *cursor += 1;
@@ -248,7 +255,7 @@ impl PairSync {
                     out.push(entry(k, m, now_s));
                 }
             }
-            (*cursor as usize) < keys.len()
+            usize::try_from(*cursor).is_ok_and(|c| c < keys.len())
         };
         for d in self.session.poll(now, &mut read) {
             match self.socket.send_to(&d, self.peer) {
@@ -558,5 +565,7 @@ fn session_id() -> u32 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.write_u32(std::process::id());
-    (h.finish() as u32).max(1)
+    // The hash's low 32 bits.
+    let [a, b, c, d, ..] = h.finish().to_le_bytes();
+    u32::from_le_bytes([a, b, c, d]).max(1)
 }

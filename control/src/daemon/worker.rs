@@ -208,7 +208,8 @@ pub struct WorkerSetup {
 /// Which worker this is, and where it runs.
 #[derive(Clone, Copy, Debug)]
 pub struct WorkerIdentity {
-    pub index: usize,
+    /// Also the worker's RX and TX queue id on every port.
+    pub index: u16,
     pub core: usize,
 }
 
@@ -459,7 +460,7 @@ fn pin(id: WorkerIdentity) {
     }
 }
 
-fn register_with_eal(index: usize) -> Option<dpdk::lcore::ThreadRegistration> {
+fn register_with_eal(index: u16) -> Option<dpdk::lcore::ThreadRegistration> {
     match dpdk::lcore::register_thread() {
         Ok(r) => Some(r),
         Err(e) => {
@@ -545,7 +546,7 @@ impl WorkerLoop {
         } = setup;
         // Software steering runs in the pipeline's first pass, from the parse that plans a
         // frame.
-        worker.set_steering(steering, identity.index as u16);
+        worker.set_steering(steering, identity.index);
         let n_ports = queues.ports.len();
         let n_workers = queues.handoff_out.len();
         let io = Io {
@@ -633,7 +634,7 @@ impl WorkerLoop {
 
     fn answer_query(&mut self) {
         if let Ok(q) = self.channels.queries.try_recv() {
-            answer(&mut self.worker, self.identity.index, q);
+            answer(&mut self.worker, usize::from(self.identity.index), q);
         }
     }
 
@@ -654,7 +655,8 @@ impl WorkerLoop {
     /// One RX burst from every port, through the pipeline.
     #[inline]
     fn poll_ports(&mut self, now: u32) {
-        for p in 0..self.io.ports.len() {
+        // Port indices are u16, as DPDK's port ids (a bounded range: no wrap, no cast).
+        for (p, port) in (0..self.io.ports.len()).zip(0..=u16::MAX) {
             if self.io.ports[p].rx.rx_burst(&mut self.inbound.rx) == 0 {
                 continue;
             }
@@ -664,7 +666,7 @@ impl WorkerLoop {
                 &mut self.io,
                 &mut self.verdicts,
                 now,
-                p as u16,
+                port,
                 &mut self.inbound.rx,
                 false,
             );
@@ -685,13 +687,13 @@ impl WorkerLoop {
                 let _ = b.push(m);
             }
         }
-        for (p, b) in inbound.by_port.iter_mut().enumerate() {
+        for (b, p) in inbound.by_port.iter_mut().zip(0..=u16::MAX) {
             process(
                 &mut self.worker,
                 &mut self.io,
                 &mut self.verdicts,
                 now,
-                p as u16,
+                p,
                 b,
                 true,
             );

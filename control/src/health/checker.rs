@@ -370,7 +370,8 @@ impl Run {
     /// Installs `plans`; a check with the same gateway, name and probe keeps its state.
     fn replace(&mut self, plans: Vec<CheckPlan>, now: Instant) {
         let mut old: Vec<Option<CheckState>> = self.checks.drain(..).map(Some).collect();
-        let n = plans.len().max(1) as u32;
+        // Duration divides by u32: past u32::MAX checks (never), the last ones share slots.
+        let n = u32::try_from(plans.len().max(1)).unwrap_or(u32::MAX);
         for (i, plan) in plans.into_iter().enumerate() {
             let kept = old
                 .iter_mut()
@@ -380,7 +381,8 @@ impl Run {
                 Some(s) => s,
                 None => {
                     // Spread first probes over the interval so checks do not go in lockstep.
-                    let offset = plan.interval / n * (i as u32 % n);
+                    let slot = u32::try_from(i).unwrap_or(u32::MAX) % n;
+                    let offset = plan.interval / n * slot;
                     CheckState {
                         status: CheckStatus {
                             service: plan.service.clone(),

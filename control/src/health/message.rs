@@ -190,7 +190,8 @@ pub fn ike_sa_init_probe(initiator_spi: u64, nonce: &[u8; 32]) -> Vec<u8> {
         exchange_type: exchange::IKE_SA_INIT,
         flags: flags::INITIATOR,
         message_id: 0,
-        length: msg.len() as u32,
+        // A few hundred bytes: the fixed SA, KE and nonce.
+        length: u32::try_from(msg.len()).unwrap_or(u32::MAX),
     };
     header.emit(&mut IkeHeader::new_unchecked(&mut msg[..]));
     msg
@@ -345,13 +346,19 @@ fn put16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
+// Hello bodies are a few hundred bytes (fixed lists, the SNI cut to MAX_SNI_LEN): far below
+// 2^24, so the u32 holds v whole and its low three bytes are all of it.
+#[allow(clippy::cast_possible_truncation)]
 fn put24(out: &mut Vec<u8>, v: usize) {
-    // Hello bodies are a few hundred bytes: far below 2^24.
+    debug_assert!(v < 1 << 24);
     out.extend_from_slice(&(v as u32).to_be_bytes()[1..]);
 }
 
-/// Appends `data` behind a 16-bit length (every caller's data is far below 64 KiB).
+/// Appends `data` behind a 16-bit length (every caller's data is far below 64 KiB: fixed
+/// lists and records of them, the SNI cut to [`MAX_SNI_LEN`]).
+#[allow(clippy::cast_possible_truncation)]
 fn vec16(out: &mut Vec<u8>, data: &[u8]) {
+    debug_assert!(data.len() <= usize::from(u16::MAX));
     put16(out, data.len() as u16);
     out.extend_from_slice(data);
 }

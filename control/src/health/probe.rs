@@ -301,8 +301,10 @@ fn open(spec: &ProbeSpec) -> Result<Stage, Failure> {
         }
         ProbeKind::Icmp => {
             let v6 = target.is_ipv6();
-            let ident = rng.next_u64() as u16;
-            let seq = rng.next_u64() as u16;
+            let mut id = [0u8; 4];
+            rng.fill(&mut id);
+            let ident = u16::from_be_bytes([id[0], id[1]]);
+            let seq = u16::from_be_bytes([id[2], id[3]]);
             let request = message::icmp_echo_request(v6, ident, seq, ICMP_PAYLOAD);
             let proto = if v6 {
                 Protocol::ICMPV6
@@ -686,7 +688,12 @@ fn random_seed() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+        // The low 64 bits of the nanoseconds (d.as_nanos() mod 2^64), the seed's varying part.
+        .map_or(0, |d| {
+            d.as_secs()
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(u64::from(d.subsec_nanos()))
+        });
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let thread =
         BuildHasherDefault::<DefaultHasher>::default().hash_one(std::thread::current().id());

@@ -316,7 +316,10 @@ where
 /// would only get it rejected by the peer.
 pub fn encode(key: &SyncKey, msg: &Message) -> Vec<u8> {
     let h = &msg.header;
-    assert!(msg.changes.len() <= MAX_ENTRIES, "too many entries");
+    let count = match u16::try_from(msg.changes.len()) {
+        Ok(n) if usize::from(n) <= MAX_ENTRIES => n,
+        _ => panic!("too many entries"),
+    };
     assert!(
         h.kind.carries_entries() || msg.changes.is_empty(),
         "entries in a {:?}",
@@ -331,7 +334,7 @@ pub fn encode(key: &SyncKey, msg: &Message) -> Vec<u8> {
     b.extend_from_slice(&h.seq.to_be_bytes());
     b.extend_from_slice(&h.layout.to_be_bytes());
     b.extend_from_slice(&h.ack.to_be_bytes());
-    b.extend_from_slice(&(msg.changes.len() as u16).to_be_bytes());
+    b.extend_from_slice(&count.to_be_bytes());
     for c in &msg.changes {
         encode_change(&mut b, c, h.kind);
     }
