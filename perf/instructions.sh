@@ -4,7 +4,7 @@
 #
 #   perf/instructions.sh [--clients N] [--packets N]
 #
-# What is counted: every instruction executed inside `Worker::process_burst` (the pipeline
+# What is counted: every instruction executed inside `Pipeline::process_burst` (the pipeline
 # proper: parsing, classification, affinity lookup and refresh, scheduling, NAT rewrite, L2
 # rewrite, counters and the incremental expiry sweep), over the micro-benchmark's lab mix
 # (perf/benches/pipeline.rs: half client -> VIP, mostly ESP-in-UDP with IKE, keepalives, TLS
@@ -45,7 +45,7 @@ trap 'rm -rf "$work"' EXIT
 count() {
   local family=$1 packets=$2 out="$work/cg.$1.$2"
   valgrind --tool=callgrind --callgrind-out-file="$out" \
-    --toggle-collect='*Worker*process_burst*' \
+    --toggle-collect='*Pipeline*process_burst*' \
     "$bench" --clients "$CLIENTS" --family "$family" --packets "$packets" >/dev/null 2>"$out.log" ||
     { cat "$out.log" >&2; exit 1; }
   sed -n 's/^summary: *//p; s/^totals: *//p' "$out" | head -n 1

@@ -1,6 +1,6 @@
 //! `vpnlbd replay`: the worker pipeline over capture files.
 //!
-//! Input captures (one per port) are merged by timestamp and fed to one [`Worker`] in bursts,
+//! Input captures (one per port) are merged by timestamp and fed to one [`Pipeline`] in bursts,
 //! exactly as a poll-mode worker would see them; the capture timestamps are the clock, so
 //! persistence timeouts replay faithfully. What the appliance transmits on each port is written
 //! to `<out-dir>/<port>.pcap` with the timestamp of the frame that caused it.
@@ -14,7 +14,7 @@ use dataplane::counters::WorkerCounters;
 use dataplane::frame::{Frame, VecFrame, DEFAULT_HEADROOM};
 use dataplane::io::pcap::{PcapError, PcapReader, PcapWriter};
 use dataplane::model::{ApplianceSpec, Snapshot, SnapshotError};
-use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
+use dataplane::pipeline::{Pipeline, Verdict, MAX_BURST};
 use serde::Serialize;
 
 /// One `--in PORT=CAPTURE` argument.
@@ -182,7 +182,7 @@ pub fn run(
         .map(|n| (n.clone(), PortReport::default()))
         .collect();
 
-    let mut worker = Worker::new(Arc::clone(&snap));
+    let mut pipeline = Pipeline::new(Arc::clone(&snap));
     let mut frames: Vec<VecFrame> = (0..MAX_BURST).map(|_| VecFrame::new(&[])).collect();
     let mut stamps = [0u64; MAX_BURST];
     let mut verdicts = [Verdict::ToControl; MAX_BURST];
@@ -223,7 +223,7 @@ pub fn run(
         if let Some(p) = ports.get_mut(&port_names[usize::from(port)]) {
             p.rx_packets += n as u64;
         }
-        worker.process_burst(now, port, &mut frames[..n], &mut verdicts[..n]);
+        pipeline.process_burst(now, port, &mut frames[..n], &mut verdicts[..n]);
         for ((frame, verdict), ts) in frames[..n].iter().zip(&verdicts[..n]).zip(&stamps[..n]) {
             if let Verdict::Tx { port } = verdict {
                 let p = usize::from(*port);
@@ -243,7 +243,7 @@ pub fn run(
             error,
         })?;
     }
-    Ok(report(&worker, &snap, ports, with_affinity))
+    Ok(report(&pipeline, &snap, ports, with_affinity))
 }
 
 fn seconds(ts_ns: u64) -> u32 {
@@ -251,19 +251,19 @@ fn seconds(ts_ns: u64) -> u32 {
 }
 
 fn report(
-    worker: &Worker,
+    pipeline: &Pipeline,
     snap: &Snapshot,
     ports: BTreeMap<String, PortReport>,
     with_affinity: bool,
 ) -> Report {
-    let counters = worker.counters();
+    let counters = pipeline.counters();
     let mut clients: Vec<Vec<u64>> = snap
         .services
         .iter()
         .map(|s| vec![0; s.spec.gateways.len()])
         .collect();
     let mut affinity = Vec::new();
-    for (k, v) in worker.affinity().iter() {
+    for (k, v) in pipeline.affinity().iter() {
         let Some(svc) = snap.services.get(usize::from(k.service_index())) else {
             continue;
         };
@@ -306,8 +306,8 @@ fn report(
     }
     Report {
         ports,
-        affinity_entries: worker.affinity().len(),
-        sni_top: worker.sni_stats().top(),
+        affinity_entries: pipeline.affinity().len(),
+        sni_top: pipeline.sni_stats().top(),
         counters,
         gateways,
         affinity: with_affinity.then_some(affinity),

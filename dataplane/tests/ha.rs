@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use common::*;
 use dataplane::counters::DropReason;
 use dataplane::model::{ApplianceSpec, HaSpec, IpCidr};
-use dataplane::pipeline::{Verdict, Worker};
+use dataplane::pipeline::{Pipeline, Verdict};
 use dataplane::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
 use dataplane::wire::ethernet::{EthernetAddress, EthernetFrame};
 use testkit::{lab, L2, L4};
@@ -44,7 +44,7 @@ fn arp_request(l2: L2, sender_mac: EthernetAddress, sender: Ipv4Addr, target: Ip
 
 /// The MAC an ARP request for `target` is answered with, or the drop reason.
 fn arp_answer(
-    w: &mut Worker,
+    w: &mut Pipeline,
     port: u16,
     l2: L2,
     sender: Ipv4Addr,

@@ -1,5 +1,5 @@
 //! Behaviour of the whole pipeline on the lab appliance (`conf/lab.toml`, `../shared/LAB.md`):
-//! frames built with `testkit` go in through `Worker::process`, and what comes out is checked with
+//! frames built with `testkit` go in through `Pipeline::process`, and what comes out is checked with
 //! the `wire` views and against expectations computed independently (Maglev tables built here,
 //! checksums verified from scratch).
 
@@ -14,7 +14,7 @@ use dataplane::classify::Class;
 use dataplane::counters::DropReason;
 use dataplane::frame::VecFrame;
 use dataplane::model::{ApplianceSpec, GatewaySpec, InterfaceSpec, NeighborSpec, Role, Snapshot};
-use dataplane::pipeline::{Verdict, Worker};
+use dataplane::pipeline::{Pipeline, Verdict};
 use dataplane::schedule::{GatewayState, SchedulerKind};
 use dataplane::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
 use dataplane::wire::ethernet::{EthernetAddress, EthernetFrame, Vlan};
@@ -35,7 +35,7 @@ use testkit::{lab, tcp_flags, Ipv4Opts, Ipv6Ext, SplitMix64, L2, L4};
 // ---- fixtures ----------------------------------------------------------------------------
 
 /// The affinity entry of a client of the lab's only service, if any.
-fn entry_of(w: &Worker, client: IpAddr) -> Option<AffinityValue> {
+fn entry_of(w: &Pipeline, client: IpAddr) -> Option<AffinityValue> {
     w.affinity()
         .iter()
         .find(|(k, _)| k.client_ip() == client && k.service == 0)
@@ -208,7 +208,7 @@ fn client_flows6(c: Ipv6Addr) -> Vec<(&'static str, Vec<u8>)> {
 
 /// Sends a client's IKE_SA_INIT and its gateway's answer, so the client is confirmed; returns
 /// the gateway.
-fn confirm4(w: &mut Worker, now: u32, c: Ipv4Addr) -> usize {
+fn confirm4(w: &mut Pipeline, now: u32, c: Ipv4Addr) -> usize {
     let g = gateway_of4(&tx_at(w, now, CLIENT_PORT, &client_ike4(c), BACKEND_PORT));
     let reply = udp4(
         from_gateway(g),
@@ -628,7 +628,7 @@ fn spec_with(kind: SchedulerKind, weights: [u32; 3]) -> ApplianceSpec {
 }
 
 /// New clients per gateway after `n` IKE_SA_INITs from distinct clients.
-fn spread(w: &mut Worker, n: u32) -> [u32; 3] {
+fn spread(w: &mut Pipeline, n: u32) -> [u32; 3] {
     let mut per = [0u32; 3];
     for i in 0..n {
         let out = tx(w, CLIENT_PORT, &client_ike4(client_v4(i)), BACKEND_PORT);
@@ -1529,7 +1529,7 @@ fn dest4(frame: &[u8]) -> (Ipv4Addr, EthernetAddress, Vlan) {
 
 #[test]
 fn vlan_tags_follow_the_egress_interface() {
-    let mut w = Worker::new(vlan_snapshot());
+    let mut w = Pipeline::new(vlan_snapshot());
     let table = maglev_table(&[1, 1, 1, 1]);
     let find = |want: &dyn Fn(usize) -> bool| {
         (10..100)
@@ -1904,14 +1904,14 @@ fn fixtures() -> Vec<Fixture> {
 }
 
 /// Runs a frame on a port; only the counters matter here.
-fn poke(w: &mut Worker, port: u16, frame: &[u8]) {
+fn poke(w: &mut Pipeline, port: u16, frame: &[u8]) {
     let mut f = VecFrame::new(frame);
     w.process(NOW, port, &mut f);
 }
 
 #[test]
 fn truncated_and_corrupted_lab_frames_never_panic_and_are_all_accounted_for() {
-    let mut w = Worker::new(vlan_snapshot());
+    let mut w = Pipeline::new(vlan_snapshot());
     let fixtures = fixtures();
     // Whole frames first: they set up the flows the corrupted ones then refer to.
     for (port, frame) in &fixtures {
@@ -1951,7 +1951,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
-        let mut w = Worker::new(vlan_snapshot());
+        let mut w = Pipeline::new(vlan_snapshot());
         for port in [CLIENT_PORT, BACKEND_PORT, 7] {
             poke(&mut w, port, &bytes);
         }
@@ -1976,7 +1976,7 @@ proptest! {
             f[i] = *b;
         }
         f.truncate(cut.index(f.len() + 1).max(f.len() / 2));
-        let mut w = Worker::new(vlan_snapshot());
+        let mut w = Pipeline::new(vlan_snapshot());
         for p in [*port, CLIENT_PORT, BACKEND_PORT] {
             poke(&mut w, p, &f);
         }

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use common::*;
 use dataplane::counters::DropReason;
 use dataplane::model::{ApplianceSpec, ServiceMode};
-use dataplane::pipeline::{Verdict, Worker};
+use dataplane::pipeline::{Pipeline, Verdict};
 use dataplane::redirect::{Fallback, LOAD_SCALE};
 use dataplane::schedule::{client_hash, GatewayState};
 use dataplane::wire::ike::{exchange, flags, notify_type};
@@ -66,7 +66,7 @@ fn first_choice(client: IpAddr) -> usize {
 }
 
 /// Redirects `client` and returns the gateway (0-based) named in the answer.
-fn redirected_to4(w: &mut Worker, client: Ipv4Addr) -> usize {
+fn redirected_to4(w: &mut Pipeline, client: Ipv4Addr) -> usize {
     let req = ike4_to_vip(client, &supporting_request(spi_of(client.into())));
     let out = tx(w, CLIENT_PORT, &req, CLIENT_PORT);
     let o = out4(&out);
@@ -81,7 +81,7 @@ fn redirected_to4(w: &mut Worker, client: Ipv4Addr) -> usize {
 
 /// Runs the gateway's frame `back`, which must be routed to `client` untouched but for the
 /// TTL (from the gateway's own address, via the router); returns the frame sent.
-fn routed_back4(w: &mut Worker, back: &[u8], gw: Ipv4Addr, client: Ipv4Addr) -> Vec<u8> {
+fn routed_back4(w: &mut Pipeline, back: &[u8], gw: Ipv4Addr, client: Ipv4Addr) -> Vec<u8> {
     let out = tx(w, BACKEND_PORT, back, CLIENT_PORT);
     let o = out4(&out);
     assert_eq!(
@@ -561,7 +561,7 @@ fn direct_entries_are_synced_to_the_peer() {
 #[test]
 fn workers_choose_on_one_shared_board() {
     let snap = snapshot(redirect_spec(true), 1);
-    let (mut a, mut b) = (Worker::new(snap.clone()), Worker::new(snap));
+    let (mut a, mut b) = (Pipeline::new(snap.clone()), Pipeline::new(snap));
     let x = client_v4(300);
     let gx = redirected_to4(&mut a, x);
     assert_eq!(gx, first_choice(x.into()));

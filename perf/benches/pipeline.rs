@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use dataplane::frame::{VecFrame, DEFAULT_HEADROOM};
 use dataplane::model::{AffinitySpec, Snapshot};
-use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
+use dataplane::pipeline::{Pipeline, Verdict, MAX_BURST};
 use dataplane::wire::checksum;
 use hdrhistogram::Histogram;
 use testkit::lab::{self, appliance_spec};
@@ -221,7 +221,7 @@ fn run(family: Family, clients: u64, packets: u64) -> Result {
     // As the daemon allocates a worker's shard: transparent huge pages advised before the
     // table is first written (fewer TLB misses at millions of clients).
     let mut huge_pages = false;
-    let mut worker = Worker::new_advised(snap, &mut |addr, bytes| {
+    let mut worker = Pipeline::new_advised(snap, &mut |addr, bytes| {
         huge_pages |= dpdk::memory::advise_huge_pages(addr, bytes);
     });
     let m = mix(family);

@@ -10,7 +10,7 @@ use dataplane::frame::VecFrame;
 use dataplane::io::pcap::PcapReader;
 use dataplane::model::AffinitySpec;
 use dataplane::model::Snapshot;
-use dataplane::pipeline::{Verdict, Worker};
+use dataplane::pipeline::{Pipeline, Verdict};
 use testkit::lab::appliance_spec;
 use vpnlb_perf::bench::{self, BenchTraffic, Mix, Size};
 
@@ -41,7 +41,7 @@ fn frames(path: PathBuf) -> Vec<Vec<u8>> {
 }
 
 /// Runs the client capture then the backend capture through one worker; returns it.
-fn run(t: &BenchTraffic, name: &str) -> (Worker, usize, Vec<usize>) {
+fn run(t: &BenchTraffic, name: &str) -> (Pipeline, usize, Vec<usize>) {
     let dir = TempDir::new(name);
     bench::write(&dir.0, t).expect("captures written");
     let mut spec = appliance_spec(AffinitySpec {
@@ -51,7 +51,7 @@ fn run(t: &BenchTraffic, name: &str) -> (Worker, usize, Vec<usize>) {
     if t.mix == Mix::Redirect {
         spec.services[0].mode = dataplane::model::ServiceMode::Redirect;
     }
-    let mut w = Worker::new(Arc::new(Snapshot::build(spec, 1).expect("snapshot")));
+    let mut w = Pipeline::new(Arc::new(Snapshot::build(spec, 1).expect("snapshot")));
     let mut forwarded = 0;
     let mut sizes = Vec::new();
     for (port, file) in [(0u16, "client.pcap"), (1, "backend.pcap")] {

@@ -1,5 +1,5 @@
 //! A poll-mode worker: one thread pinned to one core, owning one RX and one TX queue on every
-//! port, its affinity shard (inside [`Worker`]) and its counters.
+//! port, its affinity shard (inside [`Pipeline`]) and its counters.
 //!
 //! [`main`] starts the thread in steps (pin, register with the EAL, allocate the pipeline on its
 //! core, wait for every other worker); [`run`] is the loop. Each pass
@@ -26,7 +26,7 @@ use dataplane::counters::WorkerCounters;
 use dataplane::exception::{exception_class, ExceptionClass};
 use dataplane::frame::Frame;
 use dataplane::model::Snapshot;
-use dataplane::pipeline::{Verdict, Worker, MAX_BURST};
+use dataplane::pipeline::{Pipeline, Verdict, MAX_BURST};
 use dataplane::steer::Steering;
 use dpdk::lcore::rdtsc;
 use dpdk::{Burst, FreeBatch, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue};
@@ -390,7 +390,7 @@ impl Io {
 /// Runs the pipeline on `burst` (all received on `port`; `handed_over`: by another worker)
 /// and dispatches the verdicts.
 fn process(
-    worker: &mut Worker,
+    pipeline: &mut Pipeline,
     io: &mut Io,
     verdicts: &mut [Verdict; MAX_BURST],
     now: u32,
@@ -405,9 +405,9 @@ fn process(
     let t0 = rdtsc();
     let (frames, verdicts) = (burst.as_mut_slice(), &mut verdicts[..n]);
     if handed_over {
-        worker.process_handed_over(now, port, frames, verdicts);
+        pipeline.process_handed_over(now, port, frames, verdicts);
     } else {
-        worker.process_burst(now, port, frames, verdicts);
+        pipeline.process_burst(now, port, frames, verdicts);
     }
     io.burst_cycles
         .saturating_record(rdtsc().wrapping_sub(t0).max(1));
@@ -415,7 +415,7 @@ fn process(
         match *v {
             Verdict::Tx { port } => io.transmit(usize::from(port), m),
             Verdict::ToControl => {
-                let class = match exception_class(worker.snapshot(), m.bytes()) {
+                let class = match exception_class(pipeline.snapshot(), m.bytes()) {
                     ExceptionClass::Urgent => URGENT,
                     ExceptionClass::Other => OTHER,
                 };
@@ -438,7 +438,7 @@ pub fn main(setup: WorkerSetup, start: WorkerStart) {
     let WorkerIdentity { index, core } = setup.identity;
     pin(setup.identity);
     let _registration = register_with_eal(index);
-    let (worker, huge) = allocate(&start);
+    let (pipeline, huge) = allocate(&start);
     start.running.fetch_add(1, Ordering::Release);
     wait_for_all(&start, &setup.stop);
     info!(
@@ -447,7 +447,7 @@ pub fn main(setup: WorkerSetup, start: WorkerStart) {
         huge_page_regions = huge,
         "worker running"
     );
-    run(setup, worker);
+    run(setup, pipeline);
 }
 
 fn pin(id: WorkerIdentity) {
@@ -473,15 +473,15 @@ fn register_with_eal(index: u16) -> Option<dpdk::lcore::ThreadRegistration> {
 /// The pipeline, allocated here, on the worker's core, so its memory is local to it; huge
 /// pages for the shard (millions of entries looked up at random). Also returns how many
 /// regions got huge pages.
-fn allocate(start: &WorkerStart) -> (Worker, usize) {
+fn allocate(start: &WorkerStart) -> (Pipeline, usize) {
     let mut huge = 0;
-    let mut worker = Worker::new_advised(Arc::clone(&start.snapshot), &mut |addr, bytes| {
+    let mut pipeline = Pipeline::new_advised(Arc::clone(&start.snapshot), &mut |addr, bytes| {
         huge += usize::from(dpdk::memory::advise_huge_pages(addr, bytes));
     });
     if let Some(n) = start.change_log {
-        worker.record_changes(n);
+        pipeline.record_changes(n);
     }
-    (worker, huge)
+    (pipeline, huge)
 }
 
 /// No worker polls its queues before every worker does: under software steering a frame
@@ -515,7 +515,7 @@ struct LoopTimers {
 /// The worker loop's state: the pipeline, its I/O, and its links to the control thread.
 struct WorkerLoop {
     identity: WorkerIdentity,
-    worker: Worker,
+    pipeline: Pipeline,
     io: Io,
     inbound: Inbound,
     channels: WorkerChannels,
@@ -525,9 +525,9 @@ struct WorkerLoop {
 }
 
 /// The worker loop. Returns when `stop` is set, after flushing everything.
-pub fn run(setup: WorkerSetup, worker: Worker) {
+pub fn run(setup: WorkerSetup, pipeline: Pipeline) {
     let stop = Arc::clone(&setup.stop);
-    let mut l = WorkerLoop::new(setup, worker);
+    let mut l = WorkerLoop::new(setup, pipeline);
     while !stop.load(Ordering::Relaxed) {
         l.iteration();
     }
@@ -535,7 +535,7 @@ pub fn run(setup: WorkerSetup, worker: Worker) {
 }
 
 impl WorkerLoop {
-    fn new(setup: WorkerSetup, mut worker: Worker) -> WorkerLoop {
+    fn new(setup: WorkerSetup, mut pipeline: Pipeline) -> WorkerLoop {
         let WorkerSetup {
             identity,
             queues,
@@ -546,7 +546,7 @@ impl WorkerLoop {
         } = setup;
         // Software steering runs in the pipeline's first pass, from the parse that plans a
         // frame.
-        worker.set_steering(steering, identity.index);
+        pipeline.set_steering(steering, identity.index);
         let n_ports = queues.ports.len();
         let n_workers = queues.handoff_out.len();
         let io = Io {
@@ -563,7 +563,7 @@ impl WorkerLoop {
         let now = rdtsc();
         WorkerLoop {
             identity,
-            worker,
+            pipeline,
             io,
             inbound: Inbound {
                 handoff_in: queues.handoff_in,
@@ -612,7 +612,7 @@ impl WorkerLoop {
         self.report_changes();
         if t.wrapping_sub(self.timers.last_report) >= self.timers.report_cycles {
             if let Ok(mut r) = self.channels.report.try_lock() {
-                publish(&mut r, self.identity.core, &self.worker, &self.io);
+                publish(&mut r, self.identity.core, &self.pipeline, &self.io);
             }
             self.timers.last_report = t;
         }
@@ -620,21 +620,21 @@ impl WorkerLoop {
 
     #[inline]
     fn moved(&self) -> u64 {
-        self.worker.rx_packets() + self.io.counters.handoff_out
+        self.pipeline.rx_packets() + self.io.counters.handoff_out
     }
 
     /// New snapshots and reloads, in order: a reload re-keys the affinity entries for the
     /// layout of the snapshots that follow it.
     fn take_updates(&mut self) {
         while let Ok(u) = self.channels.updates.try_recv() {
-            apply_update(&mut self.worker, u);
+            apply_update(&mut self.pipeline, u);
             self.io.counters.snapshots_adopted += 1;
         }
     }
 
     fn answer_query(&mut self) {
         if let Ok(q) = self.channels.queries.try_recv() {
-            answer(&mut self.worker, usize::from(self.identity.index), q);
+            answer(&mut self.pipeline, usize::from(self.identity.index), q);
         }
     }
 
@@ -644,7 +644,7 @@ impl WorkerLoop {
             return;
         };
         for c in s.changes_in.try_iter().take(SYNC_APPLY_PER_LOOP) {
-            if self.worker.apply_synced(now, &c) {
+            if self.pipeline.apply_synced(now, &c) {
                 self.io.counters.sync_applied += 1;
             } else {
                 self.io.counters.sync_refused += 1;
@@ -662,7 +662,7 @@ impl WorkerLoop {
             }
             self.io.counters.rx_bursts += 1;
             process(
-                &mut self.worker,
+                &mut self.pipeline,
                 &mut self.io,
                 &mut self.verdicts,
                 now,
@@ -689,7 +689,7 @@ impl WorkerLoop {
         }
         for (b, p) in inbound.by_port.iter_mut().zip(0..=u16::MAX) {
             process(
-                &mut self.worker,
+                &mut self.pipeline,
                 &mut self.io,
                 &mut self.verdicts,
                 now,
@@ -728,7 +728,7 @@ impl WorkerLoop {
     /// Destinations without a neighbor entry, to the control thread (never waiting).
     fn report_misses(&mut self) {
         let (misses, counters) = (&self.channels.misses, &mut self.io.counters);
-        let lost = self.worker.drain_neighbor_misses(|a| {
+        let lost = self.pipeline.drain_neighbor_misses(|a| {
             if misses.try_send(a).is_err() {
                 counters.miss_reports_lost += 1;
             }
@@ -742,7 +742,7 @@ impl WorkerLoop {
             return;
         };
         let mut failed = 0;
-        let lost = self.worker.drain_changes(|c| {
+        let lost = self.pipeline.drain_changes(|c| {
             if s.changes_out.try_send(c).is_err() {
                 failed += 1;
             }
@@ -763,38 +763,38 @@ impl WorkerLoop {
         self.io.flush_control(OTHER);
         let final_report = self.channels.report.lock();
         if let Ok(mut r) = final_report {
-            publish(&mut r, self.identity.core, &self.worker, &self.io);
+            publish(&mut r, self.identity.core, &self.pipeline, &self.io);
         }
     }
 }
 
 /// Copies the counters into the report's own buffers: no allocation once their shapes match
 /// (the histograms share bounds; `active_clients_into` reuses the report's vectors).
-fn publish(r: &mut WorkerReport, core: usize, worker: &Worker, io: &Io) {
+fn publish(r: &mut WorkerReport, core: usize, pipeline: &Pipeline, io: &Io) {
     r.core = core;
-    worker.counters_into(&mut r.counters);
+    pipeline.counters_into(&mut r.counters);
     r.io = io.counters;
-    r.confirmed = worker.affinity().confirmed_len();
-    r.unconfirmed = worker.affinity().unconfirmed_len();
-    r.affinity_capacity = worker.affinity().capacity();
-    r.affinity_bytes = worker.affinity().memory_bytes();
+    r.confirmed = pipeline.affinity().confirmed_len();
+    r.unconfirmed = pipeline.affinity().unconfirmed_len();
+    r.affinity_capacity = pipeline.affinity().capacity();
+    r.affinity_bytes = pipeline.affinity().memory_bytes();
     // Same bounds on both sides: copying never allocates.
     r.burst_cycles.reset();
     let _ = r.burst_cycles.add(&io.burst_cycles);
-    r.affinity_entries = worker.affinity().len();
-    worker.active_clients_into(&mut r.active_clients);
+    r.affinity_entries = pipeline.affinity().len();
+    pipeline.active_clients_into(&mut r.active_clients);
 }
 
 /// Answers the control thread's questions about this worker's affinity shard.
-fn answer(worker: &mut Worker, index: usize, q: WorkerQuery) {
+fn answer(pipeline: &mut Pipeline, index: usize, q: WorkerQuery) {
     match q {
         WorkerQuery::Affinity {
             client,
             limit,
             reply,
         } => {
-            let snap = Arc::clone(worker.snapshot());
-            let rows: Vec<AffinityRow> = worker
+            let snap = Arc::clone(pipeline.snapshot());
+            let rows: Vec<AffinityRow> = pipeline
                 .affinity()
                 .iter()
                 .filter(|(k, _)| client.is_none_or(|c| k.client_ip() == c))
@@ -819,16 +819,16 @@ fn answer(worker: &mut Worker, index: usize, q: WorkerQuery) {
             let _ = reply.try_send(rows);
         }
         WorkerQuery::Flush { client, reply } => {
-            let _ = reply.try_send(worker.flush_affinity(client));
+            let _ = reply.try_send(pipeline.flush_affinity(client));
         }
     }
 }
 
 /// Adopts a snapshot, or re-keys the affinity entries and adopts a reloaded configuration.
-fn apply_update(worker: &mut Worker, u: Update) {
+fn apply_update(pipeline: &mut Pipeline, u: Update) {
     match u {
         // Collapsed snapshots are newest-last; an older one never undoes a newer one.
-        Update::Snapshot(s) if s.generation > worker.snapshot().generation => worker.adopt(s),
+        Update::Snapshot(s) if s.generation > pipeline.snapshot().generation => pipeline.adopt(s),
         Update::Snapshot(_) => {}
         Update::Reload {
             snapshot,
@@ -838,8 +838,8 @@ fn apply_update(worker: &mut Worker, u: Update) {
             let lookup = |s: u16, g: u16| -> Option<(u16, u16)> {
                 *map.get(usize::from(s))?.get(usize::from(g))?
             };
-            let counts = worker.remap_affinity(&lookup);
-            worker.adopt(snapshot);
+            let counts = pipeline.remap_affinity(&lookup);
+            pipeline.adopt(snapshot);
             let _ = reply.try_send(counts);
         }
     }

@@ -19,13 +19,13 @@ use dataplane::changes::AffinityChange;
 use testkit::lab::appliance_spec;
 use dataplane::frame::{Frame, VecFrame};
 use dataplane::model::{AffinitySpec, ServiceMode, Snapshot};
-use dataplane::pipeline::{Verdict, Worker};
+use dataplane::pipeline::{Verdict, Pipeline};
 use dataplane::wire::ethernet::{ethertype, EthernetFrame};
 use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::ipv6::Ipv6Packet;
 use libfuzzer_sys::fuzz_target;
 
-fn worker(mode: ServiceMode, fast: bool) -> RefCell<(Worker, u32)> {
+fn worker(mode: ServiceMode, fast: bool) -> RefCell<(Pipeline, u32)> {
     let mut spec = appliance_spec(AffinitySpec {
         capacity: 256,
         max_unconfirmed: 32,
@@ -33,17 +33,17 @@ fn worker(mode: ServiceMode, fast: bool) -> RefCell<(Worker, u32)> {
     spec.services[0].mode = mode;
     spec.services[0].route_to_gateways = mode == ServiceMode::Redirect;
     let snap = Arc::new(Snapshot::build(spec, 1).expect("lab snapshot"));
-    let mut w = Worker::new(snap);
+    let mut w = Pipeline::new(snap);
     w.set_fast_path(fast);
     w.record_changes(1024);
     RefCell::new((w, 1_700_000_000))
 }
 
 thread_local! {
-    static NAT: RefCell<(Worker, u32)> = worker(ServiceMode::Nat, true);
-    static NAT_GENERAL: RefCell<(Worker, u32)> = worker(ServiceMode::Nat, false);
-    static REDIRECT: RefCell<(Worker, u32)> = worker(ServiceMode::Redirect, true);
-    static REDIRECT_GENERAL: RefCell<(Worker, u32)> = worker(ServiceMode::Redirect, false);
+    static NAT: RefCell<(Pipeline, u32)> = worker(ServiceMode::Nat, true);
+    static NAT_GENERAL: RefCell<(Pipeline, u32)> = worker(ServiceMode::Nat, false);
+    static REDIRECT: RefCell<(Pipeline, u32)> = worker(ServiceMode::Redirect, true);
+    static REDIRECT_GENERAL: RefCell<(Pipeline, u32)> = worker(ServiceMode::Redirect, false);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -67,7 +67,7 @@ struct Outcome {
     changes: Vec<AffinityChange>,
 }
 
-fn run(w: &RefCell<(Worker, u32)>, ctl: u8, frame: &[u8]) -> Outcome {
+fn run(w: &RefCell<(Pipeline, u32)>, ctl: u8, frame: &[u8]) -> Outcome {
     {
         let (worker, now) = &mut *w.borrow_mut();
         *now += u32::from(ctl >> 1);

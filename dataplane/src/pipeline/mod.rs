@@ -91,7 +91,7 @@ struct ServiceState {
 }
 
 /// One worker's pipeline: its snapshot, affinity shard, scheduler state and counters.
-pub struct Worker {
+pub struct Pipeline {
     snap: Arc<Snapshot>,
     st: State,
     plans: [Plan; MAX_BURST],
@@ -107,7 +107,7 @@ struct State {
     misses: MissRing,
     /// Affinity changes for an HA peer (disabled without one).
     changes: ChangeLog,
-    /// Whether the fast paths run (see [`Worker::set_fast_path`]).
+    /// Whether the fast paths run (see [`Pipeline::set_fast_path`]).
     fast: bool,
     /// Software steering, where this worker must hand other workers' clients over.
     steer: Option<Steer>,
@@ -157,21 +157,21 @@ impl MissRing {
     }
 }
 
-impl Worker {
+impl Pipeline {
     /// Creates a worker; its affinity shard is allocated now, at full capacity.
-    pub fn new(snap: Arc<Snapshot>) -> Worker {
+    pub fn new(snap: Arc<Snapshot>) -> Pipeline {
         Self::new_advised(snap, &mut |_, _| {})
     }
 
     /// [`new`](Self::new), handing the affinity shard's memory to `advise(address, bytes)`
     /// before it is first written (see [`AffinityShard::try_new_advised`]).
-    pub fn new_advised(snap: Arc<Snapshot>, advise: &mut dyn FnMut(usize, usize)) -> Worker {
+    pub fn new_advised(snap: Arc<Snapshot>, advise: &mut dyn FnMut(usize, usize)) -> Pipeline {
         let a = snap.spec.affinity;
         let shard = match AffinityShard::try_new_advised(a.capacity, a.max_unconfirmed, advise) {
             Ok(s) => s,
             Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<AffinityShard>()),
         };
-        let mut w = Worker {
+        let mut w = Pipeline {
             st: State {
                 shard,
                 services: Vec::new(),
@@ -674,7 +674,7 @@ mod tests {
     use parse::Proof;
     use proptest::prelude::*;
 
-    fn worker() -> Worker {
+    fn worker() -> Pipeline {
         // Building a snapshot builds its Maglev tables: once for all tests.
         static SNAP: std::sync::OnceLock<Arc<Snapshot>> = std::sync::OnceLock::new();
         let snap = SNAP.get_or_init(|| {
@@ -684,7 +684,7 @@ mod tests {
             });
             Arc::new(Snapshot::build(spec, 1).unwrap())
         });
-        Worker::new(Arc::clone(snap))
+        Pipeline::new(Arc::clone(snap))
     }
 
     fn client4(i: u8) -> Ipv4Addr {
@@ -889,7 +889,7 @@ mod tests {
     }
 
     /// Runs `frames` through `w` as bursts on `port`, returning verdicts and output bytes.
-    fn run_burst(w: &mut Worker, port: u16, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+    fn run_burst(w: &mut Pipeline, port: u16, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
         let mut out = Vec::new();
         for chunk in frames.chunks(MAX_BURST) {
             let mut f: Vec<VecFrame> = chunk.iter().map(|b| VecFrame::new(b)).collect();
@@ -900,7 +900,7 @@ mod tests {
         out
     }
 
-    fn run_single(w: &mut Worker, port: u16, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+    fn run_single(w: &mut Pipeline, port: u16, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
         frames
             .iter()
             .map(|b| {
@@ -951,7 +951,7 @@ mod tests {
     /// client's later packets cost no change until its expiry moves by a refresh step.
     #[test]
     fn recorded_changes_rebuild_the_table_on_a_peer() {
-        fn table(w: &Worker) -> Vec<(AffinityKey, u16, bool)> {
+        fn table(w: &Pipeline) -> Vec<(AffinityKey, u16, bool)> {
             let mut t: Vec<_> = w
                 .affinity()
                 .iter()
@@ -960,7 +960,7 @@ mod tests {
             t.sort_by_key(|(k, _, _)| (k.client, k.service));
             t
         }
-        fn ship(master: &mut Worker, backup: &mut Worker) -> usize {
+        fn ship(master: &mut Pipeline, backup: &mut Pipeline) -> usize {
             let mut changes = Vec::new();
             assert_eq!(master.drain_changes(|c| changes.push(c)), 0);
             for c in &changes {
@@ -1037,12 +1037,12 @@ mod tests {
     }
 
     /// A worker's state as the differential test compares it: the table, in slot order.
-    fn table(w: &Worker) -> Vec<(AffinityKey, AffinityValue)> {
+    fn table(w: &Pipeline) -> Vec<(AffinityKey, AffinityValue)> {
         w.affinity().iter().collect()
     }
 
     /// Changes recorded for an HA peer since the last call.
-    fn changes(w: &mut Worker) -> Vec<AffinityChange> {
+    fn changes(w: &mut Pipeline) -> Vec<AffinityChange> {
         let mut v = Vec::new();
         let lost = w.drain_changes(|c| v.push(c));
         assert_eq!(lost, 0);

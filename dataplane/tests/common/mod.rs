@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use dataplane::frame::{Frame, VecFrame};
 use dataplane::model::{AffinitySpec, ApplianceSpec, GatewaySpec, Snapshot};
-use dataplane::pipeline::{Verdict, Worker};
+use dataplane::pipeline::{Pipeline, Verdict};
 use dataplane::schedule::{
     client_hash, Candidate, GatewayState, MaglevMember, MaglevTable, MAGLEV_DEFAULT_SIZE,
 };
@@ -39,7 +39,7 @@ pub const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0xfe);
 /// A clock value well away from 0, so that "now - timeout" never underflows in a test.
 pub const NOW: u32 = 100_000;
 
-/// Small affinity shards keep `Worker::new` (which touches all of its memory) cheap.
+/// Small affinity shards keep `Pipeline::new` (which touches all of its memory) cheap.
 pub const TEST_CAPACITY: usize = 16_384;
 pub const TEST_MAX_UNCONFIRMED: usize = 4_096;
 
@@ -93,12 +93,12 @@ pub fn test_snapshot() -> Arc<Snapshot> {
 }
 
 /// A fresh worker on the test lab.
-pub fn test_worker() -> Worker {
-    Worker::new(test_snapshot())
+pub fn test_worker() -> Pipeline {
+    Pipeline::new(test_snapshot())
 }
 
-pub fn worker(spec: ApplianceSpec) -> Worker {
-    Worker::new(snapshot(spec, 1))
+pub fn worker(spec: ApplianceSpec) -> Pipeline {
+    Pipeline::new(snapshot(spec, 1))
 }
 
 // ---- clients -----------------------------------------------------------------------------
@@ -292,29 +292,29 @@ pub fn spi_of(client: IpAddr) -> u64 {
 // ---- running frames ----------------------------------------------------------------------
 
 /// Runs one frame at `now` on `port`; returns the verdict and the frame as it is afterwards.
-pub fn run_at(w: &mut Worker, now: u32, port: u16, frame: &[u8]) -> (Verdict, Vec<u8>) {
+pub fn run_at(w: &mut Pipeline, now: u32, port: u16, frame: &[u8]) -> (Verdict, Vec<u8>) {
     let mut f = VecFrame::new(frame);
     let v = w.process(now, port, &mut f);
     (v, f.bytes().to_vec())
 }
 
-pub fn run(w: &mut Worker, port: u16, frame: &[u8]) -> (Verdict, Vec<u8>) {
+pub fn run(w: &mut Pipeline, port: u16, frame: &[u8]) -> (Verdict, Vec<u8>) {
     run_at(w, NOW, port, frame)
 }
 
 /// Runs a frame that must be transmitted on `out_port`; returns the transmitted frame.
-pub fn tx_at(w: &mut Worker, now: u32, port: u16, frame: &[u8], out_port: u16) -> Vec<u8> {
+pub fn tx_at(w: &mut Pipeline, now: u32, port: u16, frame: &[u8], out_port: u16) -> Vec<u8> {
     let (v, out) = run_at(w, now, port, frame);
     assert_eq!(v, Verdict::Tx { port: out_port }, "verdict");
     out
 }
 
-pub fn tx(w: &mut Worker, port: u16, frame: &[u8], out_port: u16) -> Vec<u8> {
+pub fn tx(w: &mut Pipeline, port: u16, frame: &[u8], out_port: u16) -> Vec<u8> {
     tx_at(w, NOW, port, frame, out_port)
 }
 
 /// Every received frame was transmitted, dropped or handed to the control plane, once.
-pub fn assert_balanced(w: &Worker) {
+pub fn assert_balanced(w: &Pipeline) {
     let c = w.counters();
     assert_eq!(
         c.rx_packets,
