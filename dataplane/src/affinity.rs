@@ -410,8 +410,18 @@ const _: () = assert!(core::mem::size_of::<Bucket>() == 64);
 
 /// The index tag: low 16 bits of the hash (the home bucket uses the top bits).
 #[inline]
+#[allow(clippy::cast_possible_truncation)] // the low 16 bits, on purpose
 fn tag_of(hash: u64) -> u16 {
     hash as u16
+}
+
+/// A slab slot as stored in links and buckets: below the capacity, which is at most
+/// [`AffinityShard::MAX_CAPACITY`] (2^31), so it fits.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
+fn slot_u32(i: usize) -> u32 {
+    debug_assert!(i <= AffinityShard::MAX_CAPACITY);
+    i as u32
 }
 
 /// The hash bits kept in `meta`, from which the home bucket is derived.
@@ -587,7 +597,11 @@ impl AffinityShard {
         // Every slot starts on the free list, in slot order; `capacity <= 2^31` fits `u32`.
         links.extend((1..=capacity).map(|next| Link {
             prev: NIL,
-            next: if next == capacity { NIL } else { next as u32 },
+            next: if next == capacity {
+                NIL
+            } else {
+                slot_u32(next)
+            },
         }));
 
         let mut buckets = Vec::new();
@@ -946,7 +960,7 @@ impl AffinityShard {
                 .position(|e| e.occupied() && e.expires_at <= now);
             let step = match expired {
                 Some(at) => {
-                    let slot = (idx + at) as u32;
+                    let slot = slot_u32(idx + at);
                     on_removed(self.remove_slot(slot, None, RemoveReason::Expired));
                     at + 1
                 }
@@ -958,7 +972,7 @@ impl AffinityShard {
                 idx = 0;
             }
         }
-        self.cursor = idx as u32;
+        self.cursor = slot_u32(idx);
         n
     }
 
@@ -974,7 +988,7 @@ impl AffinityShard {
             let e = &self.entries[idx];
             if e.occupied() && !f(&e.key(), &e.value()) {
                 // `idx < capacity <= 2^31`.
-                on_removed(self.remove_slot(idx as u32, None, RemoveReason::Removed));
+                on_removed(self.remove_slot(slot_u32(idx), None, RemoveReason::Removed));
             }
         }
     }

@@ -411,7 +411,7 @@ impl SniStats {
             }
         };
         self.hashes[slot] = hash;
-        self.lens[slot] = len as u8; // len <= SNI_MAX_LEN < 256
+        self.lens[slot] = u8::try_from(len).unwrap_or(u8::MAX); // len <= SNI_MAX_LEN < 256
         self.names[slot] = [0; SNI_MAX_LEN];
         if let Some(dst) = self.names[slot].get_mut(..len) {
             dst.copy_from_slice(name);

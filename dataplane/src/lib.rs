@@ -7,6 +7,7 @@
 //! No `unsafe` but the two prefetch hints in [`affinity`], allowed where they stand.
 
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
 // So that `dataplane::...` paths name this crate from inside it too: the test kit's source
 // (`testkit/src/lib.rs`) is compiled into the unit tests below, where its builders must make

@@ -62,6 +62,7 @@ impl Hasher for FastHasher {
     }
 
     #[inline]
+    #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
     fn write_u128(&mut self, i: u128) {
         self.write_u64(i as u64);
         self.write_u64((i >> 64) as u64);
@@ -544,6 +545,7 @@ impl FilterBits for u32 {
 
 impl FilterBits for u128 {
     #[inline(always)]
+    #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
     fn filter_bit(self) -> u64 {
         let folded = (self as u64) ^ ((self >> 64) as u64).rotate_left(29);
         1 << (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)

@@ -164,7 +164,7 @@ pub fn write_response(ike: &mut [u8], req: &SaInitRequest, gateway: IpAddr) -> O
         exchange_type: exchange::IKE_SA_INIT,
         flags: ike::flags::RESPONSE,
         message_id: 0,
-        length: len as u32,
+        length: u32::try_from(len).unwrap_or(u32::MAX),
     };
     header.emit(&mut IkeHeader::new_unchecked(&mut *ike));
     let payload = &mut ike[ike::HEADER_LEN..nonce_to];

@@ -117,7 +117,7 @@ impl Steering {
         Steering {
             key: RSS_KEY,
             reta: (0..RETA_SIZE)
-                .map(|i| (i % usize::from(workers)) as u16)
+                .map(|i| u16::try_from(i % usize::from(workers)).unwrap_or(0))
                 .collect(),
             table: ToeplitzTable::new(&RSS_KEY),
         }

@@ -6,6 +6,7 @@
 //! grows or shrinks the frame at the front, so a frame needs headroom.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::cast_possible_truncation)]
 
 /// A packet buffer whose front can move.
 pub trait Frame {

@@ -568,7 +568,7 @@ impl<R: Read> PcapReader<R> {
             });
         }
         buf.clear();
-        buf.resize(len as usize, 0);
+        buf.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
         self.exact(buf)
     }
 

@@ -36,7 +36,7 @@ impl LeastConn {
             return None;
         }
         // Both remainders < n, so the sum cannot overflow.
-        let start = ((client_hash % n as u64) as usize + self.rotation % n) % n;
+        let start = (super::reduce(client_hash, n) + self.rotation % n) % n;
         let mut best: Option<(usize, u64, u64)> = None; // (id, active, weight)
         for i in (start..n).chain(0..start) {
             let Some(c) = gateways.get(i).filter(|c| c.eligible()) else {

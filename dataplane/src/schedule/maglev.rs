@@ -193,16 +193,15 @@ impl MaglevTable {
         let mut next = vec![0usize; members.len()];
         let mut skip = vec![0usize; members.len()];
         let mut heap = BinaryHeap::with_capacity(members.len());
-        let m = size as u64;
         for (id, member) in (0u16..).zip(members) {
             if member.weight == 0 {
                 continue;
             }
             let name = member.name.as_bytes();
             // Both < size <= MAGLEV_MAX_SIZE, so they fit usize on every target.
-            next[usize::from(id)] = (hash64(OFFSET_SEED, name) % m) as usize;
+            next[usize::from(id)] = super::reduce(hash64(OFFSET_SEED, name), size);
             // size >= 2 (prime), so size - 1 >= 1.
-            skip[usize::from(id)] = (hash64(SKIP_SEED, name) % (m - 1) + 1) as usize;
+            skip[usize::from(id)] = super::reduce(hash64(SKIP_SEED, name), size - 1) + 1;
             heap.push(Turn {
                 taken: 0,
                 weight: member.weight,
@@ -288,7 +287,7 @@ impl MaglevTable {
             return None;
         }
         // count <= gateways.len() fits u64; the remainder < count fits usize.
-        nth_eligible(gateways, (client_hash % count as u64) as usize)
+        nth_eligible(gateways, super::reduce(client_hash, count))
     }
 
     /// `M`, the number of slots.
@@ -323,7 +322,7 @@ impl MaglevTable {
     #[inline]
     fn slot(&self, client_hash: u64) -> usize {
         // size >= 2 (prime); the remainder < size fits usize.
-        (client_hash % self.size.max(1) as u64) as usize
+        super::reduce(client_hash, self.size.max(1))
     }
 }
 

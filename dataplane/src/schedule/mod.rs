@@ -270,6 +270,14 @@ impl Scheduler {
     }
 }
 
+/// `hash mod n` as an index: below `n`, so it fits `usize` (the remainder of a `u64` by a
+/// `usize` widened to `u64`). `n` must not be 0.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) fn reduce(hash: u64, n: usize) -> usize {
+    (hash % n as u64) as usize
+}
+
 /// Id of the `nth` (0-based) eligible candidate, if there are more than `nth`.
 #[inline]
 fn nth_eligible(gateways: &[Candidate], nth: usize) -> Option<u16> {

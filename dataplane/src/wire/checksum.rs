@@ -37,6 +37,7 @@ pub fn sum(acc: u32, data: &[u8]) -> u32 {
 
 /// Reduces a 64-bit accumulator to a congruent one below 2^18, zero only when it was zero.
 #[inline]
+#[allow(clippy::cast_possible_truncation)] // the sum of four 16-bit chunks is below 2^18
 fn fold64(s: u64) -> u32 {
     // Four 16-bit chunks, each below 2^16.
     ((s & 0xffff) + ((s >> 16) & 0xffff) + ((s >> 32) & 0xffff) + (s >> 48)) as u32
@@ -44,6 +45,7 @@ fn fold64(s: u64) -> u32 {
 
 /// Folds an accumulator to 16 bits (without complementing).
 #[inline]
+#[allow(clippy::cast_possible_truncation)] // below 2^16 after the two rounds
 pub fn fold(acc: u32) -> u16 {
     // Two rounds always suffice: after the first the value is at most 0x1fffe.
     let acc = (acc & 0xffff) + (acc >> 16);
@@ -87,8 +89,12 @@ impl PseudoHeader {
     #[inline]
     pub fn sum(&self, protocol: u8, len: usize) -> u32 {
         match self {
-            PseudoHeader::V4 { src, dst } => pseudo_header_v4(*src, *dst, protocol, len as u16),
-            PseudoHeader::V6 { src, dst } => pseudo_header_v6(src, dst, protocol, len as u32),
+            PseudoHeader::V4 { src, dst } => {
+                pseudo_header_v4(*src, *dst, protocol, u16::try_from(len).unwrap_or(u16::MAX))
+            }
+            PseudoHeader::V6 { src, dst } => {
+                pseudo_header_v6(src, dst, protocol, u32::try_from(len).unwrap_or(u32::MAX))
+            }
         }
     }
 }

@@ -671,12 +671,13 @@ pub struct PayloadHeaderRepr {
 }
 
 impl PayloadHeaderRepr {
-    /// A non-critical header before a body of `body_len` bytes (at most 65531).
-    pub const fn new(next_payload: u8, body_len: usize) -> Self {
+    /// A non-critical header before a body of `body_len` bytes (at most 65531; a longer one
+    /// gets the largest length, which no parser accepts for a shorter buffer).
+    pub fn new(next_payload: u8, body_len: usize) -> Self {
         PayloadHeaderRepr {
             next_payload,
             critical: false,
-            length: (PAYLOAD_HEADER_LEN + body_len) as u16,
+            length: u16::try_from(PAYLOAD_HEADER_LEN + body_len).unwrap_or(u16::MAX),
         }
     }
 
@@ -892,11 +893,11 @@ impl SaRepr {
             let out = &mut body[at..at + p.buffer_len()];
             out[0] = if last { sa::LAST } else { sa::MORE_PROPOSALS };
             out[1] = 0;
-            set_be16(out, 2, p.buffer_len() as u16);
+            set_be16(out, 2, u16::try_from(p.buffer_len()).unwrap_or(u16::MAX));
             out[4] = p.number;
             out[5] = p.protocol_id;
             out[6] = 0; // SPI size
-            out[7] = p.transforms.len() as u8;
+            out[7] = u8::try_from(p.transforms.len()).unwrap_or(u8::MAX);
             let mut t_at = sa::PROPOSAL_HEADER_LEN;
             for (j, t) in p.transforms.iter().enumerate() {
                 let o = &mut out[t_at..t_at + t.buffer_len()];
@@ -906,7 +907,7 @@ impl SaRepr {
                     sa::MORE_TRANSFORMS
                 };
                 o[1] = 0;
-                set_be16(o, 2, t.buffer_len() as u16);
+                set_be16(o, 2, u16::try_from(t.buffer_len()).unwrap_or(u16::MAX));
                 o[4] = t.transform_type;
                 o[5] = 0;
                 set_be16(o, 6, t.transform_id);

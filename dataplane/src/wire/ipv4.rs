@@ -267,7 +267,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// updated). Options are the caller's to write, before [`fill_checksum`](Self::fill_checksum).
     pub fn set_header_len(&mut self, len: usize) {
         // len <= 60, so len / 4 fits the nibble.
-        self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((len / 4) as u8 & 0x0f);
+        self.buffer.as_mut()[field::VER_IHL] =
+            0x40 | (u8::try_from(len / 4).unwrap_or(0x0f) & 0x0f);
     }
 
     /// Sets the flags and the fragment offset (in bytes; its low 3 bits are dropped, and it
@@ -362,7 +363,7 @@ impl Ipv4Repr {
         packet.set_header_len(IPV4_HEADER_LEN);
         packet.set_dscp_ecn(self.dscp_ecn);
         let total = (IPV4_HEADER_LEN + self.payload_len).min(usize::from(u16::MAX));
-        packet.set_total_len(total as u16);
+        packet.set_total_len(u16::try_from(total).unwrap_or(u16::MAX));
         packet.set_ident(self.ident);
         packet.set_frag(self.dont_frag, self.more_frags, self.frag_offset);
         packet.set_ttl(self.ttl);

@@ -344,7 +344,7 @@ impl Ipv6Repr {
     /// 65535 (no jumbograms).
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Ipv6Packet<T>) {
         packet.set_version_class_flow(self.traffic_class, self.flow_label);
-        packet.set_payload_len(self.payload_len.min(usize::from(u16::MAX)) as u16);
+        packet.set_payload_len(u16::try_from(self.payload_len).unwrap_or(u16::MAX));
         packet.set_next_header(self.next_header);
         packet.set_hop_limit(self.hop_limit);
         packet.set_src_addr(&self.src);

@@ -224,7 +224,7 @@ impl UdpRepr {
         pseudo: Option<&checksum::PseudoHeader>,
         emit_payload: impl FnOnce(&mut [u8]),
     ) {
-        let len = packet.buffer.as_ref().len().min(usize::from(u16::MAX)) as u16;
+        let len = u16::try_from(packet.buffer.as_ref().len()).unwrap_or(u16::MAX);
         packet.set_src_port(self.src_port);
         packet.set_dst_port(self.dst_port);
         packet.set_len(len);

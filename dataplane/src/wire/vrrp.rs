@@ -290,14 +290,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VrrpPacket<T> {
 fn pseudo_header(family: Family, src: IpAddr, dst: IpAddr, len: usize) -> Option<u32> {
     match (family, src, dst) {
         // A checked message is at most 4088 bytes, so the casts cannot truncate.
-        (Family::Ipv4, IpAddr::V4(s), IpAddr::V4(d)) => {
-            Some(checksum::pseudo_header_v4(s, d, ip_proto::VRRP, len as u16))
-        }
+        (Family::Ipv4, IpAddr::V4(s), IpAddr::V4(d)) => Some(checksum::pseudo_header_v4(
+            s,
+            d,
+            ip_proto::VRRP,
+            u16::try_from(len).unwrap_or(u16::MAX),
+        )),
         (Family::Ipv6, IpAddr::V6(s), IpAddr::V6(d)) => Some(checksum::pseudo_header_v6(
             &s,
             &d,
             ip_proto::VRRP,
-            len as u32,
+            u32::try_from(len).unwrap_or(u32::MAX),
         )),
         _ => None,
     }
@@ -430,7 +433,7 @@ impl VrrpRepr {
         packet.set_vrid(self.vrid);
         packet.set_priority(self.priority);
         // check() keeps the count below 256.
-        packet.set_count(self.addresses.len() as u8);
+        packet.set_count(u8::try_from(self.addresses.len()).unwrap_or(u8::MAX));
         packet.set_max_adver_int(self.max_adver_int);
         let bytes = packet.address_bytes_mut();
         for (slot, a) in bytes

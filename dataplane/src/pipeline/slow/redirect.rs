@@ -54,7 +54,8 @@ pub(in crate::pipeline) fn answer_redirect<F: Frame>(
             IpAddr::V4(ipv4_at(bytes, at + 16)),
         )
     };
-    let udp_len = (8 + ike_len) as u16;
+    // The answer is built in the request's frame, so it is no longer than a UDP datagram.
+    let udp_len = u16::try_from(8 + ike_len).unwrap_or(u16::MAX);
     let request_csum = u16::from_be_bytes([bytes[udp_at + 6], bytes[udp_at + 7]]);
     let pseudo = pseudo_header(vip, client, udp_len);
     // IPv4 allows "no checksum" (0); otherwise the sum over the datagram must be all ones.
@@ -191,6 +192,8 @@ impl State {
                 eligible: c.eligible() && addressed(gateway),
             }
         });
+        // Only its remainder matters: `least_loaded` takes it modulo the gateways.
+        #[allow(clippy::cast_possible_truncation)]
         let start = hash_client(f.client()) as usize;
         redirect::least_loaded(choices, |g| snap.loads.load(f.service, g), start)
     }
