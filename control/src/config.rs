@@ -165,7 +165,8 @@ pub struct ControlSettings {
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/vpnlb/vpnlbd.sock";
 
 /// How long a control client may idle unless `[control] client_idle_timeout` says otherwise.
-pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 =
+    crate::ctlsock::DEFAULT_IDLE_TIMEOUT.as_millis() as u64;
 
 impl Default for ControlSettings {
     fn default() -> Self {
