@@ -132,22 +132,51 @@ impl Default for DataplaneSettings {
 #[serde(deny_unknown_fields)]
 struct ControlFile {
     socket: Option<String>,
+    socket_group: Option<String>,
+    readonly_socket: Option<String>,
+    readonly_socket_group: Option<String>,
+    client_idle_timeout: Option<Duration>,
+}
+
+/// A group the system knows, by name and id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub gid: u32,
 }
 
 /// The control plane's settings (`[control]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControlSettings {
-    /// The control socket `vpnlbctl` talks to.
+    /// The control socket `vpnlbctl` talks to: every request.
     pub socket: std::path::PathBuf,
+    /// The group `socket` is given (mode 0660); `None` leaves the daemon's.
+    pub socket_group: Option<Group>,
+    /// A second socket that answers only reads (`show`, `stats`, `ping`).
+    pub readonly_socket: Option<std::path::PathBuf>,
+    /// The group `readonly_socket` is given (mode 0660); `None` leaves the daemon's.
+    pub readonly_socket_group: Option<Group>,
+    /// A client sending no complete request line (and taking no reply) this long is
+    /// disconnected.
+    pub client_idle_timeout: std::time::Duration,
 }
 
 /// Where the control socket is unless `[control] socket` says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/vpnlb/vpnlbd.sock";
 
+/// How long a control client may idle unless `[control] client_idle_timeout` says otherwise.
+#[allow(clippy::cast_possible_truncation)] // 30 000 ms (a const context: no try_from)
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 =
+    crate::ctlsock::DEFAULT_IDLE_TIMEOUT.as_millis() as u64;
+
 impl Default for ControlSettings {
     fn default() -> Self {
         ControlSettings {
             socket: DEFAULT_CONTROL_SOCKET.into(),
+            socket_group: None,
+            readonly_socket: None,
+            readonly_socket_group: None,
+            client_idle_timeout: std::time::Duration::from_millis(DEFAULT_CLIENT_IDLE_TIMEOUT_MS),
         }
     }
 }
@@ -998,16 +1027,61 @@ impl Validator<'_> {
 
     fn control(&self, c: Option<ControlFile>) -> Result<ControlSettings, ConfigError> {
         let mut out = ControlSettings::default();
-        if let Some(path) = c.and_then(|c| c.socket) {
-            if !path.starts_with('/') {
+        let Some(c) = c else {
+            return Ok(out);
+        };
+        let absolute = |key: &str, path: String| {
+            if path.starts_with('/') {
+                Ok(std::path::PathBuf::from(path))
+            } else {
+                self.err(key, format!("`{path}` is not an absolute path"))
+            }
+        };
+        if let Some(path) = c.socket {
+            out.socket = absolute("control.socket", path)?;
+        }
+        out.socket_group = c
+            .socket_group
+            .map(|g| self.group("control.socket_group", g))
+            .transpose()?;
+        out.readonly_socket = c
+            .readonly_socket
+            .map(|p| absolute("control.readonly_socket", p))
+            .transpose()?;
+        if out.readonly_socket.as_ref() == Some(&out.socket) {
+            return self.err(
+                "control.readonly_socket",
+                format!(
+                    "`{}` is also control.socket; the read-only socket needs a path of its own",
+                    out.socket.display()
+                ),
+            );
+        }
+        if let Some(g) = c.readonly_socket_group {
+            if out.readonly_socket.is_none() {
                 return self.err(
-                    "control.socket",
-                    format!("`{path}` is not an absolute path"),
+                    "control.readonly_socket_group",
+                    "given without control.readonly_socket",
                 );
             }
-            out.socket = path.into();
+            out.readonly_socket_group = Some(self.group("control.readonly_socket_group", g)?);
         }
+        out.client_idle_timeout = self.millis(
+            "control.client_idle_timeout",
+            c.client_idle_timeout.as_ref(),
+            DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
+            100..=86_400_000,
+        )?;
         Ok(out)
+    }
+
+    /// A group name the system knows (its group database, NSS included).
+    fn group(&self, key: &str, name: String) -> Result<Group, ConfigError> {
+        match netdev::cred::group_id(&name) {
+            Ok(Some(gid)) => Ok(Group { name, gid }),
+            Ok(None) => self.err(key, format!("no group `{name}` on this system")),
+            Err(e) => self.err(key, format!("cannot look up group `{name}`: {e}")),
+        }
     }
 
     fn exception(&self, e: Option<ExceptionFile>) -> Result<ExceptionSettings, ConfigError> {
@@ -2047,6 +2121,89 @@ mod tests {
         let e = load_config_str(&text, "t.toml").unwrap_err();
         assert_eq!(e.key, "control.socket");
         assert!(e.reason.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn control_socket_access_keys() {
+        let c = load_config_str(LAB, "conf/lab.toml").unwrap();
+        assert_eq!(c.control.socket_group, None);
+        assert_eq!(c.control.readonly_socket, None);
+        assert_eq!(c.control.readonly_socket_group, None);
+        assert_eq!(
+            c.control.client_idle_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        let sock = "socket = \"/run/vpnlb/vpnlbd.sock\"";
+        let keys = |extra: &str| with(sock, &format!("{sock}\n{extra}"));
+        let c = load_config_str(
+            &keys(
+                "socket_group = \"root\"\nreadonly_socket = \"/run/vpnlb/vpnlbd-ro.sock\"\n\
+                 readonly_socket_group = \"root\"\nclient_idle_timeout = \"500ms\"",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let root = Some(Group {
+            name: "root".into(),
+            gid: 0,
+        });
+        assert_eq!(c.control.socket_group, root);
+        assert_eq!(
+            c.control.readonly_socket.as_deref(),
+            Some(std::path::Path::new("/run/vpnlb/vpnlbd-ro.sock"))
+        );
+        assert_eq!(c.control.readonly_socket_group, root);
+        assert_eq!(
+            c.control.client_idle_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        let c = load_config_str(&keys("client_idle_timeout = 120"), "t.toml").unwrap();
+        assert_eq!(
+            c.control.client_idle_timeout,
+            std::time::Duration::from_secs(120)
+        );
+        for (extra, key, reason) in [
+            (
+                "socket_group = \"vpnlb-no-such-group\"",
+                "control.socket_group",
+                "no group `vpnlb-no-such-group`",
+            ),
+            (
+                "readonly_socket = \"/run/ro.sock\"\nreadonly_socket_group = \"nope-nope-x\"",
+                "control.readonly_socket_group",
+                "no group `nope-nope-x`",
+            ),
+            (
+                "readonly_socket_group = \"root\"",
+                "control.readonly_socket_group",
+                "without control.readonly_socket",
+            ),
+            (
+                "readonly_socket = \"ro.sock\"",
+                "control.readonly_socket",
+                "not an absolute path",
+            ),
+            (
+                "readonly_socket = \"/run/vpnlb/vpnlbd.sock\"",
+                "control.readonly_socket",
+                "a path of its own",
+            ),
+            (
+                "client_idle_timeout = \"soon\"",
+                "control.client_idle_timeout",
+                "not a duration",
+            ),
+            (
+                "client_idle_timeout = \"10ms\"",
+                "control.client_idle_timeout",
+                "outside 100 ms",
+            ),
+        ] {
+            let e = load_config_str(&keys(extra), "t.toml").unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e}");
+            assert!(e.reason.contains(reason), "{extra}: {e}");
+            assert!(e.to_string().starts_with("t.toml: control."), "{e}");
+        }
     }
 
     #[test]

@@ -19,19 +19,31 @@
 //! [`MAX_OUTPUT`] bytes of replies to it are unwritten (so one reply may be larger than that); a
 //! client that goes on sending requests while it leaves that much unread for [`STALL`] is
 //! disconnected. Beyond [`MAX_CLIENTS`] clients, new connections get an error line and are
-//! closed. None of this affects the other clients.
+//! closed. A client that sends no complete request line and takes none of its replies for the
+//! socket's idle timeout ([`SocketOptions::idle_timeout`], [`DEFAULT_IDLE_TIMEOUT`]) is
+//! disconnected, whether it is silent or trickles a line that never ends. None of this affects
+//! the other clients.
+//!
+//! Access: a socket is read-write or read-only ([`Access`]); every request is a read or a write
+//! ([`Request::effect`], the one place that says which). A read-only socket answers writes with
+//! an error (and counts them, [`SocketCounters::refused_writes`]). The peer's pid, uid and gid
+//! (`SO_PEERCRED`) are read when a client connects; every write is logged with them (reads are
+//! not logged). Who may connect at all is the socket file's business: mode 0660, owned by the
+//! daemon's user and [`SocketOptions::group`].
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use netdev::cred::{peer_credentials, PeerCredentials};
 use serde::Serialize;
 use serde_json::Value;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Where `vpnlbd` listens and `vpnlbctl` connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/vpnlb/vpnlbd.sock";
@@ -55,6 +67,9 @@ const ACCEPTS_PER_POLL: usize = 16;
 const READ_PER_POLL: usize = 64 * 1024;
 /// A client's unprocessed input beyond which it is not read from until it is processed.
 const INPUT_SOFT_CAP: usize = 64 * 1024;
+/// How long a client may send no complete request line and take none of its replies before it
+/// is disconnected, unless [`SocketOptions::idle_timeout`] says otherwise.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client that closed its side (or is being closed) may leave its last replies unread
 /// before it is dropped.
 const LINGER: Duration = Duration::from_secs(5);
@@ -83,6 +98,108 @@ pub enum Request {
     StatsPrometheus,
     Reload,
     Ping,
+}
+
+/// Whether a request only reads the daemon's state or changes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// Reads: answered on every socket, not logged.
+    Read,
+    /// Changes state: refused on a read-only socket, logged with the peer's credentials.
+    Write,
+}
+
+impl Request {
+    /// Whether the request reads or changes the daemon's state: the one place that decides what
+    /// a read-only socket answers (no wildcard, so a new request must be classified here).
+    pub fn effect(&self) -> Effect {
+        match self {
+            Request::ShowStats
+            | Request::ShowPorts
+            | Request::ShowWorkers
+            | Request::ShowGateways
+            | Request::ShowClasses
+            | Request::ShowDrops
+            | Request::ShowAffinity { .. }
+            | Request::ShowNeighbors
+            | Request::ShowHealth
+            | Request::ShowVrrp
+            | Request::ShowSync
+            | Request::ShowRedirect
+            | Request::StatsPrometheus
+            | Request::Ping => Effect::Read,
+            Request::GatewayDrain { .. }
+            | Request::GatewayEnable { .. }
+            | Request::GatewayDisable { .. }
+            | Request::GatewayWeight { .. }
+            | Request::AffinityFlush { .. }
+            | Request::Reload => Effect::Write,
+        }
+    }
+}
+
+/// What a control socket answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Every request.
+    ReadWrite,
+    /// Reads only ([`Effect::Read`]); writes get an error reply.
+    ReadOnly,
+}
+
+impl Access {
+    /// `read-write` or `read-only`, as logs and metrics name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::ReadWrite => "read-write",
+            Access::ReadOnly => "read-only",
+        }
+    }
+}
+
+/// How [`ControlSocket::bind_with`] sets a socket up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    pub access: Access,
+    /// The group the socket file is given (mode 0660: its members may connect); `None` leaves
+    /// the creating process's group.
+    pub group: Option<u32>,
+    /// See [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+}
+
+impl Default for SocketOptions {
+    /// Read-write, the process's group, [`DEFAULT_IDLE_TIMEOUT`].
+    fn default() -> Self {
+        SocketOptions {
+            access: Access::ReadWrite,
+            group: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// What a control socket counted since it was bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SocketCounters {
+    /// Clients accepted (not those turned away for [`MAX_CLIENTS`]).
+    pub accepted: u64,
+    /// Write requests answered with an error because the socket is read-only.
+    pub refused_writes: u64,
+    /// Clients disconnected for sending no complete request line for the idle timeout.
+    pub idle_disconnects: u64,
+}
+
+/// A control socket's role, clients and counters, for `show stats` and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SocketStats {
+    pub access: Access,
+    /// Clients connected now.
+    pub clients: usize,
+    #[serde(flatten)]
+    pub counters: SocketCounters,
 }
 
 /// The largest gateway weight `gateway NAME weight N` accepts.
@@ -352,6 +469,7 @@ pub struct ControlSocket {
     listener: UnixListener,
     /// Device and inode of the socket file this created, so that drop removes only that file.
     file_id: (u64, u64),
+    rules: Rules,
     clients: Vec<Client>,
     next_first: usize,
     next_id: u64,
@@ -361,18 +479,26 @@ impl fmt::Debug for ControlSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ControlSocket")
             .field("path", &self.path)
+            .field("access", &self.rules.access)
             .field("clients", &self.clients.len())
             .finish()
     }
 }
 
 impl ControlSocket {
-    /// Creates the socket at `path`, mode 0660 (its directory is created if missing).
+    /// Creates a read-write socket at `path` with the default options ([`SocketOptions`]); see
+    /// [`ControlSocket::bind_with`].
+    pub fn bind(path: &Path) -> io::Result<ControlSocket> {
+        ControlSocket::bind_with(path, SocketOptions::default())
+    }
+
+    /// Creates the socket at `path`, mode 0660 and group `options.group` (its directory is
+    /// created if missing).
     ///
     /// A stale socket file (nothing accepts on it) is replaced; a live one (another daemon
     /// answers) is not: `Err(AddrInUse)` naming it. Anything else at the path (a regular file, a
     /// directory) is an error and is left alone.
-    pub fn bind(path: &Path) -> io::Result<ControlSocket> {
+    pub fn bind_with(path: &Path, options: SocketOptions) -> io::Result<ControlSocket> {
         let ctx = |e: io::Error, what: &str| {
             io::Error::new(
                 e.kind(),
@@ -424,6 +550,10 @@ impl ControlSocket {
             let _ = std::fs::remove_file(path);
             e
         };
+        if let Some(gid) = options.group {
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(|e| cleanup(ctx(e, &format!("cannot set group {gid}"))))?;
+        }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
             .map_err(|e| cleanup(ctx(e, "cannot set mode 0660")))?;
         listener
@@ -434,6 +564,11 @@ impl ControlSocket {
             path: path.to_path_buf(),
             listener,
             file_id: (meta.dev(), meta.ino()),
+            rules: Rules {
+                access: options.access,
+                idle_timeout: options.idle_timeout,
+                counters: SocketCounters::default(),
+            },
             clients: Vec::new(),
             next_first: 0,
             next_id: 1,
@@ -450,6 +585,25 @@ impl ControlSocket {
         self.clients.len()
     }
 
+    /// What the socket answers.
+    pub fn access(&self) -> Access {
+        self.rules.access
+    }
+
+    /// What the socket counted since it was bound.
+    pub fn counters(&self) -> SocketCounters {
+        self.rules.counters
+    }
+
+    /// Role, clients and counters.
+    pub fn stats(&self) -> SocketStats {
+        SocketStats {
+            access: self.rules.access,
+            clients: self.clients.len(),
+            counters: self.rules.counters,
+        }
+    }
+
     /// Accepts pending clients, reads what they sent, answers every complete line with
     /// `handler(request)` (malformed lines with an error, without calling it), and writes what
     /// the clients take. Never blocks; does bounded work per call (see the module docs), so call
@@ -463,7 +617,7 @@ impl ControlSocket {
             let mut budget = REQUESTS_PER_POLL;
             for i in 0..n {
                 let client = &mut self.clients[(first + i) % n];
-                client.service(handler, &mut budget);
+                client.service(handler, &mut budget, &mut self.rules);
             }
             self.clients.retain(|c| {
                 if c.dead {
@@ -494,8 +648,24 @@ impl ControlSocket {
                     }
                     let id = self.next_id;
                     self.next_id += 1;
-                    debug!(client = id, "control client connected");
-                    self.clients.push(Client::new(stream, id));
+                    let peer = match peer_credentials(stream.as_fd()) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            warn!(client = id, error = %e, "control client's credentials unknown");
+                            None
+                        }
+                    };
+                    let (uid, gid, pid) = ids(peer);
+                    debug!(
+                        client = id,
+                        uid,
+                        gid,
+                        pid,
+                        access = self.rules.access.name(),
+                        "control client connected"
+                    );
+                    self.rules.counters.accepted += 1;
+                    self.clients.push(Client::new(stream, id, peer));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -505,6 +675,38 @@ impl ControlSocket {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// The daemon's control sockets: the read-write one and, when configured, a read-only one.
+#[derive(Debug)]
+pub struct ControlSockets {
+    pub read_write: ControlSocket,
+    pub read_only: Option<ControlSocket>,
+}
+
+/// [`ControlSockets`]' roles, clients and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ControlSocketStats {
+    pub read_write: SocketStats,
+    pub read_only: Option<SocketStats>,
+}
+
+impl ControlSockets {
+    /// [`ControlSocket::poll`] on each socket, with the same handler.
+    pub fn poll(&mut self, handler: &mut dyn FnMut(Request) -> Reply) {
+        self.read_write.poll(handler);
+        if let Some(ro) = &mut self.read_only {
+            ro.poll(handler);
+        }
+    }
+
+    /// Each socket's role, clients and counters.
+    pub fn stats(&self) -> ControlSocketStats {
+        ControlSocketStats {
+            read_write: self.read_write.stats(),
+            read_only: self.read_only.as_ref().map(ControlSocket::stats),
         }
     }
 }
@@ -534,9 +736,87 @@ fn describe(t: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// The peer's uid, gid and pid for the logs; -1 for each when unknown.
+fn ids(peer: Option<PeerCredentials>) -> (i64, i64, i64) {
+    peer.map_or((-1, -1, -1), |p| {
+        (i64::from(p.uid), i64::from(p.gid), i64::from(p.pid))
+    })
+}
+
+/// What a socket allows its clients, and what it counts.
+struct Rules {
+    access: Access,
+    idle_timeout: Duration,
+    counters: SocketCounters,
+}
+
+impl Rules {
+    /// Answers `request` from the client `id` whose credentials are `peer`: reads as the handler
+    /// does; writes only on a read-write socket, logged with the peer's credentials.
+    fn dispatch(
+        &mut self,
+        request: Request,
+        id: u64,
+        peer: Option<PeerCredentials>,
+        handler: &mut dyn FnMut(Request) -> Reply,
+    ) -> Reply {
+        match (request.effect(), self.access) {
+            (Effect::Read, _) => handler(request),
+            (Effect::Write, Access::ReadOnly) => {
+                self.counters.refused_writes += 1;
+                let (uid, gid, pid) = ids(peer);
+                warn!(
+                    client = id,
+                    uid,
+                    gid,
+                    pid,
+                    command = %request,
+                    "control command refused: the socket is read-only"
+                );
+                Reply::Error(format!(
+                    "read-only socket: `{request}` changes the daemon's state; use the read-write \
+                     control socket"
+                ))
+            }
+            (Effect::Write, Access::ReadWrite) => {
+                let command = request.to_string();
+                let reply = handler(request);
+                let (uid, gid, pid) = ids(peer);
+                match &reply {
+                    Reply::Error(error) => info!(
+                        client = id,
+                        uid,
+                        gid,
+                        pid,
+                        command,
+                        ok = false,
+                        error = %error,
+                        "control command"
+                    ),
+                    _ => info!(
+                        client = id,
+                        uid,
+                        gid,
+                        pid,
+                        command,
+                        ok = true,
+                        "control command"
+                    ),
+                }
+                reply
+            }
+        }
+    }
+}
+
 struct Client {
     id: u64,
     stream: UnixStream,
+    /// The peer's credentials at connect time (`None` if the kernel would not say).
+    peer: Option<PeerCredentials>,
+    /// When the client last sent a complete request line or took some of its replies (or
+    /// connected): it is disconnected once this is older than the idle timeout.
+    last_activity: Instant,
     input: Vec<u8>,
     /// Bytes of `input` already handled.
     consumed: usize,
@@ -554,10 +834,12 @@ struct Client {
 }
 
 impl Client {
-    fn new(stream: UnixStream, id: u64) -> Client {
+    fn new(stream: UnixStream, id: u64, peer: Option<PeerCredentials>) -> Client {
         Client {
             id,
             stream,
+            peer,
+            last_activity: Instant::now(),
             input: Vec::new(),
             consumed: 0,
             output: Vec::new(),
@@ -573,7 +855,12 @@ impl Client {
         self.output.len() - self.written
     }
 
-    fn service(&mut self, handler: &mut dyn FnMut(Request) -> Reply, budget: &mut usize) {
+    fn service(
+        &mut self,
+        handler: &mut dyn FnMut(Request) -> Reply,
+        budget: &mut usize,
+        rules: &mut Rules,
+    ) {
         if !self.eof && self.closing.is_none() && self.input.len() - self.consumed < INPUT_SOFT_CAP
         {
             self.read();
@@ -582,10 +869,14 @@ impl Client {
             return;
         }
         if self.closing.is_none() {
-            self.answer(handler, budget);
+            self.answer(handler, budget, rules);
         }
         self.flush();
         if self.dead {
+            return;
+        }
+        if self.closing.is_none() && self.last_activity.elapsed() >= rules.idle_timeout {
+            self.idle(rules);
             return;
         }
         if self.pending_output() > MAX_OUTPUT
@@ -634,8 +925,38 @@ impl Client {
         }
     }
 
+    /// Disconnects the client for sending no request for the idle timeout (telling it why when
+    /// the line fits in its socket buffer).
+    fn idle(&mut self, rules: &mut Rules) {
+        rules.counters.idle_disconnects += 1;
+        let (uid, gid, pid) = ids(self.peer);
+        info!(
+            client = self.id,
+            uid,
+            gid,
+            pid,
+            partial_line = self.input.len() - self.consumed,
+            "control client idle; disconnecting it"
+        );
+        if self.pending_output() == 0 {
+            let line = Reply::Error(format!(
+                "no request for {} ms; closing the connection",
+                rules.idle_timeout.as_millis()
+            ))
+            .to_line();
+            let _ = (&self.stream).write(line.as_bytes());
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.dead = true;
+    }
+
     /// Answers the complete lines in `input`, within the budgets.
-    fn answer(&mut self, handler: &mut dyn FnMut(Request) -> Reply, budget: &mut usize) {
+    fn answer(
+        &mut self,
+        handler: &mut dyn FnMut(Request) -> Reply,
+        budget: &mut usize,
+        rules: &mut Rules,
+    ) {
         let mut handled = 0;
         while handled < REQUESTS_PER_CLIENT && *budget > 0 && self.pending_output() <= MAX_OUTPUT {
             let rest = &self.input[self.consumed..];
@@ -666,12 +987,13 @@ impl Client {
                 Err(_) => Some(Reply::Error("request is not valid UTF-8".into())),
                 Ok(text) if text.trim().is_empty() => None,
                 Ok(text) => Some(match parse_request(text) {
-                    Ok(request) => handler(request),
+                    Ok(request) => rules.dispatch(request, self.id, self.peer, handler),
                     Err(e) => Reply::Error(e.to_string()),
                 }),
             };
             self.consumed += used;
             if let Some(reply) = reply {
+                self.last_activity = Instant::now();
                 if self.pending_output() == 0 {
                     self.last_progress = Instant::now();
                 }
@@ -699,6 +1021,7 @@ impl Client {
                 Ok(n) => {
                     self.written += n;
                     self.last_progress = Instant::now();
+                    self.last_activity = self.last_progress;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

@@ -8,11 +8,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use control::ctlsock::{self, ControlSocket, Reply, Request, MAX_CLIENTS, MAX_LINE};
+use control::ctlsock::{
+    self, Access, ControlSocket, Effect, Reply, Request, SocketCounters, SocketOptions,
+    DEFAULT_IDLE_TIMEOUT, MAX_CLIENTS, MAX_LINE,
+};
 use serde_json::{json, Value};
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -55,22 +58,55 @@ struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     handled: Arc<AtomicUsize>,
+    /// The socket's counters after its latest poll.
+    counters: Arc<Mutex<SocketCounters>>,
+    /// What the server thread logged (INFO and above), when started with `start_logged`.
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Server {
     fn start(path: &Path) -> Server {
-        let mut sock = ControlSocket::bind(path).expect("bind");
+        Server::start_with(path, SocketOptions::default())
+    }
+
+    fn start_with(path: &Path, options: SocketOptions) -> Server {
+        let mut sock = ControlSocket::bind_with(path, options).expect("bind");
         assert_eq!(sock.path(), path);
+        assert_eq!(sock.access(), options.access);
         let stop = Arc::new(AtomicBool::new(false));
         let handled = Arc::new(AtomicUsize::new(0));
-        let (s, h) = (stop.clone(), handled.clone());
+        let counters = Arc::new(Mutex::new(SocketCounters::default()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (s, h, c) = (stop.clone(), handled.clone(), counters.clone());
+        let writer = LogBuffer(log.clone());
         let thread = std::thread::spawn(move || {
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(move || writer.clone())
+                .finish();
+            let _logging = tracing::subscriber::set_default(subscriber);
             let mut handler = |req: Request| {
                 h.fetch_add(1, Ordering::Relaxed);
                 echo(req)
             };
             while !s.load(Ordering::Relaxed) {
                 sock.poll(&mut handler);
+                *c.lock().unwrap() = sock.counters();
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
@@ -79,7 +115,17 @@ impl Server {
             stop,
             thread: Some(thread),
             handled,
+            counters,
+            log,
         }
+    }
+
+    fn counters(&self) -> SocketCounters {
+        *self.counters.lock().unwrap()
+    }
+
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
 }
 
@@ -720,6 +766,251 @@ fn vpnlbctl_prints_tables_and_errors() {
     assert!(err.contains("cannot connect to"), "{err}");
     assert!(err.contains("absent.sock"), "{err}");
 
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access levels, peer credentials, idle clients
+
+/// Every request kind, once.
+fn every_request() -> Vec<Request> {
+    [
+        "show stats",
+        "show ports",
+        "show workers",
+        "show gateways",
+        "show classes",
+        "show drops",
+        "show affinity",
+        "show neighbors",
+        "show health",
+        "show vrrp",
+        "show sync",
+        "show redirect",
+        "gateway gw1 drain",
+        "gateway gw1 enable",
+        "gateway gw1 disable",
+        "gateway gw1 weight 3",
+        "affinity flush",
+        "stats prometheus",
+        "reload",
+        "ping",
+    ]
+    .iter()
+    .map(|l| ctlsock::parse_request(l).unwrap())
+    .collect()
+}
+
+#[test]
+fn every_request_is_a_read_or_a_write() {
+    let writes: Vec<String> = every_request()
+        .iter()
+        .filter(|r| r.effect() == Effect::Write)
+        .map(Request::to_string)
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "gateway gw1 drain",
+            "gateway gw1 enable",
+            "gateway gw1 disable",
+            "gateway gw1 weight 3",
+            "affinity flush",
+            "reload",
+        ]
+    );
+}
+
+fn read_only(idle_timeout: Duration) -> SocketOptions {
+    SocketOptions {
+        access: Access::ReadOnly,
+        group: None,
+        idle_timeout,
+    }
+}
+
+#[test]
+fn the_read_only_socket_refuses_writes_and_keeps_serving() {
+    let dir = tmpdir("readonly");
+    let server = Server::start_with(&dir.join("ro.sock"), read_only(DEFAULT_IDLE_TIMEOUT));
+    let mut c = Client::connect(&server.path);
+    // Every read is answered by the handler.
+    let reads: Vec<Request> = every_request()
+        .into_iter()
+        .filter(|r| r.effect() == Effect::Read)
+        .collect();
+    for r in &reads {
+        let reply = c.ask(&r.to_string());
+        assert_eq!(reply["ok"], json!(true), "{r}: {reply}");
+    }
+    assert_eq!(server.handled.load(Ordering::Relaxed), reads.len());
+    // Every write gets an error, never reaches the handler, and is counted.
+    let writes = [
+        "gateway gw1 drain",
+        "gateway gw1 weight 7",
+        "affinity flush 198.18.0.1",
+        "reload",
+    ];
+    for w in writes {
+        let e = error(&c.ask(w)).to_string();
+        assert!(e.contains("read-only socket"), "{w}: {e}");
+        assert!(e.contains(w), "{w}: {e}");
+    }
+    assert_eq!(server.handled.load(Ordering::Relaxed), reads.len());
+    // The same connection, and others, go on being served.
+    assert_eq!(data(&c.ask("ping")), &json!({"command": "ping"}));
+    let mut other = Client::connect(&server.path);
+    assert!(error(&other.ask("gateway gw2 disable")).contains("read-only"));
+    assert_eq!(data(&other.ask("show stats"))["uptime_s"], json!(12));
+    assert_eq!(server.counters().refused_writes, 5);
+    assert_eq!(server.counters().accepted, 2);
+    // Refusals are logged with the peer's credentials.
+    let log = server.log();
+    assert!(log.contains("refused: the socket is read-only"), "{log}");
+    assert!(log.contains("command=reload"), "{log}");
+
+    // vpnlbctl talks to it too: reads work, writes fail with the daemon's message.
+    let (code, out, err) = vpnlbctl(&server.path, &["show", "stats"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("uptime_s"), "{out}");
+    let (code, _, err) = vpnlbctl(&server.path, &["gateway", "gw1", "drain"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("read-only socket"), "{err}");
+    // ... also when the socket comes from $VPNLB_SOCKET.
+    let out = Command::new(env!("CARGO_BIN_EXE_vpnlbctl"))
+        .env("VPNLB_SOCKET", &server.path)
+        .args(["--json", "ping"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!({"command": "ping"})
+    );
+    assert_eq!(server.counters().refused_writes, 6);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn writes_are_logged_with_the_peers_credentials_and_reads_are_not() {
+    let dir = tmpdir("peercred");
+    let server = Server::start(&dir.join("s.sock"));
+    let mut c = Client::connect(&server.path);
+    assert_eq!(data(&c.ask("show workers"))[0]["core"], json!(2));
+    assert_eq!(
+        data(&c.ask("gateway gw9 weight 4")),
+        &json!({"command": "gateway_weight", "name": "gw9", "weight": 4})
+    );
+    assert!(error(&c.ask("gateway nope drain")).contains("no gateway"));
+    assert_eq!(server.counters().refused_writes, 0);
+    let log = server.log();
+    // This process is the peer: its own pid, uid and gid.
+    let pid = std::process::id();
+    let meta = std::fs::metadata("/proc/self").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = (meta.uid(), meta.gid());
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("control command"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for (line, command) in lines
+        .iter()
+        .zip(["gateway gw9 weight 4", "gateway nope drain"])
+    {
+        assert!(line.contains(&format!("uid={uid}")), "{line}");
+        assert!(line.contains(&format!("gid={gid}")), "{line}");
+        assert!(line.contains(&format!("pid={pid}")), "{line}");
+        assert!(line.contains(&format!("command=\"{command}\"")), "{line}");
+    }
+    assert!(lines[0].contains("ok=true"), "{}", lines[0]);
+    assert!(lines[1].contains("ok=false"), "{}", lines[1]);
+    assert!(!log.contains("show workers"), "reads are not logged: {log}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn idle_clients_are_disconnected() {
+    let dir = tmpdir("idle");
+    let timeout = Duration::from_millis(300);
+    let options = SocketOptions {
+        idle_timeout: timeout,
+        ..SocketOptions::default()
+    };
+    let server = Server::start_with(&dir.join("s.sock"), options);
+    let start = Instant::now();
+    // Silent: told why, then closed, about when the timeout passes.
+    let mut silent = Client::connect(&server.path);
+    // Slow loris: a byte every 50 ms, never a newline.
+    let loris_path = server.path.clone();
+    let loris = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(&loris_path).unwrap();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if s.write_all(b"s").is_err() {
+                return Some(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    });
+    // Busy: a request every 100 ms for twice the timeout, never cut off.
+    let mut busy = Client::connect(&server.path);
+    while start.elapsed() < timeout * 2 {
+        assert_eq!(data(&busy.ask("ping")), &json!({"command": "ping"}));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let e = error(&silent.recv()).to_string();
+    assert!(e.contains("no request for 300 ms"), "{e}");
+    silent.assert_closed();
+    let waited = start.elapsed();
+    assert!(waited >= timeout, "closed after {waited:?}");
+    let cut = loris
+        .join()
+        .unwrap()
+        .expect("the slow loris was never cut off");
+    assert!(
+        cut < Duration::from_secs(3),
+        "the slow loris lasted {cut:?}"
+    );
+    assert_eq!(server.counters().idle_disconnects, 2);
+    // The busy client is still served, also after a pause shorter than the timeout.
+    std::thread::sleep(timeout / 2);
+    assert_eq!(data(&busy.ask("ping")), &json!({"command": "ping"}));
+    assert_eq!(server.counters().idle_disconnects, 2);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_socket_file_gets_its_group() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tmpdir("group");
+    // As root any group will do; otherwise only one of ours (our primary group) can be set.
+    let own = std::fs::metadata("/proc/self").unwrap().gid();
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let gid = ["adm", "nogroup", "daemon"]
+        .iter()
+        .filter(|_| root)
+        .find_map(|g| netdev::cred::group_id(g).unwrap())
+        .unwrap_or(own);
+    let path = dir.join("g.sock");
+    let options = SocketOptions {
+        group: Some(gid),
+        ..read_only(DEFAULT_IDLE_TIMEOUT)
+    };
+    let server = Server::start_with(&path, options);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.gid(), gid);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    if root {
+        assert_ne!(gid, own, "test a group other than the process's own");
+    }
+    let mut c = Client::connect(&path);
+    assert_eq!(data(&c.ask("ping")), &json!({"command": "ping"}));
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -351,6 +351,13 @@ fn the_control_socket_shows_and_steers_a_running_daemon() {
             &pcap_device(1, &dir.join("in/backend.pcap"), &empty, &out, "backend", 1),
         )
         .replace("/run/vpnlb/vpnlbd.sock", &sock.display().to_string());
+    // And a read-only socket beside it.
+    let ro = out.join("vpnlbd-ro.sock");
+    let sock_line = format!("socket = \"{}\"", sock.display());
+    let conf = conf.replace(
+        &sock_line,
+        &format!("{sock_line}\nreadonly_socket = \"{}\"", ro.display()),
+    );
     let conf_path = out.join("daemon.toml");
     std::fs::write(&conf_path, conf).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
@@ -456,6 +463,42 @@ fn the_control_socket_shows_and_steers_a_running_daemon() {
     };
     assert!(stats["exception"].is_null(), "no exception path configured");
 
+    // The read-only socket answers reads and refuses writes, which are counted; both sockets
+    // go on serving.
+    let Reply::Ok(ro_gws) = ask(&ro, "show gateways") else {
+        panic!("show gateways on the read-only socket")
+    };
+    assert_eq!(
+        ro_gws.as_array().map(Vec::len),
+        gws.as_array().map(Vec::len)
+    );
+    let Reply::Error(refused) = ask(&ro, "gateway gw1 drain") else {
+        panic!("a write answered on the read-only socket")
+    };
+    assert!(refused.contains("read-only socket"), "{refused}");
+    let Reply::Ok(stats) = ask(&sock, "show stats") else {
+        panic!("show stats")
+    };
+    assert_eq!(
+        stats["control_socket"]["read_only"]["refused_writes"], 1,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["control_socket"]["read_write"]["refused_writes"], 0,
+        "{stats}"
+    );
+    let Reply::Text(prom) = ask(&ro, "stats prometheus") else {
+        panic!("stats prometheus on the read-only socket")
+    };
+    assert!(
+        prom.contains("vpnlb_control_refused_writes_total{socket=\"read-only\"} 1"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("vpnlb_control_idle_disconnects_total{socket=\"read-write\"} 0"),
+        "{prom}"
+    );
+
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -463,6 +506,7 @@ fn the_control_socket_shows_and_steers_a_running_daemon() {
     let status = child.wait().unwrap();
     assert!(status.success(), "vpnlbd exit: {status}");
     assert!(!sock.exists(), "the socket is removed on exit");
+    assert!(!ro.exists(), "the read-only socket is removed on exit");
 }
 
 #[test]

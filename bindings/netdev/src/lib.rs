@@ -10,7 +10,9 @@
 //! * [`Tap`]: create a TAP device in the thread's current namespace, exchange Ethernet frames
 //!   with the kernel through it (non-blocking);
 //! * [`ifconfig`]: MAC, MTU, up, IPv4/IPv6 addresses, routes and IPv6 sysctls of an interface
-//!   in the thread's current namespace, by ioctls and `/proc/sys` (no netlink).
+//!   in the thread's current namespace, by ioctls and `/proc/sys` (no netlink);
+//! * [`cred`]: a Unix socket peer's pid, uid and gid (`SO_PEERCRED`) and group names' gids,
+//!   for the control socket.
 //!
 //! Everything unsafe of this layer is here, each block with a `// SAFETY:` note. Errors are
 //! [`std::io::Error`]s whose message says what was attempted; bad arguments (such as an
@@ -37,6 +39,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
+pub mod cred;
 pub mod ifconfig;
 mod name;
 pub mod netns;

@@ -2,6 +2,9 @@
 //!
 //! `vpnlbctl [--socket PATH] [--json] COMMAND...` sends the command words as one request line,
 //! reads the reply and prints it: as human-readable tables by default, as JSON with `--json`.
+//! The socket is `--socket`, else `$VPNLB_SOCKET`, else the default; point either at the
+//! daemon's read-only socket (`[control] readonly_socket`) to run `show` and `stats` commands
+//! with its group's rights (state-changing commands are refused there).
 //! Exit codes: 0 success, 1 the daemon answered with an error (or the command is malformed),
 //! 2 the daemon could not be reached or did not answer.
 
@@ -17,6 +20,8 @@ use control::ctlsock::{self, QueryError, Reply, DEFAULT_SOCKET};
 use serde_json::{Map, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// The environment variable naming the socket when `--socket` is not given.
+const SOCKET_ENV: &str = "VPNLB_SOCKET";
 
 #[derive(Parser)]
 #[command(
@@ -31,12 +36,15 @@ const TIMEOUT: Duration = Duration::from_secs(5);
         stats prometheus\n  \
         reload\n  \
         ping\n\n\
+        The socket is --socket, else $VPNLB_SOCKET, else /run/vpnlb/vpnlbd.sock; the daemon's\n  \
+        read-only socket ([control] readonly_socket) answers show, stats and ping only.\n\n\
         Exit status: 0 ok, 1 error reply or bad command, 2 vpnlbd unreachable or silent."
 )]
 struct Cli {
-    /// The daemon's control socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
+    /// The daemon's control socket, or its read-only one [default: $VPNLB_SOCKET, else
+    /// /run/vpnlb/vpnlbd.sock].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
     /// Print the reply's data as JSON (the whole reply on error) instead of tables.
     #[arg(long)]
     json: bool,
@@ -57,23 +65,28 @@ fn main() -> ExitCode {
             };
         }
     };
+    let socket = cli
+        .socket
+        .clone()
+        .or_else(|| std::env::var_os(SOCKET_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     let line = cli.command.join(" ");
     // Catch typos here, so that they are reported even without a daemon.
     if let Err(e) = ctlsock::parse_request(&line) {
         eprintln!("vpnlbctl: {e}");
         return ExitCode::from(1);
     }
-    let reply = match ctlsock::query(&cli.socket, &line, TIMEOUT) {
+    let reply = match ctlsock::query(&socket, &line, TIMEOUT) {
         Ok(reply) => reply,
         Err(QueryError::Connect(e)) => {
             eprintln!(
                 "vpnlbctl: cannot connect to {}: {e} (is vpnlbd running? see --socket)",
-                cli.socket.display()
+                socket.display()
             );
             return ExitCode::from(2);
         }
         Err(QueryError::Exchange(e)) => {
-            eprintln!("vpnlbctl: {}: {e}", cli.socket.display());
+            eprintln!("vpnlbctl: {}: {e}", socket.display());
             return ExitCode::from(2);
         }
     };

@@ -27,7 +27,7 @@ use super::sync::{PairSync, SyncMetrics};
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
 use crate::config::{self, Config};
-use crate::ctlsock::{Reply, Request};
+use crate::ctlsock::{ControlSocketStats, Reply, Request, SocketStats};
 use crate::health::checker::{self, CheckStatus, Checker};
 
 /// A question the control thread asks a worker; answered between bursts.
@@ -94,6 +94,8 @@ pub struct Ctx<'a> {
     pub sync: Option<&'a mut PairSync>,
     /// Redirect mode's load reports and loads, when a service redirects.
     pub loads: Option<&'a LoadReports>,
+    /// The control sockets' clients and counters (as of the start of this poll).
+    pub sockets: ControlSocketStats,
 }
 
 /// All workers' counters summed.
@@ -193,7 +195,19 @@ fn show_stats(ctx: &Ctx<'_>) -> Value {
         "neighbors": ctx.ctl.neighbor_counters(),
         "control": ctx.ctl.counters(),
         "exception": ctx.ctl.exception_counters(),
+        "control_socket": control_socket_status(&ctx.sockets),
     })
+}
+
+/// `show stats`' `control_socket`: per socket (`read_write`, and `read_only` when configured)
+/// its clients, accepted clients, refused writes and idle disconnects.
+fn control_socket_status(s: &ControlSocketStats) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("read_write".into(), json!(s.read_write));
+    if let Some(ro) = &s.read_only {
+        out.insert("read_only".into(), json!(ro));
+    }
+    Value::Object(out)
 }
 
 /// `show ports`: link and statistics of each port.
@@ -692,6 +706,7 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
     if let Some(s) = ctx.sync.as_deref() {
         sync_metrics(&mut x, &s.metrics(std::time::Instant::now()));
     }
+    control_socket_metrics(&mut x, &ctx.sockets);
     x.gauge(
         "snapshot_generation",
         "Generation of the configuration snapshot the workers run.",
@@ -956,6 +971,36 @@ fn exception_metrics(x: &mut Exposition, e: &ExceptionCounters) {
         "exception_policed_total",
         "Frames for the kernel over [exception] rate_pps (never urgent ones).",
         &one(e.policed),
+    );
+}
+
+/// Per control socket (`socket` label: `read-write`, `read-only`): clients, refused writes,
+/// idle disconnects.
+fn control_socket_metrics(x: &mut Exposition, s: &ControlSocketStats) {
+    let sockets: Vec<&SocketStats> = [Some(&s.read_write), s.read_only.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let per_socket = |value: fn(&SocketStats) -> u64| -> Samples {
+        sockets
+            .iter()
+            .map(|s| (format!("{{socket=\"{}\"}}", s.access.name()), value(s)))
+            .collect()
+    };
+    x.gauge(
+        "control_clients",
+        "Clients connected to the control socket.",
+        &per_socket(|s| s.clients as u64),
+    );
+    x.counter(
+        "control_refused_writes_total",
+        "State-changing requests refused because the control socket is read-only.",
+        &per_socket(|s| s.counters.refused_writes),
+    );
+    x.counter(
+        "control_idle_disconnects_total",
+        "Control clients disconnected for sending no request within [control] client_idle_timeout.",
+        &per_socket(|s| s.counters.idle_disconnects),
     );
 }
 

@@ -39,7 +39,7 @@ use super::worker::{
 };
 use super::{device_name, eal_args, health_policy, start_checker, PortReport};
 use crate::config::Config;
-use crate::ctlsock::ControlSocket;
+use crate::ctlsock::{Access, ControlSocket, ControlSockets, SocketOptions};
 use crate::health::checker::{Checker, CheckerError};
 
 /// How long the control thread waits for the workers to start before VRRP begins.
@@ -164,7 +164,7 @@ pub struct Appliance {
     /// When start-up began: the control thread's millisecond clock and `run_for` count from it.
     pub(super) started: Instant,
     pub(super) first: Arc<Snapshot>,
-    pub(super) sock: ControlSocket,
+    pub(super) sock: ControlSockets,
     pub(super) ports: Ports,
     pub(super) workers: Workers,
     pub(super) ctl: Control,
@@ -273,18 +273,46 @@ fn check_resources(cfg: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The control socket, bound before any device.
-fn bind_control_socket(cfg: &Config) -> Result<ControlSocket, StartError> {
-    let path = &cfg.control.socket;
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let sock = ControlSocket::bind(path).map_err(|source| StartError::ControlSocket {
-        path: path.clone(),
-        source,
-    })?;
-    info!(socket = %path.display(), "control socket ready");
-    Ok(sock)
+/// The control sockets (the read-write one, and the read-only one if configured), bound before
+/// any device.
+fn bind_control_socket(cfg: &Config) -> Result<ControlSockets, StartError> {
+    let c = &cfg.control;
+    let bind = |path: &PathBuf,
+                access: Access,
+                group: &Option<crate::config::Group>|
+     -> Result<ControlSocket, StartError> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let options = SocketOptions {
+            access,
+            group: group.as_ref().map(|g| g.gid),
+            idle_timeout: c.client_idle_timeout,
+        };
+        let sock = ControlSocket::bind_with(path, options).map_err(|source| {
+            StartError::ControlSocket {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        info!(
+            socket = %path.display(),
+            access = access.name(),
+            group = group.as_ref().map_or("", |g| g.name.as_str()),
+            "control socket ready"
+        );
+        Ok(sock)
+    };
+    let read_write = bind(&c.socket, Access::ReadWrite, &c.socket_group)?;
+    let read_only = c
+        .readonly_socket
+        .as_ref()
+        .map(|p| bind(p, Access::ReadOnly, &c.readonly_socket_group))
+        .transpose()?;
+    Ok(ControlSockets {
+        read_write,
+        read_only,
+    })
 }
 
 /// The kernel's side of the appliance's own addresses, when enabled.

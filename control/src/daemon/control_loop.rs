@@ -19,7 +19,7 @@ use super::rates::GatewayRates;
 use super::worker::IoCounters;
 use super::{DaemonReport, RunOptions};
 use crate::config::Config;
-use crate::ctlsock::ControlSocket;
+use crate::ctlsock::ControlSockets;
 
 /// How often the gateway rates are sampled.
 const RATES_EVERY: Duration = Duration::from_secs(1);
@@ -67,7 +67,7 @@ struct Running {
 /// The control thread's state between start and shutdown.
 pub struct ControlLoop {
     ctl: Control,
-    sock: ControlSocket,
+    sock: ControlSockets,
     running: Running,
     ports: Ports,
     workers: Workers,
@@ -175,8 +175,9 @@ impl ControlLoop {
             .sample(self.ctl.snapshot(), &workers, self.timers.last_rates);
     }
 
-    /// Answers what the control socket's clients asked.
+    /// Answers what the control sockets' clients asked.
     fn serve_control_socket(&mut self) {
+        let sockets = self.sock.stats();
         let mut ctx = api::Ctx {
             ctl: &mut self.ctl,
             reports: &self.workers.reports,
@@ -190,6 +191,7 @@ impl ControlLoop {
             ha: self.services.ha.as_ref(),
             sync: self.services.sync.as_mut(),
             loads: self.services.loads.as_ref(),
+            sockets,
         };
         self.sock.poll(&mut |req| api::handle(req, &mut ctx));
     }
