@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use dataplane::model::ApplianceSpec;
+use dataplane::neighbor::NeighborCounters;
 
 use super::control::{Control, IdMap};
 use super::exception::ExceptionCounters;
@@ -291,7 +292,13 @@ fn show_neighbors(ctx: &Ctx<'_>) -> Value {
             .neighbor_view()
             .iter()
             .map(|n| {
-                json!({"address": n.address, "mac": n.mac.map(|m| m.to_string()), "state": n.state})
+                let interfaces = &ctx.ctl.snapshot().spec.interfaces;
+                let interface = n
+                    .interface
+                    .and_then(|i| interfaces.get(usize::from(i)))
+                    .map(|t| t.name.as_str());
+                json!({"address": n.address, "mac": n.mac.map(|m| m.to_string()), "state": n.state,
+                    "interface": interface})
             })
             .collect(),
     )
@@ -697,6 +704,7 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
     if let Some(status) = ctx.health.as_ref().map(Checker::status) {
         health_metrics(&mut x, &status.checks);
     }
+    neighbor_metrics(&mut x, &ctx.ctl.neighbor_counters());
     if let Some(e) = ctx.ctl.exception_counters() {
         exception_metrics(&mut x, &e);
     }
@@ -944,6 +952,32 @@ fn health_metrics(x: &mut Exposition, checks: &[CheckStatus]) {
         }
     }
     x.counter("health_probes_total", "Health probes by result.", &probes);
+}
+
+/// The neighbor cache: resolutions, and the answers and resolutions it refused, by reason.
+fn neighbor_metrics(x: &mut Exposition, n: &NeighborCounters) {
+    x.counter(
+        "neighbor_resolved_total",
+        "Neighbors resolved by ARP or neighbor discovery.",
+        &one(n.resolved),
+    );
+    let reason = |r: &str, v: u64| (format!("{{reason=\"{r}\"}}"), v);
+    x.counter(
+        "neighbor_refused_total",
+        "Neighbor answers (and resolutions, cache-full) the neighbor cache refused.",
+        &[
+            reason("off-subnet", n.off_subnet),
+            reason("wrong-interface", n.wrong_interface),
+            reason("unsolicited", n.unsolicited_ignored),
+            reason("static-override", n.static_override_ignored),
+            reason("cache-full", n.cache_full),
+        ],
+    );
+    x.counter(
+        "neighbor_evicted_total",
+        "Failed or incomplete neighbor entries dropped to make room.",
+        &one(n.evicted),
+    );
 }
 
 /// The exception path's frames both ways, its drops and what it policed.

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use dataplane::emit::{self, L2};
 use dataplane::frame::Frame;
-use dataplane::model::{ApplianceSpec, NeighborSpec, Role, Snapshot, SnapshotError};
-use dataplane::neighbor::{NeighborCache, NeighborCounters, NeighborTimers, Probe};
+use dataplane::model::{ApplianceSpec, IpCidr, NeighborSpec, Role, Snapshot, SnapshotError};
+use dataplane::neighbor::{NeighborCache, NeighborCounters, NeighborTimers, Probe, Refusal};
 use dataplane::schedule::GatewayState;
 use dataplane::wire::arp::{ArpPacket, ArpRepr, ARP_REPLY, ARP_REQUEST};
 use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
@@ -44,7 +44,9 @@ pub enum ControlError {
 pub struct ControlCounters {
     /// Frames the workers handed to the control thread.
     pub frames_in: u64,
+    /// ARP replies and gratuitous ARP the neighbor cache took (refusals: its counters).
     pub arp_learned: u64,
+    /// Neighbor advertisements the neighbor cache took.
     pub nd_learned: u64,
     /// Frames for the appliance itself that the exception path is off for (or not Ethernet).
     pub exception_unhandled: u64,
@@ -115,6 +117,63 @@ pub struct Control {
     /// HA pair: whether VRRP has this appliance master (the spec's own flag is the config's).
     ha_master: bool,
     vrrp_in: Vec<VrrpFrame>,
+    refusals: RefusalLog,
+}
+
+/// Logs refused neighbor answers at most once a second (they are what anyone on a link can
+/// send); the counters have every one.
+#[derive(Default)]
+struct RefusalLog {
+    next_ms: u64,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn note(
+        &mut self,
+        r: Refusal,
+        address: IpAddr,
+        mac: EthernetAddress,
+        interface: Option<u16>,
+        now_ms: u64,
+    ) {
+        if now_ms < self.next_ms {
+            self.suppressed += 1;
+            return;
+        }
+        self.next_ms = now_ms + 1_000;
+        let suppressed = std::mem::take(&mut self.suppressed);
+        match r {
+            // Someone claims an address that belongs to another side or to nobody here.
+            Refusal::WrongInterface | Refusal::StaticOverride | Refusal::OffSubnet => warn!(
+                reason = r.name(),
+                neighbor = %address,
+                %mac,
+                interface,
+                suppressed,
+                "neighbor answer refused"
+            ),
+            // Announcements nobody asked for are ordinary on a busy link.
+            Refusal::Unsolicited => debug!(
+                reason = r.name(),
+                neighbor = %address,
+                %mac,
+                interface,
+                suppressed,
+                "neighbor answer refused"
+            ),
+        }
+    }
+}
+
+/// Every interface's connected subnets, for the neighbor cache.
+fn subnets(spec: &ApplianceSpec) -> Vec<(u16, IpCidr)> {
+    spec.interfaces
+        .iter()
+        .enumerate()
+        .filter_map(|(i, itf)| Some((u16::try_from(i).ok()?, itf)))
+        .flat_map(|(i, itf)| itf.addresses.iter().map(move |c| (i, *c)))
+        .collect()
 }
 
 /// Gateways the health checks have down, and what that means per service.
@@ -157,7 +216,8 @@ impl Control {
         senders: Vec<Sender<Update>>,
     ) -> Control {
         let statics = snap.spec.neighbors.iter().map(|n| (n.address, n.mac));
-        let neighbors = NeighborCache::new(NeighborTimers::default(), statics);
+        let mut neighbors = NeighborCache::new(NeighborTimers::default(), statics);
+        neighbors.set_subnets(subnets(&snap.spec));
         Control {
             base: snap.spec.clone(),
             generation: snap.generation,
@@ -175,6 +235,7 @@ impl Control {
             exception: None,
             ha_master: false,
             vrrp_in: Vec::new(),
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -217,6 +278,7 @@ impl Control {
         let statics: Vec<(IpAddr, EthernetAddress)> =
             spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
         self.neighbors.set_statics(statics);
+        self.neighbors.set_subnets(subnets(&spec));
         let mut snap = Snapshot::build(self.effective(&spec), self.generation + 1)?;
         // Loads carry over while the services and gateways keep their names and order.
         snap.share_loads(&self.snap.loads);
@@ -394,28 +456,27 @@ impl Control {
             self.counters.exception_unhandled += 1;
             return;
         };
+        // The interface the frame came in on: neighbor answers are only learned for addresses
+        // on its subnets, and only change entries that belong to it.
+        let interface = self.snap.interface(m.port(), eth.vlan());
         // Neighbor answers teach both the dataplane and the kernel. The pipeline answers
         // requests for our addresses itself and hands over only replies and gratuitous ARP.
         let to_kernel = match eth.ethertype() {
             ethertype::ARP => match ArpPacket::new_checked(eth.payload()) {
                 Ok(arp) if arp.operation() == ARP_REPLY || arp.operation() == ARP_REQUEST => {
-                    let reply = arp.operation() == ARP_REPLY;
-                    self.neighbors.learn(
-                        IpAddr::V4(arp.sender_ip()),
-                        arp.sender_hw(),
-                        now_ms,
-                        reply,
-                    );
-                    self.counters.arp_learned += 1;
+                    let address = IpAddr::V4(arp.sender_ip());
+                    if self.learn(address, arp.sender_hw(), interface, now_ms) {
+                        self.counters.arp_learned += 1;
+                    }
                     true
                 }
                 _ => false,
             },
             ethertype::IPV6 => {
-                if let Some((target, mac, solicited)) = neighbor_advert(eth.payload(), eth.src()) {
-                    self.neighbors
-                        .learn(IpAddr::V6(target), mac, now_ms, solicited);
-                    self.counters.nd_learned += 1;
+                if let Some((target, mac)) = neighbor_advert(eth.payload(), eth.src()) {
+                    if self.learn(IpAddr::V6(target), mac, interface, now_ms) {
+                        self.counters.nd_learned += 1;
+                    }
                 }
                 true
             }
@@ -424,7 +485,6 @@ impl Control {
         if !to_kernel {
             return;
         }
-        let interface = self.snap.interface(m.port(), eth.vlan());
         if let (Some(i), Some(v)) = (interface, vrrp_message(eth.ethertype(), eth.payload())) {
             if self.vrrp_in.len() < VRRP_BACKLOG {
                 self.vrrp_in.push(VrrpFrame { interface: i, ..v });
@@ -436,6 +496,26 @@ impl Control {
         match (&mut self.exception, interface) {
             (Some(x), Some(i)) => x.to_kernel(i, m.bytes(), urgent, now_ms),
             _ => self.counters.exception_unhandled += 1,
+        }
+    }
+
+    /// Offers a neighbor answer from `interface` (`None`: a port and VLAN no interface has,
+    /// which holds no subnet) to the cache; true when it was taken.
+    fn learn(
+        &mut self,
+        address: IpAddr,
+        mac: EthernetAddress,
+        interface: Option<u16>,
+        now_ms: u64,
+    ) -> bool {
+        // No interface has the subnets of an unknown one: count it as the cache would.
+        let from = interface.unwrap_or(u16::MAX);
+        match self.neighbors.learn(address, mac, from, now_ms) {
+            Ok(()) => true,
+            Err(r) => {
+                self.refusals.note(r, address, mac, interface, now_ms);
+                false
+            }
         }
     }
 
@@ -669,12 +749,12 @@ fn vrrp_message(ethertype: u16, payload: &[u8]) -> Option<VrrpFrame> {
     }
 }
 
-/// A neighbor advertisement's target, link-layer address (its option, else the frame's source)
-/// and solicited flag.
+/// A neighbor advertisement's target and link-layer address (its option, else the frame's
+/// source).
 fn neighbor_advert(
     payload: &[u8],
     eth_src: EthernetAddress,
-) -> Option<(std::net::Ipv6Addr, EthernetAddress, bool)> {
+) -> Option<(std::net::Ipv6Addr, EthernetAddress)> {
     let ip = Ipv6Packet::new_checked(payload).ok()?;
     let up = ip.upper_layer().ok()?;
     if up.protocol != ip_proto::ICMPV6 || up.fragment.is_some() {
@@ -692,5 +772,5 @@ fn neighbor_advert(
     let mac = icmpv6::ndp_lladdr_option(na.options(), icmpv6::NDP_OPT_TARGET_LLADDR)
         .ok()?
         .unwrap_or(eth_src);
-    Some((na.target(), mac, na.flags() & 0x40 != 0))
+    Some((na.target(), mac))
 }
