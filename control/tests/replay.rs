@@ -331,6 +331,19 @@ fn ike_from(client: std::net::Ipv4Addr) -> Vec<u8> {
     )
 }
 
+/// The client's IKE_AUTH in the IKE SA (`spi_i`, `spi_r`), to the VIP.
+fn ike_auth_from(client: std::net::Ipv4Addr, spi_i: u64, spi_r: u64) -> Vec<u8> {
+    let auth = testkit::ike_message(
+        spi_i,
+        spi_r,
+        dataplane::wire::ike::exchange::IKE_AUTH,
+        dataplane::wire::ike::flags::INITIATOR,
+        1,
+        &[0x5a; 96],
+    );
+    ike_to_vip(client, &auth)
+}
+
 /// An IKE message from a client behind the lab's router to the VIP, UDP 500 → 500.
 fn ike_to_vip(client: std::net::Ipv4Addr, ike: &[u8]) -> Vec<u8> {
     use testkit::{Ipv4Opts, L2, L4};
@@ -379,7 +392,8 @@ fn capture_timestamps_drive_the_persistence_timeouts() {
 #[test]
 fn captures_are_merged_by_timestamp() {
     // The gateway's answer comes from the second capture, timestamped between two client
-    // packets: it must confirm the client before the second client packet is seen.
+    // packets: it must be seen before the second client packet, whose IKE_AUTH echoes the
+    // answer's responder SPI and so establishes (confirms) the client only in that order.
     let dir = tmpdir("merge");
     let s = 1_000_000_000u64;
     let t0 = 1_700_000_000 * s;
@@ -403,7 +417,7 @@ fn captures_are_merged_by_timestamp() {
     };
     write_capture(
         &dir.join("c.pcap"),
-        &[(t0, ike_from(client)), (t0 + 3 * s, ike_from(client))],
+        &[(t0, ike_from(client)), (t0 + 3 * s, ike_auth_from(client, 7, 9))],
     );
     write_capture(&dir.join("b.pcap"), &[(t0 + s, answer)]);
     let spec = config::load(&lab_conf()).unwrap();
