@@ -797,9 +797,10 @@ impl SyncSession {
     /// - The new peer is asked for nothing merely for being new: where it is the master, it
     ///   sees us as new too and pushes. Only if no bulk has started within a dead interval
     ///   (its BulkStart was lost) does a backup ask, as after any loss.
-    /// - A restart of a known peer (a new sender id replacing it) is a gap in its stream:
-    ///   counted as one, and a backup asks the restarted master at once; the master coalesces
-    ///   that request with the bulk it pushes anyway.
+    /// - A restart of a known peer (a new session replacing it) is a gap in its stream:
+    ///   counted as one, and a backup asks the restarted master at once (where its bulk has
+    ///   not begun already: a restarted master binds only after it has heard us, so its push
+    ///   usually comes first); the master coalesces that request with the bulk it pushes.
     fn on_peer_joined(&mut self, now: Instant, restarted: bool) {
         self.counters.peers_joined += 1;
         self.synced = false;
