@@ -21,8 +21,8 @@ from scapy.all import IP, UDP, Ether, Raw, rdpcap, sendp  # type: ignore
 from scapy.layers.vrrp import VRRPv3  # type: ignore
 
 SYNC_PORT = 7450
-# Header offset of the sequence number (see control/src/sync/mod.rs).
-SEQ_AT = 12
+# Header offset of the sequence number (version 2; see control/src/sync/mod.rs).
+SEQ_AT = 24
 
 
 def sync(pcap: str, iface: str) -> None:

@@ -1113,4 +1113,51 @@ fn sync_metrics(x: &mut Exposition, m: &SyncMetrics) {
         "Times the peer's heartbeat stopped.",
         &one(m.pair.peer_deaths),
     );
+    x.gauge(
+        "ha_dual_master",
+        "1 while both appliances are master: this one, and the peer by its authenticated sync \
+         messages (for longer than the sync dead interval). VRRP itself is unauthenticated.",
+        &one(u64::from(m.dual_master)),
+    );
+    x.counter(
+        "ha_dual_master_events_total",
+        "Times both appliances were master at once (one per episode).",
+        &one(sc.dual_master_events),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync(dual_master: bool, events: u64) -> SyncMetrics {
+        SyncMetrics {
+            peer_alive: true,
+            synced: true,
+            lag: 0,
+            session: crate::sync::SyncCounters {
+                dual_master_events: events,
+                ..Default::default()
+            },
+            pair: Default::default(),
+            entries: 0,
+            dual_master,
+        }
+    }
+
+    #[test]
+    fn dual_master_is_a_gauge_and_a_counter() {
+        let mut x = Exposition::default();
+        sync_metrics(&mut x, &sync(false, 0));
+        assert!(x
+            .out
+            .contains("# TYPE vpnlb_ha_dual_master gauge\nvpnlb_ha_dual_master 0\n"));
+        assert!(x.out.contains(
+            "# TYPE vpnlb_ha_dual_master_events_total counter\nvpnlb_ha_dual_master_events_total 0\n"
+        ));
+        let mut x = Exposition::default();
+        sync_metrics(&mut x, &sync(true, 3));
+        assert!(x.out.contains("\nvpnlb_ha_dual_master 1\n"), "{}", x.out);
+        assert!(x.out.contains("\nvpnlb_ha_dual_master_events_total 3\n"));
+    }
 }

@@ -45,6 +45,8 @@ const STARTUP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 pub const MAX_PREEMPT_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a change may wait for more to fill a message.
 const BATCH_DELAY_MS: u64 = 5;
+/// How often the dual-master warning repeats while both appliances are master.
+const DUAL_MASTER_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the mirror keeps of an entry.
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +94,9 @@ pub struct SyncMetrics {
     pub pair: PairCounters,
     /// Entries in the mirror.
     pub entries: usize,
+    /// Whether both appliances are master (this one, and the peer by its authenticated sync
+    /// messages), for longer than a dead interval.
+    pub dual_master: bool,
 }
 
 /// The channels between the workers and the sync, made before the workers start.
@@ -156,6 +161,9 @@ pub struct PairSync {
     peer_alive: bool,
     /// Since when the peer, last seen as master, has been silent (`None` while it talks).
     master_silent_since: Option<Instant>,
+    /// Whether both were master at the last poll, and when that was last logged.
+    dual_master: bool,
+    dual_master_warned: Option<Instant>,
     last_sweep: u32,
     counters: PairCounters,
     started: Instant,
@@ -227,6 +235,8 @@ impl PairSync {
             clock,
             peer_alive: false,
             master_silent_since: None,
+            dual_master: false,
+            dual_master_warned: None,
             last_sweep: 0,
             counters: PairCounters::default(),
             started: Instant::now(),
@@ -280,6 +290,35 @@ impl PairSync {
             self.master_silent_since = None;
         }
         self.peer_alive = alive;
+        self.watch_dual_master(now);
+    }
+
+    /// Warns while both appliances are master (at once, then every
+    /// [`DUAL_MASTER_WARN_EVERY`]), and says when it is over. VRRP has no authentication: a
+    /// forged advert, or a VRRP segment that splits, makes two masters; the sync messages are
+    /// authenticated, so they are what shows it.
+    fn watch_dual_master(&mut self, now: Instant) {
+        let dual = self.session.dual_master(now);
+        if dual {
+            let due = self
+                .dual_master_warned
+                .is_none_or(|t| now.saturating_duration_since(t) >= DUAL_MASTER_WARN_EVERY);
+            if !self.dual_master || due {
+                self.dual_master_warned = Some(now);
+                warn!(
+                    peer = %self.peer,
+                    session = self.session.id(),
+                    peer_session = self.session.peer_id(),
+                    events = self.session.counters().dual_master_events,
+                    "HA: both appliances are master (the peer's authenticated sync messages say \
+                     it is master too); check the VRRP segments"
+                );
+            }
+        } else if self.dual_master {
+            self.dual_master_warned = None;
+            info!(peer = %self.peer, "HA: dual master over");
+        }
+        self.dual_master = dual;
     }
 
     /// Since when the master's heartbeat has been missing, while it still is.
@@ -428,7 +467,10 @@ impl PairSync {
                         "HA sync: the master's table received"
                     );
                 }
-                Received::Heartbeat | Received::BulkAborted | Received::ResyncRequested => {}
+                Received::Heartbeat
+                | Received::BulkAborted
+                | Received::ResyncRequested
+                | Received::Hello => {}
             }
         }
     }
@@ -506,6 +548,7 @@ impl PairSync {
             "peer_session": s.peer_id(),
             "peer_alive": s.peer_alive(now),
             "peer_is_master": s.peer_is_master(),
+            "dual_master": s.dual_master(now),
             "synced": s.synced(),
             "bulk_in_progress": s.bulk_in_progress(),
             "lag": s.lag(),
@@ -527,6 +570,7 @@ impl PairSync {
             session: s.counters(),
             pair: self.counters,
             entries: self.mirror.len(),
+            dual_master: s.dual_master(now),
         }
     }
 }
@@ -555,17 +599,28 @@ fn layout(spec: &ApplianceSpec) -> u64 {
     }))
 }
 
-/// A session id that differs across restarts (the peer treats a new id as a restart).
-fn session_id() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    // The hash's low 32 bits.
-    let [a, b, c, d, ..] = h.finish().to_le_bytes();
-    u32::from_le_bytes([a, b, c, d]).max(1)
+/// A session nonce: 64 random bits from the kernel (`/dev/urandom`), new for every session.
+/// The peer binds its messages to it, so it must not repeat across restarts and must not be
+/// guessable. Should the read fail (no `/dev` in a container, say), std's `RandomState`, whose
+/// keys come from the OS's random source too, with the time and pid mixed in.
+fn session_id() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    let id = match read {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(e) => {
+            warn!(error = %e, "HA sync: /dev/urandom unreadable; session nonce from RandomState");
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            h.finish()
+        }
+    };
+    id.max(1)
 }

@@ -15,9 +15,10 @@ use sha2::{Digest, Sha256};
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"VLBS";
 /// The protocol version this code speaks; another one is rejected ([`RejectReason::BadVersion`]).
-pub const VERSION: u8 = 1;
+/// Version 1 had 32-bit sender ids and no receiver nonce, so no session binding.
+pub const VERSION: u8 = 2;
 /// Bytes of the fixed header.
-pub const HEADER_LEN: usize = 38;
+pub const HEADER_LEN: usize = 50;
 /// Bytes of one entry.
 pub const ENTRY_LEN: usize = 28;
 /// Bytes of the HMAC-SHA256 tag at the end of a message.
@@ -25,7 +26,7 @@ pub const TAG_LEN: usize = 32;
 /// The largest message sent or accepted: fits a 1500-byte MTU with IPv6 and UDP headers and
 /// some room for tunnels or VLANs on the backend segment, so no message is ever fragmented.
 pub const MAX_MESSAGE_LEN: usize = 1400;
-/// The most entries one message carries: 47 (38 + 47 × 28 + 32 = 1386 bytes).
+/// The most entries one message carries: 47 (50 + 47 × 28 + 32 = 1398 bytes).
 pub const MAX_ENTRIES: usize = (MAX_MESSAGE_LEN - HEADER_LEN - TAG_LEN) / ENTRY_LEN;
 /// The shortest message: a header without entries, and the tag.
 pub const MIN_MESSAGE_LEN: usize = HEADER_LEN + TAG_LEN;
@@ -92,8 +93,13 @@ pub struct Header {
     pub kind: Kind,
     /// [`FLAG_MASTER`]; the other bits are sent as zero and ignored.
     pub flags: u16,
-    /// The sender's session id, random per process start.
-    pub sender: u32,
+    /// The sender's session nonce: random, new for every session (process start or new
+    /// layout), never 0.
+    pub sender: u64,
+    /// The receiver's session nonce as the sender last learned it, 0 while it knows none. A
+    /// receiver applies a message only when this is its own current nonce: nobody could have
+    /// made such a message before the receiver's session began (the tag covers it).
+    pub receiver: u64,
     /// The sender's sequence number: 1 for its first message, +1 for every message after.
     pub seq: u64,
     /// The sender's layout fingerprint ([`layout_fingerprint`]).
@@ -185,11 +191,20 @@ pub enum RejectReason {
     Replayed,
     /// Our own message came back (a loop, or both sides use the same session id).
     Reflected,
+    /// Bound to another session of ours: its receiver nonce is neither ours nor 0. A message
+    /// captured before this process (or this session) started and sent again, or a peer that
+    /// has not heard this session yet (it learns our nonce from our next message). Never
+    /// applied.
+    OtherSession,
+    /// From a peer session other than the live one: a hello from a new sender while the bound
+    /// peer is alive, or anything from a peer session that a newer one has replaced. Never
+    /// applied.
+    StalePeer,
 }
 
 impl RejectReason {
     /// Every reason.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::Truncated,
         RejectReason::TooLong,
         RejectReason::BadMagic,
@@ -200,6 +215,8 @@ impl RejectReason {
         RejectReason::BadEntry,
         RejectReason::Replayed,
         RejectReason::Reflected,
+        RejectReason::OtherSession,
+        RejectReason::StalePeer,
     ];
 
     /// The reason's name, as in counters and logs.
@@ -215,6 +232,8 @@ impl RejectReason {
             RejectReason::BadEntry => "bad_entry",
             RejectReason::Replayed => "replayed",
             RejectReason::Reflected => "reflected",
+            RejectReason::OtherSession => "other_session",
+            RejectReason::StalePeer => "stale_peer",
         }
     }
 }
@@ -331,6 +350,7 @@ pub fn encode(key: &SyncKey, msg: &Message) -> Vec<u8> {
     b.push(h.kind as u8);
     b.extend_from_slice(&h.flags.to_be_bytes());
     b.extend_from_slice(&h.sender.to_be_bytes());
+    b.extend_from_slice(&h.receiver.to_be_bytes());
     b.extend_from_slice(&h.seq.to_be_bytes());
     b.extend_from_slice(&h.layout.to_be_bytes());
     b.extend_from_slice(&h.ack.to_be_bytes());
@@ -377,7 +397,8 @@ fn encode_change(b: &mut Vec<u8>, c: &Change, kind: Kind) {
 /// Checks, in order: length bounds, magic, version, tag (constant time), kind, entry count
 /// against the length, layout, entries. Sequence numbers are the session's business
 /// ([`Replayed`](RejectReason::Replayed) and [`Reflected`](RejectReason::Reflected) come from
-/// there). Never panics.
+/// there, and so do [`OtherSession`](RejectReason::OtherSession) and
+/// [`StalePeer`](RejectReason::StalePeer), which need the session's nonces). Never panics.
 pub fn decode(key: &SyncKey, expected_layout: u64, d: &[u8]) -> Result<Message, RejectReason> {
     if d.len() < MIN_MESSAGE_LEN {
         return Err(RejectReason::Truncated);
@@ -398,7 +419,7 @@ pub fn decode(key: &SyncKey, expected_layout: u64, d: &[u8]) -> Result<Message, 
     // From here on the bytes are the peer's own, so what remains are bugs or version skew, not
     // attacks; still checked, as the peer could run other code.
     let kind = Kind::from_u8(body[5]).ok_or(RejectReason::BadKind)?;
-    let count = usize::from(be16(body, 36));
+    let count = usize::from(be16(body, 48));
     let want = HEADER_LEN + count * ENTRY_LEN;
     if body.len() < want {
         return Err(RejectReason::Truncated);
@@ -409,10 +430,11 @@ pub fn decode(key: &SyncKey, expected_layout: u64, d: &[u8]) -> Result<Message, 
     let header = Header {
         kind,
         flags: be16(body, 6),
-        sender: be32(body, 8),
-        seq: be64(body, 12),
-        layout: be64(body, 20),
-        ack: be64(body, 28),
+        sender: be64(body, 8),
+        receiver: be64(body, 16),
+        seq: be64(body, 24),
+        layout: be64(body, 32),
+        ack: be64(body, 40),
     };
     if header.layout != expected_layout {
         return Err(RejectReason::LayoutMismatch);
@@ -498,7 +520,8 @@ mod tests {
         Header {
             kind,
             flags: FLAG_MASTER,
-            sender: 0xdead_beef,
+            sender: 0xdead_beef_0bad_cafe,
+            receiver: 0x0123_4567_89ab_cdef,
             seq: 7,
             layout: LAYOUT,
             ack: 5,
@@ -541,7 +564,8 @@ mod tests {
             header: Header {
                 kind: Kind::Delta,
                 flags: FLAG_MASTER,
-                sender: 0x0a0b_0c0d,
+                sender: 0x0a0b_0c0d_0e0f_1011,
+                receiver: 0x2122_2324_2526_2728,
                 seq: 0x1122_3344_5566_7788,
                 layout: LAYOUT,
                 ack: 0x99,
@@ -564,10 +588,11 @@ mod tests {
         #[rustfmt::skip]
         let expected_header: [u8; HEADER_LEN] = [
             b'V', b'L', b'B', b'S',            // magic
-            1,                                  // version
+            2,                                  // version
             2,                                  // kind: delta
             0x00, 0x01,                         // flags: master
-            0x0a, 0x0b, 0x0c, 0x0d,             // sender
+            0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, // sender nonce
+            0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, // receiver nonce
             0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, // seq
             1, 2, 3, 4, 5, 6, 7, 8,             // layout
             0, 0, 0, 0, 0, 0, 0, 0x99,          // ack
@@ -700,10 +725,13 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(decode(&k, LAYOUT, &bad), Err(RejectReason::BadMagic));
         let mut bad = good.clone();
-        bad[4] = 2;
+        bad[4] = 1; // the version before session binding
+        assert_eq!(decode(&k, LAYOUT, &bad), Err(RejectReason::BadVersion));
+        let mut bad = good.clone();
+        bad[4] = 3;
         assert_eq!(decode(&k, LAYOUT, &bad), Err(RejectReason::BadVersion));
         // Forged: any changed bit, in the header, an entry or the tag.
-        for at in [5, 12, HEADER_LEN + 5, good.len() - 1] {
+        for at in [5, 12, 20, 28, HEADER_LEN + 5, good.len() - 1] {
             let mut bad = good.clone();
             bad[at] ^= 0x40;
             assert_eq!(decode(&k, LAYOUT, &bad), Err(RejectReason::BadTag), "{at}");
@@ -723,13 +751,13 @@ mod tests {
             Err(RejectReason::BadKind)
         );
         let mut bad = good.clone();
-        bad[37] = 2; // count 2, one entry present
+        bad[HEADER_LEN - 1] = 2; // count 2, one entry present
         assert_eq!(
             decode(&k, LAYOUT, &retag(&k, bad)),
             Err(RejectReason::Truncated)
         );
         let mut bad = good.clone();
-        bad[37] = 0; // count 0, one entry present
+        bad[HEADER_LEN - 1] = 0; // count 0, one entry present
         assert_eq!(
             decode(&k, LAYOUT, &retag(&k, bad)),
             Err(RejectReason::TooLong)
@@ -816,8 +844,8 @@ mod tests {
             let mut d = MAGIC.to_vec();
             d.push(VERSION);
             d.push(kind);
-            d.extend_from_slice(&[0; 30]);
-            d[20..28].copy_from_slice(&LAYOUT.to_be_bytes());
+            d.extend_from_slice(&[0; HEADER_LEN - 8]);
+            d[32..40].copy_from_slice(&LAYOUT.to_be_bytes());
             d.extend_from_slice(&count.to_be_bytes());
             d.extend_from_slice(&rest);
             d.truncate(MAX_MESSAGE_LEN - TAG_LEN);

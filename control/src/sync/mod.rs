@@ -15,16 +15,17 @@
 //! | offset | size | field | value |
 //! |---:|---:|---|---|
 //! | 0 | 4 | magic | `VLBS` |
-//! | 4 | 1 | version | 1 |
+//! | 4 | 1 | version | 2 (1 had a 32-bit sender id and no receiver nonce; refused) |
 //! | 5 | 1 | kind | 1 Heartbeat, 2 Delta, 3 BulkStart, 4 BulkChunk, 5 BulkEnd, 6 ResyncRequest |
 //! | 6 | 2 | flags | bit 0: the sender is master; other bits 0, ignored |
-//! | 8 | 4 | sender id | random per process start: the session |
-//! | 12 | 8 | sequence | per sender: 1 for its first message, +1 for each message, heartbeats included |
-//! | 20 | 8 | layout fingerprint | [`message::layout_fingerprint`] of the service and gateway names in config order |
-//! | 28 | 8 | ack | the highest sequence number the sender has accepted from its peer (0: none) |
-//! | 36 | 2 | entry count | 0 except in Delta and BulkChunk; at most 47 |
-//! | 38 | 28 × count | entries | below |
-//! | 38 + 28 × count | 32 | tag | HMAC-SHA256 with the pair's key over every byte before it |
+//! | 8 | 8 | sender nonce | random per session (process start, or a new layout), never 0 |
+//! | 16 | 8 | receiver nonce | the receiver's session nonce as the sender last learned it; 0: none yet (a hello) |
+//! | 24 | 8 | sequence | per sender: 1 for its first message, +1 for each message, heartbeats included |
+//! | 32 | 8 | layout fingerprint | [`message::layout_fingerprint`] of the service and gateway names in config order |
+//! | 40 | 8 | ack | the highest sequence number the sender has accepted from the session it addresses (0: none) |
+//! | 48 | 2 | entry count | 0 except in Delta and BulkChunk; at most 47 |
+//! | 50 | 28 × count | entries | below |
+//! | 50 + 28 × count | 32 | tag | HMAC-SHA256 with the pair's key over every byte before it |
 //!
 //! Entry (28 bytes):
 //!
@@ -40,7 +41,7 @@
 //! | 24 | 4 | expires in | seconds until the entry expires unless refreshed (0 for a delete) |
 //!
 //! A message is at most 1400 bytes (no fragmentation on the backend segment): 47 entries,
-//! 1386 bytes. Entries name services and gateways by index, which only mean the same on both
+//! 1398 bytes. Entries name services and gateways by index, which only mean the same on both
 //! sides when their configurations list the same names in the same order; the layout
 //! fingerprint says so, and a message with another one is rejected
 //! ([`LayoutMismatch`](RejectReason::LayoutMismatch)) and counted. Expiry is relative because
@@ -49,23 +50,40 @@
 //! Parsing never panics. Every rejection has a named reason ([`RejectReason`]) and a counter:
 //! too short or long, bad magic or version, a tag that does not verify (checked in constant
 //! time by `hmac`), unknown kind, malformed entry, layout mismatch, a sequence number not above
-//! the last one accepted from that sender (a replay, a duplicate or a reordered message), or
-//! our own message looped back. A rejected message changes nothing but its counter.
+//! the last one accepted from that sender (a replay, a duplicate or a reordered message), our
+//! own message looped back, a message bound to another session of ours, or one from a peer
+//! session that is not the live one. A rejected message changes nothing but its counter.
 //!
 //! # Protocol
 //!
-//! - **Sequence numbers** are per sender id. A sender id keeps its replay window while it is
-//!   among the last 8 seen, so that a previous incarnation's captured messages stay replays.
-//!   Every message carries the sender's ack, so each side knows how far behind the other is
-//!   ([`lag`](session::SyncSession::lag)).
+//! - **Session binding.** Replay windows live in memory, so a restarted receiver knows none of
+//!   the earlier sessions' sequence numbers. Each session therefore has a random 64-bit nonce,
+//!   and a message is only applied when its receiver nonce is the receiver's own: nobody could
+//!   have made it before the receiver's session began, as the tag covers the nonce. A session
+//!   that has learned no peer nonce sends 0 there: the receiver takes such a message as a
+//!   **hello** ([`Received::Hello`]) while no bound peer is alive, learns the sender's nonce
+//!   from it and nothing else (no entries, bulk, request, liveness, role or ack), and answers at
+//!   its next poll; from then on the two sessions' messages are bound (one round trip). A
+//!   message with another session's nonce (a capture from before the receiver restarted, or a
+//!   peer that has not heard the new session yet) is refused
+//!   ([`OtherSession`](RejectReason::OtherSession)); so is a hello while the bound peer is
+//!   alive, and anything from a peer session a newer one has replaced
+//!   ([`StalePeer`](RejectReason::StalePeer)). A replayed old hello can make the receiver
+//!   address that old session for a moment, but opens nothing: the old session's messages carry
+//!   another receiver nonce. A peer that restarts within a dead interval (a reload with a new
+//!   layout) is heard once the old session is dead.
+//! - **Sequence numbers** are per sender nonce. A nonce keeps its replay window while it is
+//!   among the last 8 seen (the bound peer's always), so that within a session replays stay
+//!   replays. Every message carries the sender's ack, so each side knows how far behind the
+//!   other is ([`lag`](session::SyncSession::lag)).
 //! - **Heartbeats** go out when nothing else was sent for `heartbeat`; any valid message proves
 //!   the peer alive, and it is dead after `dead_after` × `heartbeat` without one.
 //! - **Deltas**: the master [`push`](session::SyncSession::push)es every change of its table;
 //!   they go out in order, 47 per message, a message as soon as it is full or when its oldest
 //!   change is `batch_delay` old.
 //! - **Loss** shows as a gap in the peer's sequence (heartbeats make it show within one
-//!   interval), and a new sender id replacing a known one (the peer restarted) counts as a gap
-//!   too. A backup that has lost anything of the master's stream asks it for its whole table
+//!   interval), and a new peer session replacing a bound one (the peer restarted) counts as a
+//!   gap too. A backup that has lost anything of the master's stream asks it for its whole table
 //!   (ResyncRequest, repeated every `dead_after` × `heartbeat` until a bulk arrives). Only a
 //!   master's table is authoritative: a master never asks a backup, so a restarted peer's empty
 //!   table never overwrites live state. [`request_resync`](session::SyncSession::request_resync)
@@ -80,8 +98,8 @@
 //!   stamp** (what the master deleted while the receiver was not listening). A bulk that lost
 //!   messages ends with [`BulkAborted`](Received::BulkAborted): remove nothing, a new bulk is
 //!   already asked for.
-//! - **A new peer** (`on_peer_joined`, a sender id seen for the first time): the side with the
-//!   master flag sends its whole table to a new peer id unasked; the new peer is asked for
+//! - **A new peer** (`on_peer_joined`, the first bound message of a peer session): the side with
+//!   the master flag sends its whole table to a new peer session unasked; the new peer is asked for
 //!   nothing by itself. So a fresh backup gets the state, and a recovering old master, which
 //!   comes back as backup, receives the current master's table: it pulls state back before it
 //!   preempts (VRRP must hold off preemption until [`Received::BulkEnded`] or
@@ -89,6 +107,10 @@
 //!   interval of the master joining asks for one.
 //! - A master that steps down keeps its copy of the table and asks the new master only when it
 //!   has lost messages of it, as any backup does.
+//! - **Dual master.** Every message carries its sender's master flag. VRRP has no
+//!   authentication, so when this side is master and the peer's bound messages say it is
+//!   master too for a dead interval (longer than a preemption's overlap), that is counted once
+//!   per episode and [`dual_master`](session::SyncSession::dual_master) says so while it lasts.
 
 pub mod message;
 pub mod session;

@@ -25,8 +25,9 @@ pub const DELTAS_PER_POLL: usize = 64;
 /// the queue is dropped and the peer gets a bulk transfer instead, which carries the same
 /// final state in bounded memory.
 pub const MAX_PENDING_CHANGES: usize = 65_536;
-/// How many sender ids keep their own replay window: the current peer and its previous
-/// incarnations, so that an old incarnation's captured messages stay replays.
+/// How many sender nonces keep their own replay window: the current peer and its previous
+/// sessions, so that an old session's captured messages stay replays (and stale ones stay
+/// refused).
 const SENDER_WINDOWS: usize = 8;
 
 /// Why session settings are unusable.
@@ -117,6 +118,11 @@ pub enum Received {
     BulkAborted,
     /// The peer asked for our whole table; the next polls send it (nothing to apply).
     ResyncRequested,
+    /// A hello: a message from a peer session that has not heard ours yet (its receiver nonce
+    /// is 0), while no bound peer is alive. Nothing in it is applied, whatever its kind: the
+    /// session only learns the sender's nonce and answers at the next poll, so that the
+    /// sender's later messages are bound to this session.
+    Hello,
 }
 
 /// Rejected datagrams, by reason.
@@ -142,6 +148,10 @@ pub struct RejectCounters {
     pub replayed: u64,
     /// [`RejectReason::Reflected`].
     pub reflected: u64,
+    /// [`RejectReason::OtherSession`].
+    pub other_session: u64,
+    /// [`RejectReason::StalePeer`].
+    pub stale_peer: u64,
 }
 
 impl RejectCounters {
@@ -158,6 +168,8 @@ impl RejectCounters {
             RejectReason::BadEntry => self.bad_entry,
             RejectReason::Replayed => self.replayed,
             RejectReason::Reflected => self.reflected,
+            RejectReason::OtherSession => self.other_session,
+            RejectReason::StalePeer => self.stale_peer,
         }
     }
 
@@ -178,6 +190,8 @@ impl RejectCounters {
             RejectReason::BadEntry => &mut self.bad_entry,
             RejectReason::Replayed => &mut self.replayed,
             RejectReason::Reflected => &mut self.reflected,
+            RejectReason::OtherSession => &mut self.other_session,
+            RejectReason::StalePeer => &mut self.stale_peer,
         };
         *c += 1;
     }
@@ -192,8 +206,11 @@ pub struct SyncCounters {
     pub entries_out: u64,
     /// Heartbeats sent.
     pub heartbeats_out: u64,
-    /// Messages accepted (every kind).
+    /// Messages accepted (every kind), bound to this session.
     pub messages_in: u64,
+    /// Hellos accepted: messages from a peer session that had not heard ours yet (nothing in
+    /// them applied).
+    pub hellos_in: u64,
     /// Entries accepted, in deltas and bulk chunks.
     pub entries_in: u64,
     /// Heartbeats accepted.
@@ -216,30 +233,35 @@ pub struct SyncCounters {
     pub gaps: u64,
     /// Messages of the peer never received, summed over the gaps.
     pub messages_missed: u64,
-    /// Sender ids seen for the first time (the first peer, and each restart).
+    /// Peer sessions bound for the first time (the first peer, and each restart).
     pub peers_joined: u64,
-    /// Of those, ids that replaced a known peer: the peer restarted.
+    /// Of those, sessions that replaced a known peer: the peer restarted.
     pub peer_restarts: u64,
+    /// Times both appliances were master at once: this one master, and the peer's messages
+    /// saying it is master too for a dead interval (one count per episode).
+    pub dual_master_events: u64,
     /// Times the change queue overflowed and was replaced by a bulk transfer.
     pub queue_overflows: u64,
     /// Rejected datagrams, by reason.
     pub rejects: RejectCounters,
 }
 
-/// The replay window of one sender id.
+/// The replay window of one sender nonce.
 #[derive(Clone, Copy, Debug)]
 struct SenderWindow {
-    id: u32,
-    /// Highest sequence number accepted from it.
+    id: u64,
+    /// Highest sequence number accepted from it (hellos included).
     last_seq: u64,
     /// When it was last used, in accepted messages, to evict the stalest.
     used: u64,
+    /// A newer peer session has replaced it: nothing more of it is accepted.
+    retired: bool,
 }
 
-/// What the last accepted message said about the peer.
+/// What the last accepted bound message said about the peer.
 #[derive(Clone, Copy, Debug)]
 struct Peer {
-    id: u32,
+    id: u64,
     master: bool,
     /// Its ack: the highest of our sequence numbers it has accepted.
     ack: u64,
@@ -258,7 +280,7 @@ struct BulkTx {
 /// A bulk transfer we receive.
 #[derive(Clone, Copy, Debug)]
 struct BulkRx {
-    sender: u32,
+    sender: u64,
     entries: u64,
     /// A message of the sender was lost since its BulkStart.
     broken: bool,
@@ -269,7 +291,13 @@ struct BulkRx {
 pub struct SyncSession {
     cfg: SyncConfig,
     key: SyncKey,
-    my_id: u32,
+    /// Our session nonce: the sender field of our messages.
+    my_id: u64,
+    /// The peer's nonce as we last learned it (0: none): the receiver field of our messages.
+    /// The bound peer's, or the latest hello's while no bound peer is alive.
+    echo: u64,
+    /// `echo` changed: send a message at the next poll, so that the peer binds at once.
+    reply_due: bool,
     master: bool,
     /// Our last sequence number sent (0: none yet).
     seq: u64,
@@ -292,23 +320,32 @@ pub struct SyncSession {
     resync_forced: bool,
     /// When we last asked for a resync, or when the grace period for a new peer began.
     resync_asked_at: Option<Instant>,
+    /// Since when we are master and the peer's messages say it is master too.
+    dual_since: Option<Instant>,
+    /// That has lasted a dead interval: counted, and [`SyncSession::dual_master`] says so.
+    dual_reported: bool,
     counters: SyncCounters,
 }
 
 impl SyncSession {
-    /// A session with the random id `my_id` (new at every process start); it starts as backup.
+    /// A session with the random nonce `my_id` (new for every session: unpredictable, never
+    /// reused); it starts as backup.
     ///
     /// # Panics
-    /// If `cfg` fails [`SyncConfig::validate`]: check configurations with it first.
-    pub fn new(cfg: SyncConfig, my_id: u32) -> Self {
+    /// If `cfg` fails [`SyncConfig::validate`] (check configurations with it first), or if
+    /// `my_id` is 0 (which means "no nonce" on the wire).
+    pub fn new(cfg: SyncConfig, my_id: u64) -> Self {
         if let Err(e) = cfg.validate() {
             panic!("invalid sync config: {e}");
         }
+        assert!(my_id != 0, "a sync session nonce of 0");
         let key = SyncKey::new(&cfg.key).expect("key length checked by validate");
         SyncSession {
             cfg,
             key,
             my_id,
+            echo: 0,
+            reply_due: false,
             master: false,
             seq: 0,
             last_sent: None,
@@ -324,11 +361,12 @@ impl SyncSession {
             synced: false,
             resync_forced: false,
             resync_asked_at: None,
+            dual_since: None,
+            dual_reported: false,
             counters: SyncCounters::default(),
         }
     }
 
-    /// Our session id.
     /// The settings the session runs with.
     pub fn config(&self) -> &SyncConfig {
         &self.cfg
@@ -341,7 +379,8 @@ impl SyncSession {
         self.counters.bulks_pushed += 1;
     }
 
-    pub fn id(&self) -> u32 {
+    /// Our session nonce.
+    pub fn id(&self) -> u64 {
         self.my_id
     }
 
@@ -349,6 +388,10 @@ impl SyncSession {
     /// pushes a bulk to a new peer, and whom a backup asks for resyncs.
     pub fn set_master(&mut self, master: bool) {
         self.master = master;
+        if !master {
+            self.dual_since = None;
+            self.dual_reported = false;
+        }
     }
 
     /// Our role, as last set.
@@ -438,9 +481,10 @@ impl SyncSession {
         }
 
         if out.is_empty()
-            && self
-                .last_sent
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.heartbeat)
+            && (self.reply_due
+                || self
+                    .last_sent
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.heartbeat))
         {
             out.push(self.emit(now, Kind::Heartbeat, Vec::new()));
         }
@@ -509,6 +553,7 @@ impl SyncSession {
             kind,
             flags: if self.master { FLAG_MASTER } else { 0 },
             sender: self.my_id,
+            receiver: self.echo,
             seq: self.seq,
             layout: self.cfg.layout,
             ack: self.ack(),
@@ -519,15 +564,18 @@ impl SyncSession {
             self.counters.heartbeats_out += 1;
         }
         self.last_sent = Some(now);
+        self.reply_due = false;
         message::encode(&self.key, &Message { header, changes })
     }
 
-    /// The highest sequence number accepted from the current peer id.
+    /// The highest sequence number accepted from the peer session we address.
     fn ack(&self) -> u64 {
-        let Some(p) = self.peer else { return 0 };
+        if self.echo == 0 {
+            return 0;
+        }
         self.windows
             .iter()
-            .find(|w| w.id == p.id)
+            .find(|w| w.id == self.echo)
             .map_or(0, |w| w.last_seq)
     }
 
@@ -563,30 +611,26 @@ impl SyncSession {
         if h.seq <= last_seq {
             return Err(RejectReason::Replayed);
         }
+        if window.is_some_and(|i| self.windows[i].retired) {
+            return Err(RejectReason::StalePeer);
+        }
+        if h.receiver != self.my_id {
+            return self.hello(now, &h, window);
+        }
 
-        // Accepted: from here on the message changes state.
+        // Bound to this session, so made after it began: fresh. From here on the message
+        // changes state.
+        let was_alive = self.peer_alive(now);
+        let previous = self.peer.map(|p| p.id);
+        let joined = previous != Some(h.sender);
         self.accepted += 1;
         self.last_now = Some(now);
         self.counters.messages_in += 1;
         self.counters.entries_in += msg.changes.len() as u64;
-        let first_peer = self.windows.is_empty();
-        match window {
-            Some(i) => {
-                self.windows[i].last_seq = h.seq;
-                self.windows[i].used = self.accepted;
-            }
-            None => {
-                if self.windows.len() == SENDER_WINDOWS {
-                    let stalest = (0..self.windows.len())
-                        .min_by_key(|&i| self.windows[i].used)
-                        .unwrap_or(0);
-                    self.windows.swap_remove(stalest);
-                }
-                self.windows.push(SenderWindow {
-                    id: h.sender,
-                    last_seq: h.seq,
-                    used: self.accepted,
-                });
+        self.remember(window, h.sender, h.seq);
+        if joined {
+            if let Some(w) = self.windows.iter_mut().find(|w| Some(w.id) == previous) {
+                w.retired = true;
             }
         }
         // The ack refers to our sequence numbers only once the peer has heard this process;
@@ -598,11 +642,16 @@ impl SyncSession {
             ack,
             last_rx: now,
         });
-        if window.is_none() {
-            self.on_peer_joined(now, !first_peer);
+        if self.echo != h.sender {
+            self.echo = h.sender;
+            self.reply_due = true;
+        }
+        if joined {
+            self.on_peer_joined(now, previous.is_some());
         } else if h.seq > last_seq + 1 {
             self.on_gap(h.sender, h.seq - last_seq - 1);
         }
+        self.check_dual_master(now, h.master(), joined || !was_alive);
 
         Ok(match h.kind {
             Kind::Heartbeat => {
@@ -651,8 +700,96 @@ impl SyncSession {
         })
     }
 
-    /// A sender id never seen before: the peer process is new to us (`restarted` when it
-    /// replaces a known one).
+    /// A message not bound to this session (its receiver nonce is not ours): nothing in it is
+    /// applied. With a receiver nonce of 0 the sender has heard no peer yet: while no bound
+    /// peer is alive, that is a hello, and we address the sender from now on. Anything else is
+    /// refused: a receiver nonce of another session is a capture from before this session
+    /// began (or a peer that has not heard us yet, which learns our nonce from our next
+    /// message); a hello while the bound peer is alive is a replay (or a peer that restarted
+    /// within a dead interval, which retries).
+    ///
+    /// Learning a nonce from a replayed old hello opens nothing: that session's messages carry
+    /// another receiver nonce than ours, and the real peer's next hello takes over again.
+    fn hello(
+        &mut self,
+        now: Instant,
+        h: &Header,
+        window: Option<usize>,
+    ) -> Result<Received, RejectReason> {
+        if h.receiver != 0 {
+            return Err(RejectReason::OtherSession);
+        }
+        if self.peer_alive(now) {
+            return Err(RejectReason::StalePeer);
+        }
+        self.accepted += 1;
+        self.remember(window, h.sender, h.seq);
+        if self.echo != h.sender {
+            self.echo = h.sender;
+            self.reply_due = true;
+        }
+        self.counters.hellos_in += 1;
+        Ok(Received::Hello)
+    }
+
+    /// Records `seq` as the highest accepted from `sender` (whose window is `window`, if any).
+    fn remember(&mut self, window: Option<usize>, sender: u64, seq: u64) {
+        match window {
+            Some(i) => {
+                self.windows[i].last_seq = seq;
+                self.windows[i].used = self.accepted;
+            }
+            None => {
+                if self.windows.len() == SENDER_WINDOWS {
+                    // The bound peer's window stays, whatever hellos come.
+                    let peer = self.peer.map(|p| p.id);
+                    let stalest = (0..self.windows.len())
+                        .filter(|&i| Some(self.windows[i].id) != peer)
+                        .min_by_key(|&i| self.windows[i].used)
+                        .unwrap_or(0);
+                    self.windows.swap_remove(stalest);
+                }
+                self.windows.push(SenderWindow {
+                    id: sender,
+                    last_seq: seq,
+                    used: self.accepted,
+                    retired: false,
+                });
+            }
+        }
+    }
+
+    /// Both master: we are, and the peer's bound message says it is too. A preemption makes a
+    /// brief overlap (the old master steps down at the new one's first advert), so only an
+    /// overlap that lasts a dead interval counts. `fresh`: the peer is new or was dead, so an
+    /// earlier overlap is over.
+    fn check_dual_master(&mut self, now: Instant, peer_master: bool, fresh: bool) {
+        if fresh || !(self.master && peer_master) {
+            self.dual_since = None;
+            self.dual_reported = false;
+        }
+        if !(self.master && peer_master) {
+            return;
+        }
+        let since = *self.dual_since.get_or_insert(now);
+        if !self.dual_reported && now.saturating_duration_since(since) >= self.cfg.dead_interval() {
+            self.dual_reported = true;
+            self.counters.dual_master_events += 1;
+        }
+    }
+
+    /// Whether both appliances are master: we are, the peer is alive, and its messages have
+    /// said it is master for at least a dead interval. VRRP has no authentication, so this is
+    /// the one authenticated view of a split brain.
+    pub fn dual_master(&self, now: Instant) -> bool {
+        self.dual_reported
+            && self.master
+            && self.peer_alive(now)
+            && self.peer.is_some_and(|p| p.master)
+    }
+
+    /// A peer session bound to ours for the first time: the peer process is new to us
+    /// (`restarted` when it replaces a known one).
     ///
     /// - Whoever is master pushes a bulk of its table to the new peer unasked, so a new backup
     ///   gets the state without asking, and a recovering old master, which comes back as
@@ -660,9 +797,10 @@ impl SyncSession {
     /// - The new peer is asked for nothing merely for being new: where it is the master, it
     ///   sees us as new too and pushes. Only if no bulk has started within a dead interval
     ///   (its BulkStart was lost) does a backup ask, as after any loss.
-    /// - A restart of a known peer (a new sender id replacing it) is a gap in its stream:
-    ///   counted as one, and a backup asks the restarted master at once; the master coalesces
-    ///   that request with the bulk it pushes anyway.
+    /// - A restart of a known peer (a new session replacing it) is a gap in its stream:
+    ///   counted as one, and a backup asks the restarted master at once (where its bulk has
+    ///   not begun already: a restarted master binds only after it has heard us, so its push
+    ///   usually comes first); the master coalesces that request with the bulk it pushes.
     fn on_peer_joined(&mut self, now: Instant, restarted: bool) {
         self.counters.peers_joined += 1;
         self.synced = false;
@@ -681,7 +819,7 @@ impl SyncSession {
     }
 
     /// `missed` messages of `sender` were lost: what they said must come again in a bulk.
-    fn on_gap(&mut self, sender: u32, missed: u64) {
+    fn on_gap(&mut self, sender: u64, missed: u64) {
         self.counters.gaps += 1;
         self.counters.messages_missed += missed;
         if let Some(b) = self.bulk_rx.as_mut().filter(|b| b.sender == sender) {
@@ -718,8 +856,8 @@ impl SyncSession {
         self.peer.map(|p| p.master)
     }
 
-    /// The peer's session id, from its last valid message.
-    pub fn peer_id(&self) -> Option<u32> {
+    /// The bound peer's session nonce, from its last valid message.
+    pub fn peer_id(&self) -> Option<u64> {
         self.peer.map(|p| p.id)
     }
 
@@ -874,7 +1012,7 @@ mod tests {
                     self.bulks_ended += 1;
                 }
                 Received::BulkAborted => self.bulk = None,
-                Received::Heartbeat | Received::ResyncRequested => {}
+                Received::Heartbeat | Received::ResyncRequested | Received::Hello => {}
             }
         }
 
@@ -968,6 +1106,7 @@ mod tests {
         }
         let mut seen = Vec::new();
         // A's first poll: its batch is full once (47) and the rest waits; no heartbeat needed.
+        // A has heard nobody yet, so this is a hello to B: nothing in it is applied.
         let m = p.poll_a();
         assert_eq!(kinds(&m), [Kind::Delta]);
         for d in m {
@@ -1012,7 +1151,11 @@ mod tests {
         for d in m {
             seen.push(p.b.receive(p.now, &d).unwrap());
         }
-        assert!(matches!(&seen[0], Received::Changes(c) if c.len() == 47));
+        assert_eq!(
+            seen[0],
+            Received::Hello,
+            "A's first delta is a hello: not applied"
+        );
         assert!(matches!(&seen[1], Received::Changes(c) if c.len() == 13));
         assert_eq!(seen[2], Received::BulkStarted);
         assert!(matches!(&seen[3], Received::Changes(c) if c.len() == 47));
@@ -1025,7 +1168,7 @@ mod tests {
         assert_eq!((c.bulks_pushed, c.resyncs_served, c.bulks_sent), (1, 1, 2));
         let c = p.b.counters();
         assert_eq!((c.bulks_received, c.resyncs_requested), (2, 1));
-        assert_eq!(c.entries_in, 60 + 60 + 60);
+        assert_eq!(c.entries_in, 13 + 60 + 60, "the hello's 47 are not applied");
         assert_eq!(c.heartbeats_in, 1);
         assert!(p.b.synced());
     }
@@ -1037,6 +1180,9 @@ mod tests {
         let t0 = Instant::now();
         assert!(!b.peer_alive(t0), "never heard");
         assert_eq!(b.peer_is_master(), None);
+        // B's hello, so that A's messages are bound to B's session.
+        let hello = b.poll(t0, &mut no_table()).remove(0);
+        assert_eq!(a.receive(t0, &hello), Ok(Received::Hello));
         let m = a.poll(t0, &mut no_table());
         assert_eq!(kinds(&m), [Kind::Heartbeat]);
         assert!(a.poll(t0 + 19 * MS, &mut no_table()).is_empty());
@@ -1079,7 +1225,7 @@ mod tests {
         let m = a.poll(t1, &mut no_table());
         assert_eq!(kinds(&m), [Kind::Delta, Kind::Delta], "two full messages");
         for d in &m {
-            assert_eq!(d.len(), 38 + 47 * 28 + 32);
+            assert_eq!(d.len(), message::HEADER_LEN + 47 * 28 + 32);
             assert!(d.len() <= MAX_MESSAGE_LEN);
         }
         // The 6 left over were pushed at t0 (as far as the session knows): sent at t0 + 10 ms.
@@ -1128,6 +1274,8 @@ mod tests {
         let mut a = SyncSession::new(cfg(), 1);
         a.set_master(true);
         let mut b = SyncSession::new(cfg(), 2);
+        let mine = b.poll(t0, &mut no_table()).remove(0);
+        a.receive(t0, &mine).unwrap(); // B's hello: A's messages are bound to B
         let hb = a.poll(t0, &mut no_table()).remove(0);
 
         // Forged: one bit flipped anywhere; and a message under another key.
@@ -1160,7 +1308,6 @@ mod tests {
         let skewed = skew.poll(t0, &mut no_table()).remove(0);
         assert_eq!(b.receive(t0, &skewed), Err(RejectReason::LayoutMismatch));
         // Our own message back.
-        let mine = b.poll(t0, &mut no_table()).remove(0);
         assert_eq!(b.receive(t0, &mine), Err(RejectReason::Reflected));
         // None of that made a peer.
         assert_eq!(b.peer_id(), None);
@@ -1200,6 +1347,9 @@ mod tests {
         let mut old = SyncSession::new(cfg(), 10);
         let mut new = SyncSession::new(cfg(), 11);
         let mut b = SyncSession::new(cfg(), 2);
+        let hello = b.poll(t0, &mut no_table()).remove(0);
+        old.receive(t0, &hello).unwrap();
+        new.receive(t0, &hello).unwrap();
         let old1 = old.poll(t0, &mut no_table()).remove(0);
         let new1 = new.poll(t0, &mut no_table()).remove(0);
         b.receive(t0, &old1).unwrap();
@@ -1303,6 +1453,8 @@ mod tests {
         for i in 0..80 {
             p.table.set(&mut p.a, i, Some(0));
         }
+        let m = p.poll_b(); // B's hello: A's messages are bound to B from now on
+        p.deliver_a(m);
         p.now += 10 * MS;
         let m = p.poll_a();
         p.deliver_b(m); // B sees A (master) for the first time
@@ -1317,11 +1469,17 @@ mod tests {
         assert_eq!(p.b.counters().resyncs_requested, 0);
         assert_eq!(p.a.counters().bulks_sent, 1);
 
-        // A backup does not push to a new peer.
+        // A backup does not push to a new peer. (A new peer binds once A is dead: a hello
+        // while the bound peer lives is refused.)
         let mut c = SyncSession::new(cfg(), 0xc);
-        let t = p.now;
+        let t = p.now + 60 * MS;
         let hello = c.poll(t, &mut no_table());
-        p.b.receive(t, &hello[0]).unwrap();
+        assert_eq!(p.b.receive(t, &hello[0]), Ok(Received::Hello));
+        for d in p.b.poll(t, &mut no_table()) {
+            c.receive(t, &d).unwrap();
+        }
+        let bound = c.poll(t, &mut no_table());
+        p.b.receive(t, &bound[0]).unwrap();
         assert!(!p.b.bulk_in_progress());
         assert_eq!(p.b.counters().peer_restarts, 1);
     }
@@ -1332,7 +1490,8 @@ mod tests {
         for i in 0..40 {
             p.table.set(&mut p.a, i, Some(0));
         }
-        let _lost = p.poll_a(); // A's first messages never reach B
+        let m = p.poll_a(); // A's hello: B learns A's nonce, nothing else
+        p.deliver_b(m);
         let m = p.poll_b();
         p.deliver_a(m);
         p.now += 10 * MS;
@@ -1401,13 +1560,15 @@ mod tests {
     }
 
     #[test]
-    fn restarted_master_is_asked_at_once_and_the_requests_coalesce() {
+    fn restarted_master_pushes_at_once_and_requests_coalesce() {
         let mut p = Pair::new(100);
         for i in 0..50 {
             p.table.set(&mut p.a, i, Some(1));
         }
         p.run(5);
         // A restarts as master at once (no failover happened), table intact (say, reloaded).
+        // A process start takes longer than a dead interval: B takes the new session's hello.
+        p.now += 60 * MS;
         p.a = SyncSession::new(cfg(), 0xa3);
         p.a.set_master(true);
         p.table.set(&mut p.a, 60, Some(0));
@@ -1415,11 +1576,25 @@ mod tests {
         assert_eq!(p.mirror.map(), p.table.map());
         let b = p.b.counters();
         assert_eq!((b.peer_restarts, b.gaps), (1, 1));
-        assert!(b.resyncs_requested >= 1);
+        // Session binding: the new session binds to B's only after it has heard B, so it has
+        // pushed its bulk before B sees it at all; B need not ask.
+        assert_eq!(b.resyncs_requested, 0);
         let a = p.a.counters();
         assert_eq!(a.bulks_pushed, 1);
-        assert_eq!(a.bulks_sent, 1, "one bulk answers the push and the request");
-        assert!(a.resyncs_coalesced >= 1);
+        assert_eq!(a.bulks_sent, 1);
+        // Requests that reach A before its bulk has started are answered by that one bulk.
+        p.b.request_resync();
+        let mut m = p.poll_b();
+        p.b.request_resync();
+        p.now += MS;
+        m.extend(p.poll_b());
+        assert_eq!(kinds(&m), [Kind::ResyncRequest, Kind::ResyncRequest]);
+        p.deliver_a(m);
+        p.run(5);
+        assert_eq!(p.mirror.map(), p.table.map());
+        let a = p.a.counters();
+        assert_eq!((a.resyncs_served, a.resyncs_coalesced), (1, 1));
+        assert_eq!(a.bulks_sent, 2, "one bulk answers both requests");
     }
 
     #[test]
@@ -1428,6 +1603,8 @@ mod tests {
         let mut a = SyncSession::new(cfg(), 1);
         a.set_master(true);
         let mut b = SyncSession::new(cfg(), 2);
+        let hello = a.poll(t0, &mut no_table());
+        b.receive(t0, &hello[0]).unwrap(); // B's messages are bound to A from now on
         let b1 = b.poll(t0, &mut no_table());
         let _lost = b.poll(t0 + 20 * MS, &mut no_table());
         let b3 = b.poll(t0 + 40 * MS, &mut no_table());
@@ -1446,6 +1623,11 @@ mod tests {
         for i in 0..5000 {
             p.table.0[i] = Some(entry(i, 1));
         }
+        // Hellos both ways; then A's session is bound to B's, and it pushes its table.
+        let m = p.poll_b();
+        p.deliver_a(m);
+        let m = p.poll_a();
+        p.deliver_b(m);
         let m = p.poll_b();
         p.deliver_a(m);
         let mut polls = 0;
@@ -1540,6 +1722,263 @@ mod tests {
         );
     }
 
+    // --- session binding (issue 15, finding 7) ------------------------------------------------
+
+    /// A delta that `a` sent to `b` in the session that is about to end, captured on the wire.
+    fn captured_delta(a: &mut SyncSession, b: &mut SyncSession, t0: Instant) -> Vec<u8> {
+        // Both introduce themselves, so that a's delta is bound to b's session.
+        for _ in 0..2 {
+            for d in b.poll(t0, &mut no_table()) {
+                let _ = a.receive(t0, &d);
+            }
+            for d in a.poll(t0, &mut no_table()) {
+                let _ = b.receive(t0, &d);
+            }
+        }
+        a.push(Change::Upsert(entry(7, 3)));
+        let d = a.poll(t0 + 10 * MS, &mut no_table());
+        assert_eq!(kinds(&d), [Kind::Delta]);
+        assert!(matches!(
+            b.receive(t0 + 10 * MS, &d[0]),
+            Ok(Received::Changes(_))
+        ));
+        d[0].clone()
+    }
+
+    #[test]
+    fn a_capture_from_an_earlier_session_is_refused_after_the_receiver_restarts() {
+        let t0 = Instant::now();
+        let mut a = SyncSession::new(cfg(), 0x1a);
+        a.set_master(true);
+        let mut b1 = SyncSession::new(cfg(), 0x1b);
+        let old = captured_delta(&mut a, &mut b1, t0);
+        // b restarts: a new session, empty replay windows. The capture comes back.
+        let t1 = t0 + Duration::from_secs(5);
+        let mut b2 = SyncSession::new(cfg(), 0x2b);
+        let r = b2.receive(t1, &old);
+        assert!(
+            r.is_err(),
+            "a capture of the earlier session was accepted: {r:?}"
+        );
+        assert_eq!(r, Err(RejectReason::OtherSession));
+        assert_eq!(b2.counters().rejects.other_session, 1);
+        assert_eq!(b2.counters().rejects.total(), 1);
+        assert_eq!(b2.counters().entries_in, 0);
+        assert_eq!(b2.peer_id(), None);
+        assert!(!b2.peer_alive(t1));
+    }
+
+    #[test]
+    fn a_replayed_old_hello_does_not_reopen_the_old_session() {
+        let t0 = Instant::now();
+        let mut a0 = SyncSession::new(cfg(), 0x0a);
+        a0.set_master(true);
+        let mut b1 = SyncSession::new(cfg(), 0x1b);
+        // a0's first message (a hello: it had heard nobody), captured.
+        let hello = a0.poll(t0, &mut no_table()).remove(0);
+        b1.receive(t0, &hello).unwrap();
+        let old = captured_delta(&mut a0, &mut b1, t0 + 20 * MS);
+        // Both restart. The attacker replays a0's hello to b2, then a0's delta.
+        let t1 = t0 + Duration::from_secs(5);
+        let mut b2 = SyncSession::new(cfg(), 0x2b);
+        // The old hello is taken as one (it is indistinguishable from a new peer's): b2 will
+        // address a0's session, but applies nothing of it.
+        assert_eq!(b2.receive(t1, &hello), Ok(Received::Hello));
+        let r = b2.receive(t1, &old);
+        assert_eq!(r, Err(RejectReason::OtherSession));
+        assert!(
+            !matches!(r, Ok(Received::Changes(_))),
+            "the old session's delta was applied: {r:?}"
+        );
+        assert_eq!(b2.counters().entries_in, 0);
+        assert!(b2.counters().rejects.total() >= 1);
+        assert!(!b2.peer_alive(t1), "a replay is no sign of life");
+        // The real peer, restarted too, still gets through: the replay opened nothing.
+        let mut a1 = SyncSession::new(cfg(), 0x1a);
+        a1.set_master(true);
+        let mut now = t1;
+        let mut applied = 0;
+        for _ in 0..4 {
+            for d in b2.poll(now, &mut no_table()) {
+                // b2 first addresses the replayed hello's session: a1 refuses that.
+                let _ = a1.receive(now, &d);
+            }
+            for d in a1.poll(now, &mut no_table()) {
+                if let Ok(Received::Changes(c)) = b2.receive(now, &d) {
+                    applied += c.len();
+                }
+            }
+            now += 20 * MS;
+        }
+        assert_eq!(applied, 0);
+        assert_eq!(b2.peer_id(), Some(0x1a));
+        assert!(b2.peer_alive(now - 20 * MS));
+        assert_eq!(b2.peer_is_master(), Some(true));
+        assert!(a1.peer_alive(now - 20 * MS));
+    }
+
+    /// Two sessions that have exchanged hellos: each one's messages are bound to the other.
+    fn bound_pair(t0: Instant) -> (SyncSession, SyncSession) {
+        let mut a = SyncSession::new(cfg(), 0xa);
+        a.set_master(true);
+        let mut b = SyncSession::new(cfg(), 0xb);
+        for d in b.poll(t0, &mut no_table()) {
+            assert_eq!(a.receive(t0, &d), Ok(Received::Hello));
+        }
+        for d in a.poll(t0, &mut no_table()) {
+            b.receive(t0, &d).unwrap();
+        }
+        for d in b.poll(t0, &mut no_table()) {
+            a.receive(t0, &d).unwrap();
+        }
+        assert_eq!((a.peer_id(), b.peer_id()), (Some(0xb), Some(0xa)));
+        (a, b)
+    }
+
+    #[test]
+    fn a_hello_is_answered_at_once_and_binds_the_sender() {
+        let t0 = Instant::now();
+        let mut a = SyncSession::new(cfg(), 0xa);
+        let mut b = SyncSession::new(cfg(), 0xb);
+        let key = SyncKey::new(&cfg().key).unwrap();
+        let _ = b.poll(t0, &mut no_table()); // B's own hello: its next heartbeat is 20 ms away
+        let hello = a.poll(t0, &mut no_table()).remove(0);
+        assert_eq!(decode(&key, LAYOUT, &hello).unwrap().header.receiver, 0);
+        assert_eq!(b.receive(t0 + MS, &hello), Ok(Received::Hello));
+        assert_eq!(b.counters().hellos_in, 1);
+        assert_eq!(b.counters().messages_in, 0);
+        assert_eq!(b.peer_id(), None, "a hello binds nothing");
+        assert!(!b.peer_alive(t0 + MS), "nor is it a sign of life");
+        // B answers at its next poll, without waiting for its heartbeat, addressed to A.
+        let answer = b.poll(t0 + 2 * MS, &mut no_table());
+        assert_eq!(kinds(&answer), [Kind::Heartbeat]);
+        assert_eq!(
+            decode(&key, LAYOUT, &answer[0]).unwrap().header.receiver,
+            0xa
+        );
+    }
+
+    #[test]
+    fn a_hello_while_the_bound_peer_lives_is_refused_and_binds_nothing() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = bound_pair(t0);
+        // An old session's hello (captured when it started) comes back.
+        let mut old = SyncSession::new(cfg(), 0x0a0);
+        let old_hello = old.poll(t0, &mut no_table()).remove(0);
+        assert_eq!(b.receive(t0 + MS, &old_hello), Err(RejectReason::StalePeer));
+        assert_eq!(b.counters().rejects.stale_peer, 1);
+        // B still addresses A: A takes B's next message as bound.
+        let m = b.poll(t0 + 20 * MS, &mut no_table());
+        assert_eq!(a.receive(t0 + 20 * MS, &m[0]), Ok(Received::Heartbeat));
+        assert_eq!(a.counters().rejects.total(), 0);
+    }
+
+    #[test]
+    fn a_replaced_peer_session_is_refused() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = bound_pair(t0);
+        // A's message bound to B, held back by an attacker.
+        let held = a.poll(t0 + 20 * MS, &mut no_table()).remove(0);
+        // A restarts; after a dead interval B takes the new session's hello, and binds to it.
+        let t1 = t0 + Duration::from_secs(2);
+        let mut a2 = SyncSession::new(cfg(), 0xa2);
+        for d in a2.poll(t1, &mut no_table()) {
+            assert_eq!(b.receive(t1, &d), Ok(Received::Hello));
+        }
+        for d in b.poll(t1, &mut no_table()) {
+            a2.receive(t1, &d).unwrap();
+        }
+        for d in a2.poll(t1, &mut no_table()) {
+            b.receive(t1, &d).unwrap();
+        }
+        assert_eq!(b.peer_id(), Some(0xa2));
+        assert_eq!(b.counters().peer_restarts, 1);
+        // The held message is fresh for B's session, but from the replaced one.
+        assert_eq!(b.receive(t1, &held), Err(RejectReason::StalePeer));
+        assert_eq!(b.peer_id(), Some(0xa2));
+    }
+
+    #[test]
+    fn an_old_version_message_is_refused_and_counted() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = bound_pair(t0);
+        let mut m = a.poll(t0 + 20 * MS, &mut no_table()).remove(0);
+        m[4] = 1;
+        assert_eq!(b.receive(t0 + 20 * MS, &m), Err(RejectReason::BadVersion));
+        assert_eq!(b.counters().rejects.bad_version, 1);
+    }
+
+    // --- dual master (issue 15, finding 8) ----------------------------------------------------
+
+    #[test]
+    fn both_master_for_a_dead_interval_is_dual_master() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = bound_pair(t0);
+        // B becomes master too (a forged VRRP advert, a split VRRP segment).
+        b.set_master(true);
+        let mut now = t0;
+        let exchange = |a: &mut SyncSession, b: &mut SyncSession, now: Instant| {
+            for d in b.poll(now, &mut no_table()) {
+                a.receive(now, &d).unwrap();
+            }
+            for d in a.poll(now, &mut no_table()) {
+                b.receive(now, &d).unwrap();
+            }
+        };
+        // The first sight starts the clock; a preemption's overlap is shorter than that.
+        for _ in 0..3 {
+            now += 20 * MS;
+            exchange(&mut a, &mut b, now);
+            assert!(!a.dual_master(now), "{:?}", now - t0);
+        }
+        assert_eq!(a.counters().dual_master_events, 0);
+        now += 20 * MS;
+        exchange(&mut a, &mut b, now);
+        assert!(a.dual_master(now), "both master for 60 ms");
+        assert!(b.dual_master(now));
+        assert_eq!(a.counters().dual_master_events, 1);
+        for _ in 0..5 {
+            now += 20 * MS;
+            exchange(&mut a, &mut b, now);
+        }
+        assert_eq!(a.counters().dual_master_events, 1, "one per episode");
+        // The peer falls silent: no dual master with a dead peer.
+        assert!(!a.dual_master(now + 60 * MS));
+        // B steps down: over at once on B, and on A with B's next message.
+        b.set_master(false);
+        assert!(!b.dual_master(now));
+        now += 20 * MS;
+        exchange(&mut a, &mut b, now);
+        assert!(!a.dual_master(now));
+        // A second episode counts again.
+        b.set_master(true);
+        for _ in 0..5 {
+            now += 20 * MS;
+            exchange(&mut a, &mut b, now);
+        }
+        assert!(a.dual_master(now));
+        assert_eq!(a.counters().dual_master_events, 2);
+        // A backup is never dual master, whatever the peer says.
+        a.set_master(false);
+        assert!(!a.dual_master(now));
+    }
+
+    #[test]
+    fn a_brief_overlap_is_no_dual_master() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = bound_pair(t0);
+        b.set_master(true);
+        for d in b.poll(t0 + 20 * MS, &mut no_table()) {
+            a.receive(t0 + 20 * MS, &d).unwrap();
+        }
+        b.set_master(false); // the preempted side steps down at the new master's advert
+        for d in b.poll(t0 + 100 * MS, &mut no_table()) {
+            a.receive(t0 + 100 * MS, &d).unwrap();
+        }
+        assert!(!a.dual_master(t0 + 100 * MS));
+        assert_eq!(a.counters().dual_master_events, 0);
+    }
+
     /// xorshift64*: loss decisions from a proptest seed, reproducible.
     struct Rng(u64);
 
@@ -1565,7 +2004,8 @@ mod tests {
             }
             // Also with a valid magic and version in front, to get as far as the tag.
             for d in &datagrams {
-                let mut v = b"VLBS\x01".to_vec();
+                let mut v = b"VLBS".to_vec();
+                v.push(message::VERSION);
                 v.extend_from_slice(d);
                 let _ = s.receive(t0, &v);
             }
