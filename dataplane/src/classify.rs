@@ -259,6 +259,32 @@ pub fn common_class(view: &L4View<'_>, ports: &PortPlan) -> Option<Class> {
     }
 }
 
+/// Whether a UDP datagram that [`classify`] called [`Class::Other`] was meant as IKE and is
+/// malformed: on the IKE port, or behind the non-ESP marker on the NAT-T port, without a valid
+/// IKE header (at least 28 bytes, a known version and exchange, a length field equal to the
+/// datagram's). Only where the ports are the plan's own (not shared with another protocol), and
+/// never for a non-first fragment (it has no header to look at).
+pub fn malformed_ike(view: &L4View<'_>, ports: &PortPlan) -> bool {
+    if view.protocol != ip_proto::UDP || view.non_first_fragment {
+        return false;
+    }
+    let (port, payload) = (view.server_port, view.payload);
+    let ike_port = port == ports.ike && port != ports.natt && port != ports.dtls;
+    if ike_port {
+        return classify_ike(payload, view.datagram_len, false).is_none();
+    }
+    if port == ports.natt && port != ports.dtls {
+        if let Some(rest) = payload.strip_prefix(&ike::NON_ESP_MARKER) {
+            return view
+                .datagram_len
+                .checked_sub(ike::NON_ESP_MARKER_LEN)
+                .and_then(|len| classify_ike(rest, len, true))
+                .is_none();
+        }
+    }
+    false
+}
+
 fn classify_udp<'a>(view: &L4View<'a>, ports: &PortPlan) -> Classified<'a> {
     let (port, payload, datagram_len) = (view.server_port, view.payload, view.datagram_len);
     if port == ports.ike {

@@ -34,6 +34,8 @@ crate::named_reasons! {
         NoNeighbor => "no-neighbor", "The next hop's MAC is unknown.";
         NoHeadroom => "no-headroom", "The frame cannot grow to carry the egress VLAN tags.";
         NotMaster => "not-master", "For a VIP or floating address while this appliance is the HA pair's backup.";
+        UdpLength => "udp-length", "A whole (unfragmented) UDP datagram whose length field disagrees with the IP payload.";
+        MalformedIke => "malformed-ike", "On the IKE port, or behind the non-ESP marker on the NAT-T port: no valid IKE header (shorter than 28 bytes, bad version or exchange, or a length field that disagrees with the datagram).";
         MalformedIkeSaInit => "malformed-ike-sa-init", "An IKE_SA_INIT request to a redirecting service that cannot be answered: broken header or payload chain, no SA, KE or valid nonce, a bad UDP checksum, or an answer longer than the request.";
     }
 }

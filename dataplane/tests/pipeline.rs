@@ -1985,6 +1985,60 @@ proptest! {
     }
 }
 
+/// A whole datagram whose UDP length field disagrees with the IP payload, and IKE that is not
+/// IKE where IKE is expected, are dropped under their own reasons (they were forwarded), for
+/// new and established clients alike; fragments, keepalives and ESP in UDP are not affected.
+#[test]
+fn malformed_lengths_and_ike_are_dropped_not_forwarded() {
+    let mut w = test_worker();
+    let c = client_v4(150);
+    let g = confirm4(&mut w, NOW, c);
+    let fresh = client_v4(151);
+    // UDP length 4 more, then 4 less, than the IP payload (checksum 0: none, valid for IPv4).
+    for (who, delta) in [(c, 4i32), (c, -4), (fresh, 4), (fresh, -4)] {
+        let mut f = client_ike4(who);
+        let at = 14 + 20;
+        let len = i32::from(u16::from_be_bytes([f[at + 4], f[at + 5]])) + delta;
+        f[at + 4..at + 6].copy_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        f[at + 6..at + 8].copy_from_slice(&[0, 0]);
+        let (v, _) = run(&mut w, CLIENT_PORT, &f);
+        assert_eq!(v, Verdict::Drop(DropReason::UdpLength), "{who} {delta:+}");
+    }
+    let ike = ike_sa_init(spi_of(c.into()));
+    let mut long = ike.clone();
+    long[27] = long[27].wrapping_add(8); // the IKE length field beyond the datagram
+    let bad: [(u16, Vec<u8>); 4] = [
+        (500, ike[..20].to_vec()), // shorter than the 28-byte header
+        (500, long.clone()),       // length field disagrees
+        (4500, testkit::non_esp_marker(&ike[..20])), // short behind the marker
+        (4500, testkit::non_esp_marker(&long)), // disagreeing behind the marker
+    ];
+    for who in [c, fresh] {
+        for (port, payload) in &bad {
+            let f = udp4(from_router(), who, lab::VIP_V4, *port, *port, payload);
+            let (v, _) = run(&mut w, CLIENT_PORT, &f);
+            assert_eq!(
+                v,
+                Verdict::Drop(DropReason::MalformedIke),
+                "{who} port {port}"
+            );
+        }
+    }
+    assert_eq!(w.counters().dropped(DropReason::MalformedIke), 8);
+    assert_eq!(w.counters().dropped(DropReason::UdpLength), 4);
+    // What stays forwarded: a keepalive, ESP in UDP, and a first fragment of a long IKE message.
+    for payload in [vec![0xff], testkit::esp_payload(0xc200_0001, 1, 64)] {
+        let f = udp4(from_router(), c, lab::VIP_V4, 4500, 4500, &payload);
+        let out = tx(&mut w, CLIENT_PORT, &f, BACKEND_PORT);
+        assert_eq!(gateway_of4(&out), g);
+    }
+    let auth = ike_auth_natt(spi_of(c.into()), 2500);
+    let whole = udp4(from_router(), c, lab::VIP_V4, 4500, 4500, &auth);
+    for f in testkit::fragment_ipv4(&whole, 1500) {
+        tx(&mut w, CLIENT_PORT, &f, BACKEND_PORT);
+    }
+}
+
 // ---- 16. expiry --------------------------------------------------------------------------
 
 #[test]

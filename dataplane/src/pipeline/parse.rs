@@ -8,7 +8,7 @@ use crate::pipeline::State;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::affinity::AffinityKey;
-use crate::classify::{self, Detail, L4View};
+use crate::classify::{self, Class, Detail, L4View};
 use crate::counters::DropReason;
 use crate::model::{
     mac_bits, Ingress, LocalKind, LocalPair, Role, ServiceMode, ServiceView, Snapshot,
@@ -477,6 +477,10 @@ pub(super) fn transport<'a>(
     match l3.protocol {
         ip_proto::UDP => {
             let udp = UdpPacket::new_partial(seg).map_err(wire_drop)?;
+            // A whole datagram must fill the IP payload exactly (a first fragment holds part).
+            if !l3.fragment && usize::from(udp.len()) != seg.len() {
+                return Err(DropReason::UdpLength);
+            }
             let port = pick(udp.src_port(), udp.dst_port());
             // The view borrows `seg` through `udp`; slice `seg` itself so the payload outlives it.
             let end = usize::from(udp.len()).min(seg.len());
@@ -599,7 +603,8 @@ fn common_transport<'a>(
         ip_proto::UDP => {
             let h = seg.first_chunk::<8>()?;
             let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-            if len < 8 {
+            // A length that disagrees with the IP payload: the general path drops it.
+            if len < 8 || len != seg.len() {
                 return None;
             }
             let payload = seg.get(8..len.min(seg.len())).unwrap_or(&[]);
@@ -802,7 +807,13 @@ impl State {
             (service, gateway, l3.dst)
         };
         // Committed: nothing below declines the frame.
-        let proof = self.count_class(snap, service, &view);
+        let proof = match self.count_class(snap, service, &view) {
+            Ok(proof) => proof,
+            Err(r) => {
+                *out = Plan::Drop(r);
+                return Some(None);
+            }
+        };
         let proof = tcp_proof(bytes, &l3, &view, inbound).unwrap_or(proof);
         let key = affinity_key(client, service);
         let hash = key.hash();
@@ -971,7 +982,18 @@ impl State {
         let Some(service) = snap.service_for(l3.dst, l3.protocol, port) else {
             return store(out, Plan::Drop(DropReason::NoService));
         };
-        let proof = self.count_class(snap, service, &view);
+        let svc = &snap.services[usize::from(service)];
+        let redirecting = svc.spec.mode == ServiceMode::Redirect
+            && l3.protocol == ip_proto::UDP
+            && port.is_some()
+            && port == svc.spec.listeners.port(Protocol::Ike);
+        let proof = match self.count_class(snap, service, &view) {
+            Ok(proof) => proof,
+            // A redirecting service inspects its IKE port's requests itself (below), and
+            // counts what it cannot answer as `malformed-ike-sa-init`.
+            Err(_) if redirecting => Proof::None,
+            Err(r) => return store(out, Plan::Drop(r)),
+        };
         let proof = tcp_proof(bytes, &l3, &view, true).unwrap_or(proof);
         let key = affinity_key(l3.src, service);
         let hash = key.hash();
@@ -988,12 +1010,7 @@ impl State {
             v6: l3.v6,
             proof,
         };
-        let svc = &snap.services[usize::from(service)];
-        if svc.spec.mode == ServiceMode::Redirect
-            && l3.protocol == ip_proto::UDP
-            && port.is_some()
-            && port == svc.spec.listeners.port(Protocol::Ike)
-        {
+        if redirecting {
             let counters = &mut self.counters.services[usize::from(service)];
             let inspection = if l3.fragment {
                 Inspection::Fallback(Fallback::Fragment)
@@ -1058,7 +1075,10 @@ impl State {
         let Some(&(service, gateway)) = found else {
             return store(out, Plan::Drop(DropReason::NoService));
         };
-        let proof = self.count_class(snap, service, &view);
+        let proof = match self.count_class(snap, service, &view) {
+            Ok(proof) => proof,
+            Err(r) => return store(out, Plan::Drop(r)),
+        };
         let proof = tcp_proof(bytes, &l3, &view, true).unwrap_or(proof);
         let key = affinity_key(l3.src, service).direct();
         let hash = key.hash();
@@ -1116,7 +1136,10 @@ impl State {
         let Some((service, gateway)) = found else {
             return store(out, Plan::Drop(DropReason::NoService));
         };
-        let proof = self.count_class(snap, service, &view);
+        let proof = match self.count_class(snap, service, &view) {
+            Ok(proof) => proof,
+            Err(r) => return store(out, Plan::Drop(r)),
+        };
         let proof = tcp_proof(bytes, &l3, &view, false).unwrap_or(proof);
         let svc = &snap.services[usize::from(service)];
         let direct = svc.spec.route_to_gateways && routable(svc, l3.protocol, port);
@@ -1139,22 +1162,26 @@ impl State {
         Some(hash)
     }
 
-    /// Counts the packet's class; returns the proof an IKE message carries (see [`Proof`]).
+    /// Counts the packet's class; returns the proof an IKE message carries (see [`Proof`]),
+    /// or why the packet is dropped (malformed IKE where IKE is expected).
     pub(super) fn count_class(
         &mut self,
         snap: &Snapshot,
         service: u16,
         view: &L4View<'_>,
-    ) -> Proof {
+    ) -> Result<Proof, DropReason> {
         let plan = snap.services[usize::from(service)].port_plan;
         if let Some(class) = classify::common_class(view, &plan) {
             self.counters.classes[class.index()] += 1;
-            return Proof::None;
+            return Ok(Proof::None);
         }
         let c = classify::classify(view, &plan);
         self.counters.classes[c.class.index()] += 1;
         match c.detail {
-            Detail::Ike { responder_spi, .. } => return Proof::of_ike(responder_spi),
+            Detail::Ike { responder_spi, .. } => return Ok(Proof::of_ike(responder_spi)),
+            Detail::None if c.class == Class::Other && classify::malformed_ike(view, &plan) => {
+                return Err(DropReason::MalformedIke)
+            }
             Detail::Tls {
                 client_hello: true,
                 sni,
@@ -1167,7 +1194,7 @@ impl State {
             Detail::Dtls { client_hello: true } => self.counters.dtls_client_hellos += 1,
             _ => {}
         }
-        Proof::None
+        Ok(Proof::None)
     }
 }
 
