@@ -33,6 +33,9 @@ import sys
 import tomllib
 
 CLIENT_MAC = bytes.fromhex("020000000101")  # the appliance's client port (LAB.md)
+# A bare IKEv2 IKE_SA_INIT header (28 bytes, no payloads): what the oracle's clients send. The
+# appliance drops what is not IKE on the IKE port, so it must be a valid header.
+IKE_SA_INIT_HEADER = b"oracle!!" + bytes(8) + bytes([0, 0x20, 34, 0x08]) + bytes(4) + struct.pack("!I", 28)
 
 
 def _csum(data):
@@ -88,7 +91,7 @@ def cmd_oracle(a):
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         for addr in a.addrs:
             v = ipaddress.ip_address(addr).version
-            fr = _udp_frame(addr, vip[v], 500, 500, bytes(28), to_mac)
+            fr = _udp_frame(addr, vip[v], 500, 500, IKE_SA_INIT_HEADER, to_mac)
             f.write(struct.pack("<IIII", 1000, 0, len(fr), len(fr)) + fr)
     out = os.path.join(a.work, "replay-out")
     shutil.rmtree(out, ignore_errors=True)

@@ -55,8 +55,8 @@ lab_daemon_start "$OUT/lab-health.toml" 120
 # health GW: the gateway's health as `show gateways` reports it.
 health() { gw_field "$1" health; }
 
-# clients FIRST N: N IKE-looking datagrams from 198.18.64.FIRST.. (behind the upstream router)
-# to the VIP, one per client address.
+# clients FIRST N: N bare IKE_SA_INIT headers (28 bytes; the appliance drops what is not IKE on
+# the IKE port) from 198.18.64.FIRST.. (behind the upstream router) to the VIP, one per client.
 clients() {
   ip netns exec vlb-up python3 - "$1" "$2" <<'EOF'
 import socket, sys
@@ -64,7 +64,8 @@ first, n = int(sys.argv[1]), int(sys.argv[2])
 for i in range(first, first + n):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((f"198.18.{64 + i // 250}.{1 + i % 250}", 500))
-    s.sendto(b"\0" * 8 + b"health-test", ("198.18.0.100", 500))
+    ike = b"hlthtest" + bytes(8) + bytes([0, 0x20, 34, 0x08]) + bytes(4) + (28).to_bytes(4, "big")
+    s.sendto(ike, ("198.18.0.100", 500))
     s.close()
 EOF
 }

@@ -36,7 +36,7 @@ open(sys.argv[2], "w").write(text)
 EOF
 
 # gw1: a UDP responder on port 500 that logs what it received (source, source port, the
-# address it was sent to) and answers the sender.
+# address it was sent to, the length) and echoes it to the sender.
 ip netns exec vlb-gw1 timeout 60 python3 -u - >"$OUT/gw1.log" 2>&1 <<'EOF' &
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -45,8 +45,8 @@ s.bind(("0.0.0.0", 500))
 while True:
     data, anc, _, (src, sport) = s.recvmsg(2048, 256)
     dst = socket.inet_ntoa(anc[0][2][8:12]) if anc else "?"  # in_pktinfo.ipi_addr
-    print(f"got {src} {sport} {dst} {data.decode(errors='replace')}", flush=True)
-    s.sendto(b"pong:" + data, (src, sport))
+    print(f"got {src} {sport} {dst} {len(data)}", flush=True)
+    s.sendto(data, (src, sport))
 EOF
 echo $! >"$OUT/gw1.pid" # stopped on exit like a peer
 
@@ -73,18 +73,21 @@ import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("198.18.0.11", 500))
 s.settimeout(1.0)
+# A bare IKEv2 IKE_SA_INIT header (28 bytes, no payloads): the appliance drops what is not IKE
+# on the IKE port.
+ike = b"labtest!" + bytes(8) + bytes([0, 0x20, 34, 0x08]) + bytes(4) + (28).to_bytes(4, "big")
 for attempt in range(10):
-    s.sendto(b"hello", ("198.18.0.100", 500))
+    s.sendto(ike, ("198.18.0.100", 500))
     try:
         data, (src, sport) = s.recvfrom(2048)
     except socket.timeout:
         continue
-    print(f"answer {src} {sport} {data.decode()} after {attempt + 1} tries")
-    sys.exit(0 if (src, sport, data) == ("198.18.0.100", 500, b"pong:hello") else 1)
+    print(f"answer {src} {sport} {data[:8].decode()} after {attempt + 1} tries")
+    sys.exit(0 if (src, sport, data) == ("198.18.0.100", 500, ike) else 1)
 sys.exit(1)
 EOF
 cat "$OUT/client.log"
-grep -q "^got 198.18.0.11 500 198.19.0.11 hello" "$OUT/gw1.log" \
+grep -q "^got 198.18.0.11 500 198.19.0.11 28$" "$OUT/gw1.log" \
   || fail "gw1 did not get the datagram from 198.18.0.11:500 to 198.19.0.11"
 
 kill -TERM "$DAEMON_PID"

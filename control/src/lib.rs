@@ -9,6 +9,7 @@ pub mod ctlsock;
 pub mod daemon;
 pub mod health;
 pub mod loads;
+mod random;
 pub mod replay;
 pub mod sync;
 mod units;

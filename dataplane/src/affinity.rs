@@ -50,10 +50,11 @@
 //!
 //! # Limits
 //!
-//! * [`AffinityKey::hash`] has a fixed, public seed (deterministic by design). A source that
-//!   can choose its addresses (easily, over IPv6) can craft keys sharing a home bucket and
-//!   lengthen that probe chain: results stay correct and spoofed entries stay bounded by
-//!   `max_unconfirmed`, but those lookups cost more cache lines.
+//! * Hash flooding. A shard hashes with its [`HashKey`]: the daemon draws one per start, so a
+//!   source that chooses its addresses (easily, over IPv6) cannot aim them at one bucket. And
+//!   whatever the key, an insert never indexes an entry more than [`MAX_PROBE_BUCKETS`] from its
+//!   home bucket (it is refused and counted in `probe_limit`), so no lookup reads more lines.
+//!   [`HashKey::FIXED`] (replay, tests) is public.
 //! * An insert's search for an expired entry is bounded (the FIFO head and 16 slots from the
 //!   sweep cursor), so in a full table an expired entry elsewhere waits for `sweep` or for later
 //!   inserts (each refused insert scans further) to be found.
@@ -79,12 +80,40 @@ pub struct AffinityKey {
 /// one, so the two can never be confused.
 pub const DIRECT: u16 = 0x8000;
 
-/// Odd multipliers for [`AffinityKey::hash`] (from the golden ratio, pi and e).
-const HASH_K1: u64 = 0x9e37_79b9_7f4a_7c15;
-const HASH_K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
-const HASH_K3: u64 = 0x1656_67b1_9e37_79f9;
-/// The fixed seed: hashes are identical across runs, cores and hosts.
-const HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+/// The key of the affinity hash: a seed and three odd multipliers.
+///
+/// The daemon draws one per start ([`HashKey::from_random`]), so nobody outside can compute
+/// which client addresses share an index bucket; the HA sync carries keys, never hashes, so
+/// two appliances need not share it. [`HashKey::FIXED`] (public constants) serves replay,
+/// tests and benchmarks, which want the same layout on every run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashKey {
+    seed: u64,
+    k1: u64,
+    k2: u64,
+    k3: u64,
+}
+
+impl HashKey {
+    /// The public, fixed key (from the golden ratio, pi and e).
+    pub const FIXED: HashKey = HashKey {
+        seed: 0x243f_6a88_85a3_08d3,
+        k1: 0x9e37_79b9_7f4a_7c15,
+        k2: 0xc2b2_ae3d_27d4_eb4f,
+        k3: 0x1656_67b1_9e37_79f9,
+    };
+
+    /// A key from four random words (from the OS's random source); the multipliers are made
+    /// odd, so each keeps its field's bits bijective.
+    pub const fn from_random(words: [u64; 4]) -> HashKey {
+        HashKey {
+            seed: words[0],
+            k1: words[1] | 1,
+            k2: words[2] | 1,
+            k3: words[3] | 1,
+        }
+    }
+}
 
 impl AffinityKey {
     /// The key for `client` reaching `service`.
@@ -160,25 +189,32 @@ impl AffinityKey {
         }
     }
 
-    /// A fast, well-mixed, deterministic 64-bit hash of the key (fixed seed), used to index the
-    /// table. Pass it to [`AffinityShard::prefetch`], `lookup`, `insert` and `remove`.
-    ///
-    /// The three words are multiplied independently (they pipeline) and combined, then the
-    /// murmur3 finaliser avalanches every input bit into every output bit. For fixed other
-    /// fields, each field maps bijectively onto the result, so e.g. no two IPv4 clients of one
-    /// service ever share a hash. It is not keyed: see the module's "Limits".
+    /// The key's hash under [`HashKey::FIXED`]: for replay, tests and tools. The pipeline uses
+    /// its shard's key ([`AffinityShard::hash`]).
     #[inline]
     pub fn hash(&self) -> u64 {
+        self.hash_with(&HashKey::FIXED)
+    }
+
+    /// A fast, well-mixed 64-bit hash of the key under `k`, used to index the table. Pass it
+    /// to [`AffinityShard::prefetch`], `lookup`, `insert` and `remove`.
+    ///
+    /// The three words are multiplied independently (they pipeline) by the key's odd
+    /// multipliers and combined with its seed, then the murmur3 finaliser avalanches every
+    /// input bit into every output bit. For fixed other fields, each field maps bijectively
+    /// onto the result, so e.g. no two IPv4 clients of one service ever share a hash.
+    #[inline]
+    pub fn hash_with(&self, k: &HashKey) -> u64 {
         let mut lo = [0u8; 8];
         let mut hi = [0u8; 8];
         lo.copy_from_slice(&self.client[..8]);
         hi.copy_from_slice(&self.client[8..]);
         let a = u64::from_le_bytes(lo);
         let b = u64::from_le_bytes(hi);
-        let x = HASH_SEED
-            ^ a.wrapping_mul(HASH_K1)
-            ^ b.wrapping_mul(HASH_K2).rotate_left(32)
-            ^ u64::from(self.service).wrapping_mul(HASH_K3);
+        let x = k.seed
+            ^ a.wrapping_mul(k.k1)
+            ^ b.wrapping_mul(k.k2).rotate_left(32)
+            ^ u64::from(self.service).wrapping_mul(k.k3);
         fmix64(x)
     }
 }
@@ -262,8 +298,12 @@ pub struct AffinityCounters {
     pub expired: u64,
     /// Live unconfirmed entries evicted to make room or to respect `max_unconfirmed`.
     pub evicted_unconfirmed: u64,
-    /// Inserts refused with [`InsertOutcome::Full`].
+    /// Inserts refused with [`InsertOutcome::Full`] (no room, or no free lane within
+    /// [`MAX_PROBE_BUCKETS`] of the key's home bucket; the latter also in `probe_limit`).
     pub insert_full: u64,
+    /// Inserts refused because the key's probe chain would exceed [`MAX_PROBE_BUCKETS`]: only
+    /// keys chosen to collide get there, and refusing them keeps every lookup short.
+    pub probe_limit: u64,
     /// Entries removed by `remove` or `retain`.
     pub removed: u64,
 }
@@ -279,6 +319,11 @@ pub const ABSENT_HINT: u32 = NIL - 1;
 const LANES: usize = 10;
 /// Buckets are sized for this many entries each at full capacity (load factor 0.5).
 const ENTRIES_PER_BUCKET: usize = 5;
+/// The longest probe chain, in index buckets (80 lanes): an insert that finds no free lane
+/// this close to its key's home is refused, so no lookup ever reads more than this many
+/// bucket lines. With a keyed hash and the index at most half full, a legitimate key needs
+/// more than two buckets about once in a million inserts.
+pub const MAX_PROBE_BUCKETS: usize = 8;
 /// Slots an insert scans from the sweep cursor for an expired entry when the table is full.
 const RECLAIM_SCAN: usize = 16;
 /// `meta` flag: the slot holds an entry.
@@ -511,6 +556,8 @@ pub struct AffinityShard {
     entries: Box<[Entry]>,
     links: Box<[Link]>,
     buckets: Box<[Bucket]>,
+    /// The hash key every caller hashes keys with ([`Self::hash`]).
+    hash_key: HashKey,
     /// By slab slot: what the client must echo to prove it saw its gateway's answer (see
     /// [`EntryMut::set_proof`]); 0 when none is pending. Beside the entries, not in them, so
     /// an established client's packet never touches this line.
@@ -633,7 +680,29 @@ impl AffinityShard {
             max_unconfirmed: max_unconfirmed.min(capacity),
             cursor: 0,
             counters: AffinityCounters::default(),
+            hash_key: HashKey::FIXED,
         })
+    }
+
+    /// This shard, hashing with `key` (a new, empty shard: the hashes of entries already in
+    /// it would no longer find them).
+    pub fn with_hash_key(mut self, key: HashKey) -> Self {
+        debug_assert!(self.is_empty(), "re-keying a shard that holds entries");
+        self.hash_key = key;
+        self
+    }
+
+    /// The key this shard hashes with.
+    #[inline]
+    pub fn hash_key(&self) -> &HashKey {
+        &self.hash_key
+    }
+
+    /// `key`'s hash under this shard's key: what `prefetch`, `lookup`, `insert` and `remove`
+    /// take.
+    #[inline(always)]
+    pub fn hash(&self, key: &AffinityKey) -> u64 {
+        key.hash_with(&self.hash_key)
     }
 
     fn buckets_for(capacity: usize) -> usize {
@@ -844,11 +913,12 @@ impl AffinityShard {
         let home = self.home(hash_bits(hash));
         let nb = self.buckets.len();
 
-        // One probe: look for the key along its chain and for the first free lane.
+        // One probe: look for the key along its chain and for the first free lane, never
+        // farther than MAX_PROBE_BUCKETS from home.
         let mut free_lane = None;
         let mut in_chain = true;
         let mut b = home;
-        for _ in 0..nb {
+        for _ in 0..nb.min(MAX_PROBE_BUCKETS) {
             let bucket = &self.buckets[b];
             for (lane, (&slot, &t)) in bucket.slots.iter().zip(&bucket.tags).enumerate() {
                 if slot == NIL {
@@ -866,9 +936,11 @@ impl AffinityShard {
             }
             b = self.next_bucket(b);
         }
-        // The index has twice as many lanes as the slab has slots, so this cannot happen.
+        // The index has twice as many lanes as the slab has slots: only a chain of keys that
+        // collide (chosen to) gets here.
         let Some((free_bucket, free_lane)) = free_lane else {
             self.counters.insert_full += 1;
+            self.counters.probe_limit += 1;
             return InsertOutcome::Full;
         };
 
@@ -1023,9 +1095,21 @@ impl AffinityShard {
     /// (bucket, lane, slab index) of `key`, following its probe chain.
     #[inline]
     fn find(&self, key: &AffinityKey, hash: u64) -> Option<(usize, usize, u32)> {
+        self.find_counting(key, hash).0
+    }
+
+    /// How many index buckets (cache lines) a lookup of `key` reads: at most
+    /// [`MAX_PROBE_BUCKETS`]. A diagnostic of the probe chains (the cost of a miss or a hit).
+    pub fn probe_buckets(&self, key: &AffinityKey, hash: u64) -> usize {
+        self.find_counting(key, hash).1
+    }
+
+    /// [`Self::find`], and how many buckets it read.
+    #[inline(always)]
+    fn find_counting(&self, key: &AffinityKey, hash: u64) -> (Option<(usize, usize, u32)>, usize) {
         let tag = tag_of(hash);
         let mut b = self.home(hash_bits(hash));
-        for _ in 0..self.buckets.len() {
+        for read in 1..=self.buckets.len() {
             let bucket = &self.buckets[b];
             let mut lanes = bucket.lanes_tagged(tag);
             while lanes != 0 {
@@ -1033,15 +1117,15 @@ impl AffinityShard {
                 lanes &= lanes - 1;
                 let slot = bucket.slots[lane];
                 if slot != NIL && self.entries[slot as usize].matches(key) {
-                    return Some((b, lane, slot));
+                    return (Some((b, lane, slot)), read);
                 }
             }
             if bucket.overflow == 0 {
-                return None;
+                return (None, read);
             }
             b = self.next_bucket(b);
         }
-        None
+        (None, self.buckets.len())
     }
 
     /// (home, bucket, lane) of the index lane that points at slab slot `idx`.
@@ -1324,6 +1408,100 @@ mod tests {
     }
 
     // ---- keys and hashing ----------------------------------------------------------------
+
+    /// Client addresses of one IPv6 /64 (an attacker's own: no spoofing needed) whose hashes
+    /// under `key` share one home bucket in a shard of `capacity`, found by search as an
+    /// attacker who knows the key would.
+    fn colliding_keys(key: &HashKey, capacity: usize, n: usize) -> Vec<AffinityKey> {
+        let probe = AffinityShard::new(capacity, capacity).with_hash_key(*key);
+        let base = u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x99, 0, 0, 0, 0));
+        let mut out = Vec::new();
+        let mut want = None;
+        for iid in 1u128.. {
+            let k = AffinityKey::from_v6(&Ipv6Addr::from(base | iid), 0);
+            let home = probe.home(hash_bits(k.hash_with(key)));
+            if *want.get_or_insert(home) == home {
+                out.push(k);
+                if out.len() == n {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn mean_probes(s: &AffinityShard, keys: &[AffinityKey]) -> f64 {
+        let total: usize = keys.iter().map(|k| s.probe_buckets(k, s.hash(k))).sum();
+        total as f64 / keys.len() as f64
+    }
+
+    /// Hash flooding (issue 15): 1000 addresses chosen to share a home bucket under the public
+    /// key. Against a table keyed with it, the probe bound refuses most of them and no lookup
+    /// reads more than MAX_PROBE_BUCKETS lines (without the bound: a chain of ~100). Against a
+    /// table keyed with another (secret) key, the same addresses cost what random ones do.
+    #[test]
+    fn keys_chosen_to_collide_cost_what_random_keys_cost() {
+        const CAP: usize = 4096;
+        let chosen = colliding_keys(&HashKey::FIXED, CAP, 1000);
+        let insert_all = |s: &mut AffinityShard, keys: &[AffinityKey]| {
+            for (i, k) in keys.iter().enumerate() {
+                let v = AffinityValue {
+                    gateway: 0,
+                    last_seen: 1,
+                    expires_at: 1000 + u32::try_from(i).unwrap(),
+                    confirmed: false,
+                };
+                let h = s.hash(k);
+                let _ = s.insert(*k, h, v, 1);
+            }
+        };
+
+        let mut public = AffinityShard::new(CAP, CAP);
+        insert_all(&mut public, &chosen);
+        let worst = chosen
+            .iter()
+            .map(|k| public.probe_buckets(k, public.hash(k)))
+            .max()
+            .unwrap();
+        assert!(worst <= MAX_PROBE_BUCKETS, "a lookup reads {worst} buckets");
+        assert_eq!(
+            public.len(),
+            MAX_PROBE_BUCKETS * LANES,
+            "the chain holds what fits within the bound"
+        );
+        assert_eq!(public.counters().probe_limit, 1000 - public.len() as u64);
+        check(&public);
+
+        let secret = HashKey::from_random([
+            0x0123_4567_89ab_cdef,
+            0xfedc_ba98_7654_3210,
+            0x0f1e_2d3c_4b5a_6978,
+            0x8877_6655_4433_2211,
+        ]);
+        let mut keyed = AffinityShard::new(CAP, CAP).with_hash_key(secret);
+        insert_all(&mut keyed, &chosen);
+        assert_eq!(keyed.counters().probe_limit, 0);
+        let mut rng = crate::rng::SplitMix64(7);
+        let random: Vec<AffinityKey> = (0..1000)
+            .map(|_| {
+                let a = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+                AffinityKey::from_v6(&Ipv6Addr::from(a), 0)
+            })
+            .collect();
+        let mut baseline = AffinityShard::new(CAP, CAP).with_hash_key(secret);
+        insert_all(&mut baseline, &random);
+        let (chosen_cost, random_cost) = (
+            mean_probes(&keyed, &chosen),
+            mean_probes(&baseline, &random),
+        );
+        assert!(
+            chosen_cost <= 2.0 * random_cost,
+            "chosen keys {chosen_cost:.3} buckets per lookup, random keys {random_cost:.3}"
+        );
+        // Misses too: a lookup of an absent key reads what a random absent key reads.
+        let absent = colliding_keys(&HashKey::FIXED, CAP, 1100).split_off(1000);
+        assert!(mean_probes(&keyed, &absent) <= 2.0 * mean_probes(&baseline, &absent).max(1.0));
+    }
 
     #[test]
     fn key_from_v4_is_v4_mapped() {

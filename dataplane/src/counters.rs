@@ -295,6 +295,7 @@ fn add_affinity(a: &AffinityCounters, b: &AffinityCounters) -> AffinityCounters 
         expired: a.expired + b.expired,
         evicted_unconfirmed: a.evicted_unconfirmed + b.evicted_unconfirmed,
         insert_full: a.insert_full + b.insert_full,
+        probe_limit: a.probe_limit + b.probe_limit,
         removed: a.removed + b.removed,
     }
 }

@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use dataplane::affinity::HashKey;
 use dataplane::frame::{VecFrame, DEFAULT_HEADROOM};
 use dataplane::model::{AffinitySpec, Snapshot};
 use dataplane::pipeline::{Pipeline, Verdict, MAX_BURST};
@@ -221,7 +222,7 @@ fn run(family: Family, clients: u64, packets: u64) -> Result {
     // As the daemon allocates a worker's shard: transparent huge pages advised before the
     // table is first written (fewer TLB misses at millions of clients).
     let mut huge_pages = false;
-    let mut worker = Pipeline::new_advised(snap, &mut |addr, bytes| {
+    let mut worker = Pipeline::new_advised(snap, HashKey::FIXED, &mut |addr, bytes| {
         huge_pages |= dpdk::memory::advise_huge_pages(addr, bytes);
     });
     let m = mix(family);

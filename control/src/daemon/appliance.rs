@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use dataplane::affinity::HashKey;
 use dataplane::model::{Role, Snapshot, SnapshotError};
 use dataplane::steer::{Steering, RSS_KEY};
 use dpdk::{
@@ -619,6 +620,9 @@ fn spawn_workers(
 ) -> Result<(Workers, WorkerLinks), StartError> {
     let d = &cfg.dataplane;
     let n_workers = d.workers.len();
+    // One affinity hash key for this run, unknown outside: chosen colliding addresses cannot
+    // be aimed at one index bucket.
+    let hash_key = HashKey::from_random(crate::random::words("affinity hash key"));
     let (miss_tx, miss_rx) = crossbeam_channel::bounded(1024);
     let mut workers = Workers {
         threads: Vec::new(),
@@ -682,6 +686,7 @@ fn spawn_workers(
             running: Arc::clone(&workers.running),
             workers: n_workers,
             change_log: setup.channels.sync.is_some().then_some(WORKER_CHANGE_LOG),
+            hash_key,
         };
         let t = std::thread::Builder::new()
             .name(format!("vpnlb-w{w}"))

@@ -604,23 +604,6 @@ fn layout(spec: &ApplianceSpec) -> u64 {
 /// guessable. Should the read fail (no `/dev` in a container, say), std's `RandomState`, whose
 /// keys come from the OS's random source too, with the time and pid mixed in.
 fn session_id() -> u64 {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    let id = match read {
-        Ok(()) => u64::from_ne_bytes(b),
-        Err(e) => {
-            warn!(error = %e, "HA sync: /dev/urandom unreadable; session nonce from RandomState");
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            h.write_u32(std::process::id());
-            h.finish()
-        }
-    };
+    let [id] = crate::random::words::<1>("HA sync session nonce");
     id.max(1)
 }

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use dataplane::affinity::HashKey;
 use dataplane::changes::AffinityChange;
 use dataplane::counters::WorkerCounters;
 use dataplane::exception::{exception_class, ExceptionClass};
@@ -254,6 +255,8 @@ pub struct WorkerStart {
     pub workers: usize,
     /// Affinity changes to record between two drains (with an HA peer to sync with).
     pub change_log: Option<usize>,
+    /// The affinity hash's key, drawn once at start (see `dataplane::affinity::HashKey`).
+    pub hash_key: HashKey,
 }
 
 /// A worker's end of the HA affinity sync (see `daemon::sync`).
@@ -475,7 +478,8 @@ fn register_with_eal(index: u16) -> Option<dpdk::lcore::ThreadRegistration> {
 /// regions got huge pages.
 fn allocate(start: &WorkerStart) -> (Pipeline, usize) {
     let mut huge = 0;
-    let mut pipeline = Pipeline::new_advised(Arc::clone(&start.snapshot), &mut |addr, bytes| {
+    let snapshot = Arc::clone(&start.snapshot);
+    let mut pipeline = Pipeline::new_advised(snapshot, start.hash_key, &mut |addr, bytes| {
         huge += usize::from(dpdk::memory::advise_huge_pages(addr, bytes));
     });
     if let Some(n) = start.change_log {

@@ -405,7 +405,7 @@ impl State {
 
     /// The gateway `key`'s live entry names, without refreshing it.
     pub(super) fn gateway_of(&mut self, now: u32, key: &AffinityKey) -> Option<u16> {
-        match self.touch(key, key.hash(), now, Touch::Peek) {
+        match self.touch(key, self.shard.hash(key), now, Touch::Peek) {
             Touched::Live(v) => Some(v.gateway),
             Touched::Absent | Touched::Mismatch => None,
         }

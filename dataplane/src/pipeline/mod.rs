@@ -45,7 +45,9 @@ use slow::answer::{arp_reply, echo_reply, nd_advert};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::affinity::{self, AffinityKey, AffinityShard, AffinityValue, InsertOutcome, Lookup};
+use crate::affinity::{
+    self, AffinityKey, AffinityShard, AffinityValue, HashKey, InsertOutcome, Lookup,
+};
 use crate::changes::{AffinityChange, ChangeLog, ChangeOp};
 use crate::classify::SniStats;
 use crate::counters::{DropReason, GatewayCounters, ServiceCounters, WorkerCounters};
@@ -159,16 +161,25 @@ impl MissRing {
 
 impl Pipeline {
     /// Creates a worker; its affinity shard is allocated now, at full capacity.
+    ///
+    /// Its affinity hash has the fixed, public key ([`HashKey::FIXED`]): the same layout on
+    /// every run, for replay and tests. The daemon passes a key drawn at start to
+    /// [`Self::new_advised`].
     pub fn new(snap: Arc<Snapshot>) -> Pipeline {
-        Self::new_advised(snap, &mut |_, _| {})
+        Self::new_advised(snap, HashKey::FIXED, &mut |_, _| {})
     }
 
-    /// [`new`](Self::new), handing the affinity shard's memory to `advise(address, bytes)`
-    /// before it is first written (see [`AffinityShard::try_new_advised`]).
-    pub fn new_advised(snap: Arc<Snapshot>, advise: &mut dyn FnMut(usize, usize)) -> Pipeline {
+    /// [`new`](Self::new) with the affinity hash keyed by `hash_key`, handing the affinity
+    /// shard's memory to `advise(address, bytes)` before it is first written (see
+    /// [`AffinityShard::try_new_advised`]).
+    pub fn new_advised(
+        snap: Arc<Snapshot>,
+        hash_key: HashKey,
+        advise: &mut dyn FnMut(usize, usize),
+    ) -> Pipeline {
         let a = snap.spec.affinity;
         let shard = match AffinityShard::try_new_advised(a.capacity, a.max_unconfirmed, advise) {
-            Ok(s) => s,
+            Ok(s) => s.with_hash_key(hash_key),
             Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<AffinityShard>()),
         };
         let mut w = Pipeline {
@@ -338,7 +349,8 @@ impl Pipeline {
             .collect();
         let (mut moved, mut removed) = (0, 0);
         for (k, v, to) in changes {
-            self.st.shard.remove(&k, k.hash());
+            let hash = self.st.shard.hash(&k);
+            self.st.shard.remove(&k, hash);
             match to {
                 Some((service, gateway)) => {
                     let direct = k.service & affinity::DIRECT;
@@ -348,7 +360,8 @@ impl Pipeline {
                     };
                     let value = AffinityValue { gateway, ..v };
                     // Room is certain: the entry just left it.
-                    let _ = self.st.shard.insert(key, key.hash(), value, v.last_seen);
+                    let hash = self.st.shard.hash(&key);
+                    let _ = self.st.shard.insert(key, hash, value, v.last_seen);
                     moved += 1;
                 }
                 None => removed += 1,
@@ -377,7 +390,7 @@ impl Pipeline {
     /// ours. Returns false when the table had no room for it.
     pub fn apply_synced(&mut self, now: u32, c: &AffinityChange) -> bool {
         let st = &mut self.st;
-        let hash = c.key.hash();
+        let hash = st.shard.hash(&c.key);
         let (gateway, confirmed, expires_at) = match c.op {
             ChangeOp::Delete => {
                 if let Some(r) = st.shard.remove(&c.key, hash) {

@@ -7,7 +7,7 @@ use crate::pipeline::wire_drop;
 use crate::pipeline::State;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::affinity::AffinityKey;
+use crate::affinity::{AffinityKey, HashKey};
 use crate::classify::{self, Class, Detail, L4View};
 use crate::counters::DropReason;
 use crate::model::{
@@ -48,7 +48,7 @@ pub(super) struct L3 {
 /// are in the key or re-read from the frame).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Flow {
-    /// `key.hash()`.
+    /// The key's hash under the shard's key (`AffinityShard::hash`).
     pub(super) hash: u64,
     pub(super) key: AffinityKey,
     /// Offset of the IP header in the frame.
@@ -261,7 +261,13 @@ pub(super) fn plan_ns(snap: &Snapshot, interface: u16, bytes: &[u8], l3: L3, icm
 
 /// An ICMP error to a VIP (inbound: it quotes a VIP → client packet we sent) or from the
 /// backend to a client (outbound: it quotes a client → gateway packet we forwarded).
-pub(super) fn plan_icmp_error(snap: &Snapshot, bytes: &[u8], outer: L3, inbound: bool) -> Plan {
+pub(super) fn plan_icmp_error(
+    snap: &Snapshot,
+    hash_key: &HashKey,
+    bytes: &[u8],
+    outer: L3,
+    inbound: bool,
+) -> Plan {
     let Some(icmp_at) = outer.l4 else {
         return Plan::Drop(DropReason::IcmpNoFlow);
     };
@@ -298,7 +304,7 @@ pub(super) fn plan_icmp_error(snap: &Snapshot, bytes: &[u8], outer: L3, inbound:
         inbound,
         service,
         gateway,
-        hash: key.hash(),
+        hash: key.hash_with(hash_key),
         key,
     })
 }
@@ -816,7 +822,7 @@ impl State {
         };
         let proof = tcp_proof(bytes, &l3, &view, inbound).unwrap_or(proof);
         let key = affinity_key(client, service);
-        let hash = key.hash();
+        let hash = self.shard.hash(&key);
         *out = Plan::Flow(Flow {
             hash,
             key,
@@ -969,7 +975,7 @@ impl State {
         }
         if icmp {
             let plan = if is_icmp_error(bytes, &l3) {
-                plan_icmp_error(snap, bytes, l3, true)
+                plan_icmp_error(snap, self.shard.hash_key(), bytes, l3, true)
             } else {
                 Plan::Drop(DropReason::IcmpUnhandled)
             };
@@ -996,7 +1002,7 @@ impl State {
         };
         let proof = tcp_proof(bytes, &l3, &view, true).unwrap_or(proof);
         let key = affinity_key(l3.src, service);
-        let hash = key.hash();
+        let hash = self.shard.hash(&key);
         let flow = Flow {
             hash,
             key,
@@ -1081,7 +1087,7 @@ impl State {
         };
         let proof = tcp_proof(bytes, &l3, &view, true).unwrap_or(proof);
         let key = affinity_key(l3.src, service).direct();
-        let hash = key.hash();
+        let hash = self.shard.hash(&key);
         *out = Plan::Flow(Flow {
             hash,
             key,
@@ -1112,7 +1118,10 @@ impl State {
             return store(out, Plan::Drop(DropReason::NoRoute));
         }
         if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) && is_icmp_error(bytes, &l3) {
-            return store(out, plan_icmp_error(snap, bytes, l3, false));
+            return store(
+                out,
+                plan_icmp_error(snap, self.shard.hash_key(), bytes, l3, false),
+            );
         }
         let memberships = snap.gateway_by_addr(l3.src);
         if memberships.is_empty() {
@@ -1145,7 +1154,7 @@ impl State {
         let direct = svc.spec.route_to_gateways && routable(svc, l3.protocol, port);
         let key = affinity_key(l3.dst, service);
         let key = if direct { key.direct() } else { key };
-        let hash = key.hash();
+        let hash = self.shard.hash(&key);
         *out = Plan::Flow(Flow {
             hash,
             key,

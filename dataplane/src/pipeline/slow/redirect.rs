@@ -154,7 +154,8 @@ impl State {
             return Verdict::Drop(reason);
         }
         let key = f.key.direct();
-        self.remember_direct(svc, now, (key, key.hash()), gateway, Proof::None);
+        let hash = self.shard.hash(&key);
+        self.remember_direct(svc, now, (key, hash), gateway, Proof::None);
         snap.loads.count_redirect(f.service, gateway);
         self.counters.gateways[usize::from(f.service)][usize::from(gateway)].redirects += 1;
         let mac = answer_mac(snap, r.interface, vip);

@@ -57,7 +57,7 @@ impl State {
                     let key = f.key.nat();
                     let nat = Flow {
                         key,
-                        hash: key.hash(),
+                        hash: self.shard.hash(&key),
                         direct: false,
                         ..*f
                     };
