@@ -118,6 +118,35 @@ fn answers_with_the_exact_rfc5685_response_v4() {
     assert_balanced(&w);
 }
 
+/// Load inflation (issue 15): one host repeating its IKE_SA_INIT is answered every time, but
+/// adds to its gateway's load once, so it cannot push new clients off that gateway.
+#[test]
+fn a_repeated_request_adds_to_the_load_once() {
+    let mut w = worker(redirect_spec(true));
+    let client = client_v4(8);
+    let req = ike4_to_vip(client, &supporting_request(spi_of(client.into())));
+    for _ in 0..100 {
+        tx(&mut w, CLIENT_PORT, &req, CLIENT_PORT);
+    }
+    let g = first_choice(client.into());
+    assert_eq!(
+        w.counters().gateways[0][g].redirects,
+        100,
+        "every request answered"
+    );
+    assert_eq!(
+        w.snapshot().loads.redirects(0, g as u16),
+        1,
+        "the load counts the client once"
+    );
+    // A second client is placed by that load (one client), not by a hundred repeats.
+    let other = client_v4(9);
+    let req = ike4_to_vip(other, &supporting_request(spi_of(other.into())));
+    tx(&mut w, CLIENT_PORT, &req, CLIENT_PORT);
+    let total: u64 = (0..3).map(|g| w.snapshot().loads.redirects(0, g)).sum();
+    assert_eq!(total, 2);
+}
+
 #[test]
 fn answers_with_the_exact_rfc5685_response_v6() {
     let mut w = worker(redirect_spec(true));

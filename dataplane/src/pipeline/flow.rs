@@ -374,7 +374,8 @@ impl State {
     }
 
     /// Records that a redirected client talks to `gateway` directly: its direct entry is
-    /// created (unconfirmed), re-pointed or refreshed.
+    /// created (unconfirmed), re-pointed or refreshed. True when it was created or re-pointed
+    /// (the client is new to `gateway`).
     pub(super) fn remember_direct(
         &mut self,
         svc: &ServiceView,
@@ -382,15 +383,15 @@ impl State {
         (key, hash): (AffinityKey, u64),
         gateway: u16,
         echo: Proof,
-    ) {
+    ) -> bool {
         let point = Touch::Point {
             gateway,
             confirmed_s: svc.spec.persistence_timeout_s,
             unconfirmed_s: svc.spec.unconfirmed_timeout_s,
             echo,
         };
-        if let Touched::Live(_) = self.touch(&key, hash, now, point) {
-            return;
+        if let Touched::Live(v) = self.touch(&key, hash, now, point) {
+            return v.gateway != gateway;
         }
         let value = AffinityValue {
             gateway,
@@ -400,7 +401,9 @@ impl State {
         };
         if !self.admit(key, hash, value, now) {
             self.counters.clients.learn_failed_table_full += 1;
+            return false;
         }
+        true
     }
 
     /// The gateway `key`'s live entry names, without refreshing it.

@@ -155,8 +155,12 @@ impl State {
         }
         let key = f.key.direct();
         let hash = self.shard.hash(&key);
-        self.remember_direct(svc, now, (key, hash), gateway, Proof::None);
-        snap.loads.count_redirect(f.service, gateway);
+        // A redirect adds to the gateway's load only when the client is new to it: a client
+        // repeating its IKE_SA_INIT (or a host sending it again and again) counts once. The
+        // counter counts every answer.
+        if self.remember_direct(svc, now, (key, hash), gateway, Proof::None) {
+            snap.loads.count_redirect(f.service, gateway);
+        }
         self.counters.gateways[usize::from(f.service)][usize::from(gateway)].redirects += 1;
         let mac = answer_mac(snap, r.interface, vip);
         reply_l2(snap, frame, r.interface, mac)

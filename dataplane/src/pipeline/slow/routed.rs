@@ -38,7 +38,7 @@ impl State {
             return Verdict::Drop(DropReason::NoGateway);
         };
         let (side, hop) = if f.inbound {
-            self.remember_direct(svc, now, (f.key, f.hash), f.gateway, f.proof);
+            let _ = self.remember_direct(svc, now, (f.key, f.hash), f.gateway, f.proof);
             let Some(hop) = gateway_hop else {
                 return self.neighbor_miss(gateway_addr);
             };
