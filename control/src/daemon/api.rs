@@ -1059,7 +1059,7 @@ fn exception_metrics(x: &mut Exposition, e: &ExceptionCounters) {
     );
     x.counter(
         "exception_policed_total",
-        "Frames for the kernel over [exception] rate_pps (never urgent ones).",
+        "Frames for the kernel over [exception] rate_pps (urgent ones are policed by the workers).",
         &one(e.policed),
     );
 }
