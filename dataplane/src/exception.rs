@@ -613,8 +613,13 @@ mod tests {
             urgent_pps: 1_000,
             other_pps: 10_000,
         };
-        let mut p = ExceptionPolicer::new(rates, NO_PEER);
+        let peer = Ipv4Addr::new(198, 19, 0, 3);
+        let rules = ExceptionRules {
+            peer: Some(IpAddr::V4(peer)),
+        };
+        let mut p = ExceptionPolicer::new(rates, rules);
         let own = Ipv4Addr::new(198, 19, 0, 1);
+        let sync = udp_v4(&L2_BACKEND, peer, own);
         let health_flood = udp_v4(&L2_BACKEND, lab::GATEWAYS_V4[1], own);
         let other_flood = udp_v4(
             &L2_CLIENT,
@@ -634,12 +639,20 @@ mod tests {
             255,
         );
         let arp = arp_reply();
-        let (mut adverts, mut arps, mut health, mut flood_in) = (0, 0, 0, 0);
-        // 10 s: 100 000 frames a second of each flood, one advert every 100 ms and an ARP
-        // reply every 10 ms.
+        let forged_sync = udp_v4(&L2_CLIENT, peer, Ipv4Addr::new(198, 18, 0, 1));
+        let (mut adverts, mut arps, mut syncs, mut health, mut flood_in) = (0, 0, 0, 0, 0);
+        // 10 s: 100 000 frames a second of each flood (health answers from the backend side,
+        // ordinary UDP, a gateway's and the peer's address from the client side, routed VRRP);
+        // one advert every 100 ms, a sync message and an ARP reply every 10 ms.
         for ms in 0..10_000u64 {
             for _ in 0..100 {
-                for f in [&health_flood, &other_flood, &forged, &routed_vrrp] {
+                for f in [
+                    &health_flood,
+                    &other_flood,
+                    &forged,
+                    &routed_vrrp,
+                    &forged_sync,
+                ] {
                     if p.admit(
                         &s,
                         if f == &health_flood {
@@ -665,6 +678,9 @@ mod tests {
                 );
             }
             if ms % 10 == 0 {
+                syncs += usize::from(
+                    p.admit(&s, BACKEND_PORT, &sync, ms) == Some(ExceptionQueue::Urgent),
+                );
                 arps += usize::from(
                     p.admit(&s, BACKEND_PORT, &arp, ms) == Some(ExceptionQueue::Urgent),
                 );
@@ -672,15 +688,18 @@ mod tests {
         }
         assert_eq!(adverts, 100, "every advert got through");
         assert_eq!(arps, 1_000, "every ARP reply got through");
+        assert_eq!(syncs, 1_000, "every sync message got through");
         // The floods got their budgets (and a first burst) and not a frame more.
         assert!((10_000..=10_100).contains(&health), "{health}");
         assert!((110_000..=112_100).contains(&flood_in), "{flood_in}");
         assert!(p.policed[ExceptionClass::Gateway as usize] > 980_000);
-        assert!(p.policed[ExceptionClass::Other as usize] > 1_880_000);
+        assert!(p.policed[ExceptionClass::Other as usize] > 2_880_000);
         assert_eq!(p.policed[ExceptionClass::Vrrp as usize], 0);
         assert_eq!(p.policed[ExceptionClass::Arp as usize], 0);
         assert_eq!(p.suspect[Suspect::VrrpTtl as usize], 1_000_000);
         assert_eq!(p.suspect[Suspect::GatewayOffBackend as usize], 1_000_000);
+        assert_eq!(p.suspect[Suspect::PeerOffBackend as usize], 1_000_000);
+        assert_eq!(p.policed[ExceptionClass::Peer as usize], 0);
     }
 
     #[test]
