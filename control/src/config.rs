@@ -189,6 +189,8 @@ struct ExceptionFile {
     tap_prefix: Option<String>,
     queue: Option<usize>,
     rate_pps: Option<u32>,
+    urgent_rate_pps: Option<u32>,
+    worker_rate_pps: Option<u32>,
 }
 
 /// The exception path (`[exception]`): traffic for the appliance's own addresses that the
@@ -206,8 +208,13 @@ pub struct ExceptionSettings {
     /// Frames queued each way between the dataplane and the kernel.
     pub queue: usize,
     /// Frames per second to the kernel that are not urgent (urgent: neighbor discovery,
-    /// VRRP, anything from a gateway); the rest is dropped and counted as `policed`.
+    /// VRRP, answers from gateways, the HA peer); the rest is dropped and counted as `policed`.
     pub rate_pps: u32,
+    /// Per worker: frames per second each urgent class (ARP, ND, VRRP, gateways' answers, the
+    /// HA peer) may bring to the control thread, each class its own budget.
+    pub urgent_rate_pps: u32,
+    /// Per worker: frames per second of everything else for the control thread.
+    pub worker_rate_pps: u32,
 }
 
 impl Default for ExceptionSettings {
@@ -218,6 +225,8 @@ impl Default for ExceptionSettings {
             tap_prefix: "vlb-".to_string(),
             queue: 1024,
             rate_pps: 20_000,
+            urgent_rate_pps: 2_000,
+            worker_rate_pps: 20_000,
         }
     }
 }
@@ -1115,12 +1124,28 @@ impl Validator<'_> {
                 format!("{rate_pps} is outside 100-10000000"),
             );
         }
+        let urgent_rate_pps = e.urgent_rate_pps.unwrap_or(def.urgent_rate_pps);
+        if !(100..=1_000_000).contains(&urgent_rate_pps) {
+            return self.err(
+                "exception.urgent_rate_pps",
+                format!("{urgent_rate_pps} is outside 100-1000000"),
+            );
+        }
+        let worker_rate_pps = e.worker_rate_pps.unwrap_or(def.worker_rate_pps);
+        if !(100..=10_000_000).contains(&worker_rate_pps) {
+            return self.err(
+                "exception.worker_rate_pps",
+                format!("{worker_rate_pps} is outside 100-10000000"),
+            );
+        }
         Ok(ExceptionSettings {
             enabled: e.enabled.unwrap_or(true),
             netns: e.netns,
             tap_prefix,
             queue,
             rate_pps,
+            urgent_rate_pps,
+            worker_rate_pps,
         })
     }
 
@@ -2042,6 +2067,18 @@ mod tests {
                 "queue = 1",
                 "exception.queue",
                 "16-65536",
+            ),
+            (
+                "netns = \"vlb-app\"",
+                "urgent_rate_pps = 10",
+                "exception.urgent_rate_pps",
+                "100-1000000",
+            ),
+            (
+                "netns = \"vlb-app\"",
+                "worker_rate_pps = 0",
+                "exception.worker_rate_pps",
+                "100-10000000",
             ),
         ];
         for (from, to, key, reason) in cases {

@@ -818,3 +818,81 @@ fn two_workers_redirect_every_request() {
     );
     assert!(max - min <= 2, "spread {per_gateway:?}");
 }
+
+/// Issue 15, finding 3, in the real daemon: a flood at the appliance's own client-side
+/// address of what used to be urgent by its bytes alone — VRRP from the Internet (TTL 64, to
+/// the group and to the address), routed neighbor advertisements (hop limit 64), and UDP
+/// "from" a gateway's address — is refused by rule or policed with ordinary traffic: none of it
+/// reaches the urgent ring, whose budgets are left to the real neighbors, adverts and health
+/// answers.
+#[test]
+fn forged_urgent_frames_from_the_client_side_are_refused_or_policed() {
+    use dataplane::exception::{ExceptionClass, Suspect};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use testkit::{lab as labnet, Ipv4Opts, L2, L4};
+    let _one = one_daemon_at_a_time();
+    let dir = tmpdir("forged-urgent");
+    let own = Ipv4Addr::new(198, 18, 0, 1);
+    let attacker = Ipv4Addr::new(203, 0, 113, 9);
+    let l2 = L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC);
+    let vrrp = |dst: Ipv4Addr| {
+        let l2 = if dst.is_multicast() {
+            L2::new(
+                labnet::ROUTER_MAC,
+                dataplane::wire::ethernet::EthernetAddress([1, 0, 0x5e, 0, 0, 18]),
+            )
+        } else {
+            l2
+        };
+        testkit::ipv4(
+            &l2,
+            attacker,
+            dst,
+            &Ipv4Opts::default(),
+            &L4::Raw {
+                protocol: 112,
+                payload: &[0x31, 51, 255, 1, 0, 10, 0, 0, 198, 18, 0, 100],
+            },
+        )
+    };
+    let na = testkit::ipv6(
+        &l2,
+        &Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9),
+        &Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1),
+        64,
+        &[],
+        &L4::Icmpv6 {
+            msg_type: 136,
+            code: 0,
+            rest: 0x2000_0000,
+            payload: &[0x20, 1, 0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        },
+    );
+    let from_gateway = udp_from_router(labnet::GATEWAYS_V4[0], own, 500, b"forged health answer");
+    let mut input = Vec::new();
+    for _ in 0..1000 {
+        input.push(vrrp(Ipv4Addr::new(224, 0, 0, 18)));
+        input.push(vrrp(own));
+        input.push(na.clone());
+    }
+    for _ in 0..20_000 {
+        input.push(from_gateway.clone());
+    }
+    write_client_input(&dir, &input);
+    let run = run_daemon_with(&dir, 1, &lab_conf());
+    let io = &run.report["io"];
+    let suspect = |r: Suspect| io["exception_suspect"][r as usize].as_u64().unwrap();
+    let policed = |c: ExceptionClass| io["exception_policed"][c as usize].as_u64().unwrap();
+    assert_eq!(suspect(Suspect::VrrpTtl), 2000, "{io}");
+    assert_eq!(suspect(Suspect::NdHopLimit), 1000, "{io}");
+    assert_eq!(suspect(Suspect::GatewayOffBackend), 20_000, "{io}");
+    // The forged gateway answers went with ordinary traffic, over its budget: policed there.
+    assert!(policed(ExceptionClass::Other) > 0, "{io}");
+    for c in ExceptionClass::ALL
+        .iter()
+        .filter(|c| **c != ExceptionClass::Other)
+    {
+        assert_eq!(policed(*c), 0, "{}: {io}", c.name());
+    }
+    assert_eq!(io["to_control_urgent_dropped"], 0, "{io}");
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Sender};
 use dataplane::classify::Class;
 use dataplane::counters::{DropReason, WorkerCounters};
+use dataplane::exception::{ExceptionClass, Suspect};
 use dataplane::redirect::Fallback;
 use dataplane::schedule::GatewayState;
 use dpdk::Port;
@@ -196,8 +197,33 @@ fn show_stats(ctx: &Ctx<'_>) -> Value {
         "neighbors": ctx.ctl.neighbor_counters(),
         "control": ctx.ctl.counters(),
         "exception": ctx.ctl.exception_counters(),
+        "exception_classes": exception_classes(&io),
         "control_socket": control_socket_status(&ctx.sockets),
     })
+}
+
+/// `show stats`' `exception_classes`: per class of frames for the control thread, what its
+/// per-worker budgets policed; per reason, the frames that failed their class's rule.
+fn exception_classes(io: &super::worker::IoCounters) -> Value {
+    let policed: serde_json::Map<String, Value> = ExceptionClass::ALL
+        .iter()
+        .map(|k| {
+            (
+                k.name().to_string(),
+                json!(io.exception_policed[*k as usize]),
+            )
+        })
+        .collect();
+    let suspect: serde_json::Map<String, Value> = Suspect::ALL
+        .iter()
+        .map(|r| {
+            (
+                r.name().to_string(),
+                json!(io.exception_suspect[*r as usize]),
+            )
+        })
+        .collect();
+    json!({"policed": policed, "suspect": suspect})
 }
 
 /// `show stats`' `control_socket`: per socket (`read_write`, and `read_only` when configured)
@@ -281,6 +307,14 @@ fn show_drops(ctx: &Ctx<'_>) -> Value {
         ),
     ] {
         rows.push(json!({"reason": name, "packets": n}));
+    }
+    for k in ExceptionClass::ALL {
+        let n = io.exception_policed[*k as usize];
+        rows.push(json!({"reason": format!("exception-policed-{}", k.name()), "packets": n}));
+    }
+    for r in Suspect::ALL.iter().filter(|r| r.drops()) {
+        let n = io.exception_suspect[*r as usize];
+        rows.push(json!({"reason": format!("exception-{}", r.name()), "packets": n}));
     }
     Value::Array(rows)
 }
@@ -767,6 +801,28 @@ fn traffic_metrics(x: &mut Exposition, t: &Totals) {
         "Frames handed between workers (software steering).",
         &one(t.io.handoff_out),
     );
+    x.counter(
+        "exception_class_policed_total",
+        "Frames for the control thread over their class's per-worker budget ([exception] urgent_rate_pps, worker_rate_pps).",
+        &ExceptionClass::ALL
+            .iter()
+            .map(|k| {
+                let n = t.io.exception_policed[*k as usize];
+                (format!("{{class=\"{}\"}}", k.name()), n)
+            })
+            .collect::<Vec<_>>(),
+    );
+    x.counter(
+        "exception_suspect_total",
+        "Frames for the control thread that failed their class's rule (forged or routed VRRP, neighbor discovery, gateway or peer sources off the backend side).",
+        &Suspect::ALL
+            .iter()
+            .map(|r| {
+                let n = t.io.exception_suspect[*r as usize];
+                (format!("{{reason=\"{}\"}}", r.name()), n)
+            })
+            .collect::<Vec<_>>(),
+    );
 }
 
 /// Per gateway: clients, traffic, state and health.
@@ -1003,7 +1059,7 @@ fn exception_metrics(x: &mut Exposition, e: &ExceptionCounters) {
     );
     x.counter(
         "exception_policed_total",
-        "Frames for the kernel over [exception] rate_pps (never urgent ones).",
+        "Frames for the kernel over [exception] rate_pps (urgent ones are policed by the workers).",
         &one(e.policed),
     );
 }

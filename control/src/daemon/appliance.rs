@@ -42,6 +42,7 @@ use super::{device_name, eal_args, health_policy, start_checker, PortReport};
 use crate::config::Config;
 use crate::ctlsock::{Access, ControlSocket, ControlSockets, SocketOptions};
 use crate::health::checker::{Checker, CheckerError};
+use dataplane::exception::{ExceptionPolicer, ExceptionRates, ExceptionRules};
 
 /// How long the control thread waits for the workers to start before VRRP begins.
 const WORKER_START_LIMIT: Duration = Duration::from_secs(60);
@@ -679,6 +680,16 @@ fn spawn_workers(
                 tx_flush_us: d.tx_flush_us,
             },
             steering: ports.steering.clone(),
+            exception: ExceptionPolicer::new(
+                ExceptionRates {
+                    urgent_pps: cfg.exception.urgent_rate_pps,
+                    other_pps: cfg.exception.worker_rate_pps,
+                },
+                // The HA peer's sync and heartbeat are urgent when they come from the backend.
+                ExceptionRules {
+                    peer: cfg.ha.as_ref().and_then(|h| h.peer),
+                },
+            ),
             stop: Arc::clone(&workers.stop),
         };
         let start = WorkerStart {

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dataplane::counters::WorkerCounters;
-use tracing::info;
+use dataplane::exception::{ExceptionClass, Suspect};
+use tracing::{info, warn};
 
 use super::api;
 use super::appliance::{Appliance, Ports, Services, Workers};
@@ -75,6 +76,15 @@ pub struct ControlLoop {
     rates: GatewayRates,
     timers: Timers,
     opts: RunOptions,
+    /// The workers' exception counters at the last second's sample: what grew is logged.
+    exception_seen: ExceptionSeen,
+}
+
+/// The workers' exception policing and rule counters, summed.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct ExceptionSeen {
+    policed: [u64; ExceptionClass::COUNT],
+    suspect: [u64; Suspect::COUNT],
 }
 
 impl ControlLoop {
@@ -105,6 +115,7 @@ impl ControlLoop {
             rates: GatewayRates::default(),
             timers: Timers::new(started),
             opts,
+            exception_seen: ExceptionSeen::default(),
         }
     }
 
@@ -173,6 +184,17 @@ impl ControlLoop {
         let workers = self.workers.snapshot_reports();
         self.rates
             .sample(self.ctl.snapshot(), &workers, self.timers.last_rates);
+        let mut now = ExceptionSeen::default();
+        for w in &workers {
+            for (a, b) in now.policed.iter_mut().zip(w.io.exception_policed) {
+                *a += b;
+            }
+            for (a, b) in now.suspect.iter_mut().zip(w.io.exception_suspect) {
+                *a += b;
+            }
+        }
+        log_exception_growth(&self.exception_seen, &now);
+        self.exception_seen = now;
     }
 
     /// Answers what the control sockets' clients asked.
@@ -276,4 +298,36 @@ impl ControlLoop {
             let _ = port.stop();
         }
     }
+}
+
+/// Frames for the appliance that failed their class's rule or went over its budget in the last
+/// second: one line a second at most (this runs once a second), only while it happens; the
+/// counters (`show stats` → `exception_classes`) have the totals.
+fn log_exception_growth(before: &ExceptionSeen, now: &ExceptionSeen) {
+    if before == now {
+        return;
+    }
+    let grown = |names: &mut dyn Iterator<Item = &'static str>, b: &[u64], n: &[u64]| {
+        names
+            .zip(b.iter().zip(n))
+            .filter(|(_, (b, n))| n > b)
+            .map(|(name, (b, n))| format!("{name}={}", n - b))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let suspect = grown(
+        &mut Suspect::ALL.iter().map(|r| r.name()),
+        &before.suspect,
+        &now.suspect,
+    );
+    let policed = grown(
+        &mut ExceptionClass::ALL.iter().map(|k| k.name()),
+        &before.policed,
+        &now.policed,
+    );
+    warn!(
+        %suspect,
+        %policed,
+        "frames for the appliance itself refused in the last second (forged or over budget)"
+    );
 }

@@ -31,7 +31,8 @@ pub struct ExceptionCounters {
     pub from_kernel: u64,
     /// Frames the kernel sent that could not be transmitted (no mbuf, full ring, too large).
     pub from_kernel_dropped: u64,
-    /// Frames for the kernel over `[exception] rate_pps` (urgent frames are never policed).
+    /// Frames for the kernel over `[exception] rate_pps` (urgent frames are not policed here: the
+    /// workers police each urgent class to `[exception] urgent_rate_pps`).
     pub policed: u64,
 }
 

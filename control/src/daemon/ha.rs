@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::control::{Control, VrrpFrame};
+use super::loglimit::LogLimit;
 use crate::config::HaSettings;
 use crate::vrrp::{self, Action, State, Vrrp, VrrpConfig, VrrpConfigError};
 
@@ -90,6 +91,8 @@ pub struct Ha {
     since: Instant,
     /// When the last valid advert arrived (the leader's router).
     last_advert: Option<Instant>,
+    /// Rejected adverts are anyone's to send: logged at most once a second.
+    rejected_log: LogLimit,
 }
 
 impl Ha {
@@ -170,6 +173,7 @@ impl Ha {
             counters: HaCounters::default(),
             since: Instant::now(),
             last_advert: None,
+            rejected_log: LogLimit::default(),
         })
     }
 
@@ -252,7 +256,9 @@ impl Ha {
                 Err(e) => {
                     self.routers[0].errors += 1;
                     if e != vrrp::AdvertError::WrongVrid {
-                        warn!(error = e.as_str(), src = %f.src, "VRRP advert rejected");
+                        if let Some(suppressed) = self.rejected_log.allow(now) {
+                            warn!(error = e.as_str(), src = %f.src, suppressed, "VRRP advert rejected");
+                        }
                     }
                 }
             }

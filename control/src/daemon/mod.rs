@@ -18,6 +18,7 @@ pub mod control_loop;
 pub mod exception;
 pub mod ha;
 pub mod loads;
+pub mod loglimit;
 pub mod rates;
 pub mod sync;
 pub mod worker;

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use dataplane::affinity::HashKey;
 use dataplane::changes::AffinityChange;
 use dataplane::counters::WorkerCounters;
-use dataplane::exception::{exception_class, ExceptionClass};
+use dataplane::exception::{ExceptionClass, ExceptionPolicer, ExceptionQueue, Suspect};
 use dataplane::frame::Frame;
 use dataplane::model::Snapshot;
 use dataplane::pipeline::{Pipeline, Verdict, MAX_BURST};
@@ -57,6 +57,12 @@ pub struct IoCounters {
     /// discovery, VRRP, frames from gateways; other: the rest).
     pub to_control_urgent_dropped: u64,
     pub to_control_dropped: u64,
+    /// Frames for the control thread over their class's budget, by
+    /// `dataplane::exception::ExceptionClass` (`[exception] urgent_rate_pps`, `rate_pps`).
+    pub exception_policed: [u64; ExceptionClass::COUNT],
+    /// Frames for the control thread that failed their class's rule (forged or routed VRRP,
+    /// neighbor discovery, gateway sources), by `dataplane::exception::Suspect`.
+    pub exception_suspect: [u64; Suspect::COUNT],
     /// Neighbor misses not reported because the control thread's channel was full.
     pub miss_reports_lost: u64,
     /// Snapshots adopted.
@@ -89,6 +95,8 @@ impl IoCounters {
             tx_dropped,
             to_control_urgent_dropped,
             to_control_dropped,
+            exception_policed,
+            exception_suspect,
             miss_reports_lost,
             snapshots_adopted,
             sync_applied,
@@ -105,6 +113,12 @@ impl IoCounters {
         self.tx_dropped += tx_dropped;
         self.to_control_urgent_dropped += to_control_urgent_dropped;
         self.to_control_dropped += to_control_dropped;
+        for (a, b) in self.exception_policed.iter_mut().zip(exception_policed) {
+            *a += b;
+        }
+        for (a, b) in self.exception_suspect.iter_mut().zip(exception_suspect) {
+            *a += b;
+        }
         self.miss_reports_lost += miss_reports_lost;
         self.snapshots_adopted += snapshots_adopted;
         self.sync_applied += sync_applied;
@@ -183,6 +197,12 @@ impl Clock {
         u32::try_from(self.unix_at_start + elapsed).unwrap_or(u32::MAX)
     }
 
+    /// Milliseconds since the clock started (monotonic).
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        rdtsc().wrapping_sub(self.tsc_at_start) / (self.tsc_hz / 1000).max(1)
+    }
+
     /// TSC cycles in `us` microseconds.
     pub fn cycles(&self, us: u64) -> u64 {
         self.tsc_hz / 1_000_000 * us
@@ -203,6 +223,8 @@ pub struct WorkerSetup {
     pub timing: WorkerTiming,
     /// `Some` when frames must be steered in software (see `dataplane::steer`).
     pub steering: Option<Steering>,
+    /// The classification and budgets of frames for the control thread.
+    pub exception: ExceptionPolicer,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -279,6 +301,10 @@ struct Io {
     handoff_bufs: Vec<Burst>,
     to_control: [RingProducer; 2],
     control_bufs: [Burst; 2],
+    /// Classifies frames for the control thread and polices them, class by class.
+    exception: ExceptionPolicer,
+    /// The worker's clock in milliseconds, read once per loop pass (the policer's time).
+    now_ms: u64,
     /// Frames dropped during a burst, freed together at its end (one bulk call, not one per
     /// frame).
     drops: FreeBatch,
@@ -418,11 +444,16 @@ fn process(
         match *v {
             Verdict::Tx { port } => io.transmit(usize::from(port), m),
             Verdict::ToControl => {
-                let class = match exception_class(pipeline.snapshot(), m.bytes()) {
-                    ExceptionClass::Urgent => URGENT,
-                    ExceptionClass::Other => OTHER,
-                };
-                io.send_to_control(class, m)
+                // Classified by the port it arrived on (a hand-off keeps its RX port) and
+                // policed per class: a flood of one kind costs that kind its budget alone.
+                match io
+                    .exception
+                    .admit(pipeline.snapshot(), port, m.bytes(), io.now_ms)
+                {
+                    Some(ExceptionQueue::Urgent) => io.send_to_control(URGENT, m),
+                    Some(ExceptionQueue::Other) => io.send_to_control(OTHER, m),
+                    None => io.drops.add(m),
+                }
             }
             Verdict::Drop(_) => io.drops.add(m),
             Verdict::HandOff { worker } => {
@@ -546,6 +577,7 @@ impl WorkerLoop {
             channels,
             timing,
             steering,
+            exception,
             stop: _,
         } = setup;
         // Software steering runs in the pipeline's first pass, from the parse that plans a
@@ -560,6 +592,8 @@ impl WorkerLoop {
             handoff_bufs: (0..n_workers).map(|_| Burst::new()).collect(),
             to_control: queues.to_control,
             control_bufs: [Burst::new(), Burst::new()],
+            exception,
+            now_ms: timing.clock.now_ms(),
             drops: FreeBatch::new(),
             counters: IoCounters::default(),
             burst_cycles: burst_histogram(),
@@ -597,6 +631,7 @@ impl WorkerLoop {
         self.take_updates();
         self.answer_query();
         let now = self.clock.now_s();
+        self.io.now_ms = self.clock.now_ms();
         self.apply_synced(now);
         self.poll_ports(now);
         self.poll_handoffs(now);
@@ -778,6 +813,8 @@ fn publish(r: &mut WorkerReport, core: usize, pipeline: &Pipeline, io: &Io) {
     r.core = core;
     pipeline.counters_into(&mut r.counters);
     r.io = io.counters;
+    r.io.exception_policed = io.exception.policed;
+    r.io.exception_suspect = io.exception.suspect;
     r.confirmed = pipeline.affinity().confirmed_len();
     r.unconfirmed = pipeline.affinity().unconfirmed_len();
     r.affinity_capacity = pipeline.affinity().capacity();
@@ -864,6 +901,8 @@ mod tests {
             tx_dropped: 1,
             to_control_urgent_dropped: 1,
             to_control_dropped: 1,
+            exception_policed: [1; ExceptionClass::COUNT],
+            exception_suspect: [1; Suspect::COUNT],
             miss_reports_lost: 1,
             snapshots_adopted: 1,
             sync_applied: 1,
@@ -876,6 +915,11 @@ mod tests {
         sum.add(&one);
         // Checked through the report's serialization: every field a report shows.
         let sum = serde_json::to_value(sum).unwrap();
-        assert!(sum.as_object().unwrap().values().all(|v| v == 2), "{sum}");
+        // Per-class counters are arrays: every element.
+        let twos = |v: &serde_json::Value| match v {
+            serde_json::Value::Array(a) => a.iter().all(|x| x == 2),
+            x => x == 2,
+        };
+        assert!(sum.as_object().unwrap().values().all(twos), "{sum}");
     }
 }
