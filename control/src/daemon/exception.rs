@@ -12,6 +12,7 @@
 use std::io;
 
 use dataplane::emit::{self, L2};
+use dataplane::exception::TokenBucket;
 use dataplane::model::{ApplianceSpec, InterfaceSpec};
 use dataplane::wire::ethernet::{EthernetFrame, Vlan};
 use netdev::{ifconfig, netns, Tap};
@@ -47,44 +48,9 @@ pub enum ExceptionError {
     Tap { tap: String, source: io::Error },
 }
 
-/// A token bucket in frames per second, refilled from a millisecond clock.
-struct Policer {
-    rate_pps: u64,
-    burst: u64,
-    /// Thousandths of a frame, so slow rates refill between milliseconds.
-    milli_tokens: u64,
-    last_ms: u64,
-}
-
-impl Policer {
-    fn new(rate_pps: u32) -> Policer {
-        let rate_pps = u64::from(rate_pps);
-        // A tenth of a second's worth, at least a burst's: an operator's ssh never notices.
-        let burst = (rate_pps / 10).max(64);
-        Policer {
-            rate_pps,
-            burst,
-            milli_tokens: burst * 1000,
-            last_ms: 0,
-        }
-    }
-
-    fn allow(&mut self, now_ms: u64) -> bool {
-        let elapsed = now_ms.saturating_sub(self.last_ms);
-        self.last_ms = self.last_ms.max(now_ms);
-        // rate_pps frames per 1000 ms = rate_pps milli-frames per ms.
-        self.milli_tokens = self
-            .milli_tokens
-            .saturating_add(elapsed.saturating_mul(self.rate_pps))
-            .min(self.burst * 1000);
-        if self.milli_tokens >= 1000 {
-            self.milli_tokens -= 1000;
-            true
-        } else {
-            false
-        }
-    }
-}
+/// The control thread's budget for ordinary exception frames towards the kernel: the same
+/// token bucket the workers police each class with.
+type Policer = TokenBucket;
 
 /// The TAPs, one per interface (in the spec's interface order).
 pub struct ExceptionPath {
