@@ -184,16 +184,9 @@ pub mod lab {
     }
 }
 
-/// TCP flag bits for [`L4::Tcp`] (low 9 bits of header bytes 12..14).
+/// TCP flag bits for [`L4::Tcp`] (low 9 bits of header bytes 12..14): the wire view's.
 pub mod tcp_flags {
-    pub const FIN: u16 = 0x001;
-    pub const SYN: u16 = 0x002;
-    pub const RST: u16 = 0x004;
-    pub const PSH: u16 = 0x008;
-    pub const ACK: u16 = 0x010;
-    pub const URG: u16 = 0x020;
-    pub const ECE: u16 = 0x040;
-    pub const CWR: u16 = 0x080;
+    pub use dataplane::wire::tcp::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
 }
 
 /// The smallest Ethernet frame on the wire, FCS excluded.
