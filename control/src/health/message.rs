@@ -29,16 +29,9 @@ use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::tls::{self, content_type, handshake_type, TlsRecord};
 use dataplane::wire::Error as WireError;
 
-/// IKEv2 SA payload numbers (RFC 7296 §3.3 and the IANA registry) the probe uses.
+/// IKEv2 transform and algorithm ids (RFC 7296 §3.3, the IANA registry) the probe offers; the
+/// SA structure itself (markers, protocol id, attributes) is `dataplane::wire::ike::sa`.
 pub mod ike_ids {
-    /// Protocol ID of an IKE SA proposal.
-    pub const PROTO_IKE: u8 = 1;
-    /// Substructure "last" marker: this is the last proposal, or the last transform.
-    pub const LAST: u8 = 0;
-    /// Substructure "last" marker: more proposals follow.
-    pub const MORE_PROPOSALS: u8 = 2;
-    /// Substructure "last" marker: more transforms follow.
-    pub const MORE_TRANSFORMS: u8 = 3;
     /// Transform type 1: encryption algorithm.
     pub const ENCR: u8 = 1;
     /// Transform type 2: pseudo-random function.
@@ -69,8 +62,6 @@ pub mod ike_ids {
     pub const DH_MODP_768_LEN: usize = 96;
     /// The groups the probe offers: 2048-bit MODP, NIST P-256, P-384, P-521, Curve25519.
     pub const OFFERED_GROUPS: [u16; 5] = [14, 19, 20, 21, 31];
-    /// Key Length transform attribute in TV format (attribute format bit set, type 14).
-    pub const ATTR_KEY_LENGTH: u16 = 0x800e;
 }
 
 /// What an IKE_SA_INIT response to the probe says.
@@ -139,7 +130,7 @@ fn probe_sa_body() -> Vec<u8> {
     gcm.extend(groups);
     let proposal = |number, transforms| ProposalRepr {
         number,
-        protocol_id: PROTO_IKE,
+        protocol_id: dataplane::wire::ike::sa::PROTO_IKE,
         transforms,
     };
     let sa = SaRepr {
