@@ -7,7 +7,8 @@
       COUNT TCP SYNs (-> VIP:443) from SYN_FIRST, SYN_FIRST+1, ..., interleaved, in Ethernet
       frames to DST_MAC (the appliance's client port) on IFACE (an AF_PACKET socket: the sources
       are nobody's). Paced evenly over SECONDS, and never longer than SECONDS + 5 (what is left
-      then is not sent). Prints "ike SENT syn SENT seconds S pps P".
+      then is not sent). Prints "sending N frames" once they are built, then "ike SENT syn SENT
+      seconds S pps P".
   attack-test.py stats JSON PATH...
       Fields of `vpnlbctl --json show stats` (dot-separated PATH under the top, e.g.
       counters.affinity.evicted_unconfirmed), one line; "0" for a field this vpnlbd does not
@@ -80,6 +81,7 @@ def cmd_flood(iface, dst_mac, vip, ike_first, syn_first, count, seconds):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((iface, 0))
     total, sent, t0 = len(frames), 0, time.monotonic()
+    print(f"sending {total} frames", flush=True)
     while sent < total:
         now = time.monotonic() - t0
         if now > seconds + 5:
