@@ -4,12 +4,15 @@
 #
 #   scripts/attack-test.sh    (OUT=out/attack by default; ATTACK_LIMIT_S bounds the whole run,
 #                              300 s; ATTACK_BIN_DIR=DIR (or LAB_BIN_DIR) runs DIR/vpnlbd and
-#                              DIR/vpnlbctl instead of building)
+#                              DIR/vpnlbctl instead of building; ATTACK_FLOOD_S, the flood's
+#                              duration, 40 s)
 #
 # vpnlbd runs conf/lab.toml with a small affinity table ([affinity] capacity = CAPACITY, 1024 per
-# worker, max_unconfirmed = 256; unconfirmed_timeout = 5 s). The gateways answer everything: gw1-gw3
+# worker, max_unconfirmed = 256; unconfirmed_timeout = 5 s; the health check's fall 10, so that the
+# gateways' own load on a 2-core machine moves no client). The gateways answer everything: gw1-gw3
 # run strongSwan responders with dos_protection = no (no cookies: every IKE_SA_INIT gets a full
-# answer with a responder SPI) and openssl s_server on TCP 443 (their kernels answer every SYN).
+# answer with a responder SPI; short DH exponents keep that affordable) and openssl s_server on
+# TCP 443 (their kernels answer every SYN; tcp_synack_retries = 1 keeps the run short).
 # 1. Before the flood: N_OLD strongSwan initiators (vlb-c1..) up, pinging through their tunnels,
 #    their affinity entries established (confirmed) on their gateways.
 # 2. The flood: from the upstream router's namespace (vlb-up, an AF_PACKET socket), 10 x CAPACITY
@@ -60,8 +63,8 @@ lab_need ip swanctl pki openssl /usr/bin/python3 /usr/lib/ipsec/charon
 lab_limit "${ATTACK_LIMIT_S:-300}"
 lab_bins ATTACK_BIN_DIR
 
-# stat FIELD...: fields of a fresh show stats (0 for those this vpnlbd lacks).
-stat() {
+# stats_of FIELD...: fields of a fresh show stats (0 for those this vpnlbd lacks).
+stats_of() {
   local f="$OUT/stats.$BASHPID.json"
   ctl show stats >"$f" || echo '{}' >"$f"
   python3 "$HELPER" stats "$f" "$@"
@@ -73,7 +76,7 @@ readonly TL_FIELDS=(affinity_occupancy.confirmed affinity_occupancy.unconfirmed 
 # sample LABEL: one line of OUT/timeline.txt.
 sample() {
   local line
-  line=$(stat "${TL_FIELDS[@]}")
+  line=$(stats_of "${TL_FIELDS[@]}")
   printf '%-8s %6.1f %s\n' "$1" "$(($(date +%s%N) - T0))e-9" "$line" >>"$OUT/timeline.txt"
 }
 
@@ -169,6 +172,9 @@ log "before the flood: ${#OLD[@]} strongSwan initiators (${OLD[*]})"
 start_clients "${OLD[@]}"
 wait_up 60 "" "${OLD[@]}"
 sa_summary "${OLD[@]}"
+# One ping first, not counted: a tunnel's first packet may wait on neighbor resolution somewhere
+# on its way (not what this test is about); then 3 that must all come back.
+ping_clients 1 0.2 "${OLD[@]}"
 ping_clients 3 0.2 "${OLD[@]}"
 declare -A GW_BEFORE=() SPI_BEFORE=()
 for name in "${OLD[@]}"; do
@@ -184,7 +190,7 @@ done
 [ "$(misses)" -eq 0 ] || fail "the clients before the flood are not all up and established"
 : >"$OUT/timeline.txt"
 sample before
-read -r BASE_INSERTS BASE_EVICTED BASE_ESTABLISHED < <(stat counters.affinity.inserts \
+read -r BASE_INSERTS BASE_EVICTED BASE_ESTABLISHED < <(stats_of counters.affinity.inserts \
   counters.affinity.evicted_unconfirmed counters.clients.established)
 
 # --- the flood, and new clients arriving meanwhile ------------------------------------------------
@@ -268,6 +274,7 @@ while [ $(($(date +%s) - t_up)) -lt 30 ]; do
 done
 ALL=("${OLD[@]}" "${NEW[@]}")
 sa_summary "${ALL[@]}"
+ping_clients 1 0.2 "${NEW[@]}"
 ping_clients 3 0.2 "${ALL[@]}"
 declare -A GW=() CONF=()
 for name in "${ALL[@]}" "${TLS[@]}"; do
@@ -316,11 +323,11 @@ sample final
 read -r occ_c occ_u < <(tail -n 1 "$OUT/timeline.txt" | awk '{ print $3, $4 }')
 TRANSITIONS=$(ctl show gateways | json '*.health_transitions:sum' || echo "?")
 read -r INSERTS CONFIRMED_N EXPIRED EVICTED INSERT_FULL REMOVED TABLE_FULL ESTABLISHED MISMATCH LEARN_FULL \
-  < <(stat counters.affinity.inserts counters.affinity.confirmed counters.affinity.expired \
+  < <(stats_of counters.affinity.inserts counters.affinity.confirmed counters.affinity.expired \
     counters.affinity.evicted_unconfirmed counters.affinity.insert_full counters.affinity.removed \
     counters.drops.table-full counters.clients.established counters.clients.proof_mismatch \
     counters.clients.learn_failed_table_full)
-LEARNED=$(stat counters.clients.learned_from_gateway)
+LEARNED=$(stats_of counters.clients.learned_from_gateway)
 max_c=$(awk '$1 != "expiry" { if ($3 > m) m = $3 } END { print m + 0 }' "$OUT/timeline.txt")
 min_c=$(awk 'NR == 1 || $3 < m { m = $3 } END { print m + 0 }' "$OUT/timeline.txt")
 max_u=$(awk '{ if ($4 > m) m = $4 } END { print m + 0 }' "$OUT/timeline.txt")
