@@ -110,7 +110,8 @@ _swanctl_secrets() {
 # connection "rw" on its own addresses (198.19.0.1I, 2001:2:0:2::1I) as vpn.vpnlb.test with its
 # pools (above), children LOCAL_TS; certificate gwI.pem (CA ca.pem) unless psk=SECRET. v4only: the
 # IPv4 address and pool only. DIR/strongswan.extra.conf: NAT-T keepalives every second (the
-# gateway sees the VIP's NAT: "local host is behind NAT").
+# gateway sees the VIP's NAT: "local host is behind NAT"), then GW_CHARON_SETTINGS when the test
+# sets it (strongswan.conf lines for the charon section, e.g. "dos_protection = no").
 swanctl_responder() {
   local dir=$1 i=$2 local_ts=$3 opt
   local addrs="198.19.0.1$i, 2001:2:0:2::1$i" pools="pool4, pool6" auth=pubkey
@@ -155,7 +156,8 @@ pools {
     }$pool6
 }$secrets
 EOF
-  printf 'charon {\n    keep_alive = 1s\n}\n' >"$dir/strongswan.extra.conf"
+  printf 'charon {\n    keep_alive = 1s\n%s}\n' "${GW_CHARON_SETTINGS:+    $GW_CHARON_SETTINGS
+}" >"$dir/strongswan.extra.conf"
 }
 
 # client_pki NAME KEY: NAME.pem for PKI/KEY.key (CN and SAN NAME.vpnlb.test) with the CA's

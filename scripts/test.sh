@@ -5,7 +5,8 @@
 # live in the namespace lab (root): forwarding, then the exception path and health checks against
 # real charon, openssl s_server and TCP servers, then the end-to-end acceptance suite (strongSwan,
 # ocserv/openconnect, a NAT; a gateway killed, a gateway drained), then the HA pair (a master
-# killed: takeover time, tunnels kept by the synced affinity table) and VRRP with keepalived.
+# killed: takeover time, tunnels kept by the synced affinity table) and VRRP with keepalived, and
+# the attack test (a spoofed-source IKE_SA_INIT and SYN flood against a small affinity table).
 #
 #   FUZZ_SECONDS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
 set -euo pipefail
@@ -78,3 +79,6 @@ scripts/pair-test.sh
 
 step "lab: VRRPv3 with keepalived as the HA peer, both ways round (takeover, preemption, ARP)"
 scripts/vrrp-interop-test.sh
+
+step "lab: attack test, a spoofed IKE_SA_INIT + SYN flood of 10 x a small affinity table while clients arrive"
+scripts/attack-test.sh
