@@ -159,8 +159,9 @@ impl State {
         let fam = svc.family(f.v6);
         let mut entry = self.shard.live_hinted(&f.key, f.hash, now, hint)?;
         let value = entry.value();
-        // A client not established yet is still proving itself: the general path's rules.
-        if !value.confirmed {
+        // A packet that may establish its client (or set the proof it must echo) takes the
+        // general path; an unconfirmed client's ESP and the like need no more than a refresh.
+        if !value.confirmed && f.proof != Proof::None {
             return None;
         }
         let (gateway, new_addr, side, hop) = if f.inbound {
@@ -198,7 +199,7 @@ impl State {
         }
         // Committed: the entry is refreshed by the rules every other packet of the client
         // follows. (A literal rule per call, so that each inlines to just its own arm; the
-        // entry is established, so no proof is looked at.)
+        // packet carries no proof, or the entry is established, so no proof is looked at.)
         let (changes, clients, key) = (&mut self.changes, &mut self.counters.clients, &f.key);
         if f.inbound {
             let refresh = Touch::Refresh {
