@@ -128,9 +128,11 @@ struct Mix {
     inbound: Vec<(Template, u32)>,
     /// Gateway → client ESP-in-UDP, one per gateway.
     outbound: Vec<Template>,
-    /// The IKE_SA_INIT used to admit clients and its answers per gateway.
+    /// The IKE_SA_INIT used to admit clients, its answers per gateway, and the client's
+    /// IKE_AUTH echoing the answer's responder SPI (which establishes the entry).
     admit: Template,
     admit_answer: Vec<Template>,
+    admit_auth: Template,
 }
 
 fn mix(family: Family) -> Mix {
@@ -178,6 +180,8 @@ fn mix(family: Family) -> Mix {
         })
         .collect();
     let admit = udp(500, 500, &ike);
+    let auth = testkit::ike_message(0x1122_3344_5566_7788, 9, 35, 0x08, 1, &[0; 80]);
+    let admit_auth = udp(500, 500, &auth);
     let admit_answer = (0..3)
         .map(|g| {
             frame(
@@ -197,6 +201,7 @@ fn mix(family: Family) -> Mix {
         outbound,
         admit,
         admit_answer,
+        admit_auth,
     }
 }
 
@@ -232,7 +237,8 @@ fn run(family: Family, clients: u64, packets: u64) -> Result {
     let mut frames: Vec<VecFrame> = (0..MAX_BURST).map(|_| VecFrame::new(&[])).collect();
     let mut verdicts = [Verdict::ToControl; MAX_BURST];
 
-    // Admit every client: its IKE_SA_INIT, then its gateway's answer (confirming the entry).
+    // Admit every client: its IKE_SA_INIT, its gateway's answer (the pending proof), then its
+    // IKE_AUTH echoing the answer's SPI (establishing the entry).
     let mut i = 0;
     while i < clients {
         let n = (clients - i).min(MAX_BURST as u64) as usize;
@@ -245,6 +251,10 @@ fn run(family: Family, clients: u64, packets: u64) -> Result {
             stamp(&m.admit_answer[gw_of(addr)], addr, f);
         }
         worker.process_burst(now, 1, &mut frames[..n], &mut verdicts[..n]);
+        for (k, f) in frames[..n].iter_mut().enumerate() {
+            stamp(&m.admit_auth, client(family, i + k as u64), f);
+        }
+        worker.process_burst(now, 0, &mut frames[..n], &mut verdicts[..n]);
         i += n as u64;
     }
     assert_eq!(
