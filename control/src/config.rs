@@ -411,6 +411,10 @@ pub struct Config {
 struct AffinityFile {
     capacity: Option<usize>,
     max_unconfirmed: Option<usize>,
+    prefix_v4: Option<u64>,
+    prefix_v6: Option<u64>,
+    prefix_quota_v4: Option<u64>,
+    prefix_quota_v6: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -972,10 +976,55 @@ impl Validator<'_> {
         if max_unconfirmed == 0 {
             return self.err("affinity.max_unconfirmed", "must be at least 1");
         }
+        let prefix_v4 = self.affinity_number(
+            "affinity.prefix_v4",
+            a.and_then(|a| a.prefix_v4),
+            (8, 32),
+            d.prefix_v4,
+        )?;
+        let prefix_v6 = self.affinity_number(
+            "affinity.prefix_v6",
+            a.and_then(|a| a.prefix_v6),
+            (16, 128),
+            d.prefix_v6,
+        )?;
+        let prefix_quota_v4 = self.affinity_number(
+            "affinity.prefix_quota_v4",
+            a.and_then(|a| a.prefix_quota_v4),
+            (1, 65_535),
+            d.prefix_quota_v4,
+        )?;
+        let prefix_quota_v6 = self.affinity_number(
+            "affinity.prefix_quota_v6",
+            a.and_then(|a| a.prefix_quota_v6),
+            (1, 65_535),
+            d.prefix_quota_v6,
+        )?;
         Ok(AffinitySpec {
             capacity,
             max_unconfirmed,
+            prefix_v4,
+            prefix_v6,
+            prefix_quota_v4,
+            prefix_quota_v6,
         })
+    }
+
+    /// An `[affinity]` number `key` within `lo..=hi` (`default` when absent).
+    fn affinity_number<T: TryFrom<u64> + Copy>(
+        &self,
+        key: &str,
+        value: Option<u64>,
+        (lo, hi): (u64, u64),
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let Some(v) = value else {
+            return Ok(default);
+        };
+        match T::try_from(v) {
+            Ok(t) if (lo..=hi).contains(&v) => Ok(t),
+            _ => self.err(key, format!("must be between {lo} and {hi}, not {v}")),
+        }
     }
 
     fn dataplane(&self, d: Option<DataplaneFile>) -> Result<DataplaneSettings, ConfigError> {
@@ -1845,6 +1894,57 @@ mod tests {
             "fixture text `{replace}` not in lab.toml"
         );
         LAB.replacen(replace, by, 1)
+    }
+
+    #[test]
+    fn affinity_prefix_quotas() {
+        let d = load_str(LAB, "conf/lab.toml").unwrap().affinity;
+        assert_eq!(
+            (
+                d.prefix_v4,
+                d.prefix_v6,
+                d.prefix_quota_v4,
+                d.prefix_quota_v6
+            ),
+            (24, 64, 256, 64)
+        );
+        let set = "max_unconfirmed = 262144\nprefix_v4 = 32\nprefix_v6 = 56\n\
+                   prefix_quota_v4 = 4\nprefix_quota_v6 = 65535";
+        let a = load_str(&with("max_unconfirmed = 262144", set), "t.toml")
+            .unwrap()
+            .affinity;
+        assert_eq!(
+            (
+                a.prefix_v4,
+                a.prefix_v6,
+                a.prefix_quota_v4,
+                a.prefix_quota_v6
+            ),
+            (32, 56, 4, 65535)
+        );
+        for (line, key, value) in [
+            ("prefix_v4 = 7", "affinity.prefix_v4", "7"),
+            ("prefix_v4 = 33", "affinity.prefix_v4", "33"),
+            ("prefix_v6 = 15", "affinity.prefix_v6", "15"),
+            ("prefix_v6 = 129", "affinity.prefix_v6", "129"),
+            ("prefix_quota_v4 = 0", "affinity.prefix_quota_v4", "0"),
+            (
+                "prefix_quota_v6 = 65536",
+                "affinity.prefix_quota_v6",
+                "65536",
+            ),
+        ] {
+            let text = with(
+                "max_unconfirmed = 262144",
+                &format!("max_unconfirmed = 262144\n{line}"),
+            );
+            let e = err_of(&text);
+            assert_eq!((e.file.as_str(), e.key.as_str()), ("t.toml", key), "{line}");
+            assert!(
+                e.reason.contains("between") && e.reason.contains(value),
+                "{line}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ crate::named_reasons! {
         UnknownSource => "unknown-source", "Backend traffic from an address that is no gateway.";
         NoGateway => "no-gateway", "No gateway of the service is eligible for this client.";
         TableFull => "table-full", "The affinity shard has no room and nothing evictable.";
+        PrefixQuota => "prefix-quota", "A client packet that would establish its entry, refused: the client's prefix (IPv4 /24, IPv6 /64 by default) holds its quota of established entries in this worker's shard.";
         NoRoute => "no-route", "No route to the destination on the right side.";
         NoNeighbor => "no-neighbor", "The next hop's MAC is unknown.";
         NoHeadroom => "no-headroom", "The frame cannot grow to carry the egress VLAN tags.";
@@ -297,6 +298,7 @@ fn add_affinity(a: &AffinityCounters, b: &AffinityCounters) -> AffinityCounters 
         insert_full: a.insert_full + b.insert_full,
         probe_limit: a.probe_limit + b.probe_limit,
         removed: a.removed + b.removed,
+        prefix_quota: a.prefix_quota + b.prefix_quota,
     }
 }
 

@@ -244,6 +244,37 @@ pub struct AffinitySpec {
     pub capacity: usize,
     /// Unconfirmed entries allowed per shard before the oldest are evicted.
     pub max_unconfirmed: usize,
+    /// Length of the IPv4 client prefix a quota applies to (8-32).
+    pub prefix_v4: u8,
+    /// Length of the IPv6 client prefix a quota applies to (16-128).
+    pub prefix_v6: u8,
+    /// Established entries per IPv4 prefix per shard.
+    pub prefix_quota_v4: u16,
+    /// Established entries per IPv6 prefix per shard.
+    pub prefix_quota_v6: u16,
+}
+
+impl AffinitySpec {
+    /// Default IPv4 prefix length: a /24.
+    pub const PREFIX_V4: u8 = 24;
+    /// Default IPv6 prefix length: a /64, what one site (one customer) gets.
+    pub const PREFIX_V6: u8 = 64;
+    /// Default IPv4 quota: a /24 holds 256 addresses, so no limit in effect (CGNAT and NAT64
+    /// users share addresses, and an IPv4 address is costly to hold).
+    pub const PREFIX_QUOTA_V4: u16 = 256;
+    /// Default IPv6 quota per /64 per shard: a site's /64 holds a handful of VPN clients,
+    /// while its owner has 2^64 addresses to establish clients from.
+    pub const PREFIX_QUOTA_V6: u16 = 64;
+
+    /// The shard's [`PrefixQuota`](crate::affinity::PrefixQuota).
+    pub fn prefix_quota(&self) -> crate::affinity::PrefixQuota {
+        crate::affinity::PrefixQuota {
+            len_v4: self.prefix_v4,
+            len_v6: self.prefix_v6,
+            quota_v4: self.prefix_quota_v4,
+            quota_v6: self.prefix_quota_v6,
+        }
+    }
 }
 
 impl Default for AffinitySpec {
@@ -251,6 +282,10 @@ impl Default for AffinitySpec {
         AffinitySpec {
             capacity: 1 << 20,
             max_unconfirmed: 1 << 18,
+            prefix_v4: Self::PREFIX_V4,
+            prefix_v6: Self::PREFIX_V6,
+            prefix_quota_v4: Self::PREFIX_QUOTA_V4,
+            prefix_quota_v6: Self::PREFIX_QUOTA_V6,
         }
     }
 }

@@ -230,6 +230,64 @@ fn confirm4(w: &mut Pipeline, now: u32, c: Ipv4Addr) -> usize {
     g
 }
 
+/// An IPv6 client's handshake as `confirm4`, without expecting it to succeed: its
+/// IKE_SA_INIT, the gateway's answer and its IKE_AUTH; returns the IKE_AUTH's verdict (the
+/// IKE_SA_INIT's when that was not forwarded).
+fn establish6(w: &mut Pipeline, now: u32, c: Ipv6Addr) -> Verdict {
+    let (v, out) = run_at(w, now, CLIENT_PORT, &client_ike6(c));
+    if v != (Verdict::Tx { port: BACKEND_PORT }) {
+        return v;
+    }
+    let g = gateway_of6(&out);
+    let reply = udp6(
+        from_gateway(g),
+        lab::GATEWAYS_V6[g],
+        c,
+        500,
+        500,
+        &ike_sa_init_reply(1),
+    );
+    tx_at(w, now, BACKEND_PORT, &reply, CLIENT_PORT);
+    run_at(w, now, CLIENT_PORT, &client_ike_auth(c.into(), 1)).0
+}
+
+/// Issue 15: whoever owns an IPv6 /64 needs no spoofing: it completes real handshakes from as
+/// many of its 2^64 addresses as it likes, and established entries are never evicted. Here
+/// 1 000 of them against a 256-entry shard (which they would fill): the /64 gets its quota
+/// (64 per shard by default) and no more, and a client of another /64 is still established.
+#[test]
+fn one_ipv6_prefix_cannot_take_the_shard() {
+    let mut w = worker(with_affinity(lab_spec(), 256, 64));
+    let base = u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x99, 0, 0, 0, 0));
+    let mut established = 0;
+    for i in 0..1000u32 {
+        let v = establish6(&mut w, 10, Ipv6Addr::from(base + u128::from(i) + 1));
+        if v == (Verdict::Tx { port: BACKEND_PORT }) {
+            established += 1;
+        }
+    }
+    let victim = client_v6(7);
+    assert_eq!(
+        establish6(&mut w, 11, victim),
+        Verdict::Tx { port: BACKEND_PORT },
+        "a client of another /64 is established"
+    );
+    let e = w.affinity().peek(
+        &dataplane::affinity::AffinityKey::new(victim.into(), 0),
+        dataplane::affinity::AffinityKey::new(victim.into(), 0).hash(),
+    );
+    assert!(e.is_some_and(|v| v.confirmed), "victim entry {e:?}");
+    assert_eq!(established, 64, "the attacker's /64 established its quota");
+    assert_eq!(w.affinity().confirmed_len(), 65);
+
+    let cnt = w.counters();
+    assert_eq!(cnt.dropped(DropReason::PrefixQuota), 1000 - 64);
+    assert_eq!(cnt.affinity.prefix_quota, 1000 - 64);
+    assert_eq!(cnt.dropped(DropReason::TableFull), 0);
+    assert_eq!(cnt.clients.established, 65);
+    assert_balanced(&w);
+}
+
 /// The first lab client (from `from`) that Maglev over gw1..gw3 sends to gateway `g`.
 fn client_on(g: usize, from: u32) -> Ipv4Addr {
     (from..from + 1000)

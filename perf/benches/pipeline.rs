@@ -222,6 +222,9 @@ fn run(family: Family, clients: u64, packets: u64) -> Result {
     let spec = appliance_spec(AffinitySpec {
         capacity,
         max_unconfirmed: capacity / 4,
+        // The IPv6 clients are all of one /64.
+        prefix_quota_v6: u16::MAX,
+        ..AffinitySpec::default()
     });
     let snap = Arc::new(Snapshot::build(spec, 1).expect("lab snapshot"));
     // As the daemon allocates a worker's shard: transparent huge pages advised before the

@@ -47,6 +47,7 @@ fn run(t: &BenchTraffic, name: &str) -> (Pipeline, usize, Vec<usize>) {
     let mut spec = appliance_spec(AffinitySpec {
         capacity: 1 << 16,
         max_unconfirmed: 1 << 15,
+        ..AffinitySpec::default()
     });
     if t.mix == Mix::Redirect {
         spec.services[0].mode = dataplane::model::ServiceMode::Redirect;

@@ -797,6 +797,11 @@ fn traffic_metrics(x: &mut Exposition, t: &Totals) {
             .collect::<Vec<_>>(),
     );
     x.counter(
+        "affinity_prefix_quota_total",
+        "Establishments refused because the client's prefix held its quota of established entries in a worker's shard ([affinity] prefix_quota_v4, prefix_quota_v6).",
+        &one(c.affinity.prefix_quota),
+    );
+    x.counter(
         "handoffs_total",
         "Frames handed between workers (software steering).",
         &one(t.io.handoff_out),

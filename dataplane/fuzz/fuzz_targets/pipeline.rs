@@ -29,6 +29,7 @@ fn worker(mode: ServiceMode, fast: bool) -> RefCell<(Pipeline, u32)> {
     let mut spec = appliance_spec(AffinitySpec {
         capacity: 256,
         max_unconfirmed: 32,
+        ..AffinitySpec::default()
     });
     spec.services[0].mode = mode;
     spec.services[0].route_to_gateways = mode == ServiceMode::Redirect;

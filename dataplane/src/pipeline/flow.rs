@@ -6,7 +6,9 @@ use crate::pipeline::parse::{Flow, Proof};
 use crate::pipeline::ServiceState;
 use crate::pipeline::State;
 
-use crate::affinity::{AffinityKey, AffinityValue, EntryMut, InsertOutcome, Lookup, Removed};
+use crate::affinity::{
+    AffinityKey, AffinityValue, Confirm, EntryMut, InsertOutcome, Lookup, Removed,
+};
 use crate::changes::{refresh_is_news, ChangeLog};
 use crate::counters::{ClientCounters, DropReason};
 use crate::model::{ServiceView, Snapshot};
@@ -60,24 +62,39 @@ fn echo_matches(pending: u32, echo: Proof) -> bool {
         }
 }
 
+/// What a client's echo did to its unconfirmed entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Echo {
+    /// Nothing: no echo, or a wrong one.
+    Nothing,
+    /// It matched and established the entry.
+    Established,
+    /// It matched, but the client's prefix holds its quota of established entries: the entry
+    /// stays unconfirmed, its pending proof kept (a later echo establishes it once the prefix
+    /// has room), and the packet is dropped.
+    OverQuota,
+}
+
 /// The client's `echo` on an unconfirmed entry: establishes it when it matches the pending
-/// proof, counts a wrong one. True when established.
+/// proof (and the client's prefix has room), counts a wrong one.
 #[inline]
-fn check_echo(e: &mut EntryMut<'_>, clients: &mut ClientCounters, echo: Proof) -> bool {
+fn check_echo(e: &mut EntryMut<'_>, clients: &mut ClientCounters, echo: Proof) -> Echo {
     if echo == Proof::None {
-        return false;
+        return Echo::Nothing;
     }
     let pending = e.proof();
     if echo_matches(pending, echo) {
+        if e.confirm() == Confirm::PrefixQuota {
+            return Echo::OverQuota;
+        }
         e.set_proof(0);
-        e.confirm();
         clients.established += 1;
-        return true;
+        return Echo::Established;
     }
     if pending != 0 {
         clients.proof_mismatch += 1;
     }
-    false
+    Echo::Nothing
 }
 
 /// The gateway's `challenge` as the entry's pending proof: an IKE responder SPI replaces any
@@ -105,6 +122,10 @@ pub(super) enum Touched {
     Live(AffinityValue),
     /// `Touch::Confirm` found an entry naming another gateway (left unchanged).
     Mismatch,
+    /// The client's echo would have established its live entry (value before the touch), but
+    /// its prefix holds its quota: the entry is left unconfirmed and unrefreshed, and the
+    /// caller drops the packet ([`DropReason::PrefixQuota`]).
+    OverQuota(AffinityValue),
 }
 
 /// Applies `how` to the live entry `e` of `key` (value `v`), recording for an HA peer what a
@@ -127,7 +148,12 @@ pub(super) fn apply_touch(
             unconfirmed_s,
             echo,
         } => {
-            let confirmed = v.confirmed || check_echo(e, clients, echo);
+            let confirmed = v.confirmed
+                || match check_echo(e, clients, echo) {
+                    Echo::Established => true,
+                    Echo::Nothing => false,
+                    Echo::OverQuota => return Touched::OverQuota(v),
+                };
             let expires_at = now.saturating_add(if confirmed {
                 confirmed_s
             } else {
@@ -164,7 +190,13 @@ pub(super) fn apply_touch(
             unconfirmed_s,
             echo,
         } => {
-            let confirmed = v.confirmed || (v.gateway == gateway && check_echo(e, clients, echo));
+            let confirmed = v.confirmed
+                || (v.gateway == gateway
+                    && match check_echo(e, clients, echo) {
+                        Echo::Established => true,
+                        Echo::Nothing => false,
+                        Echo::OverQuota => return Touched::OverQuota(v),
+                    });
             let expires_at = now.saturating_add(if confirmed {
                 confirmed_s
             } else {
@@ -245,7 +277,8 @@ impl State {
         match self.shard.insert(key, hash, value, now) {
             InsertOutcome::Inserted => {}
             InsertOutcome::InsertedEvicting(r) => forget(&mut self.services, &mut self.changes, &r),
-            InsertOutcome::Full => return false,
+            // A new entry is unconfirmed, never refused by a prefix quota; either way, no room.
+            InsertOutcome::Full | InsertOutcome::PrefixQuota => return false,
         }
         self.changes
             .upsert(key, value.gateway, value.confirmed, value.expires_at);
@@ -290,6 +323,7 @@ impl State {
                 }
                 Some(v.gateway)
             }
+            Touched::OverQuota(_) => return Err(DropReason::PrefixQuota),
             Touched::Absent | Touched::Mismatch => None,
         };
         let gateway = self.schedule(snap, f).ok_or(DropReason::NoGateway)?;
@@ -343,7 +377,8 @@ impl State {
             challenge: f.proof,
         };
         match self.touch(&f.key, f.hash, now, answer) {
-            Touched::Live(_) => return,
+            // (`Answer` never establishes, so never meets a quota.)
+            Touched::Live(_) | Touched::OverQuota(_) => return,
             Touched::Mismatch => {
                 self.counters.clients.gateway_mismatch += 1;
                 return;
@@ -375,7 +410,8 @@ impl State {
 
     /// Records that a redirected client talks to `gateway` directly: its direct entry is
     /// created (unconfirmed), re-pointed or refreshed. True when it was created or re-pointed
-    /// (the client is new to `gateway`).
+    /// (the client is new to `gateway`); `Err` when the client's echo would have established
+    /// the entry but its prefix holds its quota (the caller drops the packet).
     pub(super) fn remember_direct(
         &mut self,
         svc: &ServiceView,
@@ -383,15 +419,17 @@ impl State {
         (key, hash): (AffinityKey, u64),
         gateway: u16,
         echo: Proof,
-    ) -> bool {
+    ) -> Result<bool, DropReason> {
         let point = Touch::Point {
             gateway,
             confirmed_s: svc.spec.persistence_timeout_s,
             unconfirmed_s: svc.spec.unconfirmed_timeout_s,
             echo,
         };
-        if let Touched::Live(v) = self.touch(&key, hash, now, point) {
-            return v.gateway != gateway;
+        match self.touch(&key, hash, now, point) {
+            Touched::Live(v) => return Ok(v.gateway != gateway),
+            Touched::OverQuota(_) => return Err(DropReason::PrefixQuota),
+            Touched::Absent | Touched::Mismatch => {}
         }
         let value = AffinityValue {
             gateway,
@@ -401,15 +439,15 @@ impl State {
         };
         if !self.admit(key, hash, value, now) {
             self.counters.clients.learn_failed_table_full += 1;
-            return false;
+            return Ok(false);
         }
-        true
+        Ok(true)
     }
 
     /// The gateway `key`'s live entry names, without refreshing it.
     pub(super) fn gateway_of(&mut self, now: u32, key: &AffinityKey) -> Option<u16> {
         match self.touch(key, self.shard.hash(key), now, Touch::Peek) {
-            Touched::Live(v) => Some(v.gateway),
+            Touched::Live(v) | Touched::OverQuota(v) => Some(v.gateway),
             Touched::Absent | Touched::Mismatch => None,
         }
     }

@@ -179,7 +179,9 @@ impl Pipeline {
     ) -> Pipeline {
         let a = snap.spec.affinity;
         let shard = match AffinityShard::try_new_advised(a.capacity, a.max_unconfirmed, advise) {
-            Ok(s) => s.with_hash_key(hash_key),
+            Ok(s) => s
+                .with_hash_key(hash_key)
+                .with_prefix_quota(a.prefix_quota()),
             Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<AffinityShard>()),
         };
         let mut w = Pipeline {
@@ -426,7 +428,9 @@ impl Pipeline {
                     }
                 }
                 if confirmed {
-                    e.confirm();
+                    // Over this appliance's prefix quota (its hash key differs from the
+                    // master's, so its counters collide differently): left unconfirmed.
+                    let _ = e.confirm();
                 }
                 e.refresh(now, expires_at);
                 return true;
@@ -443,7 +447,7 @@ impl Pipeline {
         match st.shard.insert(c.key, hash, value, now) {
             InsertOutcome::Inserted => {}
             InsertOutcome::InsertedEvicting(r) => release(&mut st.services, &r),
-            InsertOutcome::Full => return false,
+            InsertOutcome::Full | InsertOutcome::PrefixQuota => return false,
         }
         if let Some(n) = active_slot(&mut st.services, &c.key, gateway) {
             *n += 1;
@@ -694,6 +698,7 @@ mod tests {
             let spec = appliance_spec(AffinitySpec {
                 capacity: 4096,
                 max_unconfirmed: 1024,
+                ..AffinitySpec::default()
             });
             Arc::new(Snapshot::build(spec, 1).unwrap())
         });

@@ -62,6 +62,7 @@ pub fn lab_spec() -> ApplianceSpec {
     lab::appliance_spec(AffinitySpec {
         capacity: 1_048_576,
         max_unconfirmed: 262_144,
+        ..AffinitySpec::default()
     })
 }
 
@@ -78,6 +79,7 @@ pub fn with_affinity(
     spec.affinity = AffinitySpec {
         capacity,
         max_unconfirmed,
+        ..AffinitySpec::default()
     };
     spec
 }

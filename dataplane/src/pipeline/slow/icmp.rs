@@ -102,7 +102,7 @@ impl State {
         };
         let gateway = if e.inbound {
             match self.touch(&e.key, e.hash, now, Touch::Peek) {
-                Touched::Live(v) => v.gateway,
+                Touched::Live(v) | Touched::OverQuota(v) => v.gateway,
                 Touched::Absent | Touched::Mismatch => {
                     return Verdict::Drop(DropReason::IcmpNoFlow)
                 }

@@ -158,7 +158,7 @@ impl State {
         // A redirect adds to the gateway's load only when the client is new to it: a client
         // repeating its IKE_SA_INIT (or a host sending it again and again) counts once. The
         // counter counts every answer.
-        if self.remember_direct(svc, now, (key, hash), gateway, Proof::None) {
+        if self.remember_direct(svc, now, (key, hash), gateway, Proof::None) == Ok(true) {
             snap.loads.count_redirect(f.service, gateway);
         }
         self.counters.gateways[usize::from(f.service)][usize::from(gateway)].redirects += 1;

@@ -38,7 +38,9 @@ impl State {
             return Verdict::Drop(DropReason::NoGateway);
         };
         let (side, hop) = if f.inbound {
-            let _ = self.remember_direct(svc, now, (f.key, f.hash), f.gateway, f.proof);
+            if let Err(r) = self.remember_direct(svc, now, (f.key, f.hash), f.gateway, f.proof) {
+                return Verdict::Drop(r);
+            }
             let Some(hop) = gateway_hop else {
                 return self.neighbor_miss(gateway_addr);
             };
@@ -51,7 +53,7 @@ impl State {
                 challenge: f.proof,
             };
             match self.touch(&f.key, f.hash, now, answer) {
-                Touched::Live(_) => {}
+                Touched::Live(_) | Touched::OverQuota(_) => {}
                 // Not a redirected client of this gateway: a NAT-mode client's traffic.
                 Touched::Absent | Touched::Mismatch => {
                     let key = f.key.nat();
