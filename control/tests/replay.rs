@@ -417,7 +417,10 @@ fn captures_are_merged_by_timestamp() {
     };
     write_capture(
         &dir.join("c.pcap"),
-        &[(t0, ike_from(client)), (t0 + 3 * s, ike_auth_from(client, 7, 9))],
+        &[
+            (t0, ike_from(client)),
+            (t0 + 3 * s, ike_auth_from(client, 7, 9)),
+        ],
     );
     write_capture(&dir.join("b.pcap"), &[(t0 + s, answer)]);
     let spec = config::load(&lab_conf()).unwrap();
