@@ -27,6 +27,8 @@ cargo clippy --manifest-path dataplane/fuzz/Cargo.toml -- -D warnings
 
 step "tests"
 cargo test --workspace
+# The million-entry bulk resync over a lossy link (ignored in the debug run: seconds in release).
+cargo test --release -p vpnlb-control --test sync_bulk -- --ignored
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz: ${FUZZ_SECONDS}s per target"

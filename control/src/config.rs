@@ -253,7 +253,15 @@ struct HaFile {
     sync_port: Option<u16>,
     heartbeat: Option<Duration>,
     dead_after: Option<u32>,
+    sync_rate_pps: Option<u32>,
+    sync_bulk_rate: Option<u32>,
+    sync_hold_max: Option<Duration>,
 }
+
+/// Default `[ha] sync_rate_pps`: the peer's own receive budget, in datagrams a second.
+pub const DEFAULT_SYNC_RATE_PPS: u32 = 25_000;
+/// Default `[ha] sync_hold_max`, in seconds.
+pub const DEFAULT_SYNC_HOLD_MAX_S: u32 = 60;
 
 /// An HA pair (`[ha]`): VRRPv3 between two appliances (or with keepalived), and affinity sync
 /// with a peer vpnlbd.
@@ -275,6 +283,15 @@ pub struct HaSettings {
     pub heartbeat: std::time::Duration,
     /// Heartbeats missed before the peer counts as dead.
     pub dead_after: u32,
+    /// The sync peer's own receive budget, in datagrams a second: its sync datagrams bypass
+    /// the exception policer (`[exception] rate_pps`, shared with whatever else aims at the
+    /// appliance) and are policed by this instead.
+    pub sync_rate_pps: u32,
+    /// Bulk pacing: bulk chunks sent per millisecond.
+    pub sync_bulk_rate: u32,
+    /// The longest a recovering appliance holds its preemption waiting for the master's
+    /// table.
+    pub sync_hold_max: std::time::Duration,
 }
 
 #[derive(Deserialize, Debug)]
@@ -1454,6 +1471,37 @@ impl Validator<'_> {
             n @ 2..=50 => n,
             n => return self.err("ha.dead_after", format!("{n} is outside 2-50")),
         };
+        let sync_rate_pps = h.sync_rate_pps.unwrap_or(DEFAULT_SYNC_RATE_PPS);
+        if !(1_000..=10_000_000).contains(&sync_rate_pps) {
+            return self.err(
+                "ha.sync_rate_pps",
+                format!("{sync_rate_pps} is outside 1000-10000000"),
+            );
+        }
+        let sync_bulk_rate = h
+            .sync_bulk_rate
+            .unwrap_or(crate::sync::session::DEFAULT_BULK_RATE);
+        if !(1..=1_000).contains(&sync_bulk_rate) {
+            return self.err(
+                "ha.sync_bulk_rate",
+                format!("{sync_bulk_rate} is outside 1-1000 (bulk datagrams per millisecond)"),
+            );
+        }
+        // Each second of sync_rate_pps must leave the bulk room for deltas and heartbeats.
+        if u64::from(sync_bulk_rate) * 1000 > u64::from(sync_rate_pps) {
+            return self.err(
+                "ha.sync_bulk_rate",
+                format!(
+                    "{sync_bulk_rate} bulk datagrams per ms is more than the peer's budget \
+                     (sync_rate_pps = {sync_rate_pps}) lets through"
+                ),
+            );
+        }
+        let hold_s = self.seconds(
+            "ha.sync_hold_max",
+            h.sync_hold_max.as_ref(),
+            DEFAULT_SYNC_HOLD_MAX_S,
+        )?;
         Ok((
             HaSettings {
                 vrid: h.vrid,
@@ -1466,6 +1514,9 @@ impl Validator<'_> {
                 sync_port: h.sync_port.unwrap_or(7450),
                 heartbeat,
                 dead_after,
+                sync_rate_pps,
+                sync_bulk_rate,
+                sync_hold_max: std::time::Duration::from_secs(u64::from(hold_s)),
             },
             HaSpec {
                 vrid: h.vrid,
@@ -2465,6 +2516,32 @@ mod tests {
         assert_eq!(e.key, "ha.sync_key");
         let e = bad("dead_after = 3", "dead_after = 1");
         assert_eq!(e.key, "ha.dead_after");
+        // The peer's budget, the bulk pacing and the preemption hold: defaults, and errors.
+        assert_eq!(h.sync_rate_pps, DEFAULT_SYNC_RATE_PPS);
+        assert_eq!(h.sync_bulk_rate, crate::sync::session::DEFAULT_BULK_RATE);
+        assert_eq!(h.sync_hold_max, std::time::Duration::from_secs(60));
+        let set = |line: &str| {
+            load_config_str(
+                &text.replacen("dead_after = 3", &format!("dead_after = 3\n{line}"), 1),
+                "p.toml",
+            )
+        };
+        let h2 = set("sync_rate_pps = 50000\nsync_bulk_rate = 20\nsync_hold_max = \"2m\"")
+            .expect("valid sync settings")
+            .ha
+            .unwrap();
+        assert_eq!((h2.sync_rate_pps, h2.sync_bulk_rate), (50_000, 20));
+        assert_eq!(h2.sync_hold_max, std::time::Duration::from_secs(120));
+        let e = set("sync_rate_pps = 10").unwrap_err();
+        assert_eq!(e.key, "ha.sync_rate_pps");
+        assert!(e.reason.contains("outside"), "{e}");
+        let e = set("sync_bulk_rate = 0").unwrap_err();
+        assert_eq!(e.key, "ha.sync_bulk_rate");
+        let e = set("sync_rate_pps = 5000\nsync_bulk_rate = 10").unwrap_err();
+        assert_eq!(e.key, "ha.sync_bulk_rate");
+        assert!(e.reason.contains("budget"), "{e}");
+        let e = set("sync_hold_max = \"soon\"").unwrap_err();
+        assert_eq!(e.key, "ha.sync_hold_max");
         // Sync runs on the appliance's own addresses: no exception path, no peer.
         let e = bad("[exception]\n", "[exception_off]\n");
         assert!(

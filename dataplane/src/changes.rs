@@ -10,6 +10,13 @@
 //! [`REFRESH_STEP_S`] seconds, so a busy client costs one change per step, and the peer, which
 //! adds a step to every expiry it is told ([`synced_expiry`]), never drops a live client early.
 //!
+//! Only established entries are news: an entry whose client has not yet proved it saw its
+//! gateway's answer (not `confirmed`) is what a spoofed flood makes by the million, and a
+//! client that has not established its tunnel loses nothing in a failover. So upserts of
+//! unconfirmed entries are not recorded (an entry becomes news when it is established, and
+//! stays established until it leaves the table), nor are the removals of unconfirmed entries;
+//! a peer told to delete an entry it never had does nothing.
+//!
 //! The log is a fixed-capacity buffer: recording never allocates; when it is full further
 //! changes are only counted as lost (the caller then resynchronises the whole table).
 
@@ -85,8 +92,13 @@ impl ChangeLog {
         }
     }
 
+    /// Records an entry as it now is; an unconfirmed (not established) one is no news for the
+    /// peer and is not recorded.
     #[inline]
     pub fn upsert(&mut self, key: AffinityKey, gateway: u16, confirmed: bool, expires_at: u32) {
+        if !confirmed {
+            return;
+        }
         self.push(AffinityChange {
             key,
             op: ChangeOp::Upsert {
@@ -97,8 +109,13 @@ impl ChangeLog {
         });
     }
 
+    /// Records that an entry left the table; `confirmed`: whether it was established (the
+    /// peer never had an unconfirmed one, so its removal is not recorded).
     #[inline]
-    pub fn delete(&mut self, key: AffinityKey) {
+    pub fn delete(&mut self, key: AffinityKey, confirmed: bool) {
+        if !confirmed {
+            return;
+        }
         self.push(AffinityChange {
             key,
             op: ChangeOp::Delete,
@@ -127,8 +144,8 @@ mod tests {
     #[test]
     fn a_disabled_log_records_and_loses_nothing() {
         let mut log = ChangeLog::default();
-        log.upsert(key(1), 0, false, 10);
-        log.delete(key(1));
+        log.upsert(key(1), 0, true, 10);
+        log.delete(key(1), true);
         let mut n = 0;
         assert_eq!(log.drain(|_| n += 1), 0);
         assert_eq!(n, 0);
@@ -137,9 +154,9 @@ mod tests {
     #[test]
     fn a_full_log_counts_what_it_loses_and_keeps_order() {
         let mut log = ChangeLog::with_capacity(2);
-        log.upsert(key(1), 1, false, 10);
-        log.delete(key(2));
-        log.delete(key(3));
+        log.upsert(key(1), 1, true, 10);
+        log.delete(key(2), true);
+        log.delete(key(3), true);
         let mut seen = Vec::new();
         assert_eq!(log.drain(|c| seen.push(c)), 1);
         assert_eq!(
@@ -149,7 +166,7 @@ mod tests {
                     key: key(1),
                     op: ChangeOp::Upsert {
                         gateway: 1,
-                        confirmed: false,
+                        confirmed: true,
                         expires_at: 10
                     }
                 },
@@ -160,8 +177,34 @@ mod tests {
             ]
         );
         // Drained: room again, nothing lost.
-        log.delete(key(4));
+        log.delete(key(4), true);
         assert_eq!(log.drain(|_| {}), 0);
+    }
+
+    #[test]
+    fn entries_not_established_are_no_news() {
+        let mut log = ChangeLog::with_capacity(8);
+        // Created unconfirmed, refreshed, removed: nothing recorded, nothing lost.
+        log.upsert(key(1), 1, false, 10);
+        log.upsert(key(1), 1, false, 18);
+        log.delete(key(1), false);
+        let mut seen = Vec::new();
+        assert_eq!(log.drain(|c| seen.push(c)), 0);
+        assert!(seen.is_empty(), "{seen:?}");
+        // Established: the upsert and, later, the removal travel.
+        log.upsert(key(2), 1, false, 10);
+        log.upsert(key(2), 1, true, 300);
+        log.delete(key(2), true);
+        assert_eq!(log.drain(|c| seen.push(c)), 0);
+        assert_eq!(seen.len(), 2);
+        assert!(matches!(
+            seen[0].op,
+            ChangeOp::Upsert {
+                confirmed: true,
+                ..
+            }
+        ));
+        assert_eq!(seen[1].op, ChangeOp::Delete);
     }
 
     #[test]

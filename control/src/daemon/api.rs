@@ -1067,6 +1067,16 @@ fn exception_metrics(x: &mut Exposition, e: &ExceptionCounters) {
         "Frames for the kernel over [exception] rate_pps (urgent ones are policed by the workers).",
         &one(e.policed),
     );
+    x.counter(
+        "exception_sync_total",
+        "HA sync peer datagrams for the kernel, on their own budget ([ha] sync_rate_pps).",
+        &one(e.sync_in),
+    );
+    x.counter(
+        "exception_sync_policed_total",
+        "HA sync peer datagrams over [ha] sync_rate_pps (dropped).",
+        &one(e.sync_policed),
+    );
 }
 
 /// Per control socket (`socket` label: `read-write`, `read-only`): clients, refused writes,
@@ -1168,6 +1178,37 @@ fn sync_metrics(x: &mut Exposition, m: &SyncMetrics) {
         "sync_gaps_total",
         "Losses seen in the peer's sequence numbers.",
         &one(sc.gaps),
+    );
+    x.counter(
+        "sync_resumes_total",
+        "Bulk resumes after a loss: asked for (in), and served (out).",
+        &in_out(sc.resumes_requested, sc.bulks_resumed),
+    );
+    x.counter(
+        "sync_resumes_refused_total",
+        "Resume requests too old for the resume log: the bulk restarted from the beginning.",
+        &one(sc.resumes_refused),
+    );
+    x.counter(
+        "sync_bulk_entries_sent_total",
+        "Entries sent in bulk chunks, resent ones included.",
+        &one(sc.bulk_entries_out),
+    );
+    x.counter(
+        "sync_bulk_paced_total",
+        "Polls where the bulk pacing ([ha] sync_bulk_rate) held chunks back.",
+        &one(sc.bulk_paced),
+    );
+    x.counter(
+        "sync_unconfirmed_skipped_total",
+        "Entries not established that were not replicated.",
+        &one(m.pair.unconfirmed_skipped),
+    );
+    x.counter(
+        "sync_preempt_hold_expired_total",
+        "Times preemption stopped being held before the master's table arrived \
+         ([ha] sync_hold_max).",
+        &one(m.pair.preempt_hold_expired),
     );
     x.counter(
         "sync_peer_deaths_total",

@@ -209,7 +209,12 @@ impl Appliance {
             links.misses,
             links.updates,
         );
-        if let Some(x) = exception {
+        if let Some(mut x) = exception {
+            // The sync peer's datagrams get their own budget, apart from the exception
+            // policer's (shared with whatever else aims at the appliance's addresses).
+            if let Some((peer, h)) = cfg.ha.as_ref().and_then(|h| h.peer.map(|p| (p, h))) {
+                x.set_sync_peer(peer, h.sync_port, h.sync_rate_pps);
+            }
             ctl.set_exception_path(x);
         }
         // VRRP only once every worker receives: a router that cannot hear its peer's adverts

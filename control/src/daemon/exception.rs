@@ -10,11 +10,16 @@
 //! touches the workers' forwarding.
 
 use std::io;
+use std::net::IpAddr;
 
 use dataplane::emit::{self, L2};
 use dataplane::exception::TokenBucket;
 use dataplane::model::{ApplianceSpec, InterfaceSpec};
-use dataplane::wire::ethernet::{EthernetFrame, Vlan};
+use dataplane::wire::ethernet::{ethertype, EthernetFrame, Vlan};
+use dataplane::wire::ip_proto;
+use dataplane::wire::ipv4::Ipv4Packet;
+use dataplane::wire::ipv6::Ipv6Packet;
+use dataplane::wire::udp::UdpPacket;
 use netdev::{ifconfig, netns, Tap};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -35,6 +40,11 @@ pub struct ExceptionCounters {
     /// Frames for the kernel over `[exception] rate_pps` (urgent frames are not policed here: the
     /// workers police each urgent class to `[exception] urgent_rate_pps`).
     pub policed: u64,
+    /// The HA sync peer's datagrams (UDP from the peer's address to the sync port), which
+    /// have their own budget (`[ha] sync_rate_pps`) instead of the exception policer's.
+    pub sync_in: u64,
+    /// Of those, the ones over the peer's budget (dropped).
+    pub sync_policed: u64,
 }
 
 /// Why the exception path could not be opened.
@@ -48,9 +58,9 @@ pub enum ExceptionError {
     Tap { tap: String, source: io::Error },
 }
 
-/// The control thread's budget for ordinary exception frames towards the kernel: the same
-/// token bucket the workers police each class with.
-type Policer = TokenBucket;
+/// The control thread's budgets (ordinary exception frames towards the kernel, the HA peer's
+/// sync datagrams): the same token bucket the workers police each class with.
+pub type Policer = TokenBucket;
 
 /// The TAPs, one per interface (in the spec's interface order).
 pub struct ExceptionPath {
@@ -61,7 +71,19 @@ pub struct ExceptionPath {
     budget: usize,
     buf: Vec<u8>,
     policer: Policer,
+    /// The HA sync peer and its own budget, once the sync runs.
+    sync_peer: Option<SyncPeer>,
     counters: ExceptionCounters,
+}
+
+/// The HA sync peer: its datagrams ride their own budget, so that a flood at the appliance's
+/// own addresses (which the exception policer drops) cannot starve the sync, nor the sync's
+/// bulks eat the budget of an operator's ssh. A forged datagram from the peer's address costs
+/// the peer's budget, not the others'; its tag then fails.
+struct SyncPeer {
+    addr: IpAddr,
+    port: u16,
+    policer: Policer,
 }
 
 impl ExceptionPath {
@@ -98,6 +120,7 @@ impl ExceptionPath {
             budget: settings.queue,
             buf: vec![0; usize::from(mtu) + 64],
             policer: Policer::new(settings.rate_pps),
+            sync_peer: None,
             counters: ExceptionCounters::default(),
         })
     }
@@ -106,10 +129,31 @@ impl ExceptionPath {
         self.counters
     }
 
+    /// Gives the HA sync peer (`addr`, sending to our UDP `port`) its own budget of
+    /// `rate_pps` datagrams a second (`[ha] sync_rate_pps`).
+    pub fn set_sync_peer(&mut self, addr: IpAddr, port: u16, rate_pps: u32) {
+        self.sync_peer = Some(SyncPeer {
+            addr,
+            port,
+            policer: Policer::new(rate_pps),
+        });
+    }
+
     /// Hands `frame`, received on `interface`, to the kernel without its VLAN tags, unless it
-    /// is not `urgent` and over the rate (`now_ms`: a monotonic clock).
+    /// is over its budget (`now_ms`: a monotonic clock): the sync peer's datagrams its own,
+    /// other frames that are not `urgent` the exception rate.
     pub fn to_kernel(&mut self, interface: u16, frame: &[u8], urgent: bool, now_ms: u64) {
-        if !urgent && !self.policer.allow(now_ms) {
+        let peer = self
+            .sync_peer
+            .as_mut()
+            .filter(|p| is_sync_datagram(frame, p.addr, p.port));
+        if let Some(p) = peer {
+            self.counters.sync_in += 1;
+            if !p.policer.allow(now_ms) {
+                self.counters.sync_policed += 1;
+                return;
+            }
+        } else if !urgent && !self.policer.allow(now_ms) {
             self.counters.policed += 1;
             return;
         }
@@ -184,6 +228,31 @@ fn configure(name: &str, itf: &InterfaceSpec, spec: &ApplianceSpec, mtu: u16) ->
     Ok(tap)
 }
 
+/// Whether `frame` is a UDP datagram from `peer` to our UDP `port` (any VLAN tags; an IPv4
+/// fragment other than the first is not: it has no UDP header).
+fn is_sync_datagram(frame: &[u8], peer: IpAddr, port: u16) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let to_port = |udp: &[u8]| UdpPacket::new_checked(udp).is_ok_and(|u| u.dst_port() == port);
+    match (eth.ethertype(), peer) {
+        (ethertype::IPV4, IpAddr::V4(peer)) => {
+            Ipv4Packet::new_checked(eth.payload()).is_ok_and(|ip| {
+                ip.src_addr() == peer
+                    && ip.protocol() == ip_proto::UDP
+                    && ip.frag_offset() == 0
+                    && to_port(ip.payload())
+            })
+        }
+        (ethertype::IPV6, IpAddr::V6(peer)) => {
+            Ipv6Packet::new_checked(eth.payload()).is_ok_and(|ip| {
+                ip.src_addr() == peer && ip.next_header() == ip_proto::UDP && to_port(ip.payload())
+            })
+        }
+        _ => false,
+    }
+}
+
 enum Untagged {
     Same,
     Rebuilt(Vec<u8>),
@@ -246,6 +315,35 @@ mod tests {
         assert!(!slow.allow(5));
         assert!(slow.allow(10));
         assert!(!slow.allow(3));
+    }
+
+    #[test]
+    fn the_sync_peer_is_known_by_address_protocol_and_port() {
+        use std::net::Ipv4Addr;
+        let l2 = testkit::L2::new(
+            dataplane::wire::ethernet::EthernetAddress([2, 0, 0, 0, 0, 3]),
+            dataplane::wire::ethernet::EthernetAddress([2, 0, 0, 0, 0, 2]),
+        );
+        let udp = |src: Ipv4Addr, dst_port: u16| {
+            let l4 = testkit::L4::Udp {
+                src: 7450,
+                dst: dst_port,
+                payload: b"VLBS",
+            };
+            testkit::ipv4(
+                &l2,
+                src,
+                Ipv4Addr::new(198, 19, 0, 2),
+                &testkit::Ipv4Opts::default(),
+                &l4,
+            )
+        };
+        let peer = Ipv4Addr::new(198, 19, 0, 3);
+        assert!(is_sync_datagram(&udp(peer, 7450), peer.into(), 7450));
+        assert!(!is_sync_datagram(&udp(peer, 22), peer.into(), 7450));
+        let stranger = Ipv4Addr::new(198, 18, 64, 9);
+        assert!(!is_sync_datagram(&udp(stranger, 7450), peer.into(), 7450));
+        assert!(!is_sync_datagram(&[0u8; 20], peer.into(), 7450));
     }
 
     fn frame(vlan: Vlan) -> Vec<u8> {

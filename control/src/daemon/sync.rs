@@ -41,8 +41,6 @@ pub const FROM_WORKERS: usize = 1 << 16;
 pub const TO_WORKER: usize = 1 << 14;
 /// How long after start a backup holds its preemption even before it hears the peer.
 const STARTUP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-/// The longest a backup holds its preemption waiting for the master's table.
-pub const MAX_PREEMPT_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a change may wait for more to fill a message.
 const BATCH_DELAY_MS: u64 = 5;
 /// How often the dual-master warning repeats while both appliances are master.
@@ -79,6 +77,12 @@ pub struct PairCounters {
     pub stale_removed: u64,
     /// Times the peer's heartbeat stopped.
     pub peer_deaths: u64,
+    /// Entries not established (unconfirmed) that were not replicated: the workers' (none
+    /// since they stopped recording them), and upserts of them from the peer (an older peer).
+    pub unconfirmed_skipped: u64,
+    /// Times a recovering appliance stopped holding its preemption because `sync_hold_max`
+    /// passed before it had the master's table.
+    pub preempt_hold_expired: u64,
 }
 
 /// The sync's state and counters, for Prometheus.
@@ -167,6 +171,10 @@ pub struct PairSync {
     last_sweep: u32,
     counters: PairCounters,
     started: Instant,
+    /// `[ha] sync_hold_max`.
+    hold_max: std::time::Duration,
+    /// The hold gave up (logged once).
+    hold_expired: bool,
 }
 
 impl PairSync {
@@ -207,6 +215,7 @@ impl PairSync {
             dead_after: settings.dead_after,
             layout: layout(spec),
             batch_delay: std::time::Duration::from_millis(BATCH_DELAY_MS),
+            bulk_rate: settings.sync_bulk_rate,
         };
         cfg.validate()?;
         let id = session_id();
@@ -240,6 +249,8 @@ impl PairSync {
             last_sweep: 0,
             counters: PairCounters::default(),
             started: Instant::now(),
+            hold_max: settings.sync_hold_max,
+            hold_expired: false,
         })
     }
 
@@ -251,21 +262,7 @@ impl PairSync {
         self.receive(now, now_s, master);
         let (mirror, keys) = (&self.mirror, &mut self.bulk_keys);
         let mut read = |cursor: &mut u64, out: &mut Vec<Entry>, max: usize| -> bool {
-            if *cursor == 0 {
-                keys.clear();
-                keys.extend(mirror.keys().copied());
-            }
-            while out.len() < max {
-                // A cursor past usize::MAX is past the end of the keys.
-                let Some(k) = usize::try_from(*cursor).ok().and_then(|c| keys.get(c)) else {
-                    return false;
-                };
-                *cursor += 1;
-                if let Some(m) = mirror.get(k) {
-                    out.push(entry(k, m, now_s));
-                }
-            }
-            usize::try_from(*cursor).is_ok_and(|c| c < keys.len())
+            read_bulk(mirror, keys, now_s, cursor, out, max)
         };
         for d in self.session.poll(now, &mut read) {
             match self.socket.send_to(&d, self.peer) {
@@ -326,17 +323,34 @@ impl PairSync {
         self.master_silent_since
     }
 
-    /// Whether a backup should hold its preemption: it does not have the master's table yet,
-    /// and either the peer talks (its bulk is on the way) or this appliance has only just
-    /// started (the peer's first heartbeat may not have arrived: preempting then would take
-    /// the VIPs with an empty table). Never longer than [`MAX_PREEMPT_HOLD`]: a peer whose
-    /// table never comes (another layout, say) must not keep us from our role for ever.
-    pub fn hold_preemption(&self, now: Instant) -> bool {
+    /// Whether a backup should hold its preemption: it does not have the master's table yet
+    /// (the whole of a bulk: a bulk that lost messages is synced only once resumed to its
+    /// end), and either the peer talks (its bulk is on the way) or this appliance has only
+    /// just started (the peer's first heartbeat may not have arrived: preempting then would
+    /// take the VIPs with an empty table). Never longer than `[ha] sync_hold_max`: a peer
+    /// whose table never comes (another layout, say) must not keep us from our role for
+    /// ever; giving up is logged and counted.
+    pub fn hold_preemption(&mut self, now: Instant) -> bool {
         if self.session.synced() {
             return false;
         }
         let age = now.saturating_duration_since(self.started);
-        age < MAX_PREEMPT_HOLD && (self.peer_alive || age < STARTUP_GRACE)
+        let wanted = self.peer_alive || age < STARTUP_GRACE;
+        if wanted && age >= self.hold_max {
+            if !self.hold_expired {
+                self.hold_expired = true;
+                self.counters.preempt_hold_expired += 1;
+                warn!(
+                    peer = %self.peer,
+                    waited_s = age.as_secs(),
+                    entries = self.mirror.len(),
+                    "HA sync: the master's table has not arrived within sync_hold_max; \
+                     preemption no longer held (the table may be partial)"
+                );
+            }
+            return false;
+        }
+        wanted
     }
 
     /// Re-keys the mirror after a reload moved services or gateways (`map` as the workers'),
@@ -392,6 +406,14 @@ impl PairSync {
                 continue;
             }
             let change = match c.op {
+                ChangeOp::Upsert {
+                    confirmed: false, ..
+                } => {
+                    // Not established: no news for the peer (the workers no longer record
+                    // these; kept as a guard).
+                    self.counters.unconfirmed_skipped += 1;
+                    continue;
+                }
                 ChangeOp::Upsert {
                     gateway,
                     confirmed,
@@ -469,6 +491,8 @@ impl PairSync {
                 }
                 Received::Heartbeat
                 | Received::BulkAborted
+                | Received::BulkIncomplete
+                | Received::BulkResumed
                 | Received::ResyncRequested
                 | Received::Hello => {}
             }
@@ -478,6 +502,11 @@ impl PairSync {
     /// Backup: one of the master's changes, into the mirror and to the owning worker.
     fn apply(&mut self, c: Change, now_s: u32) {
         let change = match c {
+            Change::Upsert(e) if !e.confirmed => {
+                // An older peer replicating an entry not established: not taken.
+                self.counters.unconfirmed_skipped += 1;
+                return;
+            }
             Change::Upsert(e) => {
                 let key = AffinityKey::new(e.client, e.service);
                 let expires_at = synced_expiry(now_s.saturating_add(e.expires_in_s));
@@ -575,6 +604,35 @@ impl PairSync {
     }
 }
 
+/// The bulk source: up to `max` entries of `mirror` from position `*cursor` of `keys` (taken
+/// from the mirror when a bulk starts, at cursor 0), established ones only; false at the end.
+fn read_bulk(
+    mirror: &HashMap<AffinityKey, Mirrored>,
+    keys: &mut Vec<AffinityKey>,
+    now_s: u32,
+    cursor: &mut u64,
+    out: &mut Vec<Entry>,
+    max: usize,
+) -> bool {
+    if *cursor == 0 {
+        keys.clear();
+        keys.extend(mirror.keys().copied());
+    }
+    while out.len() < max {
+        // A cursor past usize::MAX is past the end of the keys.
+        let Some(k) = usize::try_from(*cursor).ok().and_then(|c| keys.get(c)) else {
+            return false;
+        };
+        *cursor += 1;
+        // Established entries only (the mirror holds no others on a master; a former backup's
+        // may, from an older peer).
+        if let Some(m) = mirror.get(k).filter(|m| m.confirmed) {
+            out.push(entry(k, m, now_s));
+        }
+    }
+    usize::try_from(*cursor).is_ok_and(|c| c < keys.len())
+}
+
 /// The sync entry for a mirrored one.
 fn entry(k: &AffinityKey, m: &Mirrored, now_s: u32) -> Entry {
     Entry {
@@ -606,4 +664,106 @@ fn layout(spec: &ApplianceSpec) -> u64 {
 fn session_id() -> u64 {
     let [id] = crate::random::words::<1>("HA sync session nonce");
     id.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pair_sync(hold_max: Duration) -> PairSync {
+        let text = include_str!("../../../conf/lab-pair-a.toml");
+        let cfg = crate::config::load_config_str(text, "lab-pair-a.toml").expect("pair config");
+        let mut settings = cfg.ha.clone().expect("[ha]");
+        settings.sync_port = 0; // any free port: nothing is sent to it here
+        settings.sync_hold_max = hold_max;
+        let clock = Clock {
+            unix_at_start: 0,
+            tsc_at_start: 0,
+            tsc_hz: u64::MAX,
+        };
+        PairSync::new(&settings, &cfg.spec, None, &SyncChannels::new(1), clock).expect("sync")
+    }
+
+    fn key(i: u8) -> AffinityKey {
+        AffinityKey::new(IpAddr::V4(Ipv4Addr::new(198, 18, 64, i)), 0)
+    }
+
+    /// A bulk carries established entries only; a peer's upsert of an unconfirmed entry is
+    /// not taken.
+    #[test]
+    fn unconfirmed_entries_never_cross() {
+        let mut mirror = HashMap::new();
+        for i in 0..10u8 {
+            let m = Mirrored {
+                gateway: 1,
+                confirmed: i % 2 == 0,
+                expires_at: 300,
+                generation: 0,
+            };
+            mirror.insert(key(i), m);
+        }
+        let (mut keys, mut cursor, mut out) = (Vec::new(), 0, Vec::new());
+        loop {
+            let mut chunk = Vec::new();
+            let more = read_bulk(&mirror, &mut keys, 0, &mut cursor, &mut chunk, 3);
+            out.extend(chunk);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(out.len(), 5);
+        assert!(out.iter().all(|e| e.confirmed));
+
+        let mut p = pair_sync(Duration::from_secs(60));
+        let e = |confirmed| Entry {
+            client: key(1).client_ip(),
+            service: 0,
+            gateway: 1,
+            confirmed,
+            expires_in_s: 300,
+        };
+        p.apply(Change::Upsert(e(false)), 0);
+        assert!(p.mirror.is_empty());
+        assert_eq!(p.counters.unconfirmed_skipped, 1);
+        p.apply(Change::Upsert(e(true)), 0);
+        assert_eq!(p.mirror.len(), 1);
+        // A delete of an entry never had is harmless.
+        p.apply(
+            Change::Delete {
+                client: key(2).client_ip(),
+                service: 0,
+            },
+            0,
+        );
+        assert_eq!(p.mirror.len(), 1);
+    }
+
+    /// A recovering appliance holds its preemption until it has the master's table, at most
+    /// `sync_hold_max` (then it says so once).
+    #[test]
+    fn preemption_is_held_until_synced_or_the_hold_max() {
+        let mut p = pair_sync(Duration::from_secs(60));
+        let t = p.started;
+        assert!(p.hold_preemption(t), "just started, not synced");
+        p.peer_alive = true;
+        assert!(
+            p.hold_preemption(t + Duration::from_secs(30)),
+            "the bulk is on its way"
+        );
+        assert!(!p.hold_preemption(t + Duration::from_secs(61)));
+        assert!(!p.hold_preemption(t + Duration::from_secs(62)));
+        assert_eq!(p.counters.preempt_hold_expired, 1, "once");
+
+        let mut p = pair_sync(Duration::from_secs(5));
+        let t = p.started;
+        p.peer_alive = true;
+        assert!(p.hold_preemption(t + Duration::from_secs(4)));
+        assert!(!p.hold_preemption(t + Duration::from_secs(5)));
+        // A peer that is gone holds nothing once the start-up grace is over.
+        let mut p = pair_sync(Duration::from_secs(60));
+        let t = p.started;
+        assert!(!p.hold_preemption(t + STARTUP_GRACE));
+        assert_eq!(p.counters.preempt_hold_expired, 0);
+    }
 }

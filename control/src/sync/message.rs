@@ -35,6 +35,10 @@ pub const MIN_KEY_LEN: usize = 16;
 
 /// Header flag bit 0: the sender is the pair's master (VRRP master) as it sends.
 pub const FLAG_MASTER: u16 = 0x0001;
+/// Header flag bit 1, on a ResyncRequest: "resume your bulk after the sequence number in this
+/// message's ack field" (everything of the sender's stream up to it has reached the requester;
+/// a later message was lost). Without it, the request asks for the whole table.
+pub const FLAG_RESUME: u16 = 0x0002;
 /// Entry flag bit 0: the entry is confirmed (the gateway answered the client).
 pub const ENTRY_CONFIRMED: u8 = 0x01;
 /// Entry op: insert or replace the client's entry.
@@ -60,19 +64,25 @@ pub enum Kind {
     BulkChunk = 4,
     /// The bulk transfer is complete; no entries.
     BulkEnd = 5,
-    /// "Send me your whole table"; no entries.
+    /// "Send me your whole table" (or, with [`FLAG_RESUME`], "resume your bulk after the
+    /// sequence number in the ack field"); no entries.
     ResyncRequest = 6,
+    /// The bulk in progress resumes: what the requester lost after the sequence number it
+    /// asked from follows (the deltas sent since, again, then the table from the position
+    /// reached at that point); no entries.
+    BulkResume = 7,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Heartbeat,
         Kind::Delta,
         Kind::BulkStart,
         Kind::BulkChunk,
         Kind::BulkEnd,
         Kind::ResyncRequest,
+        Kind::BulkResume,
     ];
 
     /// The kind with this wire value.
@@ -91,7 +101,7 @@ impl Kind {
 pub struct Header {
     /// What the message is.
     pub kind: Kind,
-    /// [`FLAG_MASTER`]; the other bits are sent as zero and ignored.
+    /// [`FLAG_MASTER`], [`FLAG_RESUME`]; the other bits are sent as zero and ignored.
     pub flags: u16,
     /// The sender's session nonce: random, new for every session (process start or new
     /// layout), never 0.
@@ -112,6 +122,11 @@ impl Header {
     /// Whether the sender says it is the master.
     pub fn master(&self) -> bool {
         self.flags & FLAG_MASTER != 0
+    }
+
+    /// Whether a ResyncRequest asks to resume after its ack ([`FLAG_RESUME`]).
+    pub fn resume(&self) -> bool {
+        self.flags & FLAG_RESUME != 0
     }
 }
 

@@ -16,13 +16,13 @@
 //! |---:|---:|---|---|
 //! | 0 | 4 | magic | `VLBS` |
 //! | 4 | 1 | version | 2 (1 had a 32-bit sender id and no receiver nonce; refused) |
-//! | 5 | 1 | kind | 1 Heartbeat, 2 Delta, 3 BulkStart, 4 BulkChunk, 5 BulkEnd, 6 ResyncRequest |
-//! | 6 | 2 | flags | bit 0: the sender is master; other bits 0, ignored |
+//! | 5 | 1 | kind | 1 Heartbeat, 2 Delta, 3 BulkStart, 4 BulkChunk, 5 BulkEnd, 6 ResyncRequest, 7 BulkResume |
+//! | 6 | 2 | flags | bit 0: the sender is master; bit 1 (ResyncRequest only): resume after the ack; other bits 0, ignored |
 //! | 8 | 8 | sender nonce | random per session (process start, or a new layout), never 0 |
 //! | 16 | 8 | receiver nonce | the receiver's session nonce as the sender last learned it; 0: none yet (a hello) |
 //! | 24 | 8 | sequence | per sender: 1 for its first message, +1 for each message, heartbeats included |
 //! | 32 | 8 | layout fingerprint | [`message::layout_fingerprint`] of the service and gateway names in config order |
-//! | 40 | 8 | ack | the highest sequence number the sender has accepted from the session it addresses (0: none) |
+//! | 40 | 8 | ack | the highest sequence number the sender has accepted from the session it addresses (0: none); in a resume request, the last one up to which it has everything |
 //! | 48 | 2 | entry count | 0 except in Delta and BulkChunk; at most 47 |
 //! | 50 | 28 × count | entries | below |
 //! | 50 + 28 × count | 32 | tag | HMAC-SHA256 with the pair's key over every byte before it |
@@ -83,21 +83,46 @@
 //!   change is `batch_delay` old.
 //! - **Loss** shows as a gap in the peer's sequence (heartbeats make it show within one
 //!   interval), and a new peer session replacing a bound one (the peer restarted) counts as a
-//!   gap too. A backup that has lost anything of the master's stream asks it for its whole table
+//!   gap too. A backup that has lost part of the master's stream after one of its bulks began
+//!   asks it to **resume** (below); one that has no such bulk asks for the whole table
 //!   (ResyncRequest, repeated every `dead_after` × `heartbeat` until a bulk arrives). Only a
 //!   master's table is authoritative: a master never asks a backup, so a restarted peer's empty
 //!   table never overwrites live state. [`request_resync`](session::SyncSession::request_resync)
 //!   asks whatever the roles.
-//! - **Bulk transfer**: BulkStart, BulkChunks (upserts read from the caller's table a bounded
-//!   number per poll), BulkEnd. A new request with an ack at or past the bulk's start (the
-//!   requester saw the bulk and lost part of it) restarts it; an earlier one is answered by the
-//!   bulk already on its way. Deltas keep flowing during a bulk, in one sequence with it, so the
+//! - **Bulk transfer**: BulkStart, BulkChunks (upserts read from the caller's table), BulkEnd.
+//!   **Paced**: at most `bulk_rate` chunks a millisecond on average (a burst of
+//!   [`BULK_CHUNKS_PER_POLL`](session::BULK_CHUNKS_PER_POLL)), below the receiver's own budget
+//!   for its peer (the daemon's `[ha] sync_rate_pps`), so a bulk never overruns it, nor its
+//!   rings and socket. A new whole-table request with an ack at or past the bulk's start
+//!   restarts it; an earlier one is answered by the bulk already on its way.
+//! - **Resume.** The receiver of a bulk tracks the last sequence number up to which it has
+//!   everything of the sender's stream since the BulkStart (`through`). After a gap it asks to
+//!   resume: a ResyncRequest with the resume flag and `through` in its ack field (again every
+//!   `heartbeat` until answered). The sender keeps, for its latest bulk, the table position
+//!   reached after each chunk and the deltas sent since the bulk began (at most
+//!   [`MAX_RESUME_LOG`](session::MAX_RESUME_LOG) changes). It answers with a BulkResume, the
+//!   deltas sent after `through` again, in their order and before anything newer, then the
+//!   table read afresh from the position reached at `through`, and a BulkEnd: what the
+//!   receiver lost is sent again, and no more than what was in flight after it. A request from
+//!   before the log's oldest change restarts the bulk from the beginning. A BulkResume mends
+//!   the break only when its ack is at or past the receiver's first request for that break;
+//!   messages received after the gap are applied (the replay puts every key they touched back
+//!   in order, and table reads are current). A bulk that lost messages ends with
+//!   [`BulkIncomplete`](Received::BulkIncomplete) (remove nothing, wait); only a BulkEnd with
+//!   nothing missing says [`BulkEnded`](Received::BulkEnded) and makes the receiver
+//!   [`synced`](session::SyncSession::synced). A loss after the bulk's end resumes the same way
+//!   (the deltas since, then the end again). Deltas keep flowing during a bulk, in one sequence with it, so the
 //!   receiver's table is right when it applies everything in order: **on
 //!   [`BulkStarted`](Received::BulkStarted) start a new generation, stamp every entry a change
 //!   touches with it, and on [`BulkEnded`](Received::BulkEnded) remove the entries with an older
-//!   stamp** (what the master deleted while the receiver was not listening). A bulk that lost
-//!   messages ends with [`BulkAborted`](Received::BulkAborted): remove nothing, a new bulk is
-//!   already asked for.
+//!   stamp** (what the master deleted while the receiver was not listening; a resumed bulk's
+//!   second end sweeps the same generation again, which removes nothing more). A BulkEnd
+//!   whose BulkStart was never seen is [`BulkAborted`](Received::BulkAborted): remove nothing,
+//!   a new bulk is already asked for.
+//! - **Established entries only.** The caller replicates entries whose client has proved it
+//!   saw its gateway's answer (`confirmed`); the dataplane records no others, the bulk source
+//!   skips them, and a receiver does not take an unconfirmed upsert. A delete of an entry the
+//!   receiver never had does nothing.
 //! - **A new peer** (`on_peer_joined`, the first bound message of a peer session): the side with
 //!   the master flag sends its whole table to a new peer session unasked; the new peer is asked for
 //!   nothing by itself. So a fresh backup gets the state, and a recovering old master, which

@@ -11,14 +11,24 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::message::{
-    self, Header, Kind, Message, SyncKey, SyncKeyError, FLAG_MASTER, MAX_ENTRIES, MIN_KEY_LEN,
+    self, Header, Kind, Message, SyncKey, SyncKeyError, FLAG_MASTER, FLAG_RESUME, MAX_ENTRIES,
+    MIN_KEY_LEN,
 };
 pub use super::message::{Change, Entry, RejectReason};
 
 /// The most bulk chunks one [`SyncSession::poll`] sends (47 entries, 1386 bytes each): about
 /// 22 KB per poll, so a poll stays short and the peer's socket buffer (200 KB by default) is
-/// not flooded; at a 1 ms poll period a million entries take about 1.3 s.
+/// not flooded. It is also the pacing's burst: however long since the last poll, no more than
+/// this goes out at once; the rate is [`SyncConfig::bulk_rate`].
 pub const BULK_CHUNKS_PER_POLL: usize = 16;
+/// The default bulk pacing, in bulk chunks per millisecond: 10 000 datagrams (470 000 entries)
+/// a second, a million entries in about 2.1 s, half the peer's default receive budget
+/// (`[ha] sync_rate_pps`, 25 000 datagrams a second), so deltas and heartbeats keep room.
+pub const DEFAULT_BULK_RATE: u32 = 10;
+/// The most delta changes a sender keeps to resume a bulk with (what it sent since the bulk
+/// began, oldest dropped first): a resume after a sequence number older than the oldest kept
+/// change restarts the bulk from the beginning instead.
+pub const MAX_RESUME_LOG: usize = 65_536;
 /// The most delta messages one poll sends; the rest wait for the next poll, in order.
 pub const DELTAS_PER_POLL: usize = 64;
 /// The most changes [`SyncSession::push`] queues. Beyond that the peer cannot keep up anyway:
@@ -29,6 +39,8 @@ pub const MAX_PENDING_CHANGES: usize = 65_536;
 /// sessions, so that an old session's captured messages stay replays (and stale ones stay
 /// refused).
 const SENDER_WINDOWS: usize = 8;
+/// The pacing's burst, in thousandths of a chunk.
+const BULK_BURST_CREDIT: u64 = BULK_CHUNKS_PER_POLL as u64 * 1000;
 
 /// Why session settings are unusable.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +54,9 @@ pub enum SyncConfigError {
     /// A zero `dead_after`.
     #[error("sync dead_after must be at least 1")]
     ZeroDeadAfter,
+    /// A zero bulk rate.
+    #[error("sync bulk rate must be above zero")]
+    ZeroBulkRate,
 }
 
 /// Settings of a session; the same on both appliances.
@@ -57,6 +72,10 @@ pub struct SyncConfig {
     pub layout: u64,
     /// How long a change may wait for more to fill a message, e.g. 10 ms.
     pub batch_delay: Duration,
+    /// Bulk pacing: the most bulk chunks sent per millisecond, on average
+    /// ([`DEFAULT_BULK_RATE`]), so that the peer's receive budget, rings and socket are not
+    /// overrun by a bulk.
+    pub bulk_rate: u32,
 }
 
 impl SyncConfig {
@@ -73,6 +92,9 @@ impl SyncConfig {
         }
         if self.dead_after == 0 {
             return Err(SyncConfigError::ZeroDeadAfter);
+        }
+        if self.bulk_rate == 0 {
+            return Err(SyncConfigError::ZeroBulkRate);
         }
         Ok(())
     }
@@ -92,6 +114,7 @@ impl fmt::Debug for SyncConfig {
             .field("dead_after", &self.dead_after)
             .field("layout", &format_args!("{:#018x}", self.layout))
             .field("batch_delay", &self.batch_delay)
+            .field("bulk_rate", &self.bulk_rate)
             .finish()
     }
 }
@@ -113,9 +136,16 @@ pub enum Received {
         /// Entries in the bulk's chunks.
         entries: u64,
     },
-    /// The bulk ended, but messages of it were lost (or its start was never seen): remove
-    /// nothing. The session has already asked for a new one where it mirrors the peer.
+    /// The bulk ended, but its start was never seen: remove nothing. The session has already
+    /// asked for a new one where it mirrors the peer.
     BulkAborted,
+    /// The bulk's end arrived while messages of it are missing: remove nothing yet. The
+    /// session has asked the peer to resume after the last message it has without a gap; the
+    /// bulk ends again (with [`BulkEnded`](Received::BulkEnded)) once the resumed part is in.
+    BulkIncomplete,
+    /// The peer resumes the bulk where this side lost it (nothing to apply; no new
+    /// generation: what follows belongs to the bulk in progress).
+    BulkResumed,
     /// The peer asked for our whole table; the next polls send it (nothing to apply).
     ResyncRequested,
     /// A hello: a message from a peer session that has not heard ours yet (its receiver nonce
@@ -242,6 +272,22 @@ pub struct SyncCounters {
     pub dual_master_events: u64,
     /// Times the change queue overflowed and was replaced by a bulk transfer.
     pub queue_overflows: u64,
+    /// Resume requests sent (retries included): a bulk, or the stream after it, lost messages
+    /// and this side asked the peer to go on after the last message it has without a gap.
+    pub resumes_requested: u64,
+    /// Bulks resumed because the peer asked: sent again from where the peer lost them.
+    pub bulks_resumed: u64,
+    /// Of the resume requests received, those that could not be resumed (too old for the
+    /// resume log) and restarted the bulk from the beginning.
+    pub resumes_refused: u64,
+    /// Delta changes sent again on a resume.
+    pub changes_replayed: u64,
+    /// Bulk chunks sent (resent ones included).
+    pub bulk_chunks_out: u64,
+    /// Entries sent in bulk chunks (resent ones included).
+    pub bulk_entries_out: u64,
+    /// Polls where the bulk pacing held chunks back.
+    pub bulk_paced: u64,
     /// Rejected datagrams, by reason.
     pub rejects: RejectCounters,
 }
@@ -275,6 +321,26 @@ struct BulkTx {
     start_seq: Option<u64>,
     /// The table callback's position.
     cursor: u64,
+    /// The table was read to its end: only the BulkEnd is due.
+    exhausted: bool,
+    /// A resume is due: its BulkResume goes out first, before the replayed deltas.
+    resume_due: bool,
+}
+
+/// What a sender keeps of its latest bulk to resume it after a loss (see
+/// [`SyncSession::resume_point`]).
+#[derive(Clone, Debug, Default)]
+struct ResumeLog {
+    /// Sequence number of the bulk's BulkStart.
+    start_seq: u64,
+    /// In sequence order: the last chunk of each table read with the cursor after it, each
+    /// BulkResume with the cursor it resumed from, and each BulkEnd (`None`: the table's end).
+    marks: Vec<(u64, Option<u64>)>,
+    /// The changes sent in deltas since the bulk began, with their sequence numbers, in the
+    /// order sent (replays included), at most [`MAX_RESUME_LOG`].
+    deltas: VecDeque<(u64, Change)>,
+    /// No resume after a sequence number below this: deltas sent after it were dropped.
+    floor: u64,
 }
 
 /// A bulk transfer we receive.
@@ -282,8 +348,16 @@ struct BulkTx {
 struct BulkRx {
     sender: u64,
     entries: u64,
-    /// A message of the sender was lost since its BulkStart.
+    /// A message of the sender was lost since `through`: a resume is awaited.
     broken: bool,
+    /// Every message of the sender up to this sequence number has been applied, or what it
+    /// carried sent again since (a resume): the point a resume goes on from.
+    through: u64,
+    /// Sequence number of our first resume request for the current break: a BulkResume
+    /// acknowledging it (or later) answers a request about this break, not an older one.
+    asked: Option<u64>,
+    /// Its BulkEnd arrived with nothing missing (kept so that a later loss resumes).
+    ended: bool,
 }
 
 /// One endpoint of the sync protocol (see the [module docs](super)).
@@ -310,6 +384,11 @@ pub struct SyncSession {
     bulk_tx: Option<BulkTx>,
     /// Start sequence of the latest bulk we began sending, finished or not.
     last_bulk_start: Option<u64>,
+    /// What we keep of our latest bulk to resume it.
+    resume_log: Option<ResumeLog>,
+    /// Bulk pacing credit, in thousandths of a chunk, and when it was last refilled.
+    bulk_credit: u64,
+    bulk_credit_at: Option<Instant>,
     windows: Vec<SenderWindow>,
     accepted: u64,
     peer: Option<Peer>,
@@ -354,6 +433,9 @@ impl SyncSession {
             pending_since: None,
             bulk_tx: None,
             last_bulk_start: None,
+            resume_log: None,
+            bulk_credit: BULK_BURST_CREDIT,
+            bulk_credit_at: None,
             windows: Vec::with_capacity(SENDER_WINDOWS),
             accepted: 0,
             peer: None,
@@ -448,9 +530,19 @@ impl SyncSession {
         let mut out = Vec::new();
 
         if self.resync_due(now) {
-            out.push(self.emit(now, Kind::ResyncRequest, Vec::new()));
+            out.push(self.resync_request(now));
             self.resync_asked_at = Some(now);
-            self.counters.resyncs_requested += 1;
+        }
+
+        // A resume goes out before the deltas it replays (queued first in `pending`).
+        if let Some(mut bulk) = self.bulk_tx.filter(|b| b.resume_due) {
+            out.push(self.emit(now, Kind::BulkResume, Vec::new()));
+            bulk.resume_due = false;
+            let mark = (!bulk.exhausted).then_some(bulk.cursor);
+            if let Some(log) = self.resume_log.as_mut() {
+                log.marks.push((self.seq, mark));
+            }
+            self.bulk_tx = Some(bulk);
         }
 
         // Deltas: full messages at once; the rest when the oldest change is batch_delay old,
@@ -506,23 +598,79 @@ impl SyncSession {
             bulk.start_seq = Some(self.seq);
             self.last_bulk_start = Some(self.seq);
         }
+        // Pacing: `bulk_rate` chunks per millisecond, at most a poll's worth at once.
+        let elapsed = self
+            .bulk_credit_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.bulk_credit_at = Some(now);
+        let earned = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(u64::from(self.cfg.bulk_rate));
+        self.bulk_credit = self
+            .bulk_credit
+            .saturating_add(earned)
+            .min(BULK_BURST_CREDIT);
         let mut entries = Vec::with_capacity(MAX_ENTRIES);
-        for _ in 0..BULK_CHUNKS_PER_POLL {
+        // Bounded work per poll too: a table read may find nothing to send.
+        let mut reads = 0;
+        while !bulk.exhausted {
+            if reads == BULK_CHUNKS_PER_POLL {
+                self.bulk_tx = Some(bulk);
+                return;
+            }
+            reads += 1;
+            if self.bulk_credit < 1000 {
+                self.counters.bulk_paced += 1;
+                self.bulk_tx = Some(bulk);
+                return;
+            }
             entries.clear();
             let more = table(&mut bulk.cursor, &mut entries, MAX_ENTRIES);
             // A callback that appends more than asked still has every entry sent.
             for chunk in entries.chunks(MAX_ENTRIES) {
-                let changes = chunk.iter().copied().map(Change::Upsert).collect();
+                let changes: Vec<Change> = chunk.iter().copied().map(Change::Upsert).collect();
+                self.counters.bulk_chunks_out += 1;
+                self.counters.bulk_entries_out += changes.len() as u64;
+                self.bulk_credit = self.bulk_credit.saturating_sub(1000);
                 out.push(self.emit(now, Kind::BulkChunk, changes));
             }
-            if !more {
-                out.push(self.emit(now, Kind::BulkEnd, Vec::new()));
-                self.counters.bulks_sent += 1;
-                self.bulk_tx = None;
-                return;
+            // The cursor after the last chunk of this read: where a resume after it goes on.
+            let mark = more.then_some(bulk.cursor);
+            if let Some(log) = self.resume_log.as_mut() {
+                log.marks.push((self.seq, mark));
+            }
+            bulk.exhausted = !more;
+        }
+        out.push(self.emit(now, Kind::BulkEnd, Vec::new()));
+        if let Some(log) = self.resume_log.as_mut() {
+            log.marks.push((self.seq, None));
+        }
+        self.counters.bulks_sent += 1;
+        self.bulk_tx = None;
+    }
+
+    /// A resync request: to resume the bulk we receive after the last message we have without
+    /// a gap where we have one, else for the whole table.
+    fn resync_request(&mut self, now: Instant) -> Vec<u8> {
+        let peer = self.peer.map(|p| p.id);
+        let resume = self
+            .bulk_rx
+            .filter(|b| Some(b.sender) == peer && b.broken)
+            .map(|b| b.through);
+        match resume {
+            Some(through) => {
+                let d = self.emit_with(now, Kind::ResyncRequest, Vec::new(), FLAG_RESUME, through);
+                if let Some(b) = self.bulk_rx.as_mut() {
+                    b.asked.get_or_insert(self.seq);
+                }
+                self.counters.resumes_requested += 1;
+                d
+            }
+            None => {
+                self.counters.resyncs_requested += 1;
+                self.emit(now, Kind::ResyncRequest, Vec::new())
             }
         }
-        self.bulk_tx = Some(bulk);
     }
 
     /// Whether a resync request goes out now.
@@ -532,7 +680,7 @@ impl SyncSession {
         }
         // A clean bulk on its way makes us synced; asking would only restart it.
         if let (Some(b), Some(p)) = (self.bulk_rx, self.peer) {
-            if b.sender == p.id && !b.broken {
+            if b.sender == p.id && !b.broken && !b.ended {
                 return false;
             }
         }
@@ -542,22 +690,67 @@ impl SyncSession {
         if !(self.resync_forced || roles) {
             return false;
         }
+        // A resume is cheap and a bulk goes on while we wait: ask again every heartbeat. A
+        // whole table, every dead interval.
+        let resuming = self
+            .bulk_rx
+            .is_some_and(|b| b.broken && self.peer.is_some_and(|p| p.id == b.sender));
+        let every = if resuming {
+            self.cfg.heartbeat
+        } else {
+            self.cfg.dead_interval()
+        };
         self.resync_asked_at
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.dead_interval())
+            .is_none_or(|t| now.saturating_duration_since(t) >= every)
     }
 
     /// Builds the next message and does the sender's bookkeeping.
     fn emit(&mut self, now: Instant, kind: Kind, changes: Vec<Change>) -> Vec<u8> {
+        let ack = self.ack();
+        self.emit_with(now, kind, changes, 0, ack)
+    }
+
+    /// [`emit`](Self::emit) with extra header flags and the ack field given.
+    fn emit_with(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        changes: Vec<Change>,
+        flags: u16,
+        ack: u64,
+    ) -> Vec<u8> {
         self.seq += 1;
         let header = Header {
             kind,
-            flags: if self.master { FLAG_MASTER } else { 0 },
+            flags: flags | if self.master { FLAG_MASTER } else { 0 },
             sender: self.my_id,
             receiver: self.echo,
             seq: self.seq,
             layout: self.cfg.layout,
-            ack: self.ack(),
+            ack,
         };
+        match kind {
+            Kind::BulkStart => {
+                self.resume_log = Some(ResumeLog {
+                    start_seq: self.seq,
+                    floor: self.seq,
+                    ..ResumeLog::default()
+                });
+            }
+            Kind::Delta => {
+                if let Some(log) = self.resume_log.as_mut() {
+                    for c in &changes {
+                        if log.deltas.len() >= MAX_RESUME_LOG {
+                            if let Some((s, _)) = log.deltas.pop_front() {
+                                log.floor = log.floor.max(s);
+                            }
+                        }
+                        log.deltas.push_back((self.seq, *c));
+                    }
+                }
+            }
+            _ => {}
+        }
         self.counters.messages_out += 1;
         self.counters.entries_out += changes.len() as u64;
         if kind == Kind::Heartbeat {
@@ -584,7 +777,54 @@ impl SyncSession {
         self.bulk_tx = Some(BulkTx {
             start_seq: None,
             cursor: 0,
+            exhausted: false,
+            resume_due: false,
         });
+    }
+
+    /// Where a bulk resumed after our sequence number `after` goes on: `Some(Some(cursor))` to
+    /// read the table from `cursor`, `Some(None)` when the table had been read to its end by
+    /// then (only the deltas since and a BulkEnd are due), `None` when it cannot be resumed
+    /// (no bulk of ours covers `after`, or deltas sent since were dropped from the log).
+    fn resume_point(&self, after: u64) -> Option<Option<u64>> {
+        let log = self.resume_log.as_ref()?;
+        if after < log.start_seq || after < log.floor || after > self.seq {
+            return None;
+        }
+        let i = log.marks.partition_point(|(s, _)| *s <= after);
+        Some(match i {
+            0 => Some(0),
+            i => log.marks[i - 1].1,
+        })
+    }
+
+    /// Resumes our bulk after our sequence number `after` (the peer has everything up to it):
+    /// the BulkResume, the deltas sent since (again, in order, before anything newer), then
+    /// the table from the position reached at `after`, and the BulkEnd.
+    fn resume_bulk(&mut self, after: u64, cursor: Option<u64>) {
+        let Some(log) = self.resume_log.as_ref() else {
+            return;
+        };
+        let replay: Vec<Change> = log
+            .deltas
+            .iter()
+            .filter(|(s, _)| *s > after)
+            .map(|(_, c)| *c)
+            .collect();
+        self.counters.changes_replayed += replay.len() as u64;
+        if !replay.is_empty() && self.pending.is_empty() {
+            self.pending_since = self.last_now;
+        }
+        for c in replay.into_iter().rev() {
+            self.pending.push_front(c);
+        }
+        self.bulk_tx = Some(BulkTx {
+            start_seq: Some(log.start_seq),
+            cursor: cursor.unwrap_or(0),
+            exhausted: cursor.is_none(),
+            resume_due: true,
+        });
+        self.counters.bulks_resumed += 1;
     }
 
     /// A received datagram: `Ok` with what it means, or `Err` with why it was rejected
@@ -651,6 +891,11 @@ impl SyncSession {
         } else if h.seq > last_seq + 1 {
             self.on_gap(h.sender, h.seq - last_seq - 1);
         }
+        if let Some(b) = self.bulk_rx.as_mut().filter(|b| b.sender == h.sender) {
+            if !b.broken {
+                b.through = h.seq;
+            }
+        }
         self.check_dual_master(now, h.master(), joined || !was_alive);
 
         Ok(match h.kind {
@@ -665,8 +910,28 @@ impl SyncSession {
                     sender: h.sender,
                     entries: 0,
                     broken: false,
+                    through: h.seq,
+                    asked: None,
+                    ended: false,
                 });
                 Received::BulkStarted
+            }
+            Kind::BulkResume => {
+                // Only a resume that answers a request about the current break mends it: one
+                // asked for an earlier break goes on from a point before messages we lost
+                // since. (Applying what an older resume resends does no harm: it is the
+                // peer's history again, in order, then its current table.)
+                match self.bulk_rx.as_mut().filter(|b| b.sender == h.sender) {
+                    Some(b) if b.broken && b.asked.is_some_and(|q| h.ack >= q) => {
+                        b.broken = false;
+                        b.asked = None;
+                        b.ended = false;
+                        b.through = h.seq;
+                        self.resync_asked_at = None;
+                    }
+                    _ => {}
+                }
+                Received::BulkResumed
             }
             Kind::BulkChunk => {
                 if let Some(b) = self.bulk_rx.as_mut().filter(|b| b.sender == h.sender) {
@@ -676,11 +941,15 @@ impl SyncSession {
             }
             Kind::BulkEnd => match self.bulk_rx.filter(|b| b.sender == h.sender) {
                 Some(b) => {
-                    self.bulk_rx = None;
                     if b.broken {
-                        self.counters.bulks_aborted += 1;
-                        Received::BulkAborted
+                        // Kept: the resume asked for ends the bulk again.
+                        Received::BulkIncomplete
                     } else {
+                        // Kept too: a later loss resumes after the last message we have.
+                        if let Some(b) = self.bulk_rx.as_mut() {
+                            b.entries = 0;
+                            b.ended = true;
+                        }
                         self.synced = true;
                         // Kept until now so that a forced pull whose bulk broke asks again.
                         self.resync_forced = false;
@@ -694,7 +963,7 @@ impl SyncSession {
                 }
             },
             Kind::ResyncRequest => {
-                self.serve_resync(h.ack);
+                self.serve_resync(&h);
                 Received::ResyncRequested
             }
         })
@@ -823,14 +1092,35 @@ impl SyncSession {
         self.counters.gaps += 1;
         self.counters.messages_missed += missed;
         if let Some(b) = self.bulk_rx.as_mut().filter(|b| b.sender == sender) {
-            b.broken = true;
+            if !b.broken {
+                b.broken = true;
+                b.asked = None;
+            }
         }
         self.synced = false;
         self.resync_asked_at = None;
     }
 
-    /// The peer asked for our table; its `ack` tells what it has seen of our stream.
-    fn serve_resync(&mut self, ack: u64) {
+    /// The peer asked for our table, or to resume our bulk; its `ack` tells what it has seen
+    /// of our stream.
+    fn serve_resync(&mut self, h: &Header) {
+        let ack = h.ack;
+        if h.resume() {
+            if let Some(cursor) = self.resume_point(ack) {
+                self.resume_bulk(ack, cursor);
+                return;
+            }
+            // Too old to resume (or no bulk of ours): the whole table, whatever is on its way
+            // (the requester has lost part of it).
+            self.counters.resumes_refused += 1;
+            if self.bulk_tx.is_some_and(|b| b.start_seq.is_none()) {
+                self.counters.resyncs_coalesced += 1;
+            } else {
+                self.start_bulk();
+                self.counters.resyncs_served += 1;
+            }
+            return;
+        }
         let unstarted = self.bulk_tx.is_some_and(|b| b.start_seq.is_none());
         // A request sent before the requester saw our latest BulkStart is answered by that
         // bulk (the requester will see its start, or a gap and then ask again with a higher
@@ -902,6 +1192,7 @@ mod tests {
             dead_after: 3,
             layout: LAYOUT,
             batch_delay: 10 * MS,
+            bulk_rate: DEFAULT_BULK_RATE,
         }
     }
 
@@ -1007,12 +1298,17 @@ mod tests {
                     self.bulk = Some(self.generation);
                 }
                 Received::BulkEnded { .. } => {
-                    let g = self.bulk.take().expect("a bulk ends after it started");
+                    // Kept: a resumed bulk ends again (the same generation).
+                    let g = self.bulk.expect("a bulk ends after it started");
                     self.entries.retain(|_, (_, stamp)| *stamp >= g);
                     self.bulks_ended += 1;
                 }
                 Received::BulkAborted => self.bulk = None,
-                Received::Heartbeat | Received::ResyncRequested | Received::Hello => {}
+                Received::Heartbeat
+                | Received::ResyncRequested
+                | Received::Hello
+                | Received::BulkIncomplete
+                | Received::BulkResumed => {}
             }
         }
 
@@ -1390,28 +1686,37 @@ mod tests {
         let m = p.poll_b();
         assert_eq!(kinds(&m), [Kind::ResyncRequest]);
         p.deliver_a(m);
+        // Not the whole table again: the bulk resumes after the last message B has in order,
+        // which was after the table's end, so only the lost delta comes again, then the end.
         let m = p.poll_a();
-        assert_eq!(kinds(&m)[0], Kind::BulkStart);
-        assert_eq!(*kinds(&m).last().unwrap(), Kind::BulkEnd);
+        assert_eq!(kinds(&m), [Kind::BulkResume, Kind::Delta, Kind::BulkEnd]);
         p.deliver_b(m);
         assert_eq!(
             p.mirror.map(),
             p.table.map(),
-            "deletes swept, insert applied"
+            "deletes and insert applied again"
         );
         assert!(p.b.synced());
-        assert_eq!(p.a.counters().resyncs_served, 1);
-        assert_eq!(p.b.counters().resyncs_requested, 1);
+        assert_eq!(p.a.counters().resyncs_served, 0);
+        assert_eq!(p.a.counters().bulks_resumed, 1);
+        assert_eq!(p.a.counters().changes_replayed, 31);
+        assert_eq!(p.b.counters().resumes_requested, 1);
+        assert_eq!(p.b.counters().resyncs_requested, 0);
         assert_eq!(p.b.counters().bulks_received, 2);
-        assert_eq!(p.a.lag(), 6, "the bulk is not acknowledged yet");
+        // The resume request's ack is the point B resumes from (before the lost delta): the
+        // lost delta, the heartbeat and the resume are not acknowledged yet.
+        assert_eq!(p.a.lag(), 5);
         p.now += 20 * MS;
         let m = p.poll_b();
         p.deliver_a(m);
         assert_eq!(p.a.lag(), 0);
     }
 
+    /// A lost chunk no longer aborts the bulk and restarts it from zero: the end says
+    /// "incomplete", the receiver asks to resume after the last message it has in order, and
+    /// the master sends from there.
     #[test]
-    fn lost_bulk_chunk_aborts_and_restarts() {
+    fn lost_bulk_chunk_resumes_where_it_stopped() {
         let mut p = Pair::new(200);
         for i in 0..150 {
             p.table.set(&mut p.a, i, Some(1));
@@ -1437,14 +1742,43 @@ mod tests {
                 results.push(p.b.receive(p.now, &d).unwrap());
             }
         }
-        assert_eq!(*results.last().unwrap(), Received::BulkAborted);
+        assert_eq!(*results.last().unwrap(), Received::BulkIncomplete);
         for r in results {
             p.mirror.apply(r);
         }
-        assert_eq!(p.b.counters().bulks_aborted, 1);
+        assert!(!p.b.synced());
+        assert_eq!(p.b.counters().bulks_aborted, 0);
+        let bulk_entries = p.a.counters().bulk_entries_out;
+        assert_eq!(bulk_entries, 150);
+        let m = p.poll_b();
+        assert_eq!(kinds(&m), [Kind::ResyncRequest]);
+        assert_eq!(p.b.counters().resumes_requested, 1);
+        p.deliver_a(m);
+        let m = p.poll_a();
+        // From the chunk after the last one B has in order: the lost one and those after it.
+        assert_eq!(
+            kinds(&m),
+            [
+                Kind::BulkResume,
+                Kind::BulkChunk,
+                Kind::BulkChunk,
+                Kind::BulkChunk,
+                Kind::BulkEnd
+            ]
+        );
+        p.deliver_b(m);
+        assert!(p.b.synced());
+        assert_eq!(p.mirror.map(), p.table.map());
+        assert_eq!(p.a.counters().bulks_resumed, 1);
+        assert_eq!(p.a.counters().bulk_entries_out - bulk_entries, 150 - 47);
         p.run(3);
         assert_eq!(p.mirror.map(), p.table.map());
         assert_eq!(p.b.counters().bulks_received, 1);
+        assert_eq!(
+            p.a.counters().bulks_sent,
+            2,
+            "the bulk, and its resumed end"
+        );
     }
 
     #[test]
@@ -1640,10 +1974,10 @@ mod tests {
             p.now += MS;
             polls += 1;
         }
-        assert_eq!(
-            polls,
-            5000usize.div_ceil(MAX_ENTRIES * BULK_CHUNKS_PER_POLL)
-        );
+        // Paced: a burst of BULK_CHUNKS_PER_POLL, then `bulk_rate` chunks a millisecond.
+        let chunks = 5000usize.div_ceil(MAX_ENTRIES);
+        let rate = DEFAULT_BULK_RATE as usize;
+        assert_eq!(polls, 1 + (chunks - BULK_CHUNKS_PER_POLL).div_ceil(rate));
         assert_eq!(p.mirror.map(), p.table.map());
         assert_eq!(p.b.counters().bulks_received, 1);
     }

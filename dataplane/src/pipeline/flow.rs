@@ -220,7 +220,7 @@ pub(super) fn apply_touch(
 /// A removed entry: out of the active-client counts, and news for an HA peer.
 pub(super) fn forget(services: &mut [ServiceState], changes: &mut ChangeLog, r: &Removed) {
     release(services, r);
-    changes.delete(r.key);
+    changes.delete(r.key, r.value.confirmed);
 }
 
 /// Forgets a removed entry's client in the active-client counts.
