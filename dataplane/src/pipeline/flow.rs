@@ -148,21 +148,13 @@ pub(super) fn apply_touch(
             unconfirmed_s,
             echo,
         } => {
-            let confirmed = v.confirmed
-                || match check_echo(e, clients, echo) {
-                    Echo::Established => true,
-                    Echo::Nothing => false,
-                    Echo::OverQuota => return Touched::OverQuota(v),
-                };
-            let expires_at = now.saturating_add(if confirmed {
-                confirmed_s
-            } else {
-                unconfirmed_s
-            });
-            e.refresh(now, expires_at);
-            if confirmed != v.confirmed || refresh_is_news(v.expires_at, expires_at) {
-                changes.upsert(*key, v.gateway, confirmed, expires_at);
-            }
+            let by_client = ByClient {
+                gateway: v.gateway,
+                confirmed_s,
+                unconfirmed_s,
+                echo,
+            };
+            return by_client.apply(e, changes, clients, key, v, now);
         }
         Touch::Answer {
             gateway,
@@ -190,31 +182,63 @@ pub(super) fn apply_touch(
             unconfirmed_s,
             echo,
         } => {
-            let confirmed = v.confirmed
-                || (v.gateway == gateway
-                    && match check_echo(e, clients, echo) {
-                        Echo::Established => true,
-                        Echo::Nothing => false,
-                        Echo::OverQuota => return Touched::OverQuota(v),
-                    });
-            let expires_at = now.saturating_add(if confirmed {
-                confirmed_s
-            } else {
-                unconfirmed_s
-            });
-            if v.gateway != gateway {
-                e.set_gateway(gateway);
-            }
-            e.refresh(now, expires_at);
-            if v.gateway != gateway
-                || confirmed != v.confirmed
-                || refresh_is_news(v.expires_at, expires_at)
-            {
-                changes.upsert(*key, gateway, confirmed, expires_at);
-            }
+            let by_client = ByClient {
+                gateway,
+                confirmed_s,
+                unconfirmed_s,
+                echo,
+            };
+            return by_client.apply(e, changes, clients, key, v, now);
         }
     }
     Touched::Live(v)
+}
+
+/// A client's own packet to its entry (`Refresh`: to the gateway it has; `Point`: pointing it
+/// at `gateway`): establishes the entry when the echo matches, refreshes it for its state, and
+/// records what a peer must know.
+struct ByClient {
+    gateway: u16,
+    confirmed_s: u32,
+    unconfirmed_s: u32,
+    echo: Proof,
+}
+
+impl ByClient {
+    #[inline(always)]
+    fn apply(
+        self,
+        e: &mut EntryMut<'_>,
+        changes: &mut ChangeLog,
+        clients: &mut ClientCounters,
+        key: &AffinityKey,
+        v: AffinityValue,
+        now: u32,
+    ) -> Touched {
+        let confirmed = v.confirmed
+            || (v.gateway == self.gateway
+                && match check_echo(e, clients, self.echo) {
+                    Echo::Established => true,
+                    Echo::Nothing => false,
+                    Echo::OverQuota => return Touched::OverQuota(v),
+                });
+        let expires_at = now.saturating_add(if confirmed {
+            self.confirmed_s
+        } else {
+            self.unconfirmed_s
+        });
+        if v.gateway != self.gateway {
+            e.set_gateway(self.gateway);
+        }
+        e.refresh(now, expires_at);
+        if v.gateway != self.gateway
+            || confirmed != v.confirmed
+            || refresh_is_news(v.expires_at, expires_at)
+        {
+            changes.upsert(*key, self.gateway, confirmed, expires_at);
+        }
+        Touched::Live(v)
+    }
 }
 
 /// A removed entry: out of the active-client counts, and news for an HA peer.
