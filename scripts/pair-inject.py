@@ -10,10 +10,11 @@
                                    way: checksum, TTL 64, VRID + 1, version 2, another
                                    address list. A valid one would take the mastership; none
                                    of these may.
-  pair-inject.py flood --iface IFACE --seconds S --max N --src4 A --src6 A --gateway A
-                       --vrid V --addrs A,A,.. --target ADDR@MAC ...
+  pair-inject.py flood --iface IFACE --seconds S --max N [--pps R] --src4 A --src6 A
+                       --gateway A --vrid V --addrs A,A,.. --target ADDR@MAC ...
                                    for S seconds (at most 10) or N frames, whichever comes
-                                   first, as fast as a raw socket goes: pre-built frames in
+                                   first, as fast as a raw socket goes (or R frames a
+                                   second, in bursts of about 512): pre-built frames in
                                    turn, to every target (the appliances' own addresses and
                                    the VIP, each at its MAC): VRRPv3 adverts (priority 254)
                                    with TTL 64 and 255 to 224.0.0.18 (the 255 ones for
@@ -126,6 +127,7 @@ def flood(argv: list[str]) -> None:
     ap.add_argument("--vrid", type=int, required=True)
     ap.add_argument("--addrs", required=True, help="the VRRP address list, comma-separated")
     ap.add_argument("--target", action="append", required=True, help="ADDR@MAC")
+    ap.add_argument("--pps", type=int, default=0, help="frames per second at most (0: as fast as it goes)")
     a = ap.parse_args(argv)
     seconds = min(max(a.seconds, 0.0), FLOOD_MAX_S)
     cap = min(max(a.max, 0), FLOOD_MAX_FRAMES)
@@ -142,8 +144,13 @@ def flood(argv: list[str]) -> None:
     t0 = time.monotonic()
     deadline = t0 + seconds
     # Bounded twice: the cap on frames, and the clock every 512 of them.
+    batch = raw * (512 // n or 1)
     while sent + errors < cap:
-        for f in raw * (512 // n or 1):
+        if a.pps > 0:
+            ahead = (sent + errors) / a.pps - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(min(ahead, 0.05))
+        for f in batch:
             try:
                 send(f)
                 sent += 1
