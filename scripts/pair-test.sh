@@ -290,9 +290,10 @@ EOF
 # and 255, UDP and TCP from gw1's address, at A's and B's client-side addresses and the VIP. No
 # VRRP transition on either, no gateway's health changes, the sync stays alive and synced and
 # keeps talking through it, the counters account for what was sent, every tunnel pings after.
-# 40 000 frames/s: what this lab's ports take without losing frames before the appliance (both
-# daemons' workers share core 1; at the raw socket's full rate, 174 000/s, the af_packet rings
-# overflow and lose the master's adverts with the flood). PAIR_FLOOD_PPS=0: full rate.
+# 40 000 frames/s: what this 2-core lab carries whatever else runs on it. At the raw socket's
+# full rate (PAIR_FLOOD_PPS=0: 140 000-175 000/s here) it passes on an idle machine; with other
+# builds running, the kernel's veths and bridge drop up to 3/4 of the frames before the ports
+# (rx_missed stays 0), the master's adverts and heartbeats with them, and B takes over.
 readonly FLOOD_S=10 FLOOD_MAX=3000000 FLOOD_PPS=${PAIR_FLOOD_PPS:-40000}
 flood_snap() {
   local tag=$1 s c
