@@ -16,14 +16,14 @@ use std::sync::Arc;
 
 use dataplane::affinity::{AffinityKey, AffinityValue};
 use dataplane::changes::AffinityChange;
-use testkit::lab::appliance_spec;
 use dataplane::frame::{Frame, VecFrame};
 use dataplane::model::{AffinitySpec, ServiceMode, Snapshot};
-use dataplane::pipeline::{Verdict, Pipeline};
+use dataplane::pipeline::{Pipeline, Verdict};
 use dataplane::wire::ethernet::{ethertype, EthernetFrame};
 use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::ipv6::Ipv6Packet;
 use libfuzzer_sys::fuzz_target;
+use testkit::lab::appliance_spec;
 
 fn worker(mode: ServiceMode, fast: bool) -> RefCell<(Pipeline, u32)> {
     let mut spec = appliance_spec(AffinitySpec {
