@@ -57,7 +57,7 @@ fi
 if [ -z "$BIN_DIR" ]; then
   echo "bench: build (cargo build --release -p vpnlb-control -p vpnlb-perf)" >&2
   cargo build --release -q -p vpnlb-control -p vpnlb-perf
-  BIN_DIR=target/release
+  BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 fi
 
 # The DPDK the binaries were built against: a bundle carries its own PMDs.

@@ -10,8 +10,8 @@ rm -rf "$OUT"
 mkdir -p "$OUT/capture" "$OUT/replay"
 cargo build --release -q -p vpnlb-control -p vpnlb-perf
 
-target/release/vpnlb-capgen --out-dir "$OUT/capture" --clients 20 --ipv6-clients 5 --tls-clients 5
-target/release/vpnlbd replay --config conf/lab.toml \
+"${CARGO_TARGET_DIR:-target}"/release/vpnlb-capgen --out-dir "$OUT/capture" --clients 20 --ipv6-clients 5 --tls-clients 5
+"${CARGO_TARGET_DIR:-target}"/release/vpnlbd replay --config conf/lab.toml \
   --in client="$OUT/capture/client.pcap" --in backend="$OUT/capture/backend.pcap" \
   --out-dir "$OUT/replay" --affinity > "$OUT/report.json"
 

@@ -120,7 +120,7 @@ lab_bins() {
   if [ -z "$dir" ]; then
     log "build (cargo build --release -p vpnlb-control)"
     timeout 1200 cargo build --release -q -p vpnlb-control
-    dir=target/release
+    dir=${CARGO_TARGET_DIR:-target}/release
   fi
   VPNLBD=$dir/vpnlbd VPNLBCTL=$dir/vpnlbctl
   if [ ! -x "$VPNLBD" ] || [ ! -x "$VPNLBCTL" ]; then fail "no $VPNLBD or $VPNLBCTL"; fi
