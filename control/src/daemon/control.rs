@@ -10,6 +10,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use dataplane::emit::{self, L2};
@@ -25,6 +26,7 @@ use dataplane::wire::ipv6::{solicited_node, Ipv6Packet};
 use dpdk::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
 
 use super::exception::{ExceptionCounters, ExceptionPath};
+use super::loglimit::LogLimit;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
@@ -123,26 +125,13 @@ pub struct Control {
 /// Logs refused neighbor answers at most once a second (they are what anyone on a link can
 /// send); the counters have every one.
 #[derive(Default)]
-struct RefusalLog {
-    next_ms: u64,
-    suppressed: u64,
-}
+struct RefusalLog(LogLimit);
 
 impl RefusalLog {
-    fn note(
-        &mut self,
-        r: Refusal,
-        address: IpAddr,
-        mac: EthernetAddress,
-        interface: Option<u16>,
-        now_ms: u64,
-    ) {
-        if now_ms < self.next_ms {
-            self.suppressed += 1;
+    fn note(&mut self, r: Refusal, address: IpAddr, mac: EthernetAddress, interface: Option<u16>) {
+        let Some(suppressed) = self.0.allow(Instant::now()) else {
             return;
-        }
-        self.next_ms = now_ms + 1_000;
-        let suppressed = std::mem::take(&mut self.suppressed);
+        };
         match r {
             // Someone claims an address that belongs to another side or to nobody here.
             Refusal::WrongInterface | Refusal::StaticOverride | Refusal::OffSubnet => warn!(
@@ -513,7 +502,7 @@ impl Control {
         match self.neighbors.learn(address, mac, from, now_ms) {
             Ok(()) => true,
             Err(r) => {
-                self.refusals.note(r, address, mac, interface, now_ms);
+                self.refusals.note(r, address, mac, interface);
                 false
             }
         }
