@@ -217,6 +217,18 @@ pub struct ServiceSpec {
     pub route_to_gateways: bool,
 }
 
+impl ServiceSpec {
+    /// Whether a packet of this IP protocol to this server port is an IKE_SA_INIT the service
+    /// answers itself (redirect mode, UDP to its IKE port) rather than forwards.
+    #[inline(always)]
+    pub fn redirects(&self, protocol: u8, port: Option<u16>) -> bool {
+        self.mode == ServiceMode::Redirect
+            && protocol == crate::wire::ip_proto::UDP
+            && port.is_some()
+            && port == self.listeners.port(crate::protocols::Protocol::Ike)
+    }
+}
+
 /// How a service balances its clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ServiceMode {

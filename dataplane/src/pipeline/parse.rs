@@ -10,11 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::affinity::{AffinityKey, HashKey};
 use crate::classify::{self, Class, Detail, L4View};
 use crate::counters::DropReason;
-use crate::model::{
-    mac_bits, Ingress, LocalKind, LocalPair, Role, ServiceMode, ServiceView, Snapshot,
-};
+use crate::model::{mac_bits, Ingress, LocalKind, LocalPair, Role, ServiceView, Snapshot};
 use crate::nat::L4Checksum;
-use crate::protocols::Protocol;
 use crate::redirect::{self, Fallback, Inspection, SaInitRequest};
 use crate::wire::arp::{ArpPacket, ARP_REPLY, ARP_REQUEST};
 use crate::wire::ethernet::{ethertype, EthernetFrame};
@@ -793,10 +790,7 @@ impl State {
         let (service, gateway, client) = if inbound {
             let service = snap.service_for(l3.dst, l3.protocol, Some(port))?;
             let spec = &snap.services[usize::from(service)].spec;
-            if spec.mode == ServiceMode::Redirect
-                && l3.protocol == ip_proto::UDP
-                && Some(port) == spec.listeners.port(Protocol::Ike)
-            {
+            if spec.redirects(l3.protocol, Some(port)) {
                 return None;
             }
             (service, 0, l3.src)
@@ -989,10 +983,7 @@ impl State {
             return store(out, Plan::Drop(DropReason::NoService));
         };
         let svc = &snap.services[usize::from(service)];
-        let redirecting = svc.spec.mode == ServiceMode::Redirect
-            && l3.protocol == ip_proto::UDP
-            && port.is_some()
-            && port == svc.spec.listeners.port(Protocol::Ike);
+        let redirecting = svc.spec.redirects(l3.protocol, port);
         let proof = match self.count_class(snap, service, &view) {
             Ok(proof) => proof,
             // A redirecting service inspects its IKE port's requests itself (below), and
