@@ -1,5 +1,6 @@
-//! Interface configuration by the classic ioctls (no netlink): MAC, MTU, up, addresses,
-//! routes, and IPv6 sysctls.
+//! Interface configuration by the classic ioctls (no netlink): MAC, MTU, up, addresses and
+//! routes (added and removed), and IPv6 sysctls; the addresses of an interface are read with
+//! `getifaddrs(3)`.
 //!
 //! Everything acts in the calling thread's current network namespace: each call makes its own
 //! `AF_INET` / `AF_INET6` datagram socket, which belongs to the namespace the thread is in at
@@ -7,7 +8,7 @@
 //! for [`Tap::create`](crate::Tap::create) (`InvalidInput`); naming an interface that does
 //! not exist (in this namespace) fails with "No such device" (`ENODEV`).
 
-use std::ffi::{c_char, c_int, c_ulong, c_ushort, c_void, CString};
+use std::ffi::{c_char, c_int, c_ulong, c_ushort, c_void, CStr, CString};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -75,8 +76,9 @@ pub fn set_up(ifname: &str) -> io::Result<()> {
 /// An address already present is left as it is, whatever its prefix length. IPv4 ioctls hold
 /// one address per label, and `SIOCSIFADDR` on a used label *replaces* its address, so a
 /// further IPv4 address goes on the first free alias label (`IFNAME:0`, `IFNAME:1`, ...: it is
-/// still the same interface, only `ip addr` shows the label); that needs a name short enough
-/// for the label (`InvalidInput` otherwise). The interface should be up, so that the prefix
+/// still the same interface, only `ip addr` shows the label; after [`del_address`], the first
+/// free label may also be `IFNAME` itself or one between used ones); that needs a name short
+/// enough for the label (`InvalidInput` otherwise). The interface should be up, so that the prefix
 /// route exists at once. For IPv6, consider `set_ipv6_conf(ifname, "accept_dad", "0")` first,
 /// or the address stays tentative (unusable) for a second or so.
 pub fn add_address(ifname: &str, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
@@ -90,26 +92,49 @@ pub fn add_address(ifname: &str, addr: IpAddr, prefix_len: u8) -> io::Result<()>
 fn add_ipv4_address(ifname: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
     let mask = ipv4_netmask(prefix_len)?;
     let sock = control_socket(libc::AF_INET)?;
+    match find_ipv4_label(sock.as_fd(), ifname, addr)? {
+        Ipv4Label::Holding(_) => Ok(()),
+        Ipv4Label::Absent {
+            first_free: Some(label),
+        } => set_ipv4_address(sock.as_fd(), &label, addr, mask),
+        Ipv4Label::Absent { first_free: None } => Err(invalid(format!(
+            "no free IPv4 label on {ifname} for another address {addr}"
+        ))),
+    }
+}
+
+/// Where an IPv4 address is among an interface's labels.
+enum Ipv4Label {
+    /// The label that holds the address.
+    Holding(String),
+    /// No label holds it; the first label without an address, if any.
+    Absent { first_free: Option<String> },
+}
+
+/// Looks for `addr` on every label of [`ipv4_labels`] (`SIOCGIFADDR` each): removals leave
+/// free labels between used ones, so the first free label does not end the search.
+fn find_ipv4_label(sock: BorrowedFd<'_>, ifname: &str, addr: Ipv4Addr) -> io::Result<Ipv4Label> {
+    let mut first_free = None;
     for label in ipv4_labels(ifname) {
         let mut req = ifreq(&label);
         // Given an address, SIOCGIFADDR looks for that address on that label first and else
         // answers the label's (first) address: EADDRNOTAVAIL means the label is free.
         req.ifr_ifru.ifru_addr = ipv4_sockaddr(addr);
         // SAFETY: SIOCGIFADDR takes a struct ifreq.
-        match unsafe { ioctl(sock.as_fd(), libc::SIOCGIFADDR, &mut req) } {
+        match unsafe { ioctl(sock, libc::SIOCGIFADDR, &mut req) } {
             // SAFETY: SIOCGIFADDR has set the union's address member, a sockaddr (plain
             // integers, valid whatever their values).
-            Ok(_) if sockaddr_ipv4(unsafe { &req.ifr_ifru.ifru_addr }) == addr => return Ok(()),
+            Ok(_) if sockaddr_ipv4(unsafe { &req.ifr_ifru.ifru_addr }) == addr => {
+                return Ok(Ipv4Label::Holding(label))
+            }
             Ok(_) => continue,
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
-                return set_ipv4_address(sock.as_fd(), &label, addr, mask)
+                first_free.get_or_insert(label);
             }
             Err(e) => return Err(context(format_args!("SIOCGIFADDR {label}"))(e)),
         }
     }
-    Err(invalid(format!(
-        "no free IPv4 label on {ifname} for another address {addr}"
-    )))
+    Ok(Ipv4Label::Absent { first_free })
 }
 
 /// The labels an interface's IPv4 addresses may go under: `IFNAME`, `IFNAME:0`, ...
@@ -162,6 +187,179 @@ fn add_ipv6_address(ifname: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<
     }
 }
 
+/// Removes ADDR/PREFIX_LEN from the interface, the inverse of [`add_address`]. An address not
+/// present is not an error, nor is one present with another prefix length, which stays (as
+/// with `ip addr del`, the prefix length is part of what names the address).
+///
+/// IPv4: finds the label holding the address (`SIOCGIFADDR` on `IFNAME`, `IFNAME:0`, ...,
+/// all of them, as removals leave gaps), checks its netmask (`SIOCGIFNETMASK`) and sets the
+/// label's address to `0.0.0.0` (`SIOCSIFADDR`), which removes it. The label is then free for
+/// a later [`add_address`]. First it sets the interface's `promote_secondaries` sysctl to 1
+/// (`/proc/sys/net/ipv4/conf/IFNAME`, following the thread's namespace as for
+/// [`set_ipv6_conf`]): without it, removing the first address of a subnet, such as the one on
+/// `IFNAME` itself, also silently removes the other addresses of that subnet and mask (the
+/// kernel's "secondaries", whatever their labels); with it, the next one takes its place.
+/// The ioctls reach only the first address of a label, so an address that another tool put
+/// on a label after another address (`ip addr add ... label L`) cannot be removed this way
+/// (an error says so; [`add_address`] gives each address a label of its own).
+///
+/// IPv6: `SIOCDIFADDR` with struct in6_ifreq.
+pub fn del_address(ifname: &str, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
+    check_ifname(ifname)?;
+    match addr {
+        IpAddr::V4(addr) => del_ipv4_address(ifname, addr, prefix_len),
+        IpAddr::V6(addr) => del_ipv6_address(ifname, addr, prefix_len),
+    }
+}
+
+fn del_ipv4_address(ifname: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+    let mask = ipv4_netmask(prefix_len)?;
+    let sock = control_socket(libc::AF_INET)?;
+    let Ipv4Label::Holding(label) = find_ipv4_label(sock.as_fd(), ifname, addr)? else {
+        return Ok(());
+    };
+    let mut req = ifreq(&label);
+    req.ifr_ifru.ifru_addr = ipv4_sockaddr(addr);
+    // SAFETY: SIOCGIFNETMASK takes a struct ifreq.
+    unsafe { ioctl(sock.as_fd(), libc::SIOCGIFNETMASK, &mut req) }
+        .map_err(context(format_args!("SIOCGIFNETMASK {label} {addr}")))?;
+    // SAFETY: SIOCGIFNETMASK has set the union's netmask member, a sockaddr (plain integers).
+    if sockaddr_ipv4(unsafe { &req.ifr_ifru.ifru_netmask }) != mask {
+        return Ok(());
+    }
+    // Without an address (family 0), SIOCGIFADDR answers the label's first address, which is
+    // the one the SIOCSIFADDR below would replace.
+    let mut req = ifreq(&label);
+    // SAFETY: SIOCGIFADDR takes a struct ifreq.
+    unsafe { ioctl(sock.as_fd(), libc::SIOCGIFADDR, &mut req) }
+        .map_err(context(format_args!("SIOCGIFADDR {label}")))?;
+    // SAFETY: SIOCGIFADDR has set the union's address member, a sockaddr (plain integers).
+    let first = sockaddr_ipv4(unsafe { &req.ifr_ifru.ifru_addr });
+    if first != addr {
+        return Err(io::Error::other(format!(
+            "cannot remove {addr} from {label}: the label holds {first} before it, and the \
+             IPv4 ioctls reach only a label's first address"
+        )));
+    }
+    write_conf("ipv4", ifname, "promote_secondaries", "1")?;
+    let mut req = ifreq(&label);
+    req.ifr_ifru.ifru_addr = ipv4_sockaddr(Ipv4Addr::UNSPECIFIED);
+    // SAFETY: SIOCSIFADDR takes a struct ifreq.
+    unsafe { ioctl(sock.as_fd(), libc::SIOCSIFADDR, &mut req) }.map_err(context(format_args!(
+        "SIOCSIFADDR {label} 0.0.0.0 (removing {addr})"
+    )))?;
+    Ok(())
+}
+
+fn del_ipv6_address(ifname: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<()> {
+    check_ipv6_prefix(prefix_len)?;
+    let sock = control_socket(libc::AF_INET6)?;
+    let index = ifindex(sock.as_fd(), ifname)?;
+    let mut req = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: addr.octets(),
+        },
+        ifr6_prefixlen: u32::from(prefix_len),
+        ifr6_ifindex: index as c_int,
+    };
+    // SAFETY: SIOCDIFADDR on an AF_INET6 socket takes a struct in6_ifreq.
+    match unsafe { ioctl(sock.as_fd(), libc::SIOCDIFADDR, &mut req) } {
+        // Neither that address nor that prefix length on the interface.
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+        result => result.map(drop).map_err(context(format_args!(
+            "SIOCDIFADDR {ifname} {addr}/{prefix_len}"
+        ))),
+    }
+}
+
+/// The interface's IPv4 and IPv6 addresses with their prefix lengths, in the kernel's order,
+/// by `getifaddrs(3)` (netlink, in the thread's current namespace): the IPv4 ones of all its
+/// labels (`IFNAME`, `IFNAME:0`, ...), the IPv6 ones including those the kernel made itself
+/// (link-local `fe80::/64`) and tentative ones. An interface that does not exist fails with
+/// "No such device" as elsewhere.
+pub fn addresses(ifname: &str) -> io::Result<Vec<(IpAddr, u8)>> {
+    check_ifname(ifname)?;
+    ifindex(control_socket(libc::AF_INET)?.as_fd(), ifname)?;
+    let list = IfAddrs::get()?;
+    let alias_prefix = format!("{ifname}:");
+    let mut out = Vec::new();
+    let mut entry = list.0;
+    while !entry.is_null() {
+        // SAFETY: entry is a node of the list getifaddrs made, alive until `list` drops.
+        let ifa = unsafe { &*entry };
+        entry = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string of the list.
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_bytes();
+        // SAFETY: ifa_addr points to a sockaddr of the list (its family, at least).
+        let family = c_int::from(unsafe { (*ifa.ifa_addr).sa_family });
+        let (addr, mask) = match family {
+            libc::AF_INET
+                if name == ifname.as_bytes() || name.starts_with(alias_prefix.as_bytes()) =>
+            {
+                // SAFETY: an AF_INET entry's ifa_addr and (non-null) ifa_netmask are struct
+                // sockaddr_in; read unaligned, whatever getifaddrs' layout.
+                let addr =
+                    unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in>()) };
+                let mask = (!ifa.ifa_netmask.is_null()).then(|| {
+                    // SAFETY: as above.
+                    unsafe { std::ptr::read_unaligned(ifa.ifa_netmask.cast::<libc::sockaddr_in>()) }
+                });
+                (
+                    IpAddr::V4(Ipv4Addr::from_bits(u32::from_be(addr.sin_addr.s_addr))),
+                    mask.map_or(32, |m| m.sin_addr.s_addr.count_ones()),
+                )
+            }
+            libc::AF_INET6 if name == ifname.as_bytes() => {
+                // SAFETY: an AF_INET6 entry's ifa_addr and (non-null) ifa_netmask are struct
+                // sockaddr_in6; read unaligned, whatever getifaddrs' layout.
+                let addr =
+                    unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in6>()) };
+                let mask = (!ifa.ifa_netmask.is_null()).then(|| {
+                    // SAFETY: as above.
+                    unsafe {
+                        std::ptr::read_unaligned(ifa.ifa_netmask.cast::<libc::sockaddr_in6>())
+                    }
+                });
+                (
+                    IpAddr::V6(Ipv6Addr::from(addr.sin6_addr.s6_addr)),
+                    mask.map_or(128, |m| {
+                        u128::from_be_bytes(m.sin6_addr.s6_addr).count_ones()
+                    }),
+                )
+            }
+            _ => continue,
+        };
+        let prefix_len = u8::try_from(mask).expect("a netmask has at most 128 bits");
+        out.push((addr, prefix_len));
+    }
+    Ok(out)
+}
+
+/// The list of `getifaddrs(3)`, freed on drop.
+struct IfAddrs(*mut libc::ifaddrs);
+
+impl IfAddrs {
+    fn get() -> io::Result<IfAddrs> {
+        let mut list = std::ptr::null_mut();
+        // SAFETY: getifaddrs only writes the head of a list it allocates into `list`.
+        if unsafe { libc::getifaddrs(&mut list) } != 0 {
+            return Err(context("getifaddrs")(io::Error::last_os_error()));
+        }
+        Ok(IfAddrs(list))
+    }
+}
+
+impl Drop for IfAddrs {
+    fn drop(&mut self) {
+        // SAFETY: the list came from getifaddrs, is freed once, and nothing borrows it past
+        // the IfAddrs.
+        unsafe { libc::freeifaddrs(self.0) }
+    }
+}
+
 /// SIOCADDRT (struct rtentry for IPv4, struct in6_rtmsg for IPv6): DEST/PREFIX via GATEWAY on
 /// IFNAME. A route already present is not an error.
 ///
@@ -171,15 +369,59 @@ fn add_ipv6_address(ifname: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<
 /// refuses ("Network is unreachable" for IPv4, "No route to host" for IPv6). Routes go to the
 /// main table; an IPv4 one gets metric 0, an IPv6 one 1024, as `ip route add` would give them.
 pub fn add_route(dest: IpAddr, prefix_len: u8, via: IpAddr, ifname: &str) -> io::Result<()> {
+    route(RouteOp::Add, dest, prefix_len, via, ifname)
+}
+
+/// SIOCDELRT, the inverse of [`add_route`] with the same arguments and checks: removes the
+/// route DEST/PREFIX via GATEWAY on IFNAME from the main table. A route not present is not an
+/// error (nor a second removal). The gateway and interface must match the route's (an
+/// unspecified `via` names the on-link route); an IPv4 route matches whatever its metric, an
+/// IPv6 one only with metric 1024, the one [`add_route`] gives.
+pub fn del_route(dest: IpAddr, prefix_len: u8, via: IpAddr, ifname: &str) -> io::Result<()> {
+    route(RouteOp::Del, dest, prefix_len, via, ifname)
+}
+
+/// What [`route`] does: its ioctl, and the error that means it is already done.
+#[derive(Clone, Copy)]
+enum RouteOp {
+    Add,
+    Del,
+}
+
+impl RouteOp {
+    fn request(self) -> c_ulong {
+        match self {
+            RouteOp::Add => libc::SIOCADDRT,
+            RouteOp::Del => libc::SIOCDELRT,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RouteOp::Add => "SIOCADDRT",
+            RouteOp::Del => "SIOCDELRT",
+        }
+    }
+
+    /// EEXIST: the route is there already; ESRCH: there is no such route.
+    fn done_errno(self) -> c_int {
+        match self {
+            RouteOp::Add => libc::EEXIST,
+            RouteOp::Del => libc::ESRCH,
+        }
+    }
+}
+
+fn route(op: RouteOp, dest: IpAddr, prefix_len: u8, via: IpAddr, ifname: &str) -> io::Result<()> {
     check_ifname(ifname)?;
-    let what = || format!("SIOCADDRT {dest}/{prefix_len} via {via} dev {ifname}");
+    let what = || format!("{} {dest}/{prefix_len} via {via} dev {ifname}", op.name());
     let result = match (dest, via) {
-        (IpAddr::V4(dest), IpAddr::V4(via)) => add_ipv4_route(dest, prefix_len, via, ifname),
-        (IpAddr::V6(dest), IpAddr::V6(via)) => add_ipv6_route(dest, prefix_len, via, ifname),
+        (IpAddr::V4(dest), IpAddr::V4(via)) => ipv4_route(op, dest, prefix_len, via, ifname),
+        (IpAddr::V6(dest), IpAddr::V6(via)) => ipv6_route(op, dest, prefix_len, via, ifname),
         _ => return Err(invalid(format!("{}: mixed address families", what()))),
     };
     match result {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(op.done_errno()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::InvalidInput && e.raw_os_error().is_none() => Err(e),
         result => result.map_err(|e| context(what())(e)),
     }
@@ -222,8 +464,14 @@ struct In6Rtmsg {
 /// `IP6_RT_PRIO_USER`, the metric of routes added by hand.
 const IPV6_USER_METRIC: u32 = 1024;
 
-/// Errors without context: [`add_route`] adds it.
-fn add_ipv4_route(dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, ifname: &str) -> io::Result<()> {
+/// Errors without context: [`route`] adds it.
+fn ipv4_route(
+    op: RouteOp,
+    dest: Ipv4Addr,
+    prefix_len: u8,
+    via: Ipv4Addr,
+    ifname: &str,
+) -> io::Result<()> {
     let mask = ipv4_netmask(prefix_len)?;
     if dest.to_bits() & !mask.to_bits() != 0 {
         return Err(invalid(format!(
@@ -251,15 +499,21 @@ fn add_ipv4_route(dest: Ipv4Addr, prefix_len: u8, via: Ipv4Addr, ifname: &str) -
         rt_irtt: 0,
     };
     let sock = control_socket(libc::AF_INET)?;
-    // SAFETY: SIOCADDRT on an AF_INET socket takes a struct rtentry; its one pointer the
-    // kernel follows, rt_dev, is a NUL-terminated string that outlives the call (the kernel
-    // only reads it).
-    unsafe { ioctl(sock.as_fd(), libc::SIOCADDRT, &mut route) }?;
+    // SAFETY: SIOCADDRT and SIOCDELRT on an AF_INET socket take a struct rtentry; its one
+    // pointer the kernel follows, rt_dev, is a NUL-terminated string that outlives the call
+    // (the kernel only reads it).
+    unsafe { ioctl(sock.as_fd(), op.request(), &mut route) }?;
     Ok(())
 }
 
-/// Errors without context: [`add_route`] adds it.
-fn add_ipv6_route(dest: Ipv6Addr, prefix_len: u8, via: Ipv6Addr, ifname: &str) -> io::Result<()> {
+/// Errors without context: [`route`] adds it.
+fn ipv6_route(
+    op: RouteOp,
+    dest: Ipv6Addr,
+    prefix_len: u8,
+    via: Ipv6Addr,
+    ifname: &str,
+) -> io::Result<()> {
     check_ipv6_prefix(prefix_len)?;
     if dest.to_bits() & !ipv6_mask(prefix_len) != 0 {
         return Err(invalid(format!(
@@ -288,8 +542,9 @@ fn add_ipv6_route(dest: Ipv6Addr, prefix_len: u8, via: Ipv6Addr, ifname: &str) -
         rtmsg_flags: flags,
         rtmsg_ifindex: index as c_int,
     };
-    // SAFETY: SIOCADDRT on an AF_INET6 socket takes a struct in6_rtmsg (no pointers).
-    unsafe { ioctl(sock.as_fd(), libc::SIOCADDRT, &mut route) }?;
+    // SAFETY: SIOCADDRT and SIOCDELRT on an AF_INET6 socket take a struct in6_rtmsg (no
+    // pointers).
+    unsafe { ioctl(sock.as_fd(), op.request(), &mut route) }?;
     Ok(())
 }
 
@@ -306,9 +561,14 @@ fn add_ipv6_route(dest: Ipv6Addr, prefix_len: u8, via: Ipv6Addr, ifname: &str) -
 /// IFNAME may also be `all` or `default`. KEY must be a single path component; the value is
 /// written as given (the kernel parses it), e.g. `"0"`.
 pub fn set_ipv6_conf(ifname: &str, key: &str, value: &str) -> io::Result<()> {
+    write_conf("ipv6", ifname, key, value)
+}
+
+/// Writes /proc/sys/net/FAMILY/conf/IFNAME/KEY, as [`set_ipv6_conf`] describes.
+fn write_conf(family: &str, ifname: &str, key: &str, value: &str) -> io::Result<()> {
     check_ifname(ifname)?;
     check_component("sysctl key", key)?;
-    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{key}");
+    let path = format!("/proc/sys/net/{family}/conf/{ifname}/{key}");
     OpenOptions::new()
         .write(true)
         .open(&path)
@@ -430,6 +690,14 @@ mod tests {
             add_route("198.18.0.1".parse().unwrap(), 24, v4, "x"),
             add_route("2001:2::1".parse().unwrap(), 48, v6, "x"),
             add_route(v4, 24, v4, "a/b"),
+            del_address("sixteen-bytes-xx", v4, 24),
+            del_address("x", v4, 33),
+            del_address("x", v6, 129),
+            del_route(v4, 24, v6, "x"),
+            del_route("198.18.0.1".parse().unwrap(), 24, v4, "x"),
+            del_route("2001:2::1".parse().unwrap(), 48, v6, "x"),
+            del_route(v6, 129, v6, "x"),
+            addresses("a/b").map(drop),
             set_ipv6_conf("x", "../../ipv4/ip_forward", "1"),
             set_ipv6_conf("", "accept_dad", "0"),
             set_mtu("x", u32::MAX),

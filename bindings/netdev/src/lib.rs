@@ -9,8 +9,9 @@
 //!   [`netns::NetnsGuard`] is dropped;
 //! * [`Tap`]: create a TAP device in the thread's current namespace, exchange Ethernet frames
 //!   with the kernel through it (non-blocking);
-//! * [`ifconfig`]: MAC, MTU, up, IPv4/IPv6 addresses, routes and IPv6 sysctls of an interface
-//!   in the thread's current namespace, by ioctls and `/proc/sys` (no netlink);
+//! * [`ifconfig`]: MAC, MTU, up, IPv4/IPv6 addresses and routes (added and removed) and IPv6
+//!   sysctls of an interface in the thread's current namespace, by ioctls and `/proc/sys` (no
+//!   netlink; only reading the addresses back uses `getifaddrs(3)`);
 //! * [`cred`]: a Unix socket peer's pid, uid and gid (`SO_PEERCRED`) and group names' gids,
 //!   for the control socket.
 //!

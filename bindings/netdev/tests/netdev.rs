@@ -558,3 +558,225 @@ fn tap_to_kernel_echo_request_is_answered() {
     drop(tap);
     drop(guard);
 }
+
+/// `ip -o addr show dev IFNAME scope global` in `ns`, as sorted "ADDR/LEN LABEL" (IPv4) and
+/// "ADDR/LEN" (IPv6) lines.
+fn global_addresses(ns: &Ns, ifname: &str) -> Vec<String> {
+    let mut found: Vec<String> = ns
+        .ip(&["-o", "addr", "show", "dev", ifname, "scope", "global"])
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line
+                .split('\\')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect();
+            match fields[2] {
+                "inet" => format!("{} {}", fields[3], fields.last().unwrap()),
+                _ => fields[3].to_owned(),
+            }
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// [`ifconfig::addresses`] without the link-local ones, as sorted "ADDR/LEN".
+fn our_addresses(ifname: &str) -> Vec<String> {
+    let mut found: Vec<String> = ifconfig::addresses(ifname)
+        .unwrap()
+        .into_iter()
+        .filter(|(addr, _)| !matches!(addr, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .map(|(addr, len)| format!("{addr}/{len}"))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn addresses_and_routes_come_and_go() {
+    if !have_root("addresses_and_routes_come_and_go") {
+        return;
+    }
+    let ns = Ns::new();
+    let guard = netns::enter(&ns.name).unwrap();
+    let tap = Tap::create(TAP_NAME).unwrap();
+    let name = tap.name();
+    ifconfig::set_ipv6_conf(name, "accept_dad", "0").unwrap();
+    ifconfig::set_up(name).unwrap();
+    let v4 = |s: &str| IpAddr::V4(s.parse().unwrap());
+    let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+    // The first address of 198.18.0.0/24 (the kernel's "primary"), another of that subnet
+    // (a "secondary", which goes with the primary unless promoted), one of another subnet.
+    let primary = (v4("198.18.0.1"), 24);
+    let secondary = (v4("198.18.0.2"), 24);
+    let other = (v4("198.18.1.1"), 25);
+    let kept_v6 = (v6("2001:2:0:2::1"), 64);
+    let gone_v6 = (v6("2001:2:0:1::1"), 64);
+    for (addr, len) in [primary, secondary, other, gone_v6, kept_v6] {
+        ifconfig::add_address(name, addr, len).unwrap();
+    }
+    assert_eq!(
+        global_addresses(&ns, name),
+        [
+            "198.18.0.1/24 vlbt-tap0",
+            "198.18.0.2/24 vlbt-tap0:0",
+            "198.18.1.1/25 vlbt-tap0:1",
+            "2001:2:0:1::1/64",
+            "2001:2:0:2::1/64",
+        ]
+    );
+    assert_eq!(
+        our_addresses(name),
+        [
+            "198.18.0.1/24",
+            "198.18.0.2/24",
+            "198.18.1.1/25",
+            "2001:2:0:1::1/64",
+            "2001:2:0:2::1/64",
+        ]
+    );
+
+    // The primary: its secondary stays (promoted), and so does the subnet's route.
+    ifconfig::del_address(name, primary.0, primary.1).unwrap();
+    assert_eq!(
+        global_addresses(&ns, name),
+        [
+            "198.18.0.2/24 vlbt-tap0:0",
+            "198.18.1.1/25 vlbt-tap0:1",
+            "2001:2:0:1::1/64",
+            "2001:2:0:2::1/64",
+        ]
+    );
+    let v4_routes = ns.ip(&["route"]);
+    assert!(
+        v4_routes.contains("198.18.0.0/24 dev vlbt-tap0 proto kernel scope link src 198.18.0.2"),
+        "{v4_routes}"
+    );
+    // An alias, and an IPv6 address.
+    ifconfig::del_address(name, secondary.0, secondary.1).unwrap();
+    ifconfig::del_address(name, gone_v6.0, gone_v6.1).unwrap();
+    assert_eq!(
+        global_addresses(&ns, name),
+        ["198.18.1.1/25 vlbt-tap0:1", "2001:2:0:2::1/64"]
+    );
+    assert_eq!(our_addresses(name), ["198.18.1.1/25", "2001:2:0:2::1/64"]);
+
+    // Absent addresses, and present ones under another prefix length, are left alone.
+    for (addr, len) in [
+        primary,
+        secondary,
+        gone_v6,
+        (v4("198.18.9.9"), 24),
+        (v6("2001:2:0:9::9"), 64),
+        (other.0, 24),
+        (kept_v6.0, 48),
+    ] {
+        ifconfig::del_address(name, addr, len).unwrap();
+    }
+    assert_eq!(our_addresses(name), ["198.18.1.1/25", "2001:2:0:2::1/64"]);
+
+    // The freed labels are used again, and an address after a free label is found there
+    // (not added twice).
+    ifconfig::add_address(name, other.0, other.1).unwrap();
+    ifconfig::add_address(name, primary.0, primary.1).unwrap();
+    ifconfig::add_address(name, secondary.0, secondary.1).unwrap();
+    ifconfig::add_address(name, other.0, other.1).unwrap();
+    assert_eq!(
+        global_addresses(&ns, name),
+        [
+            "198.18.0.1/24 vlbt-tap0",
+            "198.18.0.2/24 vlbt-tap0:0",
+            "198.18.1.1/25 vlbt-tap0:1",
+            "2001:2:0:2::1/64",
+        ]
+    );
+
+    // A label that another tool gave two addresses: only its first is in reach.
+    for addr in ["198.18.3.1/24", "198.18.3.2/24"] {
+        ns.ip(&["addr", "add", addr, "dev", name, "label", "vlbt-tap0:7"]);
+    }
+    let err = ifconfig::del_address(name, v4("198.18.3.2"), 24).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot remove 198.18.3.2 from vlbt-tap0:7"),
+        "{err}"
+    );
+    ifconfig::del_address(name, v4("198.18.3.1"), 24).unwrap();
+    ifconfig::del_address(name, v4("198.18.3.2"), 24).unwrap();
+    assert_eq!(our_addresses(name).len(), 4);
+
+    // Routes: each removed twice, and one that never was.
+    let routes: [(&str, u8, &str); 4] = [
+        ("198.18.64.0", 18, "198.18.1.2"),
+        ("198.18.200.0", 24, "0.0.0.0"),
+        ("2001:2:0:64::", 64, "2001:2:0:2::ff"),
+        ("2001:2:0:65::", 64, "::"),
+    ];
+    for (dest, len, via) in routes {
+        ifconfig::add_route(dest.parse().unwrap(), len, via.parse().unwrap(), name).unwrap();
+    }
+    let v4_routes = ns.ip(&["route"]);
+    let v6_routes = ns.ip(&["-6", "route"]);
+    for expected in [
+        "198.18.64.0/18 via 198.18.1.2 dev vlbt-tap0",
+        "198.18.200.0/24 dev vlbt-tap0",
+    ] {
+        assert!(v4_routes.contains(expected), "{expected} in {v4_routes}");
+    }
+    for expected in [
+        "2001:2:0:64::/64 via 2001:2:0:2::ff dev vlbt-tap0",
+        "2001:2:0:65::/64 dev vlbt-tap0",
+    ] {
+        assert!(v6_routes.contains(expected), "{expected} in {v6_routes}");
+    }
+    // A gateway or interface other than the route's does not name it.
+    ifconfig::del_route(v4("198.18.64.0"), 18, v4("198.18.1.3"), name).unwrap();
+    ifconfig::del_route(v6("2001:2:0:64::"), 64, v6("2001:2:0:2::fe"), name).unwrap();
+    assert!(ns.ip(&["route"]).contains("198.18.64.0/18 via 198.18.1.2"));
+    assert!(ns.ip(&["-6", "route"]).contains("2001:2:0:64::/64 via"));
+    for _ in 0..2 {
+        for (dest, len, via) in routes {
+            ifconfig::del_route(dest.parse().unwrap(), len, via.parse().unwrap(), name).unwrap();
+        }
+    }
+    ifconfig::del_route(v4("198.18.128.0"), 24, v4("0.0.0.0"), name).unwrap();
+    ifconfig::del_route(v6("2001:2:0:99::"), 64, v6("::"), name).unwrap();
+    let v4_routes = ns.ip(&["route"]);
+    let v6_routes = ns.ip(&["-6", "route"]);
+    assert!(
+        !v4_routes.contains("198.18.64.0") && !v4_routes.contains("198.18.200.0"),
+        "{v4_routes}"
+    );
+    assert!(
+        !v6_routes.contains("2001:2:0:64::") && !v6_routes.contains("2001:2:0:65::"),
+        "{v6_routes}"
+    );
+    // The addresses' own routes are still there.
+    assert!(
+        v4_routes.contains("198.18.0.0/24 dev vlbt-tap0"),
+        "{v4_routes}"
+    );
+    assert!(
+        v6_routes.contains("2001:2:0:2::/64 dev vlbt-tap0"),
+        "{v6_routes}"
+    );
+
+    // Wrong calls fail with context.
+    let err = ifconfig::del_route(v4("198.18.64.0"), 18, v4("0.0.0.0"), "vlbt-absent").unwrap_err();
+    assert!(
+        err.to_string().contains("SIOCDELRT 198.18.64.0/18"),
+        "{err}"
+    );
+    for addr in [primary.0, kept_v6.0] {
+        let err = ifconfig::del_address("vlbt-absent", addr, 24).unwrap_err();
+        assert!(err.to_string().contains("vlbt-absent"), "{err}");
+        assert_eq!(err.raw_os_error(), None, "with context: {err}");
+    }
+    let err = ifconfig::addresses("vlbt-absent").unwrap_err();
+    assert!(err.to_string().contains("No such device"), "{err}");
+
+    drop(tap);
+    drop(guard);
+}
