@@ -136,6 +136,7 @@ struct ControlFile {
     readonly_socket: Option<String>,
     readonly_socket_group: Option<String>,
     client_idle_timeout: Option<Duration>,
+    state_file: Option<String>,
 }
 
 /// A group the system knows, by name and id.
@@ -159,6 +160,9 @@ pub struct ControlSettings {
     /// A client sending no complete request line (and taking no reply) this long is
     /// disconnected.
     pub client_idle_timeout: std::time::Duration,
+    /// Where the operator's runtime values (drain, weight) are kept across restarts; `None`:
+    /// they last until the daemon stops (they always survive a reload).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// Where the control socket is unless `[control] socket` says otherwise.
@@ -177,6 +181,7 @@ impl Default for ControlSettings {
             readonly_socket: None,
             readonly_socket_group: None,
             client_idle_timeout: std::time::Duration::from_millis(DEFAULT_CLIENT_IDLE_TIMEOUT_MS),
+            state_file: None,
         }
     }
 }
@@ -1147,6 +1152,18 @@ impl Validator<'_> {
             DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
             100..=86_400_000,
         )?;
+        out.state_file = c
+            .state_file
+            .map(|p| absolute("control.state_file", p))
+            .transpose()?;
+        if let Some(dir) = out.state_file.as_deref().and_then(std::path::Path::parent) {
+            if !dir.is_dir() {
+                return self.err(
+                    "control.state_file",
+                    format!("directory `{}` does not exist", dir.display()),
+                );
+            }
+        }
         Ok(out)
     }
 

@@ -463,6 +463,28 @@ impl Reply {
     }
 }
 
+/// A reply that comes later: the handler started work that takes longer than one poll (a
+/// question to every worker, a reload waiting for the workers to prepare) and hands out a ticket;
+/// [`ControlSocket::complete`] delivers the reply once it is known. Tickets are the handler's
+/// to number; each must be completed once (a client gone meanwhile is no error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket(pub u64);
+
+/// What the handler gives for a request: the reply now, or a ticket for a reply later. A client
+/// whose request is answered later sends its further requests after it: they wait (replies stay
+/// in request order).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    Now(Reply),
+    Later(Ticket),
+}
+
+impl From<Reply> for Answer {
+    fn from(r: Reply) -> Answer {
+        Answer::Now(r)
+    }
+}
+
 /// The listening control socket and its clients.
 pub struct ControlSocket {
     path: PathBuf,
@@ -608,7 +630,7 @@ impl ControlSocket {
     /// `handler(request)` (malformed lines with an error, without calling it), and writes what
     /// the clients take. Never blocks; does bounded work per call (see the module docs), so call
     /// it regularly: requests beyond the bounds wait for the next call.
-    pub fn poll(&mut self, handler: &mut dyn FnMut(Request) -> Reply) {
+    pub fn poll(&mut self, handler: &mut dyn FnMut(Request) -> Answer) {
         self.accept();
         let n = self.clients.len();
         if n > 0 {
@@ -626,6 +648,12 @@ impl ControlSocket {
                 !c.dead
             });
         }
+    }
+
+    /// Delivers the reply a request answered with [`Answer::Later`] waits for; false when no
+    /// client waits on `ticket` (it went away). Its further requests are taken on the next poll.
+    pub fn complete(&mut self, ticket: Ticket, reply: &Reply) -> bool {
+        self.clients.iter_mut().any(|c| c.complete(ticket, reply))
     }
 
     fn accept(&mut self) {
@@ -695,11 +723,20 @@ pub struct ControlSocketStats {
 
 impl ControlSockets {
     /// [`ControlSocket::poll`] on each socket, with the same handler.
-    pub fn poll(&mut self, handler: &mut dyn FnMut(Request) -> Reply) {
+    pub fn poll(&mut self, handler: &mut dyn FnMut(Request) -> Answer) {
         self.read_write.poll(handler);
         if let Some(ro) = &mut self.read_only {
             ro.poll(handler);
         }
+    }
+
+    /// [`ControlSocket::complete`] on whichever socket's client waits on `ticket`.
+    pub fn complete(&mut self, ticket: Ticket, reply: &Reply) -> bool {
+        self.read_write.complete(ticket, reply)
+            || self
+                .read_only
+                .as_mut()
+                .is_some_and(|ro| ro.complete(ticket, reply))
     }
 
     /// Each socket's role, clients and counters.
@@ -758,10 +795,13 @@ impl Rules {
         request: Request,
         id: u64,
         peer: Option<PeerCredentials>,
-        handler: &mut dyn FnMut(Request) -> Reply,
-    ) -> Reply {
+        handler: &mut dyn FnMut(Request) -> Answer,
+    ) -> Dispatched {
         match (request.effect(), self.access) {
-            (Effect::Read, _) => handler(request),
+            (Effect::Read, _) => Dispatched {
+                answer: handler(request),
+                write: None,
+            },
             (Effect::Write, Access::ReadOnly) => {
                 self.counters.refused_writes += 1;
                 let (uid, gid, pid) = ids(peer);
@@ -773,40 +813,73 @@ impl Rules {
                     command = %request,
                     "control command refused: the socket is read-only"
                 );
-                Reply::Error(format!(
-                    "read-only socket: `{request}` changes the daemon's state; use the read-write \
-                     control socket"
-                ))
+                Dispatched {
+                    answer: Answer::Now(Reply::Error(format!(
+                        "read-only socket: `{request}` changes the daemon's state; use the \
+                         read-write control socket"
+                    ))),
+                    write: None,
+                }
             }
             (Effect::Write, Access::ReadWrite) => {
                 let command = request.to_string();
-                let reply = handler(request);
-                let (uid, gid, pid) = ids(peer);
-                match &reply {
-                    Reply::Error(error) => info!(
-                        client = id,
-                        uid,
-                        gid,
-                        pid,
-                        command,
-                        ok = false,
-                        error = %error,
-                        "control command"
-                    ),
-                    _ => info!(
-                        client = id,
-                        uid,
-                        gid,
-                        pid,
-                        command,
-                        ok = true,
-                        "control command"
-                    ),
+                match handler(request) {
+                    Answer::Now(reply) => {
+                        log_write(id, peer, &command, &reply);
+                        Dispatched {
+                            answer: Answer::Now(reply),
+                            write: None,
+                        }
+                    }
+                    // Logged with its outcome when the reply comes.
+                    later => Dispatched {
+                        answer: later,
+                        write: Some(command),
+                    },
                 }
-                reply
             }
         }
     }
+}
+
+/// What [`Rules::dispatch`] made of a request: the answer, and for a write answered later the
+/// command to log with its outcome.
+struct Dispatched {
+    answer: Answer,
+    write: Option<String>,
+}
+
+/// Logs a write with the peer's credentials and its outcome.
+fn log_write(id: u64, peer: Option<PeerCredentials>, command: &str, reply: &Reply) {
+    let (uid, gid, pid) = ids(peer);
+    match reply {
+        Reply::Error(error) => info!(
+            client = id,
+            uid,
+            gid,
+            pid,
+            command,
+            ok = false,
+            error = %error,
+            "control command"
+        ),
+        _ => info!(
+            client = id,
+            uid,
+            gid,
+            pid,
+            command,
+            ok = true,
+            "control command"
+        ),
+    }
+}
+
+/// A request of a client answered later.
+struct Waiting {
+    ticket: Ticket,
+    /// A write's command, logged when the reply comes.
+    write: Option<String>,
 }
 
 struct Client {
@@ -825,6 +898,8 @@ struct Client {
     written: usize,
     /// The peer closed its side: answer what it sent, then close.
     eof: bool,
+    /// The request whose reply comes later: the client's further requests wait for it.
+    waiting: Option<Waiting>,
     /// Since when no more requests are taken: the client is dropped once its output is written,
     /// or once it has taken none of it for [`LINGER`].
     closing: Option<Instant>,
@@ -845,6 +920,7 @@ impl Client {
             output: Vec::new(),
             written: 0,
             eof: false,
+            waiting: None,
             closing: None,
             last_progress: Instant::now(),
             dead: false,
@@ -857,7 +933,7 @@ impl Client {
 
     fn service(
         &mut self,
-        handler: &mut dyn FnMut(Request) -> Reply,
+        handler: &mut dyn FnMut(Request) -> Answer,
         budget: &mut usize,
         rules: &mut Rules,
     ) {
@@ -875,7 +951,10 @@ impl Client {
         if self.dead {
             return;
         }
-        if self.closing.is_none() && self.last_activity.elapsed() >= rules.idle_timeout {
+        if self.closing.is_none()
+            && self.waiting.is_none()
+            && self.last_activity.elapsed() >= rules.idle_timeout
+        {
             self.idle(rules);
             return;
         }
@@ -891,7 +970,11 @@ impl Client {
             self.dead = true;
             return;
         }
-        if self.closing.is_none() && self.eof && self.consumed == self.input.len() {
+        if self.closing.is_none()
+            && self.eof
+            && self.waiting.is_none()
+            && self.consumed == self.input.len()
+        {
             self.closing = Some(Instant::now());
         }
         if let Some(since) = self.closing {
@@ -953,12 +1036,16 @@ impl Client {
     /// Answers the complete lines in `input`, within the budgets.
     fn answer(
         &mut self,
-        handler: &mut dyn FnMut(Request) -> Reply,
+        handler: &mut dyn FnMut(Request) -> Answer,
         budget: &mut usize,
         rules: &mut Rules,
     ) {
         let mut handled = 0;
-        while handled < REQUESTS_PER_CLIENT && *budget > 0 && self.pending_output() <= MAX_OUTPUT {
+        while handled < REQUESTS_PER_CLIENT
+            && *budget > 0
+            && self.waiting.is_none()
+            && self.pending_output() <= MAX_OUTPUT
+        {
             let rest = &self.input[self.consumed..];
             if rest.is_empty() {
                 break;
@@ -983,21 +1070,31 @@ impl Client {
                 self.closing = Some(Instant::now());
                 return;
             }
-            let reply = match std::str::from_utf8(line) {
-                Err(_) => Some(Reply::Error("request is not valid UTF-8".into())),
+            let answer = match std::str::from_utf8(line) {
+                Err(_) => Some(Answer::Now(Reply::Error(
+                    "request is not valid UTF-8".into(),
+                ))),
                 Ok(text) if text.trim().is_empty() => None,
                 Ok(text) => Some(match parse_request(text) {
-                    Ok(request) => rules.dispatch(request, self.id, self.peer, handler),
-                    Err(e) => Reply::Error(e.to_string()),
+                    Ok(request) => {
+                        let d = rules.dispatch(request, self.id, self.peer, handler);
+                        if let Answer::Later(ticket) = d.answer {
+                            self.waiting = Some(Waiting {
+                                ticket,
+                                write: d.write,
+                            });
+                        }
+                        d.answer
+                    }
+                    Err(e) => Answer::Now(Reply::Error(e.to_string())),
                 }),
             };
             self.consumed += used;
-            if let Some(reply) = reply {
+            if let Some(answer) = answer {
                 self.last_activity = Instant::now();
-                if self.pending_output() == 0 {
-                    self.last_progress = Instant::now();
+                if let Answer::Now(reply) = answer {
+                    self.push_reply(&reply);
                 }
-                self.output.extend_from_slice(reply.to_line().as_bytes());
                 handled += 1;
                 *budget -= 1;
             }
@@ -1009,6 +1106,31 @@ impl Client {
             self.input.drain(..self.consumed);
             self.consumed = 0;
         }
+    }
+
+    fn push_reply(&mut self, reply: &Reply) {
+        if self.pending_output() == 0 {
+            self.last_progress = Instant::now();
+        }
+        self.output.extend_from_slice(reply.to_line().as_bytes());
+    }
+
+    /// The reply to the request the client waits on, if `ticket` is that request's.
+    fn complete(&mut self, ticket: Ticket, reply: &Reply) -> bool {
+        if self.waiting.as_ref().is_none_or(|w| w.ticket != ticket) {
+            return false;
+        }
+        if let Some(Waiting {
+            write: Some(command),
+            ..
+        }) = self.waiting.take()
+        {
+            log_write(self.id, self.peer, &command, reply);
+        }
+        self.last_activity = Instant::now();
+        self.push_reply(reply);
+        self.flush();
+        true
     }
 
     fn flush(&mut self) {

@@ -208,6 +208,12 @@ impl LoadModel {
             .collect();
     }
 
+    /// A reload's settings (timings; the key is the caller's): the gateways' models keep their
+    /// state, and count with the new settings from now on.
+    pub fn set_settings(&mut self, settings: RedirectSettings) {
+        self.settings = settings;
+    }
+
     /// Follows the snapshot's board: a new one (the services or gateways changed) starts the
     /// model over; reports keep their replay protection.
     pub fn follow(&mut self, board: &std::sync::Arc<LoadBoard>, now: Instant) {

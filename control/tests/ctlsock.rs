@@ -102,7 +102,7 @@ impl Server {
             let _logging = tracing::subscriber::set_default(subscriber);
             let mut handler = |req: Request| {
                 h.fetch_add(1, Ordering::Relaxed);
-                echo(req)
+                echo(req).into()
             };
             while !s.load(Ordering::Relaxed) {
                 sock.poll(&mut handler);
@@ -1013,4 +1013,70 @@ fn the_socket_file_gets_its_group() {
     assert_eq!(data(&c.ask("ping")), &json!({"command": "ping"}));
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A request answered later (a reload waiting for the workers) is replied to when the handler's
+/// owner completes it; the same client's next request waits for it (replies stay in order), and
+/// other clients are served meanwhile.
+#[test]
+fn a_reply_given_later_keeps_the_order_and_spares_other_clients() {
+    let dir = tmpdir("later");
+    let path = dir.join("ctl.sock");
+    let mut sock = ControlSocket::bind(&path).unwrap();
+    let talk = |text: &'static str, lines: usize| {
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let mut s = UnixStream::connect(&p).unwrap();
+            s.write_all(text.as_bytes()).unwrap();
+            let got: Vec<(String, Instant)> = BufReader::new(s)
+                .lines()
+                .take(lines)
+                .map(|l| (l.unwrap(), Instant::now()))
+                .collect();
+            got
+        })
+    };
+    let waiting = talk("reload\nping\n", 2);
+    let mut ticket = None;
+    let mut other = None;
+    let mut completed_at = None;
+    let started = Instant::now();
+    while !(waiting.is_finished() && other.as_ref().is_some_and(JoinHandle::is_finished))
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        sock.poll(&mut |req| match req {
+            Request::Reload => {
+                let t = ctlsock::Ticket(42);
+                ticket = Some(t);
+                ctlsock::Answer::Later(t)
+            }
+            req => echo(req).into(),
+        });
+        if ticket.is_some() && other.is_none() {
+            other = Some(talk("ping\n", 1));
+        }
+        if let (Some(t), None) = (ticket, completed_at) {
+            if started.elapsed() > Duration::from_millis(300) {
+                assert!(sock.complete(t, &Reply::Ok(json!({"reloaded": true}))));
+                assert!(!sock.complete(t, &Reply::Ok(json!(0))), "completed twice");
+                completed_at = Some(Instant::now());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let got = waiting.join().unwrap();
+    let other = other.unwrap().join().unwrap();
+    let completed_at = completed_at.unwrap();
+    assert_eq!(got[0].0, r#"{"ok":true,"data":{"reloaded":true}}"#);
+    assert_eq!(got[1].0, r#"{"ok":true,"data":{"command":"ping"}}"#);
+    assert!(
+        got[1].1 >= completed_at,
+        "the second request waited for the first"
+    );
+    assert_eq!(other[0].0, r#"{"ok":true,"data":{"command":"ping"}}"#);
+    assert!(
+        other[0].1 < completed_at,
+        "the other client was not held up"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -541,17 +541,27 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
                 dir.join("in/backend.pcap").display()
             ),
         )
-        .replace("/run/vpnlb/vpnlbd.sock", &sock.display().to_string());
+        .replace(
+            "socket = \"/run/vpnlb/vpnlbd.sock\"",
+            &format!(
+                "socket = \"{}\"\nstate_file = \"{}\"",
+                sock.display(),
+                out.join("state.json").display()
+            ),
+        );
     let conf_path = out.join("daemon.toml");
     std::fs::write(&conf_path, &conf).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
-        .arg("--config")
-        .arg(&conf_path)
-        .args(["--run-for-s", "40"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
+            .arg("--config")
+            .arg(&conf_path)
+            .args(["--run-for-s", "60"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
     let affinity = |sock: &Path| -> BTreeMap<String, String> {
         let Reply::Ok(rows) = ask(sock, "show affinity") else {
             panic!("show affinity")
@@ -592,6 +602,15 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
     .unwrap();
     assert!(matches!(ask(&sock, "reload"), Reply::Error(e) if e.contains("restart")));
 
+    // The operator drains gw2 and weighs gw1 and gw3 at run time.
+    for cmd in [
+        "gateway gw2 drain",
+        "gateway gw1 weight 5",
+        "gateway gw3 weight 3",
+    ] {
+        assert!(matches!(ask(&sock, cmd), Reply::Ok(_)), "{cmd}");
+    }
+
     // gw1 weighs 2 now, and a new gw4 comes FIRST: every gateway id moves.
     let gw4 = "[[service.gateway]]\nname = \"gw4\"\naddress = [\"198.19.0.14\"]\nweight = 1\n\n";
     let changed = conf.replacen("weight = 1", "weight = 2", 1).replacen(
@@ -611,26 +630,96 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
     };
     assert_eq!(gws[0]["gateway"], "gw4");
     assert_eq!(gws[1]["gateway"], "gw1");
+    // The file changed gw1's weight: the file wins over the runtime 5, and the reply says so.
     assert_eq!(gws[1]["weight"], 2);
+    assert_eq!(gws[1]["weight_source"], "config");
+    assert_eq!(r["runtime_values_superseded"][0]["gateway"], "gw1", "{r}");
+    // What the file left alone stays as the operator set it.
+    let gateway = |sock: &Path, name: &str| -> serde_json::Value {
+        let Reply::Ok(gws) = ask(sock, "show gateways") else {
+            panic!("show gateways")
+        };
+        let rows = gws.as_array().unwrap().clone();
+        rows.into_iter().find(|g| g["gateway"] == name).unwrap()
+    };
+    let gw2 = gateway(&sock, "gw2");
+    assert_eq!(gw2["admin_state"], "draining", "{gw2}");
+    assert_eq!(gw2["admin_state_source"], "vpnlbctl");
+    let gw3 = gateway(&sock, "gw3");
+    assert_eq!(gw3["weight"], 3);
+    assert_eq!(gw3["weight_source"], "vpnlbctl");
     // Traffic kept flowing; every client is where it was.
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(affinity(&sock), before, "no client changed gateway");
-    let Reply::Ok(drops) = ask(&sock, "show drops") else {
+    assert_eq!(total_drops(&sock), 0);
+
+    // SIGHUP reloads (it used to end the daemon), under the same traffic, losing nothing.
+    let changed =
+        std::fs::read_to_string(&conf_path)
+            .unwrap()
+            .replacen("weight = 1", "weight = 7", 1);
+    std::fs::write(&conf_path, changed).unwrap();
+    kill(&child, "-HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while gateway(&sock, "gw4")["weight"] != 7 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the daemon"
+    );
+    assert_eq!(affinity(&sock), before, "no client changed gateway");
+    assert_eq!(total_drops(&sock), 0);
+    let Reply::Ok(ports) = ask(&sock, "show ports") else {
+        panic!("show ports")
+    };
+    for p in ports.as_array().unwrap() {
+        assert_eq!(p["rx_missed"], 0, "{p}");
+    }
+
+    // A restart: the operator's values come back from the state file.
+    kill(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let mut child = start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !sock.exists() || !matches!(ask(&sock, "ping"), Reply::Ok(_)) {
+        assert!(std::time::Instant::now() < deadline, "restart");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let gw2 = gateway(&sock, "gw2");
+    assert_eq!(gw2["admin_state"], "draining", "{gw2}");
+    assert_eq!(gw2["admin_state_source"], "state-file");
+    let gw3 = gateway(&sock, "gw3");
+    assert_eq!(
+        (gw3["weight"].as_u64(), gw3["weight_source"].as_str()),
+        (Some(3), Some("state-file"))
+    );
+    kill(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+fn kill(child: &std::process::Child, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// Every drop the workers counted.
+fn total_drops(sock: &Path) -> u64 {
+    let control::ctlsock::Reply::Ok(drops) = ask(sock, "show drops") else {
         panic!("show drops")
     };
-    let dropped: u64 = drops
+    drops
         .as_array()
         .unwrap()
         .iter()
         .map(|d| d["packets"].as_u64().unwrap())
-        .sum();
-    assert_eq!(dropped, 0, "{drops}");
-
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    assert!(child.wait().unwrap().success());
+        .sum()
 }
 
 /// UDP from a client behind the lab's router, to `dst` on `port` (both ports the same).

@@ -149,7 +149,7 @@ struct Entry {
     interface: u16,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct NeighborCache {
     timers: NeighborTimers,
     entries: HashMap<IpAddr, Entry>,

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,9 +121,14 @@ fn run_daemon(path: &std::path::Path, idle_ms: Option<u64>, run_for_s: Option<u6
             return ExitCode::from(2);
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+    // SIGHUP reloads (as `vpnlbctl reload`); its default action would end the daemon.
+    let signals = daemon::Signals::default();
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &signals.stop),
+        (signal_hook::consts::SIGTERM, &signals.stop),
+        (signal_hook::consts::SIGHUP, &signals.reload),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
             tracing::error!(error = %e, "cannot install signal handlers");
             return ExitCode::FAILURE;
         }
@@ -133,7 +137,7 @@ fn run_daemon(path: &std::path::Path, idle_ms: Option<u64>, run_for_s: Option<u6
         stop_after_idle: idle_ms.map(Duration::from_millis),
         run_for: run_for_s.map(Duration::from_secs),
     };
-    match daemon::run(cfg, path, opts, &stop) {
+    match daemon::run(cfg, path, opts, &signals) {
         Ok(report) => print_report(&report),
         Err(e) => {
             tracing::error!(error = %e, "vpnlbd failed");

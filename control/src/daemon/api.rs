@@ -5,9 +5,9 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::Sender;
 use dataplane::classify::Class;
 use dataplane::counters::{DropReason, WorkerCounters};
 use dataplane::exception::{ExceptionClass, Suspect};
@@ -24,13 +24,15 @@ use super::control::{Control, IdMap};
 use super::exception::ExceptionCounters;
 use super::ha::{Ha, VrrpMetrics};
 use super::loads::LoadReports;
+use super::pending::{Deferred, Gather, Origin, Question, QuestionKind};
 use super::rates::GatewayRates;
+use super::runtime_state::RuntimeState;
 use super::sync::{PairSync, SyncMetrics};
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
-use crate::config::{self, Config};
-use crate::ctlsock::{ControlSocketStats, Reply, Request, SocketStats};
-use crate::health::checker::{self, CheckStatus, Checker};
+use crate::config::Config;
+use crate::ctlsock::{Answer, ControlSocketStats, Reply, Request, SocketStats};
+use crate::health::checker::{CheckStatus, Checker};
 
 /// A question the control thread asks a worker; answered between bursts.
 pub enum WorkerQuery {
@@ -67,13 +69,11 @@ pub enum WorkerQueryError {
     /// The worker has not taken an earlier question yet.
     #[error("worker {worker} is busy; try again")]
     Busy { worker: usize },
-    /// The worker did not answer within `QUERY_TIMEOUT` (500 ms).
+    /// The worker did not answer within `pending::WORKER_TIMEOUT` (500 ms).
     #[error("worker {worker} did not answer")]
     NoAnswer { worker: usize },
 }
 
-/// How long the control thread waits for workers to answer a query.
-const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Most entries `show affinity` lists.
 const AFFINITY_LIMIT: usize = 1000;
 
@@ -98,6 +98,12 @@ pub struct Ctx<'a> {
     pub loads: Option<&'a LoadReports>,
     /// The control sockets' clients and counters (as of the start of this poll).
     pub sockets: ControlSocketStats,
+    /// Requests answered later (questions to the workers, reloads).
+    pub deferred: &'a mut Deferred,
+    /// A reload is under way (one at a time).
+    pub reload_running: bool,
+    /// What the operator set at run time.
+    pub runtime: &'a mut RuntimeState,
 }
 
 /// All workers' counters summed.
@@ -122,7 +128,27 @@ impl Ctx<'_> {
     }
 }
 
-pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
+/// Answers `req`: now, or later for what needs the workers (see [`super::pending`]).
+pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Answer {
+    match req {
+        Request::ShowAffinity { client } => show_affinity(ctx, client),
+        Request::AffinityFlush { client } => affinity_flush(ctx, client),
+        Request::Reload => {
+            if ctx.reload_running {
+                return Answer::Now(Reply::Error(
+                    "reload refused: a reload is in progress; try again".into(),
+                ));
+            }
+            let ticket = ctx.deferred.ticket();
+            ctx.deferred.reloads.push(Origin::Socket(ticket));
+            Answer::Later(ticket)
+        }
+        req => Answer::Now(handle_now(req, ctx)),
+    }
+}
+
+/// The requests answered from the control thread's own state.
+fn handle_now(req: Request, ctx: &mut Ctx<'_>) -> Reply {
     match req {
         Request::Ping => Reply::Ok(json!("pong")),
         Request::ShowStats => Reply::Ok(show_stats(ctx)),
@@ -144,18 +170,16 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
         Request::ShowClasses => Reply::Ok(show_classes(ctx)),
         Request::ShowDrops => Reply::Ok(show_drops(ctx)),
         Request::ShowNeighbors => Reply::Ok(show_neighbors(ctx)),
-        Request::ShowAffinity { client } => show_affinity(ctx, client),
-        Request::AffinityFlush { client } => affinity_flush(ctx, client),
         Request::GatewayDrain { name } => {
-            set_gateway(ctx, &name, |g| g.state = GatewayState::Draining)
+            set_gateway(ctx, &name, Some(GatewayState::Draining), None)
         }
-        Request::GatewayEnable { name } => set_gateway(ctx, &name, |g| g.state = GatewayState::Up),
-        Request::GatewayDisable { name } => {
-            set_gateway(ctx, &name, |g| g.state = GatewayState::Down)
-        }
-        Request::GatewayWeight { name, weight } => set_gateway(ctx, &name, |g| g.weight = weight),
+        Request::GatewayEnable { name } => set_gateway(ctx, &name, Some(GatewayState::Up), None),
+        Request::GatewayDisable { name } => set_gateway(ctx, &name, Some(GatewayState::Down), None),
+        Request::GatewayWeight { name, weight } => set_gateway(ctx, &name, None, Some(weight)),
         Request::StatsPrometheus => Reply::Text(prometheus(ctx)),
-        Request::Reload => reload(ctx),
+        Request::ShowAffinity { .. } | Request::AffinityFlush { .. } | Request::Reload => {
+            Reply::Error("answered later".into())
+        }
     }
 }
 
@@ -338,98 +362,46 @@ fn show_neighbors(ctx: &Ctx<'_>) -> Value {
     )
 }
 
-/// `show affinity [CLIENT]`: the workers' entries, sorted, at most [`AFFINITY_LIMIT`].
-fn show_affinity(ctx: &Ctx<'_>, client: Option<IpAddr>) -> Reply {
-    let answers = ask_workers(ctx.queries, Duration::ZERO, |reply| WorkerQuery::Affinity {
+/// `show affinity [CLIENT]`: asks every worker; the reply ([`affinity_reply`]) comes when
+/// they have answered.
+fn show_affinity(ctx: &mut Ctx<'_>, client: Option<IpAddr>) -> Answer {
+    let asked = Gather::ask(ctx.queries, Instant::now(), |reply| WorkerQuery::Affinity {
         client,
         limit: AFFINITY_LIMIT,
         reply,
     });
-    let mut rows: Vec<AffinityRow> = match answers {
-        Ok(a) => a.into_iter().flatten().collect(),
-        Err(e) => return Reply::Error(e.to_string()),
-    };
+    defer(ctx, asked.map(QuestionKind::Affinity))
+}
+
+/// The workers' entries, sorted, at most [`AFFINITY_LIMIT`].
+pub fn affinity_reply(mut rows: Vec<AffinityRow>) -> Reply {
     rows.sort_by(|a, b| (a.client, &a.service).cmp(&(b.client, &b.service)));
     rows.truncate(AFFINITY_LIMIT);
     Reply::Ok(serde_json::to_value(rows).unwrap_or(Value::Null))
 }
 
-/// `affinity flush [CLIENT]`: how many entries the workers removed.
-fn affinity_flush(ctx: &Ctx<'_>, client: Option<IpAddr>) -> Reply {
-    match ask_workers(ctx.queries, Duration::ZERO, |reply| WorkerQuery::Flush {
+/// `affinity flush [CLIENT]`: how many entries the workers removed, when they have answered.
+fn affinity_flush(ctx: &mut Ctx<'_>, client: Option<IpAddr>) -> Answer {
+    let asked = Gather::ask(ctx.queries, Instant::now(), |reply| WorkerQuery::Flush {
         client,
         reply,
-    }) {
-        Ok(n) => Reply::Ok(json!({"removed": n.iter().sum::<usize>()})),
-        Err(e) => Reply::Error(e.to_string()),
-    }
+    });
+    defer(ctx, asked.map(QuestionKind::Flush))
 }
 
-/// Re-reads the configuration and applies it without a restart: services, gateways, VIPs,
-/// routes, neighbors and interface addresses change; every client keeps its gateway (entries
-/// are re-keyed by service and gateway name), unless its gateway or service is gone. What needs
-/// new devices or memory (ports, `[dataplane]`, affinity sizing, the control socket) is refused,
-/// and an invalid file changes nothing.
-fn reload(ctx: &mut Ctx<'_>) -> Reply {
-    let new = match config::load_config(ctx.config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            return Reply::Error(format!(
-                "reload refused, the running configuration stays: {e}"
-            ))
+fn defer(ctx: &mut Ctx<'_>, asked: Result<QuestionKind, WorkerQueryError>) -> Answer {
+    match asked {
+        Ok(kind) => {
+            let ticket = ctx.deferred.ticket();
+            ctx.deferred.questions.push(Question { ticket, kind });
+            Answer::Later(ticket)
         }
-    };
-    if let Some(what) = needs_restart(ctx.running, &new) {
-        return Reply::Error(format!(
-            "reload refused: {what} changed, which needs a restart of vpnlbd"
-        ));
+        Err(e) => Answer::Now(Reply::Error(e.to_string())),
     }
-    let map = id_map(&ctx.running.spec, &new.spec);
-    let sync_map = ctx.sync.is_some().then(|| map.clone());
-    let (snapshot, answers) = match ctx.ctl.reload(new.spec.clone(), map) {
-        Ok(s) => s,
-        Err(e) => return Reply::Error(format!("reload refused: {e}")),
-    };
-    if let (Some(s), Some(map)) = (ctx.sync.as_deref_mut(), sync_map) {
-        s.relayout(&new.spec, &map);
-    }
-    // Committed: every worker has the reload queued in order and applies it between bursts.
-    // Wait a while for the answers, and name any worker that is slow to give one.
-    let deadline = std::time::Instant::now() + QUERY_TIMEOUT;
-    let (mut moved, mut removed) = (0, 0);
-    let mut pending_workers = Vec::new();
-    for (w, a) in answers.iter().enumerate() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match a.recv_timeout(left) {
-            Ok((m, r)) => {
-                moved += m;
-                removed += r;
-            }
-            Err(_) => pending_workers.push(w),
-        }
-    }
-    let health = apply_health(ctx, &new);
-    *ctx.running = new;
-    tracing::info!(
-        generation = snapshot.generation,
-        moved,
-        removed,
-        pending_workers = ?pending_workers,
-        "configuration reloaded"
-    );
-    Reply::Ok(json!({
-        "generation": snapshot.generation,
-        "services": snapshot.services.len(),
-        "gateways": snapshot.services.iter().map(|s| s.spec.gateways.len()).sum::<usize>(),
-        "affinity_moved": moved,
-        "affinity_removed": removed,
-        "pending_workers": pending_workers,
-        "health_checks": health,
-    }))
 }
 
 /// What a reload cannot change in a running daemon, if anything changed.
-fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
+pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     let ports = |c: &Config| -> Vec<(String, String)> {
         c.spec
             .ports
@@ -484,34 +456,28 @@ fn utilisation(io: &IoCounters) -> f64 {
     (io.busy_cycles as f64 / total as f64 * 1000.0).round() / 1000.0
 }
 
-/// Asks every worker the question `make` builds around a reply channel and collects the
-/// answers in worker order. `send_wait` is how long to wait for room in a worker's query channel
-/// (zero: a worker still busy with an earlier question is reported, not waited for).
-fn ask_workers<T>(
-    queries: &[Sender<WorkerQuery>],
-    send_wait: Duration,
-    make: impl Fn(Sender<T>) -> WorkerQuery,
-) -> Result<Vec<T>, WorkerQueryError> {
-    let mut answers = Vec::with_capacity(queries.len());
-    for (worker, q) in queries.iter().enumerate() {
-        let (tx, rx) = bounded(1);
-        q.send_timeout(make(tx), send_wait)
-            .map_err(|_| WorkerQueryError::Busy { worker })?;
-        answers.push(
-            rx.recv_timeout(QUERY_TIMEOUT)
-                .map_err(|_| WorkerQueryError::NoAnswer { worker })?,
-        );
-    }
-    Ok(answers)
-}
-
+/// `gateway NAME drain|enable|disable|weight N`: the new value runs at once, is remembered as
+/// the operator's (it survives reloads and, with a state file, restarts), and the gateways'
+/// rows say so.
 fn set_gateway(
     ctx: &mut Ctx<'_>,
     name: &str,
-    change: impl Fn(&mut dataplane::model::GatewaySpec),
+    state: Option<GatewayState>,
+    weight: Option<u32>,
 ) -> Reply {
-    match ctx.ctl.change_gateways(name, change) {
-        Ok(n) => Reply::Ok(json!({"gateway": name, "services": n})),
+    let changed = ctx.ctl.change_gateways(name, |g| {
+        if let Some(s) = state {
+            g.state = s;
+        }
+        if let Some(w) = weight {
+            g.weight = w;
+        }
+    });
+    match changed {
+        Ok(n) => {
+            ctx.runtime.set(&ctx.running.spec, name, state, weight);
+            Reply::Ok(json!({"gateway": name, "services": n}))
+        }
         Err(e) => Reply::Error(e.to_string()),
     }
 }
@@ -543,6 +509,7 @@ fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
                 .and_then(|b| b.gateways.iter().find(|b| b.name == gw.name))
                 .map_or(gw.state, |b| b.state);
             let checked = status.as_ref().and_then(|st| st.gateway(name, &gw.name));
+            let sources = ctx.runtime.sources(&gw.name);
             let health = match checked {
                 None => "unchecked",
                 Some(_) if ctx.ctl.is_unhealthy(name, &gw.name) => "down",
@@ -554,6 +521,7 @@ fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
                 // What the workers do, from the operator's state and the gateway's health.
                 "state": gw.state.as_str(), "admin_state": admin.as_str(), "health": health,
                 "weight": gw.weight, "clients": clients, "new_clients": c.new_clients,
+                "admin_state_source": sources.0.as_str(), "weight_source": sources.1.as_str(),
                 "new_clients_per_s": ctx.rates.per_second(name, &gw.name),
                 "to_gateway_packets": c.to_gateway_packets,
                 "from_gateway_packets": c.from_gateway_packets,
@@ -632,36 +600,6 @@ fn health_rows(ctx: &Ctx<'_>) -> Vec<Value> {
             })
         })
         .collect()
-}
-
-/// Brings the health checks in line with a reloaded configuration: unchanged checks keep
-/// their state; a gateway no longer checked counts as healthy. Says what happened.
-fn apply_health(ctx: &mut Ctx<'_>, new: &Config) -> String {
-    let plans = checker::plans(new);
-    let n = plans.len();
-    let outcome = match (ctx.health.as_ref(), n) {
-        (_, 0) => {
-            *ctx.health = None;
-            "none".to_string()
-        }
-        (Some(c), _) => {
-            c.replace(plans);
-            format!("{n} checks")
-        }
-        (None, _) => match super::start_checker(new) {
-            Ok(c) => {
-                *ctx.health = c;
-                format!("{n} checks (started)")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "health checks not started");
-                format!("not started: {e}")
-            }
-        },
-    };
-    let (keep, checked) = super::health_policy(new);
-    ctx.ctl.set_health_policy(keep, &checked);
-    outcome
 }
 
 /// Prometheus samples of one metric: (labels, value).

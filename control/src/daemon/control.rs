@@ -25,7 +25,7 @@ use dataplane::wire::ip_proto;
 use dataplane::wire::ipv6::{solicited_node, Ipv6Packet};
 use dpdk::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
 
-use super::exception::{ExceptionCounters, ExceptionPath};
+use super::exception::{ExceptionCounters, ExceptionError, ExceptionPath};
 use super::loglimit::LogLimit;
 use serde::Serialize;
 use tracing::{debug, info, warn};
@@ -80,19 +80,45 @@ const VRRP_BACKLOG: usize = 64;
 pub enum Update {
     /// A newer snapshot of the same layout (neighbors, gateway states, weights).
     Snapshot(Arc<Snapshot>),
-    /// A reloaded configuration: re-key the affinity entries with `map` (old service, old
-    /// gateway → new ids; `None`: gone), then adopt `snapshot`, in one step between bursts.
-    /// Answers (entries moved, entries removed). Snapshots sent after it use the new layout,
-    /// so the channel's order is what keeps ids and entries consistent.
-    Reload {
+    /// A reloaded configuration, phase one: keep `snapshot` and `map` (old service, old gateway
+    /// → new ids; `None`: gone) for reload `txn`, run nothing new yet, and say so on `ready`.
+    Prepare {
+        txn: u64,
         snapshot: Arc<Snapshot>,
         map: Arc<IdMap>,
+        ready: Sender<()>,
+    },
+    /// Phase two, sent once every worker is ready: re-key the affinity entries with the
+    /// prepared map and adopt the prepared snapshot, in one step between bursts. Answers
+    /// (entries moved, entries removed). Snapshots sent after it use the new layout, so the
+    /// channel's order is what keeps ids and entries consistent.
+    Commit {
+        txn: u64,
         reply: Sender<(usize, usize)>,
     },
+    /// Phase two when some worker was not ready in time: forget what was prepared.
+    Abort { txn: u64 },
 }
 
-/// Where a worker answers a reload: (affinity entries moved, entries removed).
+/// Where a worker answers a reload's commit: (affinity entries moved, entries removed).
 pub type ReloadAnswer = Receiver<(usize, usize)>;
+
+/// A reloaded appliance spec, checked and built into a snapshot, not yet applied: nothing the
+/// workers or the neighbor cache use has changed.
+pub struct StagedReload {
+    pub txn: u64,
+    spec: ApplianceSpec,
+    snapshot: Arc<Snapshot>,
+    /// The generation counter when staged: newer snapshots published since (of the old layout)
+    /// mean the staged one is followed by a fresh one at commit.
+    generation: u64,
+}
+
+impl StagedReload {
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+}
 
 /// `[old service][old gateway]` → new (service, gateway) ids.
 pub type IdMap = Vec<Vec<Option<(u16, u16)>>>;
@@ -120,6 +146,8 @@ pub struct Control {
     ha_master: bool,
     vrrp_in: Vec<VrrpFrame>,
     refusals: RefusalLog,
+    /// The last reload transaction's number.
+    next_txn: u64,
 }
 
 /// Logs refused neighbor answers at most once a second (they are what anyone on a link can
@@ -225,6 +253,7 @@ impl Control {
             ha_master: false,
             vrrp_in: Vec::new(),
             refusals: RefusalLog::default(),
+            next_txn: 0,
         }
     }
 
@@ -235,6 +264,30 @@ impl Control {
     /// Hands frames for the appliance itself to the kernel through `path` from now on.
     pub fn set_exception_path(&mut self, path: ExceptionPath) {
         self.exception = Some(path);
+    }
+
+    /// Whether the exception path (if any) can follow a reload from `old` to `new`.
+    pub fn check_exception_reload(
+        &self,
+        old: &ApplianceSpec,
+        new: &ApplianceSpec,
+    ) -> Result<(), ExceptionError> {
+        match &self.exception {
+            Some(_) => ExceptionPath::check_reload(old, new),
+            None => Ok(()),
+        }
+    }
+
+    /// The exception path's TAPs get `new`'s addresses and routes (all or none).
+    pub fn reload_exception(
+        &mut self,
+        old: &ApplianceSpec,
+        new: &ApplianceSpec,
+    ) -> Result<(), ExceptionError> {
+        match &mut self.exception {
+            Some(x) => x.reload(old, new),
+            None => Ok(()),
+        }
     }
 
     pub fn exception_counters(&self) -> Option<ExceptionCounters> {
@@ -254,41 +307,92 @@ impl Control {
         &self.snap
     }
 
-    /// Takes a reloaded appliance spec: new static neighbors, a new base, and a snapshot of it
-    /// that every worker adopts together with re-keying its affinity entries by `map`. The
-    /// update is queued behind whatever the workers have not picked up yet and ahead of
-    /// anything published later, so it is never lost or overtaken. Returns the snapshot and,
-    /// per worker, the channel its answer arrives on.
-    pub fn reload(
-        &mut self,
-        spec: ApplianceSpec,
-        map: IdMap,
-    ) -> Result<(Arc<Snapshot>, Vec<ReloadAnswer>), ControlError> {
-        let statics: Vec<(IpAddr, EthernetAddress)> =
-            spec.neighbors.iter().map(|n| (n.address, n.mac)).collect();
-        self.neighbors.set_statics(statics);
-        self.neighbors.set_subnets(subnets(&spec));
-        let mut snap = Snapshot::build(self.effective(&spec), self.generation + 1)?;
+    /// Checks a reloaded appliance spec and builds its snapshot (with the new static neighbors
+    /// and subnets, on a copy of the neighbor cache), changing nothing the workers use: a
+    /// refusal here leaves everything as it was.
+    pub fn stage_reload(&mut self, spec: ApplianceSpec) -> Result<StagedReload, ControlError> {
+        let mut neighbors = self.neighbors.clone();
+        neighbors.set_statics(spec.neighbors.iter().map(|n| (n.address, n.mac)));
+        neighbors.set_subnets(subnets(&spec));
+        let mut snap =
+            Snapshot::build(self.effective_with(&spec, &neighbors), self.generation + 1)?;
         // Loads carry over while the services and gateways keep their names and order.
         snap.share_loads(&self.snap.loads);
-        let snap = Arc::new(snap);
         self.generation += 1;
-        self.base = spec;
-        self.snap = Arc::clone(&snap);
-        self.neighbors.take_changed();
+        self.next_txn += 1;
+        Ok(StagedReload {
+            txn: self.next_txn,
+            spec,
+            snapshot: Arc::new(snap),
+            generation: self.generation,
+        })
+    }
+
+    /// Phase one: every worker keeps the staged snapshot and `map` aside and says when it has
+    /// (one channel per worker). Queued behind what the workers have not picked up yet.
+    pub fn prepare_reload(&mut self, staged: &StagedReload, map: IdMap) -> Vec<Receiver<()>> {
         let map = Arc::new(map);
+        let mut ready = Vec::with_capacity(self.pending.len());
+        for p in &mut self.pending {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            p.push_back(Update::Prepare {
+                txn: staged.txn,
+                snapshot: Arc::clone(&staged.snapshot),
+                map: Arc::clone(&map),
+                ready: tx,
+            });
+            ready.push(rx);
+        }
+        self.send_pending();
+        ready
+    }
+
+    /// Phase two, refused: every worker forgets what it prepared.
+    pub fn abort_reload(&mut self, staged: &StagedReload) {
+        for p in &mut self.pending {
+            p.push_back(Update::Abort { txn: staged.txn });
+        }
+        self.send_pending();
+    }
+
+    /// Phase two: the new static neighbors and subnets, `base` (the staged spec with what the
+    /// operator set at run time) and the staged snapshot become the running ones, and every
+    /// worker switches, re-keying its affinity entries. Returns, per worker, the channel its
+    /// answer arrives on.
+    pub fn commit_reload(
+        &mut self,
+        staged: StagedReload,
+        base: ApplianceSpec,
+    ) -> Vec<ReloadAnswer> {
+        let statics: Vec<(IpAddr, EthernetAddress)> = staged
+            .spec
+            .neighbors
+            .iter()
+            .map(|n| (n.address, n.mac))
+            .collect();
+        self.neighbors.set_statics(statics);
+        self.neighbors.set_subnets(subnets(&staged.spec));
+        self.neighbors.take_changed();
+        self.snap = Arc::clone(&staged.snapshot);
         let mut answers = Vec::with_capacity(self.pending.len());
         for p in &mut self.pending {
             let (reply, answer) = crossbeam_channel::bounded(1);
-            p.push_back(Update::Reload {
-                snapshot: Arc::clone(&snap),
-                map: Arc::clone(&map),
+            p.push_back(Update::Commit {
+                txn: staged.txn,
                 reply,
             });
             answers.push(answer);
         }
         self.send_pending();
-        Ok((snap, answers))
+        // What changed while the workers prepared (neighbors, health, the operator) follows at
+        // once, in the new layout.
+        let moved_on = self.generation != staged.generation || base != staged.spec;
+        self.base = base;
+        if moved_on {
+            self.publish();
+            self.send_pending();
+        }
+        answers
     }
 
     /// Applies `change` to every gateway called `name` (in every service) and publishes the
@@ -583,9 +687,13 @@ impl Control {
     /// so a gateway that recovers goes back to what the operator chose (a drained gateway
     /// stays drained).
     fn effective(&self, spec: &ApplianceSpec) -> ApplianceSpec {
+        self.effective_with(spec, &self.neighbors)
+    }
+
+    /// [`Self::effective`] with the neighbor entries of `neighbors`.
+    fn effective_with(&self, spec: &ApplianceSpec, neighbors: &NeighborCache) -> ApplianceSpec {
         let mut spec = spec.clone();
-        spec.neighbors = self
-            .neighbors
+        spec.neighbors = neighbors
             .usable()
             .map(|(address, mac)| NeighborSpec { address, mac })
             .collect();

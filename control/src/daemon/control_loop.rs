@@ -7,20 +7,25 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::counters::WorkerCounters;
 use dataplane::exception::{ExceptionClass, Suspect};
+use dataplane::model::ApplianceSpec;
 use tracing::{info, warn};
 
 use super::api;
 use super::appliance::{Appliance, Ports, Services, Workers};
 use super::control::Control;
+use super::pending::{Deferred, Origin};
 use super::rates::GatewayRates;
+use super::reload::{self, ReloadTxn};
+use super::runtime_state::RuntimeState;
 use super::worker::IoCounters;
 use super::{DaemonReport, RunOptions};
 use crate::config::Config;
-use crate::ctlsock::ControlSockets;
+use crate::ctlsock::{ControlSockets, Reply};
 
 /// How often the gateway rates are sampled.
 const RATES_EVERY: Duration = Duration::from_secs(1);
@@ -78,6 +83,19 @@ pub struct ControlLoop {
     opts: RunOptions,
     /// The workers' exception counters at the last second's sample: what grew is logged.
     exception_seen: ExceptionSeen,
+    /// Requests answered later: questions to the workers, reloads asked for.
+    deferred: Deferred,
+    /// The reload under way, if any (one at a time).
+    reload: Option<ReloadTxn>,
+    /// What the operator set at run time.
+    runtime: RuntimeState,
+}
+
+/// What the signal handlers set: stop (SIGINT, SIGTERM), reload (SIGHUP).
+#[derive(Clone, Default)]
+pub struct Signals {
+    pub stop: Arc<AtomicBool>,
+    pub reload: Arc<AtomicBool>,
 }
 
 /// The workers' exception policing and rule counters, summed.
@@ -90,7 +108,15 @@ struct ExceptionSeen {
 impl ControlLoop {
     /// Starts the control thread's work on a built appliance: announcements, VRRP, the health
     /// policy.
-    pub fn start(mut appliance: Appliance, config_path: &Path, opts: RunOptions) -> ControlLoop {
+    /// `file_spec` is the configuration file's spec (the appliance runs it with the `runtime`
+    /// values applied).
+    pub fn start(
+        mut appliance: Appliance,
+        config_path: &Path,
+        opts: RunOptions,
+        runtime: RuntimeState,
+        file_spec: ApplianceSpec,
+    ) -> ControlLoop {
         appliance.start();
         let Appliance {
             cfg,
@@ -102,6 +128,8 @@ impl ControlLoop {
             ctl,
             services,
         } = appliance;
+        let mut cfg = cfg;
+        cfg.spec = file_spec;
         ControlLoop {
             ctl,
             sock,
@@ -116,12 +144,20 @@ impl ControlLoop {
             timers: Timers::new(started),
             opts,
             exception_seen: ExceptionSeen::default(),
+            deferred: Deferred::default(),
+            reload: None,
+            runtime,
         }
     }
 
-    /// Runs rounds until `stop` is set or a stop condition of [`RunOptions`] holds.
-    pub fn run_until(&mut self, stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
+    /// Runs rounds until `signals.stop` is set or a stop condition of [`RunOptions`] holds;
+    /// `signals.reload` asks for a reload.
+    pub fn run_until(&mut self, signals: &Signals) {
+        while !signals.stop.load(Ordering::Relaxed) {
+            if signals.reload.swap(false, Ordering::Relaxed) {
+                info!("SIGHUP: reloading the configuration");
+                self.deferred.reloads.push(Origin::Signal);
+            }
             if !self.round() {
                 break;
             }
@@ -139,6 +175,7 @@ impl ControlLoop {
             self.sample_rates();
         }
         self.serve_control_socket();
+        self.poll_deferred();
         if self.timers.last_stop_check.elapsed() >= STOP_CHECK_EVERY {
             return !self.should_stop();
         }
@@ -214,8 +251,69 @@ impl ControlLoop {
             sync: self.services.sync.as_mut(),
             loads: self.services.loads.as_ref(),
             sockets,
+            deferred: &mut self.deferred,
+            reload_running: self.reload.is_some(),
+            runtime: &mut self.runtime,
         };
         self.sock.poll(&mut |req| api::handle(req, &mut ctx));
+    }
+
+    /// Requests answered later: starts the reloads asked for, moves the one under way on, and
+    /// delivers what the workers answered.
+    fn poll_deferred(&mut self) {
+        let now = Instant::now();
+        for (ticket, reply) in self.deferred.poll_questions(now) {
+            self.sock.complete(ticket, &reply);
+        }
+        for origin in std::mem::take(&mut self.deferred.reloads) {
+            if self.reload.is_some() {
+                self.reply(
+                    origin,
+                    &Reply::Error("reload refused: a reload is in progress; try again".into()),
+                );
+                continue;
+            }
+            let mut parts = self.reload_parts();
+            match reload::begin(&mut parts, origin, now) {
+                Ok(txn) => self.reload = Some(txn),
+                Err(e) => self.reply(origin, &Reply::Error(e)),
+            }
+        }
+        let Some(mut txn) = self.reload.take() else {
+            return;
+        };
+        let mut parts = self.reload_parts();
+        match txn.poll(&mut parts, now) {
+            Some(reply) => self.reply(txn.origin, &reply),
+            None => self.reload = Some(txn),
+        }
+    }
+
+    fn reload_parts(&mut self) -> reload::Parts<'_> {
+        reload::Parts {
+            ctl: &mut self.ctl,
+            running: &mut self.running.cfg,
+            path: &self.running.path,
+            health: &mut self.services.health,
+            ha: self.services.ha.as_mut(),
+            sync: self.services.sync.as_mut(),
+            loads: &mut self.services.loads,
+            runtime: &mut self.runtime,
+        }
+    }
+
+    /// A reply to whoever asked: the control client, or the log for SIGHUP.
+    fn reply(&mut self, origin: Origin, reply: &Reply) {
+        match origin {
+            Origin::Socket(ticket) => {
+                self.sock.complete(ticket, reply);
+            }
+            Origin::Signal => match reply {
+                Reply::Error(error) => warn!(%error, "SIGHUP reload"),
+                Reply::Ok(v) => info!(reply = %v, "SIGHUP reload"),
+                Reply::Text(t) => info!(reply = %t, "SIGHUP reload"),
+            },
+        }
     }
 
     /// Whether traffic stopped for `stop_after_idle` (after some arrived) or `run_for` is

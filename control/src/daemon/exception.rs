@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use dataplane::emit::{self, L2};
 use dataplane::exception::TokenBucket;
-use dataplane::model::{ApplianceSpec, InterfaceSpec};
+use dataplane::model::{ApplianceSpec, InterfaceSpec, IpCidr, RouteSpec};
 use dataplane::wire::ethernet::{ethertype, EthernetFrame, Vlan};
 use dataplane::wire::ip_proto;
 use dataplane::wire::ipv4::Ipv4Packet;
@@ -56,6 +56,9 @@ pub enum ExceptionError {
     /// A TAP cannot be created or configured.
     #[error("exception path: TAP `{tap}`: {source}")]
     Tap { tap: String, source: io::Error },
+    /// A reload would add, remove or re-tag an interface: its TAP is made at start.
+    #[error("exception path: the interfaces (names, VLANs) changed; that needs a restart")]
+    InterfacesChanged,
 }
 
 /// The control thread's budgets (ordinary exception frames towards the kernel, the HA peer's
@@ -74,6 +77,8 @@ pub struct ExceptionPath {
     /// The HA sync peer and its own budget, once the sync runs.
     sync_peer: Option<SyncPeer>,
     counters: ExceptionCounters,
+    /// The namespace the TAPs live in (`None`: the daemon's own), entered again to change them.
+    netns: Option<String>,
 }
 
 /// The HA sync peer: its datagrams ride their own budget, so that a flood at the appliance's
@@ -122,6 +127,7 @@ impl ExceptionPath {
             policer: Policer::new(settings.rate_pps),
             sync_peer: None,
             counters: ExceptionCounters::default(),
+            netns: settings.netns.clone(),
         })
     }
 
@@ -201,6 +207,143 @@ impl ExceptionPath {
                 break;
             }
         }
+    }
+}
+
+/// One change to a TAP on a reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TapChange {
+    AddAddress(IpCidr),
+    DelAddress(IpCidr),
+    AddRoute(RouteSpec),
+    DelRoute(RouteSpec),
+}
+
+impl TapChange {
+    fn undo(&self) -> TapChange {
+        match self.clone() {
+            TapChange::AddAddress(a) => TapChange::DelAddress(a),
+            TapChange::DelAddress(a) => TapChange::AddAddress(a),
+            TapChange::AddRoute(r) => TapChange::DelRoute(r),
+            TapChange::DelRoute(r) => TapChange::AddRoute(r),
+        }
+    }
+
+    fn apply(&self, tap: &str) -> io::Result<()> {
+        match self {
+            TapChange::AddAddress(a) => ifconfig::add_address(tap, a.addr, a.prefix),
+            TapChange::DelAddress(a) => ifconfig::del_address(tap, a.addr, a.prefix),
+            TapChange::AddRoute(r) => {
+                ifconfig::add_route(r.prefix.addr, r.prefix.prefix, r.via, tap)
+            }
+            TapChange::DelRoute(r) => {
+                ifconfig::del_route(r.prefix.addr, r.prefix.prefix, r.via, tap)
+            }
+        }
+    }
+}
+
+/// The routes of `spec` a TAP carries: those whose next hop is on its interface.
+fn tap_routes(spec: &ApplianceSpec, itf: &InterfaceSpec) -> Vec<RouteSpec> {
+    spec.routes
+        .iter()
+        .filter(|r| itf.addresses.iter().any(|a| a.contains(r.via)))
+        .cloned()
+        .collect()
+}
+
+/// What turns interface `i`'s TAP from `old`'s into `new`'s, in an order the kernel takes:
+/// new addresses first (a new route's next hop may need one), then new routes, then the old
+/// routes, then the old addresses.
+fn tap_plan(old: &ApplianceSpec, new: &ApplianceSpec, i: usize) -> Vec<TapChange> {
+    let (Some(o), Some(n)) = (old.interfaces.get(i), new.interfaces.get(i)) else {
+        return Vec::new();
+    };
+    let (old_routes, new_routes) = (tap_routes(old, o), tap_routes(new, n));
+    let mut plan: Vec<TapChange> = Vec::new();
+    plan.extend(
+        n.addresses
+            .iter()
+            .filter(|a| !o.addresses.contains(a))
+            .map(|a| TapChange::AddAddress(*a)),
+    );
+    plan.extend(
+        new_routes
+            .iter()
+            .filter(|r| !old_routes.contains(r))
+            .map(|r| TapChange::AddRoute(r.clone())),
+    );
+    plan.extend(
+        old_routes
+            .iter()
+            .filter(|r| !new_routes.contains(r))
+            .map(|r| TapChange::DelRoute(r.clone())),
+    );
+    plan.extend(
+        o.addresses
+            .iter()
+            .filter(|a| !n.addresses.contains(a))
+            .map(|a| TapChange::DelAddress(*a)),
+    );
+    plan
+}
+
+impl ExceptionPath {
+    /// Whether a reload from `old` to `new` can change the TAPs: the same interfaces (names and
+    /// VLANs) in the same order; addresses and routes may differ.
+    pub fn check_reload(old: &ApplianceSpec, new: &ApplianceSpec) -> Result<(), ExceptionError> {
+        let shape = |s: &ApplianceSpec| -> Vec<(String, Vlan)> {
+            s.interfaces
+                .iter()
+                .map(|i| (i.name.clone(), i.vlan))
+                .collect()
+        };
+        if shape(old) == shape(new) {
+            Ok(())
+        } else {
+            Err(ExceptionError::InterfacesChanged)
+        }
+    }
+
+    /// Gives the TAPs `new`'s addresses and routes, all of them or, when the kernel refuses one,
+    /// none (what was already changed is undone).
+    pub fn reload(
+        &mut self,
+        old: &ApplianceSpec,
+        new: &ApplianceSpec,
+    ) -> Result<(), ExceptionError> {
+        Self::check_reload(old, new)?;
+        let _netns = match &self.netns {
+            Some(ns) => Some(netns::enter(ns).map_err(|source| ExceptionError::Netns {
+                netns: ns.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let mut done: Vec<(usize, TapChange)> = Vec::new();
+        for (i, tap) in self.taps.iter().enumerate() {
+            for change in tap_plan(old, new, i) {
+                if let Err(source) = change.apply(tap.name()) {
+                    for (j, c) in done.iter().rev() {
+                        if let Err(e) = c.undo().apply(self.taps[*j].name()) {
+                            warn!(tap = self.taps[*j].name(), change = ?c, error = %e, "TAP change not undone");
+                        }
+                    }
+                    return Err(ExceptionError::Tap {
+                        tap: tap.name().to_string(),
+                        source,
+                    });
+                }
+                done.push((i, change));
+            }
+        }
+        if !done.is_empty() {
+            info!(
+                changes = done.len(),
+                "exception path: TAP addresses and routes reloaded"
+            );
+        }
+        Ok(())
     }
 }
 

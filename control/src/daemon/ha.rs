@@ -42,6 +42,11 @@ pub enum HaError {
     /// A router's VRRP configuration.
     #[error(transparent)]
     Vrrp(#[from] VrrpConfigError),
+    /// A reload would add or remove a virtual router, or change its primary address.
+    #[error(
+        "ha: the virtual routers (interfaces, families, primary addresses) changed; that needs a restart"
+    )]
+    RoutersChanged,
 }
 
 /// One virtual router of the group.
@@ -83,6 +88,81 @@ pub struct VrrpMetrics {
     pub errors: u64,
 }
 
+/// A reload's routers, checked by [`Ha::stage`].
+pub struct StagedRouters(Vec<Router>);
+
+/// The routers of `spec`, the client side's IPv4 router first (it leads the group).
+fn routers(settings: &HaSettings, spec: &ApplianceSpec) -> Result<Vec<Router>, HaError> {
+    let mut routers = Vec::new();
+    let cs = u16::try_from(settings.advert_interval.as_millis() / 10)
+        .map_err(|_| HaError::AdvertIntervalTooLong)?;
+    // Interface ids are u16: the configuration refuses more interfaces.
+    for (itf, i) in spec.interfaces.iter().zip(0..=u16::MAX) {
+        let port = &spec.ports[usize::from(itf.port)];
+        for v6 in [false, true] {
+            let mut addresses: Vec<IpAddr> = Vec::new();
+            if itf.role == Role::Client {
+                for s in &spec.services {
+                    let vip = if v6 {
+                        s.vip6.map(IpAddr::V6)
+                    } else {
+                        s.vip4.map(IpAddr::V4)
+                    };
+                    addresses.extend(vip.filter(|a| !addresses.contains(a)));
+                }
+            }
+            let floating = spec.ha.iter().flat_map(|h| &h.floating);
+            addresses.extend(
+                floating
+                    .filter(|(f, a)| *f == i && a.is_ipv6() == v6)
+                    .map(|(_, a)| *a),
+            );
+            if addresses.is_empty() {
+                continue;
+            }
+            // RFC 5798 §5.2.9: an IPv6 router's first address is its link-local one.
+            addresses.sort_by_key(|a| !matches!(a, IpAddr::V6(v) if v.is_unicast_link_local()));
+            // RFC 5798 §5.1.2.1: IPv6 adverts come from the link-local address.
+            let primary = if v6 {
+                Some(IpAddr::V6(wire::link_local(port.mac)))
+            } else {
+                itf.addresses.iter().map(|c| c.addr).find(IpAddr::is_ipv4)
+            };
+            let Some(primary) = primary else {
+                return Err(HaError::NoPrimary {
+                    interface: itf.name.clone(),
+                });
+            };
+            let cfg = VrrpConfig {
+                vrid: settings.vrid,
+                priority: settings.priority,
+                advert_interval_cs: cs,
+                preempt: settings.preempt,
+                preempt_delay: settings.preempt_delay,
+                addresses,
+                primary,
+            };
+            cfg.check()?;
+            routers.push(Router {
+                interface: i,
+                port: itf.port,
+                vlan: itf.vlan,
+                cfg,
+                adverts_in: 0,
+                errors: 0,
+            });
+        }
+    }
+    if routers.is_empty() {
+        return Err(HaError::NothingToProtect);
+    }
+    // The client side's IPv4 router leads, if there is one.
+    if let Some(p) = routers.iter().position(|r| r.cfg.family() == Family::Ipv4) {
+        routers.swap(0, p);
+    }
+    Ok(routers)
+}
+
 pub struct Ha {
     settings: HaSettings,
     routers: Vec<Router>,
@@ -98,73 +178,7 @@ pub struct Ha {
 impl Ha {
     /// The routers of `spec` (VIPs and floating addresses, by interface and family).
     pub fn new(settings: &HaSettings, spec: &ApplianceSpec) -> Result<Ha, HaError> {
-        let mut routers = Vec::new();
-        let cs = u16::try_from(settings.advert_interval.as_millis() / 10)
-            .map_err(|_| HaError::AdvertIntervalTooLong)?;
-        // Interface ids are u16: the configuration refuses more interfaces.
-        for (itf, i) in spec.interfaces.iter().zip(0..=u16::MAX) {
-            let port = &spec.ports[usize::from(itf.port)];
-            for v6 in [false, true] {
-                let mut addresses: Vec<IpAddr> = Vec::new();
-                if itf.role == Role::Client {
-                    for s in &spec.services {
-                        let vip = if v6 {
-                            s.vip6.map(IpAddr::V6)
-                        } else {
-                            s.vip4.map(IpAddr::V4)
-                        };
-                        addresses.extend(vip.filter(|a| !addresses.contains(a)));
-                    }
-                }
-                let floating = spec.ha.iter().flat_map(|h| &h.floating);
-                addresses.extend(
-                    floating
-                        .filter(|(f, a)| *f == i && a.is_ipv6() == v6)
-                        .map(|(_, a)| *a),
-                );
-                if addresses.is_empty() {
-                    continue;
-                }
-                // RFC 5798 §5.2.9: an IPv6 router's first address is its link-local one.
-                addresses.sort_by_key(|a| !matches!(a, IpAddr::V6(v) if v.is_unicast_link_local()));
-                // RFC 5798 §5.1.2.1: IPv6 adverts come from the link-local address.
-                let primary = if v6 {
-                    Some(IpAddr::V6(wire::link_local(port.mac)))
-                } else {
-                    itf.addresses.iter().map(|c| c.addr).find(IpAddr::is_ipv4)
-                };
-                let Some(primary) = primary else {
-                    return Err(HaError::NoPrimary {
-                        interface: itf.name.clone(),
-                    });
-                };
-                let cfg = VrrpConfig {
-                    vrid: settings.vrid,
-                    priority: settings.priority,
-                    advert_interval_cs: cs,
-                    preempt: settings.preempt,
-                    preempt_delay: settings.preempt_delay,
-                    addresses,
-                    primary,
-                };
-                cfg.check()?;
-                routers.push(Router {
-                    interface: i,
-                    port: itf.port,
-                    vlan: itf.vlan,
-                    cfg,
-                    adverts_in: 0,
-                    errors: 0,
-                });
-            }
-        }
-        if routers.is_empty() {
-            return Err(HaError::NothingToProtect);
-        }
-        // The client side's IPv4 router leads, if there is one.
-        if let Some(p) = routers.iter().position(|r| r.cfg.family() == Family::Ipv4) {
-            routers.swap(0, p);
-        }
+        let routers = routers(settings, spec)?;
         let machine = Vrrp::new(routers[0].cfg.clone())?;
         Ok(Ha {
             settings: settings.clone(),
@@ -175,6 +189,47 @@ impl Ha {
             last_advert: None,
             rejected_log: LogLimit::default(),
         })
+    }
+
+    /// A reload's routers for `spec`, checked and not yet used: the same routers (interface and
+    /// family) with possibly other virtual addresses. Anything else needs a restart.
+    pub fn stage(&self, spec: &ApplianceSpec) -> Result<StagedRouters, HaError> {
+        let new = routers(&self.settings, spec)?;
+        let shape = |r: &[Router]| -> Vec<(u16, Family, IpAddr)> {
+            r.iter()
+                .map(|r| (r.interface, r.cfg.family(), r.cfg.primary))
+                .collect()
+        };
+        if shape(&new) != shape(&self.routers) {
+            return Err(HaError::RoutersChanged);
+        }
+        Ok(StagedRouters(new))
+    }
+
+    /// Takes staged routers: the adverts carry their addresses from now on (a master sends one
+    /// at once, so the backup hears the new list without waiting an interval).
+    pub fn relayout(&mut self, ctl: &mut Control, staged: StagedRouters) {
+        let StagedRouters(new) = staged;
+        let changed = new
+            .iter()
+            .zip(&self.routers)
+            .any(|(n, o)| n.cfg.addresses != o.cfg.addresses);
+        for (r, n) in self.routers.iter_mut().zip(new) {
+            r.cfg = n.cfg;
+        }
+        // `stage` checked the leader's family, VRID and primary: only addresses differ.
+        if let Err(e) = self.machine.reconfigure(self.routers[0].cfg.clone()) {
+            warn!(error = %e, "VRRP: reloaded addresses refused");
+        }
+        if changed {
+            info!(
+                vrid = self.settings.vrid,
+                "VRRP: virtual addresses reloaded"
+            );
+            if self.is_master() {
+                self.advertise(ctl, self.machine.priority());
+            }
+        }
     }
 
     /// Initialize → Backup (or Master for the address owner).

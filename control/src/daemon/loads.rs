@@ -82,6 +82,14 @@ impl LoadReports {
         }))
     }
 
+    /// Takes a reload's `[redirect]` settings: reports are verified with the new key from the
+    /// next one on (a rotated key takes effect at once; reports signed with the old one are
+    /// refused as `bad-mac`). The port is the caller's to keep: changing it needs a restart.
+    pub fn set_settings(&mut self, settings: &RedirectSettings) {
+        self.key.clone_from(&settings.report_key);
+        self.model.set_settings(settings.clone());
+    }
+
     /// Reads waiting reports and brings every load on `snap`'s board up to date.
     pub fn poll(&mut self, snap: &Snapshot, now: Instant) {
         self.model.follow(&snap.loads, now);

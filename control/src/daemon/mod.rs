@@ -19,13 +19,15 @@ pub mod exception;
 pub mod ha;
 pub mod loads;
 pub mod loglimit;
+pub mod pending;
 pub mod rates;
+pub mod reload;
+pub mod runtime_state;
 pub mod sync;
 pub mod worker;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use dataplane::counters::WorkerCounters;
@@ -36,7 +38,8 @@ use serde::Serialize;
 use crate::config::{Config, OnGatewayDown};
 use crate::health::checker::{self, Checker, CheckerError};
 pub use appliance::{Appliance, StartError};
-pub use control_loop::ControlLoop;
+pub use control_loop::{ControlLoop, Signals};
+use runtime_state::RuntimeState;
 use worker::{IoCounters, WorkerReport};
 
 /// When to stop besides a signal (tests and benchmarks).
@@ -124,15 +127,21 @@ fn device_name(device: &str) -> &str {
 
 /// Runs the daemon until `stop` is set (by a signal handler) or an option says so: build,
 /// start, loop, shut down.
+///
+/// The operator's runtime values kept in `[control] state_file` apply from the first snapshot
+/// on (see `runtime_state`).
 pub fn run(
-    cfg: Config,
+    mut cfg: Config,
     config_path: &Path,
     opts: RunOptions,
-    stop: &AtomicBool,
+    signals: &Signals,
 ) -> Result<DaemonReport, StartError> {
+    let runtime = RuntimeState::load(cfg.control.state_file.as_deref(), &cfg.spec);
+    let file_spec = cfg.spec.clone();
+    runtime.apply(&mut cfg.spec);
     let appliance = Appliance::build(cfg)?;
-    let mut control = ControlLoop::start(appliance, config_path, opts);
-    control.run_until(stop);
+    let mut control = ControlLoop::start(appliance, config_path, opts, runtime, file_spec);
+    control.run_until(signals);
     Ok(control.shutdown())
 }
 

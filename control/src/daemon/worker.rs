@@ -36,7 +36,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::api::{AffinityRow, WorkerQuery};
-use super::control::Update;
+use super::control::{IdMap, Update};
 
 /// I/O counters of one worker (the pipeline's own are in [`WorkerCounters`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -557,6 +557,8 @@ struct WorkerLoop {
     verdicts: [Verdict; MAX_BURST],
     clock: Clock,
     timers: LoopTimers,
+    /// A reload prepared and waiting for its commit (or abort).
+    prepared: Option<Prepared>,
 }
 
 /// The worker loop. Returns when `stop` is set, after flushing everything.
@@ -619,6 +621,7 @@ impl WorkerLoop {
                 last_report: now,
                 loop_start: now,
             },
+            prepared: None,
         }
     }
 
@@ -666,7 +669,7 @@ impl WorkerLoop {
     /// layout of the snapshots that follow it.
     fn take_updates(&mut self) {
         while let Ok(u) = self.channels.updates.try_recv() {
-            apply_update(&mut self.pipeline, u);
+            apply_update(&mut self.pipeline, &mut self.prepared, u);
             self.io.counters.snapshots_adopted += 1;
         }
     }
@@ -865,23 +868,43 @@ fn answer(pipeline: &mut Pipeline, index: usize, q: WorkerQuery) {
     }
 }
 
-/// Adopts a snapshot, or re-keys the affinity entries and adopts a reloaded configuration.
-fn apply_update(pipeline: &mut Pipeline, u: Update) {
+/// A reload a worker has prepared and not yet committed.
+pub struct Prepared {
+    txn: u64,
+    snapshot: Arc<Snapshot>,
+    map: Arc<IdMap>,
+}
+
+/// Adopts a snapshot, or takes a reload's phase: keeps it aside (prepare), re-keys the affinity
+/// entries and adopts its snapshot (commit), or forgets it (abort).
+fn apply_update(pipeline: &mut Pipeline, prepared: &mut Option<Prepared>, u: Update) {
     match u {
         // Collapsed snapshots are newest-last; an older one never undoes a newer one.
         Update::Snapshot(s) if s.generation > pipeline.snapshot().generation => pipeline.adopt(s),
         Update::Snapshot(_) => {}
-        Update::Reload {
+        Update::Prepare {
+            txn,
             snapshot,
             map,
-            reply,
+            ready,
         } => {
+            *prepared = Some(Prepared { txn, snapshot, map });
+            let _ = ready.try_send(());
+        }
+        Update::Commit { txn, reply } => {
+            let Some(p) = prepared.take_if(|p| p.txn == txn) else {
+                return;
+            };
+            let map = p.map;
             let lookup = |s: u16, g: u16| -> Option<(u16, u16)> {
                 *map.get(usize::from(s))?.get(usize::from(g))?
             };
             let counts = pipeline.remap_affinity(&lookup);
-            pipeline.adopt(snapshot);
+            pipeline.adopt(p.snapshot);
             let _ = reply.try_send(counts);
+        }
+        Update::Abort { txn } => {
+            prepared.take_if(|p| p.txn == txn);
         }
     }
 }

@@ -176,6 +176,15 @@ impl Vrrp {
         &self.cfg
     }
 
+    /// A reload's new configuration for this router (its virtual addresses may differ; its
+    /// family, VRID and primary address may not). State and timers stay as they are; a Master
+    /// advertises the new list from its next advert on.
+    pub fn reconfigure(&mut self, cfg: VrrpConfig) -> Result<(), VrrpConfigError> {
+        cfg.check()?;
+        self.cfg = cfg;
+        Ok(())
+    }
+
     /// The current priority.
     pub fn priority(&self) -> u8 {
         self.priority
@@ -245,6 +254,10 @@ impl Vrrp {
         if let Err(e) = self.sanity(a) {
             self.counters.errors.bump(e);
             return Vec::new();
+        }
+        if !same_addresses(&self.cfg.addresses, &a.addresses) {
+            // Noted, not refused (see `AdvertError::AddressMismatch`).
+            self.counters.errors.bump(AdvertError::AddressMismatch);
         }
         self.counters.adverts_in += 1;
         if a.priority == wire::PRIORITY_STOP {
@@ -459,9 +472,6 @@ impl Vrrp {
         }
         if a.interval_cs == 0 || a.interval_cs > wire::MAX_ADVER_INT {
             return Err(AdvertError::BadInterval);
-        }
-        if !same_addresses(&self.cfg.addresses, &a.addresses) {
-            return Err(AdvertError::AddressMismatch);
         }
         Ok(())
     }
@@ -1017,13 +1027,6 @@ mod tests {
             (advert(B, 200, 10), AdvertError::FromSelf),
             (advert(A, 200, 0), AdvertError::BadInterval),
             (
-                Advert {
-                    addresses: vec![addrs()[0]],
-                    ..advert(A, 200, 10)
-                },
-                AdvertError::AddressMismatch,
-            ),
-            (
                 advert("fe80::1".parse().unwrap(), 200, 10),
                 AdvertError::WrongFamily,
             ),
@@ -1037,9 +1040,20 @@ mod tests {
         assert_eq!(r.counters().errors.bad_interval, 2);
         let k = r.counters();
         assert_eq!(k.adverts_in, 0);
-        assert_eq!(k.errors.total(), 7);
+        assert_eq!(k.errors.total(), 6);
         r.record_error(AdvertError::BadChecksum);
         assert_eq!(r.counters().errors.bad_checksum, 1);
+        // Another address list is noted, and taken (a pair mid-reload must not both be master):
+        // this Backup hears its Master and restarts its down timer.
+        let other_list = Advert {
+            addresses: vec![addrs()[0]],
+            ..advert(A, 200, 10)
+        };
+        let before = r.counters().adverts_in;
+        assert_eq!(r.on_advert(c.ms(7), &other_list), []);
+        assert_eq!(r.counters().errors.get(AdvertError::AddressMismatch), 1);
+        assert_eq!(r.counters().adverts_in, before + 1);
+        assert_ne!(r.next_deadline(), deadline);
     }
 
     #[test]
