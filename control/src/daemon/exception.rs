@@ -438,6 +438,58 @@ fn retagged(eth: &EthernetFrame<&[u8]>, vlan: Vlan) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn lab() -> ApplianceSpec {
+        let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/lab.toml");
+        crate::config::load(std::path::Path::new(lab)).unwrap()
+    }
+
+    #[test]
+    fn a_reload_plan_adds_before_it_removes_and_undoes_in_reverse() {
+        let old = lab();
+        let mut new = old.clone();
+        let cidr = |t: &str| -> IpCidr { t.parse().unwrap() };
+        // The client side trades 198.18.0.1/24 for 198.18.2.1/24; its default route moves to a
+        // router on the new subnet.
+        let client = new
+            .interfaces
+            .iter()
+            .position(|i| i.name == "client")
+            .unwrap();
+        let i = &mut new.interfaces[client];
+        let gone = i.addresses.remove(0);
+        i.addresses.push(cidr("198.18.2.1/24"));
+        let r = new.routes.iter_mut().find(|r| r.via.is_ipv4()).unwrap();
+        let old_route = r.clone();
+        r.via = "198.18.2.254".parse().unwrap();
+        let new_route = r.clone();
+        let plan = tap_plan(&old, &new, client);
+        assert_eq!(
+            plan,
+            vec![
+                TapChange::AddAddress(cidr("198.18.2.1/24")),
+                TapChange::AddRoute(new_route.clone()),
+                TapChange::DelRoute(old_route),
+                TapChange::DelAddress(gone),
+            ]
+        );
+        assert_eq!(plan[1].undo(), TapChange::DelRoute(new_route));
+        // Nothing changes on the other side, nor for an unchanged file.
+        let backend = new
+            .interfaces
+            .iter()
+            .position(|i| i.name == "backend")
+            .unwrap();
+        assert!(tap_plan(&old, &new, backend).is_empty());
+        assert!(tap_plan(&old, &old, client).is_empty());
+        assert!(ExceptionPath::check_reload(&old, &new).is_ok());
+        let mut renamed = new.clone();
+        renamed.interfaces[client].name = "outside".into();
+        assert!(matches!(
+            ExceptionPath::check_reload(&old, &renamed),
+            Err(ExceptionError::InterfacesChanged)
+        ));
+    }
+
     #[test]
     fn the_policer_lets_its_rate_and_a_tenth_of_a_second_through() {
         let mut p = Policer::new(10_000);
