@@ -188,6 +188,32 @@ state=$(gw_field gw2 state)
 [ "$state" = draining ] || fail "gw2 is $state after recovering, not draining as the operator set it"
 ctl gateway gw2 enable >/dev/null
 
+echo "health-test: reload a new backend address and a new route onto the exception path, then back"
+cp "$OUT/lab-health.toml" "$OUT/lab-health.before.toml"
+python3 - "$OUT/lab-health.toml" <<'EOF2'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+old = 'addresses = ["198.19.0.1/24", "2001:2:0:2::1/64"]'
+assert old in text, "the backend's addresses moved"
+text = text.replace(old, 'addresses = ["198.19.0.1/24", "2001:2:0:2::1/64", "198.19.0.9/24"]')
+route = '[[route]]\nprefix = "198.18.128.0/24"\nvia = "198.18.0.254"\n\n'
+text = text.replace("[[route]]", route + "[[route]]", 1)
+open(path, "w").write(text)
+EOF2
+ctl reload >"$OUT/reload-tap.json" || fail "reload (TAP): $(cat "$OUT/reload-tap.json")"
+ip -n vlb-app -o addr show dev vlb-backend | grep -q ' 198.19.0.9/24 ' \
+  || fail "the reloaded address is not on the backend TAP"
+ip -n vlb-app route show 198.18.128.0/24 | grep -q 'via 198.18.0.254 dev vlb-client' \
+  || fail "the reloaded route is not on the client TAP"
+ip netns exec vlb-gw1 ping -c 1 -W 2 198.19.0.9 >/dev/null || fail "the reloaded address does not answer ping"
+cp "$OUT/lab-health.before.toml" "$OUT/lab-health.toml"
+ctl reload >"$OUT/reload-tap-back.json" || fail "reload back: $(cat "$OUT/reload-tap-back.json")"
+! ip -n vlb-app -o addr show dev vlb-backend | grep -q ' 198.19.0.9/' \
+  || fail "the removed address is still on the backend TAP"
+[ -z "$(ip -n vlb-app route show 198.18.128.0/24)" ] || fail "the removed route is still on the client TAP"
+ip -n vlb-app -o addr show dev vlb-backend | grep -q ' 198.19.0.1/24 ' || fail "the backend TAP lost its address"
+
 ctl show health >"$OUT/health-end.json"
 ctl_human stats prometheus >"$OUT/metrics.txt"
 grep -q '^vpnlb_gateway_healthy{service="vpn",gateway="gw1"} 1' "$OUT/metrics.txt" \

@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::api::{id_map, needs_restart};
 use super::control::{Control, IdMap, ReloadAnswer, StagedReload};
@@ -47,6 +47,9 @@ pub struct ReloadTxn {
     pub origin: Origin,
     new: Config,
     map: IdMap,
+    /// The health checker the new file needs where none runs yet, started at stage time (a
+    /// failure to start it refuses the reload).
+    checker: Option<Checker>,
     phase: Phase,
 }
 
@@ -95,6 +98,11 @@ pub fn begin(parts: &mut Parts<'_>, origin: Origin, now: Instant) -> Result<Relo
         .ctl
         .check_exception_reload(&parts.running.spec, &new.spec)
         .map_err(|e| format!("reload refused: {e}"))?;
+    let checker = match parts.health {
+        Some(_) => None,
+        None => super::start_checker(&new)
+            .map_err(|e| format!("reload refused: health checks cannot start: {e}"))?,
+    };
     let map = id_map(&parts.running.spec, &new.spec);
     let ready = parts.ctl.prepare_reload(&staged, map.clone());
     let ready = Gather::over(ready.into_iter().map(Some).collect(), now);
@@ -102,6 +110,7 @@ pub fn begin(parts: &mut Parts<'_>, origin: Origin, now: Instant) -> Result<Relo
         origin,
         new,
         map,
+        checker,
         phase: Phase::Preparing {
             staged,
             routers,
@@ -223,7 +232,7 @@ impl ReloadTxn {
         if let Some(l) = parts.loads.as_mut() {
             l.set_settings(&self.new.redirect);
         }
-        let health = apply_health(parts.ctl, parts.health, &self.new);
+        let health = apply_health(parts.ctl, parts.health, self.checker.take(), &self.new);
         if parts.ctl.is_master() || self.new.spec.ha.is_none() {
             // New VIPs and addresses are announced at once.
             parts.ctl.announce(&snapshot);
@@ -257,8 +266,14 @@ impl ReloadTxn {
 }
 
 /// Brings the health checks in line with a reloaded configuration: unchanged checks keep
-/// their state; a gateway no longer checked counts as healthy. Says what happened.
-fn apply_health(ctl: &mut Control, health: &mut Option<Checker>, new: &Config) -> String {
+/// their state; a gateway no longer checked counts as healthy; `started` is the checker started
+/// at stage time where none ran. Says what happened.
+fn apply_health(
+    ctl: &mut Control,
+    health: &mut Option<Checker>,
+    started: Option<Checker>,
+    new: &Config,
+) -> String {
     let plans = checker::plans(new);
     let n = plans.len();
     let outcome = match (health.as_ref(), n) {
@@ -270,16 +285,10 @@ fn apply_health(ctl: &mut Control, health: &mut Option<Checker>, new: &Config) -
             c.replace(plans);
             format!("{n} checks")
         }
-        (None, _) => match super::start_checker(new) {
-            Ok(c) => {
-                *health = c;
-                format!("{n} checks (started)")
-            }
-            Err(e) => {
-                warn!(error = %e, "health checks not started");
-                format!("not started: {e}")
-            }
-        },
+        (None, _) => {
+            *health = started;
+            format!("{n} checks (started)")
+        }
     };
     let (keep, checked) = super::health_policy(new);
     ctl.set_health_policy(keep, &checked);
