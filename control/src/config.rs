@@ -441,6 +441,8 @@ struct PortFile {
     #[serde(default)]
     device: String,
     mac: String,
+    /// IP MTU of the port's interfaces; `[dataplane] mtu` when left out.
+    mtu: Option<u16>,
     /// The untagged interface's role; a port that only carries VLANs leaves it out.
     role: Option<Role>,
     #[serde(default)]
@@ -585,7 +587,7 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             )
         })
         .collect();
-    let mut spec = v.spec(raw)?;
+    let mut spec = v.spec(raw, dataplane.mtu)?;
     let ha = match ha_raw {
         Some(h) => {
             let (settings, spec_ha) = v.ha(h, &spec)?;
@@ -686,6 +688,16 @@ impl Validator<'_> {
         Ok(mac)
     }
 
+    /// An IP MTU: at least IPv4's 576 (every host must accept datagrams that long), at most
+    /// 9000 (jumbo frames).
+    fn mtu(&self, key: &str, mtu: u16) -> Result<u16, ConfigError> {
+        if (576..=9000).contains(&mtu) {
+            Ok(mtu)
+        } else {
+            self.err(key, format!("{mtu} is outside 576-9000"))
+        }
+    }
+
     fn ip(&self, key: &str, s: &str) -> Result<IpAddr, ConfigError> {
         match s.parse() {
             Ok(a) => Ok(a),
@@ -722,8 +734,9 @@ impl Validator<'_> {
         }
     }
 
-    fn spec(&self, raw: File) -> Result<ApplianceSpec, ConfigError> {
-        let (ports, interfaces) = self.ports(&raw.port)?;
+    /// The appliance; `mtu` is `[dataplane] mtu`, the ports' default.
+    fn spec(&self, raw: File, mtu: u16) -> Result<ApplianceSpec, ConfigError> {
+        let (ports, interfaces) = self.ports(&raw.port, mtu)?;
         let own = self.own_addresses(&interfaces)?;
         let routes = self.routes(&raw.route, &interfaces)?;
         let neighbors = self.neighbors(&raw.neighbor, &interfaces)?;
@@ -749,7 +762,12 @@ impl Validator<'_> {
     }
 
     /// The `[[port]]` tables: the DPDK ports and the interfaces on them (untagged and VLANs).
-    fn ports(&self, raw: &[PortFile]) -> Result<(Vec<PortSpec>, Vec<InterfaceSpec>), ConfigError> {
+    /// `default_mtu` is `[dataplane] mtu`.
+    fn ports(
+        &self,
+        raw: &[PortFile],
+        default_mtu: u16,
+    ) -> Result<(Vec<PortSpec>, Vec<InterfaceSpec>), ConfigError> {
         let mut ports = Vec::new();
         let mut interfaces = Vec::new();
         let mut names = HashSet::new();
@@ -761,10 +779,12 @@ impl Validator<'_> {
             self.name(&format!("port[{p}]"), &port.name, &mut names)?;
             let mac = self.mac(&format!("{key}.mac"), &port.mac)?;
             let port_id = u16::try_from(p).or_else(|_| self.err("port", "too many ports"))?;
+            let mtu = self.mtu(&format!("{key}.mtu"), port.mtu.unwrap_or(default_mtu))?;
             ports.push(PortSpec {
                 name: port.name.clone(),
                 mac,
                 device: port.device.clone(),
+                mtu,
             });
             match port.role {
                 Some(role) => interfaces.push(InterfaceSpec {
@@ -1071,10 +1091,7 @@ impl Validator<'_> {
                 ),
             }
         };
-        let mtu = d.mtu.unwrap_or(def.mtu);
-        if !(576..=9000).contains(&mtu) {
-            return self.err("dataplane.mtu", format!("{mtu} is outside 576-9000"));
-        }
+        let mtu = self.mtu("dataplane.mtu", d.mtu.unwrap_or(def.mtu))?;
         let memory_mb = d.memory_mb.unwrap_or(def.memory_mb);
         if memory_mb < 64 {
             return self.err("dataplane.memory_mb", "at least 64 MB");

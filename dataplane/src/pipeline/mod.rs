@@ -21,7 +21,9 @@
 //! - `flow`: the affinity state machine (entries found, refreshed, created, confirmed, moved);
 //! - `fast`: pass 2 for established client <-> gateway traffic;
 //! - `slow/`: answers (ARP, ND, echo), ICMP errors, redirects, routed traffic, and NAT-mode
-//!   translation of everything the fast path declines (new clients among them).
+//!   translation of everything the fast path declines (new clients among them);
+//! - `egress`: the egress port's MTU, on frames longer than the smallest one (fragment, or
+//!   tell the sender with an ICMP error).
 //!
 //! Decisions, in order:
 //! - ARP requests and neighbor solicitations for our addresses and VIPs, and echo requests to
@@ -33,11 +35,13 @@
 //! - Anything else addressed to us goes to the control plane; everything else is dropped under a
 //!   named reason.
 
+mod egress;
 mod fast;
 mod flow;
 mod parse;
 mod slow;
 
+pub use egress::TOO_BIG_ERRORS_PER_SECOND;
 use flow::{active_slot, forget, release};
 use parse::Plan;
 use slow::answer::{arp_reply, echo_reply, nd_advert};
@@ -82,6 +86,13 @@ pub enum Verdict {
     HandOff {
         worker: u16,
     },
+    /// An IPv4 datagram without DF longer than the egress port's MTU: transmit its fragments
+    /// on `port`, cut for `mtu` by [`crate::fragment::Fragments`] (the pipeline checked that
+    /// they can be, and counted them as transmitted).
+    Fragment {
+        port: u16,
+        mtu: u16,
+    },
 }
 
 /// Scheduler state of one service on this worker.
@@ -115,6 +126,10 @@ struct State {
     steer: Option<Steer>,
     /// The burst in hand was handed over by another worker: it is ours, steering or not.
     handed_over: bool,
+    /// The head of the frame in hand as received, when it may be too big for its egress.
+    saved: egress::SavedHead,
+    /// The budget of ICMP errors about packets too big.
+    too_big_budget: egress::ErrorBudget,
 }
 
 /// Software steering as one worker sees it.
@@ -195,6 +210,8 @@ impl Pipeline {
                 fast: true,
                 steer: None,
                 handed_over: false,
+                saved: egress::SavedHead::new(),
+                too_big_budget: egress::ErrorBudget::new(),
             },
             plans: [Plan::ToControl; MAX_BURST],
             snap: Arc::clone(&snap),
@@ -562,12 +579,23 @@ impl Pipeline {
             .zip(verdicts)
             .zip(&hints)
         {
-            let v = st.act(snap, now, plan, hint, frame);
+            // Only a frame longer than the smallest MTU may need the egress check, which
+            // needs the frame as received.
+            let big = egress::may_exceed(snap, frame.bytes().len());
+            if big {
+                st.saved.save(frame.bytes());
+            }
+            let mut v = st.act(snap, now, plan, hint, frame);
+            if let (true, Verdict::Tx { port }) = (big, v) {
+                v = st.egress(snap, now, rx_port, port, plan, frame);
+            }
             match v {
                 Verdict::Tx { .. } => {
                     tx_packets += 1;
                     tx_bytes += frame.bytes().len() as u64;
                 }
+                // Its fragments were counted as transmitted when they were planned.
+                Verdict::Fragment { .. } => {}
                 Verdict::ToControl => st.counters.to_control += 1,
                 Verdict::Drop(r) => st.counters.drop(r),
                 Verdict::HandOff { .. } => {
