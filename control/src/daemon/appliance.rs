@@ -111,6 +111,9 @@ pub(super) struct Ports {
     pub reports: Vec<PortReport>,
     /// `Some` when clients are steered to workers in software.
     pub steering: Option<Steering>,
+    /// `Some` when the NICs steer clients (RSS) to more than one worker: only ICMP errors are
+    /// steered in software then.
+    pub error_steering: Option<Steering>,
     /// One pool per NUMA socket that has ports.
     pools: Pools,
 }
@@ -441,6 +444,9 @@ fn start_ports(cfg: &Config) -> Result<Ports, StartError> {
         ports.push(port);
     }
     let steering = (n_workers > 1 && !hardware_steering).then(|| Steering::new(queues));
+    // The NICs steer clients; ICMP errors, hashed on a router's address, are re-steered by
+    // the quoted client in software with the same key and table.
+    let error_steering = (n_workers > 1 && hardware_steering).then(|| Steering::new(queues));
     let reports = cfg
         .spec
         .ports
@@ -471,6 +477,7 @@ fn start_ports(cfg: &Config) -> Result<Ports, StartError> {
         ports,
         reports,
         steering,
+        error_steering,
         pools,
     })
 }
@@ -697,6 +704,7 @@ fn spawn_workers(
                 tx_flush_us: d.tx_flush_us,
             },
             steering: ports.steering.clone(),
+            error_steering: ports.error_steering.clone(),
             exception: ExceptionPolicer::new(
                 ExceptionRates {
                     urgent_pps: cfg.exception.urgent_rate_pps,

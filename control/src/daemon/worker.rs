@@ -230,6 +230,9 @@ pub struct WorkerSetup {
     pub timing: WorkerTiming,
     /// `Some` when frames must be steered in software (see `dataplane::steer`).
     pub steering: Option<Steering>,
+    /// `Some` under hardware steering with several workers: ICMP errors are re-steered by
+    /// their quoted client.
+    pub error_steering: Option<Steering>,
     /// The classification and budgets of frames for the control thread.
     pub exception: ExceptionPolicer,
     pub stop: Arc<AtomicBool>,
@@ -605,12 +608,14 @@ impl WorkerLoop {
             channels,
             timing,
             steering,
+            error_steering,
             exception,
             stop: _,
         } = setup;
         // Software steering runs in the pipeline's first pass, from the parse that plans a
         // frame.
         pipeline.set_steering(steering, identity.index);
+        pipeline.set_error_steering(error_steering, identity.index);
         let n_ports = queues.ports.len();
         let n_workers = queues.handoff_out.len();
         let io = Io {

@@ -124,6 +124,9 @@ struct State {
     fast: bool,
     /// Software steering, where this worker must hand other workers' clients over.
     steer: Option<Steer>,
+    /// Hardware steering: only ICMP errors are handed over (see
+    /// [`Pipeline::set_error_steering`]).
+    error_steer: Option<Steer>,
     /// The burst in hand was handed over by another worker: it is ours, steering or not.
     handed_over: bool,
     /// The head of the frame in hand as received, when it may be too big for its egress.
@@ -209,6 +212,7 @@ impl Pipeline {
                 changes: ChangeLog::default(),
                 fast: true,
                 steer: None,
+                error_steer: None,
                 handed_over: false,
                 saved: egress::SavedHead::new(),
                 too_big_budget: egress::ErrorBudget::new(),
@@ -277,6 +281,15 @@ impl Pipeline {
     /// changed. `me` is this worker's index. `None` (the default) hands nothing over.
     pub fn set_steering(&mut self, steering: Option<Steering>, me: u16) {
         self.st.steer = steering.map(|steering| Steer { steering, me });
+    }
+
+    /// With hardware steering (the NICs hash clients onto workers, see `steer`): ICMP and
+    /// ICMPv6 errors, which a NIC hashes on a router's address, are handed to the worker
+    /// owning the quoted packet's client ([`Verdict::HandOff`]); nothing else is. `me` is
+    /// this worker's index. Without it (`None`, the default) an error landing on another
+    /// worker than its client's finds no flow there.
+    pub fn set_error_steering(&mut self, steering: Option<Steering>, me: u16) {
+        self.st.error_steer = steering.map(|steering| Steer { steering, me });
     }
 
     /// Turns the fast paths off (or on again; they are on by default): every frame then goes
