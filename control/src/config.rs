@@ -2313,6 +2313,32 @@ mod tests {
     }
 
     #[test]
+    fn port_mtu_defaults_to_the_dataplane_mtu_and_is_checked() {
+        let c = load_config_str(LAB, "conf/lab.toml").unwrap();
+        assert!(c.spec.ports.iter().all(|p| p.mtu == 1500));
+        let text = with("workers = [1]", "workers = [1]\nmtu = 9000").replace(
+            "mac = \"02:00:00:00:02:01\"",
+            "mac = \"02:00:00:00:02:01\"\nmtu = 1400",
+        );
+        let c = load_config_str(&text, "t.toml").unwrap();
+        let mtus: Vec<u16> = c.spec.ports.iter().map(|p| p.mtu).collect();
+        assert_eq!(mtus, vec![9000, 1400]);
+        let text = LAB.replace(
+            "mac = \"02:00:00:00:02:01\"",
+            "mac = \"02:00:00:00:02:01\"\nmtu = 500",
+        );
+        let e = load_config_str(&text, "t.toml").unwrap_err();
+        assert_eq!(e.key, "port.backend.mtu");
+        assert!(e.reason.contains("576-9000"), "{e}");
+        let e = load_config_str(
+            &with("workers = [1]", "workers = [1]\nmtu = 9001"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "dataplane.mtu");
+    }
+
+    #[test]
     fn control_socket_must_be_an_absolute_path() {
         let c = load_config_str(LAB, "conf/lab.toml").unwrap();
         assert_eq!(

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dataplane::counters::WorkerCounters;
+use dataplane::fragment::Fragments;
 use dataplane::frame::{Frame, VecFrame, DEFAULT_HEADROOM};
 use dataplane::io::pcap::{PcapError, PcapReader, PcapWriter};
 use dataplane::model::{ApplianceSpec, Snapshot, SnapshotError};
-use dataplane::fragment::Fragments;
 use dataplane::pipeline::{Pipeline, Verdict, MAX_BURST};
 use serde::Serialize;
 

@@ -651,7 +651,12 @@ fn frames_over_the_egress_mtu_are_fragmented_or_refused_and_tshark_agrees() {
         let path = dir.join(format!("out/{capture}.pcap"));
         // Checksums checked too: a bad one is an expert warning.
         let out = Command::new("tshark")
-            .args(["-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"])
+            .args([
+                "-o",
+                "ip.check_checksum:TRUE",
+                "-o",
+                "udp.check_checksum:TRUE",
+            ])
             .arg("-r")
             .arg(&path)
             .args(["-Y", "_ws.malformed || _ws.expert.severity >= warning"])
@@ -665,9 +670,22 @@ fn frames_over_the_egress_mtu_are_fragmented_or_refused_and_tshark_agrees() {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(dir.join("out/backend.pcap"))
-        .args(["-Y", "isakmp", "-T", "fields", "-e", "ip.len", "-e", "isakmp.length"])
+        .args([
+            "-Y",
+            "isakmp",
+            "-T",
+            "fields",
+            "-e",
+            "ip.len",
+            "-e",
+            "isakmp.length",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.ends_with(&format!("\t{}", 3000 - 28))), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.ends_with(&format!("\t{}", 3000 - 28))),
+        "{text}"
+    );
 }

@@ -109,7 +109,10 @@ impl Fragments {
             return (0, self.first_data);
         }
         let start = self.first_data + (i - 1) * self.later_data;
-        (start, self.later_data.min(self.payload.saturating_sub(start)))
+        (
+            start,
+            self.later_data.min(self.payload.saturating_sub(start)),
+        )
     }
 
     /// IP header length of fragment `i`.
@@ -285,7 +288,14 @@ mod tests {
 
     #[test]
     fn vlan_tags_are_replicated() {
-        let frame = datagram(2000, &[], Vlan::Double { outer: 100, inner: 7 });
+        let frame = datagram(
+            2000,
+            &[],
+            Vlan::Double {
+                outer: 100,
+                inner: 7,
+            },
+        );
         let frags = all(&frame, 1280);
         assert_eq!(frags.len(), 2);
         for f in &frags {
@@ -298,7 +308,9 @@ mod tests {
     #[test]
     fn copied_options_go_in_every_fragment_others_only_in_the_first() {
         // Security (130, copied, 11 bytes), NOP, record route (7, not copied, 7 bytes), EOL.
-        let mut opts = vec![130, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 7, 7, 4, 0, 0, 0, 0, 0];
+        let mut opts = vec![
+            130, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 7, 7, 4, 0, 0, 0, 0, 0,
+        ];
         opts.resize(20, 0);
         let frame = datagram(2000, &opts, Vlan::Untagged);
         let frags = all(&frame, 1000);

@@ -208,24 +208,23 @@ fn find_client(frame: &[u8], role: Role, out: &mut [u8; 16]) -> Option<(usize, b
             let up = ip.upper_layer().ok()?;
             let first = up.fragment.is_none_or(|f| f.offset == 0);
             let icmp_type = p.get(up.offset).copied();
-            let (src, dst, quoted): (&[u8], &[u8], bool) = if up.protocol == ip_proto::ICMPV6
-                && first
-            {
-                match icmp_type {
-                    Some(t) if icmpv6::is_error(t) => {
-                        let q = p.get(up.offset + 8..up.offset + 48)?;
-                        if q[0] >> 4 != 6 {
-                            return None;
+            let (src, dst, quoted): (&[u8], &[u8], bool) =
+                if up.protocol == ip_proto::ICMPV6 && first {
+                    match icmp_type {
+                        Some(t) if icmpv6::is_error(t) => {
+                            let q = p.get(up.offset + 8..up.offset + 48)?;
+                            if q[0] >> 4 != 6 {
+                                return None;
+                            }
+                            (&q[24..40], &q[8..24], true)
                         }
-                        (&q[24..40], &q[8..24], true)
+                        // Neighbor discovery is link business, not a client's.
+                        Some(133..=137) => return None,
+                        _ => (&p[8..24], &p[24..40], false),
                     }
-                    // Neighbor discovery is link business, not a client's.
-                    Some(133..=137) => return None,
-                    _ => (&p[8..24], &p[24..40], false),
-                }
-            } else {
-                (&p[8..24], &p[24..40], false)
-            };
+                } else {
+                    (&p[8..24], &p[24..40], false)
+                };
             let a = if role == Role::Client { src } else { dst };
             out.copy_from_slice(a);
             Some((16, quoted))

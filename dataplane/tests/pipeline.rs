@@ -1381,7 +1381,12 @@ fn icmp_errors_under_hardware_steering_reach_the_quoted_clients_worker() {
     );
     assert_eq!(verdict[0], Verdict::Tx { port: BACKEND_PORT });
     assert_eq!(gateway_of4(f.bytes()), g);
-    assert_eq!(pipelines[usize::from(owner)].counters().icmp_errors_translated, 1);
+    assert_eq!(
+        pipelines[usize::from(owner)]
+            .counters()
+            .icmp_errors_translated,
+        1
+    );
     // Without the re-steering (the error handled where the NIC put it): no flow there.
     let mut alone = test_worker();
     assert_eq!(

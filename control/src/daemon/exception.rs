@@ -105,10 +105,11 @@ impl ExceptionPath {
         for itf in &spec.interfaces {
             let name = settings.tap_name(&itf.name);
             let port_mtu = spec.ports[usize::from(itf.port)].mtu;
-            let tap = configure(&name, itf, spec, port_mtu).map_err(|source| ExceptionError::Tap {
-                tap: name.clone(),
-                source,
-            })?;
+            let tap =
+                configure(&name, itf, spec, port_mtu).map_err(|source| ExceptionError::Tap {
+                    tap: name.clone(),
+                    source,
+                })?;
             taps.push(tap);
         }
         info!(

@@ -932,6 +932,7 @@ mod tests {
             handoff_in: 1,
             handoff_dropped: 1,
             tx_dropped: 1,
+            fragments_no_mbuf: 1,
             to_control_urgent_dropped: 1,
             to_control_dropped: 1,
             exception_policed: [1; ExceptionClass::COUNT],

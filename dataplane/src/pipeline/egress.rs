@@ -276,7 +276,9 @@ fn write_too_big<F: Frame>(
     // The error goes back out of the port the packet came in on: it must fit there too.
     let room = max.min(usize::from(port_mtu(snap, rx_port)));
     // The quote never makes the frame longer than it was (it is too big by construction).
-    let quote = room.saturating_sub(headers).min(ip_len.saturating_sub(headers));
+    let quote = room
+        .saturating_sub(headers)
+        .min(ip_len.saturating_sub(headers));
     let bytes = frame.bytes_mut();
     bytes.copy_within(at..at + quote, at + headers);
     let our_mac = if our_mac.is_unicast() {
