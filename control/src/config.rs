@@ -446,6 +446,8 @@ struct PortFile {
     #[serde(default)]
     device: String,
     mac: String,
+    /// IP MTU of the port's interfaces; `[dataplane] mtu` when left out.
+    mtu: Option<u16>,
     /// The untagged interface's role; a port that only carries VLANs leaves it out.
     role: Option<Role>,
     #[serde(default)]
@@ -590,7 +592,7 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             )
         })
         .collect();
-    let mut spec = v.spec(raw)?;
+    let mut spec = v.spec(raw, dataplane.mtu)?;
     let ha = match ha_raw {
         Some(h) => {
             let (settings, spec_ha) = v.ha(h, &spec)?;
@@ -691,6 +693,16 @@ impl Validator<'_> {
         Ok(mac)
     }
 
+    /// An IP MTU: at least IPv4's 576 (every host must accept datagrams that long), at most
+    /// 9000 (jumbo frames).
+    fn mtu(&self, key: &str, mtu: u16) -> Result<u16, ConfigError> {
+        if (576..=9000).contains(&mtu) {
+            Ok(mtu)
+        } else {
+            self.err(key, format!("{mtu} is outside 576-9000"))
+        }
+    }
+
     fn ip(&self, key: &str, s: &str) -> Result<IpAddr, ConfigError> {
         match s.parse() {
             Ok(a) => Ok(a),
@@ -727,8 +739,9 @@ impl Validator<'_> {
         }
     }
 
-    fn spec(&self, raw: File) -> Result<ApplianceSpec, ConfigError> {
-        let (ports, interfaces) = self.ports(&raw.port)?;
+    /// The appliance; `mtu` is `[dataplane] mtu`, the ports' default.
+    fn spec(&self, raw: File, mtu: u16) -> Result<ApplianceSpec, ConfigError> {
+        let (ports, interfaces) = self.ports(&raw.port, mtu)?;
         let own = self.own_addresses(&interfaces)?;
         let routes = self.routes(&raw.route, &interfaces)?;
         let neighbors = self.neighbors(&raw.neighbor, &interfaces)?;
@@ -754,7 +767,12 @@ impl Validator<'_> {
     }
 
     /// The `[[port]]` tables: the DPDK ports and the interfaces on them (untagged and VLANs).
-    fn ports(&self, raw: &[PortFile]) -> Result<(Vec<PortSpec>, Vec<InterfaceSpec>), ConfigError> {
+    /// `default_mtu` is `[dataplane] mtu`.
+    fn ports(
+        &self,
+        raw: &[PortFile],
+        default_mtu: u16,
+    ) -> Result<(Vec<PortSpec>, Vec<InterfaceSpec>), ConfigError> {
         let mut ports = Vec::new();
         let mut interfaces = Vec::new();
         let mut names = HashSet::new();
@@ -766,10 +784,12 @@ impl Validator<'_> {
             self.name(&format!("port[{p}]"), &port.name, &mut names)?;
             let mac = self.mac(&format!("{key}.mac"), &port.mac)?;
             let port_id = u16::try_from(p).or_else(|_| self.err("port", "too many ports"))?;
+            let mtu = self.mtu(&format!("{key}.mtu"), port.mtu.unwrap_or(default_mtu))?;
             ports.push(PortSpec {
                 name: port.name.clone(),
                 mac,
                 device: port.device.clone(),
+                mtu,
             });
             match port.role {
                 Some(role) => interfaces.push(InterfaceSpec {
@@ -1076,10 +1096,7 @@ impl Validator<'_> {
                 ),
             }
         };
-        let mtu = d.mtu.unwrap_or(def.mtu);
-        if !(576..=9000).contains(&mtu) {
-            return self.err("dataplane.mtu", format!("{mtu} is outside 576-9000"));
-        }
+        let mtu = self.mtu("dataplane.mtu", d.mtu.unwrap_or(def.mtu))?;
         let memory_mb = d.memory_mb.unwrap_or(def.memory_mb);
         if memory_mb < 64 {
             return self.err("dataplane.memory_mb", "at least 64 MB");
@@ -2310,6 +2327,32 @@ mod tests {
         assert_eq!(e.key, "dataplane.tx_desc");
         let e = load_config_str(&with("workers = [1]", "cores = [1]"), "t.toml").unwrap_err();
         assert!(e.reason.contains("cores"), "{e}");
+    }
+
+    #[test]
+    fn port_mtu_defaults_to_the_dataplane_mtu_and_is_checked() {
+        let c = load_config_str(LAB, "conf/lab.toml").unwrap();
+        assert!(c.spec.ports.iter().all(|p| p.mtu == 1500));
+        let text = with("workers = [1]", "workers = [1]\nmtu = 9000").replace(
+            "mac = \"02:00:00:00:02:01\"",
+            "mac = \"02:00:00:00:02:01\"\nmtu = 1400",
+        );
+        let c = load_config_str(&text, "t.toml").unwrap();
+        let mtus: Vec<u16> = c.spec.ports.iter().map(|p| p.mtu).collect();
+        assert_eq!(mtus, vec![9000, 1400]);
+        let text = LAB.replace(
+            "mac = \"02:00:00:00:02:01\"",
+            "mac = \"02:00:00:00:02:01\"\nmtu = 500",
+        );
+        let e = load_config_str(&text, "t.toml").unwrap_err();
+        assert_eq!(e.key, "port.backend.mtu");
+        assert!(e.reason.contains("576-9000"), "{e}");
+        let e = load_config_str(
+            &with("workers = [1]", "workers = [1]\nmtu = 9001"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "dataplane.mtu");
     }
 
     #[test]

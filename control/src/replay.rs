@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dataplane::counters::WorkerCounters;
+use dataplane::fragment::Fragments;
 use dataplane::frame::{Frame, VecFrame, DEFAULT_HEADROOM};
 use dataplane::io::pcap::{PcapError, PcapReader, PcapWriter};
 use dataplane::model::{ApplianceSpec, Snapshot, SnapshotError};
@@ -186,6 +187,8 @@ pub fn run(
     let mut frames: Vec<VecFrame> = (0..MAX_BURST).map(|_| VecFrame::new(&[])).collect();
     let mut stamps = [0u64; MAX_BURST];
     let mut verdicts = [Verdict::ToControl; MAX_BURST];
+    // One fragment at a time, as the daemon writes each into an mbuf.
+    let mut fragment = vec![0u8; usize::from(u16::MAX)];
     // Each round takes the source with the oldest next frame; ties go to the first listed.
     while let Some(i) = sources
         .iter()
@@ -225,15 +228,26 @@ pub fn run(
         }
         pipeline.process_burst(now, port, &mut frames[..n], &mut verdicts[..n]);
         for ((frame, verdict), ts) in frames[..n].iter().zip(&verdicts[..n]).zip(&stamps[..n]) {
-            if let Verdict::Tx { port } = verdict {
-                let p = usize::from(*port);
-                let path = out_dir.join(format!("{}.pcap", port_names[p]));
+            let (p, mtu) = match *verdict {
+                Verdict::Tx { port } => (usize::from(port), None),
+                Verdict::Fragment { port, mtu } => (usize::from(port), Some(mtu)),
+                _ => continue,
+            };
+            let path = out_dir.join(format!("{}.pcap", port_names[p]));
+            let mut write = |bytes: &[u8]| {
                 writers[p]
-                    .write_packet(*ts, frame.bytes())
-                    .map_err(|error| ReplayError::Capture { path, error })?;
-                if let Some(r) = ports.get_mut(&port_names[p]) {
-                    r.tx_packets += 1;
-                }
+                    .write_packet(*ts, bytes)
+                    .map_err(|error| ReplayError::Capture {
+                        path: path.clone(),
+                        error,
+                    })
+            };
+            let sent = match mtu {
+                None => write(frame.bytes()).map(|()| 1)?,
+                Some(mtu) => write_fragments(frame.bytes(), mtu, &mut fragment, &mut write)?,
+            };
+            if let Some(r) = ports.get_mut(&port_names[p]) {
+                r.tx_packets += sent;
             }
         }
     }
@@ -244,6 +258,27 @@ pub fn run(
         })?;
     }
     Ok(report(&pipeline, &snap, ports, with_affinity))
+}
+
+/// Writes the fragments of `frame` for `mtu` (the pipeline's `Verdict::Fragment`) through
+/// `write`, each built in `buf`; returns how many.
+fn write_fragments(
+    frame: &[u8],
+    mtu: u16,
+    buf: &mut [u8],
+    write: &mut dyn FnMut(&[u8]) -> Result<(), ReplayError>,
+) -> Result<u64, ReplayError> {
+    let Ok(plan) = Fragments::plan(frame, mtu) else {
+        return Ok(0);
+    };
+    let mut sent = 0;
+    for i in 0..plan.count() {
+        if let Some(len) = plan.write(frame, i, buf) {
+            write(&buf[..len])?;
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 fn seconds(ts_ns: u64) -> u32 {

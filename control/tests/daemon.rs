@@ -985,3 +985,75 @@ fn forged_urgent_frames_from_the_client_side_are_refused_or_policed() {
     }
     assert_eq!(io["to_control_urgent_dropped"], 0, "{io}");
 }
+
+/// The egress MTU in the real daemon: a datagram without DF over the backend port's MTU leaves
+/// as fragments built in mbufs from the port's pool, one with DF and an IPv6 one come back as
+/// ICMP errors, all exactly as replay writes them.
+#[test]
+fn frames_over_the_egress_mtu_leave_as_replay_writes_them() {
+    use testkit::{lab as labnet, Ipv4Opts, L2, L4};
+    let _one = one_daemon_at_a_time();
+    let dir = tmpdir("mtu");
+    let conf = lab_conf().replacen(
+        "mac = \"02:00:00:00:02:01\"",
+        "mac = \"02:00:00:00:02:01\"\nmtu = 1400",
+        1,
+    );
+    let spec = config::load_str(&conf, "conf/lab.toml").unwrap();
+    let l2 = L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC);
+    // IPv4 packets of 1450 bytes (IPv6 1470): over the backend's 1400, within 1500.
+    let ike = |ke: usize| testkit::ike_sa_init_request(7, &[1; 32], 19, ke, &[]);
+    let ike = ike(1450 - 28 - ike(0).len());
+    let udp = L4::Udp {
+        src: 500,
+        dst: 500,
+        payload: &ike,
+    };
+    let v4 = |last: u8, dont_frag: bool| {
+        let opts = Ipv4Opts {
+            dont_frag,
+            ..Ipv4Opts::default()
+        };
+        let c = std::net::Ipv4Addr::new(198, 18, 81, last);
+        testkit::ipv4(&l2, c, labnet::VIP_V4, &opts, &udp)
+    };
+    let c6: std::net::Ipv6Addr = "2001:2:0:64::81".parse().unwrap();
+    let input = vec![
+        v4(1, false),
+        v4(2, true),
+        testkit::ipv6(&l2, &c6, &labnet::VIP_V6, 64, &[], &udp),
+    ];
+    assert!(input
+        .iter()
+        .all(|f| f.len() > 14 + 1400 && f.len() <= 14 + 1500));
+    write_client_input(&dir, &input);
+    let inputs = [Input {
+        port: "client".into(),
+        path: dir.join("in/client.pcap"),
+    }];
+    let replayed = replay::run(spec, &inputs, &dir.join("replay"), false).unwrap();
+    assert_eq!(replayed.counters.mtu.fragments, 2);
+    let replay_client = frames(&dir.join("replay/client.pcap"));
+    let replay_backend = frames(&dir.join("replay/backend.pcap"));
+    assert_eq!((replay_client.len(), replay_backend.len()), (2, 2));
+
+    let run = run_daemon_with(&dir, 1, &conf);
+    let keep = |port: &str| -> Vec<Vec<u8>> {
+        frames(&run.out.join(format!("{port}-w0.pcap")))
+            .into_iter()
+            .filter(|f| !is_control_frame(f))
+            .collect()
+    };
+    assert!(
+        multiset(keep("client")) == multiset(replay_client),
+        "client port: the daemon's ICMP errors differ from replay's"
+    );
+    assert!(
+        multiset(keep("backend")) == multiset(replay_backend),
+        "backend port: the daemon's fragments differ from replay's"
+    );
+    let c = &run.report["counters"]["mtu"];
+    assert_eq!(c["fragmented"], 1, "{c}");
+    assert_eq!(c["frag_needed"], 1, "{c}");
+    assert_eq!(c["packet_too_big"], 1, "{c}");
+}

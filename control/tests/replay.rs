@@ -585,3 +585,107 @@ fn redirect_mode_answers_with_rfc5685_bytes_on_the_client_port() {
     );
     assert_eq!(svc.malformed_ike_sa_init, 1);
 }
+
+/// An IKE_SA_INIT from `client` to the VIP whose IP packet is `ip_len` bytes (a KE payload
+/// as long as needed), DF as given.
+fn big_ike_to_vip(client: IpAddr, ip_len: usize, df: bool) -> Vec<u8> {
+    use testkit::{Ipv4Opts, L2, L4};
+    let l2 = L2::new(labnet::ROUTER_MAC, labnet::CLIENT_PORT_MAC);
+    let headers = if client.is_ipv6() { 48 } else { 28 };
+    let ike = |ke: usize| testkit::ike_sa_init_request(7, &[1; 32], 19, ke, &[]);
+    let overhead = ike(0).len();
+    let ike = ike(ip_len - headers - overhead);
+    let udp = L4::Udp {
+        src: 500,
+        dst: 500,
+        payload: &ike,
+    };
+    match client {
+        IpAddr::V4(c) => {
+            let opts = Ipv4Opts {
+                dont_frag: df,
+                ident: 0x2222,
+                ..Ipv4Opts::default()
+            };
+            testkit::ipv4(&l2, c, labnet::VIP_V4, &opts, &udp)
+        }
+        IpAddr::V6(c) => testkit::ipv6(&l2, &c, &labnet::VIP_V6, 64, &[], &udp),
+    }
+}
+
+/// Frames over the backend port's MTU: fragments (IPv4 without DF) on the backend, ICMP
+/// fragmentation-needed (DF) and packet-too-big (IPv6) back on the client port; tshark finds
+/// nothing malformed in either capture, and reassembles the fragments.
+#[test]
+fn frames_over_the_egress_mtu_are_fragmented_or_refused_and_tshark_agrees() {
+    let dir = tmpdir("mtu");
+    let s = 1_000_000_000u64;
+    let t0 = 1_700_000_000 * s;
+    let c4: IpAddr = "198.18.70.20".parse().unwrap();
+    let c6: IpAddr = "2001:2:0:64::20".parse().unwrap();
+    let frames = vec![
+        (t0, big_ike_to_vip(c4, 3000, false)),
+        (t0 + 1, big_ike_to_vip(c4, 1450, true)),
+        (t0 + 2, big_ike_to_vip(c6, 1450, false)),
+        (t0 + 3, big_ike_to_vip(c4, 1400, true)),
+    ];
+    write_capture(&dir.join("c.pcap"), &frames);
+    let mut spec = config::load(&lab_conf()).unwrap();
+    spec.ports[1].mtu = 1400;
+    let inputs = [Input {
+        port: "client".into(),
+        path: dir.join("c.pcap"),
+    }];
+    let r = replay::run(spec, &inputs, &dir.join("out"), false).unwrap();
+    assert_eq!(r.counters.mtu.fragmented, 1);
+    assert_eq!(r.counters.mtu.fragments, 3);
+    assert_eq!(r.counters.mtu.frag_needed, 1);
+    assert_eq!(r.counters.mtu.packet_too_big, 1);
+    let backend = read_all(&dir.join("out/backend.pcap"));
+    // Three fragments, then the 1400-byte packet that fits.
+    assert_eq!(backend.len(), 4);
+    assert!(backend.iter().all(|(_, f)| f.len() <= 14 + 1400));
+    let client = read_all(&dir.join("out/client.pcap"));
+    assert_eq!(client.len(), 2);
+    for capture in ["backend", "client"] {
+        let path = dir.join(format!("out/{capture}.pcap"));
+        // Checksums checked too: a bad one is an expert warning.
+        let out = Command::new("tshark")
+            .args([
+                "-o",
+                "ip.check_checksum:TRUE",
+                "-o",
+                "udp.check_checksum:TRUE",
+            ])
+            .arg("-r")
+            .arg(&path)
+            .args(["-Y", "_ws.malformed || _ws.expert.severity >= warning"])
+            .output()
+            .expect("tshark (scripts/setup.sh installs it)");
+        assert!(out.status.success(), "tshark on {capture}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.trim().is_empty(), "tshark on {capture}:\n{text}");
+    }
+    // tshark reassembles the three fragments into the client's IKE_SA_INIT.
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(dir.join("out/backend.pcap"))
+        .args([
+            "-Y",
+            "isakmp",
+            "-T",
+            "fields",
+            "-e",
+            "ip.len",
+            "-e",
+            "isakmp.length",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.ends_with(&format!("\t{}", 3000 - 28))),
+        "{text}"
+    );
+}

@@ -37,6 +37,8 @@ crate::named_reasons! {
         NotMaster => "not-master", "For a VIP or floating address while this appliance is the HA pair's backup.";
         UdpLength => "udp-length", "A whole (unfragmented) UDP datagram whose length field disagrees with the IP payload.";
         MalformedIke => "malformed-ike", "On the IKE port, or behind the non-ESP marker on the NAT-T port: no valid IKE header (shorter than 28 bytes, bad version or exchange, or a length field that disagrees with the datagram).";
+        MtuExceeded => "mtu-exceeded", "Longer than the egress port's MTU, and neither fragmented nor answered with an ICMP error: an ICMP error itself, a non-first fragment, a frame the appliance wrote (an answer), or no source address for the error on the receiving interface.";
+        IcmpRateLimited => "icmp-rate-limited", "Longer than the egress port's MTU with DF set (or IPv6): the fragmentation-needed / packet-too-big error to its sender was over the worker's budget (100 a second).";
         MalformedIkeSaInit => "malformed-ike-sa-init", "An IKE_SA_INIT request to a redirecting service that cannot be answered: broken header or payload chain, no SA, KE or valid nonce, a bad UDP checksum, or an answer longer than the request.";
     }
 }
@@ -183,6 +185,29 @@ impl ClientCounters {
     }
 }
 
+/// What the egress MTU check did with frames longer than their egress port's MTU (the drops
+/// are `mtu-exceeded` and `icmp-rate-limited`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MtuCounters {
+    /// IPv4 datagrams without DF cut into fragments (RFC 791).
+    pub fragmented: u64,
+    /// The fragments they made (also counted in `tx_packets`).
+    pub fragments: u64,
+    /// ICMP fragmentation-needed errors (type 3 code 4) sent for IPv4 packets with DF.
+    pub frag_needed: u64,
+    /// ICMPv6 packet-too-big errors sent.
+    pub packet_too_big: u64,
+}
+
+impl MtuCounters {
+    fn add(&mut self, o: &MtuCounters) {
+        self.fragmented += o.fragmented;
+        self.fragments += o.fragments;
+        self.frag_needed += o.frag_needed;
+        self.packet_too_big += o.packet_too_big;
+    }
+}
+
 /// Everything one worker counts. Plain integers: the owner increments, others read copies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerCounters {
@@ -203,6 +228,8 @@ pub struct WorkerCounters {
     pub classes: [u64; Class::COUNT],
     pub drops: [u64; DropReason::COUNT],
     pub clients: ClientCounters,
+    /// Frames over their egress port's MTU.
+    pub mtu: MtuCounters,
     /// The shard's own counters, copied in when counters are read.
     pub affinity: AffinityCounters,
     /// `[service][gateway]`.
@@ -267,6 +294,7 @@ impl WorkerCounters {
             *a += b;
         }
         self.clients.add(&o.clients);
+        self.mtu.add(&o.mtu);
         self.affinity = add_affinity(&self.affinity, &o.affinity);
         if self.gateways.len() < o.gateways.len() {
             self.gateways.resize(o.gateways.len(), Vec::new());
@@ -321,7 +349,7 @@ impl<I: Copy> Serialize for Named<'_, I> {
 
 impl Serialize for WorkerCounters {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("WorkerCounters", 17)?;
+        let mut st = s.serialize_struct("WorkerCounters", 18)?;
         st.serialize_field("rx_packets", &self.rx_packets)?;
         st.serialize_field("rx_bytes", &self.rx_bytes)?;
         st.serialize_field("tx_packets", &self.tx_packets)?;
@@ -350,6 +378,7 @@ impl Serialize for WorkerCounters {
             },
         )?;
         st.serialize_field("clients", &self.clients)?;
+        st.serialize_field("mtu", &self.mtu)?;
         st.serialize_field("affinity", &self.affinity)?;
         st.serialize_field("gateways", &self.gateways)?;
         st.serialize_field("services", &self.services)?;

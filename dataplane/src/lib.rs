@@ -51,6 +51,7 @@ pub mod classify;
 pub mod counters;
 pub mod emit;
 pub mod exception;
+pub mod fragment;
 pub mod frame;
 pub mod io;
 pub mod model;

@@ -154,7 +154,13 @@ pub struct PortSpec {
     pub mac: EthernetAddress,
     /// The DPDK device string the daemon attaches (unused by the pipeline itself).
     pub device: String,
+    /// The IP MTU of every interface on the port (frame length less the Ethernet header and
+    /// VLAN tags): longer packets leaving here are fragmented or refused with an ICMP error.
+    pub mtu: u16,
 }
+
+/// The MTU of a port whose configuration names none (Ethernet's).
+pub const DEFAULT_MTU: u16 = 1500;
 
 /// A logical interface: a port, or a VLAN (802.1Q or 802.1ad + 802.1Q) on a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -728,6 +734,9 @@ pub struct Snapshot {
     /// one snapshot to the next while the services and gateways keep their names and order
     /// (see [`Snapshot::share_loads`]).
     pub loads: Arc<LoadBoard>,
+    /// The smallest port MTU: frames no longer than it (plus an Ethernet header) fit every
+    /// port, and the pipeline's egress check skips them.
+    pub min_mtu: u16,
 }
 
 /// What [`Snapshot::build`] could not derive from a spec.
@@ -976,7 +985,9 @@ impl Snapshot {
         set_routes(&routes, &mut v4, &mut v6);
         let loads = Arc::new(LoadBoard::new(load_layout(&spec)));
         let untagged = Ingress::by_port(&interfaces);
+        let min_mtu = spec.ports.iter().map(|p| p.mtu).min().unwrap_or(u16::MAX);
         Ok(Snapshot {
+            min_mtu,
             generation,
             spec,
             services,

@@ -159,10 +159,26 @@ impl Steering {
         let len = client_address(frame, role, &mut buf)?;
         Some(self.owner_of_client(&buf[..len]))
     }
+
+    /// [`Self::owner`] for ICMP and ICMPv6 errors only (`None` for every other frame): the
+    /// worker owning the client of the quoted packet. NICs hash an error on its outer
+    /// addresses (a router's), so even with hardware steering it may arrive anywhere.
+    pub fn icmp_error_owner(&self, frame: &[u8], role: Role) -> Option<u16> {
+        let mut buf = [0u8; 16];
+        match find_client(frame, role, &mut buf)? {
+            (len, true) => Some(self.owner_of_client(&buf[..len])),
+            (_, false) => None,
+        }
+    }
 }
 
 /// Writes the frame's client address into `out` and returns its length (4 or 16).
 pub fn client_address(frame: &[u8], role: Role, out: &mut [u8; 16]) -> Option<usize> {
+    find_client(frame, role, out).map(|(len, _)| len)
+}
+
+/// [`client_address`], and whether the address came from an ICMP error's quoted packet.
+fn find_client(frame: &[u8], role: Role, out: &mut [u8; 16]) -> Option<(usize, bool)> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     match eth.ethertype() {
         ethertype::IPV4 => {
@@ -184,7 +200,7 @@ pub fn client_address(frame: &[u8], role: Role, out: &mut [u8; 16]) -> Option<us
             };
             let a = if role == Role::Client { src } else { dst };
             out[..4].copy_from_slice(a);
-            Some(4)
+            Some((4, quoted))
         }
         ethertype::IPV6 => {
             let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
@@ -192,25 +208,26 @@ pub fn client_address(frame: &[u8], role: Role, out: &mut [u8; 16]) -> Option<us
             let up = ip.upper_layer().ok()?;
             let first = up.fragment.is_none_or(|f| f.offset == 0);
             let icmp_type = p.get(up.offset).copied();
-            let (src, dst): (&[u8], &[u8]) = if up.protocol == ip_proto::ICMPV6 && first {
-                match icmp_type {
-                    Some(t) if icmpv6::is_error(t) => {
-                        let q = p.get(up.offset + 8..up.offset + 48)?;
-                        if q[0] >> 4 != 6 {
-                            return None;
+            let (src, dst, quoted): (&[u8], &[u8], bool) =
+                if up.protocol == ip_proto::ICMPV6 && first {
+                    match icmp_type {
+                        Some(t) if icmpv6::is_error(t) => {
+                            let q = p.get(up.offset + 8..up.offset + 48)?;
+                            if q[0] >> 4 != 6 {
+                                return None;
+                            }
+                            (&q[24..40], &q[8..24], true)
                         }
-                        (&q[24..40], &q[8..24])
+                        // Neighbor discovery is link business, not a client's.
+                        Some(133..=137) => return None,
+                        _ => (&p[8..24], &p[24..40], false),
                     }
-                    // Neighbor discovery is link business, not a client's.
-                    Some(133..=137) => return None,
-                    _ => (&p[8..24], &p[24..40]),
-                }
-            } else {
-                (&p[8..24], &p[24..40])
-            };
+                } else {
+                    (&p[8..24], &p[24..40], false)
+                };
             let a = if role == Role::Client { src } else { dst };
             out.copy_from_slice(a);
-            Some(16)
+            Some((16, quoted))
         }
         _ => None,
     }

@@ -12,7 +12,7 @@ use common::*;
 use dataplane::affinity::AffinityValue;
 use dataplane::classify::Class;
 use dataplane::counters::DropReason;
-use dataplane::frame::VecFrame;
+use dataplane::frame::{Frame, VecFrame};
 use dataplane::model::{ApplianceSpec, GatewaySpec, InterfaceSpec, NeighborSpec, Role, Snapshot};
 use dataplane::pipeline::{Pipeline, Verdict};
 use dataplane::schedule::{GatewayState, SchedulerKind};
@@ -1317,6 +1317,110 @@ fn fragmentation_needed_from_the_router_reaches_the_clients_gateway_translated()
         "quoted UDP checksum"
     );
     assert_eq!(w.counters().icmp_errors_translated, 1);
+}
+
+/// With hardware RSS the NIC hashes an ICMP error from the client side on its source, a
+/// router's address: it lands on the router's worker, not the quoted client's. That worker
+/// hands it to the client's owner, which translates it (without the hand-off, 3 in 4 errors
+/// would find no flow: path-MTU discovery through the appliance would fail).
+#[test]
+fn icmp_errors_under_hardware_steering_reach_the_quoted_clients_worker() {
+    use dataplane::steer::Steering;
+    let workers = 4;
+    let steering = Steering::new(workers);
+    // The NIC's pick on a client port: the L3 source.
+    let nic = |a: Ipv4Addr| steering.owner_of_client(&a.octets());
+    let router_worker = nic(ROUTER_V4);
+    let c = (0..)
+        .map(client_v4)
+        .find(|c| nic(*c) != router_worker)
+        .expect("a client owned elsewhere");
+    let owner = nic(c);
+    let mut pipelines: Vec<Pipeline> = (0..workers)
+        .map(|me| {
+            let mut w = test_worker();
+            w.set_error_steering(Some(steering.clone()), me);
+            w
+        })
+        .collect();
+    // The client's traffic reaches its owner by RSS, which schedules and confirms it.
+    let g = confirm4(&mut pipelines[usize::from(owner)], NOW, c);
+    let esp = testkit::esp_payload(0xc200_0001, 5, 64);
+    let sent = ip_part(&udp4(from_router(), lab::VIP_V4, c, 4500, 4500, &esp));
+    let l4 = L4::Icmpv4 {
+        msg_type: 3,
+        code: 4,
+        rest: 1400,
+        payload: &sent,
+    };
+    let err = testkit::ipv4(
+        &from_router(),
+        ROUTER_V4,
+        lab::VIP_V4,
+        &Ipv4Opts::default(),
+        &l4,
+    );
+    let receiver = &mut pipelines[usize::from(router_worker)];
+    let (v, out) = run(receiver, CLIENT_PORT, &err);
+    assert_eq!(v, Verdict::HandOff { worker: owner });
+    assert_eq!(out, err, "handed over untouched");
+    assert_eq!(receiver.counters().rx_packets, 0, "the owner counts it");
+    // Non-errors stay where the NIC put them (it already hashed them by their client).
+    let other = client_ike4(c);
+    assert!(!matches!(
+        run(receiver, CLIENT_PORT, &other).0,
+        Verdict::HandOff { .. }
+    ));
+    let mut f = VecFrame::new(&err);
+    let mut verdict = [Verdict::ToControl];
+    pipelines[usize::from(owner)].process_handed_over(
+        NOW,
+        CLIENT_PORT,
+        std::slice::from_mut(&mut f),
+        &mut verdict,
+    );
+    assert_eq!(verdict[0], Verdict::Tx { port: BACKEND_PORT });
+    assert_eq!(gateway_of4(f.bytes()), g);
+    assert_eq!(
+        pipelines[usize::from(owner)]
+            .counters()
+            .icmp_errors_translated,
+        1
+    );
+    // Without the re-steering (the error handled where the NIC put it): no flow there.
+    let mut alone = test_worker();
+    assert_eq!(
+        run(&mut alone, CLIENT_PORT, &err).0,
+        Verdict::Drop(DropReason::IcmpNoFlow)
+    );
+}
+
+/// The same for ICMPv6 packet-too-big.
+#[test]
+fn icmpv6_errors_under_hardware_steering_reach_the_quoted_clients_worker() {
+    use dataplane::steer::Steering;
+    let workers = 4;
+    let steering = Steering::new(workers);
+    let nic = |a: Ipv6Addr| steering.owner_of_client(&a.octets());
+    let router_worker = nic(ROUTER_V6);
+    let c = (0..)
+        .map(client_v6)
+        .find(|c| nic(*c) != router_worker)
+        .expect("a client owned elsewhere");
+    let sent = ip_part(&udp6(from_router(), lab::VIP_V6, c, 500, 500, &[0; 64]));
+    let l4 = L4::Icmpv6 {
+        msg_type: icmpv6_type::PACKET_TOO_BIG,
+        code: 0,
+        rest: 1280,
+        payload: &sent,
+    };
+    let err = testkit::ipv6(&from_router(), &ROUTER_V6, &lab::VIP_V6, 64, &[], &l4);
+    let mut w = test_worker();
+    w.set_error_steering(Some(steering.clone()), router_worker);
+    assert_eq!(
+        run(&mut w, CLIENT_PORT, &err).0,
+        Verdict::HandOff { worker: nic(c) }
+    );
 }
 
 #[test]

@@ -125,11 +125,13 @@ pub mod lab {
                     name: "client".into(),
                     mac: CLIENT_PORT_MAC,
                     device: String::new(),
+                    mtu: DEFAULT_MTU,
                 },
                 PortSpec {
                     name: "backend".into(),
                     mac: BACKEND_PORT_MAC,
                     device: String::new(),
+                    mtu: DEFAULT_MTU,
                 },
             ],
             interfaces: vec![

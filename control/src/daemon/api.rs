@@ -323,6 +323,7 @@ fn show_drops(ctx: &Ctx<'_>) -> Value {
     for (name, n) in [
         ("handoff-ring-full", io.handoff_dropped),
         ("tx-ring-full", io.tx_dropped),
+        ("fragment-no-mbuf", io.fragments_no_mbuf),
         ("control-ring-full", io.to_control_dropped),
         ("control-urgent-ring-full", io.to_control_urgent_dropped),
         (
@@ -402,15 +403,15 @@ fn defer(ctx: &mut Ctx<'_>, asked: Result<QuestionKind, WorkerQueryError>) -> An
 
 /// What a reload cannot change in a running daemon, if anything changed.
 pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
-    let ports = |c: &Config| -> Vec<(String, String)> {
+    let ports = |c: &Config| -> Vec<(String, String, u16)> {
         c.spec
             .ports
             .iter()
-            .map(|p| (p.name.clone(), p.device.clone()))
+            .map(|p| (p.name.clone(), p.device.clone(), p.mtu))
             .collect()
     };
     if ports(old) != ports(new) {
-        Some("the ports (names or devices)")
+        Some("the ports (names, devices or MTUs)")
     } else if old.dataplane != new.dataplane {
         Some("[dataplane]")
     } else if old.spec.affinity != new.spec.affinity {
@@ -733,6 +734,29 @@ fn traffic_metrics(x: &mut Exposition, t: &Totals) {
             .iter()
             .map(|r| (format!("{{reason=\"{}\"}}", r.name()), c.dropped(*r)))
             .collect::<Vec<_>>(),
+    );
+    x.counter(
+        "mtu_fragmented_total",
+        "IPv4 datagrams without DF longer than their egress port's MTU, fragmented.",
+        &one(c.mtu.fragmented),
+    );
+    x.counter(
+        "mtu_fragments_total",
+        "Fragments made of them (also in tx_packets_total).",
+        &one(c.mtu.fragments),
+    );
+    x.counter(
+        "mtu_fragments_no_mbuf_total",
+        "Fragments not sent for want of an mbuf.",
+        &one(t.io.fragments_no_mbuf),
+    );
+    x.counter(
+        "icmp_too_big_sent_total",
+        "ICMP errors sent for packets longer than their egress port's MTU: fragmentation needed (IPv4 with DF), packet too big (IPv6).",
+        &[
+            ("{family=\"ipv4\"}".to_string(), c.mtu.frag_needed),
+            ("{family=\"ipv6\"}".to_string(), c.mtu.packet_too_big),
+        ],
     );
     x.counter(
         "affinity_prefix_quota_total",

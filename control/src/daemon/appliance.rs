@@ -111,6 +111,9 @@ pub(super) struct Ports {
     pub reports: Vec<PortReport>,
     /// `Some` when clients are steered to workers in software.
     pub steering: Option<Steering>,
+    /// `Some` when the NICs steer clients (RSS) to more than one worker: only ICMP errors are
+    /// steered in software then.
+    pub error_steering: Option<Steering>,
     /// One pool per NUMA socket that has ports.
     pools: Pools,
 }
@@ -364,7 +367,9 @@ impl Pools {
                 n_ports * per_port + (n_workers + 1) * u64::from(RING_SIZE) + buffers + 4096;
             u32::try_from(total).unwrap_or(u32::MAX)
         });
-        let data_room = (d.mtu + 14 + 8 + 4 + dpdk::MBUF_HEADROOM).max(dpdk::DEFAULT_DATA_ROOM);
+        // The largest port's frames (and fragments, which are no longer) must fit one mbuf.
+        let mtu = cfg.spec.ports.iter().map(|p| p.mtu).fold(d.mtu, u16::max);
+        let data_room = (mtu + 14 + 8 + 4 + dpdk::MBUF_HEADROOM).max(dpdk::DEFAULT_DATA_ROOM);
         Pools {
             pools: BTreeMap::new(),
             mbufs,
@@ -392,6 +397,16 @@ impl Pools {
         info!(pool = %name, mbufs, data_room, "mbuf pool created");
         self.pools.insert(key, pool);
         Ok(pool)
+    }
+
+    /// The pool `start_port` made for `port`'s socket (workers build fragments for the port
+    /// in it); `None` before that.
+    fn port_pool(&self, port: &Port) -> Option<Mempool> {
+        let key = port
+            .socket_id()
+            .and_then(|s| i32::try_from(s).ok())
+            .unwrap_or(dpdk::SOCKET_ANY);
+        self.pools.get(&key).copied()
     }
 
     /// The pool the control thread builds its frames in: the first port's.
@@ -429,6 +444,9 @@ fn start_ports(cfg: &Config) -> Result<Ports, StartError> {
         ports.push(port);
     }
     let steering = (n_workers > 1 && !hardware_steering).then(|| Steering::new(queues));
+    // The NICs steer clients; ICMP errors, hashed on a router's address, are re-steered by
+    // the quoted client in software with the same key and table.
+    let error_steering = (n_workers > 1 && hardware_steering).then(|| Steering::new(queues));
     let reports = cfg
         .spec
         .ports
@@ -459,6 +477,7 @@ fn start_ports(cfg: &Config) -> Result<Ports, StartError> {
         ports,
         reports,
         steering,
+        error_steering,
         pools,
     })
 }
@@ -493,7 +512,7 @@ fn start_port(cfg: &Config, i: usize, pools: &mut Pools) -> Result<(Port, RssSta
     };
     pc.rss_key = RSS_KEY;
     pc.checksum_offload = false;
-    pc.mtu = d.mtu;
+    pc.mtu = p.mtu;
     let setup = dpdk(format!("configure port {}", p.name), port.configure(&pc))?;
     if let Ok(mac) = port.mac() {
         if mac != p.mac.0 {
@@ -643,7 +662,7 @@ fn spawn_workers(
         let index =
             u16::try_from(w).map_err(|_| StartError::TooManyWorkers { workers: n_workers })?;
         let queues = WorkerQueues {
-            ports: worker_port_queues(&ports.ports, index)?,
+            ports: worker_port_queues(ports, index)?,
             handoff_out: (0..n_workers)
                 .map(|o| {
                     if o == w {
@@ -685,6 +704,7 @@ fn spawn_workers(
                 tx_flush_us: d.tx_flush_us,
             },
             steering: ports.steering.clone(),
+            error_steering: ports.error_steering.clone(),
             exception: ExceptionPolicer::new(
                 ExceptionRates {
                     urgent_pps: cfg.exception.urgent_rate_pps,
@@ -719,15 +739,24 @@ fn spawn_workers(
     ))
 }
 
-/// Worker `w`'s RX and TX queue on every port.
-fn worker_port_queues(ports: &[Port], w: u16) -> Result<Vec<PortQueues>, StartError> {
+/// Worker `w`'s RX and TX queue on every port, and the port's pool.
+fn worker_port_queues(ports: &Ports, w: u16) -> Result<Vec<PortQueues>, StartError> {
     ports
+        .ports
         .iter()
         .enumerate()
         .map(|(p, port)| {
+            let pool = match ports.pools.port_pool(port) {
+                Some(pool) => pool,
+                None => dpdk(
+                    format!("mbuf pool of port {p}"),
+                    Err(DpdkError::PoolExhausted),
+                )?,
+            };
             Ok(PortQueues {
                 rx: dpdk(format!("RX queue {w} of port {p}"), port.rx_queue(w))?,
                 tx: dpdk(format!("TX queue {w} of port {p}"), port.tx_queue(w))?,
+                pool,
             })
         })
         .collect()

@@ -92,7 +92,8 @@ struct SyncPeer {
 }
 
 impl ExceptionPath {
-    /// Creates and configures the TAPs. `mtu` is the dataplane's.
+    /// Creates and configures the TAPs, each with its port's MTU. `mtu` is the dataplane's
+    /// (the read buffer holds the largest of it and the ports').
     pub fn open(
         settings: &ExceptionSettings,
         spec: &ApplianceSpec,
@@ -108,10 +109,12 @@ impl ExceptionPath {
         let mut taps = Vec::new();
         for itf in &spec.interfaces {
             let name = settings.tap_name(&itf.name);
-            let tap = configure(&name, itf, spec, mtu).map_err(|source| ExceptionError::Tap {
-                tap: name.clone(),
-                source,
-            })?;
+            let port_mtu = spec.ports[usize::from(itf.port)].mtu;
+            let tap =
+                configure(&name, itf, spec, port_mtu).map_err(|source| ExceptionError::Tap {
+                    tap: name.clone(),
+                    source,
+                })?;
             taps.push(tap);
         }
         info!(
@@ -123,7 +126,7 @@ impl ExceptionPath {
             taps,
             vlans: spec.interfaces.iter().map(|i| i.vlan).collect(),
             budget: settings.queue,
-            buf: vec![0; usize::from(mtu) + 64],
+            buf: vec![0; usize::from(spec.ports.iter().map(|p| p.mtu).fold(mtu, u16::max)) + 64],
             policer: Policer::new(settings.rate_pps),
             sync_peer: None,
             counters: ExceptionCounters::default(),

@@ -25,12 +25,13 @@ use dataplane::affinity::HashKey;
 use dataplane::changes::AffinityChange;
 use dataplane::counters::WorkerCounters;
 use dataplane::exception::{ExceptionClass, ExceptionPolicer, ExceptionQueue, Suspect};
+use dataplane::fragment::Fragments;
 use dataplane::frame::Frame;
 use dataplane::model::Snapshot;
 use dataplane::pipeline::{Pipeline, Verdict, MAX_BURST};
 use dataplane::steer::Steering;
 use dpdk::lcore::rdtsc;
-use dpdk::{Burst, FreeBatch, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue};
+use dpdk::{Burst, FreeBatch, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tracing::{info, warn};
@@ -53,6 +54,9 @@ pub struct IoCounters {
     pub handoff_dropped: u64,
     /// Frames dropped because the NIC's TX ring was full.
     pub tx_dropped: u64,
+    /// Fragments not sent because the port's mbuf pool was empty (the pipeline counted
+    /// them as transmitted).
+    pub fragments_no_mbuf: u64,
     /// Frames for the control thread dropped because its ring was full (urgent: neighbor
     /// discovery, VRRP, frames from gateways; other: the rest).
     pub to_control_urgent_dropped: u64,
@@ -93,6 +97,7 @@ impl IoCounters {
             handoff_in,
             handoff_dropped,
             tx_dropped,
+            fragments_no_mbuf,
             to_control_urgent_dropped,
             to_control_dropped,
             exception_policed,
@@ -111,6 +116,7 @@ impl IoCounters {
         self.handoff_in += handoff_in;
         self.handoff_dropped += handoff_dropped;
         self.tx_dropped += tx_dropped;
+        self.fragments_no_mbuf += fragments_no_mbuf;
         self.to_control_urgent_dropped += to_control_urgent_dropped;
         self.to_control_dropped += to_control_dropped;
         for (a, b) in self.exception_policed.iter_mut().zip(exception_policed) {
@@ -209,10 +215,11 @@ impl Clock {
     }
 }
 
-/// The RX and TX queue a worker owns on one port.
+/// The RX and TX queue a worker owns on one port, and the pool its fragments come from.
 pub struct PortQueues {
     pub rx: RxQueue,
     pub tx: TxQueue,
+    pub pool: Mempool,
 }
 
 /// Everything a worker thread needs; moved into the thread.
@@ -223,6 +230,9 @@ pub struct WorkerSetup {
     pub timing: WorkerTiming,
     /// `Some` when frames must be steered in software (see `dataplane::steer`).
     pub steering: Option<Steering>,
+    /// `Some` under hardware steering with several workers: ICMP errors are re-steered by
+    /// their quoted client.
+    pub error_steering: Option<Steering>,
     /// The classification and budgets of frames for the control thread.
     pub exception: ExceptionPolicer,
     pub stop: Arc<AtomicBool>,
@@ -387,6 +397,26 @@ impl Io {
         }
     }
 
+    /// Transmits the fragments of `m` (the pipeline planned them, see `Verdict::Fragment`)
+    /// on `port`, each written into an mbuf from the port's pool; `m` itself is dropped.
+    fn fragment(&mut self, port: usize, mtu: u16, m: Mbuf) {
+        let plan = Fragments::plan(m.bytes(), mtu);
+        if let (Ok(plan), Some(pool)) = (plan, self.ports.get(port).map(|q| q.pool)) {
+            for i in 0..plan.count() {
+                let built = Mbuf::alloc(&pool).and_then(|mut f| {
+                    let len = u16::try_from(plan.frame_len(i)).ok()?;
+                    plan.write(m.bytes(), i, f.append(len)?)?;
+                    Some(f)
+                });
+                match built {
+                    Some(f) => self.transmit(port, f),
+                    None => self.counters.fragments_no_mbuf += 1,
+                }
+            }
+        }
+        self.drops.add(m);
+    }
+
     fn send_to_control(&mut self, class: usize, m: Mbuf) {
         if self.control_bufs[class].is_full() {
             self.flush_control(class);
@@ -443,6 +473,7 @@ fn process(
     for (m, v) in burst.drain().zip(verdicts.iter()) {
         match *v {
             Verdict::Tx { port } => io.transmit(usize::from(port), m),
+            Verdict::Fragment { port, mtu } => io.fragment(usize::from(port), mtu, m),
             Verdict::ToControl => {
                 // Classified by the port it arrived on (a hand-off keeps its RX port) and
                 // policed per class: a flood of one kind costs that kind its budget alone.
@@ -579,12 +610,14 @@ impl WorkerLoop {
             channels,
             timing,
             steering,
+            error_steering,
             exception,
             stop: _,
         } = setup;
         // Software steering runs in the pipeline's first pass, from the parse that plans a
         // frame.
         pipeline.set_steering(steering, identity.index);
+        pipeline.set_error_steering(error_steering, identity.index);
         let n_ports = queues.ports.len();
         let n_workers = queues.handoff_out.len();
         let io = Io {
@@ -922,6 +955,7 @@ mod tests {
             handoff_in: 1,
             handoff_dropped: 1,
             tx_dropped: 1,
+            fragments_no_mbuf: 1,
             to_control_urgent_dropped: 1,
             to_control_dropped: 1,
             exception_policed: [1; ExceptionClass::COUNT],

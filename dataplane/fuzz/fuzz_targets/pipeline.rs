@@ -5,7 +5,8 @@
 //! is the frame. Each input goes through two workers: the lab's service in NAT mode, and in
 //! redirect mode with routing to the gateways, each beside a twin with the fast paths turned
 //! off. Checked: no panic; every frame gets exactly one verdict and one counter; a transmitted
-//! frame is well-formed Ethernet + IP with a valid IPv4 header checksum; an answer on the port
+//! frame is well-formed Ethernet + IP with a valid IPv4 header checksum, and so is every
+//! fragment of a fragmented one, within its MTU (the backend port's is 1280); an answer on the port
 //! a frame came in on is never longer than the frame (the appliance cannot be used to
 //! amplify); and the fast paths change nothing: the twin gives the same verdict, the same
 //! bytes, the same counters, the same affinity table and the same changes for an HA peer.
@@ -18,6 +19,7 @@ use dataplane::affinity::{AffinityKey, AffinityValue};
 use dataplane::changes::AffinityChange;
 use dataplane::frame::{Frame, VecFrame};
 use dataplane::model::{AffinitySpec, ServiceMode, Snapshot};
+use dataplane::fragment::Fragments;
 use dataplane::pipeline::{Pipeline, Verdict};
 use dataplane::wire::ethernet::{ethertype, EthernetFrame};
 use dataplane::wire::ipv4::Ipv4Packet;
@@ -32,6 +34,8 @@ fn worker(mode: ServiceMode, fast: bool) -> RefCell<(Pipeline, u32)> {
         ..AffinitySpec::default()
     });
     spec.services[0].mode = mode;
+    // A smaller backend MTU, so that frames from the client side meet the egress check.
+    spec.ports[1].mtu = 1280;
     spec.services[0].route_to_gateways = mode == ServiceMode::Redirect;
     let snap = Arc::new(Snapshot::build(spec, 1).expect("lab snapshot"));
     let mut w = Pipeline::new(snap);
@@ -77,9 +81,22 @@ fn run(w: &RefCell<(Pipeline, u32)>, ctl: u8, frame: &[u8]) -> Outcome {
         let verdict = worker.process(*now, u16::from(ctl & 1), &mut f);
         let after = worker.counters();
         assert_eq!(after.rx_packets, before.rx_packets + 1);
-        let accounted =
-            |c: &dataplane::counters::WorkerCounters| c.tx_packets + c.to_control + c.total_drops();
+        // A fragmented datagram counts its fragments as transmitted.
+        let accounted = |c: &dataplane::counters::WorkerCounters| {
+            c.tx_packets - c.mtu.fragments + c.mtu.fragmented + c.to_control + c.total_drops()
+        };
         assert_eq!(accounted(&after), accounted(&before) + 1);
+        if let Verdict::Fragment { mtu, .. } = verdict {
+            let plan = Fragments::plan(f.bytes(), mtu).expect("planned fragments");
+            let mut buf = vec![0u8; usize::from(u16::MAX)];
+            for i in 0..plan.count() {
+                let n = plan.write(f.bytes(), i, &mut buf).expect("fragment");
+                let eth = EthernetFrame::new_checked(&buf[..n]).expect("fragment Ethernet");
+                let ip = Ipv4Packet::new_checked(eth.payload()).expect("fragment IPv4");
+                assert!(ip.verify_checksum());
+                assert!(usize::from(ip.total_len()) <= usize::from(mtu));
+            }
+        }
         if let Verdict::Tx { port } = verdict {
             assert!(port < 2);
             if port == u16::from(ctl & 1) {

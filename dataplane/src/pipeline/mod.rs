@@ -21,7 +21,9 @@
 //! - `flow`: the affinity state machine (entries found, refreshed, created, confirmed, moved);
 //! - `fast`: pass 2 for established client <-> gateway traffic;
 //! - `slow/`: answers (ARP, ND, echo), ICMP errors, redirects, routed traffic, and NAT-mode
-//!   translation of everything the fast path declines (new clients among them).
+//!   translation of everything the fast path declines (new clients among them);
+//! - `egress`: the egress port's MTU, on frames longer than the smallest one (fragment, or
+//!   tell the sender with an ICMP error).
 //!
 //! Decisions, in order:
 //! - ARP requests and neighbor solicitations for our addresses and VIPs, and echo requests to
@@ -33,11 +35,13 @@
 //! - Anything else addressed to us goes to the control plane; everything else is dropped under a
 //!   named reason.
 
+mod egress;
 mod fast;
 mod flow;
 mod parse;
 mod slow;
 
+pub use egress::TOO_BIG_ERRORS_PER_SECOND;
 use flow::{active_slot, forget, release};
 use parse::Plan;
 use slow::answer::{arp_reply, echo_reply, nd_advert};
@@ -82,6 +86,13 @@ pub enum Verdict {
     HandOff {
         worker: u16,
     },
+    /// An IPv4 datagram without DF longer than the egress port's MTU: transmit its fragments
+    /// on `port`, cut for `mtu` by [`crate::fragment::Fragments`] (the pipeline checked that
+    /// they can be, and counted them as transmitted).
+    Fragment {
+        port: u16,
+        mtu: u16,
+    },
 }
 
 /// Scheduler state of one service on this worker.
@@ -113,8 +124,15 @@ struct State {
     fast: bool,
     /// Software steering, where this worker must hand other workers' clients over.
     steer: Option<Steer>,
+    /// Hardware steering: only ICMP errors are handed over (see
+    /// [`Pipeline::set_error_steering`]).
+    error_steer: Option<Steer>,
     /// The burst in hand was handed over by another worker: it is ours, steering or not.
     handed_over: bool,
+    /// The head of the frame in hand as received, when it may be too big for its egress.
+    saved: egress::SavedHead,
+    /// The budget of ICMP errors about packets too big.
+    too_big_budget: egress::ErrorBudget,
 }
 
 /// Software steering as one worker sees it.
@@ -194,7 +212,10 @@ impl Pipeline {
                 changes: ChangeLog::default(),
                 fast: true,
                 steer: None,
+                error_steer: None,
                 handed_over: false,
+                saved: egress::SavedHead::new(),
+                too_big_budget: egress::ErrorBudget::new(),
             },
             plans: [Plan::ToControl; MAX_BURST],
             snap: Arc::clone(&snap),
@@ -260,6 +281,15 @@ impl Pipeline {
     /// changed. `me` is this worker's index. `None` (the default) hands nothing over.
     pub fn set_steering(&mut self, steering: Option<Steering>, me: u16) {
         self.st.steer = steering.map(|steering| Steer { steering, me });
+    }
+
+    /// With hardware steering (the NICs hash clients onto workers, see `steer`): ICMP and
+    /// ICMPv6 errors, which a NIC hashes on a router's address, are handed to the worker
+    /// owning the quoted packet's client ([`Verdict::HandOff`]); nothing else is. `me` is
+    /// this worker's index. Without it (`None`, the default) an error landing on another
+    /// worker than its client's finds no flow there.
+    pub fn set_error_steering(&mut self, steering: Option<Steering>, me: u16) {
+        self.st.error_steer = steering.map(|steering| Steer { steering, me });
     }
 
     /// Turns the fast paths off (or on again; they are on by default): every frame then goes
@@ -562,12 +592,23 @@ impl Pipeline {
             .zip(verdicts)
             .zip(&hints)
         {
-            let v = st.act(snap, now, plan, hint, frame);
+            // Only a frame longer than the smallest MTU may need the egress check, which
+            // needs the frame as received.
+            let big = egress::may_exceed(snap, frame.bytes().len());
+            if big {
+                st.saved.save(frame.bytes());
+            }
+            let mut v = st.act(snap, now, plan, hint, frame);
+            if let (true, Verdict::Tx { port }) = (big, v) {
+                v = st.egress(snap, now, rx_port, port, plan, frame);
+            }
             match v {
                 Verdict::Tx { .. } => {
                     tx_packets += 1;
                     tx_bytes += frame.bytes().len() as u64;
                 }
+                // Its fragments were counted as transmitted when they were planned.
+                Verdict::Fragment { .. } => {}
                 Verdict::ToControl => st.counters.to_control += 1,
                 Verdict::Drop(r) => st.counters.drop(r),
                 Verdict::HandOff { .. } => {

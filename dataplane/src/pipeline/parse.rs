@@ -719,6 +719,11 @@ impl State {
                 *out = Plan::HandOff(worker);
                 return None;
             }
+        } else if self.error_steer.is_some() {
+            if let Some(worker) = self.error_owner_elsewhere(snap, rx_port, bytes) {
+                *out = Plan::HandOff(worker);
+                return None;
+            }
         }
         self.plan_any(snap, rx_port, bytes, ipv4_checked, out)
     }
@@ -856,6 +861,20 @@ impl State {
         let owner = s
             .steering
             .owner(bytes, snap.interface_view(interface).role)?;
+        (owner != s.me).then_some(owner)
+    }
+
+    /// Under hardware steering, the worker owning the client of an ICMP error's quoted
+    /// packet when that is not this one (`None` for every other frame). Out of line: only
+    /// frames the fast prelude declined come here.
+    #[inline(never)]
+    fn error_owner_elsewhere(&self, snap: &Snapshot, rx_port: u16, bytes: &[u8]) -> Option<u16> {
+        let s = self.error_steer.as_ref().filter(|_| !self.handed_over)?;
+        let eth = EthernetFrame::new_checked(bytes).ok()?;
+        let interface = snap.interface(rx_port, eth.vlan())?;
+        let owner = s
+            .steering
+            .icmp_error_owner(bytes, snap.interface_view(interface).role)?;
         (owner != s.me).then_some(owner)
     }
 

@@ -39,6 +39,16 @@ pub mod field {
     pub const DST: Range<usize> = 16..20;
 }
 
+/// Option types (RFC 791 §3.1) the fragmenter needs to tell apart.
+pub mod option {
+    /// End of Option List: one byte, ends the list.
+    pub const END: u8 = 0;
+    /// No Operation: one byte, padding between options.
+    pub const NOP: u8 = 1;
+    /// The type's "copied" flag: the option goes into every fragment.
+    pub const COPIED: u8 = 0x80;
+}
+
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_OFFSET_MASK: u16 = 0x1fff;

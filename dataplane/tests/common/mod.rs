@@ -315,12 +315,13 @@ pub fn tx(w: &mut Pipeline, port: u16, frame: &[u8], out_port: u16) -> Vec<u8> {
     tx_at(w, NOW, port, frame, out_port)
 }
 
-/// Every received frame was transmitted, dropped or handed to the control plane, once.
+/// Every received frame was transmitted (whole or as fragments), dropped or handed to the
+/// control plane, once.
 pub fn assert_balanced(w: &Pipeline) {
     let c = w.counters();
     assert_eq!(
         c.rx_packets,
-        c.tx_packets + c.total_drops() + c.to_control,
+        c.tx_packets - c.mtu.fragments + c.mtu.fragmented + c.total_drops() + c.to_control,
         "rx = tx + drops + to_control ({c:?})"
     );
 }
