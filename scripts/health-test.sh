@@ -202,17 +202,19 @@ text = text.replace("[[route]]", route + "[[route]]", 1)
 open(path, "w").write(text)
 EOF2
 ctl reload >"$OUT/reload-tap.json" || fail "reload (TAP): $(cat "$OUT/reload-tap.json")"
-ip -n vlb-app -o addr show dev vlb-backend | grep -q ' 198.19.0.9/24 ' \
-  || fail "the reloaded address is not on the backend TAP"
-ip -n vlb-app route show 198.18.128.0/24 | grep -q 'via 198.18.0.254 dev vlb-client' \
-  || fail "the reloaded route is not on the client TAP"
+# Captured first: `grep -q` in a pipeline under pipefail would fail on ip's SIGPIPE.
+addrs=$(ip -n vlb-app -o addr show dev vlb-backend)
+grep -q ' 198.19.0.9/24 ' <<<"$addrs" || fail "the reloaded address is not on the backend TAP: $addrs"
+route=$(ip -n vlb-app route show 198.18.128.0/24)
+grep -q 'via 198.18.0.254 dev vlb-client' <<<"$route" \
+  || fail "the reloaded route is not on the client TAP: $route"
 ip netns exec vlb-gw1 ping -c 1 -W 2 198.19.0.9 >/dev/null || fail "the reloaded address does not answer ping"
 cp "$OUT/lab-health.before.toml" "$OUT/lab-health.toml"
 ctl reload >"$OUT/reload-tap-back.json" || fail "reload back: $(cat "$OUT/reload-tap-back.json")"
-! ip -n vlb-app -o addr show dev vlb-backend | grep -q ' 198.19.0.9/' \
-  || fail "the removed address is still on the backend TAP"
+addrs=$(ip -n vlb-app -o addr show dev vlb-backend)
+! grep -q ' 198.19.0.9/' <<<"$addrs" || fail "the removed address is still on the backend TAP: $addrs"
+grep -q ' 198.19.0.1/24 ' <<<"$addrs" || fail "the backend TAP lost its address: $addrs"
 [ -z "$(ip -n vlb-app route show 198.18.128.0/24)" ] || fail "the removed route is still on the client TAP"
-ip -n vlb-app -o addr show dev vlb-backend | grep -q ' 198.19.0.1/24 ' || fail "the backend TAP lost its address"
 
 ctl show health >"$OUT/health-end.json"
 ctl_human stats prometheus >"$OUT/metrics.txt"
