@@ -173,6 +173,33 @@ pub struct Ha {
     last_advert: Option<Instant>,
     /// Rejected adverts are anyone's to send: logged at most once a second.
     rejected_log: LogLimit,
+    /// How regularly this appliance's adverts went out while master.
+    timing: AdvertTiming,
+}
+
+/// The gaps between a master's adverts: what a backup sees. A control thread that blocks
+/// shows here first (a gap of 3 intervals and the backup takes over).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct AdvertTiming {
+    /// The longest gap between two adverts, in microseconds.
+    pub gap_max_us: u64,
+    /// Gaps longer than 1.5 advert intervals.
+    pub late: u64,
+    #[serde(skip)]
+    last: Option<Instant>,
+}
+
+impl AdvertTiming {
+    fn sent(&mut self, now: Instant, interval: std::time::Duration) {
+        if let Some(last) = self.last {
+            let gap = now.saturating_duration_since(last);
+            self.gap_max_us = self.gap_max_us.max(crate::units::micros(gap));
+            if gap > interval * 3 / 2 {
+                self.late += 1;
+            }
+        }
+        self.last = Some(now);
+    }
 }
 
 impl Ha {
@@ -188,6 +215,7 @@ impl Ha {
             since: Instant::now(),
             last_advert: None,
             rejected_log: LogLimit::default(),
+            timing: AdvertTiming::default(),
         })
     }
 
@@ -328,12 +356,18 @@ impl Ha {
     fn apply(&mut self, ctl: &mut Control, actions: Vec<Action>) {
         for a in actions {
             match a {
-                Action::SendAdvert { priority } => self.advertise(ctl, priority),
+                Action::SendAdvert { priority } => {
+                    self.timing
+                        .sent(Instant::now(), self.settings.advert_interval);
+                    self.advertise(ctl, priority);
+                }
                 Action::BecomeMaster => {
                     info!(vrid = self.settings.vrid, "VRRP master: taking the VIPs");
                     ctl.set_master(true);
                 }
                 Action::BecomeBackup => {
+                    // A gap while backup is no late advert.
+                    self.timing.last = None;
                     info!(
                         vrid = self.settings.vrid,
                         master = ?self.machine.master(),
@@ -396,6 +430,8 @@ impl Ha {
             "priority_zero_out": c.priority_zero_out,
             "errors": c.errors,
             "group": self.counters,
+            "advert_gap_max_ms": self.timing.gap_max_us as f64 / 1000.0,
+            "adverts_late": self.timing.late,
             "routers": self.routers.iter().enumerate().map(|(i, r)| json!({
                 "interface": r.interface,
                 "family": if r.cfg.family() == Family::Ipv6 { "ipv6" } else { "ipv4" },
