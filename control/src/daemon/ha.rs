@@ -470,6 +470,24 @@ fn multicast_mac(group: IpAddr) -> EthernetAddress {
 mod tests {
     use super::*;
     use std::net::Ipv6Addr;
+    use std::time::Duration;
+
+    #[test]
+    fn advert_gaps_are_measured_and_late_ones_counted() {
+        let interval = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let mut t = AdvertTiming::default();
+        t.sent(t0, interval);
+        t.sent(t0 + Duration::from_millis(100), interval);
+        t.sent(t0 + Duration::from_millis(250), interval);
+        assert_eq!((t.gap_max_us, t.late), (150_000, 0));
+        t.sent(t0 + Duration::from_millis(451), interval);
+        assert_eq!((t.gap_max_us, t.late), (201_000, 1));
+        // Backup, then master again: the pause between is no gap.
+        t.last = None;
+        t.sent(t0 + Duration::from_secs(10), interval);
+        assert_eq!((t.gap_max_us, t.late), (201_000, 1));
+    }
 
     #[test]
     fn link_local_is_the_kernels_eui64() {
