@@ -26,6 +26,7 @@ use super::ha::{Ha, VrrpMetrics};
 use super::loads::LoadReports;
 use super::rates::GatewayRates;
 use super::sync::{PairSync, SyncMetrics};
+use super::watchdog::Watchdog;
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
 use crate::config::{self, Config};
@@ -45,6 +46,17 @@ pub enum WorkerQuery {
         client: Option<IpAddr>,
         reply: Sender<usize>,
     },
+    /// Tests only (`debug worker N ...`, `[control] fault_injection`): not answered.
+    Fault(WorkerFault),
+}
+
+/// A fault a worker injects into itself when asked (tests only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerFault {
+    /// Spin this long without polling or beating the heartbeat.
+    Stall(Duration),
+    /// Panic.
+    Panic,
 }
 
 /// One affinity entry as `show affinity` lists it.
@@ -98,6 +110,8 @@ pub struct Ctx<'a> {
     pub loads: Option<&'a LoadReports>,
     /// The control sockets' clients and counters (as of the start of this poll).
     pub sockets: ControlSocketStats,
+    /// The workers' and the health checker's watchdog.
+    pub watchdog: &'a Watchdog,
 }
 
 /// All workers' counters summed.
@@ -156,6 +170,53 @@ pub fn handle(req: Request, ctx: &mut Ctx<'_>) -> Reply {
         Request::GatewayWeight { name, weight } => set_gateway(ctx, &name, |g| g.weight = weight),
         Request::StatsPrometheus => Reply::Text(prometheus(ctx)),
         Request::Reload => reload(ctx),
+        r @ (Request::DebugWorkerStall { .. }
+        | Request::DebugWorkerPanic { .. }
+        | Request::DebugHealthStall { .. }) => debug(ctx, &r),
+    }
+}
+
+/// Tests only: `debug worker N stall MS`, `debug worker N panic`, `debug health stall MS`,
+/// refused unless `[control] fault_injection`. Never waits: the worker takes the fault
+/// between bursts and does not answer.
+fn debug(ctx: &Ctx<'_>, req: &Request) -> Reply {
+    if !ctx.running.control.fault_injection {
+        return Reply::Error(
+            "fault injection is off: `debug` commands need [control] fault_injection = true \
+             (tests only)"
+                .into(),
+        );
+    }
+    let (worker, fault) = match *req {
+        Request::DebugWorkerStall { worker, ms } => {
+            (worker, WorkerFault::Stall(Duration::from_millis(ms)))
+        }
+        Request::DebugWorkerPanic { worker } => (worker, WorkerFault::Panic),
+        Request::DebugHealthStall { ms } => {
+            return match ctx.health.as_ref() {
+                Some(c) => {
+                    c.stall(Duration::from_millis(ms));
+                    Reply::Ok(json!({"thread": "health-checker", "stall_ms": ms}))
+                }
+                None => Reply::Error("no health checks: there is no health checker".into()),
+            };
+        }
+        _ => return Reply::Error(format!("`{req}` is not a debug command")),
+    };
+    let Some(q) = ctx.queries.get(worker) else {
+        return Reply::Error(format!(
+            "no worker {worker} (workers 0-{})",
+            ctx.queries.len().saturating_sub(1)
+        ));
+    };
+    match q.try_send(WorkerQuery::Fault(fault)) {
+        Ok(()) => Reply::Ok(match fault {
+            WorkerFault::Stall(d) => {
+                json!({"thread": format!("worker{worker}"), "stall_ms": crate::units::millis(d)})
+            }
+            WorkerFault::Panic => json!({"thread": format!("worker{worker}"), "panic": true}),
+        }),
+        Err(_) => Reply::Error(WorkerQueryError::Busy { worker }.to_string()),
     }
 }
 
@@ -199,6 +260,7 @@ fn show_stats(ctx: &Ctx<'_>) -> Value {
         "exception": ctx.ctl.exception_counters(),
         "exception_classes": exception_classes(&io),
         "control_socket": control_socket_status(&ctx.sockets),
+        "watchdog": ctx.watchdog.status(),
     })
 }
 
@@ -272,6 +334,8 @@ fn show_workers(ctx: &Ctx<'_>) -> Value {
                     "to_control": w.counters.to_control, "clients": w.affinity_entries,
                     "handoff_out": w.io.handoff_out, "handoff_in": w.io.handoff_in,
                     "handoff_dropped": w.io.handoff_dropped, "tx_dropped": w.io.tx_dropped,
+                    "stalled": ctx.watchdog.worker(i).is_some_and(|x| x.stalled),
+                    "stalls": ctx.watchdog.worker(i).map_or(0, |x| x.stalls),
                 })
             })
             .collect(),
@@ -749,6 +813,7 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
         sync_metrics(&mut x, &s.metrics(std::time::Instant::now()));
     }
     control_socket_metrics(&mut x, &ctx.sockets);
+    watchdog_metrics(&mut x, ctx.watchdog);
     x.gauge(
         "snapshot_generation",
         "Generation of the configuration snapshot the workers run.",
@@ -1106,6 +1171,31 @@ fn control_socket_metrics(x: &mut Exposition, s: &ControlSocketStats) {
         "control_idle_disconnects_total",
         "Control clients disconnected for sending no request within [control] client_idle_timeout.",
         &per_socket(|s| s.counters.idle_disconnects),
+    );
+}
+
+/// Per watched thread (`worker0`, ..., `health-checker`): stalled now, stalls so far; and the
+/// times the appliance stepped down for one.
+fn watchdog_metrics(x: &mut Exposition, w: &Watchdog) {
+    let per_thread = |f: &dyn Fn(&super::watchdog::Watch) -> u64| -> Samples {
+        w.watches()
+            .map(|(t, s)| (format!("{{thread=\"{}\"}}", t.label()), f(s)))
+            .collect()
+    };
+    x.gauge(
+        "watchdog_stalled",
+        "1 while the thread has made no progress for longer than [dataplane] watchdog.",
+        &per_thread(&|s| u64::from(s.stalled)),
+    );
+    x.counter(
+        "watchdog_stalls_total",
+        "Times the thread made no progress for longer than [dataplane] watchdog.",
+        &per_thread(&|s| s.stalls),
+    );
+    x.counter(
+        "watchdog_step_downs_total",
+        "Times a stalled thread made the appliance step down (VRRP priority 0, then backup).",
+        &one(w.step_downs()),
     );
 }
 

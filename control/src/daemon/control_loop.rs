@@ -17,6 +17,7 @@ use super::api;
 use super::appliance::{Appliance, Ports, Services, Workers};
 use super::control::Control;
 use super::rates::GatewayRates;
+use super::watchdog::{self, Thread, Transition, Watchdog};
 use super::worker::IoCounters;
 use super::{DaemonReport, RunOptions};
 use crate::config::Config;
@@ -39,6 +40,8 @@ struct Timers {
     /// changed.
     last_rx: u64,
     idle_since: Instant,
+    /// The last look at the workers' and the health checker's heartbeats.
+    last_watchdog: Instant,
 }
 
 impl Timers {
@@ -50,6 +53,7 @@ impl Timers {
             last_stop_check: now,
             last_rx: 0,
             idle_since: now,
+            last_watchdog: now,
         }
     }
 
@@ -78,6 +82,8 @@ pub struct ControlLoop {
     opts: RunOptions,
     /// The workers' exception counters at the last second's sample: what grew is logged.
     exception_seen: ExceptionSeen,
+    /// The workers' and the health checker's progress (see `daemon::watchdog`).
+    watchdog: Watchdog,
 }
 
 /// The workers' exception policing and rule counters, summed.
@@ -102,7 +108,9 @@ impl ControlLoop {
             ctl,
             services,
         } = appliance;
+        let watchdog = Watchdog::new(cfg.dataplane.watchdog, workers.progress.len(), started);
         ControlLoop {
+            watchdog,
             ctl,
             sock,
             running: Running {
@@ -135,6 +143,9 @@ impl ControlLoop {
         self.poll_ha();
         self.poll_health();
         self.poll_loads();
+        if self.timers.last_watchdog.elapsed() >= watchdog::CHECK_EVERY {
+            self.check_watchdog();
+        }
         if self.timers.last_rates.elapsed() >= RATES_EVERY {
             self.sample_rates();
         }
@@ -159,6 +170,37 @@ impl ControlLoop {
                 h.peer_dead(&mut self.ctl, now);
             }
             h.hold_preemption(s.hold_preemption(now));
+        }
+    }
+
+    /// The workers' and the health checker's heartbeats. A stall (or the end of the last one)
+    /// is logged; the first stall makes the appliance step down from VRRP master, and the end
+    /// of the last one brings back its priority, after the master's table (see `Ha::watchdog`).
+    fn check_watchdog(&mut self) {
+        let now = Instant::now();
+        self.timers.last_watchdog = now;
+        let was = self.watchdog.any_stalled();
+        let w = &mut self.watchdog;
+        w.begin(now);
+        let cores = &self.running.cfg.dataplane.workers;
+        for (i, beat) in self.workers.progress.iter().enumerate() {
+            let t = w.observe(Thread::Worker(i), beat.read(), now);
+            log_watchdog(Thread::Worker(i), cores.get(i).copied(), t);
+        }
+        let t = match &self.services.health {
+            Some(c) => w.observe(Thread::HealthChecker, c.progress().read(), now),
+            None => w.absent(Thread::HealthChecker, now),
+        };
+        log_watchdog(Thread::HealthChecker, None, t);
+        let stalled = w.any_stalled();
+        if stalled == was {
+            return;
+        }
+        if let Some(h) = &mut self.services.ha {
+            h.watchdog(&mut self.ctl, now, stalled);
+        }
+        if let Some(s) = self.services.sync.as_mut().filter(|_| !stalled) {
+            s.pull_table(now);
         }
     }
 
@@ -214,6 +256,7 @@ impl ControlLoop {
             sync: self.services.sync.as_mut(),
             loads: self.services.loads.as_ref(),
             sockets,
+            watchdog: &self.watchdog,
         };
         self.sock.poll(&mut |req| api::handle(req, &mut ctx));
     }
@@ -297,6 +340,29 @@ impl ControlLoop {
             }
             let _ = port.stop();
         }
+    }
+}
+
+/// A watched thread's stall or recovery, logged (nothing when `t` is `None`).
+fn log_watchdog(thread: Thread, core: Option<usize>, t: Option<Transition>) {
+    let (worker, core) = match thread {
+        Thread::Worker(i) => (Some(i), core),
+        Thread::HealthChecker => (None, None),
+    };
+    let thread = thread.label();
+    match t {
+        Some(Transition::Stalled { stalled_ms }) if worker.is_some() => warn!(
+            worker, core, stalled_ms, %thread,
+            "watchdog: a worker has stopped polling (its clients are black-holed): stepping down"
+        ),
+        Some(Transition::Stalled { stalled_ms }) => warn!(
+            stalled_ms, %thread,
+            "watchdog: the health checker has stalled (gateway health is stale): stepping down"
+        ),
+        Some(Transition::Recovered { stalled_ms }) => {
+            info!(worker, core, stalled_ms, %thread, "watchdog: progress again")
+        }
+        None => {}
     }
 }
 

@@ -21,6 +21,7 @@ pub mod loads;
 pub mod loglimit;
 pub mod rates;
 pub mod sync;
+pub mod watchdog;
 pub mod worker;
 
 use std::collections::HashSet;
