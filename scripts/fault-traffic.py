@@ -7,7 +7,7 @@
   fault-traffic.py client VIP PORT OUT [INTERVAL_S]
       (run in a client's namespace) connects to VIP:PORT every INTERVAL_S (default 0.1 s) until
       killed; each attempt appends "EPOCH_MS NAME" (the gateway that answered) or "EPOCH_MS -"
-      (no answer within 0.3 s) to OUT.
+      (no answer within 0.3 s; 3 s until the first answer) to OUT.
   fault-traffic.py check OUT...
       one line per client file: its gateways in order of first answer, its answers and misses,
       and the longest run of misses in ms; exit 1 when a client was answered by more than one
@@ -39,14 +39,19 @@ def serve(name, addr, port):
 
 def client(vip, port, out, interval=0.1):
     interval = float(interval)
+    # Until the first answer, the kernel's SYN retransmission (same ISN) is waited for: the
+    # appliance drops the first SYN-ACK while it resolves the client's MAC, and only the
+    # connection whose SYN-ACK it saw first can establish the client's entry.
+    timeout = 3.0
     with open(out, "a", buffering=1) as f:
         while True:
             t = time.time()
             name = "-"
             try:
-                with socket.create_connection((vip, int(port)), timeout=0.3) as c:
+                with socket.create_connection((vip, int(port)), timeout=timeout) as c:
                     data = c.recv(64).decode(errors="replace").strip()
                     name = data or "-"
+                    timeout = 0.3
             except OSError:
                 pass
             f.write(f"{int(t * 1000)} {name}\n")

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 /// How often the control thread reads the heartbeats.
-pub const CHECK_EVERY: Duration = Duration::from_millis(10);
+pub const CHECK_EVERY: Duration = Duration::from_millis(2);
 
 /// A counter on a cache line of its own: the worker writes it on every pass, the control
 /// thread reads it every [`CHECK_EVERY`].
