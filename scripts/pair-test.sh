@@ -40,34 +40,11 @@ source scripts/clients.sh
 
 lab_begin pair-test out/pair
 LAB_LOG_TAG=pair
-readonly SOCK_A="$OUT/a.sock" SOCK_B="$OUT/b.sock"
+# shellcheck source=scripts/lib/pair.sh
+source scripts/lib/pair.sh
 readonly N=20 VIP4=198.18.0.100 PSK="vpnlb-pair-test-psk-0123456789"
 readonly TAKEOVER_LIMIT_MS=350
 readonly START_JOBS=6
-PID_A="" PID_B="" CAPTURE=""
-ctl_a() { ctl_sock "$SOCK_A" --json "$@"; }
-ctl_b() { ctl_sock "$SOCK_B" --json "$@"; }
-
-# The failure report: both daemons' state and logs, a client's and a gateway's charon log.
-LAB_SHOW=("show vrrp" "show sync" "show stats" "show drops")
-pair_report() {
-  local s
-  for s in a b; do lab_report_daemon "vpnlbd $s" "$OUT/$s.sock" "$OUT/vpnlbd-$s.log"; done
-  for s in "$OUT"/clients/c1 "$OUT"/gw1; do
-    echo "--- $s/charon.log (last 15 lines)"
-    tail -n 15 "$s/charon.log" 2>/dev/null || true
-  done
-}
-lab_on_failure pair_report
-# The two daemons and the capture of item 2, when they run.
-pair_stop() {
-  local p
-  for p in $PID_A $PID_B; do
-    kill "$p" 2>/dev/null && timeout 10 tail --pid="$p" -f /dev/null
-  done
-  if [ -n "$CAPTURE" ]; then kill "$CAPTURE" 2>/dev/null; fi
-}
-lab_on_exit pair_stop
 
 lab_need ip tcpdump tshark swanctl python3
 lab_limit "${PAIR_LIMIT_S:-300}"
@@ -86,32 +63,22 @@ for i in 1 2 3; do
 done
 
 # --- the pair ------------------------------------------------------------------------------------
-for s in a b; do lab_config "conf/lab-pair-$s.toml" "$OUT/pair-$s.toml" "$OUT/$s.sock"; done
-# A first, so the pair settles the way round the test expects without a preemption.
-start_daemon() {
-  local s=$1
-  "$VPNLBD" --config "$OUT/pair-$s.toml" --run-for-s $((LIMIT_S + 30)) >"$OUT/report-$s.json" 2>>"$OUT/vpnlbd-$s.log" &
-  if [ "$s" = a ]; then PID_A=$!; else PID_B=$!; fi
-}
-# wait_state S STATE LIMIT_S: show vrrp on S reports STATE.
-wait_state() {
-  local s=$1 want=$2 limit=$3 t0 st
-  t0=$(date +%s)
-  while :; do
-    st=$(timeout 5 "$VPNLBCTL" --socket "$OUT/$s.sock" --json show vrrp 2>/dev/null | json state 2>/dev/null || true)
-    [ "$st" = "$want" ] && return 0
-    if [ $(($(date +%s) - t0)) -ge "$limit" ]; then
-      miss "vpnlbd $s is ${st:-unreachable}, not $want, after $limit s"
-      return 1
-    fi
-    sleep 0.1
+pair_setup
+# The failure report adds a client's and a gateway's charon log to both daemons' state and logs.
+charon_report() {
+  local s
+  for s in "$OUT"/clients/c1 "$OUT"/gw1; do
+    echo "--- $s/charon.log (last 15 lines)"
+    tail -n 15 "$s/charon.log" 2>/dev/null || true
   done
 }
+lab_on_failure charon_report
+# A first, so the pair settles the way round the test expects without a preemption.
 log "vpnlbd A (priority 200), then B (priority 100)"
-start_daemon a
-wait_state a master 20 || fail "A never became master"
-start_daemon b
-wait_state b backup 20 || fail "B never became backup"
+pair_start a
+pair_wait_state a master 20 || fail "A never became master"
+pair_start b
+pair_wait_state b backup 20 || fail "B never became backup"
 # B is backup from its start; it names its master with the first advert it hears.
 for _ in $(seq 1 20); do
   ctl_b show vrrp >"$OUT/vrrp-b.json"
@@ -412,8 +379,7 @@ for ((i = 1; i <= N; i++)); do [ "${PING[c$i]}" -ge 2 ] && ok=$((ok + 1)); done
 log "flood: $(json sent pps seconds <"$OUT/flood-sent.json" | awk '{printf "%s frames at %s pps for %s s", $1, $2, $3}') at A, B and the VIP; $ok of $N tunnels ping after it"
 
 # --- item 2: SIGKILL the master -----------------------------------------------------------------------
-ip netns exec vlb-csw tcpdump -i br0 -n -U -w "$OUT/vrrp.pcap" 'ip proto 112' >"$OUT/tcpdump.log" 2>&1 &
-CAPTURE=$!
+pair_capture_start
 # Traffic through the failover: 30 pings per tunnel over 6 s, A killed 1 s in. A client whose
 # entry B lacked would be scheduled afresh on its first packet, to gw2 for some, and stay there.
 ping_start 30
@@ -422,19 +388,12 @@ log "item 2: SIGKILL to A (the master), every tunnel pinging"
 kill -KILL "$PID_A"
 wait "$PID_A" 2>/dev/null || true
 PID_A=""
-wait_state b master 5 || true
+pair_wait_state b master 5 || true
 sleep 1
-kill "$CAPTURE" 2>/dev/null; wait "$CAPTURE" 2>/dev/null || true; CAPTURE=""
+pair_capture_stop
 # Takeover: A's last advert to B's first after it. B's adverts while A still advertised (a
 # backup that took over from a master only slowed down, then gave way) are counted apart.
-read -r takeover_ms flaps < <(tshark -r "$OUT/vrrp.pcap" -T fields -e frame.time_epoch -e ip.src -Y vrrp 2>/dev/null | python3 -c '
-import sys
-adverts = [(float(t), src) for t, src in (line.split() for line in sys.stdin)]
-a = [t for t, s in adverts if s == "198.18.0.2"]
-last_a = max(a) if a else None
-b_after = [t for t, s in adverts if s == "198.18.0.3" and last_a is not None and t > last_a]
-flaps = sum(1 for t, s in adverts if s == "198.18.0.3" and last_a is not None and t < last_a)
-print(round((min(b_after) - last_a) * 1000) if b_after else -1, flaps)')
+read -r takeover_ms flaps _ < <(pair_takeover "$OUT/vrrp.pcap")
 [ "$flaps" -eq 0 ] || echo "pair: note: B sent $flaps adverts while A still advertised (a brief dual master under load)"
 if [ "$takeover_ms" -lt 0 ]; then
   miss "no takeover seen in the capture (A's last advert, then B's first)"
@@ -465,11 +424,11 @@ log "item 2: takeover ${takeover_ms} ms after A's last advert (limit $TAKEOVER_L
 
 # --- item 3: A comes back, resyncs, preempts ----------------------------------------------------------
 log "item 3: A restarts"
-start_daemon a
-wait_state a backup 10 || true
-wait_state a master 20 || true
+pair_start a
+pair_wait_state a backup 10 || true
+pair_wait_state a master 20 || true
 ctl_a show sync >"$OUT/sync-a.json"
-wait_state b backup 5 || true
+pair_wait_state b backup 5 || true
 sleep 1
 ctl_a show affinity >"$OUT/affinity-a2.json"
 ping_all 3

@@ -5,7 +5,8 @@
 # live in the namespace lab (root): forwarding, then the exception path and health checks against
 # real charon, openssl s_server and TCP servers, then the end-to-end acceptance suite (strongSwan,
 # ocserv/openconnect, a NAT; a gateway killed, a gateway drained), then the HA pair (a master
-# killed: takeover time, tunnels kept by the synced affinity table) and VRRP with keepalived, and
+# killed: takeover time, tunnels kept by the synced affinity table), faults injected into the pair
+# (a stalled worker, a stopped master, a worker's panic) and VRRP with keepalived, and
 # the attack test (a spoofed-source IKE_SA_INIT and SYN flood against a small affinity table).
 #
 #   FUZZ_SECONDS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
@@ -78,6 +79,9 @@ scripts/redirect-test.sh
 
 step "lab: HA pair, 20 strongSwan tunnels, the master killed and back (takeover, affinity sync)"
 scripts/pair-test.sh
+
+step "lab: fault injection in the HA pair, a worker stalled, the master stopped, a worker panicking (watchdog, takeover)"
+scripts/fault-test.sh
 
 step "lab: VRRPv3 with keepalived as the HA peer, both ways round (takeover, preemption, ARP)"
 scripts/vrrp-interop-test.sh

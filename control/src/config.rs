@@ -87,6 +87,7 @@ struct DataplaneFile {
     mtu: Option<u16>,
     #[serde(default)]
     eal_args: Vec<String>,
+    watchdog: Option<Duration>,
 }
 
 /// How the daemon runs the dataplane (`[dataplane]`); not used by `replay`.
@@ -109,7 +110,16 @@ pub struct DataplaneSettings {
     pub mtu: u16,
     /// Extra EAL arguments, appended last.
     pub eal_args: Vec<String>,
+    /// A worker (or the health checker) that makes no progress for longer than this is
+    /// stalled: the appliance steps down from VRRP master (see `daemon::watchdog`).
+    pub watchdog: std::time::Duration,
 }
+
+/// The watchdog's bound unless `[dataplane] watchdog` says otherwise.
+pub const DEFAULT_WATCHDOG_MS: u64 = 500;
+/// What `[dataplane] watchdog` may be: longer than the health checker's longest idle wait
+/// (50 ms) with room to spare, and short enough to matter.
+pub const WATCHDOG_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 
 impl Default for DataplaneSettings {
     fn default() -> Self {
@@ -124,6 +134,7 @@ impl Default for DataplaneSettings {
             tx_flush_us: 100,
             mtu: 1500,
             eal_args: Vec::new(),
+            watchdog: std::time::Duration::from_millis(DEFAULT_WATCHDOG_MS),
         }
     }
 }
@@ -137,6 +148,7 @@ struct ControlFile {
     readonly_socket_group: Option<String>,
     client_idle_timeout: Option<Duration>,
     state_file: Option<String>,
+    fault_injection: Option<bool>,
 }
 
 /// A group the system knows, by name and id.
@@ -163,6 +175,9 @@ pub struct ControlSettings {
     /// Where the operator's runtime values (drain, weight) are kept across restarts; `None`:
     /// they last until the daemon stops (they always survive a reload).
     pub state_file: Option<std::path::PathBuf>,
+    /// Tests only: the `debug ...` commands (stall or panic a worker, stall the health
+    /// checker) are answered instead of refused.
+    pub fault_injection: bool,
 }
 
 /// Where the control socket is unless `[control] socket` says otherwise.
@@ -182,6 +197,7 @@ impl Default for ControlSettings {
             readonly_socket_group: None,
             client_idle_timeout: std::time::Duration::from_millis(DEFAULT_CLIENT_IDLE_TIMEOUT_MS),
             state_file: None,
+            fault_injection: false,
         }
     }
 }
@@ -1119,6 +1135,12 @@ impl Validator<'_> {
             tx_flush_us,
             mtu,
             eal_args: d.eal_args,
+            watchdog: self.millis(
+                "dataplane.watchdog",
+                d.watchdog.as_ref(),
+                DEFAULT_WATCHDOG_MS,
+                WATCHDOG_RANGE_MS,
+            )?,
         })
     }
 
@@ -1181,6 +1203,7 @@ impl Validator<'_> {
                 );
             }
         }
+        out.fault_injection = c.fault_injection.unwrap_or(false);
         Ok(out)
     }
 
@@ -2353,6 +2376,37 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "dataplane.mtu");
+    }
+
+    #[test]
+    fn watchdog_bound_and_fault_injection() {
+        let c = load_config_str(LAB, "conf/lab.toml").unwrap();
+        assert_eq!(
+            c.dataplane.watchdog,
+            std::time::Duration::from_millis(DEFAULT_WATCHDOG_MS)
+        );
+        assert!(!c.control.fault_injection, "off unless asked for");
+        let dp = |extra: &str| with("workers = [1]", &format!("workers = [1]\n{extra}"));
+        let c = load_config_str(&dp("watchdog = \"250ms\""), "t.toml").unwrap();
+        assert_eq!(c.dataplane.watchdog, std::time::Duration::from_millis(250));
+        let c = load_config_str(&dp("watchdog = 2"), "t.toml").unwrap();
+        assert_eq!(c.dataplane.watchdog, std::time::Duration::from_secs(2));
+        for bad in [
+            "watchdog = \"50ms\"",
+            "watchdog = \"2m\"",
+            "watchdog = \"soon\"",
+        ] {
+            let e = load_config_str(&dp(bad), "t.toml").unwrap_err();
+            assert_eq!(e.key, "dataplane.watchdog", "{bad}: {e}");
+        }
+        let sock = "socket = \"/run/vpnlb/vpnlbd.sock\"";
+        let text = with(sock, &format!("{sock}\nfault_injection = true"));
+        assert!(
+            load_config_str(&text, "t.toml")
+                .unwrap()
+                .control
+                .fault_injection
+        );
     }
 
     #[test]

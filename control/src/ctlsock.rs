@@ -84,20 +84,47 @@ pub enum Request {
     ShowGateways,
     ShowClasses,
     ShowDrops,
-    ShowAffinity { client: Option<IpAddr> },
+    ShowAffinity {
+        client: Option<IpAddr>,
+    },
     ShowNeighbors,
     ShowHealth,
     ShowVrrp,
     ShowSync,
     ShowRedirect,
-    GatewayDrain { name: String },
-    GatewayEnable { name: String },
-    GatewayDisable { name: String },
-    GatewayWeight { name: String, weight: u32 },
-    AffinityFlush { client: Option<IpAddr> },
+    GatewayDrain {
+        name: String,
+    },
+    GatewayEnable {
+        name: String,
+    },
+    GatewayDisable {
+        name: String,
+    },
+    GatewayWeight {
+        name: String,
+        weight: u32,
+    },
+    AffinityFlush {
+        client: Option<IpAddr>,
+    },
     StatsPrometheus,
     Reload,
     Ping,
+    /// Tests only (`[control] fault_injection`): worker `worker` spins for `ms` without
+    /// polling.
+    DebugWorkerStall {
+        worker: usize,
+        ms: u64,
+    },
+    /// Tests only: worker `worker` panics (the release build aborts the process).
+    DebugWorkerPanic {
+        worker: usize,
+    },
+    /// Tests only: the health checker sleeps for `ms`.
+    DebugHealthStall {
+        ms: u64,
+    },
 }
 
 /// Whether a request only reads the daemon's state or changes it.
@@ -134,7 +161,10 @@ impl Request {
             | Request::GatewayDisable { .. }
             | Request::GatewayWeight { .. }
             | Request::AffinityFlush { .. }
-            | Request::Reload => Effect::Write,
+            | Request::Reload
+            | Request::DebugWorkerStall { .. }
+            | Request::DebugWorkerPanic { .. }
+            | Request::DebugHealthStall { .. } => Effect::Write,
         }
     }
 }
@@ -204,6 +234,8 @@ pub struct SocketStats {
 
 /// The largest gateway weight `gateway NAME weight N` accepts.
 pub const MAX_WEIGHT: u32 = 10_000;
+/// The longest stall `debug worker N stall MS` and `debug health stall MS` inject.
+pub const MAX_STALL_MS: u64 = 60_000;
 
 const USAGE: &str =
     "show stats|ports|workers|gateways|health|vrrp|sync|redirect|classes|drops|affinity [CLIENT]|neighbors, \
@@ -321,9 +353,35 @@ pub fn parse_request(line: &str) -> Result<Request, RequestError> {
         },
         "reload" => no_more(rest, "reload", Request::Reload),
         "ping" => no_more(rest, "ping", Request::Ping),
+        "debug" => parse_debug(rest),
         other => Err(RequestError::UnknownCommand {
             command: other.to_string(),
         }),
+    }
+}
+
+/// `debug worker N stall MS | debug worker N panic | debug health stall MS` (tests only: the
+/// daemon refuses them unless `[control] fault_injection`).
+fn parse_debug(words: &[&str]) -> Result<Request, RequestError> {
+    let stall = |ms: &str| match ms.parse::<u64>() {
+        Ok(ms @ 1..=MAX_STALL_MS) => Ok(ms),
+        _ => Err(RequestError::BadStall {
+            given: ms.to_string(),
+        }),
+    };
+    let worker = |n: &str| {
+        n.parse::<usize>().map_err(|_| RequestError::BadWorker {
+            given: n.to_string(),
+        })
+    };
+    match words {
+        ["worker", n, "stall", ms] => Ok(Request::DebugWorkerStall {
+            worker: worker(n)?,
+            ms: stall(ms)?,
+        }),
+        ["worker", n, "panic"] => Ok(Request::DebugWorkerPanic { worker: worker(n)? }),
+        ["health", "stall", ms] => Ok(Request::DebugHealthStall { ms: stall(ms)? }),
+        _ => Err(RequestError::Debug),
     }
 }
 
@@ -383,6 +441,15 @@ pub enum RequestError {
     UnknownCommand { command: String },
     #[error("`{given}` is not an IP address")]
     NotAnIp { given: String },
+    #[error(
+        "`debug` (tests only) takes: debug worker N stall MS, debug worker N panic, \
+         debug health stall MS"
+    )]
+    Debug,
+    #[error("stall must be 1-{max} ms, not `{given}`", max = MAX_STALL_MS)]
+    BadStall { given: String },
+    #[error("`{given}` is not a worker index")]
+    BadWorker { given: String },
 }
 
 /// The canonical request line (without `\n`); [`parse_request`] reads it back.
@@ -411,6 +478,11 @@ impl fmt::Display for Request {
             Request::StatsPrometheus => f.write_str("stats prometheus"),
             Request::Reload => f.write_str("reload"),
             Request::Ping => f.write_str("ping"),
+            Request::DebugWorkerStall { worker, ms } => {
+                write!(f, "debug worker {worker} stall {ms}")
+            }
+            Request::DebugWorkerPanic { worker } => write!(f, "debug worker {worker} panic"),
+            Request::DebugHealthStall { ms } => write!(f, "debug health stall {ms}"),
         }
     }
 }

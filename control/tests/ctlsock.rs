@@ -260,6 +260,21 @@ fn parse_every_command() {
         ("stats prometheus", Request::StatsPrometheus),
         ("reload", Request::Reload),
         ("ping", Request::Ping),
+        (
+            "debug worker 1 stall 1500",
+            Request::DebugWorkerStall {
+                worker: 1,
+                ms: 1500,
+            },
+        ),
+        (
+            "debug worker 0 panic",
+            Request::DebugWorkerPanic { worker: 0 },
+        ),
+        (
+            "debug health stall 60000",
+            Request::DebugHealthStall { ms: 60000 },
+        ),
     ];
     for (line, want) in cases {
         assert_eq!(ctlsock::parse_request(line), Ok(want.clone()), "{line}");
@@ -305,6 +320,17 @@ fn parse_bad_requests() {
         ("stats json", "unknown stats format `json`"),
         ("reload now", "unexpected argument `now` after `reload`"),
         ("ping pong", "unexpected argument `pong` after `ping`"),
+        ("debug", "`debug` (tests only) takes"),
+        ("debug worker 1", "`debug` (tests only) takes"),
+        ("debug worker 1 stall", "`debug` (tests only) takes"),
+        ("debug worker 1 panic now", "`debug` (tests only) takes"),
+        ("debug worker x panic", "`x` is not a worker index"),
+        (
+            "debug worker 1 stall 0",
+            "stall must be 1-60000 ms, not `0`",
+        ),
+        ("debug worker 1 stall 60001", "stall must be 1-60000 ms"),
+        ("debug health stall soon", "stall must be 1-60000 ms"),
     ];
     for (line, want) in cases {
         let err = ctlsock::parse_request(line).expect_err(line).to_string();
@@ -796,6 +822,9 @@ fn every_request() -> Vec<Request> {
         "stats prometheus",
         "reload",
         "ping",
+        "debug worker 0 stall 10",
+        "debug worker 0 panic",
+        "debug health stall 10",
     ]
     .iter()
     .map(|l| ctlsock::parse_request(l).unwrap())
@@ -818,6 +847,9 @@ fn every_request_is_a_read_or_a_write() {
             "gateway gw1 weight 3",
             "affinity flush",
             "reload",
+            "debug worker 0 stall 10",
+            "debug worker 0 panic",
+            "debug health stall 10",
         ]
     );
 }

@@ -35,7 +35,9 @@ const SOCKET_ENV: &str = "VPNLB_SOCKET";
         affinity flush [CLIENT]\n  \
         stats prometheus\n  \
         reload\n  \
-        ping\n\n\
+        ping\n  \
+        debug worker N stall MS | debug worker N panic | debug health stall MS\n    \
+        (tests only: refused unless the daemon has [control] fault_injection = true)\n\n\
         The socket is --socket, else $VPNLB_SOCKET, else /run/vpnlb/vpnlbd.sock; the daemon's\n  \
         read-only socket ([control] readonly_socket) answers show, stats and ping only.\n\n\
         Exit status: 0 ok, 1 error reply or bad command, 2 vpnlbd unreachable or silent."

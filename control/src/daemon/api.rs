@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use dataplane::classify::Class;
@@ -28,6 +28,7 @@ use super::pending::{Deferred, Gather, Origin, Question, QuestionKind};
 use super::rates::GatewayRates;
 use super::runtime_state::RuntimeState;
 use super::sync::{PairSync, SyncMetrics};
+use super::watchdog::Watchdog;
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
 use crate::config::Config;
@@ -47,6 +48,17 @@ pub enum WorkerQuery {
         client: Option<IpAddr>,
         reply: Sender<usize>,
     },
+    /// Tests only (`debug worker N ...`, `[control] fault_injection`): not answered.
+    Fault(WorkerFault),
+}
+
+/// A fault a worker injects into itself when asked (tests only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerFault {
+    /// Spin this long without polling or beating the heartbeat.
+    Stall(Duration),
+    /// Panic.
+    Panic,
 }
 
 /// One affinity entry as `show affinity` lists it.
@@ -104,6 +116,8 @@ pub struct Ctx<'a> {
     pub reload_running: bool,
     /// What the operator set at run time.
     pub runtime: &'a mut RuntimeState,
+    /// The workers' and the health checker's watchdog.
+    pub watchdog: &'a Watchdog,
 }
 
 /// All workers' counters summed.
@@ -180,6 +194,53 @@ fn handle_now(req: Request, ctx: &mut Ctx<'_>) -> Reply {
         Request::ShowAffinity { .. } | Request::AffinityFlush { .. } | Request::Reload => {
             Reply::Error("answered later".into())
         }
+        r @ (Request::DebugWorkerStall { .. }
+        | Request::DebugWorkerPanic { .. }
+        | Request::DebugHealthStall { .. }) => debug(ctx, &r),
+    }
+}
+
+/// Tests only: `debug worker N stall MS`, `debug worker N panic`, `debug health stall MS`,
+/// refused unless `[control] fault_injection`. Never waits: the worker takes the fault
+/// between bursts and does not answer.
+fn debug(ctx: &Ctx<'_>, req: &Request) -> Reply {
+    if !ctx.running.control.fault_injection {
+        return Reply::Error(
+            "fault injection is off: `debug` commands need [control] fault_injection = true \
+             (tests only)"
+                .into(),
+        );
+    }
+    let (worker, fault) = match *req {
+        Request::DebugWorkerStall { worker, ms } => {
+            (worker, WorkerFault::Stall(Duration::from_millis(ms)))
+        }
+        Request::DebugWorkerPanic { worker } => (worker, WorkerFault::Panic),
+        Request::DebugHealthStall { ms } => {
+            return match ctx.health.as_ref() {
+                Some(c) => {
+                    c.stall(Duration::from_millis(ms));
+                    Reply::Ok(json!({"thread": "health-checker", "stall_ms": ms}))
+                }
+                None => Reply::Error("no health checks: there is no health checker".into()),
+            };
+        }
+        _ => return Reply::Error(format!("`{req}` is not a debug command")),
+    };
+    let Some(q) = ctx.queries.get(worker) else {
+        return Reply::Error(format!(
+            "no worker {worker} (workers 0-{})",
+            ctx.queries.len().saturating_sub(1)
+        ));
+    };
+    match q.try_send(WorkerQuery::Fault(fault)) {
+        Ok(()) => Reply::Ok(match fault {
+            WorkerFault::Stall(d) => {
+                json!({"thread": format!("worker{worker}"), "stall_ms": crate::units::millis(d)})
+            }
+            WorkerFault::Panic => json!({"thread": format!("worker{worker}"), "panic": true}),
+        }),
+        Err(_) => Reply::Error(WorkerQueryError::Busy { worker }.to_string()),
     }
 }
 
@@ -223,6 +284,7 @@ fn show_stats(ctx: &Ctx<'_>) -> Value {
         "exception": ctx.ctl.exception_counters(),
         "exception_classes": exception_classes(&io),
         "control_socket": control_socket_status(&ctx.sockets),
+        "watchdog": ctx.watchdog.status(),
     })
 }
 
@@ -296,6 +358,8 @@ fn show_workers(ctx: &Ctx<'_>) -> Value {
                     "to_control": w.counters.to_control, "clients": w.affinity_entries,
                     "handoff_out": w.io.handoff_out, "handoff_in": w.io.handoff_in,
                     "handoff_dropped": w.io.handoff_dropped, "tx_dropped": w.io.tx_dropped,
+                    "stalled": ctx.watchdog.worker(i).is_some_and(|x| x.stalled),
+                    "stalls": ctx.watchdog.worker(i).map_or(0, |x| x.stalls),
                 })
             })
             .collect(),
@@ -688,6 +752,7 @@ fn prometheus(ctx: &Ctx<'_>) -> String {
         sync_metrics(&mut x, &s.metrics(std::time::Instant::now()));
     }
     control_socket_metrics(&mut x, &ctx.sockets);
+    watchdog_metrics(&mut x, ctx.watchdog);
     x.gauge(
         "snapshot_generation",
         "Generation of the configuration snapshot the workers run.",
@@ -1068,6 +1133,31 @@ fn control_socket_metrics(x: &mut Exposition, s: &ControlSocketStats) {
         "control_idle_disconnects_total",
         "Control clients disconnected for sending no request within [control] client_idle_timeout.",
         &per_socket(|s| s.counters.idle_disconnects),
+    );
+}
+
+/// Per watched thread (`worker0`, ..., `health-checker`): stalled now, stalls so far; and the
+/// times the appliance stepped down for one.
+fn watchdog_metrics(x: &mut Exposition, w: &Watchdog) {
+    let per_thread = |f: &dyn Fn(&super::watchdog::Watch) -> u64| -> Samples {
+        w.watches()
+            .map(|(t, s)| (format!("{{thread=\"{}\"}}", t.label()), f(s)))
+            .collect()
+    };
+    x.gauge(
+        "watchdog_stalled",
+        "1 while the thread has made no progress for longer than [dataplane] watchdog.",
+        &per_thread(&|s| u64::from(s.stalled)),
+    );
+    x.counter(
+        "watchdog_stalls_total",
+        "Times the thread made no progress for longer than [dataplane] watchdog.",
+        &per_thread(&|s| s.stalls),
+    );
+    x.counter(
+        "watchdog_step_downs_total",
+        "Times a stalled thread made the appliance step down (VRRP priority 0, then backup).",
+        &one(w.step_downs()),
     );
 }
 

@@ -34,6 +34,7 @@ use super::exception::{ExceptionError, ExceptionPath};
 use super::ha::{Ha, HaError};
 use super::loads::{LoadReports, LoadReportsError};
 use super::sync::{PairSync, PairSyncError, SyncChannels};
+use super::watchdog::Heartbeat;
 use super::worker::{
     self, Clock, PortQueues, WorkerChannels, WorkerIdentity, WorkerQueues, WorkerReport,
     WorkerSetup, WorkerStart, WorkerSync, WorkerTiming,
@@ -125,6 +126,8 @@ pub(super) struct Workers {
     pub reports: Vec<Arc<Mutex<WorkerReport>>>,
     /// Operator questions, one channel per worker.
     pub queries: Vec<Sender<WorkerQuery>>,
+    /// Each worker's heartbeat, for the control thread's watchdog.
+    pub progress: Vec<Heartbeat>,
     pub stop: Arc<AtomicBool>,
     /// Workers that have allocated their shard and entered their loop.
     pub running: Arc<AtomicUsize>,
@@ -653,6 +656,7 @@ fn spawn_workers(
         threads: Vec::new(),
         reports: Vec::new(),
         queries: Vec::new(),
+        progress: Vec::new(),
         stop: Arc::new(AtomicBool::new(false)),
         running: Arc::new(AtomicUsize::new(0)),
     };
@@ -685,6 +689,7 @@ fn spawn_workers(
         workers.queries.push(query_tx);
         let report = Arc::new(Mutex::new(WorkerReport::default()));
         workers.reports.push(Arc::clone(&report));
+        workers.progress.push(Heartbeat::new());
         let setup = WorkerSetup {
             identity: WorkerIdentity { index, core },
             queues,
@@ -698,6 +703,7 @@ fn spawn_workers(
                     changes_in: c.to_workers[w].1.clone(),
                     lost: Arc::clone(&c.lost),
                 }),
+                progress: workers.progress[w].clone(),
             },
             timing: WorkerTiming {
                 clock,

@@ -22,6 +22,7 @@ use super::pending::{Deferred, Origin};
 use super::rates::GatewayRates;
 use super::reload::{self, ReloadTxn};
 use super::runtime_state::RuntimeState;
+use super::watchdog::{self, Thread, Transition, Watchdog};
 use super::worker::IoCounters;
 use super::{DaemonReport, RunOptions};
 use crate::config::Config;
@@ -44,6 +45,8 @@ struct Timers {
     /// changed.
     last_rx: u64,
     idle_since: Instant,
+    /// The last look at the workers' and the health checker's heartbeats.
+    last_watchdog: Instant,
 }
 
 impl Timers {
@@ -55,6 +58,7 @@ impl Timers {
             last_stop_check: now,
             last_rx: 0,
             idle_since: now,
+            last_watchdog: now,
         }
     }
 
@@ -83,6 +87,8 @@ pub struct ControlLoop {
     opts: RunOptions,
     /// The workers' exception counters at the last second's sample: what grew is logged.
     exception_seen: ExceptionSeen,
+    /// The workers' and the health checker's progress (see `daemon::watchdog`).
+    watchdog: Watchdog,
     /// Requests answered later: questions to the workers, reloads asked for.
     deferred: Deferred,
     /// The reload under way, if any (one at a time).
@@ -130,7 +136,9 @@ impl ControlLoop {
         } = appliance;
         let mut cfg = cfg;
         cfg.spec = file_spec;
+        let watchdog = Watchdog::new(cfg.dataplane.watchdog, workers.progress.len(), started);
         ControlLoop {
+            watchdog,
             ctl,
             sock,
             running: Running {
@@ -171,6 +179,9 @@ impl ControlLoop {
         self.poll_ha();
         self.poll_health();
         self.poll_loads();
+        if self.timers.last_watchdog.elapsed() >= watchdog::CHECK_EVERY {
+            self.check_watchdog();
+        }
         if self.timers.last_rates.elapsed() >= RATES_EVERY {
             self.sample_rates();
         }
@@ -196,6 +207,37 @@ impl ControlLoop {
                 h.peer_dead(&mut self.ctl, now);
             }
             h.hold_preemption(s.hold_preemption(now));
+        }
+    }
+
+    /// The workers' and the health checker's heartbeats. A stall (or the end of the last one)
+    /// is logged; the first stall makes the appliance step down from VRRP master, and the end
+    /// of the last one brings back its priority, after the master's table (see `Ha::watchdog`).
+    fn check_watchdog(&mut self) {
+        let now = Instant::now();
+        self.timers.last_watchdog = now;
+        let was = self.watchdog.any_stalled();
+        let w = &mut self.watchdog;
+        w.begin(now);
+        let cores = &self.running.cfg.dataplane.workers;
+        for (i, beat) in self.workers.progress.iter().enumerate() {
+            let t = w.observe(Thread::Worker(i), beat.read(), now);
+            log_watchdog(Thread::Worker(i), cores.get(i).copied(), t);
+        }
+        let t = match &self.services.health {
+            Some(c) => w.observe(Thread::HealthChecker, c.progress().read(), now),
+            None => w.absent(Thread::HealthChecker, now),
+        };
+        log_watchdog(Thread::HealthChecker, None, t);
+        let stalled = w.any_stalled();
+        if stalled == was {
+            return;
+        }
+        if let Some(h) = &mut self.services.ha {
+            h.watchdog(&mut self.ctl, now, stalled);
+        }
+        if let Some(s) = self.services.sync.as_mut().filter(|_| !stalled) {
+            s.pull_table(now);
         }
     }
 
@@ -254,6 +296,7 @@ impl ControlLoop {
             deferred: &mut self.deferred,
             reload_running: self.reload.is_some(),
             runtime: &mut self.runtime,
+            watchdog: &self.watchdog,
         };
         self.sock.poll(&mut |req| api::handle(req, &mut ctx));
     }
@@ -395,6 +438,29 @@ impl ControlLoop {
             }
             let _ = port.stop();
         }
+    }
+}
+
+/// A watched thread's stall or recovery, logged (nothing when `t` is `None`).
+fn log_watchdog(thread: Thread, core: Option<usize>, t: Option<Transition>) {
+    let (worker, core) = match thread {
+        Thread::Worker(i) => (Some(i), core),
+        Thread::HealthChecker => (None, None),
+    };
+    let thread = thread.label();
+    match t {
+        Some(Transition::Stalled { stalled_ms }) if worker.is_some() => warn!(
+            worker, core, stalled_ms, %thread,
+            "watchdog: a worker has stopped polling (its clients are black-holed): stepping down"
+        ),
+        Some(Transition::Stalled { stalled_ms }) => warn!(
+            stalled_ms, %thread,
+            "watchdog: the health checker has stalled (gateway health is stale): stepping down"
+        ),
+        Some(Transition::Recovered { stalled_ms }) => {
+            info!(worker, core, stalled_ms, %thread, "watchdog: progress again")
+        }
+        None => {}
     }
 }
 

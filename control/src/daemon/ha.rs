@@ -71,6 +71,10 @@ pub struct HaCounters {
     pub unknown_router: u64,
     /// Times the peer's heartbeat said it was gone before VRRP did.
     pub peer_dead_takeovers: u64,
+    /// Times the watchdog made this appliance step down (a worker or the health checker
+    /// stalled), and whether it is stepped down now.
+    pub watchdog_step_downs: u64,
+    pub stepped_down: bool,
 }
 
 /// VRRP's state and counters, for Prometheus.
@@ -303,6 +307,36 @@ impl Ha {
     /// Leaving: a master advertises priority 0 so the backup takes over at once.
     pub fn shutdown(&mut self, ctl: &mut Control) {
         let actions = self.machine.shutdown();
+        self.apply(ctl, actions);
+    }
+
+    /// The watchdog says a worker or the health checker is stalled (`true`), or that none is
+    /// any more. Stalled: step down (a master advertises priority 0, so the backup takes over
+    /// after its skew time, and stays backup at priority 1 while the stall lasts; see
+    /// `Vrrp::step_down`). Over: back to the configured priority, as backup: it preempts as
+    /// `[ha] preempt` says, once it holds the master's table again (the caller asks the sync
+    /// for it).
+    pub fn watchdog(&mut self, ctl: &mut Control, now: Instant, stalled: bool) {
+        if stalled == self.counters.stepped_down {
+            return;
+        }
+        self.counters.stepped_down = stalled;
+        let actions = if stalled {
+            self.counters.watchdog_step_downs += 1;
+            warn!(
+                vrid = self.settings.vrid,
+                was_master = self.is_master(),
+                "watchdog: stepping down (priority 0 advert, backup at priority 1 while stalled)"
+            );
+            self.machine.step_down(now)
+        } else {
+            info!(
+                vrid = self.settings.vrid,
+                priority = self.settings.priority,
+                "watchdog: stall over, back to the configured priority"
+            );
+            self.machine.set_priority(now, self.settings.priority)
+        };
         self.apply(ctl, actions);
     }
 

@@ -24,6 +24,7 @@ pub mod rates;
 pub mod reload;
 pub mod runtime_state;
 pub mod sync;
+pub mod watchdog;
 pub mod worker;
 
 use std::collections::HashSet;

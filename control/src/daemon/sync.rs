@@ -175,6 +175,8 @@ pub struct PairSync {
     hold_max: std::time::Duration,
     /// The hold gave up (logged once).
     hold_expired: bool,
+    /// Since when preemption may be held: start-up, or the last [`PairSync::pull_table`].
+    hold_since: Instant,
 }
 
 impl PairSync {
@@ -220,6 +222,7 @@ impl PairSync {
         cfg.validate()?;
         let id = session_id();
         info!(peer = %peer, session = id, "HA sync started");
+        let started = Instant::now();
         let workers = channels.to_workers.len();
         let steering = u16::try_from(workers.max(1))
             .map(Steering::new)
@@ -248,9 +251,10 @@ impl PairSync {
             dual_master_warned: None,
             last_sweep: 0,
             counters: PairCounters::default(),
-            started: Instant::now(),
+            started,
             hold_max: settings.sync_hold_max,
             hold_expired: false,
+            hold_since: started,
         })
     }
 
@@ -334,7 +338,7 @@ impl PairSync {
         if self.session.synced() {
             return false;
         }
-        let age = now.saturating_duration_since(self.started);
+        let age = now.saturating_duration_since(self.hold_since);
         let wanted = self.peer_alive || age < STARTUP_GRACE;
         if wanted && age >= self.hold_max {
             if !self.hold_expired {
@@ -351,6 +355,17 @@ impl PairSync {
             return false;
         }
         wanted
+    }
+
+    /// Asks the peer for its whole table, and holds preemption from `now` until it has come
+    /// (as at start-up, [`hold_preemption`](Self::hold_preemption)): after a stall (the
+    /// watchdog), a worker may have missed some of the master's changes, so this appliance must
+    /// not take the VIPs back before it has them all.
+    pub fn pull_table(&mut self, now: Instant) {
+        self.session.request_resync();
+        self.hold_since = now;
+        self.hold_expired = false;
+        info!(peer = %self.peer, "HA sync: pulling the peer's table before preempting");
     }
 
     /// Re-keys the mirror after a reload moved services or gateways (`map` as the workers'),
@@ -765,5 +780,27 @@ mod tests {
         let t = p.started;
         assert!(!p.hold_preemption(t + STARTUP_GRACE));
         assert_eq!(p.counters.preempt_hold_expired, 0);
+    }
+
+    #[test]
+    fn pull_table_holds_preemption_again_until_the_bulk() {
+        let mut p = pair_sync(Duration::from_secs(60));
+        let later = p.started + Duration::from_secs(600);
+        p.peer_alive = true;
+        assert!(
+            !p.hold_preemption(later),
+            "not synced, but sync_hold_max is long over"
+        );
+        // The watchdog's stall is over: held again, for sync_hold_max from the pull.
+        p.pull_table(later);
+        assert!(!p.session.synced());
+        assert!(p.hold_preemption(later + Duration::from_secs(1)));
+        assert!(!p.hold_preemption(later + Duration::from_secs(61)));
+        // With the peer silent, the start-up grace counts from the pull too.
+        p.pull_table(later + Duration::from_secs(100));
+        p.peer_alive = false;
+        assert!(p.hold_preemption(later + Duration::from_secs(101)));
+        assert!(!p.hold_preemption(later + Duration::from_secs(103)));
+        assert_eq!(p.counters.preempt_hold_expired, 2);
     }
 }

@@ -36,8 +36,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::api::{AffinityRow, WorkerQuery};
+use super::api::{AffinityRow, WorkerFault, WorkerQuery};
 use super::control::{IdMap, Update};
+use super::watchdog::Heartbeat;
 
 /// I/O counters of one worker (the pipeline's own are in [`WorkerCounters`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -268,6 +269,8 @@ pub struct WorkerChannels {
     pub report: Arc<Mutex<WorkerReport>>,
     /// With an HA peer: this worker's affinity changes out, the master's changes in.
     pub sync: Option<WorkerSync>,
+    /// Beaten once per loop pass; the control thread's watchdog reads it.
+    pub progress: Heartbeat,
 }
 
 /// The worker's clock and its TX flush budget.
@@ -661,6 +664,7 @@ impl WorkerLoop {
     /// One pass: control-thread input, the ports, hand-offs, flushes, then what goes back.
     #[inline]
     fn iteration(&mut self) {
+        self.channels.progress.beat();
         self.io.counters.polls += 1;
         // Frames this iteration moved: processed here, or handed to their owner.
         let moved_before = self.moved();
@@ -897,6 +901,30 @@ fn answer(pipeline: &mut Pipeline, index: usize, q: WorkerQuery) {
         }
         WorkerQuery::Flush { client, reply } => {
             let _ = reply.try_send(pipeline.flush_affinity(client));
+        }
+        WorkerQuery::Fault(f) => inject(index, f),
+    }
+}
+
+/// Tests only (`[control] fault_injection`): the fault the operator asked for. A stall spins
+/// here without polling anything or beating the heartbeat, as a worker stuck in a loop would;
+/// a panic is a worker's crash (with the release profile's `panic = "abort"`, the process's).
+fn inject(index: usize, f: WorkerFault) {
+    match f {
+        WorkerFault::Stall(d) => {
+            warn!(
+                worker = index,
+                stall_ms = crate::units::millis(d),
+                "fault injection: the worker stalls"
+            );
+            let until = std::time::Instant::now() + d;
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            info!(worker = index, "fault injection: the worker polls again");
+        }
+        WorkerFault::Panic => {
+            panic!("fault injection: worker {index} panics as asked (`debug worker {index} panic`)")
         }
     }
 }

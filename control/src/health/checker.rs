@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use super::probe::{InFlight, Outcome, ProbeKind, ProbeSpec};
 use crate::config::{CheckKind, Config, HealthCheck};
+use crate::daemon::watchdog::Heartbeat;
 
 /// One check of one gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +148,8 @@ impl HealthStatus {
 
 enum Command {
     Replace(Vec<CheckPlan>),
+    /// Tests only (`debug health stall MS`): the thread sleeps this long, as a stuck one would.
+    Stall(Duration),
     Stop,
 }
 
@@ -173,10 +176,15 @@ pub struct Checker {
     commands: Sender<Command>,
     events: Receiver<GatewayHealth>,
     status: Arc<Mutex<HealthStatus>>,
+    /// Beaten once per loop pass; the control thread's watchdog reads it.
+    progress: Heartbeat,
 }
 
 /// How often in-flight probes are polled: the resolution of the round-trip times reported.
 const POLL: Duration = Duration::from_millis(1);
+/// The longest the thread waits between two passes with nothing to do, so its heartbeat moves
+/// well within the watchdog's shortest bound (100 ms).
+const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 impl Checker {
     /// Starts the thread in network namespace `netns` (`None`: this one) with `plans`.
@@ -186,6 +194,8 @@ impl Checker {
         let status = Arc::new(Mutex::new(HealthStatus::default()));
         let (ready_tx, ready_rx) = bounded(1);
         let shared = Arc::clone(&status);
+        let progress = Heartbeat::new();
+        let beat = progress.clone();
         let thread = std::thread::Builder::new()
             .name("vpnlb-health".into())
             .spawn(move || {
@@ -202,7 +212,7 @@ impl Checker {
                 let _ = ready_tx.send(Ok(()));
                 let mut run = Run::new(event_tx, shared);
                 run.replace(plans, Instant::now());
-                run.main(command_rx);
+                run.main(command_rx, &beat);
             })
             .map_err(CheckerError::Spawn)?;
         match ready_rx.recv() {
@@ -211,6 +221,7 @@ impl Checker {
                 commands,
                 events,
                 status,
+                progress,
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -235,6 +246,16 @@ impl Checker {
 
     pub fn status(&self) -> HealthStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The thread's heartbeat (one beat per pass of its loop).
+    pub fn progress(&self) -> &Heartbeat {
+        &self.progress
+    }
+
+    /// Tests only: the thread sleeps for `d` (a stuck checker), without beating.
+    pub fn stall(&self, d: Duration) {
+        let _ = self.commands.send(Command::Stall(d));
     }
 }
 
@@ -277,8 +298,9 @@ impl Run {
         }
     }
 
-    fn main(&mut self, commands: Receiver<Command>) {
+    fn main(&mut self, commands: Receiver<Command>, progress: &Heartbeat) {
         loop {
+            progress.beat();
             let now = Instant::now();
             self.step(now);
             let next = self
@@ -290,11 +312,18 @@ impl Run {
             let busy = self.checks.iter().any(|c| c.in_flight.is_some());
             let wait = match next {
                 _ if busy => POLL,
-                Some(t) => t.saturating_duration_since(now).min(Duration::from_secs(1)),
-                None => Duration::from_secs(1),
+                Some(t) => t.saturating_duration_since(now).min(IDLE_WAIT),
+                None => IDLE_WAIT,
             };
             match commands.recv_timeout(wait.max(Duration::from_millis(1))) {
                 Ok(Command::Replace(plans)) => self.replace(plans, Instant::now()),
+                Ok(Command::Stall(d)) => {
+                    warn!(
+                        stall_ms = crate::units::millis(d),
+                        "fault injection: the health checker stalls"
+                    );
+                    std::thread::sleep(d);
+                }
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {}
             }

@@ -396,6 +396,28 @@ impl Vrrp {
         }
     }
 
+    /// Steps down for a fault of our own (a stalled worker: the daemon's watchdog), short of
+    /// shutting down: the priority becomes 1, the lowest a live router has, and a Master
+    /// leaves as on [`shutdown`](Self::shutdown), with a priority-0 advert so that a Backup
+    /// takes over after its Skew_Time, but becomes Backup rather than Initialize: it keeps
+    /// listening, and takes the addresses back only when nobody else advertises for
+    /// Master_Down_Interval (a partly working appliance beats none). A Backup just takes the
+    /// priority. [`set_priority`](Self::set_priority) with the configured one ends it.
+    pub fn step_down(&mut self, now: Instant) -> Vec<Action> {
+        self.priority = 1;
+        if self.state != State::Master {
+            return Vec::new();
+        }
+        self.counters.adverts_out += 1;
+        self.counters.priority_zero_out += 1;
+        let mut actions = vec![Action::SendAdvert {
+            priority: wire::PRIORITY_STOP,
+        }];
+        actions.extend(self.become_backup(now, self.cfg.advert_interval()));
+        self.master = None;
+        actions
+    }
+
     /// Changes our priority (a tracked health check, say); 0 is taken as 1, since 0 on the
     /// wire means "leaving" (use [`shutdown`](Self::shutdown)).
     ///
@@ -1276,6 +1298,59 @@ mod tests {
             assert!((took - term_ms).abs() < 1e-6, "term: {took} ms");
             assert_eq!(s.routers[1].counters().priority_zero_in, 1);
         }
+    }
+
+    #[test]
+    fn step_down_releases_at_once_and_set_priority_ends_it() {
+        let c = Clock::new();
+        let mut r = master(&c);
+        assert_eq!(
+            r.step_down(c.ms(50)),
+            [send(0), Action::BecomeBackup],
+            "a priority-0 advert, then the addresses go"
+        );
+        assert_eq!((r.state(), r.priority()), (State::Backup, 1));
+        assert_eq!(r.counters().priority_zero_out, 1);
+        // Without anyone else it takes over again after Master_Down_Interval at priority 1.
+        let down = c.ms(50) + master_down_interval(1, Duration::from_secs(1));
+        assert_eq!(r.next_deadline(), Some(down));
+        // A Master at any priority keeps it down.
+        assert_eq!(r.on_advert(c.ms(100), &advert(A, 100, 100)), []);
+        assert_eq!(r.master(), Some(A));
+        assert!(r.next_deadline() > Some(down));
+        // Stepping down again changes nothing; a Backup or Initialize only takes the priority.
+        assert_eq!(r.step_down(c.ms(200)), []);
+        let mut b = router(100, 100);
+        assert_eq!(b.step_down(c.ms(0)), []);
+        assert_eq!((b.state(), b.priority()), (State::Initialize, 1));
+        assert_eq!(r.set_priority(c.ms(300), 100), []);
+        assert_eq!((r.state(), r.priority()), (State::Backup, 100));
+    }
+
+    #[test]
+    fn lab_pair_master_steps_down_and_preempts_back_after() {
+        let c = Clock::new();
+        let mut s = Segment::new(c.ms(0), lab_pair(10));
+        s.start(0);
+        s.start(1);
+        s.run_until(c.ms(2_000));
+        assert_eq!(s.masters(), [0]);
+        // A's watchdog fires: B takes over after its Skew_Time (60.9375 ms at 100 ms adverts).
+        let acts = s.routers[0].step_down(s.now);
+        let at = s.now;
+        s.handle(0, acts);
+        s.run_until(c.ms(2_500));
+        assert_eq!(s.masters(), [1]);
+        let took = s.last(1, Action::BecomeMaster).unwrap() - at;
+        assert_eq!(took, Duration::from_nanos(60_937_500));
+        // However long the stall lasts, A stays Backup while B advertises.
+        s.run_until(c.ms(10_000));
+        assert_eq!(s.masters(), [1]);
+        // Over: A at 200 again preempts B after its Master_Down_Interval.
+        s.routers[0].set_priority(s.now, 200);
+        s.run_until(c.ms(11_000));
+        assert_eq!(s.masters(), [0]);
+        assert_eq!(s.routers[1].state(), State::Backup);
     }
 
     #[test]
