@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::*;
-use dataplane::affinity::AffinityValue;
+use dataplane::affinity::{AffinityValue, Remap};
 use dataplane::classify::Class;
 use dataplane::counters::DropReason;
 use dataplane::frame::VecFrame;
@@ -2588,10 +2588,11 @@ fn remapped_affinity_keeps_every_client_on_its_gateway_when_ids_move() {
     let mut spec = test_spec();
     spec.services[0].gateways.rotate_right(1);
     let order = [1u16, 2, 0]; // old gateway id -> new id
-    let moved = w.remap_affinity(&|s, g| Some((s, order[usize::from(g)])));
+    let map: Vec<Vec<Option<(u16, u16)>>> = vec![order.iter().map(|&g| Some((0, g))).collect()];
+    w.begin_remap(snapshot(spec, 2), Remap::new(&map));
+    let moved = finish(&mut w);
     assert_eq!(moved.1, 0);
     assert!(moved.0 > 0);
-    w.adopt(snapshot(spec, 2));
     assert_eq!(w.affinity().len(), clients.len());
     for (c, gw) in clients.iter().zip(&before) {
         let out = tx(&mut w, CLIENT_PORT, &client_ike4(*c), BACKEND_PORT);
@@ -2607,7 +2608,16 @@ fn remapped_affinity_keeps_every_client_on_its_gateway_when_ids_move() {
         clients.len() as u32
     );
     // A gateway that is gone takes its entries with it.
-    let (_, removed) = w.remap_affinity(&|s, g| (g != 0).then_some((s, g)));
-    w.adopt(snapshot(test_spec(), 3));
+    let map = vec![vec![None, Some((0, 1)), Some((0, 2))]];
+    w.begin_remap(snapshot(test_spec(), 3), Remap::new(&map));
+    let (_, removed) = finish(&mut w);
     assert_eq!(removed, before.iter().filter(|g| **g == 2).count());
+}
+
+/// Completes the running remap and returns its (moved, removed).
+fn finish(w: &mut Pipeline) -> (usize, usize) {
+    w.finish_remap();
+    let mut out = None;
+    w.drain_finished_remaps(|p| out = Some((p.moved, p.removed)));
+    out.expect("a remap completed")
 }

@@ -15,13 +15,14 @@
 //! answering an operator's query (e.g. `show affinity`) and adopting a new snapshot build
 //! anything.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use dataplane::affinity::HashKey;
+use dataplane::affinity::{AffinityKey, AffinityValue, HashKey, Remap};
 use dataplane::changes::AffinityChange;
 use dataplane::counters::WorkerCounters;
 use dataplane::exception::{ExceptionClass, ExceptionPolicer, ExceptionQueue, Suspect};
@@ -557,6 +558,8 @@ struct WorkerLoop {
     verdicts: [Verdict; MAX_BURST],
     clock: Clock,
     timers: LoopTimers,
+    /// Reloads whose re-keying runs, oldest first: each is answered when its remap completes.
+    reload_replies: VecDeque<Sender<(usize, usize)>>,
 }
 
 /// The worker loop. Returns when `stop` is set, after flushing everything.
@@ -611,6 +614,7 @@ impl WorkerLoop {
             },
             channels,
             verdicts: [Verdict::ToControl; MAX_BURST],
+            reload_replies: VecDeque::new(),
             clock: timing.clock,
             timers: LoopTimers {
                 flush_cycles: timing.clock.cycles(u64::from(timing.tx_flush_us)),
@@ -630,6 +634,7 @@ impl WorkerLoop {
         let moved_before = self.moved();
         self.take_updates();
         self.answer_query();
+        self.advance_remap();
         let now = self.clock.now_s();
         self.io.now_ms = self.clock.now_ms();
         self.apply_synced(now);
@@ -666,9 +671,28 @@ impl WorkerLoop {
     /// layout of the snapshots that follow it.
     fn take_updates(&mut self) {
         while let Ok(u) = self.channels.updates.try_recv() {
-            apply_update(&mut self.pipeline, u);
+            apply_update(&mut self.pipeline, u, &mut self.reload_replies);
             self.io.counters.snapshots_adopted += 1;
         }
+    }
+
+    /// A slice of the running remap (bursts do one each; this one keeps an idle worker's
+    /// going), and the answers of the reloads whose re-keying completed.
+    #[inline]
+    fn advance_remap(&mut self) {
+        if self.pipeline.remap_progress().is_none() && self.reload_replies.is_empty() {
+            return;
+        }
+        self.pipeline.remap_step();
+        let replies = &mut self.reload_replies;
+        self.pipeline.drain_finished_remaps(|p| {
+            // Flushes were answered when they began.
+            if !p.flush {
+                if let Some(reply) = replies.pop_front() {
+                    let _ = reply.try_send((p.moved, p.removed));
+                }
+            }
+        });
     }
 
     fn answer_query(&mut self) {
@@ -835,10 +859,14 @@ fn answer(pipeline: &mut Pipeline, index: usize, q: WorkerQuery) {
             reply,
         } => {
             let snap = Arc::clone(pipeline.snapshot());
-            let rows: Vec<AffinityRow> = pipeline
-                .affinity()
-                .iter()
-                .filter(|(k, _)| client.is_none_or(|c| k.client_ip() == c))
+            // One client: its few keys, looked up. All: the first `limit` entries.
+            let mut entries: Vec<(AffinityKey, AffinityValue)> = Vec::new();
+            match client {
+                Some(c) => pipeline.client_entries(c, |k, v| entries.push((k, v))),
+                None => entries.extend(pipeline.affinity().iter().take(limit)),
+            }
+            let rows: Vec<AffinityRow> = entries
+                .into_iter()
                 .take(limit)
                 .map(|(k, v)| {
                     let svc = snap.services.get(usize::from(k.service_index()));
@@ -865,8 +893,13 @@ fn answer(pipeline: &mut Pipeline, index: usize, q: WorkerQuery) {
     }
 }
 
-/// Adopts a snapshot, or re-keys the affinity entries and adopts a reloaded configuration.
-fn apply_update(pipeline: &mut Pipeline, u: Update) {
+/// Adopts a snapshot, or adopts a reloaded configuration and begins re-keying the affinity
+/// entries for it (incremental: the reply, queued in `replies`, is sent when it completes).
+fn apply_update(
+    pipeline: &mut Pipeline,
+    u: Update,
+    replies: &mut VecDeque<Sender<(usize, usize)>>,
+) {
     match u {
         // Collapsed snapshots are newest-last; an older one never undoes a newer one.
         Update::Snapshot(s) if s.generation > pipeline.snapshot().generation => pipeline.adopt(s),
@@ -876,12 +909,8 @@ fn apply_update(pipeline: &mut Pipeline, u: Update) {
             map,
             reply,
         } => {
-            let lookup = |s: u16, g: u16| -> Option<(u16, u16)> {
-                *map.get(usize::from(s))?.get(usize::from(g))?
-            };
-            let counts = pipeline.remap_affinity(&lookup);
-            pipeline.adopt(snapshot);
-            let _ = reply.try_send(counts);
+            pipeline.begin_remap(snapshot, Remap::new(&map));
+            replies.push_back(reply);
         }
     }
 }
