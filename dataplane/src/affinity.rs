@@ -1881,7 +1881,7 @@ mod tests {
     }
 
     /// Checks every structural invariant from scratch.
-    fn check(s: &AffinityShard) {
+    pub(super) fn check(s: &AffinityShard) {
         let cap = s.capacity();
         let nb = s.buckets.len();
         let occupied = s.entries.iter().filter(|e| e.occupied()).count();
@@ -3302,5 +3302,256 @@ mod tests {
                 check(&s);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod remap_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    type Table = HashMap<AffinityKey, AffinityValue>;
+    type IdMap = Vec<Vec<Option<(u16, u16)>>>;
+
+    const NOW: u32 = 10;
+    const SERVICES: u16 = 4;
+    const GATEWAYS: u16 = 4;
+
+    fn rkey(client: u32, service: u16, direct: bool) -> AffinityKey {
+        let k = AffinityKey::from_v4(Ipv4Addr::from(0x0a00_0000 + client), service);
+        if direct {
+            k.direct()
+        } else {
+            k
+        }
+    }
+
+    fn rval(gateway: u16, confirmed: bool) -> AffinityValue {
+        AffinityValue {
+            gateway,
+            last_seen: NOW,
+            expires_at: 1_000_000,
+            confirmed,
+        }
+    }
+
+    /// What today's one-shot remap made of `table`: every entry translated at once.
+    fn one_shot(table: &Table, remap: &Remap) -> Table {
+        table
+            .iter()
+            .filter_map(|(k, v)| {
+                let (k, gateway) = remap.apply(*k, v.gateway)?;
+                Some((k, AffinityValue { gateway, ..*v }))
+            })
+            .collect()
+    }
+
+    fn contents(s: &AffinityShard) -> Table {
+        let t: Table = s.iter().collect();
+        assert_eq!(t.len(), s.iter().count(), "a key listed twice");
+        t
+    }
+
+    /// A shard holding `entries` (the later of two equal keys wins), and its model.
+    fn filled(entries: &[(u32, u16, bool, u16, bool)]) -> (AffinityShard, Table) {
+        let mut s = AffinityShard::new(512, 512);
+        let mut model = Table::new();
+        for &(c, svc, d, g, confirmed) in entries {
+            let (k, v) = (rkey(c, svc, d), rval(g, confirmed));
+            let out = s.insert(k, k.hash(), v, NOW);
+            assert_eq!(out, InsertOutcome::Inserted);
+            let m = model.entry(k).or_insert(v);
+            // An insert of a present key updates it and never demotes it.
+            *m = AffinityValue {
+                confirmed: m.confirmed || confirmed,
+                ..v
+            };
+        }
+        (s, model)
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A packet of (client, new service, direct): settle, then look up.
+        Lookup(u32, u16, bool),
+        /// A new client of (client, new service, direct) on a gateway, where none is found.
+        Insert(u32, u16, bool, u16),
+        /// One slice of the remap with this budget.
+        Step(usize),
+        /// The operator's `show affinity CLIENT`.
+        ShowAll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..48u32, 0..SERVICES, any::<bool>()).prop_map(|(c, s, d)| Op::Lookup(c, s, d)),
+            2 => (0..48u32, 0..SERVICES, any::<bool>(), 0..GATEWAYS)
+                .prop_map(|(c, s, d, g)| Op::Insert(c, s, d, g)),
+            3 => (1..48usize).prop_map(Op::Step),
+            1 => Just(Op::ShowAll),
+        ]
+    }
+
+    fn entries() -> impl Strategy<Value = Vec<(u32, u16, bool, u16, bool)>> {
+        proptest::collection::vec(
+            (0..48u32, 0..SERVICES, any::<bool>(), 0..GATEWAYS, any::<bool>()),
+            0..160,
+        )
+    }
+
+    /// A reload's map: services renumbered (a permutation, some gone), each service's
+    /// gateways renumbered or gone independently.
+    fn id_map() -> impl Strategy<Value = IdMap> {
+        let order = Just((0..SERVICES).collect::<Vec<u16>>()).prop_shuffle();
+        let kept = proptest::collection::vec(proptest::bool::weighted(0.8), SERVICES as usize);
+        let gateways = proptest::collection::vec(
+            proptest::collection::vec(proptest::option::weighted(0.8, 0..GATEWAYS), 4),
+            SERVICES as usize,
+        );
+        (order, kept, gateways).prop_map(|(order, kept, gateways)| {
+            (0..SERVICES as usize)
+                .map(|s| {
+                    gateways[s]
+                        .iter()
+                        .map(|g| g.filter(|_| kept[s]).map(|g| (order[s], g)))
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    /// Runs `ops` over a shard filled with `entries` while `remap` runs, against the model
+    /// of a one-shot remap; returns what was reported removed.
+    fn run(
+        entries: &[(u32, u16, bool, u16, bool)],
+        remap: Remap,
+        ops: &[Op],
+    ) -> Result<Vec<Removed>, TestCaseError> {
+        let (mut s, before) = filled(entries);
+        let mut model = one_shot(&before, &remap);
+        let mut removed = Vec::new();
+        prop_assert!(s.begin_remap(remap, |r| removed.push(r)).is_none());
+        prop_assert_eq!(&contents(&s), &model, "at once, readers see the new ids");
+        let mut done = None;
+        for op in ops {
+            match *op {
+                Op::Lookup(c, svc, d) => {
+                    let k = rkey(c, svc, d);
+                    s.settle(&k, |r| removed.push(r));
+                    prop_assert_eq!(s.peek(&k, k.hash()), model.get(&k).copied(), "{:?}", k);
+                    let live = s.live(&k, k.hash(), NOW).map(|e| e.value());
+                    prop_assert_eq!(live, model.get(&k).copied());
+                }
+                Op::Insert(c, svc, d, g) => {
+                    let k = rkey(c, svc, d);
+                    s.settle(&k, |r| removed.push(r));
+                    if s.peek(&k, k.hash()).is_none() {
+                        let out = s.insert(k, k.hash(), rval(g, false), NOW);
+                        prop_assert_eq!(out, InsertOutcome::Inserted);
+                        model.insert(k, rval(g, false));
+                    }
+                }
+                Op::Step(budget) => {
+                    if let Some(p) = s.remap_step(budget, |r| removed.push(r)) {
+                        prop_assert!(done.is_none(), "completed twice");
+                        done = Some(p);
+                    }
+                }
+                Op::ShowAll => prop_assert_eq!(&contents(&s), &model),
+            }
+        }
+        while s.remapping() {
+            if let Some(p) = s.remap_step(7, |r| removed.push(r)) {
+                done = Some(p);
+            }
+        }
+        let p = done.expect("the remap completed");
+        prop_assert_eq!(p.left, 0);
+        prop_assert_eq!(p.removed, removed.len());
+        prop_assert_eq!(&contents(&s), &model, "the final table is the one-shot one");
+        prop_assert_eq!(s.len(), model.len());
+        prop_assert!(s.entries.iter().all(|e| !e.occupied() || !e.stale(s.epoch)));
+        super::tests::check(&s);
+        Ok(removed)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn an_incremental_remap_ends_where_a_one_shot_one_does(
+            entries in entries(),
+            map in id_map(),
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            let remap = Remap::new(&map);
+            let (_, before) = filled(&entries);
+            let gone = before.len() - one_shot(&before, &remap).len();
+            let removed = run(&entries, remap, &ops)?;
+            prop_assert_eq!(removed.len(), gone);
+            prop_assert!(removed.iter().all(|r| r.reason == RemoveReason::Remapped));
+        }
+
+        #[test]
+        fn a_flush_over_many_steps_removes_what_was_there_and_nothing_newer(
+            entries in entries(),
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            let (_, before) = filled(&entries);
+            let removed = run(&entries, Remap::flush(), &ops)?;
+            prop_assert_eq!(removed.len(), before.len());
+            prop_assert!(removed.iter().all(|r| r.reason == RemoveReason::Flushed));
+        }
+
+        #[test]
+        fn remaps_in_a_row_compose(
+            entries in entries(),
+            a in id_map(),
+            b in id_map(),
+            steps in 0..6usize,
+        ) {
+            let (mut s, before) = filled(&entries);
+            let (ra, rb) = (Remap::new(&a), Remap::new(&b));
+            let model = one_shot(&one_shot(&before, &ra), &rb);
+            let _ = s.begin_remap(ra, |_| {});
+            for _ in 0..steps {
+                let _ = s.remap_step(16, |_| {});
+            }
+            // The first is completed (forced) when the second begins, unless it was done.
+            let _ = s.begin_remap(rb, |_| {});
+            prop_assert_eq!(&contents(&s), &model);
+            while s.remapping() {
+                let _ = s.remap_step(16, |_| {});
+            }
+            prop_assert_eq!(&contents(&s), &model);
+            super::tests::check(&s);
+        }
+    }
+
+    #[test]
+    fn a_step_is_bounded_by_its_budget() {
+        let entries: Vec<_> = (0..400).map(|c| (c, 0, false, 0, true)).collect();
+        let (mut s, _) = filled(&entries);
+        // Service 0 becomes 1: every entry is re-indexed.
+        let map = vec![vec![Some((1, 0))]];
+        let _ = s.begin_remap(Remap::new(&map), |_| {});
+        let _ = s.remap_step(4 * (1 + REMAP_MOVE_COST), |_| {});
+        let p = s.remap_progress().unwrap();
+        assert!(p.moved <= 4 && p.visited <= 4 * (1 + REMAP_MOVE_COST), "{p:?}");
+        // Gateway ids only: translated in place, cheap.
+        let mut t = filled(&entries).0;
+        let map = vec![vec![Some((0, 1))]];
+        let _ = t.begin_remap(Remap::new(&map), |_| {});
+        let _ = t.remap_step(64, |_| {});
+        assert!(t.remap_progress().unwrap().moved >= 20);
+    }
+
+    #[test]
+    fn a_remap_of_an_empty_shard_is_done_at_the_first_step() {
+        let mut s = AffinityShard::new(1 << 16, 1 << 16);
+        let _ = s.begin_remap(Remap::flush(), |_| {});
+        assert!(s.remap_step(1, |_| {}).is_some());
+        assert!(!s.remapping());
     }
 }
