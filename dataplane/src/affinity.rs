@@ -1133,12 +1133,11 @@ impl AffinityShard {
             return None;
         }
         match self.entries.get(hint as usize) {
-            Some(e) if e.occupied() && e.matches(key, self.epoch) => {
-                (e.expires_at > now).then_some(EntryMut {
+            Some(e) if e.occupied() && e.matches(key, self.epoch) => (e.expires_at > now)
+                .then_some(EntryMut {
                     shard: self,
                     idx: hint,
-                })
-            }
+                }),
             _ => self.live(key, hash, now),
         }
     }
@@ -3395,7 +3394,13 @@ mod remap_tests {
 
     fn entries() -> impl Strategy<Value = Vec<(u32, u16, bool, u16, bool)>> {
         proptest::collection::vec(
-            (0..48u32, 0..SERVICES, any::<bool>(), 0..GATEWAYS, any::<bool>()),
+            (
+                0..48u32,
+                0..SERVICES,
+                any::<bool>(),
+                0..GATEWAYS,
+                any::<bool>(),
+            ),
             0..160,
         )
     }
@@ -3538,7 +3543,10 @@ mod remap_tests {
         let _ = s.begin_remap(Remap::new(&map), |_| {});
         let _ = s.remap_step(4 * (1 + REMAP_MOVE_COST), |_| {});
         let p = s.remap_progress().unwrap();
-        assert!(p.moved <= 4 && p.visited <= 4 * (1 + REMAP_MOVE_COST), "{p:?}");
+        assert!(
+            p.moved <= 4 && p.visited <= 4 * (1 + REMAP_MOVE_COST),
+            "{p:?}"
+        );
         // Gateway ids only: translated in place, cheap.
         let mut t = filled(&entries).0;
         let map = vec![vec![Some((0, 1))]];

@@ -2657,7 +2657,10 @@ fn a_reload_remapped_over_many_bursts_answers_like_a_one_shot_remap() {
             assert_eq!(gateway_of4(&b), *gw, "client {c} kept its gateway");
         }
     }
-    assert!(bursts_remapping > 5, "{bursts_remapping} bursts ran during the remap");
+    assert!(
+        bursts_remapping > 5,
+        "{bursts_remapping} bursts ran during the remap"
+    );
     assert!(sliced.remap_progress().is_none());
     let mut got = None;
     sliced.drain_finished_remaps(|p| got = Some((p.moved, p.removed)));
@@ -2689,7 +2692,11 @@ fn show_and_flush_one_client_read_only_its_keys() {
     let c = IpAddr::V4(clients[7]);
     let mut found = Vec::new();
     w.client_entries(c, |k, v| found.push((k, v)));
-    let walked: Vec<_> = w.affinity().iter().filter(|(k, _)| k.client_ip() == c).collect();
+    let walked: Vec<_> = w
+        .affinity()
+        .iter()
+        .filter(|(k, _)| k.client_ip() == c)
+        .collect();
     assert_eq!(found, walked);
     assert_eq!(found.len(), 1);
     assert_eq!(w.flush_affinity(Some(c)), 1);

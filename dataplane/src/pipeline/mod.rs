@@ -70,7 +70,7 @@ const SWEEP_SLOTS_PER_BURST: usize = 64;
 
 /// Work a running remap (a reload's re-keying, a flush) does per burst, in the units of
 /// [`AffinityShard::remap_step`]: 512 slots visited (16 KB read in order), or 32 entries
-/// re-indexed or removed. See `remap_step_cost` in `perf/benches/affinity_remap.rs`.
+/// re-indexed or removed. See `dataplane/tests/remap_cost.rs` for what a slice costs.
 pub const REMAP_BUDGET_PER_BURST: usize = 512;
 
 /// What happens to a frame.
@@ -358,7 +358,11 @@ impl Pipeline {
 
     /// The affinity entries of `client` (expired ones not reclaimed yet included), one per
     /// service and kind (NAT-mode, redirected): O(services) index probes, never a walk.
-    pub fn client_entries(&mut self, client: IpAddr, mut f: impl FnMut(AffinityKey, AffinityValue)) {
+    pub fn client_entries(
+        &mut self,
+        client: IpAddr,
+        mut f: impl FnMut(AffinityKey, AffinityValue),
+    ) {
         for key in self.client_keys(client) {
             self.settle(&key);
             let hash = self.st.shard.hash(&key);
