@@ -680,10 +680,10 @@ impl WorkerLoop {
     /// going), and the answers of the reloads whose re-keying completed.
     #[inline]
     fn advance_remap(&mut self) {
-        if self.pipeline.remap_progress().is_none() && self.reload_replies.is_empty() {
-            return;
+        if self.pipeline.remap_progress().is_some() {
+            self.pipeline.remap_step();
         }
-        self.pipeline.remap_step();
+        // Also drains completed flushes (a burst may have completed either kind).
         let replies = &mut self.reload_replies;
         self.pipeline.drain_finished_remaps(|p| {
             // Flushes were answered when they began.
