@@ -968,9 +968,10 @@ impl Validator<'_> {
         if raw.is_empty() {
             return self.err("service", "at least one service is required");
         }
-        // Service ids are 15 bits in the affinity table (the 16th marks redirected clients).
-        if raw.len() > usize::from(!dataplane::affinity::DIRECT) {
-            return self.err("service", "at most 32767 services");
+        // Service ids are 14 bits in the affinity table (the others mark redirected clients
+        // and a remap's epoch).
+        if raw.len() > dataplane::affinity::MAX_SERVICES {
+            return self.err("service", "at most 16384 services");
         }
         for (s, svc) in raw.iter().enumerate() {
             self.name(&format!("service[{s}]"), &svc.name, &mut names)?;

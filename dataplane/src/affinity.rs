@@ -91,6 +91,16 @@ pub struct AffinityKey {
 /// one, so the two can never be confused.
 pub const DIRECT: u16 = 0x8000;
 
+/// Service ids (without [`DIRECT`]) a shard accepts: below this. The bit above them, in a
+/// stored entry, is its remap epoch (see [`AffinityShard::begin_remap`]).
+pub const MAX_SERVICES: usize = EPOCH as usize;
+
+/// Bit of an entry's stored service id that tells the entries written in the shard's current
+/// remap epoch from those of the epoch before, which a running remap has not translated yet.
+/// Lookups compare it with the rest of the key, so an old entry never answers for a new key
+/// and the common case costs one OR.
+const EPOCH: u16 = 0x4000;
+
 /// The key of the affinity hash: a seed and three odd multipliers.
 ///
 /// The daemon draws one per start ([`HashKey::from_random`]), so nobody outside can compute
@@ -262,6 +272,11 @@ pub enum RemoveReason {
     EvictedUnconfirmed,
     /// The caller removed it ([`AffinityShard::remove`], [`AffinityShard::retain`]).
     Removed,
+    /// A remap found its service or gateway gone (see [`AffinityShard::begin_remap`]). It left
+    /// the caller's per-gateway counts when the remap began; its ids are the old ones.
+    Remapped,
+    /// A flush ([`Remap::flush`]) removed it. Like `Remapped`, already out of the counts.
+    Flushed,
 }
 
 /// An entry that left the table, reported so the caller can update per-gateway state.
@@ -378,6 +393,112 @@ pub struct AffinityCounters {
     pub prefix_quota: u64,
 }
 
+/// A change of every entry's service and gateway ids, applied by
+/// [`AffinityShard::begin_remap`]: a reload's new layout, or a flush (every entry gone).
+#[derive(Clone, Debug, Default)]
+pub struct Remap {
+    /// `[old service][old gateway]` → new (service, gateway); `None` or out of range: gone.
+    map: Vec<Vec<Option<(u16, u16)>>>,
+    /// New service → the old services some of whose entries become its (a lookup of a new
+    /// key reads these old keys while the remap runs).
+    sources: Vec<Vec<u16>>,
+    flush: bool,
+}
+
+impl Remap {
+    /// The remap `map[old service][old gateway]` → new (service, gateway), `None` for gone.
+    /// Builds the reverse service map; allocates, so build it off the packet path.
+    pub fn new(map: &[Vec<Option<(u16, u16)>>]) -> Remap {
+        let mut sources: Vec<Vec<u16>> = Vec::new();
+        for (old, gateways) in (0..=u16::MAX).zip(map) {
+            for &(s, _) in gateways.iter().flatten() {
+                let s = usize::from(s & !DIRECT);
+                if sources.len() <= s {
+                    sources.resize_with(s + 1, Vec::new);
+                }
+                if !sources[s].contains(&old) {
+                    sources[s].push(old);
+                }
+            }
+        }
+        Remap {
+            map: map.to_vec(),
+            sources,
+            flush: false,
+        }
+    }
+
+    /// Every entry gone: `affinity flush` of a whole shard.
+    pub fn flush() -> Remap {
+        Remap {
+            flush: true,
+            ..Remap::default()
+        }
+    }
+
+    /// Whether this is a flush.
+    pub fn is_flush(&self) -> bool {
+        self.flush
+    }
+
+    /// The new (service, gateway) of an entry of old `service` (without [`DIRECT`]) on
+    /// `gateway`; `None`: gone.
+    #[inline]
+    pub fn to(&self, service: u16, gateway: u16) -> Option<(u16, u16)> {
+        *self
+            .map
+            .get(usize::from(service))?
+            .get(usize::from(gateway))?
+    }
+
+    /// `key`'s translation (the [`DIRECT`] bit kept) and its gateway's.
+    #[inline]
+    fn apply(&self, key: AffinityKey, gateway: u16) -> Option<(AffinityKey, u16)> {
+        let (s, g) = self.to(key.service_index(), gateway)?;
+        let service = (s & !DIRECT) | (key.service & DIRECT);
+        Some((AffinityKey { service, ..key }, g))
+    }
+
+    #[inline]
+    fn sources(&self, service: u16) -> &[u16] {
+        self.sources
+            .get(usize::from(service))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// How far a remap has come ([`AffinityShard::remap_progress`]), or what it did once done
+/// ([`AffinityShard::remap_step`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RemapProgress {
+    /// Slab slots the remap's cursor has visited, of `slots`.
+    pub visited: usize,
+    pub slots: usize,
+    /// Entries of the old epoch not translated or removed yet (the remap is done at 0).
+    pub left: usize,
+    /// Entries whose ids changed.
+    pub moved: usize,
+    /// Entries removed because their service or gateway is gone (a flush: all of them).
+    pub removed: usize,
+    /// A flush.
+    pub flush: bool,
+    /// Completed at once, walking what it had left of the table, because another remap began
+    /// before it was done.
+    pub forced: bool,
+}
+
+/// What [`AffinityShard::remap_step`] charges its budget for re-indexing or removing an
+/// entry (a few random cache lines: index buckets, FIFO links), in slot visits (one sequential
+/// 32-byte read each).
+pub const REMAP_MOVE_COST: usize = 16;
+
+/// A running remap.
+#[derive(Debug)]
+struct Remapping {
+    remap: Remap,
+    progress: RemapProgress,
+}
+
 /// "No slot": empty index lane, end of a list.
 const NIL: u32 = u32::MAX;
 /// No slot to try first (see [`AffinityShard::live_hinted`]).
@@ -438,16 +559,25 @@ impl Entry {
         self.meta & CONFIRMED != 0
     }
 
+    /// Whether this is `key`'s entry in remap epoch `epoch` ([`EPOCH`] or 0).
     #[inline]
-    fn matches(&self, key: &AffinityKey) -> bool {
-        self.client == key.client && self.service == key.service
+    fn matches(&self, key: &AffinityKey, epoch: u16) -> bool {
+        self.client == key.client && self.service == (key.service & !EPOCH) | epoch
     }
 
+    /// Whether the entry is of the epoch before `epoch` (a running remap has yet to translate
+    /// it).
+    #[inline]
+    fn stale(&self, epoch: u16) -> bool {
+        self.service & EPOCH != epoch
+    }
+
+    /// The key, in the ids of the entry's own epoch.
     #[inline]
     fn key(&self) -> AffinityKey {
         AffinityKey {
             client: self.client,
-            service: self.service,
+            service: self.service & !EPOCH,
         }
     }
 
@@ -652,6 +782,11 @@ pub struct AffinityShard {
     /// Next slab slot `sweep` (and an insert's reclaim scan) examines.
     cursor: u32,
     counters: AffinityCounters,
+    /// The current remap epoch ([`EPOCH`] or 0): every entry written since the latest remap
+    /// began carries it.
+    epoch: u16,
+    /// The remap in progress, if any.
+    remap: Option<Box<Remapping>>,
 }
 
 impl core::fmt::Debug for AffinityShard {
@@ -770,6 +905,8 @@ impl AffinityShard {
             cursor: 0,
             counters: AffinityCounters::default(),
             hash_key: HashKey::FIXED,
+            epoch: 0,
+            remap: None,
         })
     }
 
@@ -996,10 +1133,11 @@ impl AffinityShard {
             return None;
         }
         match self.entries.get(hint as usize) {
-            Some(e) if e.occupied() && e.matches(key) => (e.expires_at > now).then_some(EntryMut {
-                shard: self,
-                idx: hint,
-            }),
+            Some(e) if e.occupied() && e.matches(key, self.epoch) => (e.expires_at > now)
+                .then_some(EntryMut {
+                    shard: self,
+                    idx: hint,
+                }),
             _ => self.live(key, hash, now),
         }
     }
@@ -1029,6 +1167,7 @@ impl AffinityShard {
         let tag = tag_of(hash);
         let home = self.home(hash_bits(hash));
         let nb = self.buckets.len();
+        let epoch = self.epoch;
 
         // One probe: look for the key along its chain and for the first free lane, never
         // farther than MAX_PROBE_BUCKETS from home.
@@ -1042,7 +1181,7 @@ impl AffinityShard {
                     if free_lane.is_none() {
                         free_lane = Some((b, lane));
                     }
-                } else if in_chain && t == tag && self.entries[slot as usize].matches(&key) {
+                } else if in_chain && t == tag && self.entries[slot as usize].matches(&key, epoch) {
                     return self.update_in_place(slot, value);
                 }
             }
@@ -1098,7 +1237,7 @@ impl AffinityShard {
         let confirmed = if value.confirmed { CONFIRMED } else { 0 };
         self.entries[idx as usize] = Entry {
             client: key.client,
-            service: key.service,
+            service: (key.service & !EPOCH) | epoch,
             gateway: value.gateway,
             last_seen: value.last_seen,
             expires_at: value.expires_at,
@@ -1115,17 +1254,7 @@ impl AffinityShard {
             self.unconfirmed_len += 1;
         }
 
-        let bucket = &mut self.buckets[free_bucket];
-        bucket.tags[free_lane] = tag;
-        bucket.slots[free_lane] = idx;
-        let mut b = home;
-        for _ in 0..nb {
-            if b == free_bucket {
-                break;
-            }
-            self.buckets[b].overflow += 1;
-            b = self.next_bucket(b);
-        }
+        self.index_lane(home, (free_bucket, free_lane), tag, idx);
 
         self.counters.inserts += 1;
         match evicted {
@@ -1190,7 +1319,10 @@ impl AffinityShard {
     ) {
         for idx in 0..self.entries.len() {
             let e = &self.entries[idx];
-            if e.occupied() && !f(&e.key(), &e.value()) {
+            let Some((k, v)) = e.occupied().then(|| self.visible(e)).flatten() else {
+                continue;
+            };
+            if !f(&k, &v) {
                 // `idx < capacity <= 2^31`.
                 on_removed(self.remove_slot(slot_u32(idx), None, RemoveReason::Removed));
             }
@@ -1203,10 +1335,185 @@ impl AffinityShard {
         self.entries
             .iter()
             .filter(|e| e.occupied())
-            .map(|e| (e.key(), e.value()))
+            .filter_map(|e| self.visible(e))
+    }
+
+    /// An occupied entry as the current ids see it: a running remap's translation of an entry
+    /// it has not reached yet, `None` when its ids are gone.
+    fn visible(&self, e: &Entry) -> Option<(AffinityKey, AffinityValue)> {
+        let (key, mut value) = (e.key(), e.value());
+        if !e.stale(self.epoch) {
+            return Some((key, value));
+        }
+        let (key, gateway) = self.remap.as_deref()?.remap.apply(key, value.gateway)?;
+        value.gateway = gateway;
+        Some((key, value))
+    }
+
+    /// Starts changing every entry's ids by `remap`, in O(1): the shard enters a new epoch,
+    /// and the entries of the old one are translated by [`Self::remap_step`] (a bounded slice
+    /// of the slab per call) or, sooner, by [`Self::settle`] when a lookup needs one. Lookups
+    /// compare epochs, so an old entry never answers for a new key. Cannot fail.
+    ///
+    /// A remap still running is first completed, walking what it has left of the table (its
+    /// result is returned, `forced` set): begin the next one only after `remap_step` reported
+    /// the previous one done to avoid that walk.
+    pub fn begin_remap(
+        &mut self,
+        remap: Remap,
+        mut on_removed: impl FnMut(Removed),
+    ) -> Option<RemapProgress> {
+        let forced = self.remap.is_some().then(|| {
+            let mut done = self.remap_step(usize::MAX, &mut on_removed);
+            while done.is_none() && self.remap.is_some() {
+                done = self.remap_step(usize::MAX, &mut on_removed);
+            }
+            RemapProgress {
+                forced: true,
+                ..done.unwrap_or_default()
+            }
+        });
+        self.epoch ^= EPOCH;
+        let progress = RemapProgress {
+            slots: self.capacity(),
+            left: self.len(),
+            flush: remap.flush,
+            ..RemapProgress::default()
+        };
+        self.remap = Some(Box::new(Remapping { remap, progress }));
+        forced
+    }
+
+    /// Whether a remap is running (the packet path then settles keys before looking them up).
+    #[inline]
+    pub fn remapping(&self) -> bool {
+        self.remap.is_some()
+    }
+
+    /// The running remap's progress, if any.
+    pub fn remap_progress(&self) -> Option<RemapProgress> {
+        self.remap.as_deref().map(|r| r.progress)
+    }
+
+    /// Advances the running remap from where it stopped, for at most `budget` units of work:
+    /// a slab slot visited costs 1, an entry translated in place 1 more, one re-indexed or
+    /// removed [`REMAP_MOVE_COST`] more, so a call's cost is bounded whatever the table
+    /// holds. An entry whose ids are gone is removed and passed to `on_removed` as `Remapped`
+    /// or `Flushed`; one that cannot be re-indexed under its new key, as `Removed`. Returns
+    /// the remap's result once, from the call that completes it: when no old entry is left,
+    /// at the latest when the cursor reaches the end of the slab.
+    pub fn remap_step(
+        &mut self,
+        budget: usize,
+        mut on_removed: impl FnMut(Removed),
+    ) -> Option<RemapProgress> {
+        let mut idx = self.remap.as_deref()?.progress.visited;
+        let len = self.entries.len();
+        let mut left = budget;
+        while left > 0 && idx < len && self.remap.as_deref().is_some_and(|r| r.progress.left > 0) {
+            let e = &self.entries[idx];
+            left -= 1;
+            if e.occupied() && e.stale(self.epoch) {
+                let cost = self.translate_slot(slot_u32(idx), &mut on_removed);
+                left = left.saturating_sub(cost);
+            }
+            idx += 1;
+        }
+        let r = self.remap.as_deref_mut()?;
+        r.progress.visited = idx;
+        if r.progress.left == 0 || idx >= self.entries.len() {
+            return self.remap.take().map(|r| r.progress);
+        }
+        None
+    }
+
+    /// Translates now the old entries a lookup of `key` (in the new ids) must see: those of
+    /// the old services the remap maps onto `key`'s (usually one), so a client keeps its entry
+    /// whether or not the remap's cursor has reached it. O(1): one index probe per such
+    /// service. Nothing to do without a remap.
+    pub fn settle(&mut self, key: &AffinityKey, mut on_removed: impl FnMut(Removed)) {
+        let service = key.service_index();
+        let direct = key.service & DIRECT;
+        let old_epoch = self.epoch ^ EPOCH;
+        for i in 0.. {
+            let Some(old) = self
+                .remap
+                .as_deref()
+                .and_then(|r| r.remap.sources(service).get(i).copied())
+            else {
+                return;
+            };
+            let k = AffinityKey {
+                service: old | direct,
+                ..*key
+            };
+            let h = self.hash(&k);
+            if let (Some((_, _, idx)), _) = self.find_counting(&k, h, old_epoch) {
+                let _ = self.translate_slot(idx, &mut on_removed);
+            }
+        }
     }
 
     // ---- internals -----------------------------------------------------------------------
+
+    /// Translates old-epoch slot `idx` by the running remap: new ids in place (re-indexed
+    /// when the service changed, so the key's hash did), or removed. Returns its cost for
+    /// [`Self::remap_step`]'s budget.
+    fn translate_slot(&mut self, idx: u32, on_removed: &mut impl FnMut(Removed)) -> usize {
+        let e = self.entries[idx as usize];
+        let Some(r) = self.remap.as_deref_mut() else {
+            return 0;
+        };
+        let Some((key, gateway)) = r.remap.apply(e.key(), e.gateway) else {
+            r.progress.removed += 1;
+            // Reported `Remapped` or `Flushed` (and counted off `left`) by `report`.
+            on_removed(self.remove_slot(idx, None, RemoveReason::Removed));
+            return REMAP_MOVE_COST;
+        };
+        let mut cost = 1;
+        if key != e.key() || gateway != e.gateway {
+            r.progress.moved += 1;
+        }
+        if key.service != e.key().service {
+            let hash = self.hash(&key);
+            // A new entry of the key already (inserted without settling it first), or no
+            // free lane on the new key's chain: the old entry goes, reported in the new ids.
+            if self.find(&key, hash).is_some() || !self.reindex(idx, hash) {
+                if let Some(r) = self.remap.as_deref_mut() {
+                    r.progress.moved -= 1;
+                    r.progress.removed += 1;
+                }
+                on_removed(self.remove_slot(idx, None, RemoveReason::Removed));
+                return REMAP_MOVE_COST;
+            }
+            cost = REMAP_MOVE_COST;
+        }
+        if let Some(r) = self.remap.as_deref_mut() {
+            r.progress.left = r.progress.left.saturating_sub(1);
+        }
+        let m = &mut self.entries[idx as usize];
+        m.service = key.service | self.epoch;
+        m.gateway = gateway;
+        cost
+    }
+
+    /// Moves slot `idx`'s index lane onto the chain of `hash` (its key changed). False,
+    /// changing nothing, when that chain has no free lane within [`MAX_PROBE_BUCKETS`].
+    fn reindex(&mut self, idx: u32, hash: u64) -> bool {
+        let home = self.home(hash_bits(hash));
+        let Some(free) = self.free_lane(home) else {
+            return false;
+        };
+        let Some((old_home, bucket, lane)) = self.locate(idx) else {
+            return false;
+        };
+        // Clearing a lane frees it, so the free lane found above stays free.
+        self.unindex(old_home, bucket, lane);
+        self.index_lane(home, free, tag_of(hash), idx);
+        let m = &mut self.entries[idx as usize].meta;
+        *m = (hash_bits(hash) << 2) | (*m & (OCCUPIED | CONFIRMED));
+        true
+    }
 
     /// The home bucket for stored hash bits: multiply-shift maps them onto `0..nbuckets`
     /// without a division (`nbuckets < 2^30`, so the product fits).
@@ -1227,18 +1534,23 @@ impl AffinityShard {
     /// (bucket, lane, slab index) of `key`, following its probe chain.
     #[inline]
     fn find(&self, key: &AffinityKey, hash: u64) -> Option<(usize, usize, u32)> {
-        self.find_counting(key, hash).0
+        self.find_counting(key, hash, self.epoch).0
     }
 
     /// How many index buckets (cache lines) a lookup of `key` reads: at most
     /// [`MAX_PROBE_BUCKETS`]. A diagnostic of the probe chains (the cost of a miss or a hit).
     pub fn probe_buckets(&self, key: &AffinityKey, hash: u64) -> usize {
-        self.find_counting(key, hash).1
+        self.find_counting(key, hash, self.epoch).1
     }
 
     /// [`Self::find`], and how many buckets it read.
     #[inline(always)]
-    fn find_counting(&self, key: &AffinityKey, hash: u64) -> (Option<(usize, usize, u32)>, usize) {
+    fn find_counting(
+        &self,
+        key: &AffinityKey,
+        hash: u64,
+        epoch: u16,
+    ) -> (Option<(usize, usize, u32)>, usize) {
         let tag = tag_of(hash);
         let mut b = self.home(hash_bits(hash));
         for read in 1..=self.buckets.len() {
@@ -1248,7 +1560,7 @@ impl AffinityShard {
                 let lane = lanes.trailing_zeros() as usize;
                 lanes &= lanes - 1;
                 let slot = bucket.slots[lane];
-                if slot != NIL && self.entries[slot as usize].matches(key) {
+                if slot != NIL && self.entries[slot as usize].matches(key, epoch) {
                     return (Some((b, lane, slot)), read);
                 }
             }
@@ -1300,16 +1612,7 @@ impl AffinityShard {
     ) -> Removed {
         let e = self.entries[idx as usize];
         if let Some((home, bucket, lane)) = at.or_else(|| self.locate(idx)) {
-            self.buckets[bucket].slots[lane] = NIL;
-            let mut b = home;
-            for _ in 0..self.buckets.len() {
-                if b == bucket {
-                    break;
-                }
-                let o = &mut self.buckets[b].overflow;
-                *o = o.saturating_sub(1);
-                b = self.next_bucket(b);
-            }
+            self.unindex(home, bucket, lane);
         }
         if e.confirmed() {
             self.confirmed_len = self.confirmed_len.saturating_sub(1);
@@ -1328,13 +1631,81 @@ impl AffinityShard {
         match reason {
             RemoveReason::Expired => self.counters.expired += 1,
             RemoveReason::EvictedUnconfirmed => self.counters.evicted_unconfirmed += 1,
-            RemoveReason::Removed => self.counters.removed += 1,
+            RemoveReason::Removed | RemoveReason::Remapped | RemoveReason::Flushed => {
+                self.counters.removed += 1
+            }
         }
-        Removed {
+        self.report(&e, reason)
+    }
+
+    /// What a removed entry is reported as: its key and value in the current ids (an entry a
+    /// running remap had not reached yet is translated, and one whose ids are gone is reported
+    /// `Remapped` or `Flushed`, since it left the caller's counts when the remap began).
+    fn report(&mut self, e: &Entry, reason: RemoveReason) -> Removed {
+        let mut r = Removed {
             key: e.key(),
             value: e.value(),
             reason,
+        };
+        if !e.stale(self.epoch) {
+            return r;
         }
+        if let Some(m) = self.remap.as_deref_mut() {
+            m.progress.left = m.progress.left.saturating_sub(1);
+            match m.remap.apply(r.key, r.value.gateway) {
+                Some((key, gateway)) => {
+                    r.key = key;
+                    r.value.gateway = gateway;
+                }
+                None if m.remap.flush => r.reason = RemoveReason::Flushed,
+                None => r.reason = RemoveReason::Remapped,
+            }
+        }
+        r
+    }
+
+    /// Clears index lane (`bucket`, `lane`) of an entry whose home is `home`, and the
+    /// overflow counts its probe incremented.
+    fn unindex(&mut self, home: usize, bucket: usize, lane: usize) {
+        self.buckets[bucket].slots[lane] = NIL;
+        let mut b = home;
+        for _ in 0..self.buckets.len() {
+            if b == bucket {
+                break;
+            }
+            let o = &mut self.buckets[b].overflow;
+            *o = o.saturating_sub(1);
+            b = self.next_bucket(b);
+        }
+    }
+
+    /// Points the free index lane `at` (on `home`'s chain) at slot `idx`, counting the
+    /// buckets its probe passed.
+    fn index_lane(&mut self, home: usize, at: (usize, usize), tag: u16, idx: u32) {
+        let (free_bucket, free_lane) = at;
+        let bucket = &mut self.buckets[free_bucket];
+        bucket.tags[free_lane] = tag;
+        bucket.slots[free_lane] = idx;
+        let mut b = home;
+        for _ in 0..self.buckets.len() {
+            if b == free_bucket {
+                break;
+            }
+            self.buckets[b].overflow += 1;
+            b = self.next_bucket(b);
+        }
+    }
+
+    /// The first free index lane within [`MAX_PROBE_BUCKETS`] of `home`.
+    fn free_lane(&self, home: usize) -> Option<(usize, usize)> {
+        let mut b = home;
+        for _ in 0..self.buckets.len().min(MAX_PROBE_BUCKETS) {
+            if let Some(lane) = self.buckets[b].slots.iter().position(|&s| s == NIL) {
+                return Some((b, lane));
+            }
+            b = self.next_bucket(b);
+        }
+        None
     }
 
     /// Evicts the oldest unconfirmed entry (reported as expired if it is).
@@ -1509,7 +1880,7 @@ mod tests {
     }
 
     /// Checks every structural invariant from scratch.
-    fn check(s: &AffinityShard) {
+    pub(super) fn check(s: &AffinityShard) {
         let cap = s.capacity();
         let nb = s.buckets.len();
         let occupied = s.entries.iter().filter(|e| e.occupied()).count();
@@ -2674,7 +3045,9 @@ mod tests {
                             assert!(!mv.confirmed && mv.expires_at > now);
                             assert_eq!(Some(r.key), oldest, "evicted a younger unconfirmed");
                         }
-                        RemoveReason::Removed => panic!("insert reported Removed"),
+                        RemoveReason::Removed | RemoveReason::Remapped | RemoveReason::Flushed => {
+                            panic!("insert reported {:?}", r.reason)
+                        }
                     }
                 }
                 InsertOutcome::PrefixQuota => panic!("PrefixQuota with room in the prefix"),
@@ -2928,5 +3301,265 @@ mod tests {
                 check(&s);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod remap_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    type Table = HashMap<AffinityKey, AffinityValue>;
+    type IdMap = Vec<Vec<Option<(u16, u16)>>>;
+
+    const NOW: u32 = 10;
+    const SERVICES: u16 = 4;
+    const GATEWAYS: u16 = 4;
+
+    fn rkey(client: u32, service: u16, direct: bool) -> AffinityKey {
+        let k = AffinityKey::from_v4(Ipv4Addr::from(0x0a00_0000 + client), service);
+        if direct {
+            k.direct()
+        } else {
+            k
+        }
+    }
+
+    fn rval(gateway: u16, confirmed: bool) -> AffinityValue {
+        AffinityValue {
+            gateway,
+            last_seen: NOW,
+            expires_at: 1_000_000,
+            confirmed,
+        }
+    }
+
+    /// What today's one-shot remap made of `table`: every entry translated at once.
+    fn one_shot(table: &Table, remap: &Remap) -> Table {
+        table
+            .iter()
+            .filter_map(|(k, v)| {
+                let (k, gateway) = remap.apply(*k, v.gateway)?;
+                Some((k, AffinityValue { gateway, ..*v }))
+            })
+            .collect()
+    }
+
+    fn contents(s: &AffinityShard) -> Table {
+        let t: Table = s.iter().collect();
+        assert_eq!(t.len(), s.iter().count(), "a key listed twice");
+        t
+    }
+
+    /// A shard holding `entries` (the later of two equal keys wins), and its model.
+    fn filled(entries: &[(u32, u16, bool, u16, bool)]) -> (AffinityShard, Table) {
+        let mut s = AffinityShard::new(512, 512);
+        let mut model = Table::new();
+        for &(c, svc, d, g, confirmed) in entries {
+            let (k, v) = (rkey(c, svc, d), rval(g, confirmed));
+            let out = s.insert(k, k.hash(), v, NOW);
+            assert_eq!(out, InsertOutcome::Inserted);
+            let m = model.entry(k).or_insert(v);
+            // An insert of a present key updates it and never demotes it.
+            *m = AffinityValue {
+                confirmed: m.confirmed || confirmed,
+                ..v
+            };
+        }
+        (s, model)
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A packet of (client, new service, direct): settle, then look up.
+        Lookup(u32, u16, bool),
+        /// A new client of (client, new service, direct) on a gateway, where none is found.
+        Insert(u32, u16, bool, u16),
+        /// One slice of the remap with this budget.
+        Step(usize),
+        /// The operator's `show affinity CLIENT`.
+        ShowAll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..48u32, 0..SERVICES, any::<bool>()).prop_map(|(c, s, d)| Op::Lookup(c, s, d)),
+            2 => (0..48u32, 0..SERVICES, any::<bool>(), 0..GATEWAYS)
+                .prop_map(|(c, s, d, g)| Op::Insert(c, s, d, g)),
+            3 => (1..48usize).prop_map(Op::Step),
+            1 => Just(Op::ShowAll),
+        ]
+    }
+
+    fn entries() -> impl Strategy<Value = Vec<(u32, u16, bool, u16, bool)>> {
+        proptest::collection::vec(
+            (
+                0..48u32,
+                0..SERVICES,
+                any::<bool>(),
+                0..GATEWAYS,
+                any::<bool>(),
+            ),
+            0..160,
+        )
+    }
+
+    /// A reload's map: services renumbered (a permutation, some gone), each service's
+    /// gateways renumbered or gone independently.
+    fn id_map() -> impl Strategy<Value = IdMap> {
+        let order = Just((0..SERVICES).collect::<Vec<u16>>()).prop_shuffle();
+        let kept = proptest::collection::vec(proptest::bool::weighted(0.8), SERVICES as usize);
+        let gateways = proptest::collection::vec(
+            proptest::collection::vec(proptest::option::weighted(0.8, 0..GATEWAYS), 4),
+            SERVICES as usize,
+        );
+        (order, kept, gateways).prop_map(|(order, kept, gateways)| {
+            (0..SERVICES as usize)
+                .map(|s| {
+                    gateways[s]
+                        .iter()
+                        .map(|g| g.filter(|_| kept[s]).map(|g| (order[s], g)))
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    /// Runs `ops` over a shard filled with `entries` while `remap` runs, against the model
+    /// of a one-shot remap; returns what was reported removed.
+    fn run(
+        entries: &[(u32, u16, bool, u16, bool)],
+        remap: Remap,
+        ops: &[Op],
+    ) -> Result<Vec<Removed>, TestCaseError> {
+        let (mut s, before) = filled(entries);
+        let mut model = one_shot(&before, &remap);
+        let mut removed = Vec::new();
+        prop_assert!(s.begin_remap(remap, |r| removed.push(r)).is_none());
+        prop_assert_eq!(&contents(&s), &model, "at once, readers see the new ids");
+        let mut done = None;
+        for op in ops {
+            match *op {
+                Op::Lookup(c, svc, d) => {
+                    let k = rkey(c, svc, d);
+                    s.settle(&k, |r| removed.push(r));
+                    prop_assert_eq!(s.peek(&k, k.hash()), model.get(&k).copied(), "{:?}", k);
+                    let live = s.live(&k, k.hash(), NOW).map(|e| e.value());
+                    prop_assert_eq!(live, model.get(&k).copied());
+                }
+                Op::Insert(c, svc, d, g) => {
+                    let k = rkey(c, svc, d);
+                    s.settle(&k, |r| removed.push(r));
+                    if s.peek(&k, k.hash()).is_none() {
+                        let out = s.insert(k, k.hash(), rval(g, false), NOW);
+                        prop_assert_eq!(out, InsertOutcome::Inserted);
+                        model.insert(k, rval(g, false));
+                    }
+                }
+                Op::Step(budget) => {
+                    if let Some(p) = s.remap_step(budget, |r| removed.push(r)) {
+                        prop_assert!(done.is_none(), "completed twice");
+                        done = Some(p);
+                    }
+                }
+                Op::ShowAll => prop_assert_eq!(&contents(&s), &model),
+            }
+        }
+        while s.remapping() {
+            if let Some(p) = s.remap_step(7, |r| removed.push(r)) {
+                done = Some(p);
+            }
+        }
+        let p = done.expect("the remap completed");
+        prop_assert_eq!(p.left, 0);
+        prop_assert_eq!(p.removed, removed.len());
+        prop_assert_eq!(&contents(&s), &model, "the final table is the one-shot one");
+        prop_assert_eq!(s.len(), model.len());
+        prop_assert!(s.entries.iter().all(|e| !e.occupied() || !e.stale(s.epoch)));
+        super::tests::check(&s);
+        Ok(removed)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn an_incremental_remap_ends_where_a_one_shot_one_does(
+            entries in entries(),
+            map in id_map(),
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            let remap = Remap::new(&map);
+            let (_, before) = filled(&entries);
+            let gone = before.len() - one_shot(&before, &remap).len();
+            let removed = run(&entries, remap, &ops)?;
+            prop_assert_eq!(removed.len(), gone);
+            prop_assert!(removed.iter().all(|r| r.reason == RemoveReason::Remapped));
+        }
+
+        #[test]
+        fn a_flush_over_many_steps_removes_what_was_there_and_nothing_newer(
+            entries in entries(),
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            let (_, before) = filled(&entries);
+            let removed = run(&entries, Remap::flush(), &ops)?;
+            prop_assert_eq!(removed.len(), before.len());
+            prop_assert!(removed.iter().all(|r| r.reason == RemoveReason::Flushed));
+        }
+
+        #[test]
+        fn remaps_in_a_row_compose(
+            entries in entries(),
+            a in id_map(),
+            b in id_map(),
+            steps in 0..6usize,
+        ) {
+            let (mut s, before) = filled(&entries);
+            let (ra, rb) = (Remap::new(&a), Remap::new(&b));
+            let model = one_shot(&one_shot(&before, &ra), &rb);
+            let _ = s.begin_remap(ra, |_| {});
+            for _ in 0..steps {
+                let _ = s.remap_step(16, |_| {});
+            }
+            // The first is completed (forced) when the second begins, unless it was done.
+            let _ = s.begin_remap(rb, |_| {});
+            prop_assert_eq!(&contents(&s), &model);
+            while s.remapping() {
+                let _ = s.remap_step(16, |_| {});
+            }
+            prop_assert_eq!(&contents(&s), &model);
+            super::tests::check(&s);
+        }
+    }
+
+    #[test]
+    fn a_step_is_bounded_by_its_budget() {
+        let entries: Vec<_> = (0..400).map(|c| (c, 0, false, 0, true)).collect();
+        let (mut s, _) = filled(&entries);
+        // Service 0 becomes 1: every entry is re-indexed.
+        let map = vec![vec![Some((1, 0))]];
+        let _ = s.begin_remap(Remap::new(&map), |_| {});
+        let _ = s.remap_step(4 * (1 + REMAP_MOVE_COST), |_| {});
+        let p = s.remap_progress().unwrap();
+        assert!(
+            p.moved <= 4 && p.visited <= 4 * (1 + REMAP_MOVE_COST),
+            "{p:?}"
+        );
+        // Gateway ids only: translated in place, cheap.
+        let mut t = filled(&entries).0;
+        let map = vec![vec![Some((0, 1))]];
+        let _ = t.begin_remap(Remap::new(&map), |_| {});
+        let _ = t.remap_step(64, |_| {});
+        assert!(t.remap_progress().unwrap().moved >= 20);
+    }
+
+    #[test]
+    fn a_remap_of_an_empty_shard_is_done_at_the_first_step() {
+        let mut s = AffinityShard::new(1 << 16, 1 << 16);
+        let _ = s.begin_remap(Remap::flush(), |_| {});
+        assert!(s.remap_step(1, |_| {}).is_some());
+        assert!(!s.remapping());
     }
 }

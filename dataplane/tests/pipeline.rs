@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::*;
-use dataplane::affinity::AffinityValue;
+use dataplane::affinity::{AffinityValue, Remap};
 use dataplane::classify::Class;
 use dataplane::counters::DropReason;
 use dataplane::frame::{Frame, VecFrame};
@@ -2672,6 +2672,9 @@ fn affinity_flush_removes_one_client_or_all_and_releases_them() {
     );
     assert_eq!(w.active_clients()[0].iter().sum::<u32>(), 1);
     assert_eq!(w.flush_affinity(None), 1);
+    // Gone for every reader at once; the slot is reclaimed by the next burst's slice.
+    assert_eq!(w.affinity().iter().count(), 0);
+    w.finish_remap();
     assert!(w.affinity().is_empty());
     assert_eq!(w.active_clients()[0].iter().sum::<u32>(), 0);
     // The flushed client is scheduled afresh.
@@ -2692,10 +2695,11 @@ fn remapped_affinity_keeps_every_client_on_its_gateway_when_ids_move() {
     let mut spec = test_spec();
     spec.services[0].gateways.rotate_right(1);
     let order = [1u16, 2, 0]; // old gateway id -> new id
-    let moved = w.remap_affinity(&|s, g| Some((s, order[usize::from(g)])));
+    let map: Vec<Vec<Option<(u16, u16)>>> = vec![order.iter().map(|&g| Some((0, g))).collect()];
+    w.begin_remap(snapshot(spec, 2), Remap::new(&map));
+    let moved = finish(&mut w);
     assert_eq!(moved.1, 0);
     assert!(moved.0 > 0);
-    w.adopt(snapshot(spec, 2));
     assert_eq!(w.affinity().len(), clients.len());
     for (c, gw) in clients.iter().zip(&before) {
         let out = tx(&mut w, CLIENT_PORT, &client_ike4(*c), BACKEND_PORT);
@@ -2711,7 +2715,98 @@ fn remapped_affinity_keeps_every_client_on_its_gateway_when_ids_move() {
         clients.len() as u32
     );
     // A gateway that is gone takes its entries with it.
-    let (_, removed) = w.remap_affinity(&|s, g| (g != 0).then_some((s, g)));
-    w.adopt(snapshot(test_spec(), 3));
+    let map = vec![vec![None, Some((0, 1)), Some((0, 2))]];
+    w.begin_remap(snapshot(test_spec(), 3), Remap::new(&map));
+    let (_, removed) = finish(&mut w);
     assert_eq!(removed, before.iter().filter(|g| **g == 2).count());
+}
+
+/// Completes the running remap and returns its (moved, removed).
+fn finish(w: &mut Pipeline) -> (usize, usize) {
+    w.finish_remap();
+    let mut out = None;
+    w.drain_finished_remaps(|p| out = Some((p.moved, p.removed)));
+    out.expect("a remap completed")
+}
+
+#[test]
+fn a_reload_remapped_over_many_bursts_answers_like_a_one_shot_remap() {
+    // Two workers with the same 2 000 clients; one re-keys at once, the other a slice per
+    // burst while every client sends a packet.
+    let clients: Vec<Ipv4Addr> = (0..2000u32)
+        .map(|i| Ipv4Addr::from(0xc612_4000 + i))
+        .collect();
+    let (mut once, mut sliced) = (test_worker(), test_worker());
+    let mut before = Vec::new();
+    for c in &clients {
+        let out = tx(&mut once, CLIENT_PORT, &client_ike4(*c), BACKEND_PORT);
+        tx(&mut sliced, CLIENT_PORT, &client_ike4(*c), BACKEND_PORT);
+        before.push(gateway_of4(&out));
+    }
+    let mut spec = test_spec();
+    spec.services[0].gateways.rotate_right(1);
+    // Old gw1 (id 0) is gone; gw2 and gw3 take ids 2 and 0.
+    let map = vec![vec![None, Some((0, 2)), Some((0, 0))]];
+    for w in [&mut once, &mut sliced] {
+        w.begin_remap(snapshot(spec.clone(), 2), Remap::new(&map));
+    }
+    let expected = finish(&mut once);
+    let mut bursts_remapping = 0;
+    for (c, gw) in clients.iter().zip(&before) {
+        bursts_remapping += usize::from(sliced.remap_progress().is_some());
+        let a = tx(&mut once, CLIENT_PORT, &client_ike4(*c), BACKEND_PORT);
+        let b = tx(&mut sliced, CLIENT_PORT, &client_ike4(*c), BACKEND_PORT);
+        assert_eq!(gateway_of4(&a), gateway_of4(&b), "client {c}");
+        if *gw != 0 {
+            assert_eq!(gateway_of4(&b), *gw, "client {c} kept its gateway");
+        }
+    }
+    assert!(
+        bursts_remapping > 5,
+        "{bursts_remapping} bursts ran during the remap"
+    );
+    assert!(sliced.remap_progress().is_none());
+    let mut got = None;
+    sliced.drain_finished_remaps(|p| got = Some((p.moved, p.removed)));
+    // Entries the packets translated first count the same.
+    assert_eq!(got, Some(expected));
+    let table = |w: &Pipeline| {
+        let mut t: Vec<_> = w
+            .affinity()
+            .iter()
+            .map(|(k, v)| (k, v.gateway, v.confirmed))
+            .collect();
+        t.sort_by_key(|(k, ..)| (k.client, k.service));
+        t
+    };
+    assert_eq!(table(&once), table(&sliced));
+    assert_eq!(once.active_clients(), sliced.active_clients());
+    assert_eq!(once.counters().clients, sliced.counters().clients);
+}
+
+#[test]
+fn show_and_flush_one_client_read_only_its_keys() {
+    let mut w = test_worker();
+    let clients: Vec<Ipv4Addr> = (0..500u32)
+        .map(|i| Ipv4Addr::from(0xc612_4000 + i))
+        .collect();
+    for c in &clients {
+        tx(&mut w, CLIENT_PORT, &client_ike4(*c), BACKEND_PORT);
+    }
+    let c = IpAddr::V4(clients[7]);
+    let mut found = Vec::new();
+    w.client_entries(c, |k, v| found.push((k, v)));
+    let walked: Vec<_> = w
+        .affinity()
+        .iter()
+        .filter(|(k, _)| k.client_ip() == c)
+        .collect();
+    assert_eq!(found, walked);
+    assert_eq!(found.len(), 1);
+    assert_eq!(w.flush_affinity(Some(c)), 1);
+    found.clear();
+    w.client_entries(c, |k, v| found.push((k, v)));
+    assert!(found.is_empty());
+    assert_eq!(w.affinity().len(), clients.len() - 1);
+    assert_eq!(w.active_clients()[0].iter().sum::<u32>(), 499);
 }

@@ -42,12 +42,17 @@ impl<T> Gather<T> {
         Ok(Gather::over(answers, now))
     }
 
-    /// Waits for answers on `answers`, one per worker.
+    /// Waits for answers on `answers`, one per worker, for [`WORKER_TIMEOUT`].
     pub fn over(answers: Vec<Option<Receiver<T>>>, now: Instant) -> Gather<T> {
+        Self::until(answers, now + WORKER_TIMEOUT)
+    }
+
+    /// Waits for answers on `answers` until `deadline`.
+    pub fn until(answers: Vec<Option<Receiver<T>>>, deadline: Instant) -> Gather<T> {
         Gather {
             got: answers.iter().map(|_| None).collect(),
             answers,
-            deadline: now + WORKER_TIMEOUT,
+            deadline,
         }
     }
 

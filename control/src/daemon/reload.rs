@@ -30,6 +30,10 @@ use crate::config::{self, Config};
 use crate::ctlsock::Reply;
 use crate::health::checker::{self, Checker};
 
+/// How long a committed reload waits for the workers' re-keying counts (incremental: about 2 s
+/// for 10 M entries whose services all moved) before replying with the workers still at it.
+const REKEY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a reload reads and changes.
 pub struct Parts<'a> {
     pub ctl: &'a mut Control,
@@ -252,12 +256,12 @@ impl ReloadTxn {
         reply.insert("health_checks".into(), json!(health));
         reply.insert("runtime_values_superseded".into(), json!(superseded));
         self.phase = Phase::Committed {
-            answers: Gather::over(
+            answers: Gather::until(
                 answers
                     .into_iter()
                     .map(Some)
                     .collect::<Vec<Option<ReloadAnswer>>>(),
-                now,
+                now + REKEY_TIMEOUT,
             ),
             reply,
         };

@@ -15,13 +15,14 @@
 //! answering an operator's query (e.g. `show affinity`) and adopting a new snapshot build
 //! anything.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use dataplane::affinity::HashKey;
+use dataplane::affinity::{AffinityKey, AffinityValue, HashKey, Remap};
 use dataplane::changes::AffinityChange;
 use dataplane::counters::WorkerCounters;
 use dataplane::exception::{ExceptionClass, ExceptionPolicer, ExceptionQueue, Suspect};
@@ -37,7 +38,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::api::{AffinityRow, WorkerFault, WorkerQuery};
-use super::control::{IdMap, Update};
+use super::control::Update;
 use super::watchdog::Heartbeat;
 
 /// I/O counters of one worker (the pipeline's own are in [`WorkerCounters`]).
@@ -593,6 +594,8 @@ struct WorkerLoop {
     timers: LoopTimers,
     /// A reload prepared and waiting for its commit (or abort).
     prepared: Option<Prepared>,
+    /// Reloads whose re-keying runs, oldest first: each is answered when its remap completes.
+    reload_replies: VecDeque<Sender<(usize, usize)>>,
 }
 
 /// The worker loop. Returns when `stop` is set, after flushing everything.
@@ -649,6 +652,7 @@ impl WorkerLoop {
             },
             channels,
             verdicts: [Verdict::ToControl; MAX_BURST],
+            reload_replies: VecDeque::new(),
             clock: timing.clock,
             timers: LoopTimers {
                 flush_cycles: timing.clock.cycles(u64::from(timing.tx_flush_us)),
@@ -670,6 +674,7 @@ impl WorkerLoop {
         let moved_before = self.moved();
         self.take_updates();
         self.answer_query();
+        self.advance_remap();
         let now = self.clock.now_s();
         self.io.now_ms = self.clock.now_ms();
         self.apply_synced(now);
@@ -706,9 +711,33 @@ impl WorkerLoop {
     /// layout of the snapshots that follow it.
     fn take_updates(&mut self) {
         while let Ok(u) = self.channels.updates.try_recv() {
-            apply_update(&mut self.pipeline, &mut self.prepared, u);
+            apply_update(
+                &mut self.pipeline,
+                &mut self.prepared,
+                u,
+                &mut self.reload_replies,
+            );
             self.io.counters.snapshots_adopted += 1;
         }
+    }
+
+    /// A slice of the running remap (bursts do one each; this one keeps an idle worker's
+    /// going), and the answers of the reloads whose re-keying completed.
+    #[inline]
+    fn advance_remap(&mut self) {
+        if self.pipeline.remap_progress().is_some() {
+            self.pipeline.remap_step();
+        }
+        // Also drains completed flushes (a burst may have completed either kind).
+        let replies = &mut self.reload_replies;
+        self.pipeline.drain_finished_remaps(|p| {
+            // Flushes were answered when they began.
+            if !p.flush {
+                if let Some(reply) = replies.pop_front() {
+                    let _ = reply.try_send((p.moved, p.removed));
+                }
+            }
+        });
     }
 
     fn answer_query(&mut self) {
@@ -875,10 +904,14 @@ fn answer(pipeline: &mut Pipeline, index: usize, q: WorkerQuery) {
             reply,
         } => {
             let snap = Arc::clone(pipeline.snapshot());
-            let rows: Vec<AffinityRow> = pipeline
-                .affinity()
-                .iter()
-                .filter(|(k, _)| client.is_none_or(|c| k.client_ip() == c))
+            // One client: its few keys, looked up. All: the first `limit` entries.
+            let mut entries: Vec<(AffinityKey, AffinityValue)> = Vec::new();
+            match client {
+                Some(c) => pipeline.client_entries(c, |k, v| entries.push((k, v))),
+                None => entries.extend(pipeline.affinity().iter().take(limit)),
+            }
+            let rows: Vec<AffinityRow> = entries
+                .into_iter()
                 .take(limit)
                 .map(|(k, v)| {
                     let svc = snap.services.get(usize::from(k.service_index()));
@@ -933,12 +966,19 @@ fn inject(index: usize, f: WorkerFault) {
 pub struct Prepared {
     txn: u64,
     snapshot: Arc<Snapshot>,
-    map: Arc<IdMap>,
+    /// Built when prepared, so the commit allocates nothing.
+    remap: Remap,
 }
 
 /// Adopts a snapshot, or takes a reload's phase: keeps it aside (prepare), re-keys the affinity
-/// entries and adopts its snapshot (commit), or forgets it (abort).
-fn apply_update(pipeline: &mut Pipeline, prepared: &mut Option<Prepared>, u: Update) {
+/// entries and adopts its snapshot (commit: incremental, the reply, queued in `replies`, is sent
+/// when the re-keying completes), or forgets it (abort).
+fn apply_update(
+    pipeline: &mut Pipeline,
+    prepared: &mut Option<Prepared>,
+    u: Update,
+    replies: &mut VecDeque<Sender<(usize, usize)>>,
+) {
     match u {
         // Collapsed snapshots are newest-last; an older one never undoes a newer one.
         Update::Snapshot(s) if s.generation > pipeline.snapshot().generation => pipeline.adopt(s),
@@ -949,20 +989,19 @@ fn apply_update(pipeline: &mut Pipeline, prepared: &mut Option<Prepared>, u: Upd
             map,
             ready,
         } => {
-            *prepared = Some(Prepared { txn, snapshot, map });
+            *prepared = Some(Prepared {
+                txn,
+                snapshot,
+                remap: Remap::new(&map),
+            });
             let _ = ready.try_send(());
         }
         Update::Commit { txn, reply } => {
             let Some(p) = prepared.take_if(|p| p.txn == txn) else {
                 return;
             };
-            let map = p.map;
-            let lookup = |s: u16, g: u16| -> Option<(u16, u16)> {
-                *map.get(usize::from(s))?.get(usize::from(g))?
-            };
-            let counts = pipeline.remap_affinity(&lookup);
-            pipeline.adopt(p.snapshot);
-            let _ = reply.try_send(counts);
+            pipeline.begin_remap(p.snapshot, p.remap);
+            replies.push_back(reply);
         }
         Update::Abort { txn } => {
             prepared.take_if(|p| p.txn == txn);

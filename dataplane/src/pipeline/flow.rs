@@ -7,7 +7,7 @@ use crate::pipeline::ServiceState;
 use crate::pipeline::State;
 
 use crate::affinity::{
-    AffinityKey, AffinityValue, Confirm, EntryMut, InsertOutcome, Lookup, Removed,
+    AffinityKey, AffinityValue, Confirm, EntryMut, InsertOutcome, Lookup, RemoveReason, Removed,
 };
 use crate::changes::{refresh_is_news, ChangeLog};
 use crate::counters::{ClientCounters, DropReason};
@@ -241,14 +241,21 @@ impl ByClient {
     }
 }
 
-/// A removed entry: out of the active-client counts, and news for an HA peer.
+/// A removed entry: out of the active-client counts, and news for an HA peer (not an entry a
+/// reload's remap dropped: its ids are the old layout's, and the peer reloads itself).
 pub(super) fn forget(services: &mut [ServiceState], changes: &mut ChangeLog, r: &Removed) {
     release(services, r);
-    changes.delete(r.key, r.value.confirmed);
+    if r.reason != RemoveReason::Remapped {
+        changes.delete(r.key, r.value.confirmed);
+    }
 }
 
-/// Forgets a removed entry's client in the active-client counts.
+/// Forgets a removed entry's client in the active-client counts (an entry a remap or flush
+/// dropped left them when it began).
 pub(super) fn release(services: &mut [ServiceState], r: &Removed) {
+    if matches!(r.reason, RemoveReason::Remapped | RemoveReason::Flushed) {
+        return;
+    }
     if let Some(c) = active_slot(services, &r.key, r.value.gateway) {
         *c = c.saturating_sub(1);
     }
@@ -275,6 +282,9 @@ impl State {
     /// Finds `key`'s entry and applies `how` to it; an expired entry is forgotten (out of the
     /// active counts, a delete for the HA peer) and reported `Absent`.
     pub(super) fn touch(&mut self, key: &AffinityKey, hash: u64, now: u32, how: Touch) -> Touched {
+        if self.shard.remapping() {
+            self.settle(key);
+        }
         match self.shard.lookup(key, hash, now) {
             Lookup::Hit(mut e) => {
                 let v = e.value();
@@ -287,6 +297,27 @@ impl State {
             }
             Lookup::Miss => Touched::Absent,
         }
+    }
+
+    /// While a remap runs: translates now the old entries `key` must find (see
+    /// [`crate::affinity::AffinityShard::settle`]).
+    pub(super) fn settle(&mut self, key: &AffinityKey) {
+        let (services, changes) = (&mut self.services, &mut self.changes);
+        self.shard.settle(key, |r| forget(services, changes, &r));
+    }
+
+    /// One slice of the running remap, `budget` as [`AffinityShard::remap_step`]'s; a
+    /// completed remap's result is kept for `drain_finished_remaps`. True while one runs.
+    pub(super) fn remap_step(&mut self, budget: usize) -> bool {
+        let (services, changes) = (&mut self.services, &mut self.changes);
+        let done = self
+            .shard
+            .remap_step(budget, |r| forget(services, changes, &r));
+        if let Some(p) = done {
+            // Room was reserved when the remap began: no allocation here.
+            self.finished.push(p);
+        }
+        self.shard.remapping()
     }
 
     /// Stores a new entry for `key` (after `touch` found none), forgetting what the table

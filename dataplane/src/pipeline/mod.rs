@@ -50,7 +50,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::affinity::{
-    self, AffinityKey, AffinityShard, AffinityValue, HashKey, InsertOutcome, Lookup,
+    self, AffinityKey, AffinityShard, AffinityValue, HashKey, InsertOutcome, Lookup, Remap,
+    RemapProgress,
 };
 use crate::changes::{AffinityChange, ChangeLog, ChangeOp};
 use crate::classify::SniStats;
@@ -70,6 +71,11 @@ const ENTRY_AHEAD: usize = 8;
 
 /// Affinity slots examined per burst by the incremental expiry sweep.
 const SWEEP_SLOTS_PER_BURST: usize = 64;
+
+/// Work a running remap (a reload's re-keying, a flush) does per burst, in the units of
+/// [`AffinityShard::remap_step`]: 512 slots visited (16 KB read in order), or 32 entries
+/// re-indexed or removed. See `dataplane/tests/remap_cost.rs` for what a slice costs.
+pub const REMAP_BUDGET_PER_BURST: usize = 512;
 
 /// What happens to a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +139,8 @@ struct State {
     saved: egress::SavedHead,
     /// The budget of ICMP errors about packets too big.
     too_big_budget: egress::ErrorBudget,
+    /// Remaps completed since the last [`Pipeline::drain_finished_remaps`], oldest first.
+    finished: Vec<RemapProgress>,
 }
 
 /// Software steering as one worker sees it.
@@ -216,6 +224,7 @@ impl Pipeline {
                 handed_over: false,
                 saved: egress::SavedHead::new(),
                 too_big_budget: egress::ErrorBudget::new(),
+                finished: Vec::new(),
             },
             plans: [Plan::ToControl; MAX_BURST],
             snap: Arc::clone(&snap),
@@ -225,8 +234,10 @@ impl Pipeline {
     }
 
     /// Switches to a new snapshot (between bursts). Scheduler state is rebuilt; active-client
-    /// counts are kept where the service and gateway lists kept their shape, else recounted
-    /// from the shard.
+    /// counts are kept where the service and gateway lists kept their shape. A snapshot of
+    /// another shape comes with a reload, through [`Self::begin_remap`]; here (the first
+    /// snapshot, or a caller's mistake) the counts are recounted from the shard, which walks
+    /// it unless it is empty.
     pub fn adopt(&mut self, snap: Arc<Snapshot>) {
         let st = &mut self.st;
         let same_shape = st.services.len() == snap.services.len()
@@ -235,29 +246,24 @@ impl Pipeline {
                 .iter()
                 .zip(&snap.services)
                 .all(|(s, v)| s.active.len() == v.spec.gateways.len());
-        let mut services: Vec<ServiceState> = snap
-            .services
-            .iter()
-            .map(|v| {
-                let n = v.spec.gateways.len();
-                ServiceState {
-                    v4: v.v4.scheduler.clone(),
-                    v6: v.v6.scheduler.clone(),
-                    active: vec![0; n],
-                }
-            })
-            .collect();
+        let mut services = service_states(&snap);
         if same_shape {
             for (new, old) in services.iter_mut().zip(&st.services) {
                 new.active.clone_from(&old.active);
             }
-        } else {
+        } else if !st.shard.is_empty() {
             for (k, v) in st.shard.iter() {
                 if let Some(c) = active_slot(&mut services, &k, v.gateway) {
                     *c += 1;
                 }
             }
         }
+        self.install(snap, services);
+    }
+
+    /// Takes `snap` with scheduler state `services`, and sizes the counters to it.
+    fn install(&mut self, snap: Arc<Snapshot>, services: Vec<ServiceState>) {
+        let st = &mut self.st;
         st.services = services;
         st.counters
             .services
@@ -344,66 +350,120 @@ impl Pipeline {
     }
 
     /// Removes the affinity entries of `client` (all entries when `None`), for the operator's
-    /// `affinity flush`; the clients are scheduled afresh on their next packet. Returns how many
-    /// entries went. Walks the whole shard: a control-plane operation, run between bursts.
+    /// `affinity flush`; the clients are scheduled afresh on their next packet. Returns how
+    /// many entries went. One client: O(services), a few index probes. All: O(1) here, a flush
+    /// ([`Self::begin_flush`]): the entries are gone for every lookup at once, and their
+    /// memory is reclaimed a bounded slice per burst.
     pub fn flush_affinity(&mut self, client: Option<IpAddr>) -> usize {
-        let want = client.map(|c| affinity_key(c, 0).client);
-        let (services, changes) = (&mut self.st.services, &mut self.st.changes);
+        let Some(client) = client else {
+            return self.begin_flush();
+        };
         let mut removed = 0;
-        self.st.shard.retain(
-            |k, _| want.is_some_and(|w| w != k.client),
-            |r| {
-                forget(services, changes, &r);
+        for key in self.client_keys(client) {
+            self.settle(&key);
+            let st = &mut self.st;
+            let hash = st.shard.hash(&key);
+            if let Some(r) = st.shard.remove(&key, hash) {
+                forget(&mut st.services, &mut st.changes, &r);
                 removed += 1;
-            },
-        );
+            }
+        }
         removed
     }
 
-    /// Re-keys the affinity entries for a new configuration whose services or gateways moved:
-    /// `map(service, gateway)` gives the entry's new ids, or `None` when its service or gateway
-    /// is gone (the entry is removed; the client is scheduled afresh). Call right before
-    /// adopting the snapshot the ids refer to. Returns (moved, removed).
-    pub fn remap_affinity(
+    /// Flushes every affinity entry: they are gone for every lookup at once (their clients
+    /// are scheduled afresh), and the slots are reclaimed by [`Self::remap_step`], a bounded
+    /// slice per burst. Returns how many entries the flush removes. O(1), plus completing a
+    /// remap still running (see [`AffinityShard::begin_remap`]).
+    pub fn begin_flush(&mut self) -> usize {
+        self.finish_remap();
+        let n = self.st.shard.len();
+        for s in &mut self.st.services {
+            s.active.fill(0);
+        }
+        self.st.finished.reserve(1);
+        let _ = self.st.shard.begin_remap(Remap::flush(), |_| {});
+        n
+    }
+
+    /// The affinity entries of `client` (expired ones not reclaimed yet included), one per
+    /// service and kind (NAT-mode, redirected): O(services) index probes, never a walk.
+    pub fn client_entries(
         &mut self,
-        map: &dyn Fn(u16, u16) -> Option<(u16, u16)>,
-    ) -> (usize, usize) {
-        // (key, value, new ids) of the entries that must move or go.
-        type Change = (AffinityKey, AffinityValue, Option<(u16, u16)>);
-        let changes: Vec<Change> = self
-            .st
-            .shard
-            .iter()
-            .filter_map(|(k, v)| {
-                let to = map(k.service_index(), v.gateway);
-                (to != Some((k.service_index(), v.gateway))).then_some((k, v, to))
-            })
-            .collect();
-        let (mut moved, mut removed) = (0, 0);
-        for (k, v, to) in changes {
-            let hash = self.st.shard.hash(&k);
-            self.st.shard.remove(&k, hash);
-            match to {
-                Some((service, gateway)) => {
-                    let direct = k.service & affinity::DIRECT;
-                    let key = AffinityKey {
-                        service: service | direct,
-                        ..k
-                    };
-                    let value = AffinityValue { gateway, ..v };
-                    // Room is certain: the entry just left it.
-                    let hash = self.st.shard.hash(&key);
-                    let _ = self.st.shard.insert(key, hash, value, v.last_seen);
-                    moved += 1;
-                }
-                None => removed += 1,
+        client: IpAddr,
+        mut f: impl FnMut(AffinityKey, AffinityValue),
+    ) {
+        for key in self.client_keys(client) {
+            self.settle(&key);
+            let hash = self.st.shard.hash(&key);
+            if let Some(v) = self.st.shard.peek(&key, hash) {
+                f(key, v);
             }
         }
-        // Active counts are rebuilt by `adopt` from the re-keyed shard.
-        for s in &mut self.st.services {
-            s.active.clear();
+    }
+
+    /// Every key `client` can have under the current snapshot.
+    fn client_keys(&self, client: IpAddr) -> impl Iterator<Item = AffinityKey> {
+        let n = u16::try_from(self.snap.services.len()).unwrap_or(u16::MAX);
+        (0..n).flat_map(move |s| {
+            let key = affinity_key(client, s);
+            [key, key.direct()]
+        })
+    }
+
+    /// A running remap's translation of `key`'s old entries, now (see
+    /// [`AffinityShard::settle`]).
+    fn settle(&mut self, key: &AffinityKey) {
+        self.st.settle(key);
+    }
+
+    /// Starts re-keying the affinity entries for a reloaded configuration whose services or
+    /// gateways moved, and adopts `snap`, the snapshot `remap`'s new ids refer to. O(services
+    /// x gateways): the active-client counts are carried over through `remap`, and the entries
+    /// are translated by [`Self::remap_step`] (a bounded slice per burst) or when a packet
+    /// needs one first. An entry whose service or gateway is gone is removed (its client is
+    /// scheduled afresh). Cannot fail. The result arrives in [`Self::drain_finished_remaps`].
+    /// A remap still running is completed first (a walk of what it has left of the table).
+    pub fn begin_remap(&mut self, snap: Arc<Snapshot>, remap: Remap) {
+        self.finish_remap();
+        let mut services = service_states(&snap);
+        for (old_s, state) in (0..=u16::MAX).zip(&self.st.services) {
+            for (old_g, &n) in (0..=u16::MAX).zip(&state.active) {
+                let Some((s, g)) = remap.to(old_s, old_g) else {
+                    continue;
+                };
+                let new = services.get_mut(usize::from(s));
+                if let Some(c) = new.and_then(|v| v.active.get_mut(usize::from(g))) {
+                    *c += n;
+                }
+            }
         }
-        (moved, removed)
+        self.st.finished.reserve(1);
+        let _ = self.st.shard.begin_remap(remap, |_| {});
+        self.install(snap, services);
+    }
+
+    /// One bounded slice ([`REMAP_BUDGET_PER_BURST`]) of the running remap; `process_burst`
+    /// does one per burst, and an idle worker loop should call this. True while a remap runs.
+    pub fn remap_step(&mut self) -> bool {
+        self.st.remap_step(REMAP_BUDGET_PER_BURST)
+    }
+
+    /// Completes the running remap at once: a walk of what it has left of the table, for
+    /// tests, tools and a remap that begins before the previous one is done.
+    pub fn finish_remap(&mut self) {
+        while self.st.remap_step(usize::MAX) {}
+    }
+
+    /// The running remap's progress, if any.
+    pub fn remap_progress(&self) -> Option<RemapProgress> {
+        self.st.shard.remap_progress()
+    }
+
+    /// Hands over the results of the remaps completed since the last call, oldest first
+    /// (remaps complete in the order they began).
+    pub fn drain_finished_remaps(&mut self, f: impl FnMut(RemapProgress)) {
+        self.st.finished.drain(..).for_each(f);
     }
 
     /// Starts recording affinity changes for an HA peer, up to `capacity` between drains.
@@ -422,6 +482,7 @@ impl Pipeline {
     /// ours. Returns false when the table had no room for it.
     pub fn apply_synced(&mut self, now: u32, c: &AffinityChange) -> bool {
         let st = &mut self.st;
+        st.settle(&c.key);
         let hash = st.shard.hash(&c.key);
         let (gateway, confirmed, expires_at) = match c.op {
             ChangeOp::Delete => {
@@ -522,6 +583,9 @@ impl Pipeline {
         self.st.shard.sweep(now, SWEEP_SLOTS_PER_BURST, |r| {
             forget(services, changes, &r)
         });
+        if self.st.shard.remapping() {
+            self.st.remap_step(REMAP_BUDGET_PER_BURST);
+        }
     }
 
     /// [`Self::process_burst`] for frames another worker handed over (software steering):
@@ -680,6 +744,18 @@ impl State {
 }
 
 #[inline(always)]
+/// Scheduler state for `snap`'s services, with no active clients.
+fn service_states(snap: &Snapshot) -> Vec<ServiceState> {
+    snap.services
+        .iter()
+        .map(|v| ServiceState {
+            v4: v.v4.scheduler.clone(),
+            v6: v.v6.scheduler.clone(),
+            active: vec![0; v.spec.gateways.len()],
+        })
+        .collect()
+}
+
 fn affinity_key(client: IpAddr, service: u16) -> AffinityKey {
     match client {
         IpAddr::V4(a) => AffinityKey::from_v4(a, service),
