@@ -380,6 +380,15 @@ pub(super) fn return_service(
     Some(carrying.copied().find(client_of).unwrap_or(first))
 }
 
+/// Whether more than one of a gateway's `memberships` carries this protocol and port.
+#[inline(never)]
+fn shared(snap: &Snapshot, memberships: &[(u16, u16)], protocol: u8, port: Option<u16>) -> bool {
+    let carrying = memberships
+        .iter()
+        .filter(|&&(s, _)| listens(snap, s, protocol, port));
+    carrying.count() > 1
+}
+
 #[inline]
 pub(super) fn listens(snap: &Snapshot, service: u16, protocol: u8, port: Option<u16>) -> bool {
     let l = &snap.services[usize::from(service)].spec.listeners;
@@ -828,15 +837,13 @@ impl State {
             (service, 0, l3.src)
         } else {
             let memberships = snap.gateway_by_addr(l3.src);
-            let carries = |&(s, _): &(u16, u16)| listens(snap, s, l3.protocol, Some(port));
-            let i = memberships.iter().position(carries)?;
-            let &(service, gateway) = memberships.get(i)?;
+            let &(service, gateway) = memberships
+                .iter()
+                .find(|&&(s, _)| listens(snap, s, l3.protocol, Some(port)))?;
             // Several services carry it (they share the gateway): which one the client talks
-            // to takes affinity lookups, on the general path.
-            if memberships
-                .get(i + 1..)
-                .is_some_and(|rest| rest.iter().any(carries))
-            {
+            // to takes affinity lookups, on the general path. One compare for a gateway of
+            // one service.
+            if memberships.len() > 1 && shared(snap, memberships, l3.protocol, Some(port)) {
                 return None;
             }
             let svc = &snap.services[usize::from(service)];
