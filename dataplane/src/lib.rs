@@ -52,6 +52,7 @@ pub mod counters;
 pub mod emit;
 pub mod exception;
 pub mod frame;
+pub mod hold;
 pub mod io;
 pub mod model;
 pub mod nat;

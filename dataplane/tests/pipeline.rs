@@ -1070,9 +1070,13 @@ fn unresolved_next_hops_are_reported_once_for_the_control_plane() {
     let c1 = client_v4(1);
     let c2 = client_v4(2);
     for c in [c1, c1, c2] {
+        let next_hop = IpAddr::V4(lab::GATEWAYS_V4[lab_gateway(c.into())]);
         assert_eq!(
             run(&mut w, CLIENT_PORT, &client_ike4(c)).0,
-            Verdict::Drop(DropReason::NoNeighbor)
+            Verdict::AwaitNeighbor {
+                port: BACKEND_PORT,
+                next_hop
+            }
         );
     }
     let mut misses = Vec::new();
@@ -1098,7 +1102,10 @@ fn unresolved_next_hops_are_reported_once_for_the_control_plane() {
     );
     assert_eq!(
         run(&mut w, BACKEND_PORT, &reply).0,
-        Verdict::Drop(DropReason::NoNeighbor)
+        Verdict::AwaitNeighbor {
+            port: CLIENT_PORT,
+            next_hop: ROUTER_V4.into()
+        }
     );
     w.drain_neighbor_misses(|a| misses.push(a));
     assert_eq!(misses, vec![IpAddr::V4(c1)]);

@@ -52,9 +52,12 @@ use crate::changes::{AffinityChange, ChangeLog, ChangeOp};
 use crate::classify::SniStats;
 use crate::counters::{DropReason, GatewayCounters, ServiceCounters, WorkerCounters};
 use crate::frame::Frame;
+use crate::hold::{self, HoldQueue};
 use crate::model::Snapshot;
+use crate::neighbor::Heard;
 use crate::schedule::{client_hash, Scheduler};
 use crate::steer::Steering;
+use crate::wire::ethernet::EthernetAddress;
 use crate::wire::{self};
 
 /// Largest burst the pipeline handles at once (as DPDK's usual RX burst).
@@ -82,6 +85,13 @@ pub enum Verdict {
     HandOff {
         worker: u16,
     },
+    /// Finished for `port` but for its destination MAC: `next_hop` (the neighbor) is being
+    /// resolved. Hold it ([`Pipeline::hold`]) until a snapshot knows the MAC
+    /// ([`Pipeline::release_held`]); not counted as transmitted until then.
+    AwaitNeighbor {
+        port: u16,
+        next_hop: IpAddr,
+    },
 }
 
 /// Scheduler state of one service on this worker.
@@ -106,7 +116,8 @@ struct State {
     services: Vec<ServiceState>,
     counters: WorkerCounters,
     sni: SniStats,
-    misses: MissRing,
+    misses: ReportRing<IpAddr>,
+    heard: ReportRing<Heard>,
     /// Affinity changes for an HA peer (disabled without one).
     changes: ChangeLog,
     /// Whether the fast paths run (see [`Pipeline::set_fast_path`]).
@@ -124,38 +135,48 @@ struct Steer {
     me: u16,
 }
 
-/// Destinations whose next hop had no MAC, for the control plane to resolve. Fixed size and
-/// overwrite-free: when full, further misses are only counted (the control plane drains it
-/// every loop, and one report per destination is enough to start resolution).
-struct MissRing {
-    addrs: [IpAddr; MISS_RING],
+/// Reports for the control plane's neighbor cache: destinations whose next hop had no MAC
+/// (to resolve), neighbors heard asking for our addresses (to learn). Fixed size and
+/// overwrite-free: when full, further reports are only counted (the control plane drains it
+/// every loop, and one report of each is enough).
+struct ReportRing<T> {
+    items: [T; REPORT_RING],
     len: usize,
     lost: u64,
 }
 
-/// Neighbor misses a worker remembers between two drains.
-const MISS_RING: usize = 16;
+/// Reports of each kind a worker remembers between two drains.
+const REPORT_RING: usize = 16;
 
-impl MissRing {
-    fn new() -> Self {
-        MissRing {
-            addrs: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MISS_RING],
+impl<T: Copy + PartialEq> ReportRing<T> {
+    fn new(fill: T) -> Self {
+        ReportRing {
+            items: [fill; REPORT_RING],
             len: 0,
             lost: 0,
         }
     }
 
-    fn push(&mut self, a: IpAddr) {
-        if self.addrs[..self.len].contains(&a) {
+    fn push(&mut self, a: T) {
+        if self.items[..self.len].contains(&a) {
             return;
         }
-        match self.addrs.get_mut(self.len) {
+        match self.items.get_mut(self.len) {
             Some(slot) => {
                 *slot = a;
                 self.len += 1;
             }
             None => self.lost += 1,
         }
+    }
+
+    /// Hands over what was reported since the last call; returns how many more were lost.
+    fn drain(&mut self, mut f: impl FnMut(T)) -> u64 {
+        for a in &self.items[..self.len] {
+            f(*a);
+        }
+        self.len = 0;
+        std::mem::take(&mut self.lost)
     }
 }
 
@@ -190,7 +211,12 @@ impl Pipeline {
                 services: Vec::new(),
                 counters: WorkerCounters::default(),
                 sni: SniStats::new(32),
-                misses: MissRing::new(),
+                misses: ReportRing::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                heard: ReportRing::new(Heard {
+                    interface: 0,
+                    address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    mac: EthernetAddress([0; 6]),
+                }),
                 changes: ChangeLog::default(),
                 fast: true,
                 steer: None,
@@ -304,13 +330,67 @@ impl Pipeline {
 
     /// Hands over the destinations that could not be reached for want of a neighbor entry
     /// since the last call (each once), and returns how many more were not remembered.
-    pub fn drain_neighbor_misses(&mut self, mut f: impl FnMut(IpAddr)) -> u64 {
-        let m = &mut self.st.misses;
-        for a in &m.addrs[..m.len] {
-            f(*a);
+    pub fn drain_neighbor_misses(&mut self, f: impl FnMut(IpAddr)) -> u64 {
+        self.st.misses.drain(f)
+    }
+
+    /// Hands over the neighbors heard asking for our addresses since the last call (ARP
+    /// requests and neighbor solicitations answered here), for the control plane's cache to
+    /// learn under its rules; returns how many more were not remembered.
+    pub fn drain_heard_neighbors(&mut self, f: impl FnMut(Heard)) -> u64 {
+        self.st.heard.drain(f)
+    }
+
+    /// Keeps a frame given [`Verdict::AwaitNeighbor`] in `held` until its neighbor resolves;
+    /// counted as held. When refused (the bounds), it comes back, counted as dropped
+    /// (`neighbor-hold-full`): the caller frees it.
+    pub fn hold<F: Frame>(
+        &mut self,
+        held: &mut HoldQueue<F>,
+        port: u16,
+        next_hop: IpAddr,
+        frame: F,
+        now_ms: u64,
+    ) -> Option<F> {
+        match held.hold(port, next_hop, frame, now_ms) {
+            Ok(()) => {
+                self.st.counters.neighbor_held += 1;
+                None
+            }
+            Err(frame) => {
+                self.st.counters.drop(DropReason::NeighborHoldFull);
+                Some(frame)
+            }
         }
-        m.len = 0;
-        std::mem::take(&mut m.lost)
+    }
+
+    /// Sends the held frames whose neighbor the current snapshot knows (call after adopting
+    /// one): the destination MAC filled in, in the order they came, through `send(port,
+    /// frame)`; counted as transmitted.
+    pub fn release_held<F: Frame>(
+        &mut self,
+        held: &mut HoldQueue<F>,
+        mut send: impl FnMut(u16, F),
+    ) {
+        let (snap, c) = (&self.snap, &mut self.st.counters);
+        held.release(
+            |n| snap.neighbor(n),
+            |port, mut frame, mac| {
+                // Every held frame has its Ethernet header: the fill cannot fail.
+                let _ = hold::fill_destination(&mut frame, mac);
+                c.neighbor_released += 1;
+                c.tx_packets += 1;
+                c.tx_bytes += frame.bytes().len() as u64;
+                send(port, frame);
+            },
+        );
+    }
+
+    /// Hands the frames held longer than the resolution time to `free`, counted as dropped
+    /// (`neighbor-hold-timeout`). One compare until the earliest deadline.
+    pub fn expire_held<F>(&mut self, held: &mut HoldQueue<F>, now_ms: u64, free: impl FnMut(F)) {
+        let n = held.expire(now_ms, free);
+        self.st.counters.drops[DropReason::NeighborHoldTimeout as usize] += n as u64;
     }
 
     /// Removes the affinity entries of `client` (all entries when `None`), for the operator's
@@ -574,6 +654,8 @@ impl Pipeline {
                     handed_packets += 1;
                     handed_bytes += frame.bytes().len() as u64;
                 }
+                // Counted when held, sent or dropped (`Pipeline::hold`).
+                Verdict::AwaitNeighbor { .. } => {}
             }
             *verdict = v;
         }
@@ -592,13 +674,6 @@ impl State {
         self.steer.as_ref().filter(|_| !self.handed_over)
     }
 
-    /// No MAC for the next hop towards `dst`: remember it for the control plane, drop.
-    #[cold]
-    fn neighbor_miss(&mut self, dst: IpAddr) -> Verdict {
-        self.misses.push(dst);
-        Verdict::Drop(DropReason::NoNeighbor)
-    }
-
     /// Pass 2: carries out one frame's plan (`parse` made it), in place.
     #[inline]
     fn act<F: Frame>(
@@ -615,7 +690,7 @@ impl State {
             Plan::HandOff(worker) => Verdict::HandOff { worker },
             Plan::ArpReply { interface, l3 } => {
                 self.counters.arp_replies += 1;
-                arp_reply(snap, interface, l3, frame)
+                arp_reply(snap, interface, l3, frame, &mut self.heard)
             }
             Plan::NdAdvert {
                 interface,
@@ -623,7 +698,7 @@ impl State {
                 router,
             } => {
                 self.counters.nd_replies += 1;
-                nd_advert(snap, interface, l3, router, frame)
+                nd_advert(snap, interface, l3, router, frame, &mut self.heard)
             }
             Plan::EchoReply { interface, l3 } => {
                 self.counters.echo_replies += 1;
