@@ -13,6 +13,7 @@ use std::sync::Arc;
 use dataplane::counters::WorkerCounters;
 use dataplane::fragment::Fragments;
 use dataplane::frame::{Frame, VecFrame, DEFAULT_HEADROOM};
+use dataplane::hold::HoldQueue;
 use dataplane::io::pcap::{PcapError, PcapReader, PcapWriter};
 use dataplane::model::{ApplianceSpec, Snapshot, SnapshotError};
 use dataplane::pipeline::{Pipeline, Verdict, MAX_BURST};
@@ -189,6 +190,9 @@ pub fn run(
     let mut verdicts = [Verdict::ToControl; MAX_BURST];
     // One fragment at a time, as the daemon writes each into an mbuf.
     let mut fragment = vec![0u8; usize::from(u16::MAX)];
+    // Frames waiting for a neighbor: a capture's snapshot never learns one, so they wait as a
+    // worker's would, and time out (counted) on the capture's clock.
+    let mut held = HoldQueue::with_defaults();
     // Each round takes the source with the oldest next frame; ties go to the first listed.
     while let Some(i) = sources
         .iter()
@@ -226,8 +230,13 @@ pub fn run(
         if let Some(p) = ports.get_mut(&port_names[usize::from(port)]) {
             p.rx_packets += n as u64;
         }
+        let now_ms = stamps[0] / 1_000_000;
+        pipeline.expire_held(&mut held, now_ms, drop);
         pipeline.process_burst(now, port, &mut frames[..n], &mut verdicts[..n]);
         for ((frame, verdict), ts) in frames[..n].iter().zip(&verdicts[..n]).zip(&stamps[..n]) {
+            if let Verdict::AwaitNeighbor { port } = *verdict {
+                let _ = pipeline.hold(&mut held, port, frame.clone(), now_ms);
+            }
             let (p, mtu) = match *verdict {
                 Verdict::Tx { port } => (usize::from(port), None),
                 Verdict::Fragment { port, mtu } => (usize::from(port), Some(mtu)),
@@ -251,6 +260,7 @@ pub fn run(
             }
         }
     }
+    pipeline.expire_held(&mut held, u64::MAX, drop);
     for (w, name) in writers.iter_mut().zip(&port_names) {
         w.flush().map_err(|error| ReplayError::Capture {
             path: out_dir.join(format!("{name}.pcap")),

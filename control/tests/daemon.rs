@@ -1057,3 +1057,67 @@ fn frames_over_the_egress_mtu_leave_as_replay_writes_them() {
     assert_eq!(c["frag_needed"], 1, "{c}");
     assert_eq!(c["packet_too_big"], 1, "{c}");
 }
+
+/// Without static entries for the gateways, a client's first IKE_SA_INIT waits for its
+/// gateway's MAC instead of being dropped; the gateways' ARP requests for the appliance's
+/// backend address (answered by the worker) teach the control thread their MACs, and the held
+/// frame leaves, addressed to its gateway.
+#[test]
+fn the_first_packet_to_an_unresolved_gateway_leaves_once_the_gateway_is_learned() {
+    use std::net::Ipv4Addr;
+    use testkit::{lab as labnet, L2};
+    let _one = one_daemon_at_a_time();
+    let dir = tmpdir("first-packet");
+    let mut conf = lab_conf();
+    for (v4, mac) in [("11", "0b"), ("12", "0c"), ("13", "0d")] {
+        let block =
+            format!("[[neighbor]]\naddress = \"198.19.0.{v4}\"\nmac = \"02:00:00:00:02:{mac}\"\n");
+        assert!(conf.contains(&block), "{block}");
+        conf = conf.replace(&block, "");
+    }
+    let client = Ipv4Addr::new(198, 18, 64, 7);
+    let init = testkit::ike_sa_init_request(0x1234, &[0x5a; 32], 19, 64, &[]);
+    write_client_input(&dir, &[udp_from_router(client, labnet::VIP_V4, 500, &init)]);
+    let mut w = PcapWriter::create(dir.join("in/backend.pcap")).unwrap();
+    for (g, (addr, mac)) in labnet::GATEWAYS_V4
+        .iter()
+        .zip(labnet::GATEWAY_MACS)
+        .enumerate()
+    {
+        let request = testkit::arp(
+            &L2::new(mac, dataplane::wire::ethernet::EthernetAddress::BROADCAST),
+            dataplane::wire::arp::ARP_REQUEST,
+            mac,
+            *addr,
+            dataplane::wire::ethernet::EthernetAddress([0; 6]),
+            Ipv4Addr::new(198, 19, 0, 1),
+        );
+        w.write_packet(1_700_000_000_000_000_000 + g as u64 * 1000, &request)
+            .unwrap();
+    }
+    w.flush().unwrap();
+    let run = run_daemon_with(&dir, 1, &conf);
+    let c = &run.report["counters"];
+    assert_eq!(c["neighbor_held"], 1, "{c}");
+    assert_eq!(c["neighbor_released"], 1, "{c}");
+    assert_eq!(c["drops"]["neighbor-hold-timeout"], 0, "{c}");
+    let forwarded: Vec<Vec<u8>> = frames(&run.out.join("backend-w0.pcap"))
+        .into_iter()
+        .filter(|f| !is_control_frame(f))
+        .collect();
+    assert_eq!(forwarded.len(), 1, "the IKE_SA_INIT, once");
+    let eth = EthernetFrame::new_checked(&forwarded[0][..]).unwrap();
+    let ip = dataplane::wire::ipv4::Ipv4Packet::new_checked(eth.payload()).unwrap();
+    let g = labnet::GATEWAYS_V4
+        .iter()
+        .position(|a| *a == ip.dst_addr())
+        .expect("to a gateway");
+    assert_eq!(eth.dst(), labnet::GATEWAY_MACS[g], "its gateway's MAC");
+    assert_eq!(eth.src(), labnet::BACKEND_PORT_MAC);
+    assert_eq!(ip.src_addr(), client);
+    // Each gateway learned from its request: as new (stale) entries, or the one being
+    // resolved when its request came after the miss.
+    let n = &run.report["neighbors"];
+    let count = |k: &str| n[k].as_u64().unwrap();
+    assert_eq!(count("heard") + count("resolved"), 3, "{n}");
+}

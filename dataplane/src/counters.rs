@@ -32,7 +32,9 @@ crate::named_reasons! {
         TableFull => "table-full", "The affinity shard has no room and nothing evictable.";
         PrefixQuota => "prefix-quota", "A client packet that would establish its entry, refused: the client's prefix (IPv4 /24, IPv6 /64 by default) holds its quota of established entries in this worker's shard.";
         NoRoute => "no-route", "No route to the destination on the right side.";
-        NoNeighbor => "no-neighbor", "The next hop's MAC is unknown.";
+        NoNeighbor => "no-neighbor", "The next hop's MAC is unknown and no neighbor can be awaited for it.";
+        NeighborHoldFull => "neighbor-hold-full", "Waiting for its next hop's MAC, refused: the worker already holds 3 frames for that neighbor, or frames for 64 neighbors.";
+        NeighborHoldTimeout => "neighbor-hold-timeout", "Held for its next hop's MAC longer than resolution takes (3 s): the neighbor did not answer.";
         NoHeadroom => "no-headroom", "The frame cannot grow to carry the egress VLAN tags.";
         NotMaster => "not-master", "For a VIP or floating address while this appliance is the HA pair's backup.";
         UdpLength => "udp-length", "A whole (unfragmented) UDP datagram whose length field disagrees with the IP payload.";
@@ -222,6 +224,10 @@ pub struct WorkerCounters {
     pub echo_replies: u64,
     /// ICMP errors whose quoted header was translated and forwarded.
     pub icmp_errors_translated: u64,
+    /// Frames held while their next hop's MAC was resolved, and those of them sent once it
+    /// was (also counted in `tx_*`); the rest are dropped as `neighbor-hold-timeout`.
+    pub neighbor_held: u64,
+    pub neighbor_released: u64,
     pub tls_client_hellos: u64,
     pub dtls_client_hellos: u64,
     /// Packets by traffic class (inbound and outbound).
@@ -285,6 +291,8 @@ impl WorkerCounters {
         self.nd_replies += o.nd_replies;
         self.echo_replies += o.echo_replies;
         self.icmp_errors_translated += o.icmp_errors_translated;
+        self.neighbor_held += o.neighbor_held;
+        self.neighbor_released += o.neighbor_released;
         self.tls_client_hellos += o.tls_client_hellos;
         self.dtls_client_hellos += o.dtls_client_hellos;
         for (a, b) in self.classes.iter_mut().zip(&o.classes) {
@@ -349,7 +357,7 @@ impl<I: Copy> Serialize for Named<'_, I> {
 
 impl Serialize for WorkerCounters {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("WorkerCounters", 18)?;
+        let mut st = s.serialize_struct("WorkerCounters", 20)?;
         st.serialize_field("rx_packets", &self.rx_packets)?;
         st.serialize_field("rx_bytes", &self.rx_bytes)?;
         st.serialize_field("tx_packets", &self.tx_packets)?;
@@ -359,6 +367,8 @@ impl Serialize for WorkerCounters {
         st.serialize_field("nd_replies", &self.nd_replies)?;
         st.serialize_field("echo_replies", &self.echo_replies)?;
         st.serialize_field("icmp_errors_translated", &self.icmp_errors_translated)?;
+        st.serialize_field("neighbor_held", &self.neighbor_held)?;
+        st.serialize_field("neighbor_released", &self.neighbor_released)?;
         st.serialize_field("tls_client_hellos", &self.tls_client_hellos)?;
         st.serialize_field("dtls_client_hellos", &self.dtls_client_hellos)?;
         st.serialize_field(

@@ -53,6 +53,7 @@ pub mod emit;
 pub mod exception;
 pub mod fragment;
 pub mod frame;
+pub mod hold;
 pub mod io;
 pub mod model;
 pub mod nat;

@@ -544,6 +544,8 @@ struct FastRoute<A> {
     mask: A,
     interface: u16,
     via: Via,
+    /// A static route's gateway (the neighbor its packets wait for); unused when connected.
+    gateway: A,
 }
 
 /// Per-family hot-path tables. `A` is the address as an integer (`u32` or `u128`).
@@ -702,6 +704,16 @@ impl<A: Copy + Ord + core::hash::Hash + core::ops::BitAnd<Output = A> + FilterBi
             mac,
         })
         .ok_or(Unreachable::NoNeighbor)
+    }
+
+    /// The interface and neighbor (`dst` itself, or its route's gateway) a packet to `dst`
+    /// leaves by, whether or not that neighbor has a MAC.
+    fn awaited_neighbor(&self, dst: A) -> Option<(u16, A)> {
+        let r = self.routes.iter().find(|r| dst & r.mask == r.net)?;
+        match r.via {
+            Via::Connected => Some((r.interface, dst)),
+            Via::Gateway(_) => Some((r.interface, r.gateway)),
+        }
     }
 
     #[inline(always)]
@@ -1092,6 +1104,22 @@ impl Snapshot {
         }
     }
 
+    /// For a packet to `dst` whose next hop has no MAC ([`Unreachable::NoNeighbor`]): the
+    /// interface it leaves by and the neighbor it waits for (`dst` on a connected subnet, else
+    /// its route's gateway). Off the hot path: only packets that wait call it.
+    pub fn awaited_neighbor(&self, dst: IpAddr) -> Option<(u16, IpAddr)> {
+        match dst {
+            IpAddr::V4(a) => self
+                .v4
+                .awaited_neighbor(u32::from(a))
+                .map(|(i, n)| (i, IpAddr::V4(n.into()))),
+            IpAddr::V6(a) => self
+                .v6
+                .awaited_neighbor(u128::from(a))
+                .map(|(i, n)| (i, IpAddr::V6(n.into()))),
+        }
+    }
+
     /// The neighbor table (static entries; dynamic resolution is the daemon's).
     pub fn neighbor(&self, addr: IpAddr) -> Option<EthernetAddress> {
         match addr {
@@ -1179,20 +1207,30 @@ fn set_routes(routes: &[RouteEntry], v4: &mut FamilyTables<u32>, v6: &mut Family
         match r.prefix.addr {
             IpAddr::V4(a) => {
                 let mask = mask_v4(r.prefix.prefix);
+                let gateway = match r.via {
+                    Some(IpAddr::V4(g)) => u32::from(g),
+                    _ => 0,
+                };
                 v4.routes.push(FastRoute {
                     net: u32::from(a) & mask,
                     mask,
                     interface: r.interface,
                     via,
+                    gateway,
                 });
             }
             IpAddr::V6(a) => {
                 let mask = mask_v6(r.prefix.prefix);
+                let gateway = match r.via {
+                    Some(IpAddr::V6(g)) => u128::from(g),
+                    _ => 0,
+                };
                 v6.routes.push(FastRoute {
                     net: u128::from(a) & mask,
                     mask,
                     interface: r.interface,
                     via,
+                    gateway,
                 });
             }
         }
@@ -1579,6 +1617,30 @@ mod tests {
             snap.source_address_for(0, ip("2001:2:0:1::fe")),
             Some(ip("2001:2:0:1::1"))
         );
+    }
+
+    #[test]
+    fn the_awaited_neighbor_is_the_one_the_control_plane_resolves() {
+        let snap = Snapshot::build(
+            crate::testkit::lab::appliance_spec(AffinitySpec::default()),
+            1,
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for dst in [
+            "198.18.0.20",
+            "198.18.70.1",
+            "2001:2:0:64::9",
+            "2001:2:0:1::33",
+            "198.19.0.12",
+            "2001:2:0:2::12",
+        ] {
+            assert_eq!(
+                snap.awaited_neighbor(ip(dst)),
+                snap.resolution_target(ip(dst)),
+                "{dst}"
+            );
+        }
     }
 
     #[test]

@@ -23,6 +23,12 @@
 //!   it is not static (`static_override_ignored`) and that entry belongs to the frame's
 //!   interface (`wrong_interface`). So a frame from the client side never creates or changes a
 //!   backend-side neighbor, and traffic nobody asked for cannot fill the cache.
+//! - A neighbor asking for one of our addresses (ARP request, neighbor solicitation: the
+//!   workers answer them and report the sender, [`Heard`]) is learned as the kernel does, as a
+//!   *stale* entry ([`NeighborCache::heard`]): usable at once, under the same rules but for
+//!   being asked for (its address on a subnet of the interface it came in on, that subnet the
+//!   address's own, not static). It takes a free place only, and is the first reachable
+//!   entry to go when a resolution needs room, until an answer to our refresh confirms it.
 //! - At most `max_entries` dynamic entries ([`DEFAULT_MAX_ENTRIES`]; static ones are not
 //!   counted). A new resolution when full evicts the oldest failed entry, else the oldest
 //!   incomplete one (`evicted`); when every dynamic entry is reachable it is refused
@@ -60,6 +66,25 @@ impl Default for NeighborTimers {
             failed_hold_ms: 20_000,
         }
     }
+}
+
+/// A neighbor heard asking for one of our addresses (an ARP request's sender, a neighbor
+/// solicitation's source and link-layer address option) on `interface`: the worker answered
+/// it; the cache learns it with [`NeighborCache::heard`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub interface: u16,
+    pub address: IpAddr,
+    pub mac: EthernetAddress,
+}
+
+/// What a worker tells the control thread about neighbors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighborReport {
+    /// A packet to this destination waits for its next hop's MAC: resolve it.
+    Miss(IpAddr),
+    /// A neighbor asked for one of our addresses: learn it.
+    Heard(Heard),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,19 +130,25 @@ pub struct NeighborCounters {
     /// Answers for an entry that belongs to another interface (e.g. a client-side frame for a
     /// backend neighbor).
     pub wrong_interface: u64,
-    /// Resolutions refused because every dynamic entry is reachable and the cache is full.
+    /// Resolutions refused because every dynamic entry is reachable and the cache is full;
+    /// and entries from requests refused because the cache is full.
     pub cache_full: u64,
+    /// Entries learned from a request to us (ARP request, neighbor solicitation).
+    pub heard: u64,
     /// Failed or incomplete entries dropped to make room for a new resolution.
     pub evicted: u64,
 }
 
-/// Why [`NeighborCache::learn`] did not take an answer (each has its counter).
+/// Why [`NeighborCache::learn`] did not take an answer, or [`NeighborCache::heard`] a
+/// request (each has its counter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     OffSubnet,
     Unsolicited,
     StaticOverride,
     WrongInterface,
+    /// A new entry from a request, with the cache full.
+    CacheFull,
 }
 
 impl Refusal {
@@ -128,6 +159,7 @@ impl Refusal {
             Refusal::Unsolicited => "unsolicited_ignored",
             Refusal::StaticOverride => "static_override_ignored",
             Refusal::WrongInterface => "wrong_interface",
+            Refusal::CacheFull => "cache_full",
         }
     }
 }
@@ -147,6 +179,9 @@ struct Entry {
     state: State,
     /// The interface the address is resolved and learned on; unused for static entries.
     interface: u16,
+    /// Learned from a request it sent us, not from an answer to ours (the kernel's STALE):
+    /// usable, and the first reachable entries to go when a resolution needs room.
+    heard: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -173,6 +208,7 @@ fn static_entry(mac: EthernetAddress) -> Entry {
     Entry {
         state: State::Static(mac),
         interface: 0,
+        heard: false,
     }
 }
 
@@ -275,6 +311,7 @@ impl NeighborCache {
                     since_ms: now_ms,
                 },
                 interface,
+                heard: false,
             },
         );
         self.counters.probes_sent += 1;
@@ -284,16 +321,17 @@ impl NeighborCache {
         })
     }
 
-    /// Drops the oldest failed entry, else the oldest incomplete one; false when every dynamic
-    /// entry is reachable.
+    /// Drops the oldest failed entry, else the oldest incomplete one, else the oldest entry
+    /// only heard from; false when every dynamic entry is reachable by an answer to us.
     fn evict_one(&mut self) -> bool {
-        // (rank, age): failed before incomplete, older first.
+        // (rank, age): failed before incomplete before heard, older first.
         let victim = self
             .entries
             .iter()
             .filter_map(|(a, e)| match e.state {
                 State::Failed { until_ms } => Some(((0, until_ms), *a)),
                 State::Incomplete { since_ms, .. } => Some(((1, since_ms), *a)),
+                State::Reachable { confirmed_ms, .. } if e.heard => Some(((2, confirmed_ms), *a)),
                 _ => None,
             })
             .min_by_key(|(k, _)| *k);
@@ -366,6 +404,67 @@ impl NeighborCache {
             Entry {
                 state: reachable,
                 interface,
+                heard: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// A neighbor on `interface` asked for one of our addresses (ARP request, neighbor
+    /// solicitation), which tells its MAC as an answer would: learned as the kernel does (a
+    /// STALE entry), under the rules answers follow but for being asked for: on a subnet of
+    /// `interface` that is the address's own, not static. A new entry takes a free place only
+    /// (`cache_full` when none: it never pushes out a resolution) and is the first to go when
+    /// a resolution needs room, until an answer to our refresh confirms it.
+    pub fn heard(
+        &mut self,
+        address: IpAddr,
+        mac: EthernetAddress,
+        interface: u16,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        if let Some(was_heard) = self.entries.get(&address).map(|e| e.heard) {
+            // Known, being resolved or failed: the request is as good as an answer (same
+            // checks); an entry only heard from stays so until an answer to us.
+            self.learn(address, mac, interface, now_ms)?;
+            if let Some(e) = self.entries.get_mut(&address) {
+                e.heard = was_heard;
+            }
+            return Ok(());
+        }
+        let on_subnet = self
+            .subnets
+            .iter()
+            .any(|(i, c)| *i == interface && c.contains(address));
+        if !on_subnet {
+            self.counters.off_subnet += 1;
+            return Err(Refusal::OffSubnet);
+        }
+        if self.interface_of(address) != Some(interface) {
+            self.counters.wrong_interface += 1;
+            return Err(Refusal::WrongInterface);
+        }
+        if self.entries.len() - self.statics >= self.max_entries {
+            self.counters.cache_full += 1;
+            return Err(Refusal::CacheFull);
+        }
+        self.counters.heard += 1;
+        self.changed = true;
+        let state = State::Reachable {
+            mac,
+            confirmed_ms: now_ms,
+            next_refresh_ms: now_ms
+                + self
+                    .timers
+                    .reachable_ms
+                    .saturating_sub(self.timers.refresh_ms),
+        };
+        self.entries.insert(
+            address,
+            Entry {
+                state,
+                interface,
+                heard: true,
             },
         );
         Ok(())
@@ -458,6 +557,7 @@ impl NeighborCache {
             .map(|(a, e)| {
                 let (mac, state) = match e.state {
                     State::Static(m) => (Some(m), "static"),
+                    State::Reachable { mac, .. } if e.heard => (Some(mac), "stale"),
                     State::Reachable { mac, .. } => (Some(mac), "reachable"),
                     State::Incomplete { .. } => (None, "incomplete"),
                     State::Failed { .. } => (None, "failed"),
@@ -751,6 +851,94 @@ mod tests {
         assert_eq!(c.counters().cache_full, 1000 - 16);
         // The static entry was never at stake.
         assert_eq!(c.lookup(ip("198.19.0.1")), Some(mac(1)));
+    }
+
+    #[test]
+    fn a_request_to_us_teaches_its_sender_as_a_stale_entry() {
+        let mut c = cache(NeighborTimers::default(), [(ip("198.19.0.12"), mac(0x0c))]);
+        let client = ip("198.18.0.20");
+        assert_eq!(c.heard(client, mac(0x20), CLIENT, 5), Ok(()));
+        assert_eq!(c.lookup(client), Some(mac(0x20)));
+        assert!(c.take_changed(), "a new snapshot is due");
+        let v = c.view();
+        let e = v.iter().find(|e| e.address == client).unwrap();
+        assert_eq!((e.state, e.interface), ("stale", Some(CLIENT)));
+        assert_eq!(c.counters().heard, 1);
+        // Asked again with the same MAC: nothing changes for the workers.
+        assert_eq!(c.heard(client, mac(0x20), CLIENT, 6), Ok(()));
+        assert!(!c.take_changed());
+        // The refresh is answered: reachable.
+        c.learn(client, mac(0x20), CLIENT, 7).unwrap();
+        assert_eq!(c.view()[0].state, "reachable");
+        // A request also answers a resolution in progress.
+        let gw = ip("198.19.0.13");
+        c.miss(gw, 10);
+        assert_eq!(c.heard(gw, mac(0x0d), BACKEND, 11), Ok(()));
+        assert_eq!(c.lookup(gw), Some(mac(0x0d)));
+        assert_eq!(c.counters().resolved, 1);
+    }
+
+    #[test]
+    fn requests_follow_the_rules_answers_do() {
+        let gw = ip("198.19.0.12");
+        let mut c = cache(NeighborTimers::default(), [(gw, mac(0x0c))]);
+        // Off the subnet of the interface it came in on; a backend address from the client
+        // side; a static entry: refused, counted.
+        assert_eq!(
+            c.heard(ip("203.0.113.9"), mac(1), CLIENT, 0),
+            Err(Refusal::OffSubnet)
+        );
+        assert_eq!(
+            c.heard(ip("198.19.0.40"), mac(2), CLIENT, 0),
+            Err(Refusal::OffSubnet)
+        );
+        assert_eq!(
+            c.heard(gw, mac(3), BACKEND, 0),
+            Err(Refusal::StaticOverride)
+        );
+        assert_eq!(c.lookup(gw), Some(mac(0x0c)));
+        // A learned backend entry is not changed from the client side, even on an
+        // overlapping subnet.
+        let mut c = cache(NeighborTimers::default(), []);
+        c.set_subnets(
+            subnets()
+                .into_iter()
+                .chain([(CLIENT, "198.19.0.1/24".parse().unwrap())]),
+        );
+        let b = ip("198.19.1.7");
+        c.heard(b, mac(4), BACKEND, 0).unwrap();
+        assert_eq!(c.heard(b, mac(5), CLIENT, 0), Err(Refusal::OffSubnet));
+        // An address whose longest subnet is the client side's is not created from the
+        // backend, nor changed from there once the client side taught it.
+        let a = ip("198.19.0.7");
+        assert_eq!(c.heard(a, mac(6), BACKEND, 0), Err(Refusal::WrongInterface));
+        c.heard(a, mac(7), CLIENT, 0).unwrap();
+        assert_eq!(c.heard(a, mac(8), BACKEND, 0), Err(Refusal::WrongInterface));
+        assert_eq!((c.lookup(a), c.lookup(b)), (Some(mac(7)), Some(mac(4))));
+        let n = c.counters();
+        assert_eq!((n.off_subnet, n.wrong_interface), (1, 2));
+    }
+
+    #[test]
+    fn requests_never_push_out_resolutions_and_make_room_for_them() {
+        let mut c = cache(NeighborTimers::default(), []);
+        c.set_max_entries(4);
+        let gw = ip("198.19.0.12");
+        c.miss(gw, 0);
+        // A flood of requests from distinct on-link addresses: the cache fills, no more.
+        for i in 0..100u8 {
+            let _ = c.heard(IpAddr::from([198, 18, 0, i]), mac(i), CLIENT, u64::from(i));
+        }
+        assert_eq!(c.view().len(), 4);
+        assert_eq!(c.counters().heard, 3);
+        assert_eq!(c.counters().cache_full, 97);
+        // The resolution in progress survived, and is still answered.
+        c.learn(gw, mac(0x0c), BACKEND, 200).unwrap();
+        // A new resolution takes the oldest entry only heard from.
+        assert!(c.miss(ip("198.19.0.13"), 300).is_some());
+        assert_eq!(c.lookup(ip("198.18.0.0")), None);
+        assert_eq!(c.lookup(ip("198.18.0.1")), Some(mac(1)));
+        assert_eq!(c.counters().evicted, 1);
     }
 
     #[test]

@@ -326,3 +326,42 @@ mod props {
         }
     }
 }
+
+/// A packet over the MTU whose next hop is not resolved yet: with DF it gets its error at once
+/// (that goes back where it came from, no neighbor needed); without DF it waits whole and is
+/// cut when its neighbor resolves.
+#[test]
+fn packets_over_the_mtu_to_an_unresolved_neighbor_get_their_error_or_are_cut_when_sent() {
+    use dataplane::frame::{Frame, VecFrame};
+    use dataplane::hold::HoldQueue;
+    let mut spec: ApplianceSpec = test_spec();
+    spec.ports[usize::from(BACKEND_PORT)].mtu = SMALL_MTU;
+    let resolved = spec.clone();
+    spec.neighbors
+        .retain(|n| n.address.is_ipv6() || n.address == std::net::IpAddr::V4(lab::ROUTER_V4));
+    let mut w = worker(spec);
+    let df = client_big4(client_v4(3), 1450, true);
+    let (v, _) = run(&mut w, CLIENT_PORT, &df);
+    assert_eq!(v, Verdict::Tx { port: CLIENT_PORT }, "frag-needed at once");
+    assert_eq!(w.counters().mtu.frag_needed, 1);
+
+    let mut held = HoldQueue::with_defaults();
+    let frame = client_big4(client_v4(4), 1450, false);
+    let mut f = VecFrame::new(&frame);
+    let v = w.process(NOW, CLIENT_PORT, &mut f);
+    assert_eq!(v, Verdict::AwaitNeighbor { port: BACKEND_PORT });
+    assert!(w.hold(&mut held, BACKEND_PORT, f, 0).is_none());
+    w.adopt(snapshot(resolved, 2));
+    let mut sent = Vec::new();
+    w.release_held(&mut held, |port, f, cut| {
+        sent.push((port, cut, f.bytes().len()))
+    });
+    assert_eq!(sent, [(BACKEND_PORT, Some(SMALL_MTU), frame.len())]);
+    let c = w.counters();
+    assert_eq!((c.mtu.fragmented, c.mtu.fragments), (1, 2));
+    assert_eq!(
+        c.rx_packets + 1,
+        c.tx_packets,
+        "one in, two fragments and one error out"
+    );
+}

@@ -457,6 +457,111 @@ fn return_traffic_leaves_from_the_vip_and_confirms_the_client() {
     );
 }
 
+/// A second VIP on the client subnet, of a service sharing the lab service's gateways.
+const VIP_B_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+const VIP_B_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x101);
+
+/// The lab with a second service, `ike-b` on [`VIP_B_V4`] / [`VIP_B_V6`]: same protocols,
+/// ports and gateways as the first.
+fn two_services_sharing_gateways() -> Pipeline {
+    let mut spec = test_spec();
+    let mut b = spec.services[0].clone();
+    b.name = "ike-b".into();
+    b.vip4 = Some(VIP_B_V4);
+    b.vip6 = Some(VIP_B_V6);
+    spec.services.push(b);
+    worker(spec)
+}
+
+/// An IKE message from `c` to `vip` (UDP 500).
+fn ike_to(c: IpAddr, vip: IpAddr, msg: &[u8]) -> Vec<u8> {
+    match (c, vip) {
+        (IpAddr::V4(c), IpAddr::V4(v)) => udp4(from_router(), c, v, 500, 500, msg),
+        (IpAddr::V6(c), IpAddr::V6(v)) => udp6(from_router(), c, v, 500, 500, msg),
+        _ => unreachable!("one family"),
+    }
+}
+
+#[test]
+fn with_two_services_sharing_gateways_replies_leave_from_the_clients_vip() {
+    let mut w = two_services_sharing_gateways();
+    let spi = |c: IpAddr| spi_of(c);
+    let auth = |c: IpAddr| {
+        testkit::ike_message(
+            spi(c),
+            spi(c) ^ 0xffff,
+            exchange::IKE_AUTH,
+            ike_flags::INITIATOR,
+            1,
+            &[0x5a; 96],
+        )
+    };
+    // (client, its VIP): one client of each service, IPv4 and IPv6.
+    let cases: [(IpAddr, IpAddr); 4] = [
+        (client_v4(8).into(), VIP_B_V4.into()),
+        (client_v4(9).into(), lab::VIP_V4.into()),
+        (client_v6(8).into(), VIP_B_V6.into()),
+        (client_v6(9).into(), lab::VIP_V6.into()),
+    ];
+    for (c, vip) in cases {
+        let (g, gw) = match c {
+            IpAddr::V4(_) => {
+                let g = gateway_of4(&tx(
+                    &mut w,
+                    CLIENT_PORT,
+                    &ike_to(c, vip, &ike_sa_init(spi(c))),
+                    BACKEND_PORT,
+                ));
+                (g, IpAddr::V4(lab::GATEWAYS_V4[g]))
+            }
+            IpAddr::V6(_) => {
+                let g = gateway_of6(&tx(
+                    &mut w,
+                    CLIENT_PORT,
+                    &ike_to(c, vip, &ike_sa_init(spi(c))),
+                    BACKEND_PORT,
+                ));
+                (g, IpAddr::V6(lab::GATEWAYS_V6[g]))
+            }
+        };
+        let from_gw = |sport: u16, payload: &[u8]| match (gw, c) {
+            (IpAddr::V4(gw), IpAddr::V4(c)) => udp4(from_gateway(g), gw, c, sport, sport, payload),
+            (IpAddr::V6(gw), IpAddr::V6(c)) => udp6(from_gateway(g), gw, c, sport, sport, payload),
+            _ => unreachable!("one family"),
+        };
+        let source = |out: &[u8]| match c {
+            IpAddr::V4(_) => IpAddr::V4(out4(out).ip.src_addr()),
+            IpAddr::V6(_) => IpAddr::V6(out6(out).ip.src_addr()),
+        };
+        // The gateway's answer (the general path), then, once the client is established,
+        // its NAT-T traffic (which the fast path would take with one service).
+        let out = tx(
+            &mut w,
+            BACKEND_PORT,
+            &from_gw(500, &ike_sa_init_reply(spi(c))),
+            CLIENT_PORT,
+        );
+        assert_eq!(source(&out), vip, "IKE_SA_INIT answer to {c}");
+        tx(&mut w, CLIENT_PORT, &ike_to(c, vip, &auth(c)), BACKEND_PORT);
+        let natt = from_gw(4500, &ike_auth_natt(spi(c), 2500));
+        let out = tx(&mut w, BACKEND_PORT, &natt, CLIENT_PORT);
+        assert_eq!(source(&out), vip, "NAT-T from the gateway to {c}");
+        // Non-first fragments carry no port: the client's entry still decides.
+        let frags = match c {
+            IpAddr::V4(_) => testkit::fragment_ipv4(&natt, 1500),
+            IpAddr::V6(_) => testkit::fragment_ipv6(&natt, 1500, 7),
+        };
+        for f in &frags {
+            let out = tx(&mut w, BACKEND_PORT, f, CLIENT_PORT);
+            assert_eq!(source(&out), vip, "fragment to {c}");
+        }
+    }
+    let cnt = w.counters();
+    assert_eq!(cnt.clients.learned_from_gateway, 0);
+    assert_eq!(cnt.clients.gateway_mismatch, 0);
+    assert_balanced(&w);
+}
+
 #[test]
 fn gateway_traffic_to_an_unknown_client_is_learned_and_kept() {
     let mut w = test_worker();
@@ -965,10 +1070,11 @@ fn unresolved_next_hops_are_reported_once_for_the_control_plane() {
     let c1 = client_v4(1);
     let c2 = client_v4(2);
     for c in [c1, c1, c2] {
-        assert_eq!(
-            run(&mut w, CLIENT_PORT, &client_ike4(c)).0,
-            Verdict::Drop(DropReason::NoNeighbor)
-        );
+        let next_hop = IpAddr::V4(lab::GATEWAYS_V4[lab_gateway(c.into())]);
+        let (v, out) = run(&mut w, CLIENT_PORT, &client_ike4(c));
+        assert_eq!(v, Verdict::AwaitNeighbor { port: BACKEND_PORT });
+        let awaited = dataplane::hold::awaited_neighbor(w.snapshot(), &out);
+        assert_eq!(awaited, Some(next_hop));
     }
     let mut misses = Vec::new();
     assert_eq!(w.drain_neighbor_misses(|a| misses.push(a)), 0);
@@ -991,10 +1097,10 @@ fn unresolved_next_hops_are_reported_once_for_the_control_plane() {
         500,
         &ike_sa_init_reply(spi_of(c1.into())),
     );
-    assert_eq!(
-        run(&mut w, BACKEND_PORT, &reply).0,
-        Verdict::Drop(DropReason::NoNeighbor)
-    );
+    let (v, out) = run(&mut w, BACKEND_PORT, &reply);
+    assert_eq!(v, Verdict::AwaitNeighbor { port: CLIENT_PORT });
+    let awaited = dataplane::hold::awaited_neighbor(w.snapshot(), &out);
+    assert_eq!(awaited, Some(ROUTER_V4.into()));
     w.drain_neighbor_misses(|a| misses.push(a));
     assert_eq!(misses, vec![IpAddr::V4(c1)]);
 }

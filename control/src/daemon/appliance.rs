@@ -632,8 +632,8 @@ impl Rings {
 struct WorkerLinks {
     /// Snapshot and reload updates, one channel per worker.
     updates: Vec<Sender<Update>>,
-    /// Neighbor misses from all workers.
-    misses: Receiver<std::net::IpAddr>,
+    /// Neighbor misses and requests heard, from all workers.
+    misses: Receiver<dataplane::neighbor::NeighborReport>,
 }
 
 /// Starts one thread per configured worker core; each pins itself, allocates its pipeline

@@ -16,7 +16,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use dataplane::emit::{self, L2};
 use dataplane::frame::Frame;
 use dataplane::model::{ApplianceSpec, IpCidr, NeighborSpec, Role, Snapshot, SnapshotError};
-use dataplane::neighbor::{NeighborCache, NeighborCounters, NeighborTimers, Probe, Refusal};
+use dataplane::neighbor::{
+    NeighborCache, NeighborCounters, NeighborReport, NeighborTimers, Probe, Refusal,
+};
 use dataplane::schedule::GatewayState;
 use dataplane::wire::arp::{ArpPacket, ArpRepr, ARP_REPLY, ARP_REQUEST};
 use dataplane::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
@@ -133,7 +135,7 @@ pub struct Control {
     pool: Mempool,
     /// Frames from the workers: urgent ones, then the rest.
     from_workers: [RingConsumer; 2],
-    misses: Receiver<IpAddr>,
+    misses: Receiver<NeighborReport>,
     senders: Vec<Sender<Update>>,
     /// Per worker, updates its channel had no room for yet. Consecutive snapshots collapse
     /// into the newest; reloads are never dropped or reordered.
@@ -170,8 +172,9 @@ impl RefusalLog {
                 suppressed,
                 "neighbor answer refused"
             ),
-            // Announcements nobody asked for are ordinary on a busy link.
-            Refusal::Unsolicited => debug!(
+            // Announcements nobody asked for are ordinary on a busy link, and so is a full
+            // cache's refusing requests (a resolution still makes room).
+            Refusal::Unsolicited | Refusal::CacheFull => debug!(
                 reason = r.name(),
                 neighbor = %address,
                 %mac,
@@ -229,7 +232,7 @@ impl Control {
         tx: RingProducer,
         pool: Mempool,
         from_workers: [RingConsumer; 2],
-        misses: Receiver<IpAddr>,
+        misses: Receiver<NeighborReport>,
         senders: Vec<Sender<Update>>,
     ) -> Control {
         let statics = snap.spec.neighbors.iter().map(|n| (n.address, n.mac));
@@ -523,13 +526,14 @@ impl Control {
             });
             self.exception = Some(x);
         }
-        while let Ok(dst) = self.misses.try_recv() {
-            let Some((_, next_hop)) = self.snap.resolution_target(dst) else {
-                debug!(%dst, "no route to resolve");
-                continue;
-            };
-            if let Some(p) = self.neighbors.miss(next_hop, now_ms) {
-                self.probe(p);
+        while let Ok(report) = self.misses.try_recv() {
+            match report {
+                NeighborReport::Miss(dst) => self.resolve(dst, now_ms),
+                NeighborReport::Heard(h) => {
+                    if let Err(r) = self.neighbors.heard(h.address, h.mac, h.interface, now_ms) {
+                        self.refusals.note(r, h.address, h.mac, Some(h.interface));
+                    }
+                }
             }
         }
         if now_ms >= self.last_tick_ms + TICK_MS {
@@ -542,6 +546,17 @@ impl Control {
             self.publish();
         }
         self.send_pending();
+    }
+
+    /// A worker waits for the next hop towards `dst`: resolve it.
+    fn resolve(&mut self, dst: IpAddr, now_ms: u64) {
+        let Some((_, next_hop)) = self.snap.resolution_target(dst) else {
+            debug!(%dst, "no route to resolve");
+            return;
+        };
+        if let Some(p) = self.neighbors.miss(next_hop, now_ms) {
+            self.probe(p);
+        }
     }
 
     fn handle_frame(&mut self, m: &Mbuf, now_ms: u64, urgent: bool) {

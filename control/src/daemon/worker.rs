@@ -16,7 +16,6 @@
 //! anything.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +27,9 @@ use dataplane::counters::WorkerCounters;
 use dataplane::exception::{ExceptionClass, ExceptionPolicer, ExceptionQueue, Suspect};
 use dataplane::fragment::Fragments;
 use dataplane::frame::Frame;
+use dataplane::hold::HoldQueue;
 use dataplane::model::Snapshot;
+use dataplane::neighbor::NeighborReport;
 use dataplane::pipeline::{Pipeline, Verdict, MAX_BURST};
 use dataplane::steer::Steering;
 use dpdk::lcore::rdtsc;
@@ -69,7 +70,8 @@ pub struct IoCounters {
     /// Frames for the control thread that failed their class's rule (forged or routed VRRP,
     /// neighbor discovery, gateway sources), by `dataplane::exception::Suspect`.
     pub exception_suspect: [u64; Suspect::COUNT],
-    /// Neighbor misses not reported because the control thread's channel was full.
+    /// Neighbor reports (misses, requests heard) lost because the control thread's channel,
+    /// or the pipeline's report ring, was full.
     pub miss_reports_lost: u64,
     /// Snapshots adopted.
     pub snapshots_adopted: u64,
@@ -266,7 +268,8 @@ pub struct WorkerChannels {
     pub updates: Receiver<Update>,
     /// Operator questions (show affinity, affinity flush), answered between bursts.
     pub queries: Receiver<WorkerQuery>,
-    pub misses: Sender<IpAddr>,
+    /// Neighbor misses (to resolve) and requests heard (to learn).
+    pub misses: Sender<NeighborReport>,
     pub report: Arc<Mutex<WorkerReport>>,
     /// With an HA peer: this worker's affinity changes out, the master's changes in.
     pub sync: Option<WorkerSync>,
@@ -322,6 +325,8 @@ struct Io {
     /// Frames dropped during a burst, freed together at its end (one bulk call, not one per
     /// frame).
     drops: FreeBatch,
+    /// Frames waiting for their next hop's MAC (see `dataplane::hold`).
+    held: HoldQueue<Mbuf>,
     counters: IoCounters,
     burst_cycles: Histogram<u64>,
 }
@@ -491,6 +496,11 @@ fn process(
                 }
             }
             Verdict::Drop(_) => io.drops.add(m),
+            Verdict::AwaitNeighbor { port } => {
+                if let Some(m) = pipeline.hold(&mut io.held, port, m, io.now_ms) {
+                    io.drops.add(m);
+                }
+            }
             Verdict::HandOff { worker } => {
                 let mut m = m;
                 m.set_port(port);
@@ -636,6 +646,7 @@ impl WorkerLoop {
             exception,
             now_ms: timing.clock.now_ms(),
             drops: FreeBatch::new(),
+            held: HoldQueue::with_defaults(),
             counters: IoCounters::default(),
             burst_cycles: burst_histogram(),
         };
@@ -681,7 +692,11 @@ impl WorkerLoop {
         self.poll_ports(now);
         self.poll_handoffs(now);
         self.send_control_frames();
-        // What the hand-offs and the control thread's frames dropped (bursts free their own).
+        let io = &mut self.io;
+        self.pipeline
+            .expire_held(&mut io.held, io.now_ms, |m| io.drops.add(m));
+        // What the hand-offs, the control thread's frames and the hold queue dropped (bursts
+        // free their own).
         self.io.drops.free();
         self.io.flush_handoffs();
         self.io.flush_control(URGENT);
@@ -710,6 +725,7 @@ impl WorkerLoop {
     /// New snapshots and reloads, in order: a reload re-keys the affinity entries for the
     /// layout of the snapshots that follow it.
     fn take_updates(&mut self) {
+        let mut adopted = false;
         while let Ok(u) = self.channels.updates.try_recv() {
             apply_update(
                 &mut self.pipeline,
@@ -718,6 +734,19 @@ impl WorkerLoop {
                 &mut self.reload_replies,
             );
             self.io.counters.snapshots_adopted += 1;
+            adopted = true;
+        }
+        if adopted && !self.io.held.is_empty() {
+            // Frames waiting for a neighbor the new snapshot knows go now, before this
+            // pass's new frames. Taken out for the loop (moving it allocates nothing).
+            let mut held = std::mem::take(&mut self.io.held);
+            let io = &mut self.io;
+            self.pipeline
+                .release_held(&mut held, |port, m, cut| match cut {
+                    None => io.transmit(usize::from(port), m),
+                    Some(mtu) => io.fragment(usize::from(port), mtu, m),
+                });
+            self.io.held = held;
         }
     }
 
@@ -833,14 +862,21 @@ impl WorkerLoop {
         }
     }
 
-    /// Destinations without a neighbor entry, to the control thread (never waiting).
+    /// Destinations without a neighbor entry, and neighbors heard asking for our addresses,
+    /// to the control thread (never waiting).
     fn report_misses(&mut self) {
         let (misses, counters) = (&self.channels.misses, &mut self.io.counters);
-        let lost = self.pipeline.drain_neighbor_misses(|a| {
-            if misses.try_send(a).is_err() {
+        let mut send = |r: NeighborReport| {
+            if misses.try_send(r).is_err() {
                 counters.miss_reports_lost += 1;
             }
-        });
+        };
+        let lost = self
+            .pipeline
+            .drain_neighbor_misses(|a| send(NeighborReport::Miss(a)))
+            + self
+                .pipeline
+                .drain_heard_neighbors(|h| send(NeighborReport::Heard(h)));
         counters.miss_reports_lost += lost;
     }
 
@@ -863,6 +899,9 @@ impl WorkerLoop {
 
     /// Flushes every buffer and publishes the report a last time (waiting for its lock).
     fn finish(mut self) {
+        let io = &mut self.io;
+        io.held.clear(|m| io.drops.add(m));
+        io.drops.free();
         self.io.flush_all_tx();
         for w in 0..self.io.handoff_bufs.len() {
             self.io.flush_handoff(w);

@@ -115,6 +115,23 @@ pub(super) fn may_exceed(snap: &Snapshot, len: usize) -> bool {
     len > usize::from(snap.min_mtu) + 14
 }
 
+/// Whether `frame` (Ethernet, as it leaves) fits `port`'s IP MTU; a frame that cannot be read
+/// fits (whatever it is, the egress check has nothing to say about it).
+pub(super) fn fits(snap: &Snapshot, port: u16, frame: &[u8]) -> bool {
+    l2_len(frame).is_none_or(|(l2, _)| frame.len() - l2 <= usize::from(port_mtu(snap, port)))
+}
+
+/// Whether `frame` is IPv4 without DF: a datagram this appliance may fragment.
+pub(super) fn may_fragment(frame: &[u8]) -> bool {
+    let Some((l2, ethertype::IPV4)) = l2_len(frame) else {
+        return false;
+    };
+    frame
+        .get(l2..)
+        .and_then(|ip| crate::wire::ipv4::Ipv4Packet::new_checked(ip).ok())
+        .is_some_and(|p| !p.dont_frag())
+}
+
 /// Length of the Ethernet header (tags included) of a frame the pipeline wrote or accepted.
 fn l2_len(frame: &[u8]) -> Option<(usize, u16)> {
     let eth = EthernetFrame::new_checked(frame).ok()?;

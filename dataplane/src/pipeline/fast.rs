@@ -10,6 +10,7 @@ use crate::schedule::GatewayState;
 
 use crate::counters::DropReason;
 use crate::frame::Frame;
+use crate::hold;
 use crate::model::{NextHop, Role, Snapshot, Unreachable};
 use crate::nat::{self, Side};
 use crate::wire::ethernet::{
@@ -120,7 +121,96 @@ pub(super) fn emit_l2<F: Frame>(
     Verdict::Tx { port: itf.port }
 }
 
+/// Where a packet leaves: a resolved next hop, or one whose MAC is awaited (`hop` then
+/// carries [`hold::UNRESOLVED_MAC`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Egress {
+    pub(super) hop: NextHop,
+    pub(super) awaiting: bool,
+}
+
+impl Egress {
+    #[inline(always)]
+    pub(super) fn ready(hop: NextHop) -> Egress {
+        Egress {
+            hop,
+            awaiting: false,
+        }
+    }
+}
+
+/// [`emit_l2`] for an [`Egress`]: a frame whose neighbor is awaited is finished all the same
+/// (only its destination MAC is left to fill in) and waits, [`Verdict::AwaitNeighbor`].
+#[inline]
+pub(super) fn emit_egress<F: Frame>(
+    snap: &Snapshot,
+    frame: &mut F,
+    l3_at: usize,
+    egress: Egress,
+    v6: bool,
+) -> Verdict {
+    match (emit_l2(snap, frame, l3_at, egress.hop, v6), egress.awaiting) {
+        (Verdict::Tx { port }, true) => Verdict::AwaitNeighbor { port },
+        (v, _) => v,
+    }
+}
+
 impl State {
+    /// The egress of a packet to `dst` whose next hop is `hop` (`None`: it has no MAC yet);
+    /// for the latter, the neighbor is reported to the control plane and awaited.
+    #[inline]
+    pub(super) fn egress_to(
+        &mut self,
+        snap: &Snapshot,
+        dst: IpAddr,
+        hop: Option<NextHop>,
+    ) -> Result<Egress, Verdict> {
+        match hop {
+            Some(h) => Ok(Egress::ready(h)),
+            None => self.await_neighbor(snap, dst, None),
+        }
+    }
+
+    /// The egress towards a client: through a client-facing interface.
+    #[inline]
+    pub(super) fn client_egress(
+        &mut self,
+        snap: &Snapshot,
+        client: IpAddr,
+    ) -> Result<Egress, Verdict> {
+        match client_side_hop(snap, client) {
+            Ok(h) => Ok(Egress::ready(h)),
+            Err(DropReason::NoNeighbor) => self.await_neighbor(snap, client, Some(Role::Client)),
+            Err(r) => Err(Verdict::Drop(r)),
+        }
+    }
+
+    /// No MAC for the next hop towards `dst`: remember `dst` for the control plane to resolve,
+    /// and leave by the interface its route names (which must have `role`, when given), with
+    /// the destination MAC to be filled in.
+    #[cold]
+    fn await_neighbor(
+        &mut self,
+        snap: &Snapshot,
+        dst: IpAddr,
+        role: Option<Role>,
+    ) -> Result<Egress, Verdict> {
+        let Some((interface, _)) = snap.awaited_neighbor(dst) else {
+            return Err(Verdict::Drop(DropReason::NoNeighbor));
+        };
+        if role.is_some_and(|r| snap.interface_view(interface).role != r) {
+            return Err(Verdict::Drop(DropReason::NoRoute));
+        }
+        self.misses.push(dst);
+        Ok(Egress {
+            hop: NextHop {
+                interface,
+                mac: hold::UNRESOLVED_MAC,
+            },
+            awaiting: true,
+        })
+    }
+
     /// A NAT-mode flow's packet (pass 2): through the fast path when its client is
     /// established, else [`State::translate`]. `hint`: the slab slot pass 1 found the entry
     /// probably in (or `affinity::NO_HINT`).

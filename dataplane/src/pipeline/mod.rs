@@ -57,9 +57,12 @@ use crate::changes::{AffinityChange, ChangeLog, ChangeOp};
 use crate::classify::SniStats;
 use crate::counters::{DropReason, GatewayCounters, ServiceCounters, WorkerCounters};
 use crate::frame::Frame;
+use crate::hold::{self, HoldQueue};
 use crate::model::Snapshot;
+use crate::neighbor::Heard;
 use crate::schedule::{client_hash, Scheduler};
 use crate::steer::Steering;
+use crate::wire::ethernet::EthernetAddress;
 use crate::wire::{self};
 
 /// Largest burst the pipeline handles at once (as DPDK's usual RX burst).
@@ -99,6 +102,14 @@ pub enum Verdict {
         port: u16,
         mtu: u16,
     },
+    /// Finished for `port` but for its destination MAC: its next hop is being resolved.
+    /// Hold it ([`Pipeline::hold`]) until a snapshot knows the MAC
+    /// ([`Pipeline::release_held`]); not counted as transmitted until then. (Which neighbor
+    /// it waits for is read from the frame, [`hold::awaited_neighbor`]: a verdict as small as
+    /// the others costs the fast path nothing.)
+    AwaitNeighbor {
+        port: u16,
+    },
 }
 
 /// Scheduler state of one service on this worker.
@@ -123,7 +134,8 @@ struct State {
     services: Vec<ServiceState>,
     counters: WorkerCounters,
     sni: SniStats,
-    misses: MissRing,
+    misses: ReportRing<IpAddr>,
+    heard: ReportRing<Heard>,
     /// Affinity changes for an HA peer (disabled without one).
     changes: ChangeLog,
     /// Whether the fast paths run (see [`Pipeline::set_fast_path`]).
@@ -150,38 +162,48 @@ struct Steer {
     me: u16,
 }
 
-/// Destinations whose next hop had no MAC, for the control plane to resolve. Fixed size and
-/// overwrite-free: when full, further misses are only counted (the control plane drains it
-/// every loop, and one report per destination is enough to start resolution).
-struct MissRing {
-    addrs: [IpAddr; MISS_RING],
+/// Reports for the control plane's neighbor cache: destinations whose next hop had no MAC
+/// (to resolve), neighbors heard asking for our addresses (to learn). Fixed size and
+/// overwrite-free: when full, further reports are only counted (the control plane drains it
+/// every loop, and one report of each is enough).
+struct ReportRing<T> {
+    items: [T; REPORT_RING],
     len: usize,
     lost: u64,
 }
 
-/// Neighbor misses a worker remembers between two drains.
-const MISS_RING: usize = 16;
+/// Reports of each kind a worker remembers between two drains.
+const REPORT_RING: usize = 16;
 
-impl MissRing {
-    fn new() -> Self {
-        MissRing {
-            addrs: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MISS_RING],
+impl<T: Copy + PartialEq> ReportRing<T> {
+    fn new(fill: T) -> Self {
+        ReportRing {
+            items: [fill; REPORT_RING],
             len: 0,
             lost: 0,
         }
     }
 
-    fn push(&mut self, a: IpAddr) {
-        if self.addrs[..self.len].contains(&a) {
+    fn push(&mut self, a: T) {
+        if self.items[..self.len].contains(&a) {
             return;
         }
-        match self.addrs.get_mut(self.len) {
+        match self.items.get_mut(self.len) {
             Some(slot) => {
                 *slot = a;
                 self.len += 1;
             }
             None => self.lost += 1,
         }
+    }
+
+    /// Hands over what was reported since the last call; returns how many more were lost.
+    fn drain(&mut self, mut f: impl FnMut(T)) -> u64 {
+        for a in &self.items[..self.len] {
+            f(*a);
+        }
+        self.len = 0;
+        std::mem::take(&mut self.lost)
     }
 }
 
@@ -216,7 +238,12 @@ impl Pipeline {
                 services: Vec::new(),
                 counters: WorkerCounters::default(),
                 sni: SniStats::new(32),
-                misses: MissRing::new(),
+                misses: ReportRing::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                heard: ReportRing::new(Heard {
+                    interface: 0,
+                    address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    mac: EthernetAddress([0; 6]),
+                }),
                 changes: ChangeLog::default(),
                 fast: true,
                 steer: None,
@@ -340,13 +367,87 @@ impl Pipeline {
 
     /// Hands over the destinations that could not be reached for want of a neighbor entry
     /// since the last call (each once), and returns how many more were not remembered.
-    pub fn drain_neighbor_misses(&mut self, mut f: impl FnMut(IpAddr)) -> u64 {
-        let m = &mut self.st.misses;
-        for a in &m.addrs[..m.len] {
-            f(*a);
+    pub fn drain_neighbor_misses(&mut self, f: impl FnMut(IpAddr)) -> u64 {
+        self.st.misses.drain(f)
+    }
+
+    /// Hands over the neighbors heard asking for our addresses since the last call (ARP
+    /// requests and neighbor solicitations answered here), for the control plane's cache to
+    /// learn under its rules; returns how many more were not remembered.
+    pub fn drain_heard_neighbors(&mut self, f: impl FnMut(Heard)) -> u64 {
+        self.st.heard.drain(f)
+    }
+
+    /// Keeps a frame given [`Verdict::AwaitNeighbor`] in `held` until its neighbor resolves
+    /// (call before adopting another snapshot); counted as held. When refused (the bounds),
+    /// it comes back, counted as dropped (`neighbor-hold-full`): the caller frees it.
+    pub fn hold<F: Frame>(
+        &mut self,
+        held: &mut HoldQueue<F>,
+        port: u16,
+        frame: F,
+        now_ms: u64,
+    ) -> Option<F> {
+        let Some(next_hop) = hold::awaited_neighbor(&self.snap, frame.bytes()) else {
+            self.st.counters.drop(DropReason::NoNeighbor);
+            return Some(frame);
+        };
+        match held.hold(port, next_hop, frame, now_ms) {
+            Ok(()) => {
+                self.st.counters.neighbor_held += 1;
+                None
+            }
+            Err(frame) => {
+                self.st.counters.drop(DropReason::NeighborHoldFull);
+                Some(frame)
+            }
         }
-        m.len = 0;
-        std::mem::take(&mut m.lost)
+    }
+
+    /// Sends the held frames whose neighbor the current snapshot knows (call after adopting
+    /// one): the destination MAC filled in, in the order they came, through `send(port, frame,
+    /// cut)`; counted as transmitted. `cut` is `Some(mtu)` for a frame longer than its port's
+    /// MTU that may be fragmented: send its fragments, as for [`Verdict::Fragment`].
+    pub fn release_held<F: Frame>(
+        &mut self,
+        held: &mut HoldQueue<F>,
+        mut send: impl FnMut(u16, F, Option<u16>),
+    ) {
+        let (snap, c) = (&self.snap, &mut self.st.counters);
+        held.release(
+            |n| snap.neighbor(n),
+            |port, mut frame, mac| {
+                // Every held frame has its Ethernet header: the fill cannot fail.
+                let _ = hold::fill_destination(&mut frame, mac);
+                c.neighbor_released += 1;
+                if egress::fits(snap, port, frame.bytes()) {
+                    c.tx_packets += 1;
+                    c.tx_bytes += frame.bytes().len() as u64;
+                    send(port, frame, None);
+                    return;
+                }
+                let mtu = egress::port_mtu(snap, port);
+                match crate::fragment::Fragments::plan(frame.bytes(), mtu) {
+                    Ok(f) => {
+                        c.mtu.fragmented += 1;
+                        c.mtu.fragments += f.count() as u64;
+                        c.tx_packets += f.count() as u64;
+                        c.tx_bytes += f.total_len() as u64;
+                        send(port, frame, Some(mtu));
+                    }
+                    // Not cut when held (see pass 2) and no longer cuttable: dropped, counted
+                    // (the frame goes with the closure's end).
+                    Err(_) => c.drop(DropReason::MtuExceeded),
+                }
+            },
+        );
+    }
+
+    /// Hands the frames held longer than the resolution time to `free`, counted as dropped
+    /// (`neighbor-hold-timeout`). One compare until the earliest deadline.
+    pub fn expire_held<F>(&mut self, held: &mut HoldQueue<F>, now_ms: u64, free: impl FnMut(F)) {
+        let n = held.expire(now_ms, free);
+        self.st.counters.drops[DropReason::NeighborHoldTimeout as usize] += n as u64;
     }
 
     /// Removes the affinity entries of `client` (all entries when `None`), for the operator's
@@ -663,8 +764,20 @@ impl Pipeline {
                 st.saved.save(frame.bytes());
             }
             let mut v = st.act(snap, now, plan, hint, frame);
-            if let (true, Verdict::Tx { port }) = (big, v) {
-                v = st.egress(snap, now, rx_port, port, plan, frame);
+            match (big, v) {
+                (true, Verdict::Tx { port }) => {
+                    v = st.egress(snap, now, rx_port, port, plan, frame)
+                }
+                // Held for its neighbor: one that may not be cut gets its ICMP error now (that
+                // goes back where it came from); one that may waits whole, and is cut when sent
+                // (`release_held`).
+                (true, Verdict::AwaitNeighbor { port })
+                    if !egress::fits(snap, port, frame.bytes())
+                        && !egress::may_fragment(frame.bytes()) =>
+                {
+                    v = st.egress(snap, now, rx_port, port, plan, frame);
+                }
+                _ => {}
             }
             match v {
                 Verdict::Tx { .. } => {
@@ -679,6 +792,8 @@ impl Pipeline {
                     handed_packets += 1;
                     handed_bytes += frame.bytes().len() as u64;
                 }
+                // Counted when held, sent or dropped (`Pipeline::hold`).
+                Verdict::AwaitNeighbor { .. } => {}
             }
             *verdict = v;
         }
@@ -697,13 +812,6 @@ impl State {
         self.steer.as_ref().filter(|_| !self.handed_over)
     }
 
-    /// No MAC for the next hop towards `dst`: remember it for the control plane, drop.
-    #[cold]
-    fn neighbor_miss(&mut self, dst: IpAddr) -> Verdict {
-        self.misses.push(dst);
-        Verdict::Drop(DropReason::NoNeighbor)
-    }
-
     /// Pass 2: carries out one frame's plan (`parse` made it), in place.
     #[inline]
     fn act<F: Frame>(
@@ -720,7 +828,7 @@ impl State {
             Plan::HandOff(worker) => Verdict::HandOff { worker },
             Plan::ArpReply { interface, l3 } => {
                 self.counters.arp_replies += 1;
-                arp_reply(snap, interface, l3, frame)
+                arp_reply(snap, interface, l3, frame, &mut self.heard)
             }
             Plan::NdAdvert {
                 interface,
@@ -728,7 +836,7 @@ impl State {
                 router,
             } => {
                 self.counters.nd_replies += 1;
-                nd_advert(snap, interface, l3, router, frame)
+                nd_advert(snap, interface, l3, router, frame, &mut self.heard)
             }
             Plan::EchoReply { interface, l3 } => {
                 self.counters.echo_replies += 1;

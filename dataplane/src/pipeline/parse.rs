@@ -7,7 +7,7 @@ use crate::pipeline::wire_drop;
 use crate::pipeline::State;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::affinity::{AffinityKey, HashKey};
+use crate::affinity::{AffinityKey, AffinityShard};
 use crate::classify::{self, Class, Detail, L4View};
 use crate::counters::DropReason;
 use crate::model::{mac_bits, Ingress, LocalKind, LocalPair, Role, ServiceView, Snapshot};
@@ -260,7 +260,7 @@ pub(super) fn plan_ns(snap: &Snapshot, interface: u16, bytes: &[u8], l3: L3, icm
 /// backend to a client (outbound: it quotes a client → gateway packet we forwarded).
 pub(super) fn plan_icmp_error(
     snap: &Snapshot,
-    hash_key: &HashKey,
+    shard: &AffinityShard,
     bytes: &[u8],
     outer: L3,
     inbound: bool,
@@ -283,12 +283,9 @@ pub(super) fn plan_icmp_error(
         }
     } else {
         // We forwarded client → gateway:port; the error goes back to the client.
-        let found = snap
-            .gateway_by_addr(q.dst)
-            .iter()
-            .find(|(s, _)| listens(snap, *s, q.protocol, q.dst_port));
-        match found {
-            Some(&(s, g)) if q.src == outer.dst => (s, g, q.src),
+        let memberships = snap.gateway_by_addr(q.dst);
+        match return_service(snap, shard, memberships, q.src, q.protocol, q.dst_port) {
+            Some((s, g)) if q.src == outer.dst => (s, g, q.src),
             _ => return Plan::Drop(DropReason::IcmpNoFlow),
         }
     };
@@ -301,7 +298,7 @@ pub(super) fn plan_icmp_error(
         inbound,
         service,
         gateway,
-        hash: key.hash_with(hash_key),
+        hash: key.hash_with(shard.hash_key()),
         key,
     })
 }
@@ -346,6 +343,50 @@ pub(super) fn routable(svc: &ServiceView, protocol: u8, port: Option<u16>) -> bo
     svc.spec
         .listeners
         .accepts_if(protocol, port, |d| d.follows_redirect)
+}
+
+/// The service (and gateway id) a gateway's packet to `client` belongs to, among the
+/// gateway's `memberships` whose service carries this protocol and port: the only one; where
+/// several services share the gateway, the first in which the client's affinity entry names
+/// this gateway (its own service, so the reply leaves from the VIP it talks to), else the
+/// first (no entry tells: a gateway speaking first is learned there, as with one service).
+pub(super) fn return_service(
+    snap: &Snapshot,
+    shard: &AffinityShard,
+    memberships: &[(u16, u16)],
+    client: IpAddr,
+    protocol: u8,
+    port: Option<u16>,
+) -> Option<(u16, u16)> {
+    let mut carrying = memberships
+        .iter()
+        .filter(|&&(s, _)| listens(snap, s, protocol, port));
+    let first = *carrying.next()?;
+    if carrying.clone().next().is_none() {
+        return Some(first);
+    }
+    let client_of = |&(s, g): &(u16, u16)| {
+        let key = affinity_key(client, s);
+        let names = |k: AffinityKey| {
+            shard
+                .peek(&k, shard.hash(&k))
+                .is_some_and(|v| v.gateway == g)
+        };
+        names(key) || (routes_to_gateways(snap, s) && names(key.direct()))
+    };
+    if client_of(&first) {
+        return Some(first);
+    }
+    Some(carrying.copied().find(client_of).unwrap_or(first))
+}
+
+/// Whether more than one of a gateway's `memberships` carries this protocol and port.
+#[inline(never)]
+fn shared(snap: &Snapshot, memberships: &[(u16, u16)], protocol: u8, port: Option<u16>) -> bool {
+    let carrying = memberships
+        .iter()
+        .filter(|&&(s, _)| listens(snap, s, protocol, port));
+    carrying.count() > 1
 }
 
 #[inline]
@@ -800,10 +841,16 @@ impl State {
             }
             (service, 0, l3.src)
         } else {
-            let &(service, gateway) = snap
-                .gateway_by_addr(l3.src)
+            let memberships = snap.gateway_by_addr(l3.src);
+            let &(service, gateway) = memberships
                 .iter()
                 .find(|&&(s, _)| listens(snap, s, l3.protocol, Some(port)))?;
+            // Several services carry it (they share the gateway): which one the client talks
+            // to takes affinity lookups, on the general path. One compare for a gateway of
+            // one service.
+            if memberships.len() > 1 && shared(snap, memberships, l3.protocol, Some(port)) {
+                return None;
+            }
             let svc = &snap.services[usize::from(service)];
             if svc.spec.route_to_gateways && routable(svc, l3.protocol, Some(port)) {
                 // Possibly a redirected client's: routed, on the slow path.
@@ -988,7 +1035,7 @@ impl State {
         }
         if icmp {
             let plan = if is_icmp_error(bytes, &l3) {
-                plan_icmp_error(snap, self.shard.hash_key(), bytes, l3, true)
+                plan_icmp_error(snap, &self.shard, bytes, l3, true)
             } else {
                 Plan::Drop(DropReason::IcmpUnhandled)
             };
@@ -1128,10 +1175,7 @@ impl State {
             return store(out, Plan::Drop(DropReason::NoRoute));
         }
         if matches!(l3.protocol, ip_proto::ICMP | ip_proto::ICMPV6) && is_icmp_error(bytes, &l3) {
-            return store(
-                out,
-                plan_icmp_error(snap, self.shard.hash_key(), bytes, l3, false),
-            );
+            return store(out, plan_icmp_error(snap, &self.shard, bytes, l3, false));
         }
         let memberships = snap.gateway_by_addr(l3.src);
         if memberships.is_empty() {
@@ -1145,13 +1189,7 @@ impl State {
             Ok(t) => t,
             Err(r) => return store(out, Plan::Drop(r)),
         };
-        let mut found = None;
-        for &(s, g) in memberships {
-            if listens(snap, s, l3.protocol, port) {
-                found = Some((s, g));
-                break;
-            }
-        }
+        let found = return_service(snap, &self.shard, memberships, l3.dst, l3.protocol, port);
         let Some((service, gateway)) = found else {
             return store(out, Plan::Drop(DropReason::NoService));
         };

@@ -2,7 +2,7 @@
 //! requests to the appliance's addresses and VIPs.
 
 use crate::pipeline::parse::L3;
-use crate::pipeline::Verdict;
+use crate::pipeline::{ReportRing, Verdict};
 use std::net::IpAddr;
 
 use crate::counters::DropReason;
@@ -10,6 +10,7 @@ use crate::emit;
 use crate::frame::Frame;
 use crate::model::{LocalKind, Role, Snapshot};
 use crate::nat::{self};
+use crate::neighbor::Heard;
 use crate::wire::arp::{ArpPacket, ARP_REPLY};
 use crate::wire::ethernet::EthernetAddress;
 use crate::wire::icmp::{icmpv4_type, Icmpv4Packet};
@@ -63,16 +64,36 @@ pub(in crate::pipeline) fn reply_l2<F: Frame>(
     Verdict::Tx { port: itf.port }
 }
 
+/// Remembers a neighbor that asked for one of our addresses, for the control plane's cache
+/// (which learns it only by its rules: on a subnet of `interface`, not static, ...). Not an
+/// address probe's unspecified sender, nor a group MAC.
+fn heard_from(
+    heard: &mut ReportRing<Heard>,
+    interface: u16,
+    address: IpAddr,
+    mac: EthernetAddress,
+) {
+    if mac.is_unicast() && !address.is_unspecified() {
+        heard.push(Heard {
+            interface,
+            address,
+            mac,
+        });
+    }
+}
+
 pub(in crate::pipeline) fn arp_reply<F: Frame>(
     snap: &Snapshot,
     interface: u16,
     l3: usize,
     frame: &mut F,
+    heard: &mut ReportRing<Heard>,
 ) -> Verdict {
     let Ok(mut arp) = ArpPacket::new_checked(&mut frame.bytes_mut()[l3..]) else {
         return Verdict::Drop(DropReason::Truncated);
     };
     let (peer_hw, peer_ip, target) = (arp.sender_hw(), arp.sender_ip(), arp.target_ip());
+    heard_from(heard, interface, IpAddr::V4(peer_ip), peer_hw);
     let mac = answer_mac(snap, interface, IpAddr::V4(target));
     arp.set_operation(ARP_REPLY);
     arp.set_sender_hw(mac);
@@ -88,6 +109,7 @@ pub(in crate::pipeline) fn nd_advert<F: Frame>(
     l3: L3,
     router: bool,
     frame: &mut F,
+    heard: &mut ReportRing<Heard>,
 ) -> Verdict {
     let (IpAddr::V6(peer), Some(l4)) = (l3.src, l3.l4) else {
         return Verdict::Drop(DropReason::NdUnhandled);
@@ -110,6 +132,14 @@ pub(in crate::pipeline) fn nd_advert<F: Frame>(
         && opts[0] == icmpv6::NDP_OPT_SOURCE_LLADDR
         && opts[1] == 1
     {
+        let mut peer_mac = [0; 6];
+        peer_mac.copy_from_slice(&opts[2..8]);
+        heard_from(
+            heard,
+            interface,
+            IpAddr::V6(peer),
+            EthernetAddress(peer_mac),
+        );
         na.set_lladdr_option(icmpv6::NDP_OPT_TARGET_LLADDR, mac);
     }
     let mut msg = Icmpv6Packet::new_unchecked(&mut *icmp);

@@ -1,8 +1,7 @@
 //! ICMP that is not answered here: errors about translated flows (outer and quoted headers
 //! translated) and ICMP routed between redirected clients and their gateways.
 
-use crate::pipeline::fast::client_side_hop;
-use crate::pipeline::fast::emit_l2;
+use crate::pipeline::fast::emit_egress;
 use crate::pipeline::flow::{Touch, Touched};
 use crate::pipeline::ipv6_at;
 use crate::pipeline::parse::IcmpError;
@@ -60,21 +59,17 @@ impl State {
         else {
             return Verdict::Drop(DropReason::NoGateway);
         };
-        let hop = if r.inbound {
-            match gateway_hop {
-                Some(h) => h,
-                None => return self.neighbor_miss(gateway_addr),
-            }
+        let egress = if r.inbound {
+            self.egress_to(snap, gateway_addr, gateway_hop)
         } else {
             if !self.names_gateway(now, &r.key, r.gateway) {
                 return Verdict::Drop(DropReason::NoService);
             }
-            let client = r.key.client_ip();
-            match client_side_hop(snap, client) {
-                Ok(h) => h,
-                Err(DropReason::NoNeighbor) => return self.neighbor_miss(client),
-                Err(e) => return Verdict::Drop(e),
-            }
+            self.client_egress(snap, r.key.client_ip())
+        };
+        let egress = match egress {
+            Ok(e) => e,
+            Err(v) => return v,
         };
         let Some(ip) = frame.bytes_mut().get_mut(r.at..) else {
             return Verdict::Drop(DropReason::Truncated);
@@ -85,7 +80,7 @@ impl State {
         let len = ip_total_len(ip, r.v6);
         let c = &mut self.counters.gateways[usize::from(r.service)][usize::from(r.gateway)];
         c.routed(r.inbound, len);
-        emit_l2(snap, frame, r.at, hop, r.v6)
+        emit_egress(snap, frame, r.at, egress, r.v6)
     }
 
     pub(in crate::pipeline) fn forward_icmp_error<F: Frame>(
@@ -129,17 +124,14 @@ impl State {
         else {
             return Verdict::Drop(DropReason::IcmpNoFlow);
         };
-        let hop = if e.inbound {
-            match gw_hop {
-                Some(h) => h,
-                None => return self.neighbor_miss(gw_addr),
-            }
+        let egress = if e.inbound {
+            self.egress_to(snap, gw_addr, gw_hop)
         } else {
-            match client_side_hop(snap, e.outer.dst) {
-                Ok(h) => h,
-                Err(DropReason::NoNeighbor) => return self.neighbor_miss(e.outer.dst),
-                Err(r) => return Verdict::Drop(r),
-            }
+            self.client_egress(snap, e.outer.dst)
+        };
+        let egress = match egress {
+            Ok(e) => e,
+            Err(v) => return v,
         };
         let ip = &mut frame.bytes_mut()[e.outer.at..e.outer.end];
         if !decrement_ttl(ip, v6) {
@@ -168,6 +160,6 @@ impl State {
             _ => nat::refill_icmpv4_checksum(&mut ip[icmp_at..]),
         }
         self.counters.icmp_errors_translated += 1;
-        emit_l2(snap, frame, e.outer.at, hop, v6)
+        emit_egress(snap, frame, e.outer.at, egress, v6)
     }
 }

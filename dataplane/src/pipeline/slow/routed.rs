@@ -1,8 +1,7 @@
 //! Redirected clients' traffic to and from their gateways' own addresses: routed, not
 //! translated.
 
-use crate::pipeline::fast::client_side_hop;
-use crate::pipeline::fast::emit_l2;
+use crate::pipeline::fast::emit_egress;
 use crate::pipeline::fast::rewrite_flow;
 use crate::pipeline::fast::ttl_allows;
 use crate::pipeline::flow::{Touch, Touched};
@@ -37,14 +36,14 @@ impl State {
         else {
             return Verdict::Drop(DropReason::NoGateway);
         };
-        let (side, hop) = if f.inbound {
+        let (side, egress) = if f.inbound {
             if let Err(r) = self.remember_direct(svc, now, (f.key, f.hash), f.gateway, f.proof) {
                 return Verdict::Drop(r);
             }
-            let Some(hop) = gateway_hop else {
-                return self.neighbor_miss(gateway_addr);
-            };
-            (Side::Dst, hop)
+            match self.egress_to(snap, gateway_addr, gateway_hop) {
+                Ok(e) => (Side::Dst, e),
+                Err(v) => return v,
+            }
         } else {
             let answer = Touch::Answer {
                 gateway: f.gateway,
@@ -66,11 +65,9 @@ impl State {
                     return self.forward(snap, now, &nat, affinity::NO_HINT, frame);
                 }
             }
-            let client = f.client();
-            match client_side_hop(snap, client) {
-                Ok(h) => (Side::Src, h),
-                Err(DropReason::NoNeighbor) => return self.neighbor_miss(client),
-                Err(r) => return Verdict::Drop(r),
+            match self.client_egress(snap, f.client()) {
+                Ok(e) => (Side::Src, e),
+                Err(v) => return v,
             }
         };
         // The address "changes" to itself: one TTL update, the checksums stay right.
@@ -80,6 +77,6 @@ impl State {
         };
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(f.gateway)];
         c.routed(f.inbound, ip_len);
-        emit_l2(snap, frame, f.at, hop, f.v6)
+        emit_egress(snap, frame, f.at, egress, f.v6)
     }
 }

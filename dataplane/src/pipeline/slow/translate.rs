@@ -6,13 +6,13 @@ use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::model::Snapshot;
 use crate::nat::Side;
-use crate::pipeline::fast::{client_side_hop, emit_l2, rewrite_flow, ttl_allows};
+use crate::pipeline::fast::{emit_egress, rewrite_flow, ttl_allows};
 use crate::pipeline::parse::Flow;
 use crate::pipeline::{State, Verdict};
 
 impl State {
     /// Translates any NAT-mode flow's packet: schedules new clients, moves clients off down
-    /// gateways, learns clients from their gateways' traffic, reports unresolved neighbors and
+    /// gateways, learns clients from their gateways' traffic, awaits unresolved neighbors and
     /// drops under a named reason.
     #[inline(never)]
     pub(in crate::pipeline) fn translate<F: Frame>(
@@ -28,7 +28,7 @@ impl State {
         if !ttl_allows(frame, f) {
             return Verdict::Drop(DropReason::TtlExpired);
         }
-        let (gateway, new_addr, side, hop) = if f.inbound {
+        let (gateway, new_addr, side, egress) = if f.inbound {
             let gateway = match self.client_gateway(snap, now, f) {
                 Ok(g) => g,
                 Err(r) => return Verdict::Drop(r),
@@ -37,22 +37,21 @@ impl State {
             let Some(&Some((gw_addr, hop))) = fam.gateways.get(usize::from(gateway)) else {
                 return Verdict::Drop(DropReason::NoGateway);
             };
-            let Some(hop) = hop else {
-                return self.neighbor_miss(gw_addr);
+            let egress = match self.egress_to(snap, gw_addr, hop) {
+                Ok(e) => e,
+                Err(v) => return v,
             };
-            (gateway, gw_addr, Side::Dst, hop)
+            (gateway, gw_addr, Side::Dst, egress)
         } else {
             self.gateway_seen(snap, now, f, f.gateway);
             let Some(vip) = svc.vip(f.v6) else {
                 return Verdict::Drop(DropReason::NoService);
             };
-            let client = f.client();
-            let hop = match client_side_hop(snap, client) {
-                Ok(h) => h,
-                Err(DropReason::NoNeighbor) => return self.neighbor_miss(client),
-                Err(r) => return Verdict::Drop(r),
+            let egress = match self.client_egress(snap, f.client()) {
+                Ok(e) => e,
+                Err(v) => return v,
             };
-            (f.gateway, vip, Side::Src, hop)
+            (f.gateway, vip, Side::Src, egress)
         };
         let ip_len = match rewrite_flow(frame, f, side, new_addr) {
             Ok(n) => n,
@@ -60,6 +59,6 @@ impl State {
         };
         let c = &mut self.counters.gateways[usize::from(f.service)][usize::from(gateway)];
         c.translated(side == Side::Dst, ip_len);
-        emit_l2(snap, frame, f.at, hop, f.v6)
+        emit_egress(snap, frame, f.at, egress, f.v6)
     }
 }
