@@ -121,6 +121,11 @@ pub enum Request {
     DebugWorkerPanic {
         worker: usize,
     },
+    /// Tests and measurements only: the workers add `entries` synthetic established affinity
+    /// entries between them (IPv6 clients in 2001:2::/48), a bounded number per loop pass.
+    DebugAffinityFill {
+        entries: u64,
+    },
     /// Tests only: the health checker sleeps for `ms`.
     DebugHealthStall {
         ms: u64,
@@ -164,6 +169,7 @@ impl Request {
             | Request::Reload
             | Request::DebugWorkerStall { .. }
             | Request::DebugWorkerPanic { .. }
+            | Request::DebugAffinityFill { .. }
             | Request::DebugHealthStall { .. } => Effect::Write,
         }
     }
@@ -362,6 +368,9 @@ pub fn parse_request(line: &str) -> Result<Request, RequestError> {
 
 /// `debug worker N stall MS | debug worker N panic | debug health stall MS` (tests only: the
 /// daemon refuses them unless `[control] fault_injection`).
+/// Most synthetic entries `debug affinity fill` adds (the 2001:2::/48 test range holds them).
+pub const MAX_FILL: u64 = 100_000_000;
+
 fn parse_debug(words: &[&str]) -> Result<Request, RequestError> {
     let stall = |ms: &str| match ms.parse::<u64>() {
         Ok(ms @ 1..=MAX_STALL_MS) => Ok(ms),
@@ -381,6 +390,12 @@ fn parse_debug(words: &[&str]) -> Result<Request, RequestError> {
         }),
         ["worker", n, "panic"] => Ok(Request::DebugWorkerPanic { worker: worker(n)? }),
         ["health", "stall", ms] => Ok(Request::DebugHealthStall { ms: stall(ms)? }),
+        ["affinity", "fill", n] => match n.parse::<u64>() {
+            Ok(entries @ 1..=MAX_FILL) => Ok(Request::DebugAffinityFill { entries }),
+            _ => Err(RequestError::BadFill {
+                given: n.to_string(),
+            }),
+        },
         _ => Err(RequestError::Debug),
     }
 }
@@ -443,9 +458,11 @@ pub enum RequestError {
     NotAnIp { given: String },
     #[error(
         "`debug` (tests only) takes: debug worker N stall MS, debug worker N panic, \
-         debug health stall MS"
+         debug health stall MS, debug affinity fill N"
     )]
     Debug,
+    #[error("fill must be 1-{max} entries, not `{given}`", max = MAX_FILL)]
+    BadFill { given: String },
     #[error("stall must be 1-{max} ms, not `{given}`", max = MAX_STALL_MS)]
     BadStall { given: String },
     #[error("`{given}` is not a worker index")]
@@ -483,6 +500,7 @@ impl fmt::Display for Request {
             }
             Request::DebugWorkerPanic { worker } => write!(f, "debug worker {worker} panic"),
             Request::DebugHealthStall { ms } => write!(f, "debug health stall {ms}"),
+            Request::DebugAffinityFill { entries } => write!(f, "debug affinity fill {entries}"),
         }
     }
 }

@@ -275,6 +275,12 @@ fn parse_every_command() {
             "debug health stall 60000",
             Request::DebugHealthStall { ms: 60000 },
         ),
+        (
+            "debug affinity fill 10000000",
+            Request::DebugAffinityFill {
+                entries: 10_000_000,
+            },
+        ),
     ];
     for (line, want) in cases {
         assert_eq!(ctlsock::parse_request(line), Ok(want.clone()), "{line}");
@@ -330,6 +336,7 @@ fn parse_bad_requests() {
             "stall must be 1-60000 ms, not `0`",
         ),
         ("debug worker 1 stall 60001", "stall must be 1-60000 ms"),
+        ("debug affinity fill 0", "fill must be 1-"),
         ("debug health stall soon", "stall must be 1-60000 ms"),
     ];
     for (line, want) in cases {
@@ -825,6 +832,7 @@ fn every_request() -> Vec<Request> {
         "debug worker 0 stall 10",
         "debug worker 0 panic",
         "debug health stall 10",
+        "debug affinity fill 10",
     ]
     .iter()
     .map(|l| ctlsock::parse_request(l).unwrap())

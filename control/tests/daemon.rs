@@ -544,7 +544,7 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
         .replace(
             "socket = \"/run/vpnlb/vpnlbd.sock\"",
             &format!(
-                "socket = \"{}\"\nstate_file = \"{}\"",
+                "socket = \"{}\"\nstate_file = \"{}\"\nfault_injection = true",
                 sock.display(),
                 out.join("state.json").display()
             ),
@@ -601,6 +601,32 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
     )
     .unwrap();
     assert!(matches!(ask(&sock, "reload"), Reply::Error(e) if e.contains("restart")));
+
+    // A stalled worker cannot prepare: the reload is refused and no worker runs it, even the
+    // one that prepared; once the worker is back the same file is taken.
+    let stalled = conf.replacen("weight = 1", "weight = 9", 1);
+    std::fs::write(&conf_path, &stalled).unwrap();
+    assert!(matches!(
+        ask(&sock, "debug worker 0 stall 1500"),
+        Reply::Ok(_)
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let refused_at = std::time::Instant::now();
+    match ask(&sock, "reload") {
+        Reply::Error(e) => assert!(e.contains("did not prepare"), "{e}"),
+        r => panic!("a reload with a stalled worker: {r:?}"),
+    }
+    // The control thread did not wait for the worker beyond the prepare timeout.
+    assert!(refused_at.elapsed() < std::time::Duration::from_millis(1200));
+    let Reply::Ok(gws) = ask(&sock, "show gateways") else {
+        panic!("show gateways")
+    };
+    assert_eq!(gws[0]["weight"], 1, "refused means not applied");
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    assert!(matches!(ask(&sock, "reload"), Reply::Ok(_)));
+    assert_eq!(affinity(&sock), before, "no client changed gateway");
+    std::fs::write(&conf_path, &conf).unwrap();
+    assert!(matches!(ask(&sock, "reload"), Reply::Ok(_)));
 
     // The operator drains gw2 and weighs gw1 and gw3 at run time.
     for cmd in [

@@ -543,9 +543,11 @@ fn with_two_services_sharing_gateways_replies_leave_from_the_clients_vip() {
         );
         assert_eq!(source(&out), vip, "IKE_SA_INIT answer to {c}");
         tx(&mut w, CLIENT_PORT, &ike_to(c, vip, &auth(c)), BACKEND_PORT);
-        let natt = from_gw(4500, &ike_auth_natt(spi(c), 2500));
-        let out = tx(&mut w, BACKEND_PORT, &natt, CLIENT_PORT);
+        // Within the client port's MTU whole; the 2500-byte one below comes in fragments.
+        let whole = from_gw(4500, &ike_auth_natt(spi(c), 1000));
+        let out = tx(&mut w, BACKEND_PORT, &whole, CLIENT_PORT);
         assert_eq!(source(&out), vip, "NAT-T from the gateway to {c}");
+        let natt = from_gw(4500, &ike_auth_natt(spi(c), 2500));
         // Non-first fragments carry no port: the client's entry still decides.
         let frags = match c {
             IpAddr::V4(_) => testkit::fragment_ipv4(&natt, 1500),

@@ -59,6 +59,8 @@ pub enum WorkerFault {
     Stall(Duration),
     /// Panic.
     Panic,
+    /// Add this many synthetic established entries (measurements at scale).
+    Fill { entries: u64 },
 }
 
 /// One affinity entry as `show affinity` lists it.
@@ -196,6 +198,7 @@ fn handle_now(req: Request, ctx: &mut Ctx<'_>) -> Reply {
         }
         r @ (Request::DebugWorkerStall { .. }
         | Request::DebugWorkerPanic { .. }
+        | Request::DebugAffinityFill { .. }
         | Request::DebugHealthStall { .. }) => debug(ctx, &r),
     }
 }
@@ -216,6 +219,7 @@ fn debug(ctx: &Ctx<'_>, req: &Request) -> Reply {
             (worker, WorkerFault::Stall(Duration::from_millis(ms)))
         }
         Request::DebugWorkerPanic { worker } => (worker, WorkerFault::Panic),
+        Request::DebugAffinityFill { entries } => return fill(ctx, entries),
         Request::DebugHealthStall { ms } => {
             return match ctx.health.as_ref() {
                 Some(c) => {
@@ -239,6 +243,7 @@ fn debug(ctx: &Ctx<'_>, req: &Request) -> Reply {
                 json!({"thread": format!("worker{worker}"), "stall_ms": crate::units::millis(d)})
             }
             WorkerFault::Panic => json!({"thread": format!("worker{worker}"), "panic": true}),
+            WorkerFault::Fill { entries } => json!({"worker": worker, "entries": entries}),
         }),
         Err(_) => Reply::Error(WorkerQueryError::Busy { worker }.to_string()),
     }
@@ -360,6 +365,7 @@ fn show_workers(ctx: &Ctx<'_>) -> Value {
                     "handoff_dropped": w.io.handoff_dropped, "tx_dropped": w.io.tx_dropped,
                     "stalled": ctx.watchdog.worker(i).is_some_and(|x| x.stalled),
                     "stalls": ctx.watchdog.worker(i).map_or(0, |x| x.stalls),
+                    "loop_max_us": w.loop_max_us, "loop_max_us_ever": w.loop_max_us_ever,
                 })
             })
             .collect(),
@@ -665,6 +671,21 @@ fn health_rows(ctx: &Ctx<'_>) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// `debug affinity fill N`: each worker adds its share of N synthetic entries, at its own pace
+/// (`show stats` → affinity entries says how far they are).
+fn fill(ctx: &Ctx<'_>, entries: u64) -> Reply {
+    let n = ctx.queries.len().max(1) as u64;
+    for (worker, q) in ctx.queries.iter().enumerate() {
+        let share = entries / n + u64::from((worker as u64) < entries % n);
+        if q.try_send(WorkerQuery::Fault(WorkerFault::Fill { entries: share }))
+            .is_err()
+        {
+            return Reply::Error(WorkerQueryError::Busy { worker }.to_string());
+        }
+    }
+    Reply::Ok(json!({"entries": entries, "workers": n}))
 }
 
 /// Prometheus samples of one metric: (labels, value).

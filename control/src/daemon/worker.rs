@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use dataplane::affinity::{AffinityKey, AffinityValue, HashKey, Remap};
-use dataplane::changes::AffinityChange;
+use dataplane::changes::{AffinityChange, ChangeOp};
 use dataplane::counters::WorkerCounters;
 use dataplane::exception::{ExceptionClass, ExceptionPolicer, ExceptionQueue, Suspect};
 use dataplane::fragment::Fragments;
@@ -162,6 +162,11 @@ pub struct WorkerReport {
     /// Processing time of every burst since start (TSC cycles).
     #[serde(skip)]
     pub burst_cycles: Histogram<u64>,
+    /// The longest loop pass in the last report period (100 ms), and since start, in
+    /// microseconds: how long the worker left its RX queues unpolled at worst (a pass longer
+    /// than its RX ring takes to fill at line rate loses packets).
+    pub loop_max_us: u64,
+    pub loop_max_us_ever: u64,
 }
 
 impl Default for WorkerReport {
@@ -177,6 +182,8 @@ impl Default for WorkerReport {
             affinity_capacity: 0,
             affinity_bytes: 0,
             burst_cycles: burst_histogram(),
+            loop_max_us: 0,
+            loop_max_us_ever: 0,
         }
     }
 }
@@ -216,6 +223,11 @@ impl Clock {
     /// TSC cycles in `us` microseconds.
     pub fn cycles(&self, us: u64) -> u64 {
         self.tsc_hz / 1_000_000 * us
+    }
+
+    /// Microseconds in `cycles` TSC cycles.
+    pub fn micros(&self, cycles: u64) -> u64 {
+        cycles / (self.tsc_hz / 1_000_000).max(1)
     }
 }
 
@@ -590,6 +602,8 @@ struct LoopTimers {
     last_flush: u64,
     last_report: u64,
     loop_start: u64,
+    /// The longest pass since the last report, in cycles.
+    loop_max: u64,
 }
 
 /// The worker loop's state: the pipeline, its I/O, and its links to the control thread.
@@ -604,6 +618,8 @@ struct WorkerLoop {
     timers: LoopTimers,
     /// A reload prepared and waiting for its commit (or abort).
     prepared: Option<Prepared>,
+    /// Tests and measurements: synthetic entries still to add.
+    fill: Option<FillJob>,
     /// Reloads whose re-keying runs, oldest first: each is answered when its remap completes.
     reload_replies: VecDeque<Sender<(usize, usize)>>,
 }
@@ -671,8 +687,10 @@ impl WorkerLoop {
                 last_flush: now,
                 last_report: now,
                 loop_start: now,
+                loop_max: 0,
             },
             prepared: None,
+            fill: None,
         }
     }
 
@@ -689,6 +707,7 @@ impl WorkerLoop {
         let now = self.clock.now_s();
         self.io.now_ms = self.clock.now_ms();
         self.apply_synced(now);
+        self.fill_step(now);
         self.poll_ports(now);
         self.poll_handoffs(now);
         self.send_control_frames();
@@ -712,6 +731,9 @@ impl WorkerLoop {
         if t.wrapping_sub(self.timers.last_report) >= self.timers.report_cycles {
             if let Ok(mut r) = self.channels.report.try_lock() {
                 publish(&mut r, self.identity.core, &self.pipeline, &self.io);
+                r.loop_max_us = self.clock.micros(self.timers.loop_max);
+                r.loop_max_us_ever = r.loop_max_us_ever.max(r.loop_max_us);
+                self.timers.loop_max = 0;
             }
             self.timers.last_report = t;
         }
@@ -770,8 +792,28 @@ impl WorkerLoop {
     }
 
     fn answer_query(&mut self) {
-        if let Ok(q) = self.channels.queries.try_recv() {
-            answer(&mut self.pipeline, usize::from(self.identity.index), q);
+        match self.channels.queries.try_recv() {
+            Ok(WorkerQuery::Fault(WorkerFault::Fill { entries })) => {
+                self.fill = Some(FillJob::new(self.identity.index, entries));
+            }
+            Ok(q) => answer(&mut self.pipeline, usize::from(self.identity.index), q),
+            Err(_) => {}
+        }
+    }
+
+    /// Tests and measurements: a slice of the synthetic entries asked for.
+    fn fill_step(&mut self, now: u32) {
+        if let Some(job) = &mut self.fill {
+            if job.step(&mut self.pipeline, now) {
+                info!(
+                    worker = self.identity.index,
+                    added = job.added,
+                    refused = job.refused,
+                    entries = self.pipeline.affinity().len(),
+                    "fault injection: affinity fill done"
+                );
+                self.fill = None;
+            }
         }
     }
 
@@ -855,6 +897,7 @@ impl WorkerLoop {
     fn account_cycles(&mut self, t: u64, moved_before: u64) {
         let spent = t.wrapping_sub(self.timers.loop_start);
         self.timers.loop_start = t;
+        self.timers.loop_max = self.timers.loop_max.max(spent);
         if self.moved() != moved_before {
             self.io.counters.busy_cycles += spent;
         } else {
@@ -998,6 +1041,80 @@ fn inject(index: usize, f: WorkerFault) {
         WorkerFault::Panic => {
             panic!("fault injection: worker {index} panics as asked (`debug worker {index} panic`)")
         }
+        // Taken by the loop itself (`WorkerLoop::answer_query`).
+        WorkerFault::Fill { .. } => {}
+    }
+}
+
+/// Synthetic established entries a worker adds when asked (`debug affinity fill N`, tests and
+/// measurements only): IPv6 clients of 2001:2::/48, spread over its /64s, on the first service's
+/// gateways in turn; [`FILL_PER_PASS`] per loop pass so traffic keeps flowing meanwhile.
+struct FillJob {
+    worker: u16,
+    next: u64,
+    end: u64,
+    added: u64,
+    refused: u64,
+}
+
+/// Entries a fill adds per loop pass.
+const FILL_PER_PASS: u64 = 1024;
+
+impl FillJob {
+    fn new(worker: u16, entries: u64) -> FillJob {
+        FillJob {
+            worker,
+            next: 0,
+            end: entries,
+            added: 0,
+            refused: 0,
+        }
+    }
+
+    /// The `i`th client of worker `w`: 2001:2:0:SUBNET:w:HIGH:LOW, one /64 after another.
+    fn client(w: u16, i: u64) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..4].copy_from_slice(&[0x20, 0x01, 0x00, 0x02]);
+        c[6..8].copy_from_slice(&((i & 0xffff) as u16).to_be_bytes());
+        c[8..10].copy_from_slice(&w.to_be_bytes());
+        c[10..16].copy_from_slice(&(i >> 16).to_be_bytes()[2..]);
+        c
+    }
+
+    /// One slice; true when done.
+    fn step(&mut self, pipeline: &mut Pipeline, now: u32) -> bool {
+        let gateways = pipeline
+            .snapshot()
+            .services
+            .first()
+            .map_or(0, |s| s.spec.gateways.len());
+        let Ok(gateways) = u64::try_from(gateways) else {
+            return true;
+        };
+        if gateways == 0 {
+            return true;
+        }
+        let stop = self.end.min(self.next + FILL_PER_PASS);
+        for i in self.next..stop {
+            let change = AffinityChange {
+                key: AffinityKey {
+                    client: Self::client(self.worker, i),
+                    service: 0,
+                },
+                op: ChangeOp::Upsert {
+                    gateway: u16::try_from(i % gateways).unwrap_or(0),
+                    confirmed: true,
+                    expires_at: now.saturating_add(86_400),
+                },
+            };
+            if pipeline.apply_synced(now, &change) {
+                self.added += 1;
+            } else {
+                self.refused += 1;
+            }
+        }
+        self.next = stop;
+        self.next >= self.end
     }
 }
 
