@@ -858,6 +858,7 @@ fn every_request_is_a_read_or_a_write() {
             "debug worker 0 stall 10",
             "debug worker 0 panic",
             "debug health stall 10",
+            "debug affinity fill 10",
         ]
     );
 }
