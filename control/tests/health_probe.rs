@@ -4,6 +4,13 @@
 //! Each namespace has lo up with 198.19.0.1 (the probe's source) and 198.19.0.11 (the
 //! "gateway"), and 2001:2:0:2::1 and ::11; servers are threads entering the same namespace.
 //! Every wait is bounded: a probe's own timeout, and a few seconds for the servers.
+//!
+//! Each server of a test binds a port of its own, and a port that must refuse was never bound
+//! in that namespace: a server's socket is not always gone when its thread ends. A process that
+//! another test thread spawns (`ip`, `openssl`) holds copies of all our descriptors from fork to
+//! exec; a listener closed in that window lives on in it, still listening, for a moment (or on a
+//! busy machine much longer): a new bind to its port fails with EADDRINUSE, and a probe to it
+//! is not refused.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -82,7 +89,35 @@ impl Netns {
                 "nodad",
             ]);
         }
+        ns.wait_ipv6_local();
         Some(ns)
+    }
+
+    /// Waits until the IPv6 addresses reach each other, at most [`SERVER_WAIT`].
+    ///
+    /// Unlike IPv4's, an IPv6 address's local route (table local) is not in place when
+    /// `ip addr add` returns: the kernel inserts it from addrconf's DAD work, a workqueue item
+    /// that `ip addr add` only schedules, `nodad` or not. The address can be bound at once,
+    /// but until a kworker runs that item, packets to it take the /128 prefix route out of lo
+    /// and come back as not local: a TCP connect to a server already listening there fails
+    /// with ENETUNREACH, a datagram or an echo request is lost. On a busy machine the kworker
+    /// can run after the first probe, so wait for a datagram to make it across, both ways (the
+    /// answers too). A fresh socket each try: a connected one would keep the route it found.
+    fn wait_ipv6_local(&self) {
+        let _in = netdev::netns::enter(&self.name).expect("enter the namespace");
+        let until = Instant::now() + SERVER_WAIT;
+        let bind = |a: &str| UdpSocket::bind(SocketAddr::new(a.parse().unwrap(), 0)).unwrap();
+        for (from, to) in [(SRC6, GW6), (GW6, SRC6)] {
+            let rx = bind(to);
+            rx.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+            loop {
+                let _ = bind(from).send_to(b"?", rx.local_addr().unwrap());
+                if rx.recv(&mut [0u8; 1]).is_ok() {
+                    break;
+                }
+                assert!(Instant::now() < until, "{from} cannot reach {to}");
+            }
+        }
     }
 
     /// `ip -n NS ARGS...`
@@ -354,19 +389,21 @@ fn ike_alive_garbage_refused_and_timeout() {
 
     // Something that is not IKE answers on the port: a bad response at once, not a timeout
     // (documented in probe.rs: only the target can reach the probe's connected socket).
-    let addr = SocketAddr::new(GW4.parse().unwrap(), 500);
+    // Each on a port of its own (see the module docs).
+    let addr = SocketAddr::new(GW4.parse().unwrap(), 501);
     let server = udp_responder(&ns, addr, false, |_| b"garbage, not IKE".to_vec());
-    let (o, rtt) = ns.probe(&spec(ProbeKind::Ike, "198.19.0.11:500", 3000));
+    let (o, rtt) = ns.probe(&spec(ProbeKind::Ike, "198.19.0.11:501", 3000));
     assert!(matches!(o, Outcome::Dead(Failure::BadResponse(_))), "{o:?}");
     assert!(rtt < Duration::from_millis(1500));
     server.join().unwrap();
     // An IKE response to another SPI is a bad response too.
+    let addr = SocketAddr::new(GW4.parse().unwrap(), 502);
     let server = udp_responder(&ns, addr, false, |req| {
         let mut r = invalid_ke_response(req);
         r[0] ^= 0xff;
         r
     });
-    let (o, _) = ns.probe(&spec(ProbeKind::Ike, "198.19.0.11:500", 3000));
+    let (o, _) = ns.probe(&spec(ProbeKind::Ike, "198.19.0.11:502", 3000));
     assert!(
         matches!(&o, Outcome::Dead(Failure::BadResponse(e)) if e.contains("SPI")),
         "{o:?}"
@@ -374,7 +411,7 @@ fn ike_alive_garbage_refused_and_timeout() {
     server.join().unwrap();
 
     // Nobody listens: the ICMP port unreachable ends it at once.
-    let (o, rtt) = ns.probe(&spec(ProbeKind::Ike, "198.19.0.11:500", 3000));
+    let (o, rtt) = ns.probe(&spec(ProbeKind::Ike, "198.19.0.11:503", 3000));
     assert_eq!(o, Outcome::Dead(Failure::Refused));
     assert!(rtt < Duration::from_millis(1500));
 
@@ -385,11 +422,11 @@ fn ike_alive_garbage_refused_and_timeout() {
     assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(1300));
 }
 
-/// A TLS server on 198.19.0.11:8443 that reads the ClientHello, checks it, writes `answer`
+/// A TLS server on 198.19.0.11:`port` that reads the ClientHello, checks it, writes `answer`
 /// (nothing if empty, then closes), and reports the SNI and whether the probe closed cleanly.
-fn tls_server(ns: &Netns, answer: &'static [u8]) -> JoinHandle<(Option<Vec<u8>>, bool)> {
+fn tls_server(ns: &Netns, port: u16, answer: &'static [u8]) -> JoinHandle<(Option<Vec<u8>>, bool)> {
     ns.server(move |ready| {
-        let l = TcpListener::bind("198.19.0.11:8443").unwrap();
+        let l = TcpListener::bind(SocketAddr::new(GW4.parse().unwrap(), port)).unwrap();
         ready();
         let mut s = accept(&l);
         let hello = read_record(&mut s);
@@ -410,7 +447,8 @@ fn tls_server_hello_alert_and_bad_answers() {
         return;
     };
     let server_hello: &'static [u8] = testkit::tls_server_hello().leak();
-    let server = tls_server(&ns, server_hello);
+    // Each server on a port of its own (see the module docs).
+    let server = tls_server(&ns, 8443, server_hello);
     let (o, rtt) = ns.probe(&spec(tls_sni(), "198.19.0.11:8443", 3000));
     assert_eq!(alive(&o), "ServerHello");
     assert!(rtt < Duration::from_millis(1500));
@@ -419,22 +457,22 @@ fn tls_server_hello_alert_and_bad_answers() {
     assert!(clean, "the probe closes with a FIN");
 
     // No SNI configured: none sent. A fatal handshake_failure alert is an answer too.
-    let server = tls_server(&ns, &[21, 3, 3, 0, 2, 2, 40]);
+    let server = tls_server(&ns, 8444, &[21, 3, 3, 0, 2, 2, 40]);
     let (o, _) = ns.probe(&spec(
         ProbeKind::Tls { sni: None },
-        "198.19.0.11:8443",
+        "198.19.0.11:8444",
         3000,
     ));
     assert_eq!(alive(&o), "alert 2/40");
     assert_eq!(server.join().unwrap().0, None);
 
     // Not TLS, and a server that closes without answering.
-    let server = tls_server(&ns, b"HTTP/1.1 400 Bad Request\r\n\r\n");
-    let (o, _) = ns.probe(&spec(tls_sni(), "198.19.0.11:8443", 3000));
+    let server = tls_server(&ns, 8445, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let (o, _) = ns.probe(&spec(tls_sni(), "198.19.0.11:8445", 3000));
     assert!(matches!(o, Outcome::Dead(Failure::BadResponse(_))), "{o:?}");
     server.join().unwrap();
-    let server = tls_server(&ns, b"");
-    let (o, _) = ns.probe(&spec(tls_sni(), "198.19.0.11:8443", 3000));
+    let server = tls_server(&ns, 8446, b"");
+    let (o, _) = ns.probe(&spec(tls_sni(), "198.19.0.11:8446", 3000));
     assert!(
         matches!(&o, Outcome::Dead(Failure::BadResponse(e)) if e.contains("closed")),
         "{o:?}"
@@ -442,7 +480,7 @@ fn tls_server_hello_alert_and_bad_answers() {
     server.join().unwrap();
 
     // Nothing listens.
-    let (o, _) = ns.probe(&spec(tls_sni(), "198.19.0.11:8443", 3000));
+    let (o, _) = ns.probe(&spec(tls_sni(), "198.19.0.11:8447", 3000));
     assert_eq!(o, Outcome::Dead(Failure::Refused));
 }
 
@@ -463,12 +501,13 @@ fn dtls_hello_verify_request_and_refused() {
         assert!(rtt < Duration::from_millis(1500));
         server.join().unwrap();
     }
-    let (o, _) = ns.probe(&spec(ProbeKind::Dtls, "198.19.0.11:4443", 3000));
+    // Never bound in this namespace (see the module docs), as the next one.
+    let (o, _) = ns.probe(&spec(ProbeKind::Dtls, "198.19.0.11:4444", 3000));
     assert_eq!(o, Outcome::Dead(Failure::Refused));
     // A TLS record is no DTLS answer.
-    let addr: SocketAddr = "198.19.0.11:4443".parse().unwrap();
+    let addr: SocketAddr = "198.19.0.11:4445".parse().unwrap();
     let server = udp_responder(&ns, addr, false, |_| testkit::tls_server_hello());
-    let (o, _) = ns.probe(&spec(ProbeKind::Dtls, "198.19.0.11:4443", 3000));
+    let (o, _) = ns.probe(&spec(ProbeKind::Dtls, "198.19.0.11:4445", 3000));
     assert!(matches!(o, Outcome::Dead(Failure::BadResponse(_))), "{o:?}");
     server.join().unwrap();
 }
