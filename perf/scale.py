@@ -48,8 +48,8 @@ def config(a, cap):
     text = text.replace("out/bench/backend.pcap", os.path.join(cap, "backend.pcap"))
     capacity = a.entries * 5 // 4
     text = re.sub(r"(?m)^capacity = \d+", f"capacity = {capacity}", text)
-    # Synthetic clients fill 2001:2::/48 densely: no per-prefix quota for them.
-    text = re.sub(r"(?m)^prefix_quota_v6 = \d+", "prefix_v6 = 128\nprefix_quota_v6 = 1", text)
+    # conf/bench.toml's prefix_quota_v6 (65535 per /64) holds the synthetic clients, about
+    # entries / 65536 per /64 of 2001:2::/48.
     text = re.sub(r"(?m)^memory_mb = \d+", "memory_mb = 2048", text)
     text += f"""
 [control]
@@ -65,9 +65,11 @@ preempt = true
     return text
 
 
-def wait_for(what, cond, timeout):
+def wait_for(what, cond, timeout, proc=None):
     end = time.time() + timeout
     while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"scale: vpnlbd exited ({proc.returncode}) waiting for {what}")
         try:
             if cond():
                 return
@@ -114,7 +116,7 @@ def main():
     a.sock = os.path.join(a.out, "vpnlbd.sock")
     cap = os.path.join(a.out, "cap")
     subprocess.run([os.path.join(a.bin_dir, "vpnlb-benchgen"), "--out-dir", cap, "--clients", "1000",
-                    "--mix", "lab", "--packets", "65536", "--backend-packets", "1000"],
+                    "--mix", "lab", "--packets", "8192", "--backend-packets", "1000"],
                    check=True, capture_output=True)
     conf = os.path.join(a.out, "scale.toml")
     open(conf, "w").write(config(a, cap))
@@ -123,7 +125,7 @@ def main():
                          stdout=subprocess.DEVNULL, stderr=log)
     result = {"entries_asked": a.entries, "advert_interval_ms": a.advert_ms}
     try:
-        wait_for("the control socket", lambda: ask(a.sock, "ping") is not None, 60)
+        wait_for("the control socket", lambda: ask(a.sock, "ping") is not None, 60, d)
         wait_for("VRRP master", lambda: ask(a.sock, "show vrrp")["state"] == "master", 30)
         t0 = time.time()
         ask(a.sock, f"debug affinity fill {a.entries}")
