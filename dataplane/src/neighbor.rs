@@ -390,7 +390,21 @@ impl NeighborCache {
                 self.changed = true;
             }
         }
-        let reachable = State::Reachable {
+        self.insert_reachable(address, mac, interface, now_ms, false);
+        Ok(())
+    }
+
+    /// `address` is at `mac` on `interface` as of `now_ms` (refreshed before its lifetime
+    /// ends); `heard`: only from its own request, not an answer to ours.
+    fn insert_reachable(
+        &mut self,
+        address: IpAddr,
+        mac: EthernetAddress,
+        interface: u16,
+        now_ms: u64,
+        heard: bool,
+    ) {
+        let state = State::Reachable {
             mac,
             confirmed_ms: now_ms,
             next_refresh_ms: now_ms
@@ -402,12 +416,11 @@ impl NeighborCache {
         self.entries.insert(
             address,
             Entry {
-                state: reachable,
+                state,
                 interface,
-                heard: false,
+                heard,
             },
         );
-        Ok(())
     }
 
     /// A neighbor on `interface` asked for one of our addresses (ARP request, neighbor
@@ -450,23 +463,7 @@ impl NeighborCache {
         }
         self.counters.heard += 1;
         self.changed = true;
-        let state = State::Reachable {
-            mac,
-            confirmed_ms: now_ms,
-            next_refresh_ms: now_ms
-                + self
-                    .timers
-                    .reachable_ms
-                    .saturating_sub(self.timers.refresh_ms),
-        };
-        self.entries.insert(
-            address,
-            Entry {
-                state,
-                interface,
-                heard: true,
-            },
-        );
+        self.insert_reachable(address, mac, interface, now_ms, true);
         Ok(())
     }
 

@@ -1377,12 +1377,9 @@ fn a_non_first_fragment_from_an_unknown_client_goes_to_its_maglev_gateway() {
 
 // ---- 12. ICMP errors ---------------------------------------------------------------------
 
-#[test]
-fn fragmentation_needed_from_the_router_reaches_the_clients_gateway_translated() {
-    let mut w = test_worker();
-    let c = client_v4(31);
-    let g = confirm4(&mut w, NOW, c);
-    // What the router got from us: VIP -> client, ESP in UDP 4500, too big for its next hop.
+/// The router's ICMP fragmentation-needed (next-hop MTU 1400) about what it got from us: VIP ->
+/// `c`, ESP in UDP 4500.
+fn frag_needed_from_router(c: Ipv4Addr) -> Vec<u8> {
     let esp = testkit::esp_payload(0xc200_0001, 5, 64);
     let sent = ip_part(&udp4(from_router(), lab::VIP_V4, c, 4500, 4500, &esp));
     let l4 = L4::Icmpv4 {
@@ -1391,13 +1388,21 @@ fn fragmentation_needed_from_the_router_reaches_the_clients_gateway_translated()
         rest: 1400,
         payload: &sent,
     };
-    let err = testkit::ipv4(
+    testkit::ipv4(
         &from_router(),
         ROUTER_V4,
         lab::VIP_V4,
         &Ipv4Opts::default(),
         &l4,
-    );
+    )
+}
+
+#[test]
+fn fragmentation_needed_from_the_router_reaches_the_clients_gateway_translated() {
+    let mut w = test_worker();
+    let c = client_v4(31);
+    let g = confirm4(&mut w, NOW, c);
+    let err = frag_needed_from_router(c);
     let out = tx(&mut w, CLIENT_PORT, &err, BACKEND_PORT);
     let o = out4(&out);
     assert_eq!(o.eth.dst(), lab::GATEWAY_MACS[g]);
@@ -1453,21 +1458,7 @@ fn icmp_errors_under_hardware_steering_reach_the_quoted_clients_worker() {
         .collect();
     // The client's traffic reaches its owner by RSS, which schedules and confirms it.
     let g = confirm4(&mut pipelines[usize::from(owner)], NOW, c);
-    let esp = testkit::esp_payload(0xc200_0001, 5, 64);
-    let sent = ip_part(&udp4(from_router(), lab::VIP_V4, c, 4500, 4500, &esp));
-    let l4 = L4::Icmpv4 {
-        msg_type: 3,
-        code: 4,
-        rest: 1400,
-        payload: &sent,
-    };
-    let err = testkit::ipv4(
-        &from_router(),
-        ROUTER_V4,
-        lab::VIP_V4,
-        &Ipv4Opts::default(),
-        &l4,
-    );
+    let err = frag_needed_from_router(c);
     let receiver = &mut pipelines[usize::from(router_worker)];
     let (v, out) = run(receiver, CLIENT_PORT, &err);
     assert_eq!(v, Verdict::HandOff { worker: owner });
@@ -2917,4 +2908,77 @@ fn show_and_flush_one_client_read_only_its_keys() {
     assert!(found.is_empty());
     assert_eq!(w.affinity().len(), clients.len() - 1);
     assert_eq!(w.active_clients()[0].iter().sum::<u32>(), 499);
+}
+
+/// A TLS client whose first connection's SYN-ACK it never acknowledged (lost while its address
+/// was resolved, say) opens another: the new SYN-ACK is the proof its acknowledgment answers,
+/// so it is established (it used to be held to the first SYN-ACK's sequence number for good).
+#[test]
+fn a_new_connections_syn_ack_is_the_proof_a_tcp_client_answers() {
+    use testkit::tcp_flags::{ACK, SYN};
+    let mut w = test_worker();
+    let c = client_v4(77);
+    let seg = |src: u16, seq: u32, ack: u32, flags: u16| L4::Tcp {
+        src,
+        dst: 443,
+        seq,
+        ack,
+        flags,
+        payload: &[],
+    };
+    let from_client =
+        |l4: &L4<'_>| testkit::ipv4(&from_router(), c, lab::VIP_V4, &Ipv4Opts::default(), l4);
+    let syn_ack = |g: usize, dst: u16, isn: u32, ack: u32| {
+        let l4 = L4::Tcp {
+            src: 443,
+            dst,
+            seq: isn,
+            ack,
+            flags: SYN | ACK,
+            payload: &[],
+        };
+        testkit::ipv4(
+            &from_gateway(g),
+            lab::GATEWAYS_V4[g],
+            c,
+            &Ipv4Opts::default(),
+            &l4,
+        )
+    };
+    // First connection: SYN, SYN-ACK (ISN 1 000 000), and no acknowledgment from the client.
+    let g = gateway_of4(&tx(
+        &mut w,
+        CLIENT_PORT,
+        &from_client(&seg(40_001, 7, 0, SYN)),
+        BACKEND_PORT,
+    ));
+    tx(
+        &mut w,
+        BACKEND_PORT,
+        &syn_ack(g, 40_001, 1_000_000, 8),
+        CLIENT_PORT,
+    );
+    // Second connection: its SYN-ACK (ISN 3 000 000 000) and the client's ACK of it.
+    tx(
+        &mut w,
+        CLIENT_PORT,
+        &from_client(&seg(40_002, 90, 0, SYN)),
+        BACKEND_PORT,
+    );
+    tx(
+        &mut w,
+        BACKEND_PORT,
+        &syn_ack(g, 40_002, 3_000_000_000, 91),
+        CLIENT_PORT,
+    );
+    assert_eq!(w.counters().clients.established, 0);
+    tx(
+        &mut w,
+        CLIENT_PORT,
+        &from_client(&seg(40_002, 91, 3_000_000_001, ACK)),
+        BACKEND_PORT,
+    );
+    let cnt = w.counters();
+    assert_eq!(cnt.clients.established, 1, "{:?}", cnt.clients);
+    assert_eq!(cnt.clients.proof_mismatch, 0);
 }

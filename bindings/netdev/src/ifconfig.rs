@@ -168,6 +168,20 @@ fn set_ipv4_address(
 }
 
 fn add_ipv6_address(ifname: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<()> {
+    // Already there is no error.
+    ipv6_address_ioctl(ifname, addr, prefix_len, Ipv6Op::Add)
+}
+
+/// Adding or removing an IPv6 address: the ioctl, its name, and the error that means there is
+/// nothing to do.
+#[derive(Clone, Copy)]
+enum Ipv6Op {
+    Add,
+    Del,
+}
+
+/// SIOCSIFADDR / SIOCDIFADDR with a struct in6_ifreq for ADDR/PREFIX_LEN on IFNAME.
+fn ipv6_address_ioctl(ifname: &str, addr: Ipv6Addr, prefix_len: u8, op: Ipv6Op) -> io::Result<()> {
     check_ipv6_prefix(prefix_len)?;
     let sock = control_socket(libc::AF_INET6)?;
     let index = ifindex(sock.as_fd(), ifname)?;
@@ -178,12 +192,17 @@ fn add_ipv6_address(ifname: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<
         ifr6_prefixlen: u32::from(prefix_len),
         ifr6_ifindex: index as c_int,
     };
-    // SAFETY: SIOCSIFADDR on an AF_INET6 socket takes a struct in6_ifreq.
-    match unsafe { ioctl(sock.as_fd(), libc::SIOCSIFADDR, &mut req) } {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        result => result.map(drop).map_err(context(format_args!(
-            "SIOCSIFADDR {ifname} {addr}/{prefix_len}"
-        ))),
+    let (request, name, nothing_to_do) = match op {
+        Ipv6Op::Add => (libc::SIOCSIFADDR, "SIOCSIFADDR", libc::EEXIST),
+        // Neither that address nor that prefix length on the interface.
+        Ipv6Op::Del => (libc::SIOCDIFADDR, "SIOCDIFADDR", libc::EADDRNOTAVAIL),
+    };
+    // SAFETY: SIOCSIFADDR and SIOCDIFADDR on an AF_INET6 socket take a struct in6_ifreq.
+    match unsafe { ioctl(sock.as_fd(), request, &mut req) } {
+        Err(e) if e.raw_os_error() == Some(nothing_to_do) => Ok(()),
+        result => result
+            .map(drop)
+            .map_err(context(format_args!("{name} {ifname} {addr}/{prefix_len}"))),
     }
 }
 
@@ -252,24 +271,8 @@ fn del_ipv4_address(ifname: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<
 }
 
 fn del_ipv6_address(ifname: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<()> {
-    check_ipv6_prefix(prefix_len)?;
-    let sock = control_socket(libc::AF_INET6)?;
-    let index = ifindex(sock.as_fd(), ifname)?;
-    let mut req = libc::in6_ifreq {
-        ifr6_addr: libc::in6_addr {
-            s6_addr: addr.octets(),
-        },
-        ifr6_prefixlen: u32::from(prefix_len),
-        ifr6_ifindex: index as c_int,
-    };
-    // SAFETY: SIOCDIFADDR on an AF_INET6 socket takes a struct in6_ifreq.
-    match unsafe { ioctl(sock.as_fd(), libc::SIOCDIFADDR, &mut req) } {
-        // Neither that address nor that prefix length on the interface.
-        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
-        result => result.map(drop).map_err(context(format_args!(
-            "SIOCDIFADDR {ifname} {addr}/{prefix_len}"
-        ))),
-    }
+    // Not there is no error.
+    ipv6_address_ioctl(ifname, addr, prefix_len, Ipv6Op::Del)
 }
 
 /// The interface's IPv4 and IPv6 addresses with their prefix lengths, in the kernel's order,

@@ -59,6 +59,8 @@ fn echo_matches(pending: u32, echo: Proof) -> bool {
             Proof::None => false,
             Proof::Ike(spi) => spi == pending,
             Proof::Tcp(ack) => ack.wrapping_sub(pending) < TCP_ACK_WINDOW,
+            // Only the gateway sends these.
+            Proof::TcpSynAck(_) => false,
         }
 }
 
@@ -98,13 +100,16 @@ fn check_echo(e: &mut EntryMut<'_>, clients: &mut ClientCounters, echo: Proof) -
 }
 
 /// The gateway's `challenge` as the entry's pending proof: an IKE responder SPI replaces any
-/// earlier one (a new IKE SA); a TCP proof is kept from the first answer (the SYN-ACK), which
-/// the client's acknowledgments count from.
+/// earlier one (a new IKE SA), and so does a SYN-ACK (a new connection: a client whose first
+/// SYN-ACK was lost, or who gave up on it, acknowledges the new one only); other TCP segments
+/// keep the proof of the connection's SYN-ACK, which the client's acknowledgments count from.
+/// Replacing is as safe as keeping: only the client's real address receives the SYN-ACK.
 #[inline]
 fn record_challenge(e: &mut EntryMut<'_>, challenge: Proof) {
     match challenge {
         Proof::None => {}
         Proof::Ike(spi) => e.set_proof(spi),
+        Proof::TcpSynAck(next) => e.set_proof(next),
         Proof::Tcp(next) => {
             if e.proof() == 0 {
                 e.set_proof(next);

@@ -79,9 +79,11 @@ pub(super) enum Proof {
     /// IKE_SA_INIT response, and the initiator's next messages (IKE_AUTH, on 4500 after NAT
     /// detection) carry it.
     Ike(u32),
-    /// TCP: from the gateway, the sequence number after its segment (the SYN-ACK's ISN + 1);
-    /// from the client, its acknowledgment number.
+    /// TCP: from the gateway, the sequence number after its segment; from the client, its
+    /// acknowledgment number.
     Tcp(u32),
+    /// TCP from the gateway with SYN set (a SYN-ACK): the ISN + 1 of a connection that starts.
+    TcpSynAck(u32),
 }
 
 impl Proof {
@@ -116,7 +118,11 @@ impl Proof {
             .wrapping_add(payload_len as u32)
             .wrapping_add(u32::from(syn))
             .wrapping_add(u32::from(fin));
-        Proof::Tcp(next)
+        if syn {
+            Proof::TcpSynAck(next)
+        } else {
+            Proof::Tcp(next)
+        }
     }
 }
 
