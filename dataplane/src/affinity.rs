@@ -1338,6 +1338,21 @@ impl AffinityShard {
             .filter_map(|e| self.visible(e))
     }
 
+    /// The entries in slab slots `slots` (clamped to the slab), as [`Self::iter`] sees them:
+    /// a bounded slice of a listing that goes on over several calls. The slab has
+    /// [`Self::capacity`] slots.
+    pub fn iter_slots(
+        &self,
+        slots: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (AffinityKey, AffinityValue)> + '_ {
+        let end = slots.end.min(self.entries.len());
+        let start = slots.start.min(end);
+        self.entries[start..end]
+            .iter()
+            .filter(|e| e.occupied())
+            .filter_map(|e| self.visible(e))
+    }
+
     /// An occupied entry as the current ids see it: a running remap's translation of an entry
     /// it has not reached yet, `None` when its ids are gone.
     fn visible(&self, e: &Entry) -> Option<(AffinityKey, AffinityValue)> {

@@ -24,7 +24,7 @@ use super::control::{Control, IdMap};
 use super::exception::ExceptionCounters;
 use super::ha::{Ha, VrrpMetrics};
 use super::loads::LoadReports;
-use super::pending::{Deferred, Gather, Origin, Question, QuestionKind};
+use super::pending::{Deferred, Gather, Origin, Question, QuestionKind, LISTING_TIMEOUT};
 use super::rates::GatewayRates;
 use super::runtime_state::RuntimeState;
 use super::sync::{PairSync, SyncMetrics};
@@ -436,10 +436,15 @@ fn show_neighbors(ctx: &Ctx<'_>) -> Value {
 /// `show affinity [CLIENT]`: asks every worker; the reply ([`affinity_reply`]) comes when
 /// they have answered.
 fn show_affinity(ctx: &mut Ctx<'_>, client: Option<IpAddr>) -> Answer {
-    let asked = Gather::ask(ctx.queries, Instant::now(), |reply| WorkerQuery::Affinity {
+    let now = Instant::now();
+    let asked = Gather::ask(ctx.queries, now, |reply| WorkerQuery::Affinity {
         client,
         limit: AFFINITY_LIMIT,
         reply,
+    })
+    .map(|g| match client {
+        Some(_) => g,
+        None => g.with_deadline(now + LISTING_TIMEOUT),
     });
     defer(ctx, asked.map(QuestionKind::Affinity))
 }

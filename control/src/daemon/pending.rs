@@ -13,6 +13,9 @@ use crate::ctlsock::{Reply, Ticket};
 
 /// How long the workers have to answer a question (or to prepare a reload).
 pub const WORKER_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long they have to list their tables (`show affinity` without a client): a bounded slice
+/// of the table per loop pass, so a large sparse table takes many passes.
+pub const LISTING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answers of every worker to one question, as they arrive.
 pub struct Gather<T> {
@@ -40,6 +43,12 @@ impl<T> Gather<T> {
             }
         }
         Ok(Gather::over(answers, now))
+    }
+
+    /// Waits until `deadline` instead (questions the workers answer over many loop passes).
+    pub fn with_deadline(mut self, deadline: Instant) -> Gather<T> {
+        self.deadline = deadline;
+        self
     }
 
     /// Waits for answers on `answers`, one per worker, for [`WORKER_TIMEOUT`].

@@ -620,6 +620,8 @@ struct WorkerLoop {
     prepared: Option<Prepared>,
     /// Tests and measurements: synthetic entries still to add.
     fill: Option<FillJob>,
+    /// `show affinity` (all) under way.
+    listing: Option<Listing>,
     /// Reloads whose re-keying runs, oldest first: each is answered when its remap completes.
     reload_replies: VecDeque<Sender<(usize, usize)>>,
 }
@@ -691,6 +693,7 @@ impl WorkerLoop {
             },
             prepared: None,
             fill: None,
+            listing: None,
         }
     }
 
@@ -796,8 +799,18 @@ impl WorkerLoop {
             Ok(WorkerQuery::Fault(WorkerFault::Fill { entries })) => {
                 self.fill = Some(FillJob::new(self.identity.index, entries));
             }
-            Ok(q) => answer(&mut self.pipeline, usize::from(self.identity.index), q),
+            // One listing at a time: the control thread asks again only after an answer.
+            Ok(q) => {
+                if let Some(l) = answer(&mut self.pipeline, usize::from(self.identity.index), q) {
+                    self.listing = Some(l);
+                }
+            }
             Err(_) => {}
+        }
+        if let Some(l) = &mut self.listing {
+            if l.step(&self.pipeline, usize::from(self.identity.index)) {
+                self.listing = None;
+            }
         }
     }
 
@@ -978,46 +991,94 @@ fn publish(r: &mut WorkerReport, core: usize, pipeline: &Pipeline, io: &Io) {
 }
 
 /// Answers the control thread's questions about this worker's affinity shard.
-fn answer(pipeline: &mut Pipeline, index: usize, q: WorkerQuery) {
+fn answer(pipeline: &mut Pipeline, index: usize, q: WorkerQuery) -> Option<Listing> {
     match q {
+        // One client: its few keys, looked up, answered at once.
         WorkerQuery::Affinity {
-            client,
+            client: Some(c),
             limit,
             reply,
         } => {
             let snap = Arc::clone(pipeline.snapshot());
-            // One client: its few keys, looked up. All: the first `limit` entries.
-            let mut entries: Vec<(AffinityKey, AffinityValue)> = Vec::new();
-            match client {
-                Some(c) => pipeline.client_entries(c, |k, v| entries.push((k, v))),
-                None => entries.extend(pipeline.affinity().iter().take(limit)),
-            }
-            let rows: Vec<AffinityRow> = entries
-                .into_iter()
-                .take(limit)
-                .map(|(k, v)| {
-                    let svc = snap.services.get(usize::from(k.service_index()));
-                    AffinityRow {
-                        client: k.client_ip(),
-                        service: svc
-                            .map_or_else(|| k.service_index().to_string(), |s| s.spec.name.clone()),
-                        direct: k.is_direct(),
-                        gateway: svc
-                            .and_then(|s| s.spec.gateways.get(usize::from(v.gateway)))
-                            .map_or_else(|| v.gateway.to_string(), |g| g.name.clone()),
-                        confirmed: v.confirmed,
-                        last_seen: v.last_seen,
-                        expires_at: v.expires_at,
-                        worker: index,
-                    }
-                })
-                .collect();
+            let mut rows = Vec::new();
+            pipeline.client_entries(c, |k, v| {
+                if rows.len() < limit {
+                    rows.push(affinity_row(&snap, index, k, v));
+                }
+            });
             let _ = reply.try_send(rows);
+        }
+        // All: the first `limit` entries, found a bounded slice of the table per loop pass.
+        WorkerQuery::Affinity {
+            client: None,
+            limit,
+            reply,
+        } => {
+            return Some(Listing {
+                next_slot: 0,
+                rows: Vec::with_capacity(limit.min(LISTING_MAX_ROWS)),
+                limit,
+                reply,
+            })
         }
         WorkerQuery::Flush { client, reply } => {
             let _ = reply.try_send(pipeline.flush_affinity(client));
         }
         WorkerQuery::Fault(f) => inject(index, f),
+    }
+    None
+}
+
+/// `show affinity` without a client: the table read [`LISTING_SLOTS_PER_PASS`] slots per loop
+/// pass (a walk of a large, sparse table in one go would leave the RX queues unpolled for tens
+/// of milliseconds), answered once it has `limit` rows or reached the end.
+pub struct Listing {
+    next_slot: usize,
+    rows: Vec<AffinityRow>,
+    limit: usize,
+    reply: Sender<Vec<AffinityRow>>,
+}
+
+/// Slab slots a listing reads per loop pass (about 4096 x 64 bytes: tens of microseconds).
+const LISTING_SLOTS_PER_PASS: usize = 4096;
+/// Rows a listing allocates room for up front.
+const LISTING_MAX_ROWS: usize = 1000;
+
+impl Listing {
+    /// One slice; true when answered.
+    fn step(&mut self, pipeline: &Pipeline, index: usize) -> bool {
+        let snap = pipeline.snapshot();
+        let shard = pipeline.affinity();
+        let end = self.next_slot + LISTING_SLOTS_PER_PASS;
+        for (k, v) in shard.iter_slots(self.next_slot..end) {
+            if self.rows.len() >= self.limit {
+                break;
+            }
+            self.rows.push(affinity_row(snap, index, k, v));
+        }
+        self.next_slot = end;
+        if self.rows.len() >= self.limit || end >= shard.capacity() {
+            let _ = self.reply.try_send(std::mem::take(&mut self.rows));
+            return true;
+        }
+        false
+    }
+}
+
+/// An affinity entry as `show affinity` lists it.
+fn affinity_row(snap: &Snapshot, index: usize, k: AffinityKey, v: AffinityValue) -> AffinityRow {
+    let svc = snap.services.get(usize::from(k.service_index()));
+    AffinityRow {
+        client: k.client_ip(),
+        service: svc.map_or_else(|| k.service_index().to_string(), |s| s.spec.name.clone()),
+        direct: k.is_direct(),
+        gateway: svc
+            .and_then(|s| s.spec.gateways.get(usize::from(v.gateway)))
+            .map_or_else(|| v.gateway.to_string(), |g| g.name.clone()),
+        confirmed: v.confirmed,
+        last_seen: v.last_seen,
+        expires_at: v.expires_at,
+        worker: index,
     }
 }
 
@@ -1168,6 +1229,54 @@ fn apply_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pipeline on the lab's configuration with a small table and `n` synthetic entries.
+    fn filled(capacity: usize, n: u64) -> Pipeline {
+        let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/lab.toml");
+        let mut spec = crate::config::load(std::path::Path::new(lab)).unwrap();
+        spec.affinity.capacity = capacity;
+        let mut p = Pipeline::new(Arc::new(Snapshot::build(spec, 1).unwrap()));
+        let mut job = FillJob::new(0, n);
+        while !job.step(&mut p, 100) {}
+        assert_eq!((job.added, job.refused), (n, 0));
+        p
+    }
+
+    #[test]
+    fn a_listing_reads_a_bounded_slice_per_pass_and_answers_once() {
+        let p = filled(64 * 1024, 3000);
+        let capacity = p.affinity().capacity();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut all = Listing {
+            next_slot: 0,
+            rows: Vec::new(),
+            limit: 10_000,
+            reply: tx,
+        };
+        let mut passes = 0;
+        while !all.step(&p, 0) {
+            assert!(rx.try_recv().is_err(), "no answer before the end");
+            passes += 1;
+        }
+        assert_eq!(passes + 1, capacity.div_ceil(LISTING_SLOTS_PER_PASS));
+        let rows = rx.try_recv().unwrap();
+        assert_eq!(rows.len(), 3000);
+        assert!(rows.iter().all(|r| r.confirmed && r.worker == 0));
+        // A limit is met before the end: answered as soon as it is.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut some = Listing {
+            next_slot: 0,
+            rows: Vec::new(),
+            limit: 5,
+            reply: tx,
+        };
+        let mut passes = 1;
+        while !some.step(&p, 0) {
+            passes += 1;
+        }
+        assert_eq!(rx.try_recv().unwrap().len(), 5);
+        assert!(passes < capacity / LISTING_SLOTS_PER_PASS);
+    }
 
     #[test]
     fn io_counters_add_every_field() {
