@@ -1455,34 +1455,13 @@ impl Validator<'_> {
         })
     }
 
-    fn ha(&self, h: HaFile, spec: &ApplianceSpec) -> Result<(HaSettings, HaSpec), ConfigError> {
-        if h.vrid == 0 {
-            return self.err("ha.vrid", "0 is not a virtual router id (1-255)");
-        }
-        if h.priority == 0 {
-            return self.err(
-                "ha.priority",
-                "0 is reserved for a master giving up (1-255)",
-            );
-        }
-        let advert_interval = self.millis(
-            "ha.advert_interval",
-            h.advert_interval.as_ref(),
-            1000,
-            10..=40_950,
-        )?;
-        if advert_interval.as_millis() % 10 != 0 {
-            return self.err(
-                "ha.advert_interval",
-                "VRRP counts in centiseconds: use a multiple of 10 ms",
-            );
-        }
-        let preempt_delay = self.millis(
-            "ha.preempt_delay",
-            h.preempt_delay.as_ref(),
-            0,
-            0..=3_600_000,
-        )?;
+    /// `ha.floating` with their interfaces, and the virtual router's IPv6 link-local address on
+    /// every interface with IPv6 virtual addresses.
+    fn ha_floating(
+        &self,
+        h: &HaFile,
+        spec: &ApplianceSpec,
+    ) -> Result<Vec<(u16, IpAddr)>, ConfigError> {
         let mut floating = Vec::new();
         for f in &h.floating {
             let a = self.ip("ha.floating", f)?;
@@ -1512,6 +1491,38 @@ impl Validator<'_> {
                 floating.push((i, link_local));
             }
         }
+        Ok(floating)
+    }
+
+    fn ha(&self, h: HaFile, spec: &ApplianceSpec) -> Result<(HaSettings, HaSpec), ConfigError> {
+        if h.vrid == 0 {
+            return self.err("ha.vrid", "0 is not a virtual router id (1-255)");
+        }
+        if h.priority == 0 {
+            return self.err(
+                "ha.priority",
+                "0 is reserved for a master giving up (1-255)",
+            );
+        }
+        let advert_interval = self.millis(
+            "ha.advert_interval",
+            h.advert_interval.as_ref(),
+            1000,
+            10..=40_950,
+        )?;
+        if advert_interval.as_millis() % 10 != 0 {
+            return self.err(
+                "ha.advert_interval",
+                "VRRP counts in centiseconds: use a multiple of 10 ms",
+            );
+        }
+        let preempt_delay = self.millis(
+            "ha.preempt_delay",
+            h.preempt_delay.as_ref(),
+            0,
+            0..=3_600_000,
+        )?;
+        let floating = self.ha_floating(&h, spec)?;
         let peer = h
             .peer
             .as_deref()

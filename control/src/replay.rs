@@ -149,36 +149,8 @@ pub fn run(
 ) -> Result<Report, ReplayError> {
     let snap = Arc::new(Snapshot::build(spec, 1)?);
     let port_names: Vec<String> = snap.spec.ports.iter().map(|p| p.name.clone()).collect();
-    let mut sources = Vec::new();
-    for input in inputs {
-        // Port ids are u16 (the configuration refuses more ports).
-        let port = (0..=u16::MAX)
-            .zip(&port_names)
-            .find_map(|(id, n)| (*n == input.port).then_some(id))
-            .ok_or_else(|| ReplayError::UnknownPort(input.port.clone()))?;
-        let reader = PcapReader::open(&input.path).map_err(|error| ReplayError::Capture {
-            path: input.path.clone(),
-            error,
-        })?;
-        let mut src = Source {
-            port,
-            reader,
-            path: input.path.clone(),
-            next: None,
-        };
-        src.advance()?;
-        sources.push(src);
-    }
-    std::fs::create_dir_all(out_dir).map_err(|error| ReplayError::Io {
-        path: out_dir.to_path_buf(),
-        error,
-    })?;
-    let mut writers = Vec::new();
-    for name in &port_names {
-        let path = out_dir.join(format!("{name}.pcap"));
-        let w = PcapWriter::create(&path).map_err(|error| ReplayError::Capture { path, error })?;
-        writers.push(w);
-    }
+    let mut sources = open_sources(inputs, &port_names)?;
+    let mut writers = create_writers(out_dir, &port_names)?;
     let mut ports: BTreeMap<String, PortReport> = port_names
         .iter()
         .map(|n| (n.clone(), PortReport::default()))
@@ -268,6 +240,49 @@ pub fn run(
         })?;
     }
     Ok(report(&pipeline, &snap, ports, with_affinity))
+}
+
+/// Each input capture as a source of frames for its port, its first frame read.
+fn open_sources(inputs: &[Input], port_names: &[String]) -> Result<Vec<Source>, ReplayError> {
+    let mut sources = Vec::new();
+    for input in inputs {
+        // Port ids are u16 (the configuration refuses more ports).
+        let port = (0..=u16::MAX)
+            .zip(port_names)
+            .find_map(|(id, n)| (*n == input.port).then_some(id))
+            .ok_or_else(|| ReplayError::UnknownPort(input.port.clone()))?;
+        let reader = PcapReader::open(&input.path).map_err(|error| ReplayError::Capture {
+            path: input.path.clone(),
+            error,
+        })?;
+        let mut src = Source {
+            port,
+            reader,
+            path: input.path.clone(),
+            next: None,
+        };
+        src.advance()?;
+        sources.push(src);
+    }
+    Ok(sources)
+}
+
+/// The writer of one output capture.
+type Writer = PcapWriter<std::io::BufWriter<std::fs::File>>;
+
+/// `out_dir/<port>.pcap` for every port, `out_dir` made if need be.
+fn create_writers(out_dir: &Path, port_names: &[String]) -> Result<Vec<Writer>, ReplayError> {
+    std::fs::create_dir_all(out_dir).map_err(|error| ReplayError::Io {
+        path: out_dir.to_path_buf(),
+        error,
+    })?;
+    port_names
+        .iter()
+        .map(|name| {
+            let path = out_dir.join(format!("{name}.pcap"));
+            PcapWriter::create(&path).map_err(|error| ReplayError::Capture { path, error })
+        })
+        .collect()
 }
 
 /// Writes the fragments of `frame` for `mtu` (the pipeline's `Verdict::Fragment`) through

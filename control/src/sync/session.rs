@@ -939,34 +939,40 @@ impl SyncSession {
                 }
                 Received::Changes(msg.changes)
             }
-            Kind::BulkEnd => match self.bulk_rx.filter(|b| b.sender == h.sender) {
-                Some(b) => {
-                    if b.broken {
-                        // Kept: the resume asked for ends the bulk again.
-                        Received::BulkIncomplete
-                    } else {
-                        // Kept too: a later loss resumes after the last message we have.
-                        if let Some(b) = self.bulk_rx.as_mut() {
-                            b.entries = 0;
-                            b.ended = true;
-                        }
-                        self.synced = true;
-                        // Kept until now so that a forced pull whose bulk broke asks again.
-                        self.resync_forced = false;
-                        self.counters.bulks_received += 1;
-                        Received::BulkEnded { entries: b.entries }
-                    }
-                }
-                None => {
-                    self.counters.bulks_aborted += 1;
-                    Received::BulkAborted
-                }
-            },
+            Kind::BulkEnd => self.bulk_ended(h.sender),
             Kind::ResyncRequest => {
                 self.serve_resync(&h);
                 Received::ResyncRequested
             }
         })
+    }
+
+    /// The end of a bulk from `sender`: the table is whole unless the bulk broke (then the
+    /// resume asked for ends it again).
+    fn bulk_ended(&mut self, sender: u64) -> Received {
+        match self.bulk_rx.filter(|b| b.sender == sender) {
+            Some(b) => {
+                if b.broken {
+                    // Kept: the resume asked for ends the bulk again.
+                    Received::BulkIncomplete
+                } else {
+                    // Kept too: a later loss resumes after the last message we have.
+                    if let Some(b) = self.bulk_rx.as_mut() {
+                        b.entries = 0;
+                        b.ended = true;
+                    }
+                    self.synced = true;
+                    // Kept until now so that a forced pull whose bulk broke asks again.
+                    self.resync_forced = false;
+                    self.counters.bulks_received += 1;
+                    Received::BulkEnded { entries: b.entries }
+                }
+            }
+            None => {
+                self.counters.bulks_aborted += 1;
+                Received::BulkAborted
+            }
+        }
     }
 
     /// A message not bound to this session (its receiver nonce is not ours): nothing in it is
