@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use dataplane::affinity::{AffinityKey, AffinityValue};
 use dataplane::changes::AffinityChange;
+use dataplane::fragment::Fragments;
 use dataplane::frame::{Frame, VecFrame};
 use dataplane::model::{AffinitySpec, ServiceMode, Snapshot};
-use dataplane::fragment::Fragments;
 use dataplane::pipeline::{Pipeline, Verdict};
 use dataplane::wire::ethernet::{ethertype, EthernetFrame};
 use dataplane::wire::ipv4::Ipv4Packet;
