@@ -551,11 +551,17 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
         );
     let conf_path = out.join("daemon.toml");
     std::fs::write(&conf_path, &conf).unwrap();
+    // systemd's side of the notify protocol: a datagram socket the daemon reports to.
+    let notify_path = out.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
             .arg("--config")
             .arg(&conf_path)
             .args(["--run-for-s", "60"])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "400000")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -623,10 +629,12 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
     };
     assert_eq!(gws[0]["weight"], 1, "refused means not applied");
     std::thread::sleep(std::time::Duration::from_millis(1600));
-    assert!(matches!(ask(&sock, "reload"), Reply::Ok(_)));
+    let r = ask(&sock, "reload");
+    assert!(matches!(r, Reply::Ok(_)), "{r:?}");
     assert_eq!(affinity(&sock), before, "no client changed gateway");
     std::fs::write(&conf_path, &conf).unwrap();
-    assert!(matches!(ask(&sock, "reload"), Reply::Ok(_)));
+    let r = ask(&sock, "reload");
+    assert!(matches!(r, Reply::Ok(_)), "{r:?}");
 
     // The operator drains gw2 and weighs gw1 and gw3 at run time.
     for cmd in [
@@ -685,6 +693,19 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
             .unwrap()
             .replacen("weight = 1", "weight = 7", 1);
     std::fs::write(&conf_path, changed).unwrap();
+    // Up to here: READY=1 once, a status line with it, and the watchdog's pings (every 200 ms);
+    // the first reloads came as RELOADING=1 ... READY=1.
+    let told = notifications(&notify);
+    assert!(told[0].starts_with("READY=1\nSTATUS="), "{told:?}");
+    assert!(
+        told.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+        "{told:?}"
+    );
+    assert!(
+        told.iter()
+            .any(|m| m.starts_with("RELOADING=1\nMONOTONIC_USEC=")),
+        "{told:?}"
+    );
     kill(&child, "-HUP");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while gateway(&sock, "gw4")["weight"] != 7 {
@@ -697,6 +718,13 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
     assert!(
         child.try_wait().unwrap().is_none(),
         "SIGHUP ended the daemon"
+    );
+    let told = notifications(&notify);
+    let reloading = told.iter().position(|m| m.starts_with("RELOADING=1"));
+    let ready = told.iter().rposition(|m| m.starts_with("READY=1"));
+    assert!(
+        reloading.is_some() && ready > reloading,
+        "SIGHUP: RELOADING=1 then READY=1: {told:?}"
     );
     assert_eq!(affinity(&sock), before, "no client changed gateway");
     assert_eq!(total_drops(&sock), 0);
@@ -726,6 +754,16 @@ fn reload_under_traffic_keeps_every_client_on_its_gateway() {
     );
     kill(&child, "-TERM");
     assert!(child.wait().unwrap().success());
+}
+
+/// What the daemon told systemd since the last call.
+fn notifications(socket: &std::os::unix::net::UnixDatagram) -> Vec<String> {
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    while let Ok(n) = socket.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    got
 }
 
 fn kill(child: &std::process::Child, signal: &str) {

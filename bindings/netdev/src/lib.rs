@@ -12,6 +12,7 @@
 //! * [`ifconfig`]: MAC, MTU, up, IPv4/IPv6 addresses and routes (added and removed) and IPv6
 //!   sysctls of an interface in the thread's current namespace, by ioctls and `/proc/sys` (no
 //!   netlink; only reading the addresses back uses `getifaddrs(3)`);
+//! * [`clock`]: `CLOCK_MONOTONIC` in microseconds (systemd's notify protocol wants it);
 //! * [`cred`]: a Unix socket peer's pid, uid and gid (`SO_PEERCRED`) and group names' gids,
 //!   for the control socket.
 //!
@@ -40,6 +41,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
+pub mod clock;
 pub mod cred;
 pub mod ifconfig;
 mod name;

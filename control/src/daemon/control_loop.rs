@@ -27,7 +27,10 @@ use super::worker::IoCounters;
 use super::{DaemonReport, RunOptions};
 use crate::config::Config;
 use crate::ctlsock::{ControlSockets, Reply};
+use crate::notify::Notifier;
 
+/// How often systemd gets a new status line.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// How often the gateway rates are sampled.
 const RATES_EVERY: Duration = Duration::from_secs(1);
 /// How often the stop conditions (traffic idle, run time) are checked.
@@ -47,6 +50,7 @@ struct Timers {
     idle_since: Instant,
     /// The last look at the workers' and the health checker's heartbeats.
     last_watchdog: Instant,
+    last_status: Instant,
 }
 
 impl Timers {
@@ -59,6 +63,7 @@ impl Timers {
             last_rx: 0,
             idle_since: now,
             last_watchdog: now,
+            last_status: now,
         }
     }
 
@@ -95,6 +100,8 @@ pub struct ControlLoop {
     reload: Option<ReloadTxn>,
     /// What the operator set at run time.
     runtime: RuntimeState,
+    /// systemd's notify socket, when systemd started the daemon.
+    notifier: Notifier,
 }
 
 /// What the signal handlers set: stop (SIGINT, SIGTERM), reload (SIGHUP).
@@ -155,12 +162,16 @@ impl ControlLoop {
             deferred: Deferred::default(),
             reload: None,
             runtime,
+            notifier: Notifier::from_env(),
         }
     }
 
     /// Runs rounds until `signals.stop` is set or a stop condition of [`RunOptions`] holds;
     /// `signals.reload` asks for a reload.
     pub fn run_until(&mut self, signals: &Signals) {
+        // The workers forward from here on.
+        let status = self.status_line();
+        self.notifier.ready(&status);
         while !signals.stop.load(Ordering::Relaxed) {
             if signals.reload.swap(false, Ordering::Relaxed) {
                 info!("SIGHUP: reloading the configuration");
@@ -184,6 +195,9 @@ impl ControlLoop {
         }
         if self.timers.last_rates.elapsed() >= RATES_EVERY {
             self.sample_rates();
+        }
+        if self.notifier.is_active() {
+            self.notify();
         }
         self.serve_control_socket();
         self.poll_deferred();
@@ -316,10 +330,11 @@ impl ControlLoop {
                 );
                 continue;
             }
+            self.notifier.reloading();
             let mut parts = self.reload_parts();
             match reload::begin(&mut parts, origin, now) {
                 Ok(txn) => self.reload = Some(txn),
-                Err(e) => self.reply(origin, &Reply::Error(e)),
+                Err(e) => self.reload_over(origin, &Reply::Error(e)),
             }
         }
         let Some(mut txn) = self.reload.take() else {
@@ -327,9 +342,60 @@ impl ControlLoop {
         };
         let mut parts = self.reload_parts();
         match txn.poll(&mut parts, now) {
-            Some(reply) => self.reply(txn.origin, &reply),
+            Some(reply) => self.reload_over(txn.origin, &reply),
             None => self.reload = Some(txn),
         }
+    }
+
+    /// A reload is over, applied or refused: its reply, and systemd hears the daemon is ready
+    /// again (a refused reload leaves the running configuration, which is ready).
+    fn reload_over(&mut self, origin: Origin, reply: &Reply) {
+        self.reply(origin, reply);
+        let status = match reply {
+            Reply::Error(_) => format!("{} (last reload refused)", self.status_line()),
+            _ => self.status_line(),
+        };
+        self.notifier.ready(&status);
+    }
+
+    /// systemd: the status line every few seconds, and its watchdog's ping while every worker
+    /// and the health checker progress.
+    fn notify(&mut self) {
+        let now = Instant::now();
+        self.notifier.watchdog(now, !self.watchdog.any_stalled());
+        if self.timers.last_status.elapsed() >= STATUS_EVERY {
+            self.timers.last_status = now;
+            let status = self.status_line();
+            self.notifier.status(&status);
+        }
+    }
+
+    /// One line for `systemctl status`: VRRP state, gateways up, clients, traffic.
+    fn status_line(&self) -> String {
+        let role = match &self.services.ha {
+            Some(h) if h.is_master() => "master",
+            Some(_) => "backup",
+            None => "standalone",
+        };
+        let snap = self.ctl.snapshot();
+        let (mut up, mut all) = (0, 0);
+        for svc in &snap.services {
+            for gw in &svc.spec.gateways {
+                all += 1;
+                up += usize::from(gw.state == dataplane::schedule::GatewayState::Up);
+            }
+        }
+        let workers = self.workers.snapshot_reports();
+        let clients: usize = workers.iter().map(|w| w.affinity_entries).sum();
+        let stalled = if self.watchdog.any_stalled() {
+            ", a worker STALLED"
+        } else {
+            ""
+        };
+        format!(
+            "{role}, {up}/{all} gateways up, {clients} clients, {} workers{stalled}",
+            workers.len()
+        )
     }
 
     fn reload_parts(&mut self) -> reload::Parts<'_> {
