@@ -9,6 +9,7 @@ pub mod ctlsock;
 pub mod daemon;
 pub mod health;
 pub mod loads;
+pub mod logging;
 pub mod notify;
 mod random;
 pub mod replay;

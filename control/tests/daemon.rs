@@ -1185,3 +1185,38 @@ fn the_first_packet_to_an_unresolved_gateway_leaves_once_the_gateway_is_learned(
     let count = |k: &str| n[k].as_u64().unwrap();
     assert_eq!(count("heard") + count("resolved"), 3, "{n}");
 }
+
+/// Logs off a terminal carry no colour codes; `--log-format json` gives one JSON object per
+/// line; under journald (`$JOURNAL_STREAM`) no timestamp; a bad `--log-level` is refused.
+#[test]
+fn logs_fit_files_pipes_journald_and_log_shippers() {
+    let check = |args: &[&str], journal: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vpnlbd"));
+        c.args(args)
+            .args(["check", "--config"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/lab.toml"))
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM");
+        if journal {
+            c.env("JOURNAL_STREAM", "8:12345");
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, text) = check(&[], false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("configuration is valid"), "{text}");
+    assert!(!text.contains('\u{1b}'), "ANSI codes in a pipe: {text:?}");
+    assert!(text.starts_with("20"), "a timestamp first: {text}");
+    let (_, journal) = check(&[], true);
+    assert!(journal.trim_start().starts_with("INFO"), "{journal}");
+    let (_, json) = check(&["--log-format", "json"], false);
+    let line: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["fields"]["message"], "configuration is valid");
+    let (_, quiet) = check(&["--log-level", "warn"], false);
+    assert!(quiet.is_empty(), "{quiet}");
+    let (code, bad) = check(&["--log-level", "loud["], false);
+    assert_eq!(code, Some(2), "{bad}");
+    assert!(bad.contains("--log-level"), "{bad}");
+}

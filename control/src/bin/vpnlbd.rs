@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use control::logging::{self, LogFormat};
 use control::{config, daemon, replay};
 
 #[derive(Parser)]
@@ -26,6 +27,13 @@ struct Cli {
     /// Stop after this many seconds.
     #[arg(long, value_name = "S")]
     run_for_s: Option<u64>,
+    /// Log line format: text (colour only on a terminal) or json (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace) or directives as in RUST_LOG; default:
+    /// $RUST_LOG, else info.
+    #[arg(long, value_name = "LEVEL", global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -56,14 +64,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    match logging::filter(cli.log_level.as_deref()) {
+        Ok(filter) => logging::init(cli.log_format, filter, logging::Output::detect()),
+        Err(e) => {
+            eprintln!("vpnlbd: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let Some(command) = cli.command else {
         let Some(path) = cli.config else {
             eprintln!("vpnlbd: give --config FILE to run, or a subcommand (see --help)");
