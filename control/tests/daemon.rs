@@ -1220,3 +1220,64 @@ fn logs_fit_files_pipes_journald_and_log_shippers() {
     assert_eq!(code, Some(2), "{bad}");
     assert!(bad.contains("--log-level"), "{bad}");
 }
+
+/// What the daemon checks before touching a device, `vpnlbd check` checks too, with the same
+/// error: a configuration `check` passes does not fail those at start.
+#[test]
+fn check_refuses_what_the_daemon_would_refuse_with_its_error() {
+    let _one = one_daemon_at_a_time();
+    let dir = tmpdir("preflight");
+    let lab = lab_conf();
+    let cases = [
+        (
+            "empty device",
+            lab.replace("\"net_af_packet0,iface=vlb-cl0\"", "\"\""),
+            "port.client.device",
+        ),
+        (
+            "missing namespace",
+            lab.replace(
+                "[affinity]",
+                "[exception]\nnetns = \"vlb-no-such-ns\"\n\n[affinity]",
+            ),
+            "no network namespace `vlb-no-such-ns`",
+        ),
+        (
+            "missing worker core",
+            lab.replace("workers = [1]", "workers = [4000]"),
+            "core 4000 is not available",
+        ),
+        (
+            "missing control core",
+            lab.replace("control_core = 0", "control_core = 4001"),
+            "core 4001 is not available",
+        ),
+        (
+            "hugepages short",
+            lab.replace("hugepages = false", "hugepages = true")
+                .replace("memory_mb = 512", "memory_mb = 4000000"),
+            "dataplane.memory_mb: 4000000 MB of hugepages asked for",
+        ),
+    ];
+    for (what, conf, error) in cases {
+        assert_ne!(conf, lab, "{what}: the case changed nothing");
+        let p = dir.join("c.toml");
+        std::fs::write(&p, conf).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_vpnlbd"))
+                .args(args)
+                .arg(&p)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap();
+            (out.status.code(), String::from_utf8(out.stderr).unwrap())
+        };
+        let (code, checked) = run(&["check", "--config"]);
+        assert_eq!(code, Some(2), "{what}: {checked}");
+        assert!(checked.contains(error), "{what}: {checked}");
+        let (code, started) = run(&["--config"]);
+        assert_ne!(code, Some(0), "{what}: {started}");
+        assert!(started.contains(error), "{what}: the daemon says {started}");
+        assert!(!started.contains("EAL"), "{what}: the EAL must not start");
+    }
+}

@@ -80,22 +80,7 @@ fn main() -> ExitCode {
         return run_daemon(&path, cli.stop_after_idle_ms, cli.run_for_s);
     };
     match command {
-        Command::Check { config } => match config::load_config(&config) {
-            Ok(c) => {
-                tracing::info!(
-                    config = %config.display(),
-                    ports = c.spec.ports.len(),
-                    services = c.spec.services.len(),
-                    workers = c.dataplane.workers.len(),
-                    "configuration is valid"
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "invalid configuration");
-                ExitCode::from(2)
-            }
-        },
+        Command::Check { config } => check(&config),
         Command::Replay {
             config,
             inputs,
@@ -118,6 +103,30 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `vpnlbd check`: the configuration file, then what the daemon checks before it touches a
+/// device (the same errors), so a configuration that passes does not fail those at start.
+fn check(path: &std::path::Path) -> ExitCode {
+    let c = match config::load_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = daemon::appliance::preflight(&c) {
+        tracing::error!(error = %e, "vpnlbd failed");
+        return ExitCode::from(2);
+    }
+    tracing::info!(
+        config = %path.display(),
+        ports = c.spec.ports.len(),
+        services = c.spec.services.len(),
+        workers = c.dataplane.workers.len(),
+        "configuration is valid"
+    );
+    ExitCode::SUCCESS
 }
 
 fn run_daemon(path: &std::path::Path, idle_ms: Option<u64>, run_for_s: Option<u64>) -> ExitCode {

@@ -62,6 +62,14 @@ pub enum StartError {
     /// A port has no DPDK device.
     #[error("port.{port}.device: the daemon needs a DPDK device (a vdev string or a PCI address)")]
     NoDevice { port: String },
+    /// `[exception] netns` names a namespace `ip netns add` has not made.
+    #[error("exception.netns: no network namespace `{netns}` (/run/netns/{netns}; `ip netns add {netns}`)")]
+    NoNetns { netns: String },
+    /// `[dataplane] hugepages` with fewer free hugepages than `memory_mb`.
+    #[error(
+        "dataplane.memory_mb: {want_mb} MB of hugepages asked for, {free_mb} MB free (/proc/meminfo)"
+    )]
+    HugepagesShort { want_mb: u64, free_mb: u64 },
     /// A configured core is not in this process's affinity mask.
     #[error("dataplane: core {core} is not available to this process ({available} cores)")]
     CoreUnavailable { core: usize, available: usize },
@@ -184,7 +192,7 @@ impl Appliance {
     /// documentation); the workers are running when it returns.
     pub fn build(cfg: Config) -> Result<Appliance, StartError> {
         let started = Instant::now();
-        check_resources(&cfg)?;
+        preflight(&cfg)?;
         let first = Arc::new(Snapshot::build(cfg.spec.clone(), 1)?);
         let sock = bind_control_socket(&cfg)?;
         let exception = open_exception_path(&cfg)?;
@@ -261,7 +269,11 @@ impl Appliance {
 }
 
 /// Every port names a device, and every configured core is ours.
-fn check_resources(cfg: &Config) -> Result<(), StartError> {
+/// What the daemon checks before it touches a device, beyond the configuration file itself:
+/// every port has a device, every core is available, the exception path's namespace exists,
+/// and hugepages (when asked for) cover `memory_mb`. `vpnlbd check` runs it too, so a
+/// configuration it passes does not fail these at start.
+pub fn preflight(cfg: &Config) -> Result<(), StartError> {
     let d = &cfg.dataplane;
     if let Some(p) = cfg.spec.ports.iter().find(|p| p.device.is_empty()) {
         return Err(StartError::NoDevice {
@@ -277,13 +289,46 @@ fn check_resources(cfg: &Config) -> Result<(), StartError> {
             });
         }
     }
+    if let Some(ns) = cfg
+        .exception
+        .netns
+        .as_ref()
+        .filter(|_| cfg.exception.enabled)
+    {
+        if !std::path::Path::new("/run/netns").join(ns).exists() {
+            return Err(StartError::NoNetns { netns: ns.clone() });
+        }
+    }
+    if d.hugepages {
+        let free_mb = free_hugepages_mb();
+        if free_mb < u64::from(d.memory_mb) {
+            return Err(StartError::HugepagesShort {
+                want_mb: u64::from(d.memory_mb),
+                free_mb,
+            });
+        }
+    }
     if d.workers.contains(&d.control_core) {
         warn!(
             core = d.control_core,
-            "the control thread shares its core with a worker"
+            "the control thread shares its core with a worker (VRRP and the watchdog then \
+             compete with a busy-polling loop): give it a core of its own in production"
         );
     }
     Ok(())
+}
+
+/// Free hugepages in MB, from `/proc/meminfo` (0 when it cannot be read).
+fn free_hugepages_mb() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    field("HugePages_Free:") * field("Hugepagesize:") / 1024
 }
 
 /// The control sockets (the read-write one, and the read-only one if configured), bound before
