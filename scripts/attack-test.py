@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Helpers for scripts/attack-test.sh (the spoofed-source flood in the lab of ../shared/LAB.md).
+"""Helpers for scripts/attack-test.sh (the spoofed-source flood in the lab of scripts/lab.sh).
 
   attack-test.py flood IFACE DST_MAC VIP IKE_FIRST SYN_FIRST COUNT SECONDS
       COUNT IKE_SA_INIT requests (UDP 500 -> VIP:500: SA, KE, nonce, as redirect-test.py builds

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The attack test (issue 15): a spoofed-source flood against the VIP while real clients come and
-# go, in the lab of ../shared/LAB.md (needs root).
+# go, in the lab of scripts/lab.sh (needs root).
 #
 #   scripts/attack-test.sh    (OUT=out/attack by default; ATTACK_LIMIT_S bounds the whole run,
 #                              300 s; ATTACK_BIN_DIR=DIR (or LAB_BIN_DIR) runs DIR/vpnlbd and

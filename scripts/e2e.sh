@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The end-to-end acceptance suite: vpnlbd on net_af_packet in the lab of ../shared/LAB.md, with
+# The end-to-end acceptance suite: vpnlbd on net_af_packet in the lab of scripts/lab.sh, with
 # the software its users run (strongSwan, ocserv/openconnect) in the lab's namespaces (needs root).
 #
 #   scripts/e2e.sh            (OUT=out/e2e by default; E2E_LIMIT_S bounds the whole run, 840 s;

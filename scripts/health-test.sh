@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Live test of the control plane's exception path and gateway health checks, with real servers
-# in the lab of ../shared/LAB.md (needs root: network namespaces).
+# in the lab of scripts/lab.sh (needs root: network namespaces).
 #
 # gw1-gw3 run strongSwan's charon (IKE on UDP 500), openssl s_server for TLS (TCP 443) and DTLS
 # (UDP 443), and a TCP listener on 2222; vpnlbd checks all four on every gateway every 500 ms

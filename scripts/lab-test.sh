@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Live test of vpnlbd in the lab of ../shared/LAB.md (needs root: network namespaces).
+# Live test of vpnlbd in the lab of scripts/lab.sh (needs root: network namespaces).
 #
 # A client namespace resolves the VIP by ARP and pings it; a UDP 500 datagram from it reaches
 # gw1's namespace with only the destination rewritten (source address and ports unchanged); gw1's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/lab.sh: build, show or remove the lab topology of ../shared/LAB.md (conf/lab*.toml use it).
+# scripts/lab.sh: build, show or remove the lab topology (README: Running the daemon) (conf/lab*.toml use it).
 #
 #   scripts/lab.sh up [--clients N] [--pair]   build it (idempotent: running it again only fills gaps)
 #   scripts/lab.sh status                      list the lab namespaces, their links, MACs, addresses

@@ -23,7 +23,7 @@
                                    TCP from the gateway's address. Prints one JSON line: the
                                    frames sent by kind and target, the seconds and the rate.
 
-Only lab addresses (../shared/LAB.md) appear: what is sent comes from the capture or the
+Only lab addresses (scripts/lab.sh) appear: what is sent comes from the capture or the
 arguments.
 """
 

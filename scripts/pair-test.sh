@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The HA pair test (needs root): two vpnlbd in the lab of ../shared/LAB.md, A on vlb-cl0/vlb-bk0
+# The HA pair test (needs root): two vpnlbd in the lab of scripts/lab.sh, A on vlb-cl0/vlb-bk0
 # (conf/lab-pair-a.toml, priority 200) and B on vlb-cl1/vlb-bk1 (conf/lab-pair-b.toml, priority
 # 100), 20 strongSwan IKEv2/NAT-T clients (vlb-c1..c20, PSK, kernel-libipsec, ESP in UDP 4500)
 # to charon responders on gw1-gw3 through the VIP.

@@ -9,7 +9,7 @@
 #   pki_ca DIR / pki_key DIR NAME [BITS] / pki_cert DIR KEY NAME DN [SAN...]   a lab PKI
 #   peer_stop DIR NAME         stop what *_start started under DIR with that name
 #
-# Facts these rely on (../shared/PEERS.md): one charon per namespace needs its own
+# Facts these rely on (checked with Debian bookworm's packages): one charon per namespace needs its own
 # STRONGSWAN_CONF, vici socket and /run (its pid file path is fixed); `ip netns exec` gives each
 # command a private mount namespace, so a bind mount on /run stays inside it. Every peer runs
 # under `timeout`, so nothing outlives a test by more than PEER_LIFETIME seconds even if the
@@ -134,7 +134,7 @@ peer_stop() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
-# --- ocserv and openconnect (../shared/PEERS.md: certificate + plain password file) ------------
+# --- ocserv and openconnect (checked on Debian bookworm: certificate + plain password file) ------------
 
 OCSERV_USER=${OCSERV_USER:-lab}
 OCSERV_PASSWORD=${OCSERV_PASSWORD:-lab-password}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Helpers for scripts/redirect-test.sh (the IKEv2 redirect mode in the lab of ../shared/LAB.md).
+"""Helpers for scripts/redirect-test.sh (the IKEv2 redirect mode in the lab of scripts/lab.sh).
 
   redirect-test.py gateways JSON
       `vpnlbctl --json show gateways` -> "GW HEALTH REDIRECTS REPORTED AGE_MS LOAD ROUTED_TO
@@ -33,7 +33,7 @@
       Bad load reports from a gateway's namespace: LAST_DATAGRAM sent again (a replay) and one
       claiming 1000 tunnels under a wrong key (a forgery). Prints "replay" and "forged".
 
-Only lab addresses (../shared/LAB.md) appear; what is sent comes from the arguments.
+Only lab addresses (scripts/lab.sh) appear; what is sent comes from the arguments.
 """
 import hashlib
 import hmac

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The lab test of the IKEv2 redirect mode (RFC 5685): vpnlbd with conf/lab-redirect.toml on
-# net_af_packet in the lab of ../shared/LAB.md, strongSwan on both sides (needs root).
+# net_af_packet in the lab of scripts/lab.sh, strongSwan on both sides (needs root).
 #
 #   scripts/redirect-test.sh   (OUT=out/redirect by default; REDIRECT_LIMIT_S bounds the whole
 #                               run, 420 s; REDIRECT_BIN_DIR=DIR (or LAB_BIN_DIR) runs DIR/vpnlbd

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interop test of vpnlbd's VRRPv3 with keepalived (Debian's, VRRPv3, VRID 51) in the lab of
-# ../shared/LAB.md (needs root: network namespaces). Issue 6: the two as a pair, both ways round;
+# scripts/lab.sh (needs root: network namespaces). Issue 6: the two as a pair, both ways round;
 # each sees the other's adverts, the higher priority is master, killing it hands over, and the
 # states reported by `vpnlbctl show vrrp` and keepalived's notify script agree.
 #

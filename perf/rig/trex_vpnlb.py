@@ -44,7 +44,7 @@ except ImportError:
     except ImportError:
         HAVE_TREX = False
 
-# The lab (../shared/LAB.md): VIP and client ranges.
+# The lab (scripts/lab.sh): VIP and client ranges.
 VIP4 = "198.18.0.100"
 VIP6 = "2001:2:0:1::100"
 CLIENT4_BASE = int(ipaddress.IPv4Address("198.18.64.0"))  # + 1 .. + MAX_V4_CLIENTS
