@@ -206,8 +206,8 @@ pub fn run(
         pipeline.expire_held(&mut held, now_ms, drop);
         pipeline.process_burst(now, port, &mut frames[..n], &mut verdicts[..n]);
         for ((frame, verdict), ts) in frames[..n].iter().zip(&verdicts[..n]).zip(&stamps[..n]) {
-            if let Verdict::AwaitNeighbor { port } = *verdict {
-                let _ = pipeline.hold(&mut held, port, frame.clone(), now_ms);
+            if let Verdict::AwaitNeighbor { port, next_hop } = *verdict {
+                let _ = pipeline.hold(&mut held, port, next_hop, frame.clone(), now_ms);
             }
             let (p, mtu) = match *verdict {
                 Verdict::Tx { port } => (usize::from(port), None),

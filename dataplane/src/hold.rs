@@ -13,8 +13,7 @@
 use std::net::IpAddr;
 
 use crate::frame::Frame;
-use crate::model::Snapshot;
-use crate::wire::ethernet::{ethertype, EthernetAddress, EthernetFrame};
+use crate::wire::ethernet::EthernetAddress;
 
 /// Frames held per neighbor (Linux's default `unres_qlen` is 101 packets; an appliance whose
 /// first packets are IKE_SA_INITs, retransmitted after a second, needs the first few).
@@ -40,22 +39,6 @@ pub fn fill_destination<F: Frame>(frame: &mut F, mac: EthernetAddress) -> bool {
         }
         None => false,
     }
-}
-
-/// The neighbor a frame given [`Verdict::AwaitNeighbor`] waits for, read from the frame
-/// itself (its IP destination, through the snapshot it was finished under): the verdict then
-/// stays as small as the others. `None` for a frame that is not IP.
-///
-/// [`Verdict::AwaitNeighbor`]: crate::pipeline::Verdict::AwaitNeighbor
-pub fn awaited_neighbor(snap: &Snapshot, frame: &[u8]) -> Option<IpAddr> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let ip = eth.payload();
-    let dst = match eth.ethertype() {
-        ethertype::IPV4 => IpAddr::V4(<[u8; 4]>::try_from(ip.get(16..20)?).ok()?.into()),
-        ethertype::IPV6 => IpAddr::V6(<[u8; 16]>::try_from(ip.get(24..40)?).ok()?.into()),
-        _ => return None,
-    };
-    snap.awaited_neighbor(dst).map(|(_, n)| n)
 }
 
 /// One neighbor's queue: where its frames leave, and since when they wait.

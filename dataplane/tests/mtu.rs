@@ -349,8 +349,14 @@ fn packets_over_the_mtu_to_an_unresolved_neighbor_get_their_error_or_are_cut_whe
     let frame = client_big4(client_v4(4), 1450, false);
     let mut f = VecFrame::new(&frame);
     let v = w.process(NOW, CLIENT_PORT, &mut f);
-    assert_eq!(v, Verdict::AwaitNeighbor { port: BACKEND_PORT });
-    assert!(w.hold(&mut held, BACKEND_PORT, f, 0).is_none());
+    let Verdict::AwaitNeighbor {
+        port: BACKEND_PORT,
+        next_hop,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
+    assert!(w.hold(&mut held, BACKEND_PORT, next_hop, f, 0).is_none());
     w.adopt(snapshot(resolved, 2));
     let mut sent = Vec::new();
     w.release_held(&mut held, |port, f, cut| {

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use common::*;
 use dataplane::counters::DropReason;
 use dataplane::frame::{Frame, VecFrame};
-use dataplane::hold::{awaited_neighbor, HoldQueue, HOLD_MS, HOLD_NEIGHBORS, HOLD_PER_NEIGHBOR};
+use dataplane::hold::{HoldQueue, HOLD_MS, HOLD_NEIGHBORS, HOLD_PER_NEIGHBOR};
 use dataplane::model::ApplianceSpec;
 use dataplane::neighbor::Heard;
 use dataplane::pipeline::{Pipeline, Verdict};
@@ -41,10 +41,9 @@ fn hold(
     now_ms: u64,
 ) {
     let (v, f) = run_frame(w, rx, frame);
-    assert_eq!(v, Verdict::AwaitNeighbor { port });
+    assert_eq!(v, Verdict::AwaitNeighbor { port, next_hop });
     assert_eq!(&f.bytes()[..6], &[0; 6], "destination left to fill in");
-    assert_eq!(awaited_neighbor(w.snapshot(), f.bytes()), Some(next_hop));
-    assert!(w.hold(held, port, f, now_ms).is_none(), "held");
+    assert!(w.hold(held, port, next_hop, f, now_ms).is_none(), "held");
 }
 
 /// Every received frame was transmitted, dropped, handed to the control plane, or is held.
@@ -173,11 +172,13 @@ fn a_flood_to_distinct_unresolved_neighbors_stays_within_the_bounds() {
             let next_hop = IpAddr::V6(c);
             assert_eq!(
                 v,
-                Verdict::AwaitNeighbor { port: CLIENT_PORT },
+                Verdict::AwaitNeighbor {
+                    port: CLIENT_PORT,
+                    next_hop
+                },
                 "round {round}"
             );
-            assert_eq!(awaited_neighbor(w.snapshot(), f.bytes()), Some(next_hop));
-            if w.hold(&mut held, CLIENT_PORT, f, 0).is_some() {
+            if w.hold(&mut held, CLIENT_PORT, next_hop, f, 0).is_some() {
                 refused += 1;
             }
         }

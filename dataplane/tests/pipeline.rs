@@ -1073,10 +1073,13 @@ fn unresolved_next_hops_are_reported_once_for_the_control_plane() {
     let c2 = client_v4(2);
     for c in [c1, c1, c2] {
         let next_hop = IpAddr::V4(lab::GATEWAYS_V4[lab_gateway(c.into())]);
-        let (v, out) = run(&mut w, CLIENT_PORT, &client_ike4(c));
-        assert_eq!(v, Verdict::AwaitNeighbor { port: BACKEND_PORT });
-        let awaited = dataplane::hold::awaited_neighbor(w.snapshot(), &out);
-        assert_eq!(awaited, Some(next_hop));
+        assert_eq!(
+            run(&mut w, CLIENT_PORT, &client_ike4(c)).0,
+            Verdict::AwaitNeighbor {
+                port: BACKEND_PORT,
+                next_hop
+            }
+        );
     }
     let mut misses = Vec::new();
     assert_eq!(w.drain_neighbor_misses(|a| misses.push(a)), 0);
@@ -1099,10 +1102,13 @@ fn unresolved_next_hops_are_reported_once_for_the_control_plane() {
         500,
         &ike_sa_init_reply(spi_of(c1.into())),
     );
-    let (v, out) = run(&mut w, BACKEND_PORT, &reply);
-    assert_eq!(v, Verdict::AwaitNeighbor { port: CLIENT_PORT });
-    let awaited = dataplane::hold::awaited_neighbor(w.snapshot(), &out);
-    assert_eq!(awaited, Some(ROUTER_V4.into()));
+    assert_eq!(
+        run(&mut w, BACKEND_PORT, &reply).0,
+        Verdict::AwaitNeighbor {
+            port: CLIENT_PORT,
+            next_hop: ROUTER_V4.into()
+        }
+    );
     w.drain_neighbor_misses(|a| misses.push(a));
     assert_eq!(misses, vec![IpAddr::V4(c1)]);
 }

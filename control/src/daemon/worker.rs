@@ -508,8 +508,8 @@ fn process(
                 }
             }
             Verdict::Drop(_) => io.drops.add(m),
-            Verdict::AwaitNeighbor { port } => {
-                if let Some(m) = pipeline.hold(&mut io.held, port, m, io.now_ms) {
+            Verdict::AwaitNeighbor { port, next_hop } => {
+                if let Some(m) = pipeline.hold(&mut io.held, port, next_hop, m, io.now_ms) {
                     io.drops.add(m);
                 }
             }

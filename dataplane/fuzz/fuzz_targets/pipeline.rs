@@ -92,7 +92,7 @@ fn run(w: &RefCell<(Pipeline, u32)>, ctl: u8, frame: &[u8]) -> Outcome {
             accounted(&after) + u64::from(awaiting),
             accounted(&before) + 1
         );
-        if let Verdict::AwaitNeighbor { port } = verdict {
+        if let Verdict::AwaitNeighbor { port, .. } = verdict {
             assert!(port < 2);
             let eth = EthernetFrame::new_checked(f.bytes()).expect("held Ethernet");
             assert_eq!(

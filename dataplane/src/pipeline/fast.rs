@@ -121,12 +121,12 @@ pub(super) fn emit_l2<F: Frame>(
     Verdict::Tx { port: itf.port }
 }
 
-/// Where a packet leaves: a resolved next hop, or one whose MAC is awaited (`hop` then
-/// carries [`hold::UNRESOLVED_MAC`]).
+/// Where a packet leaves: a resolved next hop, or one whose MAC is awaited (`awaiting`: the
+/// neighbor; `hop` then carries [`hold::UNRESOLVED_MAC`]).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Egress {
     pub(super) hop: NextHop,
-    pub(super) awaiting: bool,
+    pub(super) awaiting: Option<IpAddr>,
 }
 
 impl Egress {
@@ -134,7 +134,7 @@ impl Egress {
     pub(super) fn ready(hop: NextHop) -> Egress {
         Egress {
             hop,
-            awaiting: false,
+            awaiting: None,
         }
     }
 }
@@ -150,7 +150,7 @@ pub(super) fn emit_egress<F: Frame>(
     v6: bool,
 ) -> Verdict {
     match (emit_l2(snap, frame, l3_at, egress.hop, v6), egress.awaiting) {
-        (Verdict::Tx { port }, true) => Verdict::AwaitNeighbor { port },
+        (Verdict::Tx { port }, Some(next_hop)) => Verdict::AwaitNeighbor { port, next_hop },
         (v, _) => v,
     }
 }
@@ -195,7 +195,7 @@ impl State {
         dst: IpAddr,
         role: Option<Role>,
     ) -> Result<Egress, Verdict> {
-        let Some((interface, _)) = snap.awaited_neighbor(dst) else {
+        let Some((interface, neighbor)) = snap.awaited_neighbor(dst) else {
             return Err(Verdict::Drop(DropReason::NoNeighbor));
         };
         if role.is_some_and(|r| snap.interface_view(interface).role != r) {
@@ -207,7 +207,7 @@ impl State {
                 interface,
                 mac: hold::UNRESOLVED_MAC,
             },
-            awaiting: true,
+            awaiting: Some(neighbor),
         })
     }
 

@@ -102,13 +102,12 @@ pub enum Verdict {
         port: u16,
         mtu: u16,
     },
-    /// Finished for `port` but for its destination MAC: its next hop is being resolved.
-    /// Hold it ([`Pipeline::hold`]) until a snapshot knows the MAC
-    /// ([`Pipeline::release_held`]); not counted as transmitted until then. (Which neighbor
-    /// it waits for is read from the frame, [`hold::awaited_neighbor`]: a verdict as small as
-    /// the others costs the fast path nothing.)
+    /// Finished for `port` but for its destination MAC: `next_hop` (the neighbor) is being
+    /// resolved. Hold it ([`Pipeline::hold`]) until a snapshot knows the MAC
+    /// ([`Pipeline::release_held`]); not counted as transmitted until then.
     AwaitNeighbor {
         port: u16,
+        next_hop: IpAddr,
     },
 }
 
@@ -378,20 +377,17 @@ impl Pipeline {
         self.st.heard.drain(f)
     }
 
-    /// Keeps a frame given [`Verdict::AwaitNeighbor`] in `held` until its neighbor resolves
-    /// (call before adopting another snapshot); counted as held. When refused (the bounds),
-    /// it comes back, counted as dropped (`neighbor-hold-full`): the caller frees it.
+    /// Keeps a frame given [`Verdict::AwaitNeighbor`] in `held` until its neighbor resolves;
+    /// counted as held. When refused (the bounds), it comes back, counted as dropped
+    /// (`neighbor-hold-full`): the caller frees it.
     pub fn hold<F: Frame>(
         &mut self,
         held: &mut HoldQueue<F>,
         port: u16,
+        next_hop: IpAddr,
         frame: F,
         now_ms: u64,
     ) -> Option<F> {
-        let Some(next_hop) = hold::awaited_neighbor(&self.snap, frame.bytes()) else {
-            self.st.counters.drop(DropReason::NoNeighbor);
-            return Some(frame);
-        };
         match held.hold(port, next_hop, frame, now_ms) {
             Ok(()) => {
                 self.st.counters.neighbor_held += 1;
@@ -771,7 +767,7 @@ impl Pipeline {
                 // Held for its neighbor: one that may not be cut gets its ICMP error now (that
                 // goes back where it came from); one that may waits whole, and is cut when sent
                 // (`release_held`).
-                (true, Verdict::AwaitNeighbor { port })
+                (true, Verdict::AwaitNeighbor { port, .. })
                     if !egress::fits(snap, port, frame.bytes())
                         && !egress::may_fragment(frame.bytes()) =>
                 {
