@@ -255,10 +255,6 @@ impl Vrrp {
             self.counters.errors.bump(e);
             return Vec::new();
         }
-        if !same_addresses(&self.cfg.addresses, &a.addresses) {
-            // Noted, not refused (see `AdvertError::AddressMismatch`).
-            self.counters.errors.bump(AdvertError::AddressMismatch);
-        }
         self.counters.adverts_in += 1;
         if a.priority == wire::PRIORITY_STOP {
             self.counters.priority_zero_in += 1;
@@ -494,6 +490,9 @@ impl Vrrp {
         }
         if a.interval_cs == 0 || a.interval_cs > wire::MAX_ADVER_INT {
             return Err(AdvertError::BadInterval);
+        }
+        if !same_addresses(&self.cfg.addresses, &a.addresses) {
+            return Err(AdvertError::AddressMismatch);
         }
         Ok(())
     }
@@ -1065,17 +1064,13 @@ mod tests {
         assert_eq!(k.errors.total(), 6);
         r.record_error(AdvertError::BadChecksum);
         assert_eq!(r.counters().errors.bad_checksum, 1);
-        // Another address list is noted, and taken (a pair mid-reload must not both be master):
-        // this Backup hears its Master and restarts its down timer.
+        // Another address list is refused, as keepalived does (a forgery must not take over).
         let other_list = Advert {
             addresses: vec![addrs()[0]],
             ..advert(A, 200, 10)
         };
-        let before = r.counters().adverts_in;
         assert_eq!(r.on_advert(c.ms(7), &other_list), []);
         assert_eq!(r.counters().errors.get(AdvertError::AddressMismatch), 1);
-        assert_eq!(r.counters().adverts_in, before + 1);
-        assert_ne!(r.next_deadline(), deadline);
     }
 
     #[test]

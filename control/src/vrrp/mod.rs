@@ -157,10 +157,8 @@ pub enum AdvertError {
     /// Another virtual router's advert. Several VRIDs may share a segment, so this is not an
     /// error of this router: counted apart, for the caller to ignore or pass to another one.
     WrongVrid,
-    /// The virtual addresses differ from ours. Counted and logged, but the advert is taken (RFC
-    /// 5798 §7.1 says only "MAY verify ... SHOULD log"): the two appliances of a pair differ
-    /// for the seconds between reloading one and the other, and dropping the peer's adverts
-    /// then would make both master.
+    /// The virtual addresses differ from ours (keepalived drops these too): a misconfigured
+    /// peer, or a forgery, which must not be allowed to win or lose an election against us.
     AddressMismatch,
     /// Advertisement interval of 0, which would make a Backup take over at once.
     BadInterval,
@@ -254,6 +252,9 @@ pub fn validate(
         return Err(AdvertError::BadInterval);
     }
     let addresses: Vec<IpAddr> = p.addresses().collect();
+    if !same_addresses(&cfg.addresses, &addresses) {
+        return Err(AdvertError::AddressMismatch);
+    }
     Ok(Advert {
         src,
         ttl: ip_ttl,
@@ -620,10 +621,11 @@ mod tests {
             vec![],
             vec![a[0], a[0]],
         ] {
-            // Taken with its list; the machine notes the difference (see AddressMismatch).
-            let a = ok(255, &from_a(51, 200, 100, &list)).expect("taken");
-            assert_eq!(a.addresses, list, "{list:?}");
-            assert!(!same_addresses(&cfg.addresses, &a.addresses));
+            assert_eq!(
+                ok(255, &from_a(51, 200, 100, &list)),
+                Err(AdvertError::AddressMismatch),
+                "{list:?}"
+            );
         }
         // Reserved bits are ignored on receipt (RFC 5798 §5.2.6).
         let mut m = ADVERT_A;
