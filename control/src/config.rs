@@ -336,7 +336,7 @@ pub struct RedirectSettings {
     pub report_key: Vec<u8>,
     /// A gateway's last report counts this long after it arrived.
     pub report_max_age: std::time::Duration,
-    /// Redirects sent this long before a report arrived are counted on top of it.
+    /// A redirect no report has shown yet counts on top of the report this long at most.
     pub establish_time: std::time::Duration,
     /// Without a fresh report, each redirect counts for its gateway with this half-life.
     pub redirect_half_life: std::time::Duration,

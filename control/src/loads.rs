@@ -13,10 +13,16 @@
 //! appliance's clock. Other `key=value` fields are ignored, so later versions can add some.
 //!
 //! A gateway's load is, with a report younger than `report_max_age`, the tunnels it reported
-//! plus the redirects sent to it since `establish_time` before the report arrived (those
-//! clients may not have been counted yet); without one, its redirects, each decaying with
+//! plus its *pending* redirects; without one, its redirects, each decaying with
 //! `redirect_half_life`. The workers add their own redirects between updates (see
 //! [`LoadBoard`]).
+//!
+//! A redirect is pending until a report shows it: each rise in a gateway's reported tunnels
+//! retires as many of its oldest pending redirects, and a redirect nobody reported is dropped
+//! `establish_time` after it was sent (the client gave up, or it is counted by now). Counting
+//! every redirect of the last `establish_time` on top of a report instead counts twice the
+//! clients that came up quickly, and the gateways that just got clients look fuller than they
+//! are.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -124,34 +130,70 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 struct GatewayModel {
     /// Tunnels and arrival of the last accepted report.
     report: Option<(u32, Instant)>,
-    /// (when, redirects so far) samples, oldest first, as far back as a report can reach.
-    history: VecDeque<(Instant, u64)>,
+    /// Redirects no report has shown yet, as (sampled at, how many), oldest first.
+    pending: VecDeque<(Instant, u64)>,
+    /// The gateway's redirect count at the last sample (`pending` holds what came before).
+    sampled_redirects: u64,
     /// Redirects decayed with the half-life, as of `decayed_at`.
     decayed: f64,
     decayed_at: Instant,
-    /// Redirects counted into `decayed`.
-    decayed_redirects: u64,
 }
 
 impl GatewayModel {
     fn new(now: Instant, redirects: u64) -> Self {
         GatewayModel {
             report: None,
-            history: VecDeque::from([(now, redirects)]),
+            pending: VecDeque::new(),
+            sampled_redirects: redirects,
             decayed: 0.0,
             decayed_at: now,
-            decayed_redirects: redirects,
         }
     }
 
-    /// Redirects sent up to `t` (the latest sample at or before it; the oldest if none is).
-    fn redirects_at(&self, t: Instant) -> u64 {
-        self.history
-            .iter()
-            .rev()
-            .find(|(at, _)| *at <= t)
-            .or(self.history.front())
-            .map_or(0, |(_, n)| *n)
+    /// Takes the redirects sent since the last sample, decays, and drops pending redirects
+    /// older than `establish_time`.
+    fn sample(&mut self, total: u64, now: Instant, settings: &RedirectSettings) {
+        let new = total.saturating_sub(self.sampled_redirects);
+        self.sampled_redirects = total;
+        if new > 0 {
+            self.pending.push_back((now, new));
+        }
+        while self
+            .pending
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > settings.establish_time)
+        {
+            self.pending.pop_front();
+        }
+        let dt = now.duration_since(self.decayed_at).as_secs_f64();
+        let half_life = settings.redirect_half_life.as_secs_f64();
+        self.decayed = self.decayed * (-dt / half_life).exp2() + new as f64;
+        self.decayed_at = now;
+    }
+
+    /// A report of `tunnels` arrived: a rise since the last report shows that many of the oldest
+    /// pending redirects came up. (The first report shows none: what it counts may predate them.)
+    fn take_report(&mut self, tunnels: u32, now: Instant) {
+        let mut shown = match self.report {
+            Some((before, _)) => u64::from(tunnels.saturating_sub(before)),
+            None => 0,
+        };
+        while shown > 0 {
+            let Some(front) = self.pending.front_mut() else {
+                break;
+            };
+            let retired = front.1.min(shown);
+            front.1 -= retired;
+            shown -= retired;
+            if front.1 == 0 {
+                self.pending.pop_front();
+            }
+        }
+        self.report = Some((tunnels, now));
+    }
+
+    fn pending_redirects(&self) -> u64 {
+        self.pending.iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -266,9 +308,11 @@ impl LoadModel {
         }
         self.last_time
             .insert(report.gateway.clone(), report.time_ms);
+        // Redirects up to now first, so the report can show them.
+        self.recompute(now);
         for &(s, g) in &matches {
             if let Some(m) = self.gateways.get_mut(s).and_then(|v| v.get_mut(g)) {
-                m.report = Some((report.tunnels, now));
+                m.take_report(report.tunnels, now);
             }
         }
         self.recompute(now);
@@ -286,52 +330,32 @@ impl LoadModel {
             return;
         }
         self.last_sample = Some(now);
-        let keep = self.settings.establish_time + self.settings.report_max_age + SAMPLE_EVERY;
-        // The models are at most u16::MAX + 1 per level (rebuild).
-        for (gws, s) in self.gateways.iter_mut().zip(0..=u16::MAX) {
-            for (m, g) in gws.iter_mut().zip(0..=u16::MAX) {
-                m.history.push_back((now, self.board.redirects(s, g)));
-                while m.history.len() > 1
-                    && m.history
-                        .get(1)
-                        .is_some_and(|(t, _)| now.duration_since(*t) > keep)
-                {
-                    m.history.pop_front();
-                }
-            }
-        }
         self.recompute(now);
     }
 
-    /// Decays the redirect counts and writes every gateway's load to the board.
+    /// Samples the redirect counts and writes every gateway's load to the board.
     fn recompute(&mut self, now: Instant) {
-        let half_life = self.settings.redirect_half_life.as_secs_f64();
         // The models are at most u16::MAX + 1 per level (rebuild).
         for (gws, s16) in self.gateways.iter_mut().zip(0..=u16::MAX) {
             for (m, g16) in gws.iter_mut().zip(0..=u16::MAX) {
                 let total = self.board.redirects(s16, g16);
-                let dt = now.duration_since(m.decayed_at).as_secs_f64();
-                m.decayed = m.decayed * (-dt / half_life).exp2()
-                    + total.saturating_sub(m.decayed_redirects) as f64;
-                m.decayed_at = now;
-                m.decayed_redirects = total;
+                m.sample(total, now, &self.settings);
                 let fresh = m
                     .report
                     .filter(|(_, at)| now.duration_since(*at) <= self.settings.report_max_age);
-                match fresh {
-                    Some((tunnels, at)) => {
-                        let since = at.checked_sub(self.settings.establish_time).unwrap_or(at);
-                        let counted = m.redirects_at(since);
-                        self.board
-                            .set_load(s16, g16, i64::from(tunnels) * LOAD_SCALE, counted);
+                // Both loads count the redirects up to `total`; the workers add later ones.
+                let load = match fresh {
+                    Some((tunnels, _)) => {
+                        let pending = i64::try_from(m.pending_redirects()).unwrap_or(i64::MAX);
+                        i64::from(tunnels)
+                            .saturating_add(pending)
+                            .saturating_mul(LOAD_SCALE)
                     }
-                    None => {
-                        // Rounded first; `as` saturates (NaN: 0), the clamp wanted here.
-                        #[allow(clippy::cast_possible_truncation)]
-                        let load = (m.decayed * LOAD_SCALE as f64).round() as i64;
-                        self.board.set_load(s16, g16, load, total);
-                    }
-                }
+                    // Rounded first; `as` saturates (NaN: 0), the clamp wanted here.
+                    #[allow(clippy::cast_possible_truncation)]
+                    None => (m.decayed * LOAD_SCALE as f64).round() as i64,
+                };
+                self.board.set_load(s16, g16, load, total);
             }
         }
     }
@@ -439,43 +463,75 @@ mod tests {
     }
 
     #[test]
-    fn reports_plus_redirects_since_establish_time_before_them() {
+    fn a_report_plus_the_redirects_it_does_not_show_yet() {
+        let t0 = Instant::now();
+        let b = board();
+        let mut m = LoadModel::new(settings(), Arc::clone(&b), t0);
+        let addrs = |_: usize, g: usize| vec![gw_addr(g)];
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let ms = 1_000_000;
+        let report_at = |m: &mut LoadModel, tunnels: u32, s: f64| {
+            let t = ms + (s * 1000.0) as u64;
+            m.accept(&report("gw1", tunnels, t), gw_addr(0), at(s), t, addrs)
+                .unwrap();
+        };
+        report_at(&mut m, 4, 0.0);
+        // 3 redirects; the next report shows only 1 of them up: 4 + 1 + 2 pending.
+        for _ in 0..3 {
+            b.count_redirect(0, 0);
+        }
+        m.update(at(0.2));
+        assert_eq!(b.load(0, 0), 7 * LOAD_SCALE);
+        report_at(&mut m, 5, 1.0);
+        assert_eq!(b.load(0, 0), 7 * LOAD_SCALE);
+        // The other 2 come up: shown once, not counted twice.
+        report_at(&mut m, 7, 1.5);
+        assert_eq!(b.load(0, 0), 7 * LOAD_SCALE);
+        // A worker redirects again: at once on the board, and pending from the next sample.
+        b.count_redirect(0, 0);
+        assert_eq!(b.load(0, 0), 8 * LOAD_SCALE);
+        m.update(at(1.6));
+        assert_eq!(b.load(0, 0), 8 * LOAD_SCALE);
+        let v = m.view(0, 0, at(2.0));
+        assert_eq!(v.reported_tunnels, Some(7));
+        assert_eq!(v.report_age_ms, Some(500));
+        assert!(v.from_report && (v.load - 8.0).abs() < 1e-9, "{v:?}");
+        // Clients that leave do not retire pending redirects; a pending redirect no report ever
+        // shows counts for establish_time (2 s) after it was sent.
+        report_at(&mut m, 6, 3.0);
+        assert_eq!(b.load(0, 0), 7 * LOAD_SCALE);
+        m.update(at(3.7));
+        assert_eq!(b.load(0, 0), 6 * LOAD_SCALE);
+        // The report goes stale: the decaying redirect count takes over (4 redirects, a few
+        // seconds old at a 60 s half-life).
+        m.update(at(9.0));
+        let v = m.view(0, 0, at(9.0));
+        assert!(!v.from_report);
+        assert!(v.load > 3.5 && v.load < 4.0, "{v:?}");
+        // gw2 never reported and got no redirects.
+        assert_eq!(m.view(0, 1, at(9.0)).load, 0.0);
+    }
+
+    /// The lab's failure: clients redirected to a gateway come up within a report interval.
+    /// Counting them again on top of the report made that gateway look twice as full, and the
+    /// pre-loaded gateway got more than its share.
+    #[test]
+    fn quick_clients_are_not_counted_twice() {
         let t0 = Instant::now();
         let b = board();
         let mut m = LoadModel::new(settings(), Arc::clone(&b), t0);
         let addrs = |_: usize, g: usize| vec![gw_addr(g)];
         let ms = 1_000_000;
-        // 3 redirects at t0+1s, 2 more at t0+4s; the report at t0+4.5s says 10 tunnels.
-        let at = |s: f64| t0 + Duration::from_secs_f64(s);
-        m.update(at(0.5));
-        for _ in 0..3 {
-            b.count_redirect(0, 0);
-        }
-        m.update(at(1.0));
-        m.update(at(3.0));
-        for _ in 0..2 {
-            b.count_redirect(0, 0);
-        }
-        m.update(at(4.0));
-        m.accept(&report("gw1", 10, ms), gw_addr(0), at(4.5), ms, addrs)
+        m.accept(&report("gw2", 0, ms), gw_addr(1), t0, ms, addrs)
             .unwrap();
-        // Redirects after 2.5 s (the 2 at 4 s) are counted on top of the 10.
-        assert_eq!(b.load(0, 0), 12 * LOAD_SCALE);
-        // A worker redirects again: at once on the board.
-        b.count_redirect(0, 0);
-        assert_eq!(b.load(0, 0), 13 * LOAD_SCALE);
-        let v = m.view(0, 0, at(5.0));
-        assert_eq!(v.reported_tunnels, Some(10));
-        assert_eq!(v.report_age_ms, Some(500));
-        assert!(v.from_report && (v.load - 13.0).abs() < 1e-9);
-        // The report goes stale: the decaying redirect count takes over (6 redirects, a few
-        // seconds old at a 60 s half-life).
-        m.update(at(10.0));
-        let v = m.view(0, 0, at(10.0));
-        assert!(!v.from_report);
-        assert!(v.load > 5.0 && v.load < 6.0, "{v:?}");
-        // gw2 never reported and got no redirects.
-        assert_eq!(m.view(0, 1, at(10.0)).load, 0.0);
+        for _ in 0..6 {
+            b.count_redirect(0, 1);
+        }
+        let t = t0 + Duration::from_millis(900);
+        m.update(t);
+        m.accept(&report("gw2", 6, ms + 900), gw_addr(1), t, ms + 900, addrs)
+            .unwrap();
+        assert_eq!(b.load(0, 1), 6 * LOAD_SCALE);
     }
 
     #[test]
