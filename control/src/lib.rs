@@ -7,6 +7,7 @@
 pub mod config;
 pub mod ctlsock;
 pub mod daemon;
+pub mod exposition;
 pub mod health;
 pub mod loads;
 pub mod logging;

@@ -2,7 +2,6 @@
 //! 100 ms), port statistics, the current snapshot, the neighbor cache, and, for affinity
 //! entries, the workers themselves (each owns its shard and answers between bursts).
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,22 +17,20 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use dataplane::model::ApplianceSpec;
-use dataplane::neighbor::NeighborCounters;
 
 use super::control::{Control, IdMap};
-use super::exception::ExceptionCounters;
-use super::ha::{Ha, VrrpMetrics};
+use super::ha::Ha;
 use super::loads::LoadReports;
 use super::pending::{Deferred, Gather, Origin, Question, QuestionKind, LISTING_TIMEOUT};
 use super::rates::GatewayRates;
-use super::runtime_state::RuntimeState;
-use super::sync::{PairSync, SyncMetrics};
+use super::runtime_state::{RuntimeState, Source};
+use super::sync::PairSync;
 use super::watchdog::Watchdog;
 use super::worker::{IoCounters, WorkerReport};
 use super::PortReport;
 use crate::config::Config;
-use crate::ctlsock::{Answer, ControlSocketStats, Reply, Request, SocketStats};
-use crate::health::checker::{CheckStatus, Checker};
+use crate::ctlsock::{Answer, ControlSocketStats, Reply, Request};
+use crate::health::checker::Checker;
 
 /// A question the control thread asks a worker; answered between bursts.
 pub enum WorkerQuery {
@@ -120,21 +117,23 @@ pub struct Ctx<'a> {
     pub runtime: &'a mut RuntimeState,
     /// The workers' and the health checker's watchdog.
     pub watchdog: &'a Watchdog,
+    /// When the daemon started, how its reloads went.
+    pub lifecycle: &'a super::metrics::Lifecycle,
 }
 
 /// All workers' counters summed.
 #[derive(Default)]
-struct Totals {
-    counters: WorkerCounters,
-    io: IoCounters,
+pub(super) struct Totals {
+    pub counters: WorkerCounters,
+    pub io: IoCounters,
 }
 
 impl Ctx<'_> {
-    fn workers(&self) -> Vec<WorkerReport> {
+    pub(super) fn workers(&self) -> Vec<WorkerReport> {
         super::appliance::collect_reports(self.reports)
     }
 
-    fn totals(&self) -> Totals {
+    pub(super) fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for w in self.workers() {
             t.counters.add(&w.counters);
@@ -170,7 +169,7 @@ fn handle_now(req: Request, ctx: &mut Ctx<'_>) -> Reply {
         Request::ShowStats => Reply::Ok(show_stats(ctx)),
         Request::ShowPorts => Reply::Ok(show_ports(ctx)),
         Request::ShowWorkers => Reply::Ok(show_workers(ctx)),
-        Request::ShowGateways => Reply::Ok(Value::Array(gateways(ctx))),
+        Request::ShowGateways => Reply::Ok(json!(gateways(ctx))),
         Request::ShowHealth => Reply::Ok(Value::Array(health_rows(ctx))),
         Request::ShowVrrp => match ctx.ha {
             Some(h) => Reply::Ok(h.status()),
@@ -192,7 +191,7 @@ fn handle_now(req: Request, ctx: &mut Ctx<'_>) -> Reply {
         Request::GatewayEnable { name } => set_gateway(ctx, &name, Some(GatewayState::Up), None),
         Request::GatewayDisable { name } => set_gateway(ctx, &name, Some(GatewayState::Down), None),
         Request::GatewayWeight { name, weight } => set_gateway(ctx, &name, None, Some(weight)),
-        Request::StatsPrometheus => Reply::Text(prometheus(ctx)),
+        Request::StatsPrometheus => Reply::Text(super::metrics::render(ctx)),
         Request::ShowAffinity { .. } | Request::AffinityFlush { .. } | Request::Reload => {
             Reply::Error("answered later".into())
         }
@@ -558,7 +557,59 @@ fn set_gateway(
     }
 }
 
-fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
+/// A gateway's health as the checker sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No health check is configured for it.
+    Unchecked,
+    Up,
+    Down,
+}
+
+/// One gateway of one service, as `show gateways` lists it and the metrics export it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayRow {
+    pub service: String,
+    pub gateway: String,
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    /// What the workers do, from the operator's state and the gateway's health.
+    pub state: GatewayState,
+    /// What the operator set (file, `vpnlbctl`, state file), health aside.
+    pub admin_state: GatewayState,
+    pub health: Health,
+    pub weight: u32,
+    pub clients: u64,
+    pub new_clients: u64,
+    pub admin_state_source: Source,
+    pub weight_source: Source,
+    pub new_clients_per_s: f64,
+    pub to_gateway_packets: u64,
+    pub from_gateway_packets: u64,
+    pub to_gateway_bytes: u64,
+    pub from_gateway_bytes: u64,
+    pub health_transitions: u64,
+    pub redirects: u64,
+    pub routed_to_gateway_packets: u64,
+    pub routed_from_gateway_packets: u64,
+    pub routed_to_gateway_bytes: u64,
+    pub routed_from_gateway_bytes: u64,
+    /// Redirect mode: what the workers choose by.
+    #[serde(flatten)]
+    pub load: Option<GatewayLoad>,
+}
+
+/// A redirecting gateway's load.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct GatewayLoad {
+    pub reported_tunnels: Option<u32>,
+    pub report_age_ms: Option<u64>,
+    pub load: f64,
+    pub load_from_report: bool,
+}
+
+pub(super) fn gateways(ctx: &Ctx<'_>) -> Vec<GatewayRow> {
     let now = std::time::Instant::now();
     let snap = ctx.ctl.snapshot();
     let workers = ctx.workers();
@@ -587,37 +638,45 @@ fn gateways(ctx: &Ctx<'_>) -> Vec<Value> {
             let checked = status.as_ref().and_then(|st| st.gateway(name, &gw.name));
             let sources = ctx.runtime.sources(&gw.name);
             let health = match checked {
-                None => "unchecked",
-                Some(_) if ctx.ctl.is_unhealthy(name, &gw.name) => "down",
-                Some(_) => "up",
+                None => Health::Unchecked,
+                Some(_) if ctx.ctl.is_unhealthy(name, &gw.name) => Health::Down,
+                Some(_) => Health::Up,
             };
-            rows.push(json!({
-                "service": name, "gateway": gw.name,
-                "ipv4": gw.ipv4, "ipv6": gw.ipv6,
-                // What the workers do, from the operator's state and the gateway's health.
-                "state": gw.state.as_str(), "admin_state": admin.as_str(), "health": health,
-                "weight": gw.weight, "clients": clients, "new_clients": c.new_clients,
-                "admin_state_source": sources.0.as_str(), "weight_source": sources.1.as_str(),
-                "new_clients_per_s": ctx.rates.per_second(name, &gw.name),
-                "to_gateway_packets": c.to_gateway_packets,
-                "from_gateway_packets": c.from_gateway_packets,
-                "to_gateway_bytes": c.to_gateway_bytes,
-                "from_gateway_bytes": c.from_gateway_bytes,
-                "health_transitions": checked.map_or(0, |h| h.transitions),
-                "redirects": c.redirects,
-                "routed_to_gateway_packets": c.routed_to_gateway_packets,
-                "routed_from_gateway_packets": c.routed_from_gateway_packets,
-                "routed_to_gateway_bytes": c.routed_to_gateway_bytes,
-                "routed_from_gateway_bytes": c.routed_from_gateway_bytes,
-            }));
-            if let (Some(l), Some(Value::Object(row))) = (ctx.loads, rows.last_mut()) {
-                // Redirect mode: what the workers choose by.
+            let load = ctx.loads.map(|l| {
                 let v = l.view(s, g, now);
-                row.insert("reported_tunnels".into(), json!(v.reported_tunnels));
-                row.insert("report_age_ms".into(), json!(v.report_age_ms));
-                row.insert("load".into(), json!(v.load));
-                row.insert("load_from_report".into(), json!(v.from_report));
-            }
+                GatewayLoad {
+                    reported_tunnels: v.reported_tunnels,
+                    report_age_ms: v.report_age_ms,
+                    load: v.load,
+                    load_from_report: v.from_report,
+                }
+            });
+            rows.push(GatewayRow {
+                service: name.clone(),
+                gateway: gw.name.clone(),
+                ipv4: gw.ipv4,
+                ipv6: gw.ipv6,
+                state: gw.state,
+                admin_state: admin,
+                health,
+                weight: gw.weight,
+                clients,
+                new_clients: c.new_clients,
+                admin_state_source: sources.0,
+                weight_source: sources.1,
+                new_clients_per_s: ctx.rates.per_second(name, &gw.name),
+                to_gateway_packets: c.to_gateway_packets,
+                from_gateway_packets: c.from_gateway_packets,
+                to_gateway_bytes: c.to_gateway_bytes,
+                from_gateway_bytes: c.from_gateway_bytes,
+                health_transitions: checked.map_or(0, |h| h.transitions),
+                redirects: c.redirects,
+                routed_to_gateway_packets: c.routed_to_gateway_packets,
+                routed_from_gateway_packets: c.routed_from_gateway_packets,
+                routed_to_gateway_bytes: c.routed_to_gateway_bytes,
+                routed_from_gateway_bytes: c.routed_from_gateway_bytes,
+                load,
+            });
         }
     }
     rows
@@ -691,653 +750,4 @@ fn fill(ctx: &Ctx<'_>, entries: u64) -> Reply {
         }
     }
     Reply::Ok(json!({"entries": entries, "workers": n}))
-}
-
-/// Prometheus samples of one metric: (labels, value).
-type Samples = Vec<(String, u64)>;
-
-/// The Prometheus text exposition being written; every name gets the `vpnlb_` prefix.
-#[derive(Default)]
-struct Exposition {
-    out: String,
-}
-
-impl Exposition {
-    fn metric(&mut self, name: &str, help: &str, kind: &str, samples: &[(String, u64)]) {
-        let _ = writeln!(
-            self.out,
-            "# HELP vpnlb_{name} {help}\n# TYPE vpnlb_{name} {kind}"
-        );
-        for (labels, v) in samples {
-            let _ = writeln!(self.out, "vpnlb_{name}{labels} {v}");
-        }
-    }
-
-    fn counter(&mut self, name: &str, help: &str, samples: &[(String, u64)]) {
-        self.metric(name, help, "counter", samples);
-    }
-
-    fn gauge(&mut self, name: &str, help: &str, samples: &[(String, u64)]) {
-        self.metric(name, help, "gauge", samples);
-    }
-}
-
-/// One unlabelled sample.
-fn one(v: u64) -> Samples {
-    vec![(String::new(), v)]
-}
-
-/// A counter with a `direction` label: received, sent.
-fn in_out(received: u64, sent: u64) -> Samples {
-    vec![
-        ("{direction=\"in\"}".to_string(), received),
-        ("{direction=\"out\"}".to_string(), sent),
-    ]
-}
-
-/// The `{service=...,gateway=...}` labels of a `show gateways` row.
-fn gateway_label(r: &Value) -> String {
-    format!(
-        "{{service=\"{}\",gateway=\"{}\"}}",
-        r["service"].as_str().unwrap_or(""),
-        r["gateway"].as_str().unwrap_or("")
-    )
-}
-
-/// One sample per gateway row: the row's `key`.
-fn per_gateway(rows: &[Value], key: &str) -> Samples {
-    rows.iter()
-        .map(|r| (gateway_label(r), r[key].as_u64().unwrap_or(0)))
-        .collect()
-}
-
-/// The Prometheus text exposition of the counters, family group by family group.
-fn prometheus(ctx: &Ctx<'_>) -> String {
-    let totals = ctx.totals();
-    let mut x = Exposition::default();
-    traffic_metrics(&mut x, &totals);
-    let rows = gateways(ctx);
-    gateway_metrics(&mut x, &rows);
-    if ctx.loads.is_some() {
-        redirect_metrics(&mut x, ctx, &rows, &totals.counters);
-    }
-    if let Some(l) = ctx.loads {
-        load_metrics(&mut x, l, &rows);
-    }
-    if let Some(status) = ctx.health.as_ref().map(Checker::status) {
-        health_metrics(&mut x, &status.checks);
-    }
-    neighbor_metrics(&mut x, &ctx.ctl.neighbor_counters());
-    if let Some(e) = ctx.ctl.exception_counters() {
-        exception_metrics(&mut x, &e);
-    }
-    if let Some(h) = ctx.ha {
-        vrrp_metrics(&mut x, &h.metrics());
-    }
-    if let Some(s) = ctx.sync.as_deref() {
-        sync_metrics(&mut x, &s.metrics(std::time::Instant::now()));
-    }
-    control_socket_metrics(&mut x, &ctx.sockets);
-    watchdog_metrics(&mut x, ctx.watchdog);
-    x.gauge(
-        "snapshot_generation",
-        "Generation of the configuration snapshot the workers run.",
-        &one(ctx.ctl.snapshot().generation),
-    );
-    x.out
-}
-
-/// Frames and bytes in and out, by class, drops by reason, hand-offs.
-fn traffic_metrics(x: &mut Exposition, t: &Totals) {
-    let c = &t.counters;
-    x.counter(
-        "rx_packets_total",
-        "Frames received by the workers.",
-        &one(c.rx_packets),
-    );
-    x.counter(
-        "tx_packets_total",
-        "Frames transmitted by the workers.",
-        &one(c.tx_packets),
-    );
-    x.counter(
-        "rx_bytes_total",
-        "Bytes received by the workers.",
-        &one(c.rx_bytes),
-    );
-    x.counter(
-        "tx_bytes_total",
-        "Bytes transmitted by the workers.",
-        &one(c.tx_bytes),
-    );
-    x.counter(
-        "class_packets_total",
-        "Packets by traffic class.",
-        &Class::ALL
-            .iter()
-            .map(|k| (format!("{{class=\"{}\"}}", k.name()), c.class(*k)))
-            .collect::<Vec<_>>(),
-    );
-    x.counter(
-        "drops_total",
-        "Frames dropped, by reason.",
-        &DropReason::ALL
-            .iter()
-            .map(|r| (format!("{{reason=\"{}\"}}", r.name()), c.dropped(*r)))
-            .collect::<Vec<_>>(),
-    );
-    x.counter(
-        "mtu_fragmented_total",
-        "IPv4 datagrams without DF longer than their egress port's MTU, fragmented.",
-        &one(c.mtu.fragmented),
-    );
-    x.counter(
-        "mtu_fragments_total",
-        "Fragments made of them (also in tx_packets_total).",
-        &one(c.mtu.fragments),
-    );
-    x.counter(
-        "mtu_fragments_no_mbuf_total",
-        "Fragments not sent for want of an mbuf.",
-        &one(t.io.fragments_no_mbuf),
-    );
-    x.counter(
-        "icmp_too_big_sent_total",
-        "ICMP errors sent for packets longer than their egress port's MTU: fragmentation needed (IPv4 with DF), packet too big (IPv6).",
-        &[
-            ("{family=\"ipv4\"}".to_string(), c.mtu.frag_needed),
-            ("{family=\"ipv6\"}".to_string(), c.mtu.packet_too_big),
-        ],
-    );
-    x.counter(
-        "affinity_prefix_quota_total",
-        "Establishments refused because the client's prefix held its quota of established entries in a worker's shard ([affinity] prefix_quota_v4, prefix_quota_v6).",
-        &one(c.affinity.prefix_quota),
-    );
-    x.counter(
-        "handoffs_total",
-        "Frames handed between workers (software steering).",
-        &one(t.io.handoff_out),
-    );
-    x.counter(
-        "exception_class_policed_total",
-        "Frames for the control thread over their class's per-worker budget ([exception] urgent_rate_pps, worker_rate_pps).",
-        &ExceptionClass::ALL
-            .iter()
-            .map(|k| {
-                let n = t.io.exception_policed[*k as usize];
-                (format!("{{class=\"{}\"}}", k.name()), n)
-            })
-            .collect::<Vec<_>>(),
-    );
-    x.counter(
-        "exception_suspect_total",
-        "Frames for the control thread that failed their class's rule (forged or routed VRRP, neighbor discovery, gateway or peer sources off the backend side).",
-        &Suspect::ALL
-            .iter()
-            .map(|r| {
-                let n = t.io.exception_suspect[*r as usize];
-                (format!("{{reason=\"{}\"}}", r.name()), n)
-            })
-            .collect::<Vec<_>>(),
-    );
-}
-
-/// Per gateway: clients, traffic, state and health.
-fn gateway_metrics(x: &mut Exposition, rows: &[Value]) {
-    x.gauge(
-        "gateway_clients",
-        "Clients whose affinity names the gateway.",
-        &per_gateway(rows, "clients"),
-    );
-    x.counter(
-        "gateway_to_packets_total",
-        "Client packets forwarded to the gateway.",
-        &per_gateway(rows, "to_gateway_packets"),
-    );
-    x.counter(
-        "gateway_from_packets_total",
-        "Gateway packets forwarded to clients.",
-        &per_gateway(rows, "from_gateway_packets"),
-    );
-    let up: Samples = rows
-        .iter()
-        .map(|r| (gateway_label(r), u64::from(r["state"] == "up")))
-        .collect();
-    x.gauge("gateway_up", "1 when the gateway takes new clients.", &up);
-    let healthy: Samples = rows
-        .iter()
-        .filter(|r| r["health"] != "unchecked")
-        .map(|r| (gateway_label(r), u64::from(r["health"] == "up")))
-        .collect();
-    x.gauge(
-        "gateway_healthy",
-        "1 when every health check of the gateway passes (checked gateways only).",
-        &healthy,
-    );
-    x.counter(
-        "gateway_health_transitions_total",
-        "Up/down changes of the gateway's health.",
-        &per_gateway(rows, "health_transitions"),
-    );
-    x.counter(
-        "gateway_new_clients_total",
-        "Clients scheduled to the gateway.",
-        &per_gateway(rows, "new_clients"),
-    );
-    x.counter(
-        "gateway_to_bytes_total",
-        "Client bytes forwarded to the gateway.",
-        &per_gateway(rows, "to_gateway_bytes"),
-    );
-    x.counter(
-        "gateway_from_bytes_total",
-        "Gateway bytes forwarded to clients.",
-        &per_gateway(rows, "from_gateway_bytes"),
-    );
-}
-
-/// Redirect mode: redirects and routed traffic per gateway, fallbacks and malformed
-/// requests per service.
-fn redirect_metrics(x: &mut Exposition, ctx: &Ctx<'_>, rows: &[Value], c: &WorkerCounters) {
-    x.counter(
-        "gateway_redirects_total",
-        "IKE_SA_INIT requests answered with a REDIRECT to the gateway.",
-        &per_gateway(rows, "redirects"),
-    );
-    let routed: Samples = rows
-        .iter()
-        .flat_map(|r| {
-            let l = gateway_label(r);
-            let l = &l[1..l.len() - 1];
-            [
-                (
-                    format!("{{{l},direction=\"to-gateway\"}}"),
-                    r["routed_to_gateway_packets"].as_u64().unwrap_or(0),
-                ),
-                (
-                    format!("{{{l},direction=\"from-gateway\"}}"),
-                    r["routed_from_gateway_packets"].as_u64().unwrap_or(0),
-                ),
-            ]
-        })
-        .collect();
-    x.counter(
-        "gateway_routed_packets_total",
-        "Redirected clients' packets routed (not translated) to and from the gateway.",
-        &routed,
-    );
-    let reported: Samples = rows
-        .iter()
-        .filter_map(|r| Some((gateway_label(r), r["reported_tunnels"].as_u64()?)))
-        .collect();
-    x.gauge(
-        "gateway_reported_tunnels",
-        "Tunnels in the gateway's last load report.",
-        &reported,
-    );
-    let mut fallbacks = Vec::new();
-    let mut malformed = Vec::new();
-    for (s, svc) in ctx.ctl.snapshot().services.iter().enumerate() {
-        let sc = c.services.get(s).copied().unwrap_or_default();
-        let name = &svc.spec.name;
-        for f in Fallback::ALL {
-            fallbacks.push((
-                format!("{{service=\"{name}\",reason=\"{}\"}}", f.name()),
-                sc.fallbacks(*f),
-            ));
-        }
-        malformed.push((format!("{{service=\"{name}\"}}"), sc.malformed_ike_sa_init));
-    }
-    x.counter(
-        "redirect_fallbacks_total",
-        "IKE traffic of a redirecting service handed to NAT mode, by reason.",
-        &fallbacks,
-    );
-    x.counter(
-        "redirect_malformed_total",
-        "IKE_SA_INIT requests to a redirecting service dropped unanswered.",
-        &malformed,
-    );
-}
-
-/// Redirect mode: the load reports and the loads redirects choose by.
-fn load_metrics(x: &mut Exposition, l: &LoadReports, rows: &[Value]) {
-    let rc = l.counters();
-    let mut results = vec![("{result=\"accepted\"}".to_string(), rc.accepted)];
-    for (r, n) in crate::loads::Reject::ALL.iter().zip(rc.rejected) {
-        results.push((format!("{{result=\"{}\"}}", r.name()), n));
-    }
-    x.counter(
-        "load_reports_total",
-        "Gateway load reports, accepted or refused by reason.",
-        &results,
-    );
-    // Milli-tunnels: the load is fractional while redirects decay.
-    let loads: Samples = rows
-        .iter()
-        .filter_map(|r| {
-            let load = r["load"].as_f64()?.max(0.0) * 1000.0;
-            // Rounded first; `as` saturates (NaN: 0), the clamp wanted here.
-            #[allow(clippy::cast_possible_truncation)]
-            let millitunnels = load.round() as u64;
-            Some((gateway_label(r), millitunnels))
-        })
-        .collect();
-    x.gauge(
-        "gateway_load_millitunnels",
-        "The load redirects choose by (tunnels reported plus recent redirects, or decaying redirects), in thousandths of a tunnel.",
-        &loads,
-    );
-}
-
-/// Per health check: its state and its probes by result.
-fn health_metrics(x: &mut Exposition, checks: &[CheckStatus]) {
-    let check_label = |c: &CheckStatus| {
-        format!(
-            "service=\"{}\",gateway=\"{}\",check=\"{}\"",
-            c.service, c.gateway, c.check
-        )
-    };
-    x.gauge(
-        "health_check_up",
-        "1 when the health check passes (after rise/fall).",
-        &checks
-            .iter()
-            .map(|c| {
-                (
-                    format!("{{{}}}", check_label(c)),
-                    u64::from(c.state == "up"),
-                )
-            })
-            .collect::<Vec<_>>(),
-    );
-    let mut probes = Vec::new();
-    for c in checks {
-        for (result, v) in [
-            ("alive", c.alive),
-            ("timeout", c.timeouts),
-            ("refused", c.refused),
-            ("unreachable", c.unreachable),
-            ("bad-response", c.bad_responses),
-            ("socket", c.socket_errors),
-        ] {
-            probes.push((format!("{{{},result=\"{result}\"}}", check_label(c)), v));
-        }
-    }
-    x.counter("health_probes_total", "Health probes by result.", &probes);
-}
-
-/// The neighbor cache: resolutions, and the answers and resolutions it refused, by reason.
-fn neighbor_metrics(x: &mut Exposition, n: &NeighborCounters) {
-    x.counter(
-        "neighbor_resolved_total",
-        "Neighbors resolved by ARP or neighbor discovery.",
-        &one(n.resolved),
-    );
-    let reason = |r: &str, v: u64| (format!("{{reason=\"{r}\"}}"), v);
-    x.counter(
-        "neighbor_refused_total",
-        "Neighbor answers (and resolutions, cache-full) the neighbor cache refused.",
-        &[
-            reason("off-subnet", n.off_subnet),
-            reason("wrong-interface", n.wrong_interface),
-            reason("unsolicited", n.unsolicited_ignored),
-            reason("static-override", n.static_override_ignored),
-            reason("cache-full", n.cache_full),
-        ],
-    );
-    x.counter(
-        "neighbor_evicted_total",
-        "Failed or incomplete neighbor entries dropped to make room.",
-        &one(n.evicted),
-    );
-}
-
-/// The exception path's frames both ways, its drops and what it policed.
-fn exception_metrics(x: &mut Exposition, e: &ExceptionCounters) {
-    x.counter(
-        "exception_frames_total",
-        "Frames on the exception path to and from the kernel.",
-        &[
-            ("{direction=\"to-kernel\"}".to_string(), e.to_kernel),
-            ("{direction=\"from-kernel\"}".to_string(), e.from_kernel),
-        ],
-    );
-    x.counter(
-        "exception_dropped_total",
-        "Frames the exception path could not pass on.",
-        &[
-            ("{direction=\"to-kernel\"}".to_string(), e.to_kernel_dropped),
-            (
-                "{direction=\"from-kernel\"}".to_string(),
-                e.from_kernel_dropped,
-            ),
-        ],
-    );
-    x.counter(
-        "exception_policed_total",
-        "Frames for the kernel over [exception] rate_pps (urgent ones are policed by the workers).",
-        &one(e.policed),
-    );
-    x.counter(
-        "exception_sync_total",
-        "HA sync peer datagrams for the kernel, on their own budget ([ha] sync_rate_pps).",
-        &one(e.sync_in),
-    );
-    x.counter(
-        "exception_sync_policed_total",
-        "HA sync peer datagrams over [ha] sync_rate_pps (dropped).",
-        &one(e.sync_policed),
-    );
-}
-
-/// Per control socket (`socket` label: `read-write`, `read-only`): clients, refused writes,
-/// idle disconnects.
-fn control_socket_metrics(x: &mut Exposition, s: &ControlSocketStats) {
-    let sockets: Vec<&SocketStats> = [Some(&s.read_write), s.read_only.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let per_socket = |value: fn(&SocketStats) -> u64| -> Samples {
-        sockets
-            .iter()
-            .map(|s| (format!("{{socket=\"{}\"}}", s.access.name()), value(s)))
-            .collect()
-    };
-    x.gauge(
-        "control_clients",
-        "Clients connected to the control socket.",
-        &per_socket(|s| s.clients as u64),
-    );
-    x.counter(
-        "control_refused_writes_total",
-        "State-changing requests refused because the control socket is read-only.",
-        &per_socket(|s| s.counters.refused_writes),
-    );
-    x.counter(
-        "control_idle_disconnects_total",
-        "Control clients disconnected for sending no request within [control] client_idle_timeout.",
-        &per_socket(|s| s.counters.idle_disconnects),
-    );
-}
-
-/// Per watched thread (`worker0`, ..., `health-checker`): stalled now, stalls so far; and the
-/// times the appliance stepped down for one.
-fn watchdog_metrics(x: &mut Exposition, w: &Watchdog) {
-    let per_thread = |f: &dyn Fn(&super::watchdog::Watch) -> u64| -> Samples {
-        w.watches()
-            .map(|(t, s)| (format!("{{thread=\"{}\"}}", t.label()), f(s)))
-            .collect()
-    };
-    x.gauge(
-        "watchdog_stalled",
-        "1 while the thread has made no progress for longer than [dataplane] watchdog.",
-        &per_thread(&|s| u64::from(s.stalled)),
-    );
-    x.counter(
-        "watchdog_stalls_total",
-        "Times the thread made no progress for longer than [dataplane] watchdog.",
-        &per_thread(&|s| s.stalls),
-    );
-    x.counter(
-        "watchdog_step_downs_total",
-        "Times a stalled thread made the appliance step down (VRRP priority 0, then backup).",
-        &one(w.step_downs()),
-    );
-}
-
-fn vrrp_metrics(x: &mut Exposition, m: &VrrpMetrics) {
-    x.gauge(
-        "vrrp_master",
-        "1 while this appliance is the VRRP master.",
-        &one(u64::from(m.master)),
-    );
-    x.counter(
-        "vrrp_transitions_total",
-        "VRRP state changes.",
-        &one(m.transitions),
-    );
-    x.counter(
-        "vrrp_adverts_total",
-        "VRRP adverts received (valid) and sent.",
-        &in_out(m.adverts_in, m.adverts_out),
-    );
-    x.counter(
-        "vrrp_errors_total",
-        "VRRP messages rejected (bad TTL, version, checksum, VRID, addresses, ...).",
-        &one(m.errors),
-    );
-}
-
-fn sync_metrics(x: &mut Exposition, m: &SyncMetrics) {
-    let sc = &m.session;
-    x.gauge(
-        "sync_peer_alive",
-        "1 while the HA peer's sync heartbeat is heard.",
-        &one(u64::from(m.peer_alive)),
-    );
-    x.gauge(
-        "sync_synced",
-        "1 once this appliance holds the master's whole affinity table.",
-        &one(u64::from(m.synced)),
-    );
-    x.gauge(
-        "sync_lag_messages",
-        "Sync messages sent that the peer has not acknowledged yet.",
-        &one(m.lag),
-    );
-    x.gauge(
-        "sync_entries",
-        "Affinity entries in the sync mirror.",
-        &one(m.entries as u64),
-    );
-    x.counter(
-        "sync_messages_total",
-        "Sync messages sent and accepted.",
-        &in_out(sc.messages_in, sc.messages_out),
-    );
-    x.counter(
-        "sync_entries_total",
-        "Affinity changes carried by sync messages.",
-        &in_out(sc.entries_in, sc.entries_out),
-    );
-    x.counter(
-        "sync_resyncs_total",
-        "Bulk transfers of the whole table, sent and received.",
-        &in_out(sc.bulks_received, sc.bulks_sent),
-    );
-    x.counter(
-        "sync_rejected_total",
-        "Sync datagrams rejected (bad tag, replayed, malformed, other layout, ...).",
-        &one(sc.rejects.total()),
-    );
-    x.counter(
-        "sync_gaps_total",
-        "Losses seen in the peer's sequence numbers.",
-        &one(sc.gaps),
-    );
-    x.counter(
-        "sync_resumes_total",
-        "Bulk resumes after a loss: asked for (in), and served (out).",
-        &in_out(sc.resumes_requested, sc.bulks_resumed),
-    );
-    x.counter(
-        "sync_resumes_refused_total",
-        "Resume requests too old for the resume log: the bulk restarted from the beginning.",
-        &one(sc.resumes_refused),
-    );
-    x.counter(
-        "sync_bulk_entries_sent_total",
-        "Entries sent in bulk chunks, resent ones included.",
-        &one(sc.bulk_entries_out),
-    );
-    x.counter(
-        "sync_bulk_paced_total",
-        "Polls where the bulk pacing ([ha] sync_bulk_rate) held chunks back.",
-        &one(sc.bulk_paced),
-    );
-    x.counter(
-        "sync_unconfirmed_skipped_total",
-        "Entries not established that were not replicated.",
-        &one(m.pair.unconfirmed_skipped),
-    );
-    x.counter(
-        "sync_preempt_hold_expired_total",
-        "Times preemption stopped being held before the master's table arrived \
-         ([ha] sync_hold_max).",
-        &one(m.pair.preempt_hold_expired),
-    );
-    x.counter(
-        "sync_peer_deaths_total",
-        "Times the peer's heartbeat stopped.",
-        &one(m.pair.peer_deaths),
-    );
-    x.gauge(
-        "ha_dual_master",
-        "1 while both appliances are master: this one, and the peer by its authenticated sync \
-         messages (for longer than the sync dead interval). VRRP itself is unauthenticated.",
-        &one(u64::from(m.dual_master)),
-    );
-    x.counter(
-        "ha_dual_master_events_total",
-        "Times both appliances were master at once (one per episode).",
-        &one(sc.dual_master_events),
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sync(dual_master: bool, events: u64) -> SyncMetrics {
-        SyncMetrics {
-            peer_alive: true,
-            synced: true,
-            lag: 0,
-            session: crate::sync::SyncCounters {
-                dual_master_events: events,
-                ..Default::default()
-            },
-            pair: Default::default(),
-            entries: 0,
-            dual_master,
-        }
-    }
-
-    #[test]
-    fn dual_master_is_a_gauge_and_a_counter() {
-        let mut x = Exposition::default();
-        sync_metrics(&mut x, &sync(false, 0));
-        assert!(x
-            .out
-            .contains("# TYPE vpnlb_ha_dual_master gauge\nvpnlb_ha_dual_master 0\n"));
-        assert!(x.out.contains(
-            "# TYPE vpnlb_ha_dual_master_events_total counter\nvpnlb_ha_dual_master_events_total 0\n"
-        ));
-        let mut x = Exposition::default();
-        sync_metrics(&mut x, &sync(true, 3));
-        assert!(x.out.contains("\nvpnlb_ha_dual_master 1\n"), "{}", x.out);
-        assert!(x.out.contains("\nvpnlb_ha_dual_master_events_total 3\n"));
-    }
 }

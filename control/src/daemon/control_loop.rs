@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::api;
 use super::appliance::{Appliance, Ports, Services, Workers};
 use super::control::Control;
+use super::metrics::Lifecycle;
 use super::pending::{Deferred, Origin};
 use super::rates::GatewayRates;
 use super::reload::{self, ReloadTxn};
@@ -102,6 +103,8 @@ pub struct ControlLoop {
     runtime: RuntimeState,
     /// systemd's notify socket, when systemd started the daemon.
     notifier: Notifier,
+    /// When the daemon started, how its reloads went (metrics).
+    lifecycle: Lifecycle,
 }
 
 /// What the signal handlers set: stop (SIGINT, SIGTERM), reload (SIGHUP).
@@ -163,6 +166,7 @@ impl ControlLoop {
             reload: None,
             runtime,
             notifier: Notifier::from_env(),
+            lifecycle: Lifecycle::starting_now(),
         }
     }
 
@@ -311,6 +315,7 @@ impl ControlLoop {
             reload_running: self.reload.is_some(),
             runtime: &mut self.runtime,
             watchdog: &self.watchdog,
+            lifecycle: &self.lifecycle,
         };
         self.sock.poll(&mut |req| api::handle(req, &mut ctx));
     }
@@ -351,6 +356,8 @@ impl ControlLoop {
     /// again (a refused reload leaves the running configuration, which is ready).
     fn reload_over(&mut self, origin: Origin, reply: &Reply) {
         self.reply(origin, reply);
+        self.lifecycle
+            .reload_over(!matches!(reply, Reply::Error(_)));
         let status = match reply {
             Reply::Error(_) => format!("{} (last reload refused)", self.status_line()),
             _ => self.status_line(),

@@ -19,6 +19,7 @@ pub mod exception;
 pub mod ha;
 pub mod loads;
 pub mod loglimit;
+pub mod metrics;
 pub mod pending;
 pub mod rates;
 pub mod reload;
