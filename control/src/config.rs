@@ -60,6 +60,8 @@ struct File {
     #[serde(default)]
     redirect: Option<RedirectFile>,
     #[serde(default)]
+    metrics: Option<MetricsFile>,
+    #[serde(default)]
     affinity: Option<AffinityFile>,
     #[serde(default)]
     maglev_table_size: Option<usize>,
@@ -137,6 +139,31 @@ impl Default for DataplaneSettings {
             watchdog: std::time::Duration::from_millis(DEFAULT_WATCHDOG_MS),
         }
     }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    listen: Option<String>,
+    namespace: Option<String>,
+}
+
+/// Which network namespace the metrics listener is bound in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetricsNamespace {
+    /// The namespace vpnlbd runs in: a management address.
+    #[default]
+    Management,
+    /// The exception path's (`[exception] netns`): the appliance's own addresses.
+    Exception,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where `/metrics` is served; `None`: not served (`vpnlbctl stats prometheus` still is).
+    pub listen: Option<std::net::SocketAddr>,
+    pub namespace: MetricsNamespace,
 }
 
 #[derive(Deserialize, Debug)]
@@ -442,6 +469,7 @@ pub struct Config {
     pub health: Vec<ServiceHealth>,
     pub ha: Option<HaSettings>,
     pub redirect: RedirectSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Deserialize, Debug)]
@@ -598,6 +626,7 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let exception = v.exception(raw.exception.take())?;
     let ha_raw = raw.ha.take();
     let redirect_raw = raw.redirect.take();
+    let metrics = v.metrics(raw.metrics.take(), &exception)?;
     let health_raw: Vec<_> = raw
         .service
         .iter_mut()
@@ -660,6 +689,7 @@ pub fn load_config_str(text: &str, file: &str) -> Result<Config, ConfigError> {
         health,
         ha,
         redirect,
+        metrics,
     })
 }
 
@@ -1143,6 +1173,45 @@ impl Validator<'_> {
                 WATCHDOG_RANGE_MS,
             )?,
         })
+    }
+
+    fn metrics(
+        &self,
+        m: Option<MetricsFile>,
+        exception: &ExceptionSettings,
+    ) -> Result<MetricsSettings, ConfigError> {
+        let Some(m) = m else {
+            return Ok(MetricsSettings::default());
+        };
+        let listen = match m.listen {
+            Some(text) => Some(text.parse::<std::net::SocketAddr>().or_else(|_| {
+                self.err(
+                    "metrics.listen",
+                    format!("`{text}` is not ADDRESS:PORT (IPv6: [ADDRESS]:PORT)"),
+                )
+            })?),
+            None => None,
+        };
+        let namespace = match m.namespace.as_deref() {
+            None | Some("management") => MetricsNamespace::Management,
+            Some("exception") if exception.enabled => MetricsNamespace::Exception,
+            Some("exception") => {
+                return self.err(
+                    "metrics.namespace",
+                    "`exception` needs an [exception] section",
+                )
+            }
+            Some(other) => {
+                return self.err(
+                    "metrics.namespace",
+                    format!("`{other}`: expected `management` or `exception`"),
+                )
+            }
+        };
+        if listen.is_none() {
+            return self.err("metrics.listen", "missing: the [metrics] section needs it");
+        }
+        Ok(MetricsSettings { listen, namespace })
     }
 
     fn control(&self, c: Option<ControlFile>) -> Result<ControlSettings, ConfigError> {
@@ -2196,7 +2265,8 @@ mod tests {
         // No [exception] section: no TAPs.
         let off = LAB
             .replace("[exception]\n", "[unused]\n")
-            .replace("netns = \"vlb-app\"\n", "");
+            .replace("netns = \"vlb-app\"\n", "")
+            .replace("namespace = \"exception\"\n", "");
         let off = off.replace("[unused]\n", "");
         assert!(!load_config_str(&off, "t.toml").unwrap().exception.enabled);
     }
@@ -2608,6 +2678,48 @@ mod tests {
         assert_eq!(e.key, "redirect.report_port", "{e}");
         let e = bad("establish_time = \"2s\"", "establish_time = 2\nbogus = 1");
         assert!(e.reason.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn metrics_settings_and_their_errors() {
+        let text = include_str!("../../conf/lab.toml");
+        let c = load_config_str(text, "lab.toml").unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsSettings {
+                listen: Some("198.19.0.1:9469".parse().unwrap()),
+                namespace: MetricsNamespace::Exception,
+            }
+        );
+        let bad = |from: &str, to: &str| {
+            assert!(text.contains(from), "{from}");
+            load_config_str(&text.replacen(from, to, 1), "lab.toml").unwrap_err()
+        };
+        for (from, to) in [
+            ("listen = \"198.19.0.1:9469\"", "listen = \"198.19.0.1\""),
+            ("listen = \"198.19.0.1:9469\"", "listen = \"[2001:2::1]\""),
+            ("listen = \"198.19.0.1:9469\"", "# no listen"),
+        ] {
+            let e = bad(from, to);
+            assert_eq!(
+                (e.file.as_str(), e.key.as_str()),
+                ("lab.toml", "metrics.listen"),
+                "{e}"
+            );
+        }
+        let e = bad("namespace = \"exception\"", "namespace = \"vlb-app\"");
+        assert_eq!(e.key, "metrics.namespace", "{e}");
+        let e = bad("[exception]\n", "[exception]\nenabled = false\n");
+        assert_eq!(e.key, "metrics.namespace", "{e}");
+        let v6 = text.replacen("198.19.0.1:9469", "[2001:2:0:2::1]:9469", 1);
+        let c = load_config_str(&v6, "lab.toml").unwrap();
+        assert_eq!(
+            c.metrics.listen,
+            Some("[2001:2:0:2::1]:9469".parse().unwrap())
+        );
+        // Without the section: not served.
+        let c = load_config_str(include_str!("../../conf/bench.toml"), "bench.toml").unwrap();
+        assert_eq!(c.metrics, MetricsSettings::default());
     }
 
     #[test]

@@ -51,6 +51,27 @@ pub fn enter(name: &str) -> io::Result<NetnsGuard> {
     })
 }
 
+/// Moves the calling thread into a new, empty network namespace (only a loopback, down) until
+/// the guard is dropped: a test's private network, which disappears with its last thread and
+/// socket. Threads spawned meanwhile start in it.
+///
+/// Errors: `PermissionDenied` without `CAP_SYS_ADMIN`.
+pub fn enter_new() -> io::Result<NetnsGuard> {
+    let original = File::open(THREAD_NETNS).map_err(context(THREAD_NETNS))?;
+    // SAFETY: unshare(2) takes no pointers; with CLONE_NEWNET alone it changes only the calling
+    // thread's network namespace, which Rust knows nothing about.
+    let ret = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    if ret < 0 {
+        return Err(context("unshare a network namespace")(
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(NetnsGuard {
+        original,
+        _not_send: PhantomData,
+    })
+}
+
 /// The calling thread is in another network namespace while this lives; see [`enter`].
 ///
 /// It is neither `Send` nor `Sync`: it must be dropped by the thread that made it, since

@@ -494,6 +494,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         Some("[control]")
     } else if old.exception != new.exception {
         Some("[exception]")
+    } else if old.metrics != new.metrics {
+        Some("[metrics]")
     } else if old.ha != new.ha || old.spec.ha != new.spec.ha {
         Some("[ha]")
     } else {

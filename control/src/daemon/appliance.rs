@@ -33,6 +33,7 @@ use super::control::{Control, Update};
 use super::exception::{ExceptionError, ExceptionPath};
 use super::ha::{Ha, HaError};
 use super::loads::{LoadReports, LoadReportsError};
+use super::metrics_http::{MetricsError, MetricsServer};
 use super::sync::{PairSync, PairSyncError, SyncChannels};
 use super::watchdog::Heartbeat;
 use super::worker::{
@@ -41,6 +42,7 @@ use super::worker::{
 };
 use super::{device_name, eal_args, health_policy, start_checker, PortReport};
 use crate::config::Config;
+use crate::config::MetricsNamespace;
 use crate::ctlsock::{Access, ControlSocket, ControlSockets, SocketOptions};
 use crate::health::checker::{Checker, CheckerError};
 use dataplane::exception::{ExceptionPolicer, ExceptionRates, ExceptionRules};
@@ -104,6 +106,8 @@ pub enum StartError {
     Sync(#[from] PairSyncError),
     #[error(transparent)]
     Loads(#[from] LoadReportsError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// Names a failed DPDK call.
@@ -172,6 +176,8 @@ pub(super) struct Services {
     pub sync: Option<PairSync>,
     pub health: Option<Checker>,
     pub loads: Option<LoadReports>,
+    /// `/metrics` over HTTP, when `[metrics] listen` is set.
+    pub metrics: Option<MetricsServer>,
 }
 
 /// Everything built, before the control loop starts.
@@ -242,6 +248,7 @@ impl Appliance {
             health: start_checker(&cfg)?,
             sync: start_pair_sync(&cfg, sync_channels.as_ref(), clock)?,
             loads: start_load_reports(&cfg, &first)?,
+            metrics: start_metrics(&cfg)?,
         };
         Ok(Appliance {
             cfg,
@@ -854,6 +861,19 @@ fn start_pair_sync(
         )?)),
         _ => Ok(None),
     }
+}
+
+/// The Prometheus endpoint, when `[metrics] listen` is set: in the exception path's namespace
+/// or the daemon's own.
+fn start_metrics(cfg: &Config) -> Result<Option<MetricsServer>, StartError> {
+    let Some(addr) = cfg.metrics.listen else {
+        return Ok(None);
+    };
+    let netns = match cfg.metrics.namespace {
+        MetricsNamespace::Exception => exception_netns(cfg),
+        MetricsNamespace::Management => None,
+    };
+    Ok(Some(MetricsServer::start(addr, netns)?))
 }
 
 /// Redirect mode's load reports, when a service redirects.

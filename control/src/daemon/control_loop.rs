@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::api;
 use super::appliance::{Appliance, Ports, Services, Workers};
 use super::control::Control;
-use super::metrics::Lifecycle;
+use super::metrics::{self, Lifecycle};
 use super::pending::{Deferred, Origin};
 use super::rates::GatewayRates;
 use super::reload::{self, ReloadTxn};
@@ -121,6 +121,33 @@ struct ExceptionSeen {
     suspect: [u64; Suspect::COUNT],
 }
 
+/// The request handlers' view of the control loop's state (a macro, so that the borrows stay
+/// per field and the control socket can be polled while they are held).
+macro_rules! api_ctx {
+    ($s:ident, $sockets:expr) => {
+        api::Ctx {
+            ctl: &mut $s.ctl,
+            reports: &$s.workers.reports,
+            queries: &$s.workers.queries,
+            ports: &$s.ports.ports,
+            port_reports: &$s.ports.reports,
+            config_path: &$s.running.path,
+            running: &mut $s.running.cfg,
+            health: &mut $s.services.health,
+            rates: &$s.rates,
+            ha: $s.services.ha.as_ref(),
+            sync: $s.services.sync.as_mut(),
+            loads: $s.services.loads.as_ref(),
+            sockets: $sockets,
+            deferred: &mut $s.deferred,
+            reload_running: $s.reload.is_some(),
+            runtime: &mut $s.runtime,
+            watchdog: &$s.watchdog,
+            lifecycle: &$s.lifecycle,
+        }
+    };
+}
+
 impl ControlLoop {
     /// Starts the control thread's work on a built appliance: announcements, VRRP, the health
     /// policy.
@@ -204,6 +231,7 @@ impl ControlLoop {
             self.notify();
         }
         self.serve_control_socket();
+        self.serve_metrics();
         self.poll_deferred();
         if self.timers.last_stop_check.elapsed() >= STOP_CHECK_EVERY {
             return !self.should_stop();
@@ -297,27 +325,21 @@ impl ControlLoop {
     /// Answers what the control sockets' clients asked.
     fn serve_control_socket(&mut self) {
         let sockets = self.sock.stats();
-        let mut ctx = api::Ctx {
-            ctl: &mut self.ctl,
-            reports: &self.workers.reports,
-            queries: &self.workers.queries,
-            ports: &self.ports.ports,
-            port_reports: &self.ports.reports,
-            config_path: &self.running.path,
-            running: &mut self.running.cfg,
-            health: &mut self.services.health,
-            rates: &self.rates,
-            ha: self.services.ha.as_ref(),
-            sync: self.services.sync.as_mut(),
-            loads: self.services.loads.as_ref(),
-            sockets,
-            deferred: &mut self.deferred,
-            reload_running: self.reload.is_some(),
-            runtime: &mut self.runtime,
-            watchdog: &self.watchdog,
-            lifecycle: &self.lifecycle,
-        };
+        let mut ctx = api_ctx!(self, sockets);
         self.sock.poll(&mut |req| api::handle(req, &mut ctx));
+    }
+
+    /// Renders `/metrics` when the HTTP server asks for it.
+    fn serve_metrics(&mut self) {
+        let Some(server) = self.services.metrics.take() else {
+            return;
+        };
+        let sockets = self.sock.stats();
+        {
+            let ctx = api_ctx!(self, sockets);
+            server.answer(|| metrics::render(&ctx));
+        }
+        self.services.metrics = Some(server);
     }
 
     /// Requests answered later: starts the reloads asked for, moves the one under way on, and

@@ -20,6 +20,7 @@ pub mod ha;
 pub mod loads;
 pub mod loglimit;
 pub mod metrics;
+pub mod metrics_http;
 pub mod pending;
 pub mod rates;
 pub mod reload;
