@@ -52,6 +52,9 @@ usage() {
     cat <<EOF
 usage: $0 up [--clients N] [--pair]    build the lab (N on-link clients, 0..$MAX_CLIENTS, default 3;
                                         --pair adds appliance B's ports vlb-cl1 and vlb-bk1)
+       $0 tool NAME N                  a tool host vlb-NAME on the backend segment, 198.19.0.N and
+                                        2001:2:0:2::N (N 50..99, free for tools), for a Prometheus
+                                        server or a flow collector; lab.sh up first
        $0 status                       show the lab namespaces, links, MACs and addresses
        $0 down                         remove all vlb-* namespaces and root-namespace vlb-* links
 EOF
@@ -263,6 +266,21 @@ cmd_up() {
         "vlb-gw1..3$( ((clients)) && echo " vlb-c1..$clients")"
 }
 
+# cmd_tool NAME N: a host namespace vlb-NAME on the backend segment at 198.19.0.N (N 50..99, the
+# range the lab leaves to tools), default route via the appliance.
+cmd_tool() {
+    local name=$1 n=$2
+    [[ $name =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "tool name must be 1-8 lower-case letters and digits"
+    [[ $n =~ ^[0-9]{2}$ ]] && ((10#$n >= 50 && 10#$n <= 99)) || die "tool address must be 50..99"
+    n=$((10#$n))
+    need
+    lock
+    ns_exists vlb-bsw || die "no lab: run lab.sh up first"
+    leaf "vlb-$name" vlb-bsw "t$name" "$(printf '02:00:00:00:02:%02x' "$n")" \
+        "198.19.0.$n/24" "2001:2:0:2::$n/64" 198.19.0.1 2001:2:0:2::1
+    echo "lab tool: vlb-$name at 198.19.0.$n, 2001:2:0:2::$n"
+}
+
 cmd_status() {
     local ns any=0
     for ns in $(ns_list); do
@@ -322,6 +340,7 @@ main() {
         up) cmd_up "$@" ;;
         down) [[ $# -eq 0 ]] || die "down takes no arguments"; cmd_down ;;
         status) [[ $# -eq 0 ]] || die "status takes no arguments"; cmd_status ;;
+        tool) [[ $# -eq 2 ]] || die "tool takes NAME and N"; cmd_tool "$@" ;;
         -h | --help | help) usage ;;
         *) usage >&2; exit 2 ;;
     esac

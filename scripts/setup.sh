@@ -27,12 +27,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # The lab needs iproute2, ethtool and ping; the end-to-end peers are strongSwan (with the
 # kernel-libipsec plugin), ocserv/openconnect and keepalived, observed with tcpdump/tshark;
 # scripts/e2e.sh puts clients behind a NAT with nftables. lua5.3 checks the pktgen script of
-# perf/rig (perf/rig/check.sh).
+# perf/rig (perf/rig/check.sh). prometheus (with promtool) scrapes the lab daemon and checks the
+# alert rules; systemd (systemd-analyze), dpkg-dev (dpkg-shlibdeps) and man-db check the Debian
+# package that scripts/package.sh builds.
 APT_PACKAGES=(build-essential pkg-config python3 ca-certificates curl
   dpdk dpdk-dev libdpdk-dev clang libclang-dev libpcap-dev
   iproute2 ethtool iputils-ping nftables tcpdump tshark python3-scapy openssl
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
-  ocserv openconnect keepalived lua5.3)
+  ocserv openconnect keepalived lua5.3
+  prometheus systemd dpkg-dev man-db)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,7 @@
 use dataplane::classify::Class;
 use dataplane::counters::DropReason;
 use dataplane::exception::{ExceptionClass, Suspect};
+use dataplane::model::ServiceMode;
 use dataplane::neighbor::NeighborCounters;
 use dataplane::redirect::Fallback;
 use dataplane::schedule::GatewayState;
@@ -84,23 +85,24 @@ pub fn render(ctx: &Ctx<'_>) -> String {
     worker_metrics(&mut x, &workers, dpdk::lcore::tsc_hz());
     let rows = super::api::gateways(ctx);
     gateway_metrics(&mut x, &rows);
-    if let Some(l) = ctx.loads {
-        redirect_metrics(&mut x, ctx, &rows, &totals);
-        load_metrics(&mut x, l, &rows);
-    }
-    if let Some(status) = ctx.health.as_ref().map(|c| c.status()) {
-        health_metrics(&mut x, &status.checks);
-    }
+    // The families of parts that are not configured are declared all the same, without
+    // samples: a dashboard or alert can name every metric, whatever the appliance runs.
+    redirect_metrics(&mut x, ctx, &rows, &totals);
+    load_metrics(&mut x, ctx.loads, &rows);
+    let checks = ctx
+        .health
+        .as_ref()
+        .map(|c| c.status().checks)
+        .unwrap_or_default();
+    health_metrics(&mut x, &checks);
     neighbor_metrics(&mut x, &ctx.ctl.neighbor_counters());
-    if let Some(e) = ctx.ctl.exception_counters() {
-        exception_metrics(&mut x, &e);
-    }
-    if let Some(h) = ctx.ha {
-        vrrp_metrics(&mut x, &h.metrics());
-    }
-    if let Some(s) = ctx.sync.as_deref() {
-        sync_metrics(&mut x, &s.metrics(std::time::Instant::now()));
-    }
+    exception_metrics(&mut x, ctx.ctl.exception_counters().as_ref());
+    vrrp_metrics(&mut x, ctx.ha.map(|h| h.metrics()).as_ref());
+    let sync = ctx
+        .sync
+        .as_deref()
+        .map(|s| s.metrics(std::time::Instant::now()));
+    sync_metrics(&mut x, sync.as_ref());
     control_socket_metrics(&mut x, &ctx.sockets);
     watchdog_metrics(&mut x, ctx.watchdog);
     x.finish()
@@ -455,11 +457,12 @@ fn gateway_metrics(x: &mut Exposition, rows: &[GatewayRow]) {
 /// Redirect mode: redirects and routed traffic per gateway, fallbacks and malformed
 /// requests per service.
 fn redirect_metrics(x: &mut Exposition, ctx: &Ctx<'_>, rows: &[GatewayRow], t: &Totals) {
+    let rows: Vec<&GatewayRow> = rows.iter().filter(|r| r.load.is_some()).collect();
     let mut f = x.counter(
         "gateway_redirects_total",
         "IKE_SA_INIT requests answered with a REDIRECT to the gateway.",
     );
-    for r in rows {
+    for r in &rows {
         f.sample(
             &[("service", &r.service), ("gateway", &r.gateway)],
             r.redirects,
@@ -469,7 +472,7 @@ fn redirect_metrics(x: &mut Exposition, ctx: &Ctx<'_>, rows: &[GatewayRow], t: &
         "gateway_routed_packets_total",
         "Redirected clients' packets routed (not translated) to and from the gateway.",
     );
-    for r in rows {
+    for r in &rows {
         for (direction, n) in [
             ("to-gateway", r.routed_to_gateway_packets),
             ("from-gateway", r.routed_from_gateway_packets),
@@ -488,17 +491,21 @@ fn redirect_metrics(x: &mut Exposition, ctx: &Ctx<'_>, rows: &[GatewayRow], t: &
         "gateway_reported_tunnels",
         "Tunnels in the gateway's last load report.",
     );
-    for r in rows {
+    for r in &rows {
         if let Some(n) = r.load.and_then(|l| l.reported_tunnels) {
             f.sample(&[("service", &r.service), ("gateway", &r.gateway)], n);
         }
     }
     let snap = ctx.ctl.snapshot();
+    let redirecting = |mode: ServiceMode| mode == ServiceMode::Redirect;
     let mut f = x.counter(
         "redirect_fallbacks_total",
         "IKE traffic of a redirecting service handed to NAT mode, by reason.",
     );
     for (s, svc) in snap.services.iter().enumerate() {
+        if !redirecting(svc.spec.mode) {
+            continue;
+        }
         let sc = t.counters.services.get(s).copied().unwrap_or_default();
         for r in Fallback::ALL {
             f.sample(
@@ -512,21 +519,25 @@ fn redirect_metrics(x: &mut Exposition, ctx: &Ctx<'_>, rows: &[GatewayRow], t: &
         "IKE_SA_INIT requests to a redirecting service dropped unanswered.",
     );
     for (s, svc) in snap.services.iter().enumerate() {
+        if !redirecting(svc.spec.mode) {
+            continue;
+        }
         let sc = t.counters.services.get(s).copied().unwrap_or_default();
         f.sample(&[("service", &svc.spec.name)], sc.malformed_ike_sa_init);
     }
 }
 
 /// Redirect mode: the load reports and the loads redirects choose by.
-fn load_metrics(x: &mut Exposition, l: &LoadReports, rows: &[GatewayRow]) {
-    let rc = l.counters();
+fn load_metrics(x: &mut Exposition, l: Option<&LoadReports>, rows: &[GatewayRow]) {
     let mut f = x.counter(
         "load_reports_total",
         "Gateway load reports, accepted or refused by reason.",
     );
-    f.sample(&[("result", "accepted")], rc.accepted);
-    for (r, n) in crate::loads::Reject::ALL.iter().zip(rc.rejected) {
-        f.sample(&[("result", r.name())], n);
+    if let Some(rc) = l.map(LoadReports::counters) {
+        f.sample(&[("result", "accepted")], rc.accepted);
+        for (r, n) in crate::loads::Reject::ALL.iter().zip(rc.rejected) {
+            f.sample(&[("result", r.name())], n);
+        }
     }
     let mut f = x.gauge(
         "gateway_load_tunnels",
@@ -605,34 +616,39 @@ fn neighbor_metrics(x: &mut Exposition, n: &NeighborCounters) {
 }
 
 /// The exception path's frames both ways, its drops and what it policed.
-fn exception_metrics(x: &mut Exposition, e: &ExceptionCounters) {
-    x.counter(
+fn exception_metrics(x: &mut Exposition, e: Option<&ExceptionCounters>) {
+    let mut f = x.counter(
         "exception_frames_total",
         "Frames on the exception path to and from the kernel.",
-    )
-    .sample(&[("direction", "to-kernel")], e.to_kernel)
-    .sample(&[("direction", "from-kernel")], e.from_kernel);
-    x.counter(
+    );
+    if let Some(e) = e {
+        f.sample(&[("direction", "to-kernel")], e.to_kernel)
+            .sample(&[("direction", "from-kernel")], e.from_kernel);
+    }
+    let mut f = x.counter(
         "exception_dropped_total",
         "Frames the exception path could not pass on.",
-    )
-    .sample(&[("direction", "to-kernel")], e.to_kernel_dropped)
-    .sample(&[("direction", "from-kernel")], e.from_kernel_dropped);
-    x.counter(
+    );
+    if let Some(e) = e {
+        f.sample(&[("direction", "to-kernel")], e.to_kernel_dropped)
+            .sample(&[("direction", "from-kernel")], e.from_kernel_dropped);
+    }
+    let mut p = Part { x, part: e };
+    p.counter(
         "exception_policed_total",
         "Frames for the kernel over [exception] rate_pps (urgent ones are policed by the workers).",
-    )
-    .value(e.policed);
-    x.counter(
+        |e| e.policed,
+    );
+    p.counter(
         "exception_sync_total",
         "HA sync peer datagrams for the kernel, on their own budget ([ha] sync_rate_pps).",
-    )
-    .value(e.sync_in);
-    x.counter(
+        |e| e.sync_in,
+    );
+    p.counter(
         "exception_sync_policed_total",
         "HA sync peer datagrams over [ha] sync_rate_pps (dropped).",
-    )
-    .value(e.sync_policed);
+        |e| e.sync_policed,
+    );
 }
 
 /// Per control socket (`socket` label: `read-write`, `read-only`): clients, refused writes,
@@ -689,126 +705,153 @@ fn watchdog_metrics(x: &mut Exposition, w: &Watchdog) {
     .value(w.step_downs());
 }
 
-fn vrrp_metrics(x: &mut Exposition, m: &VrrpMetrics) {
-    x.gauge("vrrp_master", "1 while this appliance is the VRRP master.")
-        .value(m.master);
-    x.counter("vrrp_transitions_total", "VRRP state changes.")
-        .value(m.transitions);
-    x.counter(
-        "vrrp_adverts_total",
-        "VRRP adverts received (valid) and sent.",
-    )
-    .sample(&[("direction", "in")], m.adverts_in)
-    .sample(&[("direction", "out")], m.adverts_out);
-    x.counter(
-        "vrrp_errors_total",
-        "VRRP messages rejected (bad TTL, version, checksum, VRID, addresses, ...).",
-    )
-    .value(m.errors);
+/// The families of a part of the appliance that may not be configured (VRRP, the pair sync):
+/// declared either way, with samples only when the part is there.
+struct Part<'a, T> {
+    x: &'a mut Exposition,
+    part: Option<&'a T>,
 }
 
-fn sync_metrics(x: &mut Exposition, m: &SyncMetrics) {
-    let sc = &m.session;
-    let in_out = |x: &mut Exposition, name: &str, help: &str, received: u64, sent: u64| {
-        x.counter(name, help)
-            .sample(&[("direction", "in")], received)
-            .sample(&[("direction", "out")], sent);
-    };
-    x.gauge(
+impl<T> Part<'_, T> {
+    fn counter(&mut self, name: &str, help: &str, value: impl Fn(&T) -> u64) {
+        let mut f = self.x.counter(name, help);
+        if let Some(p) = self.part {
+            f.value(value(p));
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: impl Fn(&T) -> u64) {
+        let mut f = self.x.gauge(name, help);
+        if let Some(p) = self.part {
+            f.value(value(p));
+        }
+    }
+
+    /// A counter with a `direction` label: (in, out).
+    fn in_out(&mut self, name: &str, help: &str, value: impl Fn(&T) -> (u64, u64)) {
+        let mut f = self.x.counter(name, help);
+        if let Some(p) = self.part {
+            let (received, sent) = value(p);
+            f.sample(&[("direction", "in")], received)
+                .sample(&[("direction", "out")], sent);
+        }
+    }
+}
+
+fn vrrp_metrics(x: &mut Exposition, m: Option<&VrrpMetrics>) {
+    let mut p = Part { x, part: m };
+    p.gauge(
+        "vrrp_master",
+        "1 while this appliance is the VRRP master.",
+        |m| u64::from(m.master),
+    );
+    p.counter("vrrp_transitions_total", "VRRP state changes.", |m| {
+        m.transitions
+    });
+    p.in_out(
+        "vrrp_adverts_total",
+        "VRRP adverts received (valid) and sent.",
+        |m| (m.adverts_in, m.adverts_out),
+    );
+    p.counter(
+        "vrrp_errors_total",
+        "VRRP messages rejected (bad TTL, version, checksum, VRID, addresses, ...).",
+        |m| m.errors,
+    );
+}
+
+fn sync_metrics(x: &mut Exposition, m: Option<&SyncMetrics>) {
+    let mut p = Part { x, part: m };
+    p.gauge(
         "sync_peer_alive",
         "1 while the HA peer's sync heartbeat is heard.",
-    )
-    .value(m.peer_alive);
-    x.gauge(
+        |m| u64::from(m.peer_alive),
+    );
+    p.gauge(
         "sync_synced",
         "1 once this appliance holds the master's whole affinity table.",
-    )
-    .value(m.synced);
-    x.gauge(
+        |m| u64::from(m.synced),
+    );
+    p.gauge(
         "sync_lag_messages",
         "Sync messages sent that the peer has not acknowledged yet.",
-    )
-    .value(m.lag);
-    x.gauge("sync_entries", "Affinity entries in the sync mirror.")
-        .value(m.entries);
-    in_out(
-        x,
+        |m| m.lag,
+    );
+    p.gauge(
+        "sync_entries",
+        "Affinity entries in the sync mirror.",
+        |m| m.entries as u64,
+    );
+    p.in_out(
         "sync_messages_total",
         "Sync messages sent and accepted.",
-        sc.messages_in,
-        sc.messages_out,
+        |m| (m.session.messages_in, m.session.messages_out),
     );
-    in_out(
-        x,
+    p.in_out(
         "sync_entries_total",
         "Affinity changes carried by sync messages.",
-        sc.entries_in,
-        sc.entries_out,
+        |m| (m.session.entries_in, m.session.entries_out),
     );
-    in_out(
-        x,
+    p.in_out(
         "sync_resyncs_total",
         "Bulk transfers of the whole table, sent and received.",
-        sc.bulks_received,
-        sc.bulks_sent,
+        |m| (m.session.bulks_received, m.session.bulks_sent),
     );
-    x.counter(
+    p.counter(
         "sync_rejected_total",
         "Sync datagrams rejected (bad tag, replayed, malformed, other layout, ...).",
-    )
-    .value(sc.rejects.total());
-    x.counter(
+        |m| m.session.rejects.total(),
+    );
+    p.counter(
         "sync_gaps_total",
         "Losses seen in the peer's sequence numbers.",
-    )
-    .value(sc.gaps);
-    in_out(
-        x,
+        |m| m.session.gaps,
+    );
+    p.in_out(
         "sync_resumes_total",
         "Bulk resumes after a loss: asked for (in), and served (out).",
-        sc.resumes_requested,
-        sc.bulks_resumed,
+        |m| (m.session.resumes_requested, m.session.bulks_resumed),
     );
-    x.counter(
+    p.counter(
         "sync_resumes_refused_total",
         "Resume requests too old for the resume log: the bulk restarted from the beginning.",
-    )
-    .value(sc.resumes_refused);
-    x.counter(
+        |m| m.session.resumes_refused,
+    );
+    p.counter(
         "sync_bulk_entries_sent_total",
         "Entries sent in bulk chunks, resent ones included.",
-    )
-    .value(sc.bulk_entries_out);
-    x.counter(
+        |m| m.session.bulk_entries_out,
+    );
+    p.counter(
         "sync_bulk_paced_total",
         "Polls where the bulk pacing ([ha] sync_bulk_rate) held chunks back.",
-    )
-    .value(sc.bulk_paced);
-    x.counter(
+        |m| m.session.bulk_paced,
+    );
+    p.counter(
         "sync_unconfirmed_skipped_total",
         "Entries not established that were not replicated.",
-    )
-    .value(m.pair.unconfirmed_skipped);
-    x.counter(
+        |m| m.pair.unconfirmed_skipped,
+    );
+    p.counter(
         "sync_preempt_hold_expired_total",
         "Times preemption stopped being held before the master's table arrived ([ha] sync_hold_max).",
-    )
-    .value(m.pair.preempt_hold_expired);
-    x.counter(
+        |m| m.pair.preempt_hold_expired,
+    );
+    p.counter(
         "sync_peer_deaths_total",
         "Times the peer's heartbeat stopped.",
-    )
-    .value(m.pair.peer_deaths);
-    x.gauge(
+        |m| m.pair.peer_deaths,
+    );
+    p.gauge(
         "ha_dual_master",
         "1 while both appliances are master: this one, and the peer by its authenticated sync messages (for longer than the sync dead interval). VRRP itself is unauthenticated.",
-    )
-    .value(m.dual_master);
-    x.counter(
+        |m| u64::from(m.dual_master),
+    );
+    p.counter(
         "ha_dual_master_events_total",
         "Times both appliances were master at once (one per episode).",
-    )
-    .value(sc.dual_master_events);
+        |m| m.session.dual_master_events,
+    );
 }
 
 #[cfg(test)]
@@ -833,14 +876,14 @@ mod tests {
     #[test]
     fn dual_master_is_a_gauge_and_a_counter() {
         let mut x = Exposition::default();
-        sync_metrics(&mut x, &sync(false, 0));
+        sync_metrics(&mut x, Some(&sync(false, 0)));
         let page = x.finish();
         assert!(page.contains("# TYPE vpnlb_ha_dual_master gauge\nvpnlb_ha_dual_master 0\n"));
         assert!(page.contains(
             "# TYPE vpnlb_ha_dual_master_events_total counter\nvpnlb_ha_dual_master_events_total 0\n"
         ));
         let mut x = Exposition::default();
-        sync_metrics(&mut x, &sync(true, 3));
+        sync_metrics(&mut x, Some(&sync(true, 3)));
         let page = x.finish();
         assert!(page.contains("\nvpnlb_ha_dual_master 1\n"), "{page}");
         assert!(page.contains("\nvpnlb_ha_dual_master_events_total 3\n"));
