@@ -25,7 +25,7 @@ charon_report() {
 }
 lab_on_failure charon_report
 
-lab_need
+lab_need prometheus promtool curl
 lab_bins HEALTH_BIN_DIR
 lab_up --clients 0
 
@@ -51,6 +51,9 @@ for i in 1 2 3; do
 done
 
 lab_daemon_start "$OUT/lab-health.toml" 120
+# A Prometheus server beside the gateways scrapes the daemon's /metrics ([metrics] listen, on the
+# appliance's backend address) for the whole run.
+lab_prometheus 198.19.0.1:9469
 
 # health GW: the gateway's health as `show gateways` reports it.
 health() { gw_field "$1" health; }
@@ -224,6 +227,39 @@ grep -q '^vpnlb_gateway_health_transitions_total{service="vpn",gateway="gw1"} 4'
   || fail "Prometheus: gw1 should have 4 health transitions"
 grep -q '^vpnlb_health_probes_total{service="vpn",gateway="gw3",check="dtls:443",result="alive"} [1-9]' \
   "$OUT/metrics.txt" || fail "Prometheus: no answered DTLS probe of gw3"
+
+echo "health-test: /metrics over HTTP, and what Prometheus stored of this run"
+scrape 198.19.0.1:9469 >"$OUT/metrics-http.txt" || fail "GET http://198.19.0.1:9469/metrics from vlb-mon"
+promtool check metrics <"$OUT/metrics-http.txt" >"$OUT/promtool-metrics.log" 2>&1 \
+  || fail "promtool check metrics: $(head -n 5 "$OUT/promtool-metrics.log")"
+python3 scripts/monitoring-check.py scrape "$OUT/metrics-http.txt" \
+  || fail "monitoring/: the dashboard or the alert rules query metrics the daemon does not export"
+# prom_value QUERY: the single value of an instant query (empty without a result).
+prom_value() { promql "$1" | awk 'NR == 1 { print $2 }'; }
+prom_expect() {
+  local query=$1 want=$2 got
+  got=$(prom_value "$query")
+  [ "$got" = "$want" ] || fail "Prometheus: $query is '${got}', not $want"
+}
+prom_expect 'up{job="vpnlb"}' 1
+prom_expect 'vpnlb_rx_packets_total > bool 0' 1
+prom_expect 'sum(vpnlb_gateway_new_clients_total) >= bool 90' 1
+# gw1 went down (its IKE daemon, then its TCP listener stopped) and came back; all three are
+# healthy now; gw2 was drained by the operator for a while.
+prom_expect 'min_over_time(vpnlb_gateway_healthy{gateway="gw1"}[10m])' 0
+prom_expect 'count(vpnlb_gateway_healthy == 1)' 3
+prom_expect 'max_over_time(vpnlb_gateway_admin_state{gateway="gw2",state="draining"}[10m])' 1
+prom_expect 'vpnlb_gateway_admin_state{gateway="gw2",state="up"}' 1
+prom_expect 'vpnlb_config_reloads_total{result="applied"}' 3
+# Every alert rule evaluates on the live series without an error.
+rules=$(ip netns exec "$LAB_PROM_NS" curl -sf --max-time 5 "http://$LAB_PROM_ADDR/api/v1/rules")
+python3 -c '
+import json, sys
+rules = [r for g in json.loads(sys.argv[1])["data"]["groups"] for r in g["rules"]]
+bad = [f"{r[\"name\"]}: {r.get(\"lastError\")}" for r in rules if r.get("health") != "ok"]
+assert len(rules) == 8 and not bad, (len(rules), bad)
+' "$rules" || fail "Prometheus: alert rules not all healthy: $rules"
+echo "health-test: Prometheus scraped $(prom_value 'count({job="vpnlb"})') series; 8 alert rules evaluate"
 
 echo "health-test: stop server -> gateway down -> no new clients -> start -> up" \
   "(interval ${INTERVAL_MS} ms, timeout ${TIMEOUT_MS} ms, rise $RISE, fall $FALL):"

@@ -23,7 +23,10 @@
 # with this run's control socket) | lab_health_params CONFIG ("INTERVAL_MS TIMEOUT_MS RISE FALL"
 # of its first health check) | lab_daemon_start CONFIG RUN_FOR_S [REPORT LOG] (vpnlbd in the
 # background, DAEMON_PID; waits until SOCK answers) | gw_field GW FIELD (of show gateways; cheap
-# enough to poll) | wait_health GW STATE LIMIT_MS (WAITED_MS; past the limit a miss, status 1).
+# enough to poll) | wait_health GW STATE LIMIT_MS (WAITED_MS; past the limit a miss, status 1) |
+# lab_prometheus TARGET (a Prometheus server on the backend segment scraping TARGET's /metrics
+# every second, with monitoring/alerts.yml loaded) | promql QUERY (its answer, one "LABELS VALUE"
+# line per series) | scrape TARGET (the /metrics page, fetched from the Prometheus host).
 #
 # Variables a test may set: SOCK (default OUT/vpnlbd.sock), LAB_SHOW (the vpnlbctl views of a
 # failure report; default show stats, gateways, drops), LAB_LOG_TAG (log's prefix; TEST_NAME),
@@ -198,6 +201,57 @@ lab_finish() {
     exit 1
   fi
   echo "$TEST_NAME: OK${1:+ $1}"
+}
+
+# --- Prometheus ------------------------------------------------------------------------------------
+
+# The Prometheus host: a tool namespace on the backend segment (scripts/lab.sh tool).
+readonly LAB_PROM_NS=vlb-mon LAB_PROM_ADDR=198.19.0.50:9090
+
+lab_prometheus() {
+  local target=$1 dir="$OUT/prometheus"
+  mkdir -p "$dir/data"
+  scripts/lab.sh tool mon 50 >>"$OUT/lab.log"
+  cat >"$dir/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+  evaluation_interval: 1s
+rule_files:
+  - $PWD/monitoring/alerts.yml
+scrape_configs:
+  - job_name: vpnlb
+    static_configs:
+      - targets: ["$target"]
+        labels: {pair: lab}
+EOF
+  ip netns exec "$LAB_PROM_NS" timeout -s TERM "${PEER_LIFETIME:-900}" prometheus \
+    --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
+    --web.listen-address="$LAB_PROM_ADDR" >"$dir/prometheus.log" 2>&1 &
+  echo $! >"$dir/prometheus.pid" # stopped on exit like a peer
+  for _ in $(seq 1 100); do
+    ip netns exec "$LAB_PROM_NS" curl -sf "http://$LAB_PROM_ADDR/-/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  tail -n 5 "$dir/prometheus.log" >&2
+  fail "Prometheus did not become ready in 10 s"
+}
+
+promql() {
+  ip netns exec "$LAB_PROM_NS" curl -sf --max-time 5 --get --data-urlencode "query=$1" \
+    "http://$LAB_PROM_ADDR/api/v1/query" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+if r.get("status") != "success":
+    sys.exit(f"promql: {r}")
+for s in r["data"]["result"]:
+    labels = ",".join(f"{k}={v}" for k, v in sorted(s["metric"].items()))
+    print(labels or "-", s["value"][1])
+'
+}
+
+scrape() {
+  ip netns exec "$LAB_PROM_NS" curl -sf --max-time 5 "http://$1/metrics"
 }
 
 # --- the failure report and the teardown ---------------------------------------------------------
