@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reload, `show affinity CLIENT` and `affinity flush CLIENT` on a full affinity table under
-continuous traffic (perf/scale.sh runs this; see README "Reload and queries at scale").
+continuous traffic (perf/scale.sh runs this; see docs/benchmarks.md "Reload and queries at 10 M entries").
 
 The daemon runs conf/bench.toml's devices (net_pcap with infinite_rx: traffic never stops) with
 one worker, an [ha] section so that it sends VRRP adverts as master, and the table filled with

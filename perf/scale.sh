@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reload, `show affinity CLIENT` and `affinity flush CLIENT` on a full affinity table under
 # continuous traffic: the longest time a worker left its RX queues unpolled, the VRRP advert gaps,
-# rx_missed, the reload replies. A measurement, not a test (README "Reload and queries at scale").
+# rx_missed, the reload replies. A measurement, not a test (docs/benchmarks.md "Reload and queries at 10 M entries").
 #
 #   perf/scale.sh [--entries N (10000000)] [--bin-dir DIR] [--out DIR (out/scale)]
 #

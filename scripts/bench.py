@@ -380,7 +380,7 @@ def fmt(s):
 
 
 def markdown(doc):
-    """The results as the README's table."""
+    """The results as the table in docs/benchmarks.md."""
     lines = [
         "| scenario | clients | family | frame | testpmd io | testpmd macswap | vpnlbd | vpnlbd / io "
         "| vpnlbd / macswap | burst p50 / p99 | entries | bytes/entry | RSS | new clients (redirects)/s |",

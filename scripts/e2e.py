@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tomllib
 
-CLIENT_MAC = bytes.fromhex("020000000101")  # the appliance's client port (LAB.md)
+CLIENT_MAC = bytes.fromhex("020000000101")  # the appliance's client port (docs/lab.md)
 # A bare IKEv2 IKE_SA_INIT header (28 bytes, no payloads): what the oracle's clients send. The
 # appliance drops what is not IKE on the IKE port, so it must be a valid header.
 IKE_SA_INIT_HEADER = b"oracle!!" + bytes(8) + bytes([0, 0x20, 34, 0x08]) + bytes(4) + struct.pack("!I", 28)

@@ -85,7 +85,7 @@ offloads_off() {
     || ip netns exec "$1" ethtool -K "$2" tx off >/dev/null
 }
 
-# nat_lab_up: vlb-nat on the client segment at 198.18.0.50 (LAB.md leaves .50-.99 to such tools),
+# nat_lab_up: vlb-nat on the client segment at 198.18.0.50 (docs/lab.md leaves .50-.99 to such tools),
 # masquerading its inside LAN 198.18.200.0/24 (bridge lan0, 198.18.200.1) where vlb-nat1..N live.
 nat_lab_up() {
   local i ns

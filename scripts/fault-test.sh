@@ -38,7 +38,7 @@ LAB_LOG_TAG=fault
 source scripts/lib/pair.sh
 readonly N=12 VIP4=198.18.0.100 PORT=443
 # The stall is long enough for the checks below on a loaded 2-core machine. The answers to A's
-# health probes that reach the stalled worker wait with the rest of its traffic (README,
+# health probes that reach the stalled worker wait with the rest of its traffic (docs/ha.md,
 # "Watchdog and crashes"), so the checks' fall is raised above the stall's length: the test is
 # about VRRP and the clients, not about the health of the gateways.
 readonly WATCHDOG_MS=500 ADVERT_MS=100 STALL_MS=5000

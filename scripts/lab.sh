@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/lab.sh: build, show or remove the lab topology (README: Running the daemon) (conf/lab*.toml use it).
+# scripts/lab.sh: build, show or remove the lab topology (docs/lab.md) (conf/lab*.toml use it).
 #
 #   scripts/lab.sh up [--clients N] [--pair]   build it (idempotent: running it again only fills gaps)
 #   scripts/lab.sh status                      list the lab namespaces, their links, MACs, addresses
@@ -11,7 +11,7 @@
 #   vlb-cl0      root-namespace veth end, appliance A's client port  (peer "cl0" in vlb-csw's br0)
 #   vlb-bk0      root-namespace veth end, appliance A's backend port (peer "bk0" in vlb-bsw's br0)
 #   vlb-cl1/bk1  the same for appliance B (only with --pair; peers "cl1"/"bk1")
-#   vlb-c1..cN   client namespaces (default N=3, at most 39 so that they stay in LAB.md's .10-.49):
+#   vlb-c1..cN   client namespaces (default N=3, at most 39 so that they stay in docs/lab.md's .10-.49):
 #                eth0 = 198.18.0.(10+i)/24, 2001:2:0:1::(10+i)/64 (the decimal digits written as the
 #                last group: client 1 is 2001:2:0:1::11), MAC 02:00:00:00:01:<hex(10+i)>,
 #                default routes via the appliance, 198.18.0.1 and 2001:2:0:1::1; peer "cI" in vlb-csw
@@ -31,7 +31,7 @@
 # left on there would hand af_packet UDP/TCP with partial checksums). IPv6 DAD, router
 # advertisements and router solicitations are off in every lab namespace; the bridges have IGMP/MLD
 # snooping and STP off, so VRRP adverts and ND multicast reach every port at once.
-# `up` starts no service. Further namespaces (LAB.md: 198.18.0.50-99) may be plugged into vlb-csw:
+# `up` starts no service. Further namespaces (docs/lab.md: 198.18.0.50-99) may be plugged into vlb-csw:
 #   ip link add name eth0 netns NS type veth peer name X netns vlb-csw
 #   ip -n vlb-csw link set X master br0 up
 #
@@ -222,7 +222,7 @@ cmd_up() {
         esac
     done
     if ! [[ $clients =~ ^[0-9]{1,3}$ ]] || ((10#$clients > MAX_CLIENTS)); then
-        die "--clients must be 0..$MAX_CLIENTS (LAB.md gives lab.sh's clients 198.18.0.10-49)"
+        die "--clients must be 0..$MAX_CLIENTS (docs/lab.md gives lab.sh's clients 198.18.0.10-49)"
     fi
     clients=$((10#$clients))
     need

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (README "Tests", and what .ci/run runs): formatting, lints, unit,
+# The project's test command (docs/testing.md, and what .ci/run runs): formatting, lints, unit,
 # property and integration tests (golden replays, the daemon over DPDK net_pcap), bounded fuzzing
 # of every parser, the classifier and the whole pipeline, the demo end to end, and the daemon
 # live in the namespace lab (root): forwarding, then the exception path and health checks against
@@ -17,6 +17,9 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 FUZZ_TARGETS=(wire app_protocols classify pipeline)
 
 step() { printf '\n== %s\n' "$*"; }
+
+step "docs: links (scripts/check-links.py)"
+python3 scripts/check-links.py
 
 step "format"
 cargo fmt --all --check

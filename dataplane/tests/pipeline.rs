@@ -1,4 +1,4 @@
-//! Behaviour of the whole pipeline on the lab appliance (`conf/lab.toml`, `../shared/LAB.md`):
+//! Behaviour of the whole pipeline on the lab appliance (`conf/lab.toml`, `docs/lab.md`):
 //! frames built with `testkit` go in through `Pipeline::process`, and what comes out is checked with
 //! the `wire` views and against expectations computed independently (Maglev tables built here,
 //! checksums verified from scratch).

@@ -1,7 +1,7 @@
 //! vpnlbd: the vpnlb appliance daemon.
 //!
 //! `vpnlbd --config FILE` runs the appliance on DPDK; `vpnlbd replay` runs the same pipeline
-//! over capture files; `vpnlbd check` validates a configuration (see README.md).
+//! over capture files; `vpnlbd check` validates a configuration (see docs/operations.md).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]

@@ -3,7 +3,7 @@
 //!
 //! This module is the message format ([`message`]) and the pure logic of one endpoint
 //! ([`session::SyncSession`]): no sockets, threads or clock reads. The caller owns a UDP socket
-//! on the backend segment (`shared/LAB.md`, "HA pair": A 198.19.0.2, B 198.19.0.3), sends what
+//! on the backend segment (`docs/lab.md`: A 198.19.0.2, B 198.19.0.3), sends what
 //! [`poll`](session::SyncSession::poll) returns, feeds what arrives to
 //! [`receive`](session::SyncSession::receive), and applies the [`Received`] changes to its
 //! table. Messages also serve as a fast heartbeat (tens of ms, like BFD) between the two.
