@@ -226,9 +226,12 @@ fn port_metrics(x: &mut Exposition, ctx: &Ctx<'_>) {
     for (name, link, _) in &ports {
         f.sample(&[("port", name)], link.up);
     }
-    let mut f = x.gauge("port_speed_bits_per_second", "The link's speed.");
+    let mut f = x.gauge(
+        "port_speed_bytes_per_second",
+        "The link's speed (the Prometheus base unit is bytes: multiply by 8 for bits).",
+    );
     for (name, link, _) in &ports {
-        f.sample(&[("port", name)], u64::from(link.speed_mbps) * 1_000_000);
+        f.sample(&[("port", name)], u64::from(link.speed_mbps) * 125_000);
     }
     let counters: [PortCounter; 6] = [
         (
