@@ -1,5 +1,6 @@
 //! The command lines of `vpnlbd` and `vpnlbctl`: their clap definitions, here in the library so
-//! that the programs and their documentation share one source.
+//! that the two programs and the generator of man pages and shell completions
+//! (`vpnlb-gendoc`, [`docs`]) share one source.
 //!
 //! [`command_lines`] lists a program's whole grammar (`gateway NAME weight N`) for `--help` and
 //! the man pages.
@@ -8,6 +9,7 @@
 //! [`Section`]s: the same text ends `--help` ([`after_help`]) and becomes the man pages' own
 //! sections, so the two cannot drift apart.
 
+pub mod docs;
 pub mod table;
 pub mod vpnlbctl;
 pub mod vpnlbd;
