@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
+pub mod cli;
 pub mod config;
 pub mod ctlsock;
 pub mod daemon;

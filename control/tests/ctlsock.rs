@@ -788,10 +788,13 @@ fn vpnlbctl_prints_tables_and_errors() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v, json!({"ok": false, "error": "no gateway `nope`"}));
 
-    // A malformed command: exit code 1 with the parser's message (no daemon needed).
+    // A malformed command: exit code 1 with clap's message (no daemon needed).
     let (code, _, err) = vpnlbctl(&dir.join("absent.sock"), &["shwo", "stats"]);
     assert_eq!(code, 1);
-    assert!(err.contains("unknown command `shwo`"), "{err}");
+    assert!(err.contains("unrecognized subcommand 'shwo'"), "{err}");
+    let (code, _, err) = vpnlbctl(&dir.join("absent.sock"), &["gateway", "gw1", "weight", "x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid value 'x'"), "{err}");
 
     // No daemon: a clear message, exit code 2.
     let (code, _, err) = vpnlbctl(&dir.join("absent.sock"), &["ping"]);

@@ -1,67 +1,20 @@
 //! vpnlbd: the vpnlb appliance daemon.
 //!
 //! `vpnlbd --config FILE` runs the appliance on DPDK; `vpnlbd replay` runs the same pipeline
-//! over capture files; `vpnlbd check` validates a configuration (see docs/operations.md).
+//! over capture files; `vpnlbd check` validates a configuration (see docs/operations.md). The command
+//! line is defined in `control::cli::vpnlbd`, where the man page generator reads it too.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use control::logging::{self, LogFormat};
+use clap::Parser;
+use control::cli::vpnlbd::{Cli, Command};
+use control::logging;
 use control::{config, daemon, replay};
-
-#[derive(Parser)]
-#[command(name = "vpnlbd", version, about = "VPN gateway load balancer")]
-struct Cli {
-    /// Run the appliance with this configuration (TOML).
-    #[arg(long, global = false)]
-    config: Option<PathBuf>,
-    /// Stop once traffic was seen and none arrived for this many milliseconds (tests).
-    #[arg(long, value_name = "MS")]
-    stop_after_idle_ms: Option<u64>,
-    /// Stop after this many seconds.
-    #[arg(long, value_name = "S")]
-    run_for_s: Option<u64>,
-    /// Log line format: text (colour only on a terminal) or json (one object per line).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
-    /// Log level (error, warn, info, debug, trace) or directives as in RUST_LOG; default:
-    /// $RUST_LOG, else info.
-    #[arg(long, value_name = "LEVEL", global = true)]
-    log_level: Option<String>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the dataplane pipeline over capture files and write what it transmits.
-    Replay {
-        /// Configuration file (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// PORT=CAPTURE: frames in CAPTURE (pcap or pcapng) arrive on port PORT. Repeatable;
-        /// captures are merged by timestamp.
-        #[arg(long = "in", value_name = "PORT=CAPTURE", required = true)]
-        inputs: Vec<replay::Input>,
-        /// Directory for `<port>.pcap`, one per configured port.
-        #[arg(long)]
-        out_dir: PathBuf,
-        /// Also list every affinity entry at the end.
-        #[arg(long)]
-        affinity: bool,
-    },
-    /// Validate a configuration file and exit.
-    Check {
-        #[arg(long)]
-        config: PathBuf,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
