@@ -260,7 +260,7 @@ rules=$(ip netns exec "$LAB_PROM_NS" curl -sf --max-time 5 "http://$LAB_PROM_ADD
 python3 -c '
 import json, sys
 rules = [r for g in json.loads(sys.argv[1])["data"]["groups"] for r in g["rules"]]
-bad = [f"{r[\"name\"]}: {r.get(\"lastError\")}" for r in rules if r.get("health") != "ok"]
+bad = [r["name"] + ": " + str(r.get("lastError")) for r in rules if r.get("health") != "ok"]
 assert len(rules) == 8 and not bad, (len(rules), bad)
 ' "$rules" || fail "Prometheus: alert rules not all healthy: $rules"
 echo "health-test: Prometheus scraped $(prom_value 'count({job="vpnlb"})') series; 8 alert rules evaluate"

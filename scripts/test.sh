@@ -21,6 +21,11 @@ step() { printf '\n== %s\n' "$*"; }
 step "docs: links (scripts/check-links.py)"
 python3 scripts/check-links.py
 
+step "monitoring: alert rules (promtool check and unit-test them), the dashboard"
+promtool check rules monitoring/alerts.yml
+(cd monitoring && promtool test rules alerts.test.yml)
+python3 scripts/monitoring-check.py static
+
 step "format"
 cargo fmt --all --check
 (cd dataplane/fuzz && cargo fmt --check)
