@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (docs/testing.md, and what .ci/run runs): formatting, lints, unit,
-# property and integration tests (golden replays, the daemon over DPDK net_pcap), bounded fuzzing
-# of every parser, the classifier and the whole pipeline, the demo end to end, and the daemon
+# property and integration tests (golden replays, the daemon over DPDK net_pcap), the Debian
+# package (built, installed, checked, purged), bounded fuzzing of every parser, the classifier
+# and the whole pipeline, the demo end to end, and the daemon
 # live in the namespace lab (root): forwarding, then the exception path and health checks against
 # real charon, openssl s_server and TCP servers, then the end-to-end acceptance suite (strongSwan,
 # ocserv/openconnect, a NAT; a gateway killed, a gateway drained), then the HA pair (a master
@@ -38,6 +39,11 @@ step "tests"
 cargo test --workspace
 # The million-entry bulk resync over a lossy link (ignored in the debug run: seconds in release).
 cargo test --release -p vpnlb-control --test sync_bulk -- --ignored
+
+# Root. Its release build (cargo build --release -p vpnlb-control, unless LAB_BIN_DIR has the
+# programs) is the one the lab steps below find already built.
+step "package: the Debian package built, installed, checked and purged (scripts/package-test.sh)"
+scripts/package-test.sh
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz: ${FUZZ_SECONDS}s per target"
