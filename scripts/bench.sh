@@ -7,9 +7,15 @@
 #   scripts/bench.sh --quick      lab mix, 1 M clients, one worker, A/B alternating (< 3 min);
 #                                 ends with `ratio vpnlbd/testpmd-io: X.XX`
 #   scripts/bench.sh --smoke      seconds: checks that the harness produces numbers (CI)
+#   scripts/bench.sh --generator pktgen [--quick]
+#                                 pktgen-DPDK instead of replayed captures: vpnlbd's ports are
+#                                 net_memif servers, pktgen (perf/rig/build-pktgen.sh builds it)
+#                                 sends the lab mix both ways, and a binary search finds the
+#                                 no-drop rate (RFC 2544); prints every trial (scripts/bench-pktgen.py)
 #   options: --only NAME,...  --reps N  --duration S  --warmup S  --workers 1,2,4 (scaling)
 #            --control-core N  --first-worker-core N  --out DIR (out/bench)
 #            --bin-dir DIR     run DIR/vpnlbd, vpnlbctl, vpnlb-benchgen instead of building
+#            --trial S  --loss FRACTION   pktgen: trial length (2 s quick, 10 s full), tolerated loss (0)
 #            --bundle DIR      write a self-contained directory to run this on another machine
 #                              where nothing can be installed (binaries, the DPDK libraries and
 #                              PMDs they load, dpdk-testpmd, this harness); run DIR/bench.sh there
@@ -25,7 +31,7 @@ cd "$ROOT"
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 
 MODE=full ONLY="" REPS="" DURATION="" WARMUP="" WORKERS=1 OUT=out/bench BIN_DIR="" BUNDLE=""
-CONTROL_CORE=0 FIRST_WORKER_CORE=1
+CONTROL_CORE=0 FIRST_WORKER_CORE=1 GENERATOR=testpmd TRIAL="" LOSS=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) MODE=quick ;;
@@ -40,7 +46,10 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --bin-dir) BIN_DIR=$2; shift ;;
     --bundle) BUNDLE=$2; shift ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    --generator) GENERATOR=$2; shift ;;
+    --trial) TRIAL=$2; shift ;;
+    --loss) LOSS=$2; shift ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -77,6 +86,8 @@ if [ -n "$BUNDLE" ]; then
   rm -rf "$BUNDLE"
   mkdir -p "$BUNDLE/bin" "$BUNDLE/lib/pmds" "$BUNDLE/conf"
   cp "$BIN_DIR/vpnlbd" "$BIN_DIR/vpnlbctl" "$BIN_DIR/vpnlb-benchgen" "$TESTPMD" "$BUNDLE/bin/"
+  # pktgen, when built here (perf/rig/build-pktgen.sh): the bundle carries it for --generator pktgen.
+  if [ -x "$ROOT/perf/rig/pktgen/pktgen" ]; then cp -L "$ROOT/perf/rig/pktgen/pktgen" "$BUNDLE/bin/"; fi
   cp "$PMDS"/*.so* "$BUNDLE/lib/pmds/" 2>/dev/null || true
   # Every shared library any of them loads, except the C library and the loader, which every
   # Linux machine has in a version at least as new as Debian bookworm's (glibc 2.36).
@@ -88,14 +99,40 @@ if [ -n "$BUNDLE" ]; then
       *) cp -L "$lib" "$BUNDLE/lib/" ;;
     esac
   done
-  cp "$ROOT/scripts/bench.sh" "$ROOT/scripts/bench.py" "$BUNDLE/"
+  cp "$ROOT/scripts/bench.sh" "$ROOT/scripts/bench.py" "$ROOT/scripts/bench-pktgen.py" "$BUNDLE/"
   cp "$ROOT/conf/bench.toml" "$BUNDLE/conf/"
+  mkdir -p "$BUNDLE/perf/rig"
+  cp "$ROOT/perf/rig/pktgen-vpnlb.lua" "$BUNDLE/perf/rig/"
   echo "bench: bundle in $BUNDLE ($(du -sh "$BUNDLE" | cut -f1)); on the target machine (root):"
   echo "  $BUNDLE/bench.sh --workers 1,2,4,8 --first-worker-core 2    # python3 needed, nothing else"
+  if [ -x "$BUNDLE/bin/pktgen" ]; then
+    echo "  $BUNDLE/bench.sh --generator pktgen                          # the no-drop rate (needs script(1))"
+  fi
   exit 0
 fi
 
 [ "$(id -u)" -eq 0 ] || { echo "bench.sh: needs root (DPDK)" >&2; exit 1; }
+
+if [ "$GENERATOR" = pktgen ]; then
+  if [ -x "$ROOT/bin/pktgen" ]; then
+    PKTGEN=$ROOT/bin/pktgen # inside a bundle
+  else
+    set +e
+    PKTGEN=$(perf/rig/build-pktgen.sh)
+    built=$?
+    set -e
+    [ "$built" -ne 3 ] || { echo "bench.sh: no pktgen source: see perf/rig/README.md (pktgen)" >&2; exit 1; }
+    [ "$built" -eq 0 ] || { echo "bench.sh: pktgen did not build" >&2; exit 1; }
+  fi
+  case $MODE in quick | smoke) TRIAL=${TRIAL:-2} STEPS=6 ;; *) TRIAL=${TRIAL:-10} STEPS=10 ;; esac
+  echo "bench: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), pktgen over net_memif, $MODE" >&2
+  exec python3 "$ROOT/$( [ -f "$ROOT/bench-pktgen.py" ] && echo bench-pktgen.py || echo scripts/bench-pktgen.py)" \
+    --mode search --bin-dir "$BIN_DIR" --pktgen "$PKTGEN" --out "$OUT-pktgen" \
+    --trial-s "$TRIAL" --loss "$LOSS" --steps "$STEPS" --eal="$EAL_EXTRA"
+elif [ "$GENERATOR" != testpmd ]; then
+  echo "bench.sh: --generator testpmd or pktgen" >&2
+  exit 2
+fi
 
 # 2 MB hugepages for the EAL when the machine can spare them (BENCH_NO_HUGE=1: never): the
 # 1 M-client captures preload ~1.1 M mbufs, which without hugepages take ~18 s to map per run.

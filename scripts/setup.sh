@@ -56,6 +56,25 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [ -n "$created_policy" ]; then $SUDO rm -f "$policy"; fi
 fi
 
+# pktgen-DPDK, where its source is at hand (perf/rig/build-pktgen.sh --which): the pktgen load
+# test and `scripts/bench.sh --generator pktgen` use it. A test tool, not a dependency of vpnlb.
+if PKTGEN_SRC=$(perf/rig/build-pktgen.sh --which 2>/dev/null); then
+  PKTGEN_PACKAGES=(meson ninja-build liblua5.3-dev libnuma-dev)
+  missing=()
+  for p in "${PKTGEN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages to build pktgen: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+  log "building pktgen-DPDK from $PKTGEN_SRC"
+  perf/rig/build-pktgen.sh "$PKTGEN_SRC" >/dev/null
+else
+  log "no pktgen-DPDK source: the pktgen load test will be skipped (perf/rig/README.md)"
+fi
+
 if [ "$HUGEPAGES" -gt 0 ]; then
   if ! mountpoint -q /dev/hugepages; then
     $SUDO mkdir -p /dev/hugepages

@@ -85,6 +85,9 @@ echo "$out"
 grep -Eq '^ratio vpnlbd/testpmd-io: [0-9]+\.[0-9]{2}$' <<<"$(tail -n 1 <<<"$out")" \
   || { echo "test.sh: the benchmark smoke run printed no ratio" >&2; exit 1; }
 
+step "load: pktgen-DPDK drives vpnlbd over net_memif, both ways, every frame accounted for (skipped without pktgen's source)"
+scripts/pktgen-test.sh
+
 step "lab: end to end with strongSwan, ocserv/openconnect and a NAT (acceptance)"
 scripts/e2e.sh
 

@@ -31,7 +31,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use dataplane::io::pcap::{PcapError, PcapWriter};
+use dataplane::io::pcap::{PcapError, PcapWriter, Resolution};
 use dataplane::wire::ike::notify_type;
 use testkit::{lab, Ipv4Opts, SplitMix64, L2, L4};
 
@@ -190,6 +190,15 @@ impl ClientOrder {
 
 /// Writes `client.pcap` and `backend.pcap` into `dir`.
 pub fn write(dir: &Path, t: &BenchTraffic) -> Result<(u64, u64), BenchError> {
+    write_with(dir, t, Resolution::Nanoseconds)
+}
+
+/// As [`write`], with timestamps of `resolution` (pktgen-DPDK reads only microseconds).
+pub fn write_with(
+    dir: &Path,
+    t: &BenchTraffic,
+    resolution: Resolution,
+) -> Result<(u64, u64), BenchError> {
     if t.family != 4 && t.family != 6 {
         return Err(BenchError::Invalid("family must be 4 or 6".into()));
     }
@@ -206,7 +215,7 @@ pub fn write(dir: &Path, t: &BenchTraffic) -> Result<(u64, u64), BenchError> {
     let mut rng = SplitMix64(t.seed);
     let new_clients = t.mix == Mix::NewClients;
     let mut order = ClientOrder::new(t.clients, t.seed, !new_clients);
-    let mut out = PcapWriter::create(dir.join("client.pcap"))?;
+    let mut out = PcapWriter::create_with(dir.join("client.pcap"), resolution)?;
     let packets = if new_clients {
         t.clients
     } else {
@@ -218,7 +227,7 @@ pub fn write(dir: &Path, t: &BenchTraffic) -> Result<(u64, u64), BenchError> {
         out.write_packet(n * 1000, &frame)?;
     }
     out.flush()?;
-    let mut out = PcapWriter::create(dir.join("backend.pcap"))?;
+    let mut out = PcapWriter::create_with(dir.join("backend.pcap"), resolution)?;
     let mut order = ClientOrder::new(t.clients, t.seed ^ 1, false);
     // (With new clients too: a port of forwarders such as testpmd needs something to replay;
     // the gateways' frames teach the table a few thousand confirmed clients, once.)

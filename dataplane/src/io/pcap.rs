@@ -652,36 +652,64 @@ fn for_each_option(
     Ok(())
 }
 
-/// Writes Ethernet frames as a classic pcap file (little-endian, nanosecond timestamps).
+/// The resolution of a written file's timestamps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resolution {
+    #[default]
+    Nanoseconds,
+    /// The original format, for readers that know no other (pktgen-DPDK 23.06 among them).
+    Microseconds,
+}
+
+/// Writes Ethernet frames as a classic pcap file (little-endian; nanosecond timestamps unless
+/// made with [`Resolution::Microseconds`]).
 #[derive(Debug)]
 pub struct PcapWriter<W: Write> {
     inner: W,
+    resolution: Resolution,
 }
 
 impl PcapWriter<BufWriter<File>> {
     /// Creates (or truncates) `path` and writes the file header.
     pub fn create(path: impl AsRef<Path>) -> Result<Self, PcapError> {
+        Self::create_with(path, Resolution::Nanoseconds)
+    }
+
+    /// As [`create`](Self::create), with timestamps of `resolution`.
+    pub fn create_with(path: impl AsRef<Path>, resolution: Resolution) -> Result<Self, PcapError> {
         let path = path.as_ref();
         let file = File::create(path).map_err(|source| PcapError::Open {
             path: path.to_path_buf(),
             source,
         })?;
-        PcapWriter::new(BufWriter::new(file))
+        PcapWriter::with_resolution(BufWriter::new(file), resolution)
     }
 }
 
 impl<W: Write> PcapWriter<W> {
     /// Writes the 24-byte file header to `writer`.
-    pub fn new(mut writer: W) -> Result<Self, PcapError> {
+    pub fn new(writer: W) -> Result<Self, PcapError> {
+        Self::with_resolution(writer, Resolution::Nanoseconds)
+    }
+
+    /// Writes the file header for timestamps of `resolution` to `writer`.
+    pub fn with_resolution(mut writer: W, resolution: Resolution) -> Result<Self, PcapError> {
+        let magic = match resolution {
+            Resolution::Nanoseconds => MAGIC_NS,
+            Resolution::Microseconds => MAGIC_US,
+        };
         let mut hdr = [0u8; 24];
-        hdr[0..4].copy_from_slice(&MAGIC_NS.to_le_bytes());
+        hdr[0..4].copy_from_slice(&magic.to_le_bytes());
         hdr[4..6].copy_from_slice(&2u16.to_le_bytes());
         hdr[6..8].copy_from_slice(&4u16.to_le_bytes());
         // thiszone and sigfigs stay 0.
         hdr[16..20].copy_from_slice(&WRITER_SNAPLEN.to_le_bytes());
         hdr[20..24].copy_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
         writer.write_all(&hdr)?;
-        Ok(PcapWriter { inner: writer })
+        Ok(PcapWriter {
+            inner: writer,
+            resolution,
+        })
     }
 
     /// Appends one frame captured at `ts_ns` (nanoseconds since the Unix epoch). Frames longer
@@ -690,7 +718,10 @@ impl<W: Write> PcapWriter<W> {
     pub fn write_packet(&mut self, ts_ns: u64, data: &[u8]) -> Result<(), PcapError> {
         let sec = u32::try_from(ts_ns / NS_PER_S)
             .map_err(|_| PcapError::TimestampOutOfRange { ts_ns })?;
-        let frac = (ts_ns % NS_PER_S) as u32;
+        let frac = match self.resolution {
+            Resolution::Nanoseconds => (ts_ns % NS_PER_S) as u32,
+            Resolution::Microseconds => (ts_ns % NS_PER_S / 1000) as u32,
+        };
         let orig_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let incl_len = orig_len.min(WRITER_SNAPLEN);
         let mut hdr = [0u8; 16];
@@ -1110,6 +1141,18 @@ mod tests {
             &bytes[24..],
             &[1, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 0xab, 0xcd]
         );
+    }
+
+    #[test]
+    fn microsecond_files_have_the_original_magic_and_read_back() {
+        let mut w = PcapWriter::with_resolution(Vec::new(), Resolution::Microseconds).unwrap();
+        w.write_packet(1_000_123_456, &[0xab]).unwrap();
+        let bytes = w.into_inner().unwrap();
+        assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+        assert_eq!(&bytes[24..32], &[1, 0, 0, 0, 123, 0, 0, 0]); // 123 µs: the 456 ns go
+        let packets = read_all(&bytes).unwrap();
+        assert_eq!(packets.len(), 1);
+        assert_eq!(packets[0].0, 1_000_123_000);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dataplane::io::pcap::Resolution;
 use vpnlb_perf::bench::{self, BenchTraffic, Mix, Size};
 
 /// Write the benchmark's client-port and backend-port captures.
@@ -42,6 +43,10 @@ struct Args {
     /// Client address family: 4 (198.18.64.0/18, up to 16384 clients) or 6 (2001:2:0:64::/64).
     #[arg(long, default_value_t = 6)]
     family: u8,
+    /// Microsecond timestamps (the original pcap format, which pktgen-DPDK needs) instead of
+    /// nanosecond ones.
+    #[arg(long)]
+    microseconds: bool,
     /// PRNG seed: the same seed gives identical captures.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -69,7 +74,12 @@ fn main() -> ExitCode {
         family: a.family,
         seed: a.seed,
     };
-    match bench::write(&a.out_dir, &t) {
+    let resolution = if a.microseconds {
+        Resolution::Microseconds
+    } else {
+        Resolution::Nanoseconds
+    };
+    match bench::write_with(&a.out_dir, &t, resolution) {
         Ok((client, backend)) => {
             println!(
                 "{{\"client_frames\": {client}, \"backend_frames\": {backend}, \"clients\": {}}}",
