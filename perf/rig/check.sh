@@ -99,8 +99,19 @@ else
 fi
 
 [ -x "$VPNLBD" ] || { echo "check: $VPNLBD missing (cargo build --release)" >&2; exit 1; }
-step "vpnlbd check --config $RIG/rig.toml"
-"$VPNLBD" check --config "$RIG/rig.toml" 2>&1 | sed 's/^/  /'
+# `check` also runs the daemon's preflight (cores present, hugepages reserved): on a machine
+# smaller than the rig's appliance, the file is checked with this machine's cores and no
+# hugepages, everything else as shipped.
+rig_conf=$RIG/rig.toml
+if [ "$(nproc)" -lt 6 ] || ! grep -q '^HugePages_Free: *[1-9]' /proc/meminfo; then
+  rig_conf=$tmp/rig-here.toml
+  sed -e 's/^workers = .*/workers = [1]/' -e 's/^control_core = .*/control_core = 0/' \
+    -e 's/^hugepages = true/hugepages = false/' "$RIG/rig.toml" >"$rig_conf"
+  step "vpnlbd check --config $RIG/rig.toml (workers [1], control core 0, no hugepages: this machine)"
+else
+  step "vpnlbd check --config $RIG/rig.toml"
+fi
+"$VPNLBD" check --config "$rig_conf" 2>&1 | sed 's/^/  /'
 
 step "$RIG/check_trex.py (profile vs TRex signatures; its frames through vpnlbd replay)"
 "$PY" "$RIG/check_trex.py" "$VPNLBD" conf/lab.toml "$tmp"
