@@ -356,14 +356,7 @@ impl NeighborCache {
         interface: u16,
         now_ms: u64,
     ) -> Result<(), Refusal> {
-        let on_subnet = self
-            .subnets
-            .iter()
-            .any(|(i, c)| *i == interface && c.contains(address));
-        if !on_subnet {
-            self.counters.off_subnet += 1;
-            return Err(Refusal::OffSubnet);
-        }
+        self.admit_on_subnet(address, interface)?;
         let Some(entry) = self.entries.get(&address).copied() else {
             self.counters.unsolicited_ignored += 1;
             return Err(Refusal::Unsolicited);
@@ -391,6 +384,20 @@ impl NeighborCache {
             }
         }
         self.insert_reachable(address, mac, interface, now_ms, false);
+        Ok(())
+    }
+
+    /// What an answer and a request must both pass first: `address` is on a subnet of
+    /// `interface` (counted as `off_subnet` when not).
+    fn admit_on_subnet(&mut self, address: IpAddr, interface: u16) -> Result<(), Refusal> {
+        let on_subnet = self
+            .subnets
+            .iter()
+            .any(|(i, c)| *i == interface && c.contains(address));
+        if !on_subnet {
+            self.counters.off_subnet += 1;
+            return Err(Refusal::OffSubnet);
+        }
         Ok(())
     }
 
@@ -445,14 +452,7 @@ impl NeighborCache {
             }
             return Ok(());
         }
-        let on_subnet = self
-            .subnets
-            .iter()
-            .any(|(i, c)| *i == interface && c.contains(address));
-        if !on_subnet {
-            self.counters.off_subnet += 1;
-            return Err(Refusal::OffSubnet);
-        }
+        self.admit_on_subnet(address, interface)?;
         if self.interface_of(address) != Some(interface) {
             self.counters.wrong_interface += 1;
             return Err(Refusal::WrongInterface);

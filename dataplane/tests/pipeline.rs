@@ -1438,24 +1438,35 @@ fn fragmentation_needed_from_the_router_reaches_the_clients_gateway_translated()
     assert_eq!(w.counters().icmp_errors_translated, 1);
 }
 
+const STEERED_WORKERS: u16 = 4;
+
+/// Hardware steering over [`STEERED_WORKERS`] workers, as a NIC hashes a client port's L3 sources, and the first
+/// client `client(n)` it gives another worker than the router's: (steering, the router's
+/// worker, the client, the client's worker).
+fn steered_apart<A: Copy>(
+    router: &[u8],
+    client: impl Fn(u32) -> A,
+    octets: impl Fn(A) -> Vec<u8>,
+) -> (dataplane::steer::Steering, u16, A, u16) {
+    let steering = dataplane::steer::Steering::new(STEERED_WORKERS);
+    let router_worker = steering.owner_of_client(router);
+    let c = (0..)
+        .map(client)
+        .find(|c| steering.owner_of_client(&octets(*c)) != router_worker)
+        .expect("a client owned elsewhere");
+    let owner = steering.owner_of_client(&octets(c));
+    (steering, router_worker, c, owner)
+}
+
 /// With hardware RSS the NIC hashes an ICMP error from the client side on its source, a
 /// router's address: it lands on the router's worker, not the quoted client's. That worker
 /// hands it to the client's owner, which translates it (without the hand-off, 3 in 4 errors
 /// would find no flow: path-MTU discovery through the appliance would fail).
 #[test]
 fn icmp_errors_under_hardware_steering_reach_the_quoted_clients_worker() {
-    use dataplane::steer::Steering;
-    let workers = 4;
-    let steering = Steering::new(workers);
-    // The NIC's pick on a client port: the L3 source.
-    let nic = |a: Ipv4Addr| steering.owner_of_client(&a.octets());
-    let router_worker = nic(ROUTER_V4);
-    let c = (0..)
-        .map(client_v4)
-        .find(|c| nic(*c) != router_worker)
-        .expect("a client owned elsewhere");
-    let owner = nic(c);
-    let mut pipelines: Vec<Pipeline> = (0..workers)
+    let (steering, router_worker, c, owner) =
+        steered_apart(&ROUTER_V4.octets(), client_v4, |c| c.octets().to_vec());
+    let mut pipelines: Vec<Pipeline> = (0..STEERED_WORKERS)
         .map(|me| {
             let mut w = test_worker();
             w.set_error_steering(Some(steering.clone()), me);
@@ -1503,15 +1514,8 @@ fn icmp_errors_under_hardware_steering_reach_the_quoted_clients_worker() {
 /// The same for ICMPv6 packet-too-big.
 #[test]
 fn icmpv6_errors_under_hardware_steering_reach_the_quoted_clients_worker() {
-    use dataplane::steer::Steering;
-    let workers = 4;
-    let steering = Steering::new(workers);
-    let nic = |a: Ipv6Addr| steering.owner_of_client(&a.octets());
-    let router_worker = nic(ROUTER_V6);
-    let c = (0..)
-        .map(client_v6)
-        .find(|c| nic(*c) != router_worker)
-        .expect("a client owned elsewhere");
+    let (steering, router_worker, c, owner) =
+        steered_apart(&ROUTER_V6.octets(), client_v6, |c| c.octets().to_vec());
     let sent = ip_part(&udp6(from_router(), lab::VIP_V6, c, 500, 500, &[0; 64]));
     let l4 = L4::Icmpv6 {
         msg_type: icmpv6_type::PACKET_TOO_BIG,
@@ -1524,7 +1528,7 @@ fn icmpv6_errors_under_hardware_steering_reach_the_quoted_clients_worker() {
     w.set_error_steering(Some(steering.clone()), router_worker);
     assert_eq!(
         run(&mut w, CLIENT_PORT, &err).0,
-        Verdict::HandOff { worker: nic(c) }
+        Verdict::HandOff { worker: owner }
     );
 }
 
