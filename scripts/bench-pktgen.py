@@ -24,10 +24,11 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
+
+from bench import stop  # scripts/bench.py, beside this file (in a bundle too)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # In the repository this file is scripts/bench-pktgen.py; in a bench.sh --bundle, at its top.
@@ -191,11 +192,7 @@ def main():
         log(f"pktgen ran {time.monotonic() - t0:.0f} s")
         after = counted(ctl(a, sock, "show", "stats"), ctl(a, sock, "show", "ports"))
     finally:
-        vpnlbd.send_signal(signal.SIGINT)
-        try:
-            vpnlbd.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            vpnlbd.kill()
+        stop(vpnlbd, 20)
     grew = {k: after[k] - before[k] for k in after}
     summary = {"mode": a.mode, "settings": settings, "results": results,
                "vpnlbd": {"rx": grew.pop("rx"), "tx": grew.pop("tx"), "not_sent": grew}}

@@ -36,10 +36,14 @@ APT_PACKAGES=(build-essential pkg-config python3 ca-certificates curl
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   ocserv openconnect keepalived lua5.3
   prometheus systemd dpkg-dev man-db)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+# missing_packages PKG...: those of PKG... that dpkg does not have installed, one a line.
+missing_packages() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -59,11 +63,7 @@ fi
 # pktgen-DPDK, where its source is at hand (perf/rig/build-pktgen.sh --which): the pktgen load
 # test and `scripts/bench.sh --generator pktgen` use it. A test tool, not a dependency of vpnlb.
 if PKTGEN_SRC=$(perf/rig/build-pktgen.sh --which 2>/dev/null); then
-  PKTGEN_PACKAGES=(meson ninja-build liblua5.3-dev libnuma-dev)
-  missing=()
-  for p in "${PKTGEN_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
+  mapfile -t missing < <(missing_packages meson ninja-build liblua5.3-dev libnuma-dev)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing Debian packages to build pktgen: ${missing[*]}"
     $SUDO apt-get update -qq
