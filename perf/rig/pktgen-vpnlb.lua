@@ -18,6 +18,10 @@
 --   VPNLB_CLIENT_PORT, VPNLB_BACKEND_PORT   default 0 and 1
 --   VPNLB_SAMPLE_S    seconds between progress lines, default 5
 --   VPNLB_QUIT        1: quit pktgen at the end (for scripted runs)
+--   VPNLB_HOLD_FILE   a path: before quitting, wait (2 min at most) until it exists, so a
+--                     script reads the appliance's counters and stops it while pktgen's ports
+--                     are still connected (a net_memif peer that leaves under a polling worker
+--                     can crash it: DPDK 22.11 unmaps the regions under the worker)
 --   VPNLB_MODE        "replay" (default): one run at VPNLB_RATE for VPNLB_DURATION_S;
 --                     "search": the no-drop rate (RFC 2544 throughput), below
 -- At the end of a replay it prints tx/rx packets and packets per second per port and the
@@ -59,6 +63,7 @@ local BACKEND_PORT = whole(setting("VPNLB_BACKEND_PORT", "1"))
 local SAMPLE_S = whole(setting("VPNLB_SAMPLE_S", "5"))
 local QUIT = setting("VPNLB_QUIT", "0") == "1"
 local MODE = setting("VPNLB_MODE", "replay")
+local HOLD_FILE = setting("VPNLB_HOLD_FILE", "")
 local TRIAL_S = tonumber(setting("VPNLB_TRIAL_S", "2"))
 local WARMUP_S = tonumber(setting("VPNLB_WARMUP_S", "1"))
 local LOSS = tonumber(setting("VPNLB_LOSS", "0"))
@@ -241,5 +246,13 @@ end
 pktgen.clr()
 pktgen.delay(1000)
 if MODE == "search" then search() else replay() end
+print("vpnlb: done")
 
+if HOLD_FILE ~= "" then
+    for _ = 1, 1200 do
+        local f = io.open(HOLD_FILE, "r")
+        if f ~= nil then f:close() break end
+        pktgen.delay(100)
+    end
+end
 if QUIT then pktgen.quit() end
