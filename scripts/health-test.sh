@@ -255,6 +255,8 @@ prom_expect 'count(vpnlb_gateway_healthy == 1)' 3
 prom_expect 'max_over_time(vpnlb_gateway_admin_state{gateway="gw2",state="draining"}[10m])' 1
 prom_expect 'vpnlb_gateway_admin_state{gateway="gw2",state="up"}' 1
 prom_expect 'vpnlb_config_reloads_total{result="applied"}' 3
+# The scrapes themselves, as the daemon counted them.
+prom_expect 'vpnlb_metrics_http_responses_total{code="200"} > bool 5' 1
 # Every alert rule evaluates on the live series without an error.
 rules=$(ip netns exec "$LAB_PROM_NS" curl -sf --max-time 5 "http://$LAB_PROM_ADDR/api/v1/rules")
 python3 -c '

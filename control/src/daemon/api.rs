@@ -119,6 +119,8 @@ pub struct Ctx<'a> {
     pub watchdog: &'a Watchdog,
     /// When the daemon started, how its reloads went.
     pub lifecycle: &'a super::metrics::Lifecycle,
+    /// The `/metrics` server's answers, when `[metrics] listen` is set.
+    pub http: Option<super::metrics_http::HttpCounts>,
 }
 
 /// All workers' counters summed.

@@ -144,6 +144,7 @@ macro_rules! api_ctx {
             runtime: &mut $s.runtime,
             watchdog: &$s.watchdog,
             lifecycle: &$s.lifecycle,
+            http: $s.services.metrics.as_ref().map(|m| m.counts()),
         }
     };
 }
@@ -336,7 +337,9 @@ impl ControlLoop {
         };
         let sockets = self.sock.stats();
         {
-            let ctx = api_ctx!(self, sockets);
+            let mut ctx = api_ctx!(self, sockets);
+            // Taken out of the services for this: its counts come in by hand.
+            ctx.http = Some(server.counts());
             server.answer(|| metrics::render(&ctx));
         }
         self.services.metrics = Some(server);

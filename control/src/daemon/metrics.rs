@@ -18,6 +18,7 @@ use super::api::{Ctx, GatewayRow, Health, Totals};
 use super::exception::ExceptionCounters;
 use super::ha::VrrpMetrics;
 use super::loads::LoadReports;
+use super::metrics_http::HttpCounts;
 use super::sync::SyncMetrics;
 use super::watchdog::Watchdog;
 use super::worker::WorkerReport;
@@ -104,6 +105,7 @@ pub fn render(ctx: &Ctx<'_>) -> String {
         .map(|s| s.metrics(std::time::Instant::now()));
     sync_metrics(&mut x, sync.as_ref());
     control_socket_metrics(&mut x, &ctx.sockets);
+    http_metrics(&mut x, ctx.http.as_ref());
     watchdog_metrics(&mut x, ctx.watchdog);
     x.finish()
 }
@@ -682,6 +684,25 @@ fn control_socket_metrics(x: &mut Exposition, s: &ControlSocketStats) {
     for s in &sockets {
         f.sample(&[("socket", s.access.name())], s.counters.idle_disconnects);
     }
+}
+
+/// The `/metrics` server's answers by status code, and the clients it dropped unanswered.
+fn http_metrics(x: &mut Exposition, h: Option<&HttpCounts>) {
+    let mut f = x.counter(
+        "metrics_http_responses_total",
+        "Answers of the /metrics server by HTTP status code (503: the control thread did not render in time).",
+    );
+    if let Some(h) = h {
+        f.sample(&[("code", "200")], h.ok)
+            .sample(&[("code", "4xx")], h.client_errors)
+            .sample(&[("code", "503")], h.unavailable);
+    }
+    let mut p = Part { x, part: h };
+    p.counter(
+        "metrics_http_clients_dropped_total",
+        "/metrics clients dropped unanswered: too slow, too long a request, gone before it ended.",
+        |h| h.dropped,
+    );
 }
 
 /// Per watched thread (`worker0`, ..., `health-checker`): stalled now, stalls so far; and the

@@ -9,7 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,8 +42,41 @@ pub enum MetricsError {
     Thread(io::Error),
 }
 
+/// The server's answers so far, by what they were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpCounts {
+    /// 200: the page (or the index).
+    pub ok: u64,
+    /// 400, 404, 405.
+    pub client_errors: u64,
+    /// 503: the control thread did not render in time.
+    pub unavailable: u64,
+    /// Clients dropped unanswered: too slow, too long a request, gone before it ended.
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    client_errors: AtomicU64,
+    unavailable: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, status: &str) {
+        let c = match status.as_bytes().first() {
+            Some(b'2') => &self.ok,
+            Some(b'4') => &self.client_errors,
+            _ => &self.unavailable,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The running server; dropping it stops the thread.
 pub struct MetricsServer {
+    counters: Arc<Counters>,
     pages: Receiver<PageRequest>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -69,20 +102,33 @@ impl MetricsServer {
             .map_err(|source| MetricsError::Bind { addr, source })?;
         let (ask, pages) = crossbeam_channel::bounded(1);
         let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
         let thread = {
-            let stop = Arc::clone(&stop);
+            let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
             std::thread::Builder::new()
                 .name("vpnlb-metrics".into())
-                .spawn(move || serve(&listener, &ask, &stop))
+                .spawn(move || serve(&listener, &ask, &stop, &counters))
                 .map_err(MetricsError::Thread)?
         };
         info!(%addr, netns = netns.unwrap_or("(own)"), "serving /metrics");
         Ok(MetricsServer {
+            counters,
             pages,
             stop,
             thread: Some(thread),
             addr,
         })
+    }
+
+    /// Its answers so far.
+    pub fn counts(&self) -> HttpCounts {
+        let c = &self.counters;
+        HttpCounts {
+            ok: c.ok.load(Ordering::Relaxed),
+            client_errors: c.client_errors.load(Ordering::Relaxed),
+            unavailable: c.unavailable.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
     }
 
     /// Where it listens (the bound port when `listen` gave port 0).
@@ -114,14 +160,21 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve(listener: &TcpListener, ask: &Sender<PageRequest>, stop: &AtomicBool) {
+fn serve(
+    listener: &TcpListener,
+    ask: &Sender<PageRequest>,
+    stop: &AtomicBool,
+    counters: &Counters,
+) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, peer)) => {
-                if let Err(e) = handle(stream, ask) {
-                    debug!(%peer, error = %e, "metrics client");
+            Ok((stream, peer)) => match handle(stream, ask) {
+                Ok(status) => counters.count(status),
+                Err(e) => {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, error = %e, "metrics client dropped");
                 }
-            }
+            },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
             Err(e) => {
                 warn!(error = %e, "metrics listener: accept failed");
@@ -179,7 +232,8 @@ fn route(head: &[u8]) -> Route {
 
 const INDEX: &str = "vpnlbd: Prometheus metrics are at /metrics\n";
 
-fn handle(mut stream: TcpStream, ask: &Sender<PageRequest>) -> io::Result<()> {
+/// Answers one client; the status line's code and text.
+fn handle(mut stream: TcpStream, ask: &Sender<PageRequest>) -> io::Result<&'static str> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
@@ -221,7 +275,8 @@ fn handle(mut stream: TcpStream, ask: &Sender<PageRequest>) -> io::Result<()> {
         out.push_str(&body);
     }
     stream.write_all(out.as_bytes())?;
-    stream.flush()
+    stream.flush()?;
+    Ok(status)
 }
 
 /// The request head, up to its blank line; a request that is too long or too slow is an
@@ -341,5 +396,17 @@ mod tests {
         let mut rest = Vec::new();
         let _ = slow.read_to_end(&mut rest);
         assert!(rest.is_empty(), "the slow client got an answer");
+        let counted = server.counts();
+        assert_eq!(
+            (counted.ok, counted.client_errors, counted.unavailable),
+            (1, 2, 1),
+            "{counted:?}"
+        );
+        // The slow client's drop is counted once its timeout is over (it is, by now).
+        let t0 = Instant::now();
+        while server.counts().dropped == 0 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(server.counts().dropped, 1);
     }
 }
