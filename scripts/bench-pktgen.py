@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from bench import stop  # scripts/bench.py, beside this file (in a bundle too)
+from bench import ctl, stop  # scripts/bench.py, beside this file (in a bundle too)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # In the repository this file is scripts/bench-pktgen.py; in a bench.sh --bundle, at its top.
@@ -70,14 +70,6 @@ def vpnlbd_config(a, path, sock, memif):
     text += f'\n[control]\nsocket = "{sock}"\n'
     with open(path, "w") as f:
         f.write(text)
-
-
-def ctl(a, sock, *words):
-    r = subprocess.run([os.path.join(a.bin_dir, "vpnlbctl"), "--socket", sock, "--json", *words],
-                       capture_output=True, text=True, timeout=10)
-    if r.returncode != 0:
-        raise RuntimeError(f"vpnlbctl {' '.join(words)}: {r.stderr.strip()}")
-    return json.loads(r.stdout)
 
 
 def start_vpnlbd(a, work):
@@ -199,6 +191,7 @@ def main():
     ap.add_argument("--limit-s", type=int, default=240, help="bound on each program's run")
     ap.add_argument("--eal", default="", help="extra EAL arguments for both (a bundle's -d PMDS)")
     a = ap.parse_args()
+    a.vpnlbctl = os.path.join(a.bin_dir, "vpnlbctl")  # what bench.py's ctl runs
 
     work = os.path.abspath(a.out)
     os.makedirs(work, exist_ok=True)

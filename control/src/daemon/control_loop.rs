@@ -332,17 +332,12 @@ impl ControlLoop {
 
     /// Renders `/metrics` when the HTTP server asks for it.
     fn serve_metrics(&mut self) {
-        let Some(server) = self.services.metrics.take() else {
+        let Some(server) = self.services.metrics.as_ref() else {
             return;
         };
         let sockets = self.sock.stats();
-        {
-            let mut ctx = api_ctx!(self, sockets);
-            // Taken out of the services for this: its counts come in by hand.
-            ctx.http = Some(server.counts());
-            server.answer(|| metrics::render(&ctx));
-        }
-        self.services.metrics = Some(server);
+        let ctx = api_ctx!(self, sockets);
+        server.answer(|| metrics::render(&ctx));
     }
 
     /// Requests answered later: starts the reloads asked for, moves the one under way on, and
