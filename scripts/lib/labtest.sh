@@ -26,7 +26,11 @@
 # enough to poll) | wait_health GW STATE LIMIT_MS (WAITED_MS; past the limit a miss, status 1) |
 # lab_prometheus TARGET (a Prometheus server on the backend segment scraping TARGET's /metrics
 # every second, with monitoring/alerts.yml loaded) | promql QUERY (its answer, one "LABELS VALUE"
-# line per series) | scrape TARGET (the /metrics page, fetched from the Prometheus host).
+# line per series) | prom_value QUERY (the first series' value; empty without one) |
+# prom_wait_scrape (until Prometheus holds a scrape newer than this call: queries then see the
+# daemon's state as of now) |
+# prom_expect QUERY WANT (fail unless prom_value is WANT) | scrape TARGET (the /metrics page,
+# fetched from the Prometheus host).
 #
 # Variables a test may set: SOCK (default OUT/vpnlbd.sock), LAB_SHOW (the vpnlbctl views of a
 # failure report; default show stats, gateways, drops), LAB_LOG_TAG (log's prefix; TEST_NAME),
@@ -252,6 +256,27 @@ for s in r["data"]["result"]:
 
 scrape() {
   ip netns exec "$LAB_PROM_NS" curl -sf --max-time 5 "http://$1/metrics"
+}
+
+prom_value() { promql "$1" | awk 'NR == 1 { print $2 }'; }
+
+prom_wait_scrape() {
+  local since t
+  since=$(date +%s.%N)
+  for _ in $(seq 1 50); do
+    t=$(prom_value 'timestamp(up{job="vpnlb"})')
+    if [ -n "$t" ] && python3 -c 'import sys; sys.exit(float(sys.argv[1]) <= float(sys.argv[2]))' "$t" "$since"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  fail "Prometheus: no scrape of the daemon within 5 s"
+}
+
+prom_expect() {
+  local query=$1 want=$2 got
+  got=$(prom_value "$query")
+  [ "$got" = "$want" ] || fail "Prometheus: $query is '${got}', not $want"
 }
 
 # --- the failure report and the teardown ---------------------------------------------------------
